@@ -1,0 +1,30 @@
+"""Rules: a :class:`forensics.model.Host` in, findings out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from forensics.checks.containers import check_containers, check_mounts
+from forensics.checks.drivers import check_driver_dirs
+from forensics.checks.images import check_images, check_repositories
+from forensics.checks.layers import check_layers, check_leftovers
+from forensics.checks.layout import check_layout, check_volumes
+from forensics.model import Host
+from forensics.report import Finding, sort_findings
+
+RULES: list[Callable[[Host], Iterable[Finding]]] = [
+    check_layout,
+    check_repositories,
+    check_images,
+    check_layers,
+    check_leftovers,
+    check_mounts,
+    check_containers,
+    check_driver_dirs,
+    check_volumes,
+]
+
+
+def run_checks(host: Host) -> list[Finding]:
+    """Every rule over ``host``, findings sorted by path then check id."""
+    return sort_findings(f for rule in RULES for f in rule(host))

@@ -1,0 +1,207 @@
+"""Every check id, its severity and what it means: the one place where severity is decided.
+
+Severity: ``error`` — the daemon fails, skips the object, or its data is unreachable;
+``warning`` — waste, leftovers of interrupted operations, things that break later;
+``info`` — facts worth knowing that are not damage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from forensics.report import Finding
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    severity: str
+    summary: str
+
+
+_CHECKS = [
+    # layout
+    Check("layout.unknown-root", "warning", "ROOT does not look like a Docker root"),
+    Check("layout.containerd-store", "info", "Docker's containerd image store is in use"),
+    Check(
+        "layout.legacy-graph", "info", "a pre-1.10 graph/ is still present beside the modern store"
+    ),
+    Check("layout.stale-store", "info", "an image/<driver> store of a driver that is not in use"),
+    # repositories
+    Check(
+        "repositories.damaged",
+        "error",
+        "the tag store is unreadable or cannot be parsed: the daemon will not start",
+    ),
+    Check("repositories.target-missing", "warning", "a tag names an image that does not exist"),
+    # images
+    Check("image.config-missing", "error", "an image config cannot be read"),
+    Check("image.config-damaged", "error", "an image config is empty, truncated or not JSON"),
+    Check("image.digest-mismatch", "error", "an image config's sha256 differs from its file name"),
+    Check("image.rootfs-missing", "error", "an image config has no rootfs.diff_ids"),
+    Check("image.history-mismatch", "warning", "more non-empty history entries than layers"),
+    Check("image.parent-missing", "warning", "imagedb metadata names a parent image that is gone"),
+    Check("image.parent-damaged", "warning", "imagedb metadata parent file is damaged"),
+    Check("image.layer-missing", "error", "a ChainID of the image is not in the layer store"),
+    # layers
+    Check("layer.empty-dir", "error", "an empty layerdb directory (breaks pulls of that layer)"),
+    Check("layer.diff-missing", "error", "a layer has no diff file"),
+    Check("layer.diff-damaged", "error", "a layer's diff file is empty or not a digest"),
+    Check("layer.size-missing", "error", "a layer has no size file"),
+    Check("layer.size-damaged", "error", "a layer's size file is empty or not a number"),
+    Check("layer.cache-id-missing", "error", "a layer has no cache-id file"),
+    Check("layer.cache-id-damaged", "error", "a layer's cache-id file is empty or unreadable"),
+    Check("layer.parent-damaged", "error", "a layer's parent file is empty or not a ChainID"),
+    Check("layer.config-missing", "error", "a legacy graph image has no json file"),
+    Check(
+        "layer.config-damaged",
+        "error",
+        "a legacy graph image's json is empty, truncated or not JSON",
+    ),
+    Check("layer.layersize-damaged", "warning", "a legacy graph image's layersize is not a number"),
+    Check(
+        "layer.chain-id-mismatch", "error", "a layer's directory name is not ChainID(parent, diff)"
+    ),
+    Check(
+        "layer.parent-mismatch", "error", "a layer's parent differs from the image's layer chain"
+    ),
+    Check("layer.parent-missing", "error", "a layer's parent is not in the layer store"),
+    Check("layer.driver-dir-missing", "error", "the driver has no data for a layer's cache-id"),
+    Check("layer.unreferenced", "warning", "a layer that no image and no container uses"),
+    Check(
+        "layer.tar-split-missing",
+        "warning",
+        "a layer without tar-split (cannot be saved or pushed)",
+    ),
+    Check(
+        "layer.removing-leftover",
+        "warning",
+        "a *-removing layer directory of an interrupted delete",
+    ),
+    Check("layer.tmp-leftover", "warning", "an interrupted layer registration under layerdb/tmp"),
+    Check("layer.stray-entry", "warning", "an entry in layerdb/sha256 that is not a layer"),
+    Check(
+        "image.stray-entry", "warning", "an entry in imagedb/content/sha256 that is not an image"
+    ),
+    Check(
+        "layer.graph-tmp-leftover",
+        "warning",
+        "a leftover of an interrupted operation in graph/_tmp",
+    ),
+    Check("layer.graph-stray", "warning", "an entry in graph/ that is not an image"),
+    # mounts
+    Check("mount.container-missing", "error", "a mount record whose container is gone"),
+    Check("mount.dir-missing", "error", "a mount record path is not a directory"),
+    Check(
+        "mount.mount-id-missing",
+        "error",
+        "a mount record without mount-id: the container is not restored",
+    ),
+    Check("mount.mount-id-damaged", "error", "a mount-id that is empty or malformed"),
+    Check("mount.init-id-damaged", "error", "an init-id that is empty or malformed"),
+    Check("mount.parent-damaged", "error", "a mount parent file that is empty or not a ChainID"),
+    Check(
+        "mount.driver-dir-missing",
+        "error",
+        "the driver has no directory for a container's RW layer",
+    ),
+    Check(
+        "mount.init-dir-missing",
+        "error",
+        "the driver has no directory for a container's init layer",
+    ),
+    Check("mount.parent-mismatch", "error", "a mount's parent is not the top layer of its image"),
+    Check("mount.parent-missing", "error", "a mount's parent layer is not in the layer store"),
+    # containers
+    Check("container.config-missing", "error", "a container without a config: the daemon skips it"),
+    Check(
+        "container.config-damaged",
+        "error",
+        "a container config that is empty, truncated or not JSON",
+    ),
+    Check(
+        "container.hostconfig-damaged",
+        "error",
+        "a hostconfig.json that is empty, truncated or not JSON",
+    ),
+    Check(
+        "container.id-mismatch",
+        "error",
+        "the ID inside a container config differs from its directory",
+    ),
+    Check("container.image-missing", "error", "a container whose image does not exist"),
+    Check(
+        "container.driver-mismatch",
+        "error",
+        "a container of another storage driver: the daemon skips it",
+    ),
+    Check(
+        "container.mount-missing",
+        "error",
+        "a container without a layerdb mount record: not restored",
+    ),
+    Check("container.layer-missing", "error", "a legacy container whose driver layers are gone"),
+    Check(
+        "container.volume-missing", "error", "a container names a local volume that does not exist"
+    ),
+    Check(
+        "container.name-duplicate", "error", "two containers with one name: the daemon drops one"
+    ),
+    Check("container.tmp-leftover", "warning", "a leftover of an interrupted config write"),
+    Check("container.stray-entry", "warning", "an entry in containers/ that is not a container"),
+    Check("container.was-running", "info", "recorded as running: the host stopped while it ran"),
+    # volumes
+    Check("volume.data-missing", "warning", "a volume directory without _data"),
+    # drivers
+    Check("driver.orphan-dir", "error", "a driver directory that no layer or container references"),
+    Check("driver.buildkit-dir", "info", "a driver directory that BuildKit's database names"),
+    Check(
+        "driver.unknown-dir", "warning", "an unreferenced driver directory that may be BuildKit's"
+    ),
+    Check("driver.stray-entry", "warning", "a file where the driver keeps directories"),
+    Check("overlay2.diff-missing", "error", "an overlay2 layer directory without diff/"),
+    Check("overlay2.link-missing", "error", "an overlay2 layer without a link file (mounts fail)"),
+    Check("overlay2.link-damaged", "error", "an overlay2 link file that is empty or malformed"),
+    Check(
+        "overlay2.link-dangling",
+        "error",
+        "l/<link> is missing or does not point to the layer's diff",
+    ),
+    Check("overlay2.lower-damaged", "error", "an overlay2 lower file that is empty"),
+    Check(
+        "overlay2.lower-mismatch",
+        "error",
+        "an overlay2 lower differs from the links of the parent chain",
+    ),
+    Check("overlay2.link-orphan", "warning", "an l/ link that no layer's link file names"),
+    Check(
+        "aufs.layers-missing", "error", "a layer without aufs/layers/<id>: the daemon sees no layer"
+    ),
+    Check("aufs.layers-damaged", "error", "aufs/layers/<id> cannot be read"),
+    Check("aufs.lower-mismatch", "error", "aufs/layers/<id> differs from the layer's parent chain"),
+    Check("overlay.lower-id-damaged", "error", "an overlay lower-id file that is empty"),
+    Check("linkgraph.damaged", "error", "linkgraph.db cannot be read"),
+]
+
+CHECKS: dict[str, Check] = {c.id: c for c in _CHECKS}
+
+
+def finding(
+    check: str,
+    path: str,
+    message: str,
+    *,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    damage: str | None = None,
+) -> Finding:
+    """A finding of ``check``, with the severity the catalogue gives it."""
+    return Finding(
+        check=check,
+        severity=CHECKS[check].severity,
+        path=path,
+        message=message,
+        object_type=object_type,
+        object_id=object_id,
+        damage=damage,
+    )

@@ -1,0 +1,232 @@
+"""Rules on the storage driver's directories: what references them, and the driver's own
+bookkeeping (overlay2 ``link``/``lower``/``l/``, aufs ``layers/``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from forensics.checks.catalog import finding
+from forensics.checks.common import problem_findings, short
+from forensics.formats.ids import LINK_ID, MOUNT_ID
+from forensics.model import DriverDir, Host
+from forensics.report import Finding
+
+
+def referenced_driver_dirs(host: Host) -> dict[str, str]:
+    """Driver dir name → what references it (``layer:<id>``, ``mount:<cid>``, ``init:<cid>``)."""
+    refs: dict[str, str] = {}
+    for layer in host.layers.values():
+        if layer.cache_id:
+            refs[layer.cache_id] = f"layer:{layer.id}"
+    if host.layout == "modern":
+        for mount in host.mounts.values():
+            if mount.mount_id:
+                refs[mount.mount_id] = f"mount:{mount.container_id}"
+            if mount.init_id:
+                refs[mount.init_id] = f"init:{mount.container_id}"
+    else:
+        for cid in host.containers:
+            refs[cid] = f"mount:{cid}"
+            refs[f"{cid}-init"] = f"init:{cid}"
+    return refs
+
+
+def expected_lowers(host: Host, refs: dict[str, str]) -> dict[str, list[str]]:
+    """Driver dir name → the driver dirs below it, nearest first (what overlay2 ``lower`` and aufs
+    ``layers/<id>`` must list)."""
+    out: dict[str, list[str]] = {}
+    for name, ref in refs.items():
+        kind, ident = ref.split(":", 1)
+        if kind == "layer":
+            out[name] = _cache_chain(host, host.layers[ident].parent)
+        else:
+            below = _container_image_top(host, ident)
+            chain = _cache_chain(host, below)
+            init = host.containers[ident].init_id if ident in host.containers else None
+            out[name] = ([init] + chain) if kind == "mount" and init else chain
+    return out
+
+
+def _container_image_top(host: Host, cid: str) -> str | None:
+    if host.layout == "modern":
+        mount = host.mounts.get(cid)
+        return mount.parent if mount else None
+    container = host.containers.get(cid)
+    return container.image_id if container else None
+
+
+def _cache_chain(host: Host, start: str | None) -> list[str]:
+    chain: list[str] = []
+    seen: set[str] = set()
+    current = start
+    while current and current not in seen:
+        seen.add(current)
+        layer = host.layers.get(current)
+        if layer is None or not layer.cache_id:
+            chain.append("?")  # unknown: the comparison is skipped
+            break
+        chain.append(layer.cache_id)
+        current = layer.parent
+    return chain
+
+
+def check_driver_dirs(host: Host) -> Iterator[Finding]:
+    if host.layout not in ("modern", "legacy") or not host.driver:
+        return
+    refs = referenced_driver_dirs(host)
+    yield from _check_orphans(host, refs)
+    lowers = expected_lowers(host, refs)
+    if host.driver in ("overlay2", "fuse-overlayfs"):
+        yield from _check_overlay2(host, refs, lowers)
+    elif host.driver == "aufs":
+        yield from _check_aufs(host, refs, lowers)
+    elif host.driver == "overlay":
+        for ddir in host.driver_dirs.values():
+            yield from problem_findings("overlay", ddir.problems, {}, "driver-dir", ddir.id)
+
+
+def _check_orphans(host: Host, refs: dict[str, str]) -> Iterator[Finding]:
+    for name, ddir in host.driver_dirs.items():
+        if name in refs:
+            continue
+        ident = {"object_type": "driver-dir", "object_id": name}
+        if name in host.buildkit_keys:
+            yield finding(
+                "driver.buildkit-dir",
+                ddir.path,
+                "named in BuildKit's database: BuildKit's own",
+                **ident,
+            )
+        elif MOUNT_ID.fullmatch(name):
+            yield finding(
+                "driver.orphan-dir",
+                ddir.path,
+                "no layer, container mount or init layer references this directory",
+                **ident,
+            )
+        else:
+            owner = (
+                "may be BuildKit's (buildkit/ is present)"
+                if host.buildkit_present
+                else "owner unknown"
+            )
+            yield finding(
+                "driver.unknown-dir", ddir.path, f"referenced by nothing; {owner}", **ident
+            )
+
+
+def _check_overlay2(
+    host: Host, refs: dict[str, str], lowers: dict[str, list[str]]
+) -> Iterator[Finding]:
+    named_links: set[str] = set()
+    for name in sorted(refs):
+        ddir = host.driver_dirs.get(name)
+        if ddir is None:
+            continue  # reported as a missing driver dir by the layer and mount rules
+        if ddir.link:
+            named_links.add(ddir.link)
+        yield from _check_overlay2_dir(host, ddir)
+        yield from _check_overlay2_lower(host, ddir, lowers.get(name, []))
+    for ddir in host.driver_dirs.values():
+        if ddir.id not in refs and ddir.link:
+            named_links.add(ddir.link)
+    base = host.driver
+    for link in sorted(set(host.links) - named_links):
+        yield finding(
+            "overlay2.link-orphan", f"{base}/l/{link}", "no layer's link file names this link"
+        )
+
+
+def _check_overlay2_dir(host: Host, ddir: DriverDir) -> Iterator[Finding]:
+    ident = {"object_type": "driver-dir", "object_id": ddir.id}
+    if not ddir.has_diff:
+        yield finding(
+            "overlay2.diff-missing",
+            f"{ddir.path}/diff",
+            "the layer has no diff/ directory",
+            **ident,
+        )
+    if "link" in ddir.problems:
+        yield from problem_findings(
+            "overlay2", ddir.problems, {"link": "link file"}, "driver-dir", ddir.id, ("link",)
+        )
+        return
+    if ddir.link is None:
+        yield finding(
+            "overlay2.link-missing",
+            f"{ddir.path}/link",
+            "no link file: mounts of this layer fail",
+            **ident,
+        )
+        return
+    if not LINK_ID.fullmatch(ddir.link):
+        yield finding(
+            "overlay2.link-damaged",
+            f"{ddir.path}/link",
+            f"malformed link id {ddir.link[:80]!r}",
+            **ident,
+        )
+        return
+    target = host.links.get(ddir.link)
+    expected = f"../{ddir.id}/diff"
+    if ddir.link not in host.links:
+        yield finding(
+            "overlay2.link-dangling",
+            f"{host.driver}/l/{ddir.link}",
+            f"missing: layer {short(ddir.id)} cannot be mounted as a lower layer",
+            **ident,
+        )
+    elif target != expected:
+        yield finding(
+            "overlay2.link-dangling",
+            f"{host.driver}/l/{ddir.link}",
+            f"points to {target!r}, not to {expected!r}"
+            if target is not None
+            else f"is not a symlink (it should point to {expected!r})",
+            **ident,
+        )
+
+
+def _check_overlay2_lower(host: Host, ddir: DriverDir, below: list[str]) -> Iterator[Finding]:
+    ident = {"object_type": "driver-dir", "object_id": ddir.id}
+    if "lower" in ddir.problems:
+        yield from problem_findings(
+            "overlay2", ddir.problems, {"lower": "lower file"}, "driver-dir", ddir.id, ("lower",)
+        )
+        return
+    links = [host.driver_dirs[b].link if b in host.driver_dirs else None for b in below]
+    if "?" in below or None in links:
+        return  # a link of the chain is already reported missing
+    expected = [f"l/{link}" for link in links] or None
+    if ddir.lower != expected:
+        shown = ":".join(ddir.lower) if ddir.lower else "absent"
+        yield finding(
+            "overlay2.lower-mismatch",
+            f"{ddir.path}/lower",
+            f"lower is {shown[:200]}, the parent chain gives {':'.join(expected or []) or 'none'}",
+            **ident,
+        )
+
+
+def _check_aufs(
+    host: Host, refs: dict[str, str], lowers: dict[str, list[str]]
+) -> Iterator[Finding]:
+    for name in sorted(refs):
+        ddir = host.driver_dirs.get(name)
+        if ddir is None:
+            continue
+        ident = {"object_type": "driver-dir", "object_id": name}
+        if ddir.problems:
+            yield from problem_findings(
+                "aufs", ddir.problems, {"layers": "aufs layers file"}, "driver-dir", name
+            )
+            continue
+        below = lowers.get(name, [])
+        if "?" not in below and (ddir.lower or []) != below:
+            yield finding(
+                "aufs.lower-mismatch",
+                f"{host.driver}/layers/{name}",
+                f"lists {len(ddir.lower or [])} parents, the layer chain gives {len(below)} "
+                f"({', '.join(short(b) for b in below) or 'none'})",
+                **ident,
+            )

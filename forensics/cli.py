@@ -1,0 +1,180 @@
+"""The command line: parse arguments, call the library, render, return the exit code.
+
+Exit codes follow e2fsck: 0 clean, 4 errors found, 8 operational error, 16 usage error,
+32 interrupted. Only the requested output goes to stdout; progress and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from forensics import __version__
+from forensics.checks import run_checks
+from forensics.evidence import Evidence, RootError
+from forensics.export import RunInfo, export_sqlite
+from forensics.inventory import build_inventory, inventory_text
+from forensics.model import Host
+from forensics.progress import set_enabled
+from forensics.report import Finding, count_by_severity, findings_jsonl, findings_text, to_json
+from forensics.stores import read_host
+
+DEFAULT_ROOT = "/var/lib/docker"
+EXIT_OK, EXIT_ERRORS, EXIT_OPERATIONAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 4, 8, 16, 32
+
+
+class OperationalError(click.ClickException):
+    """A failure that is not the user's syntax: ROOT unreadable, OUT not writable, …"""
+
+    exit_code = EXIT_OPERATIONAL
+
+
+def _open_root(root: str, *, record_reads: bool = False) -> Evidence:
+    try:
+        return Evidence(root, record_reads=record_reads)
+    except RootError as exc:
+        raise OperationalError(str(exc)) from None
+
+
+def _emit(text: str) -> None:
+    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+    sys.stdout.flush()
+
+
+root_argument = click.argument("root", default=DEFAULT_ROOT, required=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="docker-forensics")
+@click.option("--no-progress", is_flag=True, help="Never show progress bars.")
+def cli(no_progress: bool) -> None:
+    """Examine Docker's storage directory offline: what is there, what is broken, and why."""
+    set_enabled(not no_progress)
+
+
+@cli.command()
+@root_argument
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def inventory(root: str, fmt: str) -> int:
+    """List the images, containers and volumes of ROOT (default /var/lib/docker)."""
+    host = read_host(_open_root(root))
+    doc = build_inventory(host)
+    _emit(to_json(doc) if fmt == "json" else inventory_text(doc))
+    return EXIT_OK
+
+
+@cli.command()
+@root_argument
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "jsonl"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--sqlite",
+    "sqlite_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write inventory, findings and provenance to this new SQLite database.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the --sqlite database if it exists.")
+def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool) -> int:
+    """Cross-check everything in ROOT and report each problem with its check id and path."""
+    started = _now()
+    ev = _open_root(root, record_reads=sqlite_out is not None)
+    if sqlite_out is not None:
+        _check_output_path(sqlite_out, ev.root, overwrite)
+    host = read_host(ev)
+    findings = run_checks(host)
+    counts = count_by_severity(findings)
+    status = EXIT_ERRORS if counts["error"] else EXIT_OK
+    if fmt == "json":
+        _emit(to_json(_verify_document(host, findings, counts)))
+    elif fmt == "jsonl":
+        _emit(findings_jsonl(findings))
+    else:
+        _emit(findings_text(findings))
+    if sqlite_out is not None:
+        run = RunInfo(
+            tool="docker-forensics",
+            version=__version__,
+            command="verify",
+            arguments=sys.argv[1:],
+            root=str(ev.root),
+            host=socket.gethostname(),
+            user=getpass.getuser(),
+            started=started,
+            finished=_now(),
+            exit_status=status,
+            reads=ev.reads,
+        )
+        try:
+            export_sqlite(sqlite_out, host, findings, run)
+        except OSError as exc:
+            raise OperationalError(f"{sqlite_out}: {exc.strerror or exc}") from None
+    return status
+
+
+def _verify_document(host: Host, findings: list[Finding], counts: dict[str, int]) -> dict[str, Any]:
+    return {
+        "root": host.root,
+        "layout": host.layout,
+        "driver": host.driver,
+        "summary": counts,
+        "findings": [f.as_dict() for f in findings],
+    }
+
+
+def _check_output_path(out: Path, root: Path, overwrite: bool) -> None:
+    target = out.resolve()
+    if target == root or root in target.parents:
+        raise click.UsageError(f"{out} is inside ROOT: nothing is ever written into the evidence")
+    if target.exists() and not overwrite:
+        raise OperationalError(f"{out} exists (use --overwrite to replace it)")
+    if not target.parent.is_dir():
+        raise OperationalError(f"{out.parent}: no such directory")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns (and exits with) the e2fsck-style code."""
+    try:
+        status = cli.main(args=argv, prog_name="docker-forensics", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        status = EXIT_USAGE
+    except click.UsageError as exc:
+        exc.show()
+        status = EXIT_USAGE
+    except click.ClickException as exc:
+        click.echo(f"docker-forensics: {exc.format_message()}", err=True)
+        status = exc.exit_code
+    except click.exceptions.Exit as exc:
+        status = exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("docker-forensics: interrupted", err=True)
+        status = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        sys.stderr.close()
+        status = EXIT_OK
+    except Exception as exc:  # a bug: say so in one line, and show the trace only on request
+        if os.environ.get("DOCKER_FORENSICS_DEBUG"):
+            raise
+        click.echo(f"docker-forensics: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo("(set DOCKER_FORENSICS_DEBUG=1 to see the traceback)", err=True)
+        status = EXIT_OPERATIONAL
+    code = status if isinstance(status, int) else EXIT_OK
+    sys.exit(code)

@@ -1,0 +1,267 @@
+"""Read-only access to an evidence tree (a Docker root or a copy of one).
+
+Every read goes through :class:`Evidence`. It never opens anything for writing, never follows a
+symlink (neither in the final component nor in any directory on the way, so nothing outside ROOT
+can be reached), refuses FIFOs and device nodes where a file is expected (opening a FIFO would
+block), and caps how much it reads. Failures are raised as :class:`ReadFailure`, which the stores
+turn into problems of the object they were reading.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+#: metadata files larger than this are not read (a 1 GiB "JSON" file is damage, not data)
+DEFAULT_READ_LIMIT = 64 * 1024 * 1024
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+class RootError(Exception):
+    """ROOT itself cannot be examined (missing, not a directory, unreadable)."""
+
+
+@dataclass(frozen=True)
+class ReadFailure(Exception):
+    """A file or directory under ROOT that could not be read as expected.
+
+    ``kind`` is one of: ``missing``, ``symlink``, ``not-regular``, ``not-directory``,
+    ``unreadable``, ``too-large``.
+    """
+
+    kind: str
+    path: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.detail}"
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """Provenance of one file read: where, how big, and its sha256."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+class Evidence:
+    """A Docker root opened for reading only. Paths given to its methods are relative to ROOT."""
+
+    def __init__(self, root: str | os.PathLike[str], *, record_reads: bool = False) -> None:
+        path = Path(root)
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError) as exc:
+            raise RootError(f"{root}: {_reason(exc)}") from None
+        if not real.is_dir():
+            raise RootError(f"{root}: not a directory")
+        if not os.access(real, os.R_OK | os.X_OK):
+            raise RootError(f"{root}: permission denied")
+        try:
+            os.listdir(real)
+        except OSError as exc:
+            raise RootError(f"{root}: {_reason(exc)}") from None
+        self.root = real
+        self.record_reads = record_reads
+        self.reads: dict[str, FileRead] = {}
+        self._dir_ok: dict[str, bool] = {"": True}
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def abspath(self, rel: str) -> str:
+        return os.path.join(self.root, rel) if rel else str(self.root)
+
+    def _parents_are_real_dirs(self, rel: str) -> bool:
+        """True when every directory on the way to ``rel`` is a real directory, not a symlink."""
+        parent = os.path.dirname(rel)
+        known = self._dir_ok.get(parent)
+        if known is not None:
+            return known
+        ok = self._parents_are_real_dirs(parent) and self._is_real_dir(parent)
+        self._dir_ok[parent] = ok
+        return ok
+
+    def _is_real_dir(self, rel: str) -> bool:
+        try:
+            return stat.S_ISDIR(os.lstat(self.abspath(rel)).st_mode)
+        except OSError:
+            return False
+
+    # -- metadata ------------------------------------------------------------------------
+
+    def lstat(self, rel: str) -> os.stat_result | None:
+        """lstat of ``rel``, or None when it (or a directory on the way) is absent or unsafe."""
+        if not self._parents_are_real_dirs(rel):
+            return None
+        try:
+            return os.lstat(self.abspath(rel))
+        except OSError:
+            return None
+
+    def exists(self, rel: str) -> bool:
+        return self.lstat(rel) is not None
+
+    def is_dir(self, rel: str) -> bool:
+        st = self.lstat(rel)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
+    def is_file(self, rel: str) -> bool:
+        st = self.lstat(rel)
+        return st is not None and stat.S_ISREG(st.st_mode)
+
+    def is_symlink(self, rel: str) -> bool:
+        st = self.lstat(rel)
+        return st is not None and stat.S_ISLNK(st.st_mode)
+
+    def readlink(self, rel: str) -> str | None:
+        """The target of the symlink ``rel`` (never followed), or None."""
+        if not self.is_symlink(rel):
+            return None
+        try:
+            return os.readlink(self.abspath(rel))
+        except OSError:
+            return None
+
+    def listdir(self, rel: str) -> list[str]:
+        """Sorted names in directory ``rel``. Raises ReadFailure when it is no readable dir."""
+        st = self.lstat(rel)
+        if st is None:
+            raise ReadFailure("missing", rel, "no such directory")
+        if stat.S_ISLNK(st.st_mode):
+            raise ReadFailure("symlink", rel, "is a symlink (not followed)")
+        if not stat.S_ISDIR(st.st_mode):
+            raise ReadFailure("not-directory", rel, "not a directory")
+        try:
+            names = os.listdir(self.abspath(rel))
+        except OSError as exc:
+            raise ReadFailure("unreadable", rel, _reason(exc)) from None
+        names.sort()
+        return names
+
+    def listdir_or_empty(self, rel: str) -> list[str]:
+        """Sorted names in ``rel``; an empty list when it is absent or unreadable."""
+        try:
+            return self.listdir(rel)
+        except ReadFailure:
+            return []
+
+    def scandir_types(self, rel: str) -> dict[str, str]:
+        """Entries of ``rel``: name → ``dir``, ``file``, ``symlink`` or ``other`` (no follow)."""
+        if not self.is_dir(rel):
+            return {}
+        out: dict[str, str] = {}
+        try:
+            with os.scandir(self.abspath(rel)) as it:
+                for entry in it:
+                    out[entry.name] = _entry_type(entry)
+        except OSError:
+            return out
+        return out
+
+    # -- contents ------------------------------------------------------------------------
+
+    def read_bytes(self, rel: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
+        """Contents of the regular file ``rel`` (no symlink followed anywhere on the way)."""
+        if not self._parents_are_real_dirs(rel):
+            raise ReadFailure(
+                "missing", rel, "no such file (or a directory on the way is a symlink)"
+            )
+        fd = self._open(rel)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ReadFailure(
+                    "not-regular", rel, f"not a regular file ({_kind_of(st.st_mode)})"
+                )
+            if st.st_size > limit:
+                raise ReadFailure("too-large", rel, f"{st.st_size} bytes, over the {limit} limit")
+            data = _read_all(fd, limit, rel)
+        finally:
+            os.close(fd)
+        if self.record_reads:
+            self.reads[rel] = FileRead(rel, len(data), hashlib.sha256(data).hexdigest())
+        return data
+
+    def _open(self, rel: str) -> int:
+        path = self.abspath(rel)
+        try:
+            return os.open(path, _OPEN_FLAGS | _NOATIME)
+        except PermissionError:
+            if not _NOATIME:
+                raise ReadFailure("unreadable", rel, "permission denied") from None
+        except OSError as exc:
+            raise _failure_for(rel, exc) from None
+        try:  # O_NOATIME is refused for files we do not own; retry without it
+            return os.open(path, _OPEN_FLAGS)
+        except OSError as exc:
+            raise _failure_for(rel, exc) from None
+
+    def read_text(self, rel: str, limit: int = DEFAULT_READ_LIMIT) -> str:
+        return self.read_bytes(rel, limit).decode("utf-8", "surrogateescape")
+
+
+def _read_all(fd: int, limit: int, rel: str) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 20)
+        except OSError as exc:
+            raise ReadFailure("unreadable", rel, _reason(exc)) from None
+        if not chunk:
+            return b"".join(chunks)
+        total += len(chunk)
+        if total > limit:
+            raise ReadFailure("too-large", rel, f"over the {limit} byte limit")
+        chunks.append(chunk)
+
+
+def _failure_for(rel: str, exc: OSError) -> ReadFailure:
+    if exc.errno == errno.ENOENT:
+        return ReadFailure("missing", rel, "no such file")
+    if exc.errno == errno.ELOOP:
+        return ReadFailure("symlink", rel, "is a symlink (not followed)")
+    if exc.errno in (errno.EISDIR, errno.ENOTDIR):
+        return ReadFailure("not-regular", rel, "not a regular file (directory)")
+    return ReadFailure("unreadable", rel, _reason(exc))
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc)
+
+
+def _entry_type(entry: os.DirEntry[str]) -> str:
+    try:
+        if entry.is_symlink():
+            return "symlink"
+        if entry.is_dir(follow_symlinks=False):
+            return "dir"
+        if entry.is_file(follow_symlinks=False):
+            return "file"
+    except OSError:
+        pass
+    return "other"
+
+
+def _kind_of(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "directory"
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"

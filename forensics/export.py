@@ -1,0 +1,282 @@
+"""SQLite export through sqlite-utils: the inventory, the findings and the run's provenance.
+
+Tables have primary keys and foreign keys, so that sqlite-utils and datasette can join every
+finding to the image, layer, container or volume it concerns. The database is written to a
+temporary file beside OUT and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from forensics.evidence import FileRead
+from forensics.inventory import build_inventory
+from forensics.model import Host
+from forensics.report import Finding, count_by_severity
+
+
+@dataclass
+class RunInfo:
+    tool: str
+    version: str
+    command: str
+    arguments: list[str]
+    root: str
+    host: str
+    user: str
+    started: str
+    finished: str = ""
+    exit_status: int | None = None
+    reads: dict[str, FileRead] = field(default_factory=dict)
+
+
+def export_sqlite(out: Path, host: Host, findings: list[Finding], run: RunInfo) -> None:
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    db = sqlite_utils.Database(tmp)
+    try:
+        _write(db, host, findings, run)
+    finally:
+        db.close()
+    os.replace(tmp, out)
+
+
+def _write(db: sqlite_utils.Database, host: Host, findings: list[Finding], run: RunInfo) -> None:
+    doc = build_inventory(host)
+    _create_tables(db)
+    run_id = _insert_run(db, host, findings, run)
+    db["images"].insert_all(_image_rows(doc))
+    db["tags"].insert_all(
+        {"ref": ref, "image_id": target, "kind": "digest" if "@" in ref else "tag"}
+        for ref, target in sorted(host.references.items())
+    )
+    db["layers"].insert_all(_layer_rows(host))
+    db["image_layers"].insert_all(
+        {"image_id": i["id"], "position": n, "layer_id": layer["id"]}
+        for i in doc["images"]
+        for n, layer in enumerate(i["layers"])
+    )
+    db["containers"].insert_all(_container_rows(doc))
+    db["volumes"].insert_all(doc["volumes"])
+    db["container_volumes"].insert_all(
+        {"container_id": c["id"], **v} for c in doc["containers"] for v in c["volumes"]
+    )
+    db["findings"].insert_all(_finding_rows(host, findings, run_id))
+    db["files_read"].insert_all(
+        {"run_id": run_id, "path": r.path, "size": r.size, "sha256": r.sha256}
+        for r in sorted(run.reads.values(), key=lambda r: r.path)
+    )
+
+
+def _create_tables(db: sqlite_utils.Database) -> None:
+    db["runs"].create(
+        {
+            "id": int,
+            "tool": str,
+            "version": str,
+            "command": str,
+            "arguments": str,
+            "root": str,
+            "host": str,
+            "user": str,
+            "started": str,
+            "finished": str,
+            "exit_status": int,
+            "layout": str,
+            "driver": str,
+            "errors": int,
+            "warnings": int,
+            "infos": int,
+            "files_read": int,
+        },
+        pk="id",
+    )
+    db["images"].create(
+        {
+            "id": str,
+            "tags": str,
+            "digests": str,
+            "created": str,
+            "os": str,
+            "architecture": str,
+            "size": int,
+            "parent": str,
+            "intermediate": int,
+            "layer_count": int,
+            "path": str,
+        },
+        pk="id",
+    )
+    db["tags"].create({"ref": str, "image_id": str, "kind": str}, pk="ref")
+    db["layers"].create(
+        {
+            "id": str,
+            "diff_id": str,
+            "parent": str,
+            "cache_id": str,
+            "size": int,
+            "has_tar_split": int,
+            "path": str,
+        },
+        pk="id",
+    )
+    db["image_layers"].create(
+        {"image_id": str, "position": int, "layer_id": str},
+        pk=("image_id", "position"),
+        foreign_keys=[("image_id", "images", "id"), ("layer_id", "layers", "id")],
+    )
+    db["containers"].create(
+        {
+            "id": str,
+            "name": str,
+            "image": str,
+            "image_id": str,
+            "state": str,
+            "exit_code": int,
+            "pid": int,
+            "created": str,
+            "started": str,
+            "finished": str,
+            "driver": str,
+            "command": str,
+            "mount_id": str,
+            "init_id": str,
+            "config_ok": int,
+            "path": str,
+        },
+        pk="id",
+        foreign_keys=[("image_id", "images", "id")],
+    )
+    db["volumes"].create(
+        {"name": str, "driver": str, "anonymous": int, "has_data": int, "path": str}, pk="name"
+    )
+    db["container_volumes"].create(
+        {"container_id": str, "destination": str, "type": str, "name": str, "source": str},
+        pk=("container_id", "destination"),
+        foreign_keys=[("container_id", "containers", "id"), ("name", "volumes", "name")],
+    )
+    db["findings"].create(
+        {
+            "id": int,
+            "run_id": int,
+            "check": str,
+            "severity": str,
+            "path": str,
+            "message": str,
+            "damage": str,
+            "object_type": str,
+            "object_id": str,
+            "image_id": str,
+            "layer_id": str,
+            "container_id": str,
+            "volume_name": str,
+        },
+        pk="id",
+        foreign_keys=[
+            ("run_id", "runs", "id"),
+            ("image_id", "images", "id"),
+            ("layer_id", "layers", "id"),
+            ("container_id", "containers", "id"),
+            ("volume_name", "volumes", "name"),
+        ],
+    )
+    db["files_read"].create(
+        {"run_id": int, "path": str, "size": int, "sha256": str},
+        pk=("run_id", "path"),
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["tags"].add_foreign_key("image_id", "images", "id")
+    db["layers"].add_foreign_key("parent", "layers", "id")
+    for table, column in (("findings", "check"), ("findings", "severity"), ("containers", "name")):
+        db[table].create_index([column])
+
+
+def _insert_run(
+    db: sqlite_utils.Database, host: Host, findings: list[Finding], run: RunInfo
+) -> int:
+    counts = count_by_severity(findings)
+    row = {
+        "tool": run.tool,
+        "version": run.version,
+        "command": run.command,
+        "arguments": json.dumps(run.arguments),
+        "root": run.root,
+        "host": run.host,
+        "user": run.user,
+        "started": run.started,
+        "finished": run.finished,
+        "exit_status": run.exit_status,
+        "layout": host.layout,
+        "driver": host.driver,
+        "errors": counts["error"],
+        "warnings": counts["warning"],
+        "infos": counts["info"],
+        "files_read": len(run.reads),
+    }
+    table = db["runs"]
+    table.insert(row)
+    return int(table.last_pk)
+
+
+def _image_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": i["id"],
+            "tags": json.dumps(i["tags"]),
+            "digests": json.dumps(i["digests"]),
+            "created": i["created"],
+            "os": i["os"],
+            "architecture": i["architecture"],
+            "size": i["size"],
+            "parent": i["parent"],
+            "intermediate": int(i["intermediate"]),
+            "layer_count": len(i["layers"]),
+            "path": i["path"],
+        }
+        for i in doc["images"]
+    ]
+
+
+def _layer_rows(host: Host) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": layer.id,
+            "diff_id": layer.diff_id,
+            "parent": layer.parent,
+            "cache_id": layer.cache_id,
+            "size": layer.size,
+            "has_tar_split": int(layer.has_tar_split),
+            "path": layer.path,
+        }
+        for layer in sorted(host.layers.values(), key=lambda layer: layer.id)
+    ]
+
+
+def _container_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    keep = (
+        "id name image image_id state exit_code pid created started finished driver command "
+        "mount_id init_id config_ok path"
+    ).split()
+    return [{k: (int(c[k]) if k == "config_ok" else c[k]) for k in keep} for c in doc["containers"]]
+
+
+def _finding_rows(host: Host, findings: list[Finding], run_id: int) -> list[dict[str, Any]]:
+    rows = []
+    for f in findings:
+        row = {"run_id": run_id, **f.as_dict()}
+        row["image_id"] = f.object_id if f.object_type == "image" else None
+        row["layer_id"] = f.object_id if f.object_type == "layer" else None
+        row["container_id"] = (
+            f.object_id
+            if f.object_type in ("container", "mount") and f.object_id in host.containers
+            else None
+        )
+        row["volume_name"] = f.object_id if f.object_type == "volume" else None
+        rows.append(row)
+    return rows

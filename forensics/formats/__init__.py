@@ -1,0 +1,1 @@
+"""Pure decoders: bytes in, values out. No directory walking, no printing."""

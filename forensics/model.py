@@ -1,0 +1,159 @@
+"""The model of a Docker root: plain dataclasses that stores fill and checks read.
+
+A store never decides severity: what it could not read or parse it records as a :class:`Problem`
+on the object concerned, under the role of the file (``config``, ``mount-id``, …). Checks turn
+problems and cross-references into findings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file that a store could not read or decode.
+
+    ``damage``: missing, symlink, not-regular, not-directory, unreadable, too-large (reading);
+    empty, nul-filled, truncated, invalid, not-utf8 (JSON); bad-value, wrong-type (content).
+    """
+
+    path: str
+    damage: str
+    detail: str
+
+
+@dataclass
+class Layer:
+    """One read-only layer: a modern layerdb entry, or a legacy graph image (which is a layer)."""
+
+    id: str  # ChainID ("sha256:<hex>") or legacy graph id
+    path: str  # the layerdb/graph directory, relative to ROOT
+    diff_id: str | None = None
+    parent: str | None = None
+    cache_id: str | None = None  # driver directory name
+    size: int | None = None
+    has_tar_split: bool = False
+    created: str | None = None
+    problems: dict[str, Problem] = field(default_factory=dict)
+
+
+@dataclass
+class Image:
+    id: str  # "sha256:<hex>" (modern) or 64 hex (legacy graph id)
+    path: str  # the config file, relative to ROOT
+    config_ok: bool = False
+    computed_digest: str | None = None
+    created: str | None = None
+    os: str | None = None
+    architecture: str | None = None
+    diff_ids: list[str] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)  # layer ids, base first
+    history_layers: int | None = None  # non-empty history entries
+    parent: str | None = None
+    tags: list[str] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+    has_rootfs: bool = False
+    problems: dict[str, Problem] = field(default_factory=dict)
+
+
+@dataclass
+class Mount:
+    """``layerdb/mounts/<cid>``: a container's read-write layer record."""
+
+    container_id: str
+    path: str
+    mount_id: str | None = None
+    init_id: str | None = None
+    parent: str | None = None
+    problems: dict[str, Problem] = field(default_factory=dict)
+
+
+@dataclass
+class MountPoint:
+    destination: str
+    type: str | None
+    name: str | None
+    driver: str | None
+    source: str | None
+
+
+@dataclass
+class Container:
+    id: str  # the directory name
+    path: str
+    config_file: str | None = None
+    config_ok: bool = False
+    config_id: str | None = None  # the ID recorded inside the config
+    name: str | None = None
+    image: str | None = None  # what the user asked for (Config.Image)
+    image_id: str | None = None
+    state: str = "unknown"
+    exit_code: int | None = None
+    pid: int | None = None
+    created: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    driver: str | None = None
+    command: str | None = None
+    mount_id: str | None = None
+    init_id: str | None = None
+    mount_points: list[MountPoint] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)  # .tmp-* files of interrupted writes
+    problems: dict[str, Problem] = field(default_factory=dict)
+
+
+@dataclass
+class Volume:
+    name: str
+    path: str
+    driver: str = "local"
+    has_data: bool = False
+    anonymous: bool = False
+
+
+@dataclass
+class DriverDir:
+    """A directory of the storage driver (overlay2/<id>, aufs/diff/<id>, vfs/dir/<id>, …)."""
+
+    id: str
+    path: str
+    link: str | None = None  # overlay2 link id
+    lower: list[str] | None = None  # overlay2 lower entries ("l/<LINK>") or overlay lower-id
+    has_diff: bool = False
+    committed: bool = False
+    problems: dict[str, Problem] = field(default_factory=dict)
+
+
+@dataclass
+class Host:
+    """Everything read from one Docker root."""
+
+    root: str
+    layout: str = "unknown"  # modern, legacy, containerd, empty, unknown
+    driver: str | None = None
+    image_store: str | None = None  # image/<driver>, relative to ROOT, or graph
+    images: dict[str, Image] = field(default_factory=dict)
+    layers: dict[str, Layer] = field(default_factory=dict)
+    mounts: dict[str, Mount] = field(default_factory=dict)
+    containers: dict[str, Container] = field(default_factory=dict)
+    volumes: dict[str, Volume] = field(default_factory=dict)
+    driver_dirs: dict[str, DriverDir] = field(default_factory=dict)
+    #: overlay2 ``l/<LINK>`` → its symlink target (None when it is no symlink)
+    links: dict[str, str | None] = field(default_factory=dict)
+    #: repository references (``name:tag`` or ``name@digest``) → image id
+    references: dict[str, str] = field(default_factory=dict)
+    references_path: str | None = None
+    #: other ``image/<driver>`` stores that are present but not in use
+    stale_stores: list[str] = field(default_factory=list)
+    #: leftovers of interrupted operations, by kind (``layer-removing``, ``layerdb-tmp``, …)
+    leftovers: dict[str, list[str]] = field(default_factory=dict)
+    #: names that a BuildKit database under buildkit/ mentions
+    buildkit_present: bool = False
+    buildkit_keys: set[str] = field(default_factory=set)
+    #: facts about the layout that are neither objects nor damage (containerd store, …)
+    notes: list[tuple[str, str, str]] = field(default_factory=list)  # (check, path, message)
+    problems: dict[str, Problem] = field(default_factory=dict)  # root-level files, by role
+
+    def add_leftover(self, kind: str, path: str) -> None:
+        self.leftovers.setdefault(kind, []).append(path)

@@ -1,0 +1,74 @@
+"""Findings and their rendering as text, JSON and JSON lines."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SEVERITIES = ("error", "warning", "info")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem: a stable check id, a severity, the path at fault (relative to ROOT).
+
+    ``object_type``/``object_id`` name the image, layer, container, mount or volume concerned;
+    ``damage`` says how a file is damaged (missing, empty, truncated, …) where that applies.
+    """
+
+    check: str
+    severity: str
+    path: str
+    message: str
+    object_type: str | None = None
+    object_id: str | None = None
+    damage: str | None = None
+
+    def sort_key(self) -> tuple[str, str, str, str]:
+        return (self.path, self.check, self.object_id or "", self.message)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
+    return sorted(set(findings), key=Finding.sort_key)
+
+
+def count_by_severity(findings: Iterable[Finding]) -> dict[str, int]:
+    counts = Counter(f.severity for f in findings)
+    return {s: counts.get(s, 0) for s in SEVERITIES}
+
+
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: control characters and undecodable bytes escaped."""
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if code < 0x20 or code == 0x7F:
+            out.append(f"\\x{code:02x}")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def findings_text(findings: list[Finding]) -> str:
+    lines = [
+        printable(f"{f.severity:<7} {f.check:<30} {f.path or '.'}: {f.message}") for f in findings
+    ]
+    counts = count_by_severity(findings)
+    lines.append(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))
+    return "\n".join(lines) + "\n"
+
+
+def findings_jsonl(findings: list[Finding]) -> str:
+    return "".join(json.dumps(f.as_dict(), sort_keys=True) + "\n" for f in findings)
+
+
+def to_json(document: dict[str, Any]) -> str:
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

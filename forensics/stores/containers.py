@@ -1,0 +1,114 @@
+"""``containers/<id>/``: the container configs of every era.
+
+Modern roots keep ``config.v2.json`` (1.10+); legacy roots ``config.json`` (1.8/1.9). Migrated
+roots hold both, and the modern one is the one the daemon reads. ``hostconfig.json`` may be
+absent (the daemon then uses an empty one) but not damaged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from forensics.evidence import Evidence
+from forensics.formats.ids import is_hex64
+from forensics.model import Container, Host, MountPoint
+from forensics.progress import track
+from forensics.stores.reading import as_dict, as_int, as_str, read_json_object
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def read_containers(ev: Evidence, host: Host) -> None:
+    base = "containers"
+    for name in track(ev.listdir_or_empty(base), "containers"):
+        rel = f"{base}/{name}"
+        if not is_hex64(name) or not ev.is_dir(rel):
+            host.add_leftover("containers-stray", rel)
+            continue
+        host.containers[name] = read_container(ev, rel, name)
+
+
+def read_container(ev: Evidence, rel: str, cid: str) -> Container:
+    container = Container(id=cid, path=rel)
+    entries = ev.scandir_types(rel)
+    container.leftovers = [f"{rel}/{n}" for n in sorted(entries) if n.startswith(".tmp-")]
+    config_name = (
+        "config.json"
+        if "config.json" in entries and "config.v2.json" not in entries
+        else "config.v2.json"
+    )
+    container.config_file = f"{rel}/{config_name}"
+    config = read_json_object(ev, container.config_file, container.problems, "config")
+    if config is not None:
+        container.config_ok = True
+        _fill_from_config(container, config)
+    if "hostconfig.json" in entries:
+        read_json_object(ev, f"{rel}/hostconfig.json", container.problems, "hostconfig")
+    return container
+
+
+def _fill_from_config(container: Container, config: dict[str, Any]) -> None:
+    container.config_id = as_str(config.get("ID"))
+    name = as_str(config.get("Name"))
+    container.name = name[1:] if name and name.startswith("/") else name
+    container.image_id = as_str(config.get("Image"))
+    container.created = as_str(config.get("Created"))
+    container.driver = as_str(config.get("Driver"))
+    run_config = as_dict(config.get("Config"))
+    container.image = as_str(run_config.get("Image"))
+    container.command = _command_of(config)
+    state = as_dict(config.get("State"))
+    container.state = state_of(state) if state else "unknown"
+    container.exit_code = as_int(state.get("ExitCode"))
+    container.pid = as_int(state.get("Pid"))
+    container.started = _time_or_none(state.get("StartedAt"))
+    container.finished = _time_or_none(state.get("FinishedAt"))
+    container.mount_points = _mount_points(config.get("MountPoints"))
+
+
+def state_of(state: dict[str, Any]) -> str:
+    """Docker's own state word (``container/state.go StateString``) for a persisted State."""
+    if state.get("Running"):
+        if state.get("Paused"):
+            return "paused"
+        if state.get("Restarting"):
+            return "restarting"
+        return "running"
+    if state.get("RemovalInProgress"):
+        return "removing"
+    if state.get("Dead"):
+        return "dead"
+    if _time_or_none(state.get("StartedAt")) is None:
+        return "created"
+    return "exited"
+
+
+def _time_or_none(value: Any) -> str | None:
+    if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
+        return None
+    return value
+
+
+def _command_of(config: dict[str, Any]) -> str | None:
+    path = as_str(config.get("Path"))
+    args = config.get("Args")
+    parts = [path] if path else []
+    if isinstance(args, list):
+        parts += [a for a in args if isinstance(a, str)]
+    return " ".join(parts) if parts else None
+
+
+def _mount_points(value: Any) -> list[MountPoint]:
+    points = []
+    for dest, spec in sorted(as_dict(value).items()):
+        spec = as_dict(spec)
+        points.append(
+            MountPoint(
+                destination=as_str(spec.get("Destination")) or dest,
+                type=as_str(spec.get("Type")),
+                name=as_str(spec.get("Name")),
+                driver=as_str(spec.get("Driver")),
+                source=as_str(spec.get("Source")),
+            )
+        )
+    return points

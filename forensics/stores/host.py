@@ -1,0 +1,201 @@
+"""Read a whole Docker root: detect its layout and driver from evidence, then read every store.
+
+Detection never trusts one directory entry. The image store in use is the ``image/<driver>``
+that holds layers and images and that the containers' ``Driver`` names; the legacy layout is a
+``graph/`` of image directories; Docker 29's containerd image store is recognised by its
+containerd state and by containers that name a containerd snapshotter.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from forensics.evidence import Evidence
+from forensics.formats.ids import MOUNT_ID, is_hex64
+from forensics.model import Host
+from forensics.stores.aufs import read_aufs
+from forensics.stores.buildkit import buildkit_mentions, read_buildkit
+from forensics.stores.containers import read_containers
+from forensics.stores.devicemapper import read_devicemapper
+from forensics.stores.imagestore import read_image_store, store_has_content
+from forensics.stores.legacy import read_graph, read_linkgraph_names, read_repositories
+from forensics.stores.overlay import read_overlay
+from forensics.stores.overlay2 import read_overlay2
+from forensics.stores.plaindirs import LAYER_DIRS, read_plain_dirs
+from forensics.stores.volumes import read_volumes
+
+#: the daemon's own order of preference (28.x), then the drivers removed since
+DRIVER_PRIORITY = [
+    "overlay2",
+    "fuse-overlayfs",
+    "btrfs",
+    "zfs",
+    "vfs",
+    "aufs",
+    "overlay",
+    "devicemapper",
+]
+#: where each driver keeps its per-layer entries (its "non-empty" evidence)
+DRIVER_EVIDENCE = {
+    "overlay2": "overlay2",
+    "fuse-overlayfs": "fuse-overlayfs",
+    "aufs": "aufs/layers",
+    "overlay": "overlay",
+    "devicemapper": "devicemapper/metadata",
+    **LAYER_DIRS,
+}
+#: snapshotters that Docker's containerd image store writes into ``Driver``
+CONTAINERD_SNAPSHOTTERS = {
+    "overlayfs",
+    "native",
+    "stargz",
+    "fuse-overlayfs-snapshotter",
+    "zfs-snapshotter",
+}
+CONTAINERD_EVIDENCE = ("containerd/daemon/io.containerd.metadata.v1.bolt", "rootfs/overlayfs")
+
+
+@dataclass
+class Detection:
+    layout: str
+    driver: str | None
+    store: str | None = None
+    stale_stores: list[str] = field(default_factory=list)
+
+
+def read_host(ev: Evidence) -> Host:
+    host = Host(root=str(ev.root))
+    read_containers(ev, host)
+    found = detect_layout(ev, host)
+    host.layout, host.driver, host.stale_stores = found.layout, found.driver, found.stale_stores
+    if found.layout == "modern" and found.store:
+        read_image_store(ev, host, found.store)
+        _modern_container_layers(host)
+    elif found.layout == "legacy":
+        read_graph(ev, host)
+        read_repositories(ev, host, found.driver)
+        read_linkgraph_names(ev, host)
+        _legacy_container_layers(host)
+    if found.driver:
+        _read_driver(ev, host, found.driver)
+    read_volumes(ev, host)
+    read_buildkit(ev, host)
+    if host.buildkit_present:
+        foreign = [name for name in host.driver_dirs if not MOUNT_ID.fullmatch(name)]
+        host.buildkit_keys = buildkit_mentions(ev, foreign)
+    _note_layout(ev, host)
+    return host
+
+
+def detect_layout(ev: Evidence, host: Host) -> Detection:
+    votes = Counter(c.driver for c in host.containers.values() if c.driver is not None)
+    stores = {name: store_has_content(ev, f"image/{name}") for name in _image_stores(ev)}
+    used = [name for name, count in stores.items() if count] + [d for d in votes if d in stores]
+    if used:
+        driver = max(used, key=lambda d: (stores[d], votes[d], _driver_has_data(ev, d)))
+        stale = sorted(f"image/{name}" for name in stores if name != driver)
+        return Detection("modern", driver, f"image/{driver}", stale)
+    if (
+        votes
+        and set(votes) <= CONTAINERD_SNAPSHOTTERS
+        or any(ev.exists(p) for p in CONTAINERD_EVIDENCE)
+    ):
+        return Detection("containerd", None, None, sorted(f"image/{s}" for s in stores))
+    if any(is_hex64(name) for name in ev.listdir_or_empty("graph")):
+        return Detection("legacy", _legacy_driver(ev, votes))
+    if stores:
+        driver = max(stores, key=lambda d: (_driver_has_data(ev, d), -_priority(d)))
+        stale = sorted(f"image/{name}" for name in stores if name != driver)
+        return Detection("modern", driver, f"image/{driver}", stale)
+    if host.containers or ev.is_dir("graph"):
+        return Detection("legacy", _legacy_driver(ev, votes))
+    return Detection("empty" if _looks_like_docker(ev) else "unknown", None)
+
+
+def _image_stores(ev: Evidence) -> list[str]:
+    return [name for name in ev.listdir_or_empty("image") if ev.is_dir(f"image/{name}")]
+
+
+def _driver_has_data(ev: Evidence, driver: str) -> bool:
+    where = DRIVER_EVIDENCE.get(driver)
+    return bool(where and ev.listdir_or_empty(where))
+
+
+def _priority(driver: str) -> int:
+    return DRIVER_PRIORITY.index(driver) if driver in DRIVER_PRIORITY else len(DRIVER_PRIORITY)
+
+
+def _legacy_driver(ev: Evidence, votes: Counter[str | None]) -> str | None:
+    """The legacy driver: the containers' ``Driver`` (empty meant aufs), a ``repositories-<driver>``
+    file, or a driver directory with entries."""
+    named = Counter({("aufs" if d == "" else d): n for d, n in votes.items() if d is not None})
+    for name in ev.listdir_or_empty(""):
+        if name.startswith("repositories-"):
+            named[name.removeprefix("repositories-")] += 1
+    for driver in DRIVER_PRIORITY:
+        if _driver_has_data(ev, driver):
+            named[driver] += 1
+    if not named:
+        return None
+    return max(named, key=lambda d: (named[d], -_priority(d)))
+
+
+def _looks_like_docker(ev: Evidence) -> bool:
+    return any(ev.is_dir(name) for name in ("containers", "image", "volumes", "tmp", "network"))
+
+
+def _read_driver(ev: Evidence, host: Host, driver: str) -> None:
+    if driver in ("overlay2", "fuse-overlayfs"):
+        read_overlay2(ev, host, driver)
+    elif driver == "overlay":
+        read_overlay(ev, host)
+    elif driver == "aufs":
+        read_aufs(ev, host)
+    elif driver == "devicemapper":
+        read_devicemapper(ev, host)
+    elif driver in LAYER_DIRS:
+        read_plain_dirs(ev, host, driver)
+
+
+def _modern_container_layers(host: Host) -> None:
+    for cid, mount in host.mounts.items():
+        container = host.containers.get(cid)
+        if container is not None:
+            container.mount_id, container.init_id = mount.mount_id, mount.init_id
+
+
+def _legacy_container_layers(host: Host) -> None:
+    """Legacy containers' layers are named by the container id: ``<cid>`` and ``<cid>-init``."""
+    for container in host.containers.values():
+        container.mount_id = container.id
+        container.init_id = f"{container.id}-init"
+
+
+def _note_layout(ev: Evidence, host: Host) -> None:
+    if host.layout == "containerd":
+        host.notes.append(
+            (
+                "layout.containerd-store",
+                "",
+                "Docker's containerd image store is in use: images and layers live in "
+                "containerd's content store and snapshotter, which this version does not read; "
+                "containers and volumes are listed from containers/ and volumes/",
+            )
+        )
+    if host.layout == "modern" and any(is_hex64(n) for n in ev.listdir_or_empty("graph")):
+        host.notes.append(
+            (
+                "layout.legacy-graph",
+                "graph",
+                "a legacy graph/ from before the 1.10 migration is still present",
+            )
+        )
+    for store in host.stale_stores:
+        host.notes.append(
+            (
+                "layout.stale-store",
+                store,
+                f"{store} belongs to a driver that is not in use (ignored by the daemon)",
+            )
+        )

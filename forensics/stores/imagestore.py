@@ -1,0 +1,194 @@
+"""The modern image store (Docker 1.10 → 28.x): ``image/<driver>/``.
+
+``repositories.json``, ``imagedb/{content,metadata}/sha256/``, ``layerdb/sha256/<chain>/``,
+``layerdb/mounts/<cid>/`` and ``layerdb/tmp``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from forensics.evidence import Evidence, ReadFailure
+from forensics.formats.ids import chain_ids, is_digest, is_hex64
+from forensics.formats.jsonfile import JsonDamage, decode_json
+from forensics.model import Host, Image, Layer, Mount, Problem
+from forensics.progress import track
+from forensics.stores.reading import (
+    as_str,
+    bad_value,
+    read_json_object,
+    read_value,
+)
+
+
+def read_image_store(ev: Evidence, host: Host, store: str) -> None:
+    """Fill ``host`` with the images, layers, mounts and references under ``store``."""
+    host.image_store = store
+    _read_references(ev, host, f"{store}/repositories.json")
+    _read_layers(ev, host, f"{store}/layerdb")
+    _read_mounts(ev, host, f"{store}/layerdb/mounts")
+    _read_images(ev, host, f"{store}/imagedb")
+    _attach_tags(host)
+
+
+# -- repositories.json ------------------------------------------------------------------------
+
+
+def _read_references(ev: Evidence, host: Host, rel: str) -> None:
+    host.references_path = rel
+    doc = read_json_object(ev, rel, host.problems, "repositories", optional=True)
+    if doc is None:
+        return
+    repos = doc.get("Repositories")
+    if not isinstance(repos, dict):
+        bad_value(host.problems, "repositories", rel, 'no "Repositories" object')
+        return
+    for name, refs in sorted(repos.items()):
+        if not isinstance(refs, dict):
+            bad_value(host.problems, "repositories", rel, f"repository {name!r} is not an object")
+            continue
+        for ref, target in sorted(refs.items()):
+            if isinstance(target, str):
+                host.references[ref] = target
+
+
+def _attach_tags(host: Host) -> None:
+    for ref, target in sorted(host.references.items()):
+        image = host.images.get(target)
+        if image is None:
+            continue
+        (image.digests if "@" in ref else image.tags).append(ref)
+
+
+# -- imagedb ----------------------------------------------------------------------------------
+
+
+def _read_images(ev: Evidence, host: Host, imagedb: str) -> None:
+    content = f"{imagedb}/content/sha256"
+    names = ev.listdir_or_empty(content)
+    for name in track(names, "images"):
+        rel = f"{content}/{name}"
+        if not is_hex64(name):
+            host.add_leftover("imagedb-stray", rel)
+            continue
+        image = _read_image(ev, rel, "sha256:" + name)
+        _read_image_metadata(ev, image, f"{imagedb}/metadata/sha256/{name}")
+        host.images[image.id] = image
+
+
+def _read_image(ev: Evidence, rel: str, image_id: str) -> Image:
+    image = Image(id=image_id, path=rel)
+    try:
+        data = ev.read_bytes(rel)
+    except ReadFailure as failure:
+        image.problems["config"] = Problem(rel, failure.kind, failure.detail)
+        return image
+    image.computed_digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    try:
+        config = decode_json(data)
+    except JsonDamage as damage:
+        image.problems["config"] = Problem(rel, damage.kind, damage.detail)
+        return image
+    if not isinstance(config, dict):
+        image.problems["config"] = Problem(rel, "wrong-type", "the image config is not an object")
+        return image
+    image.config_ok = True
+    _fill_image(image, config)
+    return image
+
+
+def _fill_image(image: Image, config: dict[str, Any]) -> None:
+    image.created = as_str(config.get("created"))
+    image.os = as_str(config.get("os"))
+    image.architecture = as_str(config.get("architecture"))
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if isinstance(diff_ids, list) and all(isinstance(d, str) and is_digest(d) for d in diff_ids):
+        image.has_rootfs = True
+        image.diff_ids = list(diff_ids)
+        image.layers = chain_ids(image.diff_ids)
+    elif isinstance(diff_ids, list):
+        image.problems["rootfs"] = Problem(
+            image.path, "bad-value", "rootfs.diff_ids holds a non-digest"
+        )
+    history = config.get("history")
+    if isinstance(history, list):
+        image.history_layers = sum(
+            1 for h in history if isinstance(h, dict) and not h.get("empty_layer")
+        )
+
+
+def _read_image_metadata(ev: Evidence, image: Image, meta: str) -> None:
+    if not ev.is_dir(meta):
+        return
+    image.parent = read_value(ev, f"{meta}/parent", image.problems, "parent", optional=True)
+
+
+# -- layerdb ----------------------------------------------------------------------------------
+
+
+def _read_layers(ev: Evidence, host: Host, layerdb: str) -> None:
+    for name in ev.listdir_or_empty(f"{layerdb}/tmp"):
+        host.add_leftover("layerdb-tmp", f"{layerdb}/tmp/{name}")
+    base = f"{layerdb}/sha256"
+    names = ev.listdir_or_empty(base)
+    for name in track(names, "layers"):
+        rel = f"{base}/{name}"
+        if name.endswith("-removing"):
+            host.add_leftover("layer-removing", rel)
+        elif not is_hex64(name) or not ev.is_dir(rel):
+            host.add_leftover("layerdb-stray", rel)
+        else:
+            layer = _read_layer(ev, rel, "sha256:" + name)
+            host.layers[layer.id] = layer
+
+
+def _read_layer(ev: Evidence, rel: str, chain: str) -> Layer:
+    layer = Layer(id=chain, path=rel)
+    entries = ev.scandir_types(rel)
+    if not entries:
+        layer.problems["dir"] = Problem(rel, "empty", "empty layer directory")
+        return layer
+    problems = layer.problems
+    layer.diff_id = read_value(ev, f"{rel}/diff", problems, "diff")
+    if layer.diff_id is not None and not is_digest(layer.diff_id):
+        bad_value(problems, "diff", f"{rel}/diff", f"not a sha256 digest: {layer.diff_id[:80]!r}")
+    layer.cache_id = read_value(ev, f"{rel}/cache-id", problems, "cache-id")
+    size = read_value(ev, f"{rel}/size", problems, "size")
+    if size is not None:
+        if size.isdigit():
+            layer.size = int(size)
+        else:
+            bad_value(problems, "size", f"{rel}/size", f"not a decimal size: {size[:80]!r}")
+    if "parent" in entries:
+        layer.parent = read_value(ev, f"{rel}/parent", problems, "parent")
+        if layer.parent is not None and not is_digest(layer.parent):
+            bad_value(problems, "parent", f"{rel}/parent", f"not a ChainID: {layer.parent[:80]!r}")
+    layer.has_tar_split = entries.get("tar-split.json.gz") == "file"
+    return layer
+
+
+def _read_mounts(ev: Evidence, host: Host, mounts: str) -> None:
+    for name in track(ev.listdir_or_empty(mounts), "mounts"):
+        rel = f"{mounts}/{name}"
+        mount = Mount(container_id=name, path=rel)
+        if not ev.is_dir(rel):
+            mount.problems["dir"] = Problem(rel, "not-directory", "not a directory")
+        else:
+            _read_mount(ev, mount, rel)
+        host.mounts[name] = mount
+
+
+def _read_mount(ev: Evidence, mount: Mount, rel: str) -> None:
+    problems = mount.problems
+    mount.mount_id = read_value(ev, f"{rel}/mount-id", problems, "mount-id")
+    mount.init_id = read_value(ev, f"{rel}/init-id", problems, "init-id", optional=True)
+    mount.parent = read_value(ev, f"{rel}/parent", problems, "parent", optional=True)
+
+
+def store_has_content(ev: Evidence, store: str) -> int:
+    """How many layers and images ``store`` holds (used to pick the store in use)."""
+    layers = [n for n in ev.listdir_or_empty(f"{store}/layerdb/sha256") if is_hex64(n)]
+    images = [n for n in ev.listdir_or_empty(f"{store}/imagedb/content/sha256") if is_hex64(n)]
+    return len(layers) + len(images)

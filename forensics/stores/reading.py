@@ -1,0 +1,79 @@
+"""Small helpers shared by the stores: read a file, record what went wrong as a Problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from forensics.evidence import Evidence, ReadFailure
+from forensics.formats.jsonfile import JsonDamage, decode_json
+from forensics.model import Problem
+
+#: small single-value files (ids, sizes) are never longer than this
+SMALL_LIMIT = 64 * 1024
+
+
+def read_json(
+    ev: Evidence, rel: str, problems: dict[str, Problem], role: str, *, optional: bool = False
+) -> Any:
+    """The decoded JSON in ``rel``, or None with a Problem recorded under ``role``."""
+    try:
+        data = ev.read_bytes(rel)
+    except ReadFailure as failure:
+        if not (optional and failure.kind == "missing"):
+            problems[role] = Problem(rel, failure.kind, failure.detail)
+        return None
+    try:
+        return decode_json(data)
+    except JsonDamage as damage:
+        problems[role] = Problem(rel, damage.kind, damage.detail)
+        return None
+
+
+def read_json_object(
+    ev: Evidence, rel: str, problems: dict[str, Problem], role: str, *, optional: bool = False
+) -> dict[str, Any] | None:
+    """Like :func:`read_json`, but the document must be a JSON object."""
+    value = read_json(ev, rel, problems, role, optional=optional)
+    if value is None or isinstance(value, dict):
+        return value
+    problems[role] = Problem(rel, "wrong-type", f"a JSON {type(value).__name__}, not an object")
+    return None
+
+
+def read_value(
+    ev: Evidence, rel: str, problems: dict[str, Problem], role: str, *, optional: bool = False
+) -> str | None:
+    """A one-line value file (``diff``, ``cache-id``, ``mount-id``, …), whitespace-trimmed.
+
+    An empty or NUL-filled file is recorded as a problem and gives None.
+    """
+    try:
+        data = ev.read_bytes(rel, SMALL_LIMIT)
+    except ReadFailure as failure:
+        if not (optional and failure.kind == "missing"):
+            problems[role] = Problem(rel, failure.kind, failure.detail)
+        return None
+    text = data.decode("utf-8", "replace").strip()
+    if not text:
+        problems[role] = Problem(rel, "empty", "zero-byte file" if not data else "only whitespace")
+        return None
+    if not text.strip("\x00"):
+        problems[role] = Problem(rel, "nul-filled", f"all {len(data)} bytes are NUL")
+        return None
+    return text
+
+
+def bad_value(problems: dict[str, Problem], role: str, rel: str, detail: str) -> None:
+    problems[role] = Problem(rel, "bad-value", detail)
+
+
+def as_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def as_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,122 @@
+"""Shared fixtures: the real-daemon sample, the real corpus trees, and the CLI runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "samples"
+SHARED = REPO.parent / "shared"
+CORPUS = SHARED / "corpus" / "docker-explorer"
+LAYOUT_EXAMPLES = SHARED / "reference" / "layout_examples"
+MODERN_SAMPLE = "modern-overlay2"
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--no-dockerd",
+        action="store_true",
+        help="skip the slow tier that starts a real dockerd",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--no-dockerd"):
+        return
+    skip = pytest.mark.skip(reason="--no-dockerd given")
+    for item in items:
+        if "dockerd" in item.keywords:
+            item.add_marker(skip)
+
+
+def unpack(tarball: Path, dest: Path) -> Path:
+    """Unpack a captured root with tar itself (device nodes, xattrs and modes kept)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [
+            "tar",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "-xzf",
+            str(tarball),
+            "-C",
+            str(dest),
+        ],
+        check=True,
+    )
+    return dest / "docker"
+
+
+def copy_tree(src: Path, dest: Path) -> Path:
+    subprocess.run(["cp", "-a", str(src), str(dest)], check=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def sample_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real-daemon sample, unpacked once per session. Never modify it: use ``sample_root``."""
+    tarball = SAMPLES / f"{MODERN_SAMPLE}.tar.gz"
+    assert tarball.is_file(), f"{tarball} is missing: run samples/make-real-sample.sh"
+    return unpack(tarball, tmp_path_factory.mktemp("sample"))
+
+
+@pytest.fixture
+def sample_root(sample_master: Path, tmp_path: Path) -> Path:
+    """A private copy of the real-daemon sample that a test may damage."""
+    return copy_tree(sample_master, tmp_path / "docker")
+
+
+@pytest.fixture(scope="session")
+def truth() -> dict[str, Any]:
+    return json.loads((SAMPLES / f"{MODERN_SAMPLE}.truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def corpus_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    assert CORPUS.is_dir(), f"{CORPUS} is missing (shared/ must lie beside the repository)"
+    roots = {}
+    for name in ("aufs.v1", "overlay2.v2"):
+        roots[name] = unpack(CORPUS / f"{name}.tgz", tmp_path_factory.mktemp(name))
+    return roots
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def run_cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Result:
+    """Run the installed console script the way a user does."""
+    exe = shutil.which("docker-forensics")
+    cmd = [exe] if exe else [sys.executable, "-m", "forensics"]
+    proc = subprocess.run(
+        [*cmd, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli() -> Iterator[Any]:
+    yield run_cli

@@ -1,0 +1,50 @@
+"""Where things are in the real-daemon sample, found from the daemon's own truth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from forensics.formats.ids import chain_ids
+
+STORE = "image/overlay2"
+
+
+@dataclass
+class SamplePaths:
+    root: Path
+    truth: dict[str, Any]
+
+    def container_id(self, name: str) -> str:
+        (cid,) = [c["Id"] for c in self.truth["inspect_containers"] if c["Name"] == f"/{name}"]
+        return cid
+
+    def mount_id(self, name: str) -> str:
+        (c,) = [c for c in self.truth["inspect_containers"] if c["Name"] == f"/{name}"]
+        return c["GraphDriver"]["Data"]["UpperDir"].split("/")[-2]
+
+    def image(self, tag: str) -> dict[str, Any]:
+        (image,) = [i for i in self.truth["inspect_images"] if tag in i["RepoTags"]]
+        return image
+
+    def image_id(self, tag: str) -> str:
+        return self.image(tag)["Id"]
+
+    def image_config(self, tag: str) -> str:
+        return f"{STORE}/imagedb/content/sha256/{self.image_id(tag).removeprefix('sha256:')}"
+
+    def chain(self, tag: str) -> list[str]:
+        return chain_ids(self.image(tag)["RootFS"]["Layers"])
+
+    def layer_dir(self, chain: str) -> str:
+        return f"{STORE}/layerdb/sha256/{chain.removeprefix('sha256:')}"
+
+    def cache_id(self, chain: str) -> str:
+        return (self.root / self.layer_dir(chain) / "cache-id").read_text().strip()
+
+    def link(self, cache_id: str) -> str:
+        return (self.root / "overlay2" / cache_id / "link").read_text().strip()
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel

@@ -1,0 +1,140 @@
+"""The command line contract: exit codes, streams, formats, and no traceback on any input."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import shutil
+import struct
+import subprocess
+import termios
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+
+def test_missing_root_is_operational_error(tmp_path: Path) -> None:
+    for verb in ("inventory", "verify"):
+        result = run_cli(verb, tmp_path / "nope")
+        assert result.code == 8
+        assert result.stdout == ""
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_root_that_is_a_file_is_operational_error(tmp_path: Path) -> None:
+    f = tmp_path / "file"
+    f.write_text("x")
+    result = run_cli("verify", f)
+    assert result.code == 8 and "not a directory" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any directory")
+def test_unreadable_root_is_operational_error(tmp_path: Path) -> None:
+    root = tmp_path / "locked"
+    root.mkdir()
+    root.chmod(0)
+    try:
+        result = run_cli("verify", root)
+        assert result.code == 8, result.stderr
+        assert "permission denied" in result.stderr
+    finally:
+        root.chmod(0o755)
+
+
+def test_usage_errors_exit_16(sample_master: Path) -> None:
+    for args in (
+        ["verify", sample_master, "--format", "xml"],
+        ["verify", sample_master, "--no-such-option"],
+        ["no-such-verb"],
+        ["inventory", sample_master, "extra-argument"],
+    ):
+        result = run_cli(*args)
+        assert result.code == 16, (args, result.stderr)
+        assert result.stdout == ""
+        assert "Traceback" not in result.stderr
+
+
+def test_help_and_version_exit_0() -> None:
+    assert run_cli("--help").code == 0
+    version = run_cli("--version")
+    assert version.code == 0 and "docker-forensics" in version.stdout
+
+
+def test_sqlite_inside_root_is_refused(sample_root: Path) -> None:
+    result = run_cli("verify", sample_root, "--sqlite", sample_root / "out.db")
+    assert result.code == 16
+    assert not (sample_root / "out.db").exists()
+
+
+def test_existing_sqlite_is_not_overwritten(sample_master: Path, tmp_path: Path) -> None:
+    out = tmp_path / "case.db"
+    out.write_text("precious")
+    assert run_cli("verify", sample_master, "--sqlite", out).code == 8
+    assert out.read_text() == "precious"
+    assert run_cli("verify", sample_master, "--sqlite", out, "--overwrite").code == 0
+    assert out.read_bytes().startswith(b"SQLite format 3")
+
+
+def test_jsonl_is_one_finding_per_line(sample_root: Path) -> None:
+    (sample_root / "overlay2" / ("e" * 64)).mkdir()
+    result = run_cli("verify", sample_root, "--format", "jsonl")
+    assert result.code == 4
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines and all({"check", "severity", "path", "message"} <= set(f) for f in lines)
+
+
+def test_json_is_deterministic(sample_master: Path) -> None:
+    first = run_cli("verify", sample_master, "--format", "json").stdout
+    second = run_cli("verify", sample_master, "--format", "json").stdout
+    assert first == second and first.strip()
+
+
+def test_no_progress_bars_off_a_terminal(sample_master: Path) -> None:
+    result = run_cli("verify", sample_master)
+    assert result.code == 0
+    assert result.stderr == ""
+
+
+def test_progress_bars_on_a_terminal(sample_master: Path) -> None:
+    """With stderr on a terminal, tqdm draws there, and stdout stays clean."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    exe = shutil.which("docker-forensics")
+    assert exe
+    proc = subprocess.Popen(
+        [exe, "verify", str(sample_master), "--format", "json"],
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(slave)
+    drawn = _read_all(master)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert b"containers" in drawn and b"\r" in drawn
+    assert out.startswith(b"{") and b"containers:" not in out
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO once the child closed its side
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def test_names_with_control_characters_are_escaped_in_text(sample_root: Path) -> None:
+    (sample_root / "overlay2" / "evil\nname\x1b[31m").mkdir()
+    result = run_cli("verify", sample_root)
+    assert "evil\\x0aname\\x1b[31m" in result.stdout
+    assert "\x1b" not in result.stdout

@@ -1,0 +1,76 @@
+"""The slow tier: a real, private dockerd judges the same roots that we judge.
+
+dockerd silently drops what it cannot load. On a damaged copy of the sample, the containers that
+the daemon no longer lists must be exactly those that our verify names in error findings.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dockerd_util import dockerd_available, private_dockerd
+from sample_paths import STORE, SamplePaths
+
+pytestmark = pytest.mark.dockerd
+
+
+@pytest.fixture(autouse=True)
+def _need_dockerd() -> None:
+    if dockerd_available():
+        return
+    if os.environ.get("DOCKER_FORENSICS_REQUIRE_DOCKERD"):
+        pytest.fail("a private dockerd cannot be started here, but this run requires one")
+    pytest.skip("needs root, Debian's docker.io and overlayfs")
+
+
+def _daemon_containers(root: Path, tmp: Path) -> set[str]:
+    with private_dockerd(root, tmp) as daemon:
+        out = daemon.docker("ps", "-a", "--no-trunc", "--format", "{{.ID}}", check=True).stdout
+    return set(out.split())
+
+
+def _error_containers(cli, root: Path) -> set[str]:
+    result = cli("verify", root, "--format", "json")
+    ids = set()
+    for f in result.json()["findings"]:
+        if f["severity"] == "error" and f["object_type"] in ("container", "mount"):
+            ids.add(f["object_id"])
+    return ids
+
+
+def test_daemon_loads_what_inventory_lists(cli, sample_root: Path, tmp_path: Path) -> None:
+    ours = {c["id"] for c in cli("inventory", sample_root, "--format", "json").json()["containers"]}
+    assert ours == _daemon_containers(sample_root, tmp_path / "d")
+
+
+def test_what_the_daemon_drops_is_what_verify_names(
+    cli, sample_root: Path, truth: dict[str, Any], tmp_path: Path
+) -> None:
+    s = SamplePaths(sample_root, truth)
+    exited, created, volume = (s.container_id(n) for n in ("exited", "created", "with-volume"))
+    config = s.path(f"containers/{exited}/config.v2.json")
+    config.write_bytes(config.read_bytes()[:100])  # cut short, as by a power loss
+    shutil.rmtree(s.path(f"{STORE}/layerdb/mounts/{created}"))  # mount record lost
+    hostconfig = s.path(f"containers/{volume}/hostconfig.json")
+    hostconfig.write_bytes(b"\0" * len(hostconfig.read_bytes()))  # NUL-filled
+    everyone = {c["Id"] for c in truth["inspect_containers"]}
+
+    named = _error_containers(cli, sample_root)
+    loaded = _daemon_containers(sample_root, tmp_path / "d")
+    assert everyone - loaded == {exited, created, volume}
+    assert named == everyone - loaded
+
+
+def test_daemon_refuses_what_verify_calls_fatal(cli, sample_root: Path, tmp_path: Path) -> None:
+    """A zero-byte repositories.json stops dockerd from starting; verify says so."""
+    (sample_root / STORE / "repositories.json").write_bytes(b"")
+    result = cli("verify", sample_root, "--format", "json")
+    assert result.code == 4
+    assert any(f["check"] == "repositories.damaged" for f in result.json()["findings"])
+    with pytest.raises(RuntimeError, match="exited during start-up"):
+        with private_dockerd(sample_root, tmp_path / "d"):
+            pass

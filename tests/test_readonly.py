@@ -1,0 +1,39 @@
+"""The evidence is never written: not by inventory, not by verify, not by the SQLite export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from treehash import tree_hash
+
+
+def test_commands_leave_the_tree_unchanged(cli, sample_root: Path, tmp_path: Path) -> None:
+    (sample_root / "overlay2" / ("d" * 64)).mkdir()  # some damage, so that findings are made
+    before = tree_hash(sample_root)
+    atimes = {p: p.stat().st_atime_ns for p in sample_root.rglob("config.v2.json")}
+    assert cli("inventory", sample_root, "--format", "json").code == 0
+    assert cli("verify", sample_root).code == 4
+    assert cli("verify", sample_root, "--sqlite", tmp_path / "case.db").code == 4
+    assert tree_hash(sample_root) == before
+    assert {p: p.stat().st_atime_ns for p in atimes} == atimes, "O_NOATIME keeps access times"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
+def test_read_only_bind_mount(cli, sample_master: Path, tmp_path: Path) -> None:
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    subprocess.run(["mount", "--bind", str(sample_master), str(mnt)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mnt)], check=True)
+        with pytest.raises(OSError):
+            (mnt / "probe").write_text("x")
+        before = tree_hash(mnt)
+        doc = cli("verify", mnt, "--format", "json", "--sqlite", tmp_path / "case.db").json()
+        assert doc["summary"]["error"] == 0
+        assert cli("inventory", mnt, "--format", "json").code == 0
+        assert tree_hash(mnt) == before
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
