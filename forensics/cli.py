@@ -44,8 +44,15 @@ def _open_root(root: str, *, record_reads: bool = False) -> Evidence:
 
 
 def _emit(text: str) -> None:
-    sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
-    sys.stdout.flush()
+    """Write the requested output. A reader that went away (``| head``) does not change the exit
+    status: the rest of the output is dropped."""
+    try:
+        sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 root_argument = click.argument("root", default=DEFAULT_ROOT, required=False)
@@ -98,12 +105,6 @@ def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool) -> int
     findings = run_checks(host)
     counts = count_by_severity(findings)
     status = EXIT_ERRORS if counts["error"] else EXIT_OK
-    if fmt == "json":
-        _emit(to_json(_verify_document(host, findings, counts)))
-    elif fmt == "jsonl":
-        _emit(findings_jsonl(findings))
-    else:
-        _emit(findings_text(findings))
     if sqlite_out is not None:
         run = RunInfo(
             tool="docker-forensics",
@@ -122,6 +123,12 @@ def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool) -> int
             export_sqlite(sqlite_out, host, findings, run)
         except OSError as exc:
             raise OperationalError(f"{sqlite_out}: {exc.strerror or exc}") from None
+    if fmt == "json":
+        _emit(to_json(_verify_document(host, findings, counts)))
+    elif fmt == "jsonl":
+        _emit(findings_jsonl(findings))
+    else:
+        _emit(findings_text(findings))
     return status
 
 
@@ -167,11 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("docker-forensics: interrupted", err=True)
         status = EXIT_INTERRUPTED
-    except BrokenPipeError:
-        sys.stderr.close()
-        status = EXIT_OK
     except Exception as exc:  # a bug: say so in one line, and show the trace only on request
-        if os.environ.get("DOCKER_FORENSICS_DEBUG"):
+        if os.environ.get("DOCKER_FORENSICS_DEBUG", "").lower() in ("1", "true", "yes"):
             raise
         click.echo(f"docker-forensics: internal error: {type(exc).__name__}: {exc}", err=True)
         click.echo("(set DOCKER_FORENSICS_DEBUG=1 to see the traceback)", err=True)

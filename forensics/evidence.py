@@ -170,10 +170,15 @@ class Evidence:
 
     def read_bytes(self, rel: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
         """Contents of the regular file ``rel`` (no symlink followed anywhere on the way)."""
-        if not self._parents_are_real_dirs(rel):
+        st = self.lstat(rel)
+        if st is None:
             raise ReadFailure(
                 "missing", rel, "no such file (or a directory on the way is a symlink)"
             )
+        if stat.S_ISLNK(st.st_mode):
+            raise ReadFailure("symlink", rel, "is a symlink (not followed)")
+        if not stat.S_ISREG(st.st_mode):  # refused before opening: no FIFO or device is opened
+            raise ReadFailure("not-regular", rel, f"not a regular file ({_kind_of(st.st_mode)})")
         fd = self._open(rel)
         try:
             st = os.fstat(fd)

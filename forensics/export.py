@@ -39,12 +39,16 @@ class RunInfo:
 def export_sqlite(out: Path, host: Host, findings: list[Finding], run: RunInfo) -> None:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    db = sqlite_utils.Database(tmp)
     try:
-        _write(db, host, findings, run)
-    finally:
-        db.close()
-    os.replace(tmp, out)
+        db = sqlite_utils.Database(tmp)
+        try:
+            _write(db, host, findings, run)
+        finally:
+            db.close()
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write(db: sqlite_utils.Database, host: Host, findings: list[Finding], run: RunInfo) -> None:

@@ -18,7 +18,8 @@ behind (containerd, shims, container processes) are found through its exec root,
 and mounts under its exec root and data root are removed.
 
 Manual self-test: ``python3 tests/dockerd_util.py samples/modern-overlay2.tar.gz`` unpacks the
-sample into a temp dir, starts a daemon on it and prints ``docker ps -a``.
+sample (``.tar.gz`` or ``.tar.xz``) into a temp dir, starts a daemon on it with the storage
+driver the tree was written by (``image/<driver>/``) and prints ``docker ps -a``.
 """
 
 from __future__ import annotations
@@ -53,9 +54,15 @@ _MAX_EXEC_ROOT_LEN = 60
 
 
 def dockerd_command(
-    data_root: Path, exec_root: Path, sock: Path, pidfile: Path, config_file: Path
+    data_root: Path,
+    exec_root: Path,
+    sock: Path,
+    pidfile: Path,
+    config_file: Path,
+    storage_driver: str = "overlay2",
 ) -> list[str]:
-    """dockerd's command line. KEEP IN SYNC with DOCKERD_FLAGS in samples/make-real-sample.sh."""
+    """dockerd's command line. KEEP IN SYNC with DOCKERD_FLAGS in samples/make-real-sample.sh
+    (``storage_driver`` is its ``--driver``: overlay2, vfs or overlay)."""
     return [
         DOCKERD,
         "--data-root", str(data_root),
@@ -64,7 +71,7 @@ def dockerd_command(
         "--pidfile", str(pidfile),
         # Its only key, deprecated-key-path, keeps dockerd 20.10 out of /etc/docker/key.json.
         "--config-file", str(config_file),
-        "--storage-driver", "overlay2",
+        "--storage-driver", storage_driver,
         # No docker0, no iptables rules, no sysctl changes on the host.
         "--bridge=none", "--iptables=false", "--ip6tables=false",
         "--ip-forward=false", "--ip-masq=false",
@@ -141,9 +148,11 @@ def private_dockerd(
     *,
     start_timeout: float = 60.0,
     stop_timeout: float = 30.0,
+    storage_driver: str = "overlay2",
 ) -> Iterator[PrivateDockerd]:
-    """Start dockerd on ``data_root`` (existing or new); its log, config and client config go
-    into ``tmp``. Yields a :class:`PrivateDockerd`; on exit stops it by its pid and cleans up."""
+    """Start dockerd on ``data_root`` (existing or new) with ``storage_driver``; its log, config
+    and client config go into ``tmp``. Yields a :class:`PrivateDockerd`; on exit stops it by its
+    pid and cleans up."""
     if SYSTEM_CONTAINERD_SOCK.exists():
         raise RuntimeError(f"{SYSTEM_CONTAINERD_SOCK} exists: dockerd would use that containerd")
     data_root = Path(data_root).absolute()
@@ -165,7 +174,7 @@ def private_dockerd(
     client_config.mkdir(exist_ok=True)
     exec_root.mkdir(exist_ok=True)
 
-    cmd = dockerd_command(data_root, exec_root, sock, pidfile, config_file)
+    cmd = dockerd_command(data_root, exec_root, sock, pidfile, config_file, storage_driver)
     with open(log_path, "ab") as log:
         # Own session: a Ctrl-C in the test runner must not reach dockerd before we stop it.
         proc = subprocess.Popen(
@@ -288,8 +297,17 @@ def unmount_under(*dirs: Path) -> list[str]:
     return below()
 
 
+def storage_driver_of(data_root: Path) -> str:
+    """The graph driver a data root was written by: the one ``image/<driver>/`` names (a root
+    holds one; overlay2 when none or several)."""
+    image = Path(data_root) / "image"
+    drivers = sorted(p.name for p in image.iterdir() if p.is_dir()) if image.is_dir() else []
+    return drivers[0] if len(drivers) == 1 else "overlay2"
+
+
 def _self_test(sample: Path) -> int:
-    """Unpack ``sample`` (a tar.gz of docker/), start a daemon on it, print ``docker ps -a``."""
+    """Unpack ``sample`` (a .tar.gz or .tar.xz of docker/), start a daemon on it with the driver
+    it was written by, print ``docker ps -a``."""
     if not dockerd_available():
         print("dockerd not available here", file=sys.stderr)
         return 2
@@ -297,12 +315,13 @@ def _self_test(sample: Path) -> int:
         tmp = Path(t)
         subprocess.run(
             ["tar", "-C", str(tmp), "--numeric-owner", "--xattrs", "--xattrs-include=*",
-             "-xzf", str(sample.absolute())],
+             "-xJf" if sample.name.endswith(".xz") else "-xzf", str(sample.absolute())],
             check=True,
         )  # fmt: skip
+        driver = storage_driver_of(tmp / "docker")
         try:
-            with private_dockerd(tmp / "docker", tmp / "run") as daemon:
-                print(f"dockerd pid {daemon.pid}, log {daemon.log_path}")
+            with private_dockerd(tmp / "docker", tmp / "run", storage_driver=driver) as daemon:
+                print(f"dockerd pid {daemon.pid}, storage driver {driver}, log {daemon.log_path}")
                 print(daemon.docker("version", "--format", "{{.Server.Version}}").stdout, end="")
                 print(daemon.docker("ps", "-a", "--no-trunc", check=True).stdout, end="")
                 print(daemon.docker("images", check=True).stdout, end="")

@@ -138,3 +138,24 @@ def test_names_with_control_characters_are_escaped_in_text(sample_root: Path) ->
     result = run_cli("verify", sample_root)
     assert "evil\\x0aname\\x1b[31m" in result.stdout
     assert "\x1b" not in result.stdout
+
+
+def test_closed_stdout_keeps_the_exit_status_and_the_database(
+    sample_root: Path, tmp_path: Path
+) -> None:
+    """``verify | head`` must still say 4 when there are errors, and still write --sqlite."""
+    (sample_root / "overlay2" / ("e" * 64)).mkdir()
+    exe = shutil.which("docker-forensics")
+    assert exe
+    out = tmp_path / "case.db"
+    proc = subprocess.Popen(
+        [exe, "verify", str(sample_root), "--format", "json", "--sqlite", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader goes away before anything is written
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 4, err
+    assert b"Traceback" not in err
+    assert out.read_bytes().startswith(b"SQLite format 3")

@@ -1,6 +1,7 @@
 """Every check id, its severity and what it means: the one place where severity is decided.
 
-Severity: ``error`` — the daemon fails, skips the object, or its data is unreachable;
+Severity: ``error`` — the daemon fails, skips the object, or its data is unreachable or no
+longer accounted for (a driver directory or mount record that nothing owns);
 ``warning`` — waste, leftovers of interrupted operations, things that break later;
 ``info`` — facts worth knowing that are not damage.
 """
@@ -35,8 +36,11 @@ _CHECKS = [
     ),
     Check("repositories.target-missing", "warning", "a tag names an image that does not exist"),
     # images
-    Check("image.config-missing", "error", "an image config cannot be read"),
-    Check("image.config-damaged", "error", "an image config is empty, truncated or not JSON"),
+    Check(
+        "image.config-damaged",
+        "error",
+        "an image config cannot be read or decoded (empty, truncated, not JSON, not a file)",
+    ),
     Check("image.digest-mismatch", "error", "an image config's sha256 differs from its file name"),
     Check("image.rootfs-missing", "error", "an image config has no rootfs.diff_ids"),
     Check("image.history-mismatch", "warning", "more non-empty history entries than layers"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from forensics.checks.catalog import finding
+from forensics.checks.catalog import CHECKS, finding
 from forensics.model import Problem
 from forensics.report import Finding
 
@@ -24,9 +24,11 @@ def problem_findings(
     for role, problem in sorted(problems.items()):
         if roles is not None and role not in roles:
             continue
-        state = "missing" if problem.damage == "missing" else "damaged"
+        check = f"{prefix}.{role}-missing"
+        if problem.damage != "missing" or check not in CHECKS:
+            check = f"{prefix}.{role}-damaged"
         yield finding(
-            f"{prefix}.{role}-{state}",
+            check,
             problem.path,
             f"{labels.get(role, role)}: {problem.detail}",
             object_type=object_type,

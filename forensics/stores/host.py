@@ -196,6 +196,6 @@ def _note_layout(ev: Evidence, host: Host) -> None:
             (
                 "layout.stale-store",
                 store,
-                f"{store} belongs to a driver that is not in use (ignored by the daemon)",
+                "the store of a driver that is not in use (ignored by the daemon)",
             )
         )

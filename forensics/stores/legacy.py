@@ -10,13 +10,14 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from forensics.evidence import Evidence
+from forensics.evidence import Evidence, ReadFailure
 from forensics.formats.ids import is_hex64
 from forensics.model import Host, Image, Layer, Problem
 from forensics.progress import track
 from forensics.stores.reading import as_dict, as_str, bad_value, read_json_object, read_value
 
 LINKGRAPH = "linkgraph.db"
+LINKGRAPH_LIMIT = 256 * 1024 * 1024
 
 
 def read_graph(ev: Evidence, host: Host) -> None:
@@ -108,17 +109,29 @@ def read_repositories(ev: Evidence, host: Host, driver: str | None) -> None:
             (image.digests if "@" in ref else image.tags).append(ref)
 
 
+def _linkgraph_names(data: bytes) -> list[tuple[object, object]]:
+    """Top-level names in a linkgraph.db given as bytes, queried from an in-memory copy: the
+    evidence file is never opened by SQLite, so no journal or -wal/-shm file can appear."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.deserialize(data)
+        return db.execute("SELECT entity_id, name FROM edge WHERE parent_id = '0'").fetchall()
+    finally:
+        db.close()
+
+
 def read_linkgraph_names(ev: Evidence, host: Host) -> None:
-    """Container names from ``linkgraph.db`` (opened read-only and immutable: no sidecar files)."""
+    """Container names from ``linkgraph.db``, read through the evidence reader (so it is hashed
+    like every other file) and queried in memory."""
     if not ev.is_file(LINKGRAPH):
         return
-    uri = f"file:{ev.abspath(LINKGRAPH)}?mode=ro&immutable=1"
     try:
-        db = sqlite3.connect(uri, uri=True)
-        try:
-            rows = db.execute("SELECT entity_id, name FROM edge WHERE parent_id = '0'").fetchall()
-        finally:
-            db.close()
+        data = ev.read_bytes(LINKGRAPH, LINKGRAPH_LIMIT)
+    except ReadFailure as failure:
+        host.problems["linkgraph"] = Problem(LINKGRAPH, failure.kind, failure.detail)
+        return
+    try:
+        rows = _linkgraph_names(data)
     except sqlite3.Error as exc:
         host.problems["linkgraph"] = Problem(LINKGRAPH, "invalid", f"unreadable SQLite: {exc}")
         return

@@ -34,9 +34,14 @@ def read_json_object(
 ) -> dict[str, Any] | None:
     """Like :func:`read_json`, but the document must be a JSON object."""
     value = read_json(ev, rel, problems, role, optional=optional)
-    if value is None or isinstance(value, dict):
+    if (
+        isinstance(value, dict)
+        or role in problems
+        or (value is None and optional and not ev.exists(rel))
+    ):
         return value
-    problems[role] = Problem(rel, "wrong-type", f"a JSON {type(value).__name__}, not an object")
+    kind = "null" if value is None else f"a JSON {type(value).__name__}"
+    problems[role] = Problem(rel, "wrong-type", f"{kind}, not an object")
     return None
 
 
