@@ -20,6 +20,12 @@ SHARED = REPO.parent / "shared"
 CORPUS = SHARED / "corpus" / "docker-explorer"
 LAYOUT_EXAMPLES = SHARED / "reference" / "layout_examples"
 MODERN_SAMPLE = "modern-overlay2"
+#: every sample written by a real dockerd, by storage driver
+DRIVER_SAMPLES = {
+    "overlay2": "modern-overlay2.tar.gz",
+    "vfs": "modern-vfs.tar.xz",
+    "overlay": "modern-overlay.tar.gz",
+}
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -50,7 +56,7 @@ def unpack(tarball: Path, dest: Path) -> Path:
             "--xattrs",
             "--xattrs-include=*",
             "--numeric-owner",
-            "-xzf",
+            "-xf",
             str(tarball),
             "-C",
             str(dest),
@@ -77,6 +83,17 @@ def sample_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sample_root(sample_master: Path, tmp_path: Path) -> Path:
     """A private copy of the real-daemon sample that a test may damage."""
     return copy_tree(sample_master, tmp_path / "docker")
+
+
+@pytest.fixture(scope="session", params=sorted(DRIVER_SAMPLES))
+def driver_sample(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    """Each real-daemon sample (one per storage driver), unpacked once, with its truth."""
+    tarball = SAMPLES / DRIVER_SAMPLES[request.param]
+    name = tarball.name.split(".tar")[0]
+    root = unpack(tarball, tmp_path_factory.mktemp(name))
+    return root, json.loads((SAMPLES / f"{name}.truth.json").read_text())
 
 
 @pytest.fixture(scope="session")

@@ -21,8 +21,8 @@ class SamplePaths:
         return cid
 
     def mount_id(self, name: str) -> str:
-        (c,) = [c for c in self.truth["inspect_containers"] if c["Name"] == f"/{name}"]
-        return c["GraphDriver"]["Data"]["UpperDir"].split("/")[-2]
+        rel = f"{self.store}/layerdb/mounts/{self.container_id(name)}/mount-id"
+        return (self.root / rel).read_text().strip()
 
     def image(self, tag: str) -> dict[str, Any]:
         (image,) = [i for i in self.truth["inspect_images"] if tag in i["RepoTags"]]
@@ -31,14 +31,18 @@ class SamplePaths:
     def image_id(self, tag: str) -> str:
         return self.image(tag)["Id"]
 
+    @property
+    def store(self) -> str:
+        return f"image/{self.truth['driver']}"
+
     def image_config(self, tag: str) -> str:
-        return f"{STORE}/imagedb/content/sha256/{self.image_id(tag).removeprefix('sha256:')}"
+        return f"{self.store}/imagedb/content/sha256/{self.image_id(tag).removeprefix('sha256:')}"
 
     def chain(self, tag: str) -> list[str]:
         return chain_ids(self.image(tag)["RootFS"]["Layers"])
 
     def layer_dir(self, chain: str) -> str:
-        return f"{STORE}/layerdb/sha256/{chain.removeprefix('sha256:')}"
+        return f"{self.store}/layerdb/sha256/{chain.removeprefix('sha256:')}"
 
     def cache_id(self, chain: str) -> str:
         return (self.root / self.layer_dir(chain) / "cache-id").read_text().strip()

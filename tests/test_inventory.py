@@ -27,7 +27,7 @@ def test_sample_containers_match_the_daemon(
     ours = {(c["id"], c["name"], c["state"]) for c in doc["containers"]}
     daemon = {(p["ID"], p["Names"], p["State"]) for p in truth["ps"]}
     assert ours == daemon
-    assert doc["layout"] == "modern" and doc["driver"] == truth["driver"] == "overlay2"
+    assert doc["layout"] == "modern" and doc["driver"] == truth["driver"]
 
 
 def test_sample_container_details_match_inspect(
@@ -40,13 +40,17 @@ def test_sample_container_details_match_inspect(
         assert mine["image_id"] == inspected["Image"]
         assert mine["created"] == inspected["Created"]
         assert mine["exit_code"] == inspected["State"]["ExitCode"]
-        assert mine["mount_id"] == inspected["GraphDriver"]["Data"]["UpperDir"].split("/")[-2]
+        graph = inspected["GraphDriver"]
+        assert graph["Name"] == mine["driver"] == doc["driver"]
+        if "UpperDir" in graph["Data"]:
+            assert mine["mount_id"] == graph["Data"]["UpperDir"].split("/")[-2]
         names = sorted(m["Name"] for m in inspected["Mounts"] if m["Type"] == "volume")
         assert sorted(v["name"] for v in mine["volumes"] if v["type"] == "volume") == names
 
 
-def test_sample_images_match_the_daemon(cli, sample_master: Path, truth: dict[str, Any]) -> None:
-    doc = cli("inventory", sample_master, "--format", "json").json()
+def test_sample_images_match_the_daemon(cli, driver_sample: tuple[Path, dict[str, Any]]) -> None:
+    root, truth = driver_sample
+    doc = cli("inventory", root, "--format", "json").json()
     ours_all = {i["id"]: set(i["tags"]) for i in doc["images"]}
     ours_top = {i["id"]: set(i["tags"]) for i in doc["images"] if not i["intermediate"]}
     assert ours_top == _tags_by_image(truth["images"])
@@ -56,8 +60,9 @@ def test_sample_images_match_the_daemon(cli, sample_master: Path, truth: dict[st
         assert layers[inspected["Id"]] == inspected["RootFS"]["Layers"]
 
 
-def test_sample_volumes_match_the_daemon(cli, sample_master: Path, truth: dict[str, Any]) -> None:
-    doc = cli("inventory", sample_master, "--format", "json").json()
+def test_sample_volumes_match_the_daemon(cli, driver_sample: tuple[Path, dict[str, Any]]) -> None:
+    root, truth = driver_sample
+    doc = cli("inventory", root, "--format", "json").json()
     assert {v["name"] for v in doc["volumes"]} == {v["Name"] for v in truth["volumes"]}
 
 

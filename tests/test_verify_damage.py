@@ -17,8 +17,8 @@ APP = "sample/app:1.0"
 NEW_HEX = "f" * 64
 
 
-def test_sample_is_clean(cli, sample_master: Path) -> None:
-    result = cli("verify", sample_master, "--format", "json")
+def test_sample_is_clean(cli, driver_sample: tuple[Path, dict[str, Any]]) -> None:
+    result = cli("verify", driver_sample[0], "--format", "json")
     assert result.code == 0, result.stdout
     doc = result.json()
     assert doc["summary"]["error"] == 0

@@ -184,6 +184,14 @@ _CHECKS = [
     Check("aufs.layers-damaged", "error", "aufs/layers/<id> cannot be read"),
     Check("aufs.lower-mismatch", "error", "aufs/layers/<id> differs from the layer's parent chain"),
     Check("overlay.lower-id-damaged", "error", "an overlay lower-id file that is empty"),
+    Check(
+        "overlay.data-missing",
+        "error",
+        "an overlay layer without root/ (image) or upper/ (container)",
+    ),
+    Check(
+        "overlay.lower-mismatch", "error", "an overlay lower-id that is not the image's top layer"
+    ),
     Check("linkgraph.damaged", "error", "linkgraph.db cannot be read"),
 ]
 

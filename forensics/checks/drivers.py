@@ -35,13 +35,13 @@ def expected_lowers(host: Host, refs: dict[str, str]) -> dict[str, list[str]]:
     """Driver dir name → the driver dirs below it, nearest first (what overlay2 ``lower`` and aufs
     ``layers/<id>`` must list)."""
     out: dict[str, list[str]] = {}
+    chains = _CacheChains(host)
     for name, ref in refs.items():
         kind, ident = ref.split(":", 1)
         if kind == "layer":
-            out[name] = _cache_chain(host, host.layers[ident].parent)
+            out[name] = chains.below(host.layers[ident].parent)
         else:
-            below = _container_image_top(host, ident)
-            chain = _cache_chain(host, below)
+            chain = chains.below(_container_image_top(host, ident))
             init = host.containers[ident].init_id if ident in host.containers else None
             out[name] = ([init] + chain) if kind == "mount" and init else chain
     return out
@@ -55,19 +55,37 @@ def _container_image_top(host: Host, cid: str) -> str | None:
     return container.image_id if container else None
 
 
-def _cache_chain(host: Host, start: str | None) -> list[str]:
-    chain: list[str] = []
-    seen: set[str] = set()
-    current = start
-    while current and current not in seen:
-        seen.add(current)
-        layer = host.layers.get(current)
-        if layer is None or not layer.cache_id:
-            chain.append("?")  # unknown: the comparison is skipped
-            break
-        chain.append(layer.cache_id)
-        current = layer.parent
-    return chain
+class _CacheChains:
+    """The cache ids of a layer and its ancestors, nearest first, computed once per layer.
+    A ``"?"`` ends a chain whose next layer is unknown (the comparison is then skipped)."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.memo: dict[str, list[str]] = {}
+
+    def below(self, start: str | None) -> list[str]:
+        if not start:
+            return []
+        known = self.memo.get(start)
+        if known is not None:
+            return known
+        walk: list[str] = []  # layers whose chains are still to compute, nearest first
+        current: str | None = start
+        tail: list[str] = []
+        while current:
+            if current in self.memo:
+                tail = self.memo[current]
+                break
+            layer = self.host.layers.get(current)
+            if layer is None or not layer.cache_id or current in walk:
+                tail = ["?"]
+                break
+            walk.append(current)
+            current = layer.parent
+        for layer_id in reversed(walk):
+            tail = [self.host.layers[layer_id].cache_id or "?", *tail]
+            self.memo[layer_id] = tail
+        return self.memo.get(start, tail)
 
 
 def check_driver_dirs(host: Host) -> Iterator[Finding]:
@@ -81,8 +99,7 @@ def check_driver_dirs(host: Host) -> Iterator[Finding]:
     elif host.driver == "aufs":
         yield from _check_aufs(host, refs, lowers)
     elif host.driver == "overlay":
-        for ddir in host.driver_dirs.values():
-            yield from problem_findings("overlay", ddir.problems, {}, "driver-dir", ddir.id)
+        yield from _check_overlay(host, refs, lowers)
 
 
 def _check_orphans(host: Host, refs: dict[str, str]) -> Iterator[Finding]:
@@ -228,5 +245,39 @@ def _check_aufs(
                 f"{host.driver}/layers/{name}",
                 f"lists {len(ddir.lower or [])} parents, the layer chain gives {len(below)} "
                 f"({', '.join(short(b) for b in below) or 'none'})",
+                **ident,
+            )
+
+
+def _check_overlay(
+    host: Host, refs: dict[str, str], lowers: dict[str, list[str]]
+) -> Iterator[Finding]:
+    """overlay (v1): image layers hold a full ``root/``; container and init layers hold
+    ``upper/`` and a ``lower-id`` naming the image's top layer (the init layer's upper is copied
+    into the container's, so both name the same lower)."""
+    for name in sorted(refs):
+        ddir = host.driver_dirs.get(name)
+        if ddir is None:
+            continue
+        ident = {"object_type": "driver-dir", "object_id": name}
+        is_layer = refs[name].startswith("layer:")
+        if not ddir.has_diff:
+            wanted = "root/" if is_layer else "upper/"
+            yield finding("overlay.data-missing", ddir.path, f"no {wanted} directory", **ident)
+        if "lower-id" in ddir.problems:
+            yield from problem_findings(
+                "overlay", ddir.problems, {"lower-id": "lower-id file"}, "driver-dir", name
+            )
+            continue
+        if is_layer:
+            continue
+        below = [b for b in lowers.get(name, []) if not b.endswith("-init")]
+        expected = below[:1] or None
+        if "?" not in below and ddir.lower != expected:
+            yield finding(
+                "overlay.lower-mismatch",
+                f"{ddir.path}/lower-id",
+                f"lower-id is {(ddir.lower or ['absent'])[0][:80]!r}, the image's top layer is "
+                f"{(expected or ['none'])[0]!r}",
                 **ident,
             )
