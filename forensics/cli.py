@@ -19,7 +19,6 @@ import click
 from forensics import __version__
 from forensics.checks import run_checks
 from forensics.evidence import Evidence, RootError
-from forensics.export import RunInfo, export_sqlite
 from forensics.inventory import build_inventory, inventory_text
 from forensics.model import Host
 from forensics.progress import set_enabled
@@ -106,6 +105,8 @@ def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool) -> int
     counts = count_by_severity(findings)
     status = EXIT_ERRORS if counts["error"] else EXIT_OK
     if sqlite_out is not None:
+        from forensics.export import RunInfo, export_sqlite  # sqlite-utils loads slowly: only here
+
         run = RunInfo(
             tool="docker-forensics",
             version=__version__,

@@ -21,6 +21,7 @@ DEFAULT_READ_LIMIT = 64 * 1024 * 1024
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NOATIME = getattr(os, "O_NOATIME", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class RootError(Exception):
@@ -70,6 +71,7 @@ class Evidence:
         except OSError as exc:
             raise RootError(f"{root}: {_reason(exc)}") from None
         self.root = real
+        self._prefix = str(real).rstrip("/") + "/"
         self.record_reads = record_reads
         self.reads: dict[str, FileRead] = {}
         self._dir_ok: dict[str, bool] = {"": True}
@@ -77,11 +79,11 @@ class Evidence:
     # -- paths ---------------------------------------------------------------------------
 
     def abspath(self, rel: str) -> str:
-        return os.path.join(self.root, rel) if rel else str(self.root)
+        return self._prefix + rel if rel else str(self.root)
 
     def _parents_are_real_dirs(self, rel: str) -> bool:
         """True when every directory on the way to ``rel`` is a real directory, not a symlink."""
-        parent = os.path.dirname(rel)
+        parent = rel.rpartition("/")[0]
         known = self._dir_ok.get(parent)
         if known is not None:
             return known
@@ -130,19 +132,32 @@ class Evidence:
         except OSError:
             return None
 
+    def _open_dir(self, rel: str) -> int:
+        """A file descriptor of directory ``rel``, opened without following a symlink."""
+        if not self._parents_are_real_dirs(rel):
+            raise ReadFailure(
+                "missing", rel, "no such directory (or a directory on the way is a symlink)"
+            )
+        try:
+            return os.open(self.abspath(rel), _DIR_FLAGS)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                raise ReadFailure("missing", rel, "no such directory") from None
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and self.is_symlink(rel):
+                raise ReadFailure("symlink", rel, "is a symlink (not followed)") from None
+            if exc.errno == errno.ENOTDIR:
+                raise ReadFailure("not-directory", rel, "not a directory") from None
+            raise ReadFailure("unreadable", rel, _reason(exc)) from None
+
     def listdir(self, rel: str) -> list[str]:
         """Sorted names in directory ``rel``. Raises ReadFailure when it is no readable dir."""
-        st = self.lstat(rel)
-        if st is None:
-            raise ReadFailure("missing", rel, "no such directory")
-        if stat.S_ISLNK(st.st_mode):
-            raise ReadFailure("symlink", rel, "is a symlink (not followed)")
-        if not stat.S_ISDIR(st.st_mode):
-            raise ReadFailure("not-directory", rel, "not a directory")
+        fd = self._open_dir(rel)
         try:
-            names = os.listdir(self.abspath(rel))
+            names = os.listdir(fd)
         except OSError as exc:
             raise ReadFailure("unreadable", rel, _reason(exc)) from None
+        finally:
+            os.close(fd)
         names.sort()
         return names
 
@@ -153,17 +168,34 @@ class Evidence:
         except ReadFailure:
             return []
 
+    def names(self, rel: str) -> set[str]:
+        """The names in directory ``rel`` (unsorted); empty when it is absent or unreadable."""
+        try:
+            fd = self._open_dir(rel)
+        except ReadFailure:
+            return set()
+        try:
+            return set(os.listdir(fd))
+        except OSError:
+            return set()
+        finally:
+            os.close(fd)
+
     def scandir_types(self, rel: str) -> dict[str, str]:
         """Entries of ``rel``: name → ``dir``, ``file``, ``symlink`` or ``other`` (no follow)."""
-        if not self.is_dir(rel):
+        try:
+            fd = self._open_dir(rel)
+        except ReadFailure:
             return {}
         out: dict[str, str] = {}
         try:
-            with os.scandir(self.abspath(rel)) as it:
+            with os.scandir(fd) as it:
                 for entry in it:
                     out[entry.name] = _entry_type(entry)
         except OSError:
-            return out
+            pass
+        finally:
+            os.close(fd)
         return out
 
     # -- contents ------------------------------------------------------------------------
@@ -179,21 +211,36 @@ class Evidence:
             raise ReadFailure("symlink", rel, "is a symlink (not followed)")
         if not stat.S_ISREG(st.st_mode):  # refused before opening: no FIFO or device is opened
             raise ReadFailure("not-regular", rel, f"not a regular file ({_kind_of(st.st_mode)})")
+        if st.st_size > limit:
+            raise ReadFailure("too-large", rel, f"{st.st_size} bytes, over the {limit} limit")
         fd = self._open(rel)
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ReadFailure(
-                    "not-regular", rel, f"not a regular file ({_kind_of(st.st_mode)})"
-                )
-            if st.st_size > limit:
-                raise ReadFailure("too-large", rel, f"{st.st_size} bytes, over the {limit} limit")
-            data = _read_all(fd, limit, rel)
+            data = _read_all(fd, st.st_size, limit, rel)
         finally:
             os.close(fd)
+        self._record(rel, data)
+        return data
+
+    def opendir(self, rel: str) -> DirHandle:
+        """Directory ``rel`` held open, to read several of its files cheaply (relative to its
+        descriptor, with the entry types its listing gave). Raises ReadFailure."""
+        fd = self._open_dir(rel)
+        types: dict[str, str] = {}
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    types[entry.name] = _entry_type(entry)
+        except OSError as exc:
+            os.close(fd)
+            raise ReadFailure("unreadable", rel, _reason(exc)) from None
+        return DirHandle(self, rel, fd, types)
+
+    def path_of(self, rel: str) -> str:
+        return rel
+
+    def _record(self, rel: str, data: bytes) -> None:
         if self.record_reads:
             self.reads[rel] = FileRead(rel, len(data), hashlib.sha256(data).hexdigest())
-        return data
 
     def _open(self, rel: str) -> int:
         path = self.abspath(rel)
@@ -213,9 +260,83 @@ class Evidence:
         return self.read_bytes(rel, limit).decode("utf-8", "surrogateescape")
 
 
-def _read_all(fd: int, limit: int, rel: str) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
+class DirHandle:
+    """An open directory of the evidence; files are read relative to it, never through a
+    symlink (the listing's entry types decide, and ``O_NOFOLLOW`` guards the open)."""
+
+    def __init__(self, ev: Evidence, rel: str, fd: int, types: dict[str, str]) -> None:
+        self.ev, self.rel, self.fd, self.types = ev, rel, fd, types
+
+    def __enter__(self) -> DirHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def path_of(self, name: str) -> str:
+        return f"{self.rel}/{name}"
+
+    def exists(self, name: str) -> bool:
+        return name in self.types
+
+    def readlink(self, name: str) -> str | None:
+        """The target of the symlink ``name`` (never followed), or None when it is no symlink."""
+        if self.types.get(name) != "symlink":
+            return None
+        try:
+            return os.readlink(name, dir_fd=self.fd)
+        except OSError:
+            return None
+
+    def read_bytes(self, name: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
+        rel = self.path_of(name)
+        kind = self.types.get(name)
+        if kind is None:
+            raise ReadFailure("missing", rel, "no such file")
+        if kind == "symlink":
+            raise ReadFailure("symlink", rel, "is a symlink (not followed)")
+        if kind != "file":
+            return self.ev.read_bytes(rel, limit)  # let the full check say what it is
+        try:
+            fd = os.open(name, _OPEN_FLAGS | _NOATIME, dir_fd=self.fd)
+        except PermissionError:
+            try:
+                fd = os.open(name, _OPEN_FLAGS, dir_fd=self.fd)
+            except OSError as exc:
+                raise _failure_for(rel, exc) from None
+        except OSError as exc:
+            raise _failure_for(rel, exc) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ReadFailure(
+                    "not-regular", rel, f"not a regular file ({_kind_of(st.st_mode)})"
+                )
+            if st.st_size > limit:
+                raise ReadFailure("too-large", rel, f"{st.st_size} bytes, over the {limit} limit")
+            data = _read_all(fd, st.st_size, limit, rel)
+        finally:
+            os.close(fd)
+        self.ev._record(rel, data)
+        return data
+
+
+def _read_all(fd: int, expected: int, limit: int, rel: str) -> bytes:
+    """Read to the end: one read call for a file of the size lstat gave (a short read of a
+    regular file is its end); more only when the file grew meanwhile."""
+    try:
+        first = os.read(fd, expected + 1)
+    except OSError as exc:
+        raise ReadFailure("unreadable", rel, _reason(exc)) from None
+    if len(first) <= expected:
+        return first
+    chunks = [first]
+    total = len(first)
     while True:
         try:
             chunk = os.read(fd, 1 << 20)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from forensics.evidence import Evidence
+from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import is_hex64
-from forensics.model import Container, Host, MountPoint
+from forensics.model import Container, Host, MountPoint, Problem
+from forensics.parallel import map_entries
 from forensics.progress import track
 from forensics.stores.reading import as_dict, as_int, as_str, read_json_object
 
@@ -20,31 +21,39 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 def read_containers(ev: Evidence, host: Host) -> None:
     base = "containers"
-    for name in track(ev.listdir_or_empty(base), "containers"):
-        rel = f"{base}/{name}"
-        if not is_hex64(name) or not ev.is_dir(rel):
-            host.add_leftover("containers-stray", rel)
-            continue
-        host.containers[name] = read_container(ev, rel, name)
+    entries = ev.scandir_types(base)
+    names = [n for n in sorted(entries) if is_hex64(n) and entries[n] == "dir"]
+    for name in sorted(set(entries) - set(names)):
+        host.add_leftover("containers-stray", f"{base}/{name}")
+
+    def read_one(ev: Evidence, name: str) -> Container:
+        return read_container(ev, f"{base}/{name}", name)
+
+    for container in track(map_entries(ev, read_one, names), "containers", total=len(names)):
+        host.containers[container.id] = container
 
 
 def read_container(ev: Evidence, rel: str, cid: str) -> Container:
-    container = Container(id=cid, path=rel)
-    entries = ev.scandir_types(rel)
-    container.leftovers = [f"{rel}/{n}" for n in sorted(entries) if n.startswith(".tmp-")]
-    config_name = (
-        "config.json"
-        if "config.json" in entries and "config.v2.json" not in entries
-        else "config.v2.json"
-    )
-    container.config_file = f"{rel}/{config_name}"
-    config = read_json_object(ev, container.config_file, container.problems, "config")
+    container = Container(id=cid, path=rel, config_file=f"{rel}/config.v2.json")
+    try:
+        with ev.opendir(rel) as d:
+            _read_container_files(d, container)
+    except ReadFailure as failure:
+        container.problems["config"] = Problem(rel, failure.kind, failure.detail)
+    return container
+
+
+def _read_container_files(d: DirHandle, container: Container) -> None:
+    entries = d.types
+    container.leftovers = [d.path_of(n) for n in sorted(entries) if n.startswith(".tmp-")]
+    legacy = "config.json" in entries and "config.v2.json" not in entries
+    config_name = "config.json" if legacy else "config.v2.json"
+    container.config_file = d.path_of(config_name)
+    config = read_json_object(d, config_name, container.problems, "config")
     if config is not None:
         container.config_ok = True
         _fill_from_config(container, config)
-    if "hostconfig.json" in entries:
-        read_json_object(ev, f"{rel}/hostconfig.json", container.problems, "hostconfig")
-    return container
+    read_json_object(d, "hostconfig.json", container.problems, "hostconfig", optional=True)
 
 
 def _fill_from_config(container: Container, config: dict[str, Any]) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from forensics.evidence import Evidence, ReadFailure
+from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import chain_ids, is_digest, is_hex64
 from forensics.formats.jsonfile import JsonDamage, decode_json
 from forensics.model import Host, Image, Layer, Mount, Problem
+from forensics.parallel import map_entries
 from forensics.progress import track
 from forensics.stores.reading import (
     as_str,
@@ -66,21 +67,27 @@ def _attach_tags(host: Host) -> None:
 
 def _read_images(ev: Evidence, host: Host, imagedb: str) -> None:
     content = f"{imagedb}/content/sha256"
-    names = ev.listdir_or_empty(content)
-    for name in track(names, "images"):
-        rel = f"{content}/{name}"
-        if not is_hex64(name):
-            host.add_leftover("imagedb-stray", rel)
-            continue
-        image = _read_image(ev, rel, "sha256:" + name)
-        _read_image_metadata(ev, image, f"{imagedb}/metadata/sha256/{name}")
-        host.images[image.id] = image
+    with_metadata = ev.names(f"{imagedb}/metadata/sha256")
+    try:
+        d = ev.opendir(content)
+    except ReadFailure:
+        return
+    with d:
+        for name in track(sorted(d.types), "images"):
+            if not is_hex64(name):
+                host.add_leftover("imagedb-stray", d.path_of(name))
+                continue
+            image = _read_image(d, name, "sha256:" + name)
+            if name in with_metadata:
+                _read_image_metadata(ev, image, f"{imagedb}/metadata/sha256/{name}")
+            host.images[image.id] = image
 
 
-def _read_image(ev: Evidence, rel: str, image_id: str) -> Image:
+def _read_image(d: DirHandle, name: str, image_id: str) -> Image:
+    rel = d.path_of(name)
     image = Image(id=image_id, path=rel)
     try:
-        data = ev.read_bytes(rel)
+        data = d.read_bytes(name)
     except ReadFailure as failure:
         image.problems["config"] = Problem(rel, failure.kind, failure.detail)
         return image
@@ -120,8 +127,6 @@ def _fill_image(image: Image, config: dict[str, Any]) -> None:
 
 
 def _read_image_metadata(ev: Evidence, image: Image, meta: str) -> None:
-    if not ev.is_dir(meta):
-        return
     image.parent = read_value(ev, f"{meta}/parent", image.problems, "parent", optional=True)
 
 
@@ -132,48 +137,60 @@ def _read_layers(ev: Evidence, host: Host, layerdb: str) -> None:
     for name in ev.listdir_or_empty(f"{layerdb}/tmp"):
         host.add_leftover("layerdb-tmp", f"{layerdb}/tmp/{name}")
     base = f"{layerdb}/sha256"
-    names = ev.listdir_or_empty(base)
-    for name in track(names, "layers"):
-        rel = f"{base}/{name}"
+    entries = ev.scandir_types(base)
+    layers: list[str] = []
+    for name in sorted(entries):
         if name.endswith("-removing"):
-            host.add_leftover("layer-removing", rel)
-        elif not is_hex64(name) or not ev.is_dir(rel):
-            host.add_leftover("layerdb-stray", rel)
+            host.add_leftover("layer-removing", f"{base}/{name}")
+        elif not is_hex64(name) or entries[name] != "dir":
+            host.add_leftover("layerdb-stray", f"{base}/{name}")
         else:
-            layer = _read_layer(ev, rel, "sha256:" + name)
-            host.layers[layer.id] = layer
+            layers.append(name)
+
+    def read_one(ev: Evidence, name: str) -> Layer:
+        return _read_layer(ev, f"{base}/{name}", "sha256:" + name)
+
+    for layer in track(map_entries(ev, read_one, layers), "layers", total=len(layers)):
+        host.layers[layer.id] = layer
 
 
 def _read_layer(ev: Evidence, rel: str, chain: str) -> Layer:
     layer = Layer(id=chain, path=rel)
-    entries = ev.scandir_types(rel)
-    if not entries:
-        layer.problems["dir"] = Problem(rel, "empty", "empty layer directory")
-        return layer
-    problems = layer.problems
-    layer.diff_id = read_value(ev, f"{rel}/diff", problems, "diff")
+    try:
+        with ev.opendir(rel) as d:
+            _read_layer_files(d, layer)
+    except ReadFailure as failure:
+        layer.problems["dir"] = Problem(rel, failure.kind, failure.detail)
+    return layer
+
+
+def _read_layer_files(d: DirHandle, layer: Layer) -> None:
+    rel, problems = layer.path, layer.problems
+    if not d.types:
+        problems["dir"] = Problem(rel, "empty", "empty layer directory")
+        return
+    layer.diff_id = read_value(d, "diff", problems, "diff")
     if layer.diff_id is not None and not is_digest(layer.diff_id):
         bad_value(problems, "diff", f"{rel}/diff", f"not a sha256 digest: {layer.diff_id[:80]!r}")
-    layer.cache_id = read_value(ev, f"{rel}/cache-id", problems, "cache-id")
-    size = read_value(ev, f"{rel}/size", problems, "size")
+    layer.cache_id = read_value(d, "cache-id", problems, "cache-id")
+    size = read_value(d, "size", problems, "size")
     if size is not None:
         if size.isdigit():
             layer.size = int(size)
         else:
             bad_value(problems, "size", f"{rel}/size", f"not a decimal size: {size[:80]!r}")
-    if "parent" in entries:
-        layer.parent = read_value(ev, f"{rel}/parent", problems, "parent")
-        if layer.parent is not None and not is_digest(layer.parent):
-            bad_value(problems, "parent", f"{rel}/parent", f"not a ChainID: {layer.parent[:80]!r}")
-    layer.has_tar_split = entries.get("tar-split.json.gz") == "file"
-    return layer
+    layer.parent = read_value(d, "parent", problems, "parent", optional=True)
+    if layer.parent is not None and not is_digest(layer.parent):
+        bad_value(problems, "parent", f"{rel}/parent", f"not a ChainID: {layer.parent[:80]!r}")
+    layer.has_tar_split = d.types.get("tar-split.json.gz") == "file"
 
 
 def _read_mounts(ev: Evidence, host: Host, mounts: str) -> None:
-    for name in track(ev.listdir_or_empty(mounts), "mounts"):
+    entries = ev.scandir_types(mounts)
+    for name in track(sorted(entries), "mounts"):
         rel = f"{mounts}/{name}"
         mount = Mount(container_id=name, path=rel)
-        if not ev.is_dir(rel):
+        if entries[name] != "dir":
             mount.problems["dir"] = Problem(rel, "not-directory", "not a directory")
         else:
             _read_mount(ev, mount, rel)
@@ -182,9 +199,13 @@ def _read_mounts(ev: Evidence, host: Host, mounts: str) -> None:
 
 def _read_mount(ev: Evidence, mount: Mount, rel: str) -> None:
     problems = mount.problems
-    mount.mount_id = read_value(ev, f"{rel}/mount-id", problems, "mount-id")
-    mount.init_id = read_value(ev, f"{rel}/init-id", problems, "init-id", optional=True)
-    mount.parent = read_value(ev, f"{rel}/parent", problems, "parent", optional=True)
+    try:
+        with ev.opendir(rel) as d:
+            mount.mount_id = read_value(d, "mount-id", problems, "mount-id")
+            mount.init_id = read_value(d, "init-id", problems, "init-id", optional=True)
+            mount.parent = read_value(d, "parent", problems, "parent", optional=True)
+    except ReadFailure as failure:
+        problems["dir"] = Problem(rel, failure.kind, failure.detail)
 
 
 def store_has_content(ev: Evidence, store: str) -> int:

@@ -5,33 +5,45 @@
 
 from __future__ import annotations
 
-from forensics.evidence import Evidence
-from forensics.model import DriverDir, Host
+from forensics.evidence import Evidence, ReadFailure
+from forensics.model import DriverDir, Host, Problem
+from forensics.parallel import map_entries
 from forensics.progress import track
 from forensics.stores.reading import read_value
 
 
 def read_overlay2(ev: Evidence, host: Host, base: str = "overlay2") -> None:
     entries = ev.scandir_types(base)
-    for link in sorted(ev.listdir_or_empty(f"{base}/l")):
-        host.links[link] = ev.readlink(f"{base}/l/{link}")
-    for name in track(sorted(entries), "driver dirs"):
-        if name == "l":
-            continue
-        rel = f"{base}/{name}"
-        if entries[name] != "dir":
-            host.add_leftover("driver-stray", rel)
-            continue
-        host.driver_dirs[name] = _read_layer_dir(ev, name, rel)
+    _read_links(ev, host, f"{base}/l")
+    names = [n for n in sorted(entries) if n != "l" and entries[n] == "dir"]
+    for name in sorted(set(entries) - set(names) - {"l"}):
+        host.add_leftover("driver-stray", f"{base}/{name}")
+
+    def read_one(ev: Evidence, name: str) -> DriverDir:
+        return _read_layer_dir(ev, name, f"{base}/{name}")
+
+    for ddir in track(map_entries(ev, read_one, names), "driver dirs", total=len(names)):
+        host.driver_dirs[ddir.id] = ddir
+
+
+def _read_links(ev: Evidence, host: Host, rel: str) -> None:
+    try:
+        with ev.opendir(rel) as d:
+            for link in sorted(d.types):
+                host.links[link] = d.readlink(link)
+    except ReadFailure:
+        return
 
 
 def _read_layer_dir(ev: Evidence, name: str, rel: str) -> DriverDir:
-    entries = ev.scandir_types(rel)
-    ddir = DriverDir(id=name, path=rel, has_diff=entries.get("diff") == "dir")
-    ddir.committed = "committed" in entries
-    if "link" in entries:
-        ddir.link = read_value(ev, f"{rel}/link", ddir.problems, "link")
-    if "lower" in entries:
-        lower = read_value(ev, f"{rel}/lower", ddir.problems, "lower")
-        ddir.lower = lower.split(":") if lower else None
+    ddir = DriverDir(id=name, path=rel)
+    try:
+        with ev.opendir(rel) as d:
+            ddir.has_diff = d.types.get("diff") == "dir"
+            ddir.committed = "committed" in d.types
+            ddir.link = read_value(d, "link", ddir.problems, "link", optional=True)
+            lower = read_value(d, "lower", ddir.problems, "lower", optional=True)
+            ddir.lower = lower.split(":") if lower else None
+    except ReadFailure as failure:
+        ddir.problems["dir"] = Problem(rel, failure.kind, failure.detail)
     return ddir

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
-from forensics.evidence import Evidence, ReadFailure
+from forensics.evidence import ReadFailure
 from forensics.formats.jsonfile import JsonDamage, decode_json
 from forensics.model import Problem
 
@@ -12,48 +12,60 @@ from forensics.model import Problem
 SMALL_LIMIT = 64 * 1024
 
 
+class Source(Protocol):
+    """Where files are read from: the Evidence (paths relative to ROOT) or an open directory
+    of it (names inside that directory)."""
+
+    def read_bytes(self, name: str, limit: int = ...) -> bytes: ...
+
+    def path_of(self, name: str) -> str: ...
+
+    def exists(self, name: str) -> bool: ...
+
+
 def read_json(
-    ev: Evidence, rel: str, problems: dict[str, Problem], role: str, *, optional: bool = False
+    src: Source, name: str, problems: dict[str, Problem], role: str, *, optional: bool = False
 ) -> Any:
-    """The decoded JSON in ``rel``, or None with a Problem recorded under ``role``."""
+    """The decoded JSON in ``name``, or None with a Problem recorded under ``role``."""
     try:
-        data = ev.read_bytes(rel)
+        data = src.read_bytes(name)
     except ReadFailure as failure:
         if not (optional and failure.kind == "missing"):
-            problems[role] = Problem(rel, failure.kind, failure.detail)
+            problems[role] = Problem(failure.path, failure.kind, failure.detail)
         return None
     try:
         return decode_json(data)
     except JsonDamage as damage:
-        problems[role] = Problem(rel, damage.kind, damage.detail)
+        problems[role] = Problem(src.path_of(name), damage.kind, damage.detail)
         return None
 
 
 def read_json_object(
-    ev: Evidence, rel: str, problems: dict[str, Problem], role: str, *, optional: bool = False
+    src: Source, name: str, problems: dict[str, Problem], role: str, *, optional: bool = False
 ) -> dict[str, Any] | None:
     """Like :func:`read_json`, but the document must be a JSON object."""
-    value = read_json(ev, rel, problems, role, optional=optional)
+    value = read_json(src, name, problems, role, optional=optional)
     if (
         isinstance(value, dict)
         or role in problems
-        or (value is None and optional and not ev.exists(rel))
+        or (value is None and optional and not src.exists(name))
     ):
         return value
     kind = "null" if value is None else f"a JSON {type(value).__name__}"
-    problems[role] = Problem(rel, "wrong-type", f"{kind}, not an object")
+    problems[role] = Problem(src.path_of(name), "wrong-type", f"{kind}, not an object")
     return None
 
 
 def read_value(
-    ev: Evidence, rel: str, problems: dict[str, Problem], role: str, *, optional: bool = False
+    src: Source, name: str, problems: dict[str, Problem], role: str, *, optional: bool = False
 ) -> str | None:
     """A one-line value file (``diff``, ``cache-id``, ``mount-id``, …), whitespace-trimmed.
 
     An empty or NUL-filled file is recorded as a problem and gives None.
     """
+    rel = src.path_of(name)
     try:
-        data = ev.read_bytes(rel, SMALL_LIMIT)
+        data = src.read_bytes(name, SMALL_LIMIT)
     except ReadFailure as failure:
         if not (optional and failure.kind == "missing"):
             problems[role] = Problem(rel, failure.kind, failure.detail)
