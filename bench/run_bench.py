@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Benchmark ``docker-forensics verify`` against docker-explorer on one synthetic host.
+
+    python bench/run_bench.py [--containers 5000] [--layers 20000] [--seed 1] [--repeat 3]
+                              [--keep] [--fresh] [--check]
+
+1. makes bench/.venv-peer with docker-explorer==20230719 (the peer, ``de.py``);
+2. generates the host with bench/make_host.py, cached under bench/work/ (reused while the
+   generator's sources and the parameters are unchanged);
+3. runs, interleaved and ``--repeat`` times each, every command in a fresh process and records its
+   wall time and peak RSS (``os.wait4``, the call ``/usr/bin/time -v`` makes):
+   (a) ``docker-forensics verify ROOT --format json`` from the environment running this script,
+   (b) ``de.py -r ROOT list all_containers`` from the peer's venv;
+4. prints best/median wall time, peak RSS, the ratios ours/peer and a verdict against the goal
+   (ours ≤ 1.0× the peer's time), our exit code and findings by severity, and the peer's count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+WORK = BENCH / "work"
+PEER_VENV = BENCH / ".venv-peer"
+PEER_PACKAGE = "docker-explorer"
+PEER_VERSION = "20230719"
+GENERATOR_SOURCES = [
+    "make_host.py",
+    "hostplan.py",
+    "hostmodel.py",
+    "hostwrite.py",
+    "catalog.py",
+    "containerplan.py",
+    "containerdocs.py",
+    "tarsplit.py",
+]
+GOAL_RATIO = 1.0
+
+
+@dataclass
+class Run:
+    wall: float
+    peak_kib: int
+    rc: int
+    stdout: Path
+    stderr: Path
+
+
+@dataclass
+class Tool:
+    label: str
+    argv: list[str]
+    display: list[str]
+    runs: list[Run] = field(default_factory=list)
+
+    def best(self) -> float:
+        return min(run.wall for run in self.runs)
+
+    def median(self) -> float:
+        return statistics.median(run.wall for run in self.runs)
+
+    def peak_mib(self) -> float:
+        return max(run.peak_kib for run in self.runs) / 1024
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+# ---- setup -----------------------------------------------------------------------------------
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def peer_installed(python: Path) -> bool:
+    probe = f"import importlib.metadata as m; print(m.version({PEER_PACKAGE!r}))"
+    if not python.exists():
+        return False
+    found = subprocess.run([python, "-c", probe], capture_output=True, text=True)
+    return found.returncode == 0 and found.stdout.strip() == PEER_VERSION
+
+
+def ensure_peer() -> list[str]:
+    """The peer's command prefix: its venv's python and the ``de.py`` that pip installed."""
+    python = venv_python(PEER_VENV)
+    if not peer_installed(python):
+        say(f"creating {PEER_VENV.relative_to(BENCH.parent)} with {PEER_PACKAGE}=={PEER_VERSION}")
+        subprocess.run([sys.executable, "-m", "venv", "--clear", PEER_VENV], check=True)
+        pip = subprocess.run(
+            [
+                python,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                f"{PEER_PACKAGE}=={PEER_VERSION}",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if pip.returncode != 0:
+            sys.stderr.write(pip.stdout + pip.stderr)
+            raise SystemExit(f"pip could not install {PEER_PACKAGE}=={PEER_VERSION}")
+    probe = "import sysconfig; print(sysconfig.get_path('scripts'))"
+    scripts = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
+    de_py = Path(scripts.stdout.strip()) / "de.py"
+    if not de_py.exists():
+        raise SystemExit(f"pip installed {PEER_PACKAGE} but no de.py in {de_py.parent}")
+    return [str(python), str(de_py)]
+
+
+def generator_digest() -> str:
+    digest = hashlib.sha256()
+    for name in GENERATOR_SOURCES:
+        digest.update((BENCH / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def ensure_host(containers: int, layers: int, seed: int, fresh: bool) -> Path:
+    """The cached host's root, generated (and timed) when missing or stale."""
+    home = WORK / f"host-c{containers}-l{layers}-s{seed}"
+    root, marker = home / "docker", home / "COMPLETE.json"
+    digest = generator_digest()
+    if not fresh and marker.exists() and json.loads(marker.read_text())["generator"] == digest:
+        info = json.loads(marker.read_text())
+        say(f"host: cached {root.relative_to(BENCH.parent)} (made in {info['seconds']:.1f} s)")
+        return root
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    say(f"host: generating {containers} containers / {layers} layers (seed {seed}) …")
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            BENCH / "make_host.py",
+            root,
+            "--containers",
+            str(containers),
+            "--layers",
+            str(layers),
+            "--seed",
+            str(seed),
+        ],
+        check=True,
+    )
+    seconds = time.perf_counter() - start
+    say(f"host: generated in {seconds:.1f} s -> {root.relative_to(BENCH.parent)}")
+    info = {
+        "containers": containers,
+        "layers": layers,
+        "seed": seed,
+        "seconds": seconds,
+        "generator": digest,
+    }
+    marker.write_text(json.dumps(info) + "\n")
+    return root
+
+
+def find_ours() -> tuple[list[str] | None, str]:
+    """Our console script from the environment running this script (not a pyenv shim)."""
+    beside = Path(sys.executable).parent / "docker-forensics"
+    found = str(beside) if beside.exists() else shutil.which("docker-forensics")
+    if found is None:
+        return None, "docker-forensics is not installed in this environment"
+    probe = subprocess.run([found, "--help"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        return None, f"docker-forensics does not run yet ({last})"
+    return [found], ""
+
+
+# ---- measuring -------------------------------------------------------------------------------
+
+
+def measure(argv: Sequence[str], out_dir: Path, name: str) -> Run:
+    """Run once in a fresh process; wall clock around it, peak RSS from the kernel (wait4)."""
+    stdout, stderr = out_dir / f"{name}.out", out_dir / f"{name}.err"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return Run(wall, usage.ru_maxrss, proc.returncode, stdout, stderr)
+
+
+def run_all(tools: list[Tool], repeat: int, out_dir: Path) -> None:
+    for index in range(repeat):
+        for tool in tools:
+            run = measure(tool.argv, out_dir, f"{tool.label}-{index + 1}")
+            tool.runs.append(run)
+            say(
+                f"  {tool.label:<5} run {index + 1}/{repeat}: {run.wall:7.2f} s  "
+                f"{run.peak_kib / 1024:7.1f} MiB  rc {run.rc}"
+            )
+
+
+# ---- reporting -------------------------------------------------------------------------------
+
+
+def table(tools: list[Tool], ours: Tool | None, peer: Tool) -> None:
+    width = max(len(" ".join(t.display)) for t in tools)
+    say(f"{'command':<{width}}  {'runs':>4}  {'best s':>7}  {'median s':>8}  {'peak MiB':>8}")
+    for tool in tools:
+        say(
+            f"{' '.join(tool.display):<{width}}  {len(tool.runs):>4}  {tool.best():>7.2f}  "
+            f"{tool.median():>8.2f}  {tool.peak_mib():>8.1f}"
+        )
+    if ours is None:
+        return
+    time_ratio = ours.best() / peer.best()
+    mem_ratio = ours.peak_mib() / peer.peak_mib()
+    say(f"{'ratio ours/peer':<{width}}  {'':>4}  {time_ratio:>6.2f}x  {'':>8}  {mem_ratio:>7.2f}x")
+    met = "met" if time_ratio <= GOAL_RATIO else "NOT met"
+    say(
+        f"verdict: ours takes {time_ratio:.2f}x the peer's time (best of {len(ours.runs)}) -> "
+        f"goal ours <= {GOAL_RATIO:.1f}x {met}; memory {mem_ratio:.2f}x"
+    )
+
+
+def report_ours(tool: Tool) -> None:
+    run = tool.runs[-1]
+    say(f"ours: exit code {run.rc} (0 = no errors, 4 = errors, 8 = operational error)")
+    try:
+        findings = json.loads(run.stdout.read_text())["findings"]
+    except (ValueError, KeyError, TypeError) as error:
+        tail = run.stderr.read_text(errors="replace").strip().splitlines()[-5:]
+        say(f"!!! WARNING: our output is not the expected JSON ({error!r}); stderr tail:")
+        for line in tail:
+            say(f"!!!   {line}")
+        return
+    counts = Counter(str(f.get("severity")) for f in findings)
+    summary = ", ".join(f"{k} {counts.get(k, 0)}" for k in ("error", "warning", "info"))
+    say(f"ours: {len(findings)} findings ({summary})")
+    errors = [f for f in findings if f.get("severity") == "error"]
+    if errors or run.rc != 0:
+        say("!" * 78)
+        say(f"!!! WARNING: a healthy synthetic host gave {len(errors)} error(s), rc {run.rc}:")
+        say("!!! either bench/make_host.py or the verifier is wrong. First findings:")
+        for finding in errors[:8]:
+            say(f"!!!   [{finding.get('check')}] {finding.get('path')}: {finding.get('message')}")
+        say("!" * 78)
+    for check, count in Counter(str(f.get("check")) for f in findings).most_common(6):
+        say(f"      {count:>6}  {check}")
+
+
+def report_peer(tool: Tool, containers: int) -> None:
+    run = tool.runs[-1]
+    try:
+        listed = len(json.loads(run.stdout.read_text()))
+    except ValueError as error:
+        say(f"!!! WARNING: the peer's output is not JSON ({error!r}); rc {run.rc}")
+        return
+    mark = "" if listed == containers else f"  !!! expected {containers}"
+    say(f"peer: exit code {run.rc}, listed {listed} containers{mark}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--containers", type=int, default=5000)
+    parser.add_argument("--layers", type=int, default=20000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each command (best of)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep every run's stdout/stderr under bench/work/runs/"
+    )
+    parser.add_argument("--fresh", action="store_true", help="regenerate the cached host")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="first validate the host with bench/check_host.py (slow-ish)",
+    )
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    peer_argv = ensure_peer()
+    root = ensure_host(args.containers, args.layers, args.seed, args.fresh)
+    if args.check:
+        subprocess.run(
+            [
+                sys.executable,
+                BENCH / "check_host.py",
+                root,
+                "--containers",
+                str(args.containers),
+                "--layers",
+                str(args.layers),
+            ],
+            check=True,
+        )
+    ours_argv, why = find_ours()
+    out_dir = WORK / "runs"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    out_dir.mkdir(parents=True)
+    tools: list[Tool] = []
+    ours = None
+    if ours_argv:
+        ours = Tool(
+            "ours",
+            ours_argv + ["verify", str(root), "--format", "json"],
+            ["docker-forensics", "verify", "ROOT", "--format", "json"],
+        )
+        tools.append(ours)
+    else:
+        say(f"ours: SKIPPED - {why}; measuring the peer alone")
+    peer = Tool(
+        "peer",
+        peer_argv + ["-r", str(root), "list", "all_containers"],
+        ["de.py", "-r", "ROOT", "list", "all_containers"],
+    )
+    tools.append(peer)
+    say(f"ROOT = {root}  ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})")
+    run_all(tools, args.repeat, out_dir)
+    say()
+    table(tools, ours, peer)
+    say()
+    if ours:
+        report_ours(ours)
+    report_peer(peer, args.containers)
+    if not args.keep:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
