@@ -74,3 +74,15 @@ def test_daemon_refuses_what_verify_calls_fatal(cli, sample_root: Path, tmp_path
     with pytest.raises(RuntimeError, match="exited during start-up"):
         with private_dockerd(sample_root, tmp_path / "d"):
             pass
+
+
+def test_a_fresh_root_of_a_real_daemon(cli, tmp_path: Path) -> None:
+    """A root that dockerd created and never used: a modern layout with nothing in it."""
+    root = tmp_path / "fresh"
+    with private_dockerd(root, tmp_path / "d") as daemon:
+        assert daemon.docker("ps", "-a", "-q", check=True).stdout.strip() == ""
+    doc = cli("verify", root, "--format", "json").json()
+    assert doc["layout"] == "modern" and doc["driver"] == "overlay2"
+    assert doc["summary"]["error"] == 0
+    inventory = cli("inventory", root, "--format", "json").json()
+    assert inventory["images"] == [] and inventory["containers"] == []

@@ -53,7 +53,13 @@ CONTAINERD_SNAPSHOTTERS = {
     "fuse-overlayfs-snapshotter",
     "zfs-snapshotter",
 }
-CONTAINERD_EVIDENCE = ("containerd/daemon/io.containerd.metadata.v1.bolt", "rootfs/overlayfs")
+#: directories that hold data only when the containerd image store is in use (dockerd's own
+#: containerd keeps an empty content store and snapshotter beside a graphdriver store)
+CONTAINERD_EVIDENCE = (
+    "rootfs/overlayfs",
+    "containerd/daemon/io.containerd.content.v1.content/blobs/sha256",
+    "containerd/daemon/io.containerd.snapshotter.v1.overlayfs/snapshots",
+)
 
 
 @dataclass
@@ -96,10 +102,8 @@ def detect_layout(ev: Evidence, host: Host) -> Detection:
         driver = max(used, key=lambda d: (stores[d], votes[d], _driver_has_data(ev, d)))
         stale = sorted(f"image/{name}" for name in stores if name != driver)
         return Detection("modern", driver, f"image/{driver}", stale)
-    if (
-        votes
-        and set(votes) <= CONTAINERD_SNAPSHOTTERS
-        or any(ev.exists(p) for p in CONTAINERD_EVIDENCE)
+    if (votes and set(votes) <= CONTAINERD_SNAPSHOTTERS) or any(
+        ev.listdir_or_empty(p) for p in CONTAINERD_EVIDENCE
     ):
         return Detection("containerd", None, None, sorted(f"image/{s}" for s in stores))
     if any(is_hex64(name) for name in ev.listdir_or_empty("graph")):
