@@ -31,6 +31,7 @@ def image_record(host: Host, image: Image, hidden: set[str]) -> dict[str, Any]:
         "architecture": image.architecture,
         "size": image_size(host, image),
         "parent": image.parent,
+        "last_updated": image.last_updated,
         "intermediate": image.id in hidden,
         "path": image.path,
         "layers": [layer_record(host, chain) for chain in image.layers],

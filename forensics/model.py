@@ -51,6 +51,7 @@ class Image:
     layers: list[str] = field(default_factory=list)  # layer ids, base first
     history_layers: int | None = None  # non-empty history entries
     parent: str | None = None
+    last_updated: str | None = None  # imagedb metadata: when it was last tagged
     tags: list[str] = field(default_factory=list)
     digests: list[str] = field(default_factory=list)
     has_rootfs: bool = False

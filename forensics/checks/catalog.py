@@ -46,6 +46,8 @@ _CHECKS = [
     Check("image.history-mismatch", "warning", "more non-empty history entries than layers"),
     Check("image.parent-missing", "warning", "imagedb metadata names a parent image that is gone"),
     Check("image.parent-damaged", "warning", "imagedb metadata parent file is damaged"),
+    Check("image.last-updated-damaged", "warning", "imagedb metadata lastUpdated file is damaged"),
+    Check("image.metadata-damaged", "warning", "imagedb metadata entry is no readable directory"),
     Check("image.layer-missing", "error", "a ChainID of the image is not in the layer store"),
     # layers
     Check("layer.empty-dir", "error", "an empty layerdb directory (breaks pulls of that layer)"),

@@ -9,7 +9,12 @@ from forensics.checks.common import problem_findings, short
 from forensics.model import Host, Image
 from forensics.report import Finding
 
-IMAGE_LABELS = {"config": "image config", "parent": "imagedb parent file", "rootfs": "image config"}
+IMAGE_LABELS = {
+    "config": "image config",
+    "parent": "imagedb parent file",
+    "last-updated": "imagedb lastUpdated file",
+    "metadata": "imagedb metadata entry",
+}
 
 
 def check_repositories(host: Host) -> Iterator[Finding]:
@@ -43,7 +48,12 @@ def check_images(host: Host) -> Iterator[Finding]:
 def _check_image(host: Host, image: Image) -> Iterator[Finding]:
     ident = {"object_type": "image", "object_id": image.id}
     yield from problem_findings(
-        "image", image.problems, IMAGE_LABELS, "image", image.id, ("config", "parent")
+        "image",
+        image.problems,
+        IMAGE_LABELS,
+        "image",
+        image.id,
+        ("config", "parent", "last-updated", "metadata"),
     )
     if image.computed_digest is not None and image.computed_digest != image.id:
         yield finding(

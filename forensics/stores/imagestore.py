@@ -127,7 +127,14 @@ def _fill_image(image: Image, config: dict[str, Any]) -> None:
 
 
 def _read_image_metadata(ev: Evidence, image: Image, meta: str) -> None:
-    image.parent = read_value(ev, f"{meta}/parent", image.problems, "parent", optional=True)
+    try:
+        with ev.opendir(meta) as d:
+            image.parent = read_value(d, "parent", image.problems, "parent", optional=True)
+            image.last_updated = read_value(
+                d, "lastUpdated", image.problems, "last-updated", optional=True
+            )
+    except ReadFailure as failure:
+        image.problems["metadata"] = Problem(meta, failure.kind, failure.detail)
 
 
 # -- layerdb ----------------------------------------------------------------------------------
