@@ -71,6 +71,7 @@ def _write(db: sqlite_utils.Database, host: Host, findings: list[Finding], run: 
     db["container_volumes"].insert_all(
         {"container_id": c["id"], **v} for c in doc["containers"] for v in c["volumes"]
     )
+    db["devices"].insert_all(doc["devices"])
     db["findings"].insert_all(_finding_rows(host, findings, run_id))
     db["files_read"].insert_all(
         {"run_id": run_id, "path": r.path, "size": r.size, "sha256": r.sha256}
@@ -125,6 +126,7 @@ def _create_tables(db: sqlite_utils.Database) -> None:
             "diff_id": str,
             "parent": str,
             "cache_id": str,
+            "device_id": int,
             "size": int,
             "has_tar_split": int,
             "path": str,
@@ -166,6 +168,18 @@ def _create_tables(db: sqlite_utils.Database) -> None:
         pk=("container_id", "destination"),
         foreign_keys=[("container_id", "containers", "id"), ("name", "volumes", "name")],
     )
+    db["devices"].create(
+        {
+            "hash": str,
+            "device_id": int,
+            "size": int,
+            "transaction_id": int,
+            "initialized": int,
+            "deleted": int,
+            "path": str,
+        },
+        pk="hash",
+    )
     db["findings"].create(
         {
             "id": int,
@@ -181,6 +195,7 @@ def _create_tables(db: sqlite_utils.Database) -> None:
             "layer_id": str,
             "container_id": str,
             "volume_name": str,
+            "device_hash": str,
         },
         pk="id",
         foreign_keys=[
@@ -189,6 +204,7 @@ def _create_tables(db: sqlite_utils.Database) -> None:
             ("layer_id", "layers", "id"),
             ("container_id", "containers", "id"),
             ("volume_name", "volumes", "name"),
+            ("device_hash", "devices", "hash"),
         ],
     )
     db["files_read"].create(
@@ -250,18 +266,22 @@ def _image_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _layer_rows(host: Host) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": layer.id,
-            "diff_id": layer.diff_id,
-            "parent": layer.parent,
-            "cache_id": layer.cache_id,
-            "size": layer.size,
-            "has_tar_split": int(layer.has_tar_split),
-            "path": layer.path,
-        }
-        for layer in sorted(host.layers.values(), key=lambda layer: layer.id)
-    ]
+    rows = []
+    for layer in sorted(host.layers.values(), key=lambda layer: layer.id):
+        device = host.devices.get(layer.cache_id or "")
+        rows.append(
+            {
+                "id": layer.id,
+                "diff_id": layer.diff_id,
+                "parent": layer.parent,
+                "cache_id": layer.cache_id,
+                "device_id": device.device_id if device else None,
+                "size": layer.size,
+                "has_tar_split": int(layer.has_tar_split),
+                "path": layer.path,
+            }
+        )
+    return rows
 
 
 def _container_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -284,5 +304,6 @@ def _finding_rows(host: Host, findings: list[Finding], run_id: int) -> list[dict
             else None
         )
         row["volume_name"] = f.object_id if f.object_type == "volume" else None
+        row["device_hash"] = f.object_id if f.object_type == "device" else None
         rows.append(row)
     return rows

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from forensics.model import Container, Host, Image
+from forensics.model import Container, Device, DeviceSet, Host, Image
 from forensics.report import printable
 
 
@@ -42,18 +42,21 @@ def layer_record(host: Host, layer_id: str) -> dict[str, Any]:
     layer = host.layers.get(layer_id)
     if layer is None:
         return {"id": layer_id, "present": False}
+    device = host.devices.get(layer.cache_id or "")
     return {
         "id": layer.id,
         "present": True,
         "diff_id": layer.diff_id,
         "parent": layer.parent,
         "cache_id": layer.cache_id,
+        "device_id": device.device_id if device else None,
         "size": layer.size,
         "path": layer.path,
     }
 
 
-def container_record(c: Container) -> dict[str, Any]:
+def container_record(host: Host, c: Container) -> dict[str, Any]:
+    devices = [host.devices.get(i or "") for i in (c.mount_id, c.init_id)]
     return {
         "id": c.id,
         "name": c.name,
@@ -69,6 +72,7 @@ def container_record(c: Container) -> dict[str, Any]:
         "command": c.command,
         "mount_id": c.mount_id,
         "init_id": c.init_id,
+        "device_ids": [d.device_id for d in devices if d is not None],
         "path": c.path,
         "config_ok": c.config_ok,
         "volumes": [
@@ -86,7 +90,7 @@ def build_inventory(host: Host) -> dict[str, Any]:
         "driver": host.driver,
         "image_store": host.image_store,
         "images": [image_record(host, host.images[i], hidden) for i in sorted(host.images)],
-        "containers": [container_record(host.containers[c]) for c in sorted(host.containers)],
+        "containers": [container_record(host, host.containers[c]) for c in sorted(host.containers)],
         "volumes": [
             {
                 "name": v.name,
@@ -97,7 +101,35 @@ def build_inventory(host: Host) -> dict[str, Any]:
             }
             for v in sorted(host.volumes.values(), key=lambda v: v.name)
         ],
+        "devices": [device_record(d) for _, d in sorted(host.devices.items())],
+        "pool": pool_record(host.deviceset) if host.deviceset else None,
         "notes": [message for _, _, message in host.notes],
+    }
+
+
+def device_record(d: Device) -> dict[str, Any]:
+    return {
+        "hash": d.hash,
+        "device_id": d.device_id,
+        "size": d.size,
+        "transaction_id": d.transaction_id,
+        "initialized": d.initialized,
+        "deleted": d.deleted,
+        "path": d.path,
+    }
+
+
+def pool_record(ds: DeviceSet) -> dict[str, Any]:
+    return {
+        "next_device_id": ds.next_device_id,
+        "base_uuid": ds.base_uuid,
+        "base_filesystem": ds.base_filesystem,
+        "open_transaction_id": ds.open_transaction_id,
+        "transaction_device_hash": ds.transaction_hash,
+        "files": {
+            name: {"path": f.path, "size": f.size, "allocated": f.allocated}
+            for name, f in sorted(ds.pool_files.items())
+        },
     }
 
 

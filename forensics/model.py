@@ -35,6 +35,14 @@ class Layer:
     size: int | None = None
     has_tar_split: bool = False
     created: str | None = None
+    # legacy graph only
+    config_id: str | None = None  # the id inside graph/<id>/json
+    computed_digest: str | None = None  # sha256 of graph/<id>/json
+    layer_digest: str | None = None  # json layer_id: set by 1.8.3+ v2 pulls (strong ids)
+    checksum: str | None = None
+    has_v1_compatibility: bool = False
+    parent_from_file: bool = False  # a graph/<id>/parent file named the parent
+    migration: list[str] = field(default_factory=list)  # .migration-* files of the 1.10 upgrade
     problems: dict[str, Problem] = field(default_factory=dict)
 
 
@@ -127,6 +135,44 @@ class DriverDir:
 
 
 @dataclass
+class Device:
+    """A devicemapper thin device as Docker records it: ``devicemapper/metadata/<hash>``."""
+
+    hash: str  # "base" for the base device, else the layer / container id it backs
+    path: str
+    device_id: int | None = None
+    size: int | None = None
+    transaction_id: int | None = None
+    initialized: bool | None = None
+    deleted: bool | None = None
+    problems: dict[str, Problem] = field(default_factory=dict)
+
+
+@dataclass
+class PoolFile:
+    """A loop-lvm pool file (``devicemapper/devicemapper/{data,metadata}``), as a file."""
+
+    path: str
+    size: int
+    allocated: int  # bytes really on disk: st_blocks × 512
+
+
+@dataclass
+class DeviceSet:
+    """devicemapper's ``deviceset-metadata`` and ``transaction-metadata``."""
+
+    next_device_id: int | None = None
+    base_uuid: str | None = None
+    base_filesystem: str | None = None
+    open_transaction_id: int | None = None
+    transaction_hash: str | None = None
+    transaction_device_id: int | None = None
+    has_transaction: bool = False
+    pool_files: dict[str, PoolFile] = field(default_factory=dict)
+    problems: dict[str, Problem] = field(default_factory=dict)
+
+
+@dataclass
 class Host:
     """Everything read from one Docker root."""
 
@@ -140,11 +186,15 @@ class Host:
     containers: dict[str, Container] = field(default_factory=dict)
     volumes: dict[str, Volume] = field(default_factory=dict)
     driver_dirs: dict[str, DriverDir] = field(default_factory=dict)
+    devices: dict[str, Device] = field(default_factory=dict)
+    deviceset: DeviceSet | None = None
     #: overlay2 ``l/<LINK>`` → its symlink target (None when it is no symlink)
     links: dict[str, str | None] = field(default_factory=dict)
     #: repository references (``name:tag`` or ``name@digest``) → image id
     references: dict[str, str] = field(default_factory=dict)
     references_path: str | None = None
+    #: linkgraph.db edges (entity, parent, name): names under "0", links under containers
+    link_edges: list[tuple[str, str, str]] = field(default_factory=list)
     #: other ``image/<driver>`` stores that are present but not in use
     stale_stores: list[str] = field(default_factory=list)
     #: leftovers of interrupted operations, by kind (``layer-removing``, ``layerdb-tmp``, …)

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from forensics.checks.containers import check_containers, check_mounts
+from forensics.checks.devicemapper import check_devicemapper
 from forensics.checks.drivers import check_driver_dirs
 from forensics.checks.images import check_images, check_repositories
 from forensics.checks.layers import check_layers, check_leftovers
 from forensics.checks.layout import check_layout, check_volumes
+from forensics.checks.legacy import check_graph
 from forensics.model import Host
 from forensics.report import Finding, sort_findings
 
@@ -22,6 +24,8 @@ RULES: list[Callable[[Host], Iterable[Finding]]] = [
     check_containers,
     check_driver_dirs,
     check_volumes,
+    check_graph,
+    check_devicemapper,
 ]
 
 

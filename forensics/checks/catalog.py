@@ -195,6 +195,59 @@ _CHECKS = [
         "overlay.lower-mismatch", "error", "an overlay lower-id that is not the image's top layer"
     ),
     Check("linkgraph.damaged", "error", "linkgraph.db cannot be read"),
+    Check(
+        "linkgraph.container-missing",
+        "error",
+        "a name or link in linkgraph.db whose container is gone",
+    ),
+    # legacy graph
+    Check("graph.id-mismatch", "error", "the id inside graph/<id>/json differs from its directory"),
+    Check(
+        "graph.digest-mismatch",
+        "error",
+        "a v2-pulled graph json no longer hashes to its directory name",
+    ),
+    Check("graph.parent-loop", "error", "a graph parent chain that loops"),
+    Check(
+        "graph.tag-target-missing", "error", "a tag of repositories-<driver> names a missing image"
+    ),
+    Check(
+        "layer.checksum-damaged", "error", "a graph checksum file that is not a digest or TarSum"
+    ),
+    # devicemapper records
+    Check("devicemapper.record-damaged", "error", "a device record that is not well-formed JSON"),
+    Check(
+        "devicemapper.deviceset-damaged", "error", "deviceset-metadata cannot be parsed: no start"
+    ),
+    Check(
+        "devicemapper.transaction-damaged",
+        "error",
+        "transaction-metadata cannot be parsed: no start",
+    ),
+    Check(
+        "devicemapper.metadata-dir-damaged",
+        "error",
+        "the records directory is missing or unreadable",
+    ),
+    Check("devicemapper.device-id-duplicate", "error", "two device records with one device id"),
+    Check("devicemapper.device-id-range", "error", "a device id outside the 24 bits of the pool"),
+    Check(
+        "devicemapper.next-id-stale",
+        "warning",
+        "the next device id is below an id in use (saved at shutdown)",
+    ),
+    Check(
+        "devicemapper.transaction-pending",
+        "warning",
+        "a crashed create or delete that the daemon rolls back",
+    ),
+    Check("devicemapper.tmp-leftover", "warning", "a temp file of an interrupted record write"),
+    Check(
+        "devicemapper.base-missing", "warning", "no base device record: the daemon makes a new base"
+    ),
+    Check(
+        "devicemapper.pool-files-missing", "warning", "no loop-lvm pool files (direct-lvm, or lost)"
+    ),
 ]
 
 CHECKS: dict[str, Check] = {c.id: c for c in _CHECKS}

@@ -32,6 +32,7 @@ LEFTOVERS = {
     "graph-stray": ("layer.graph-stray", "not a graph image directory"),
     "containers-stray": ("container.stray-entry", "not a container directory"),
     "driver-stray": ("driver.stray-entry", "a file where the driver keeps layer directories"),
+    "devicemapper-tmp": ("devicemapper.tmp-leftover", "left by an interrupted device record write"),
 }
 
 

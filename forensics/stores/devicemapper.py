@@ -1,24 +1,129 @@
-"""The devicemapper driver's per-device records: ``devicemapper/metadata/<id>``.
+"""The devicemapper driver's records: ``devicemapper/metadata/{base,<hash>,deviceset-metadata,
+transaction-metadata}``, ``mnt/``, and the loop-lvm pool files as files.
 
-Layer contents live inside the thin pool; here a layer "exists" when its device record does.
+Layer contents live inside the thin pool (its binary metadata is read elsewhere); here a layer
+"exists" when its device record does.
 """
 
 from __future__ import annotations
 
-from forensics.evidence import Evidence
-from forensics.model import DriverDir, Host
+import stat
+from typing import Any
+
+from forensics.evidence import DirHandle, Evidence, ReadFailure
+from forensics.model import Device, DeviceSet, DriverDir, Host, PoolFile, Problem
 from forensics.progress import track
+from forensics.stores.reading import read_json_object
 
-POOL_RECORDS = {"base", "deviceset-metadata", "transaction-metadata"}
+BASE = "devicemapper"
+POOL_RECORDS = {"deviceset-metadata", "transaction-metadata"}
+POOL_FILES = ("data", "metadata")
+DEVICE_FIELDS = {"device_id": int, "size": int, "transaction_id": int, "initialized": bool}
 
 
-def read_devicemapper(ev: Evidence, host: Host, base: str = "devicemapper") -> None:
-    records = ev.scandir_types(f"{base}/metadata")
-    for name in track(sorted(records), "devices"):
-        rel = f"{base}/metadata/{name}"
+def read_devicemapper(ev: Evidence, host: Host, base: str = BASE) -> None:
+    host.deviceset = DeviceSet()
+    try:
+        with ev.opendir(f"{base}/metadata") as d:
+            _read_records(d, host)
+    except ReadFailure as failure:
+        host.deviceset.problems["metadata-dir"] = Problem(
+            failure.path, failure.kind, failure.detail
+        )
+    _read_pool_files(ev, host.deviceset, f"{base}/devicemapper")
+
+
+def _read_records(d: DirHandle, host: Host) -> None:
+    assert host.deviceset is not None
+    for name in track(sorted(d.types), "devices"):
+        rel = d.path_of(name)
+        if name.startswith(".") or name.endswith(".migrated"):
+            if name.startswith(".tmp"):
+                host.add_leftover("devicemapper-tmp", rel)
+            continue
         if name in POOL_RECORDS:
             continue
-        if records[name] != "file":
+        if d.types[name] != "file":
             host.add_leftover("driver-stray", rel)
             continue
-        host.driver_dirs[name] = DriverDir(id=name, path=rel, has_diff=True)
+        device = Device(hash=name, path=rel)
+        _fill_device(device, read_json_object(d, name, device.problems, "record"))
+        host.devices[name] = device
+        if name != "base":
+            host.driver_dirs[name] = DriverDir(id=name, path=rel, has_diff=True)
+    _read_deviceset(d, host.deviceset)
+    _read_transaction(d, host.deviceset)
+
+
+def _fill_device(device: Device, doc: dict[str, Any] | None) -> None:
+    if doc is None:
+        return
+    wrong = []
+    for key, kind in DEVICE_FIELDS.items():
+        value = doc.get(key)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            wrong.append(key)
+    deleted = doc.get("deleted", False)  # absent before 1.9
+    if not isinstance(deleted, bool):
+        wrong.append("deleted")
+    if wrong:
+        device.problems["record"] = Problem(
+            device.path, "bad-value", f"missing or mistyped field(s): {', '.join(wrong)}"
+        )
+    device.device_id = _int(doc.get("device_id"))
+    device.size = _int(doc.get("size"))
+    device.transaction_id = _int(doc.get("transaction_id"))
+    device.initialized = (
+        doc.get("initialized") if isinstance(doc.get("initialized"), bool) else None
+    )
+    device.deleted = deleted if isinstance(deleted, bool) else None
+
+
+def _read_deviceset(d: DirHandle, ds: DeviceSet) -> None:
+    doc = read_json_object(d, "deviceset-metadata", ds.problems, "deviceset", optional=True)
+    if doc is None:
+        return
+    ds.next_device_id = _int(doc.get("next_device_id"))
+    if ds.next_device_id is None:
+        ds.problems["deviceset"] = Problem(
+            d.path_of("deviceset-metadata"), "bad-value", "no integer next_device_id"
+        )
+    uuid = doc.get("BaseDeviceUUID")
+    ds.base_uuid = uuid if isinstance(uuid, str) else None
+    fs = doc.get("BaseDeviceFilesystem")
+    ds.base_filesystem = fs if isinstance(fs, str) else None
+
+
+def _read_transaction(d: DirHandle, ds: DeviceSet) -> None:
+    name = "transaction-metadata"
+    ds.has_transaction = d.exists(name)
+    doc = read_json_object(d, name, ds.problems, "transaction", optional=True)
+    if doc is None:
+        return
+    ds.open_transaction_id = _int(doc.get("open_transaction_id"))
+    ds.transaction_device_id = _int(doc.get("device_id"))
+    device_hash = doc.get("device_hash")
+    ds.transaction_hash = device_hash if isinstance(device_hash, str) else None
+    if (
+        ds.open_transaction_id is None
+        or ds.transaction_hash is None
+        or ds.transaction_device_id is None
+    ):
+        ds.problems["transaction"] = Problem(
+            d.path_of(name),
+            "bad-value",
+            "needs open_transaction_id, device_hash and device_id",
+        )
+
+
+def _read_pool_files(ev: Evidence, ds: DeviceSet, base: str) -> None:
+    for name in POOL_FILES:
+        rel = f"{base}/{name}"
+        st = ev.lstat(rel)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            continue
+        ds.pool_files[name] = PoolFile(rel, st.st_size, st.st_blocks * 512)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -19,7 +19,7 @@ from forensics.stores.buildkit import buildkit_mentions, read_buildkit
 from forensics.stores.containers import read_containers
 from forensics.stores.devicemapper import read_devicemapper
 from forensics.stores.imagestore import read_image_store, store_has_content
-from forensics.stores.legacy import read_graph, read_linkgraph_names, read_repositories
+from forensics.stores.legacy import read_graph, read_linkgraph, read_repositories
 from forensics.stores.overlay import read_overlay
 from forensics.stores.overlay2 import read_overlay2
 from forensics.stores.plaindirs import LAYER_DIRS, read_plain_dirs
@@ -81,7 +81,7 @@ def read_host(ev: Evidence) -> Host:
     elif found.layout == "legacy":
         read_graph(ev, host)
         read_repositories(ev, host, found.driver)
-        read_linkgraph_names(ev, host)
+        read_linkgraph(ev, host)
         _legacy_container_layers(host)
     if found.driver:
         _read_driver(ev, host, found.driver)

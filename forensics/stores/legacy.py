@@ -7,27 +7,33 @@ directory of the layer is named by the same graph id.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import sqlite3
 from typing import Any
 
-from forensics.evidence import Evidence, ReadFailure
+from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import is_hex64
+from forensics.formats.jsonfile import JsonDamage, decode_json
 from forensics.model import Host, Image, Layer, Problem
 from forensics.progress import track
 from forensics.stores.reading import as_dict, as_str, bad_value, read_json_object, read_value
 
+#: graph checksum files: a registry blob digest, or a TarSum of the 1.3–1.5 era
+CHECKSUM = re.compile(r"(sha256:|tarsum(\.v1|\.dev)?\+sha256:)[0-9a-f]{64}")
 LINKGRAPH = "linkgraph.db"
 LINKGRAPH_LIMIT = 256 * 1024 * 1024
 
 
 def read_graph(ev: Evidence, host: Host) -> None:
     host.image_store = "graph"
-    for name in track(ev.listdir_or_empty("graph"), "graph"):
+    entries = ev.scandir_types("graph")
+    for name in track(sorted(entries), "graph"):
         rel = f"graph/{name}"
         if name == "_tmp":
             for leftover in ev.listdir_or_empty(rel):
                 host.add_leftover("graph-tmp", f"{rel}/{leftover}")
-        elif not is_hex64(name) or not ev.is_dir(rel):
+        elif not is_hex64(name) or entries[name] != "dir":
             host.add_leftover("graph-stray", rel)
         else:
             layer, image = _read_graph_entry(ev, rel, name)
@@ -40,30 +46,66 @@ def read_graph(ev: Evidence, host: Host) -> None:
 def _read_graph_entry(ev: Evidence, rel: str, gid: str) -> tuple[Layer, Image]:
     layer = Layer(id=gid, path=rel, cache_id=gid)
     image = Image(id=gid, path=f"{rel}/json", problems=layer.problems)
-    doc = read_json_object(ev, f"{rel}/json", layer.problems, "config")
+    try:
+        with ev.opendir(rel) as d:
+            _read_graph_files(d, layer, image)
+    except ReadFailure as failure:
+        layer.problems["config"] = Problem(rel, failure.kind, failure.detail)
+    return layer, image
+
+
+def _read_graph_files(d: DirHandle, layer: Layer, image: Image) -> None:
+    problems = layer.problems
+    doc = _read_v1_json(d, layer)
     if doc is not None:
         image.config_ok = True
         image.created = layer.created = as_str(doc.get("created"))
         image.os = as_str(doc.get("os"))
         image.architecture = as_str(doc.get("architecture"))
-        layer.parent = _parent_of(ev, rel, doc, layer.problems)
+        layer.parent = _parent_of(d, doc, layer)
         image.parent = layer.parent
-    size = read_value(ev, f"{rel}/layersize", layer.problems, "layersize", optional=True)
+    size = read_value(d, "layersize", problems, "layersize", optional=True)
     if size is not None:
         if size.lstrip("-").isdigit():
             layer.size = int(size)
         else:
-            bad_value(layer.problems, "layersize", f"{rel}/layersize", f"not a size: {size[:80]!r}")
-    layer.has_tar_split = ev.is_file(f"{rel}/tar-data.json.gz")
-    return layer, image
+            bad_value(problems, "layersize", d.path_of("layersize"), f"not a size: {size[:80]!r}")
+    layer.checksum = read_value(d, "checksum", problems, "checksum", optional=True)
+    if layer.checksum is not None and not CHECKSUM.fullmatch(layer.checksum):
+        bad_value(
+            problems, "checksum", d.path_of("checksum"), f"not a digest: {layer.checksum[:80]!r}"
+        )
+    layer.has_tar_split = d.types.get("tar-data.json.gz") == "file"
+    layer.has_v1_compatibility = d.types.get("v1Compatibility") == "file"
+    layer.migration = sorted(n for n in d.types if n.startswith(".migration-"))
 
 
-def _parent_of(
-    ev: Evidence, rel: str, doc: dict[str, Any], problems: dict[str, Problem]
-) -> str | None:
+def _read_v1_json(d: DirHandle, layer: Layer) -> dict[str, Any] | None:
+    """The v1 image JSON; its sha256 is kept (1.8.3+ v2 pulls name the directory by it)."""
+    try:
+        data = d.read_bytes("json")
+    except ReadFailure as failure:
+        layer.problems["config"] = Problem(failure.path, failure.kind, failure.detail)
+        return None
+    layer.computed_digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    try:
+        doc = decode_json(data)
+    except JsonDamage as damage:
+        layer.problems["config"] = Problem(d.path_of("json"), damage.kind, damage.detail)
+        return None
+    if not isinstance(doc, dict):
+        layer.problems["config"] = Problem(d.path_of("json"), "wrong-type", "not a JSON object")
+        return None
+    layer.config_id = as_str(doc.get("id"))
+    layer.layer_digest = as_str(doc.get("layer_id"))
+    return doc
+
+
+def _parent_of(d: DirHandle, doc: dict[str, Any], layer: Layer) -> str | None:
     """The parent graph id: a ``parent`` file wins over ``json.parent``, then ``parent_id``."""
-    from_file = read_value(ev, f"{rel}/parent", problems, "parent", optional=True)
+    from_file = read_value(d, "parent", layer.problems, "parent", optional=True)
     if from_file:
+        layer.parent_from_file = True
         return from_file
     parent = as_str(doc.get("parent"))
     if parent:
@@ -109,21 +151,22 @@ def read_repositories(ev: Evidence, host: Host, driver: str | None) -> None:
             (image.digests if "@" in ref else image.tags).append(ref)
 
 
-def _linkgraph_names(data: bytes) -> list[tuple[object, object]]:
-    """Top-level names in a linkgraph.db given as bytes, queried from an in-memory copy: the
-    evidence file is never opened by SQLite, so no journal or -wal/-shm file can appear."""
+def _linkgraph_edges(data: bytes) -> list[tuple[str, str, str]]:
+    """The edges of a linkgraph.db given as bytes, queried from an in-memory copy: the evidence
+    file is never opened by SQLite, so no journal or -wal/-shm file can appear."""
     db = sqlite3.connect(":memory:")
     try:
         db.deserialize(data)
-        return db.execute("SELECT entity_id, name FROM edge WHERE parent_id = '0'").fetchall()
+        rows = db.execute("SELECT entity_id, parent_id, name FROM edge").fetchall()
     finally:
         db.close()
+    return [(str(e), str(p), str(n)) for e, p, n in rows if p is not None]
 
 
-def read_linkgraph_names(ev: Evidence, host: Host) -> None:
-    """Container names from ``linkgraph.db``, read through the evidence reader (so it is hashed
-    like every other file) and queried in memory."""
-    if not ev.is_file(LINKGRAPH):
+def read_linkgraph(ev: Evidence, host: Host) -> None:
+    """Container names and links from ``linkgraph.db``, read through the evidence reader (so it
+    is hashed like every other file). Names are the edges under the root entity ``0``."""
+    if not ev.exists(LINKGRAPH):
         return
     try:
         data = ev.read_bytes(LINKGRAPH, LINKGRAPH_LIMIT)
@@ -131,11 +174,11 @@ def read_linkgraph_names(ev: Evidence, host: Host) -> None:
         host.problems["linkgraph"] = Problem(LINKGRAPH, failure.kind, failure.detail)
         return
     try:
-        rows = _linkgraph_names(data)
+        host.link_edges = _linkgraph_edges(data)
     except sqlite3.Error as exc:
         host.problems["linkgraph"] = Problem(LINKGRAPH, "invalid", f"unreadable SQLite: {exc}")
         return
-    for entity, name in rows:
-        container = host.containers.get(str(entity))
-        if container is not None and isinstance(name, str):
+    for entity, parent, name in host.link_edges:
+        container = host.containers.get(entity)
+        if parent == "0" and container is not None:
             container.name = name
