@@ -64,7 +64,11 @@ _CHECKS = [
         "error",
         "a legacy graph image's json is empty, truncated or not JSON",
     ),
-    Check("layer.layersize-damaged", "warning", "a legacy graph image's layersize is not a number"),
+    Check(
+        "layer.layersize-damaged",
+        "error",
+        "a legacy graph image's layersize is not a number: the daemon ignores the image",
+    ),
     Check(
         "layer.chain-id-mismatch", "error", "a layer's directory name is not ChainID(parent, diff)"
     ),

@@ -1,0 +1,162 @@
+"""Damage to a real Docker 1.8 aufs host (the docker-explorer corpus) and to the composed 1.9
+tree of the reference, each reported with its check id and the path at fault."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import LAYOUT_EXAMPLES, copy_tree
+
+TOP = "1cee97b18f87b5fa91633db35f587e2c65c093facfa2cbbe83d5ebe06e1d9125"
+BASE = "df557f39d413a1408f5c28d8aab2892f927237ec22e903ef04b331305130ab38"
+EXITED = "3b03d0958390ccfb92e9f1ee67de628ab315c532120d4512cb72a1805465fb35"
+NEW = "e" * 64
+
+
+def truncate_json(root: Path) -> str:
+    rel = f"graph/{TOP}/json"
+    (root / rel).write_bytes((root / rel).read_bytes()[:200])
+    return rel
+
+
+def change_json_id(root: Path) -> str:
+    rel = f"graph/{TOP}/json"
+    text = (root / rel).read_text().replace(f'"id":"{TOP}"', f'"id":"{NEW}"')
+    (root / rel).write_text(text)
+    return rel
+
+
+def remove_parent_image(root: Path) -> str:
+    shutil.rmtree(root / f"graph/{BASE}")
+    return f"graph/{TOP}"
+
+
+def garble_layersize(root: Path) -> str:
+    rel = f"graph/{TOP}/layersize"
+    (root / rel).write_text("12kB")
+    return rel
+
+
+def garble_checksum(root: Path) -> str:
+    rel = f"graph/{TOP}/checksum"
+    (root / rel).write_text("md5:1234")
+    return rel
+
+
+def remove_aufs_layers_file(root: Path) -> str:
+    (root / f"aufs/layers/{TOP}").unlink()
+    return f"aufs/layers/{TOP}"
+
+
+def wrong_aufs_chain(root: Path) -> str:
+    (root / f"aufs/layers/{TOP}").write_text("")
+    return f"aufs/layers/{TOP}"
+
+
+def tag_to_missing_image(root: Path) -> str:
+    (root / "repositories-aufs").write_text(
+        f'{{"Repositories":{{"busybox":{{"latest":"{NEW}"}}}}}}'
+    )
+    return "repositories-aufs"
+
+
+def truncate_repositories(root: Path) -> str:
+    (root / "repositories-aufs").write_text('{"Repositories":{"busy')
+    return "repositories-aufs"
+
+
+def container_of_missing_image(root: Path) -> str:
+    rel = f"containers/{EXITED}/config.json"
+    (root / rel).write_text((root / rel).read_text().replace(TOP, NEW))
+    return rel
+
+
+def remove_init_layer(root: Path) -> str:
+    shutil.rmtree(root / f"aufs/diff/{EXITED}-init")
+    (root / f"aufs/layers/{EXITED}-init").unlink()
+    return f"containers/{EXITED}"
+
+
+def name_of_missing_container(root: Path) -> str:
+    db = sqlite3.connect(root / "linkgraph.db")
+    with db:
+        db.execute("INSERT INTO entity (id) VALUES (?)", (NEW,))
+        db.execute("INSERT INTO edge (entity_id, name, parent_id) VALUES (?, 'ghost', '0')", (NEW,))
+    db.close()
+    return "linkgraph.db"
+
+
+def garble_linkgraph(root: Path) -> str:
+    (root / "linkgraph.db").write_bytes(b"SQLite format 3\0" + b"\xff" * 200)
+    return "linkgraph.db"
+
+
+def orphan_aufs_layer(root: Path) -> str:
+    (root / f"aufs/diff/{NEW}").mkdir()
+    (root / f"aufs/layers/{NEW}").write_text("")
+    return f"aufs/diff/{NEW}"
+
+
+def parent_loop(root: Path) -> str:
+    rel = f"graph/{BASE}/json"
+    text = (root / rel).read_text()
+    (root / rel).write_text(text.replace('"id":', f'"parent":"{TOP}","id":', 1))
+    return f"graph/{BASE}"
+
+
+CASES: list[tuple[Callable[[Path], str], str]] = [
+    (truncate_json, "layer.config-damaged"),
+    (change_json_id, "graph.id-mismatch"),
+    (remove_parent_image, "layer.parent-missing"),
+    (garble_layersize, "layer.layersize-damaged"),
+    (garble_checksum, "layer.checksum-damaged"),
+    (remove_aufs_layers_file, "aufs.layers-missing"),
+    (wrong_aufs_chain, "aufs.lower-mismatch"),
+    (tag_to_missing_image, "graph.tag-target-missing"),
+    (truncate_repositories, "repositories.damaged"),
+    (container_of_missing_image, "container.image-missing"),
+    (remove_init_layer, "container.layer-missing"),
+    (name_of_missing_container, "linkgraph.container-missing"),
+    (garble_linkgraph, "linkgraph.damaged"),
+    (orphan_aufs_layer, "driver.orphan-dir"),
+    (parent_loop, "graph.parent-loop"),
+]
+
+
+@pytest.mark.parametrize(("damage", "check"), CASES, ids=[c[0].__name__ for c in CASES])
+def test_legacy_damage(
+    cli, corpus_roots: dict[str, Path], tmp_path: Path, damage, check: str
+) -> None:  # type: ignore[no-untyped-def]
+    root = copy_tree(corpus_roots["aufs.v1"], tmp_path / "docker")
+    path = damage(root)
+    result = cli("verify", root, "--format", "json")
+    assert result.code == 4, result.stdout
+    found = [(f["check"], f["path"], f["severity"]) for f in result.json()["findings"]]
+    assert (check, path, "error") in found, found
+
+
+def test_graph_tmp_leftover_is_a_warning(
+    cli, corpus_roots: dict[str, Path], tmp_path: Path
+) -> None:
+    root = copy_tree(corpus_roots["aufs.v1"], tmp_path / "docker")
+    (root / "graph/_tmp/123456789").mkdir()
+    result = cli("verify", root, "--format", "json")
+    assert result.code == 0
+    found = [(f["check"], f["path"], f["severity"]) for f in result.json()["findings"]]
+    assert ("layer.graph-tmp-leftover", "graph/_tmp/123456789", "warning") in found
+
+
+def test_strong_id_digest_is_checked(cli, tmp_path: Path) -> None:
+    """1.8.3+ v2 pulls name graph/<id> by the sha256 of its json (the reference 1.9 tree)."""
+    root = copy_tree(LAYOUT_EXAMPLES / "legacy_1.9.1_aufs", tmp_path / "docker")
+    gid = "7b989fd5e6b5c65742647ab6d0e0bbe31d9929eb6625a3d02f242f5c65ee3e0e"
+    before = cli("verify", root, "--format", "json").json()["findings"]
+    assert not [f for f in before if f["check"] == "graph.digest-mismatch"]
+    rel = f"graph/{gid}/json"
+    (root / rel).write_bytes((root / rel).read_bytes().replace(b'"os":"linux"', b'"os":"plan9"'))
+    after = cli("verify", root, "--format", "json").json()["findings"]
+    assert ("graph.digest-mismatch", rel) in [(f["check"], f["path"]) for f in after]
