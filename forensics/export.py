@@ -55,15 +55,22 @@ def _write(db: sqlite_utils.Database, host: Host, findings: list[Finding], run: 
     doc = build_inventory(host)
     _create_tables(db)
     run_id = _insert_run(db, host, findings, run)
-    db["images"].insert_all(_image_rows(doc))
+    db["images"].insert_all(
+        _image_rows(doc["images"], "modern" if host.layout == "modern" else host.layout)
+    )
+    if doc["legacy"]:
+        db["images"].insert_all(_image_rows(doc["legacy"]["images"], "legacy"))
     db["tags"].insert_all(
         {"ref": ref, "image_id": target, "kind": "digest" if "@" in ref else "tag"}
         for ref, target in sorted(host.references.items())
     )
-    db["layers"].insert_all(_layer_rows(host))
+    db["layers"].insert_all(_layer_rows(host, host.layout))
+    if host.legacy is not None:
+        db["layers"].insert_all(_layer_rows(host.legacy, "legacy"))
+    images = doc["images"] + (doc["legacy"]["images"] if doc["legacy"] else [])
     db["image_layers"].insert_all(
         {"image_id": i["id"], "position": n, "layer_id": layer["id"]}
-        for i in doc["images"]
+        for i in images
         for n, layer in enumerate(i["layers"])
     )
     db["containers"].insert_all(_container_rows(doc))
@@ -105,6 +112,7 @@ def _create_tables(db: sqlite_utils.Database) -> None:
     db["images"].create(
         {
             "id": str,
+            "era": str,
             "tags": str,
             "digests": str,
             "created": str,
@@ -123,6 +131,7 @@ def _create_tables(db: sqlite_utils.Database) -> None:
     db["layers"].create(
         {
             "id": str,
+            "era": str,
             "diff_id": str,
             "parent": str,
             "cache_id": str,
@@ -245,10 +254,11 @@ def _insert_run(
     return int(table.last_pk)
 
 
-def _image_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def _image_rows(images: list[dict[str, Any]], era: str) -> list[dict[str, Any]]:
     return [
         {
             "id": i["id"],
+            "era": era,
             "tags": json.dumps(i["tags"]),
             "digests": json.dumps(i["digests"]),
             "created": i["created"],
@@ -261,11 +271,11 @@ def _image_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
             "layer_count": len(i["layers"]),
             "path": i["path"],
         }
-        for i in doc["images"]
+        for i in images
     ]
 
 
-def _layer_rows(host: Host) -> list[dict[str, Any]]:
+def _layer_rows(host: Host, era: str) -> list[dict[str, Any]]:
     rows = []
     for layer in sorted(host.layers.values(), key=lambda layer: layer.id):
         device = host.devices.get(layer.cache_id or "")

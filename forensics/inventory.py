@@ -104,6 +104,22 @@ def build_inventory(host: Host) -> dict[str, Any]:
         "devices": [device_record(d) for _, d in sorted(host.devices.items())],
         "pool": pool_record(host.deviceset) if host.deviceset else None,
         "notes": [message for _, _, message in host.notes],
+        "legacy": legacy_record(host.legacy) if host.legacy else None,
+    }
+
+
+def legacy_record(legacy: Host) -> dict[str, Any]:
+    """The 1.8/1.9 era of a migrated root, as its own images and containers."""
+    hidden = intermediate_images(legacy)
+    return {
+        "images": [
+            image_record(legacy, legacy.images[i], hidden)
+            | {"migrated_to": legacy.migrated_images.get(i)}
+            for i in sorted(legacy.images)
+        ],
+        "containers": [
+            container_record(legacy, legacy.containers[c]) for c in sorted(legacy.containers)
+        ],
     }
 
 
@@ -191,6 +207,21 @@ def inventory_text(doc: dict[str, Any]) -> str:
             for c in containers
         ],
     )
+    if doc["legacy"]:
+        old = doc["legacy"]["images"]
+        lines += ["", f"LEGACY IMAGES, graph/ ({len(old)})"]
+        lines += _table(
+            ["ID", "TAGS", "LAYERS", "MIGRATED TO"],
+            [
+                [
+                    _short_id(i["id"]),
+                    ", ".join(i["tags"]) or ("<intermediate>" if i["intermediate"] else "<none>"),
+                    str(len(i["layers"])),
+                    _short_id(i["migrated_to"] or "-"),
+                ]
+                for i in old
+            ],
+        )
     volumes = doc["volumes"]
     lines += ["", f"VOLUMES ({len(volumes)})"]
     lines += _table(

@@ -43,6 +43,7 @@ class Layer:
     has_v1_compatibility: bool = False
     parent_from_file: bool = False  # a graph/<id>/parent file named the parent
     migration: list[str] = field(default_factory=list)  # .migration-* files of the 1.10 upgrade
+    migration_diff_id: str | None = None  # the DiffID the migration computed
     problems: dict[str, Problem] = field(default_factory=dict)
 
 
@@ -205,6 +206,10 @@ class Host:
     #: facts about the layout that are neither objects nor damage (containerd store, …)
     notes: list[tuple[str, str, str]] = field(default_factory=list)  # (check, path, message)
     problems: dict[str, Problem] = field(default_factory=dict)  # root-level files, by role
+    #: a migrated root: the 1.8/1.9 store that the 1.10 migration left beside the modern one
+    legacy: Host | None = None
+    #: legacy graph id → the 1.10+ image id it was migrated to (.migration-v1-images.json)
+    migrated_images: dict[str, str] = field(default_factory=dict)
 
     def add_leftover(self, kind: str, path: str) -> None:
         self.leftovers.setdefault(kind, []).append(path)

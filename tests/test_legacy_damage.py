@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,3 +161,56 @@ def test_strong_id_digest_is_checked(cli, tmp_path: Path) -> None:
     (root / rel).write_bytes((root / rel).read_bytes().replace(b'"os":"linux"', b'"os":"plan9"'))
     after = cli("verify", root, "--format", "json").json()["findings"]
     assert ("graph.digest-mismatch", rel) in [(f["check"], f["path"]) for f in after]
+
+
+@pytest.fixture
+def migrated_root(tmp_path: Path) -> Path:
+    """The reference 1.9 aufs tree with what Docker 1.10's migration adds to it."""
+    root = copy_tree(LAYOUT_EXAMPLES / "legacy_1.9.1_aufs", tmp_path / "docker")
+    additions = LAYOUT_EXAMPLES / "legacy_1.9.1_aufs_after_1.10_migration_additions"
+    subprocess.run(["cp", "-a", f"{additions}/.", str(root)], check=True)
+    subprocess.run(["chmod", "-R", "u+w", str(root)], check=True)
+    return root
+
+
+def test_migrated_root_is_read_as_both_eras(cli, migrated_root: Path) -> None:
+    doc = cli("inventory", migrated_root, "--format", "json").json()
+    assert doc["layout"] == "modern" and doc["driver"] == "aufs"
+    assert [i["tags"] for i in doc["images"] if i["tags"]] == [["example/hello:1.0"]]
+    legacy = doc["legacy"]
+    migrated = {i["id"][:12]: (i["migrated_to"] or "")[7:19] for i in legacy["images"]}
+    assert migrated == {
+        "7b989fd5e6b5": "282c694d405c",
+        "0d547a92a596": "8889b6382321",
+        "517b4472cd16": "1400ca8c30fa",
+    }
+    assert [c["name"] for c in legacy["containers"]] == ["legacy_web"]
+    result = cli("verify", migrated_root, "--format", "json")
+    assert result.code == 0, result.stdout
+
+
+def test_migration_diffid_is_checked(cli, migrated_root: Path) -> None:
+    gid = "0d547a92a596a539744f6ed8ac7f14e1c0bdcee554b03b3ea0fffeddc7c5629a"
+    rel = f"graph/{gid}/.migration-diffid"
+    (migrated_root / rel).write_text("sha256:" + "0" * 64)
+    result = cli("verify", migrated_root, "--format", "json")
+    assert result.code == 4
+    assert ("migration.diffid-mismatch", rel) in [
+        (f["check"], f["path"]) for f in result.json()["findings"]
+    ]
+
+
+def test_unmigrated_graph_image_is_noted(cli, migrated_root: Path) -> None:
+    src = (
+        migrated_root / "graph" / "7b989fd5e6b5c65742647ab6d0e0bbe31d9929eb6625a3d02f242f5c65ee3e0e"
+    )
+    shutil.copytree(src, migrated_root / "graph" / NEW)
+    (migrated_root / "graph" / NEW / "json").write_text(f'{{"id":"{NEW}","os":"linux"}}')
+    (migrated_root / "aufs/layers" / NEW).write_text("")
+    (migrated_root / "aufs/diff" / NEW).mkdir()
+    result = cli("verify", migrated_root, "--format", "json")
+    assert result.code == 0, "graph/ still owns the driver data of what it did not migrate"
+    found = result.json()["findings"]
+    assert ("migration.not-migrated", f"graph/{NEW}", "info") in [
+        (f["check"], f["path"], f["severity"]) for f in found
+    ]

@@ -11,6 +11,7 @@ from forensics.checks.images import check_images, check_repositories
 from forensics.checks.layers import check_layers, check_leftovers
 from forensics.checks.layout import check_layout, check_volumes
 from forensics.checks.legacy import check_graph
+from forensics.checks.migration import check_migrated
 from forensics.model import Host
 from forensics.report import Finding, sort_findings
 
@@ -26,6 +27,7 @@ RULES: list[Callable[[Host], Iterable[Finding]]] = [
     check_volumes,
     check_graph,
     check_devicemapper,
+    check_migrated,
 ]
 
 

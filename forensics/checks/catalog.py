@@ -218,6 +218,20 @@ _CHECKS = [
     Check(
         "layer.checksum-damaged", "error", "a graph checksum file that is not a digest or TarSum"
     ),
+    # migration 1.9 → 1.10
+    Check(
+        "migration.not-migrated", "info", "a graph image that no 1.10+ layer uses (never migrated)"
+    ),
+    Check(
+        "migration.diffid-mismatch",
+        "error",
+        "a layer's DiffID differs from what the migration computed",
+    ),
+    Check(
+        "layer.migration-diffid-damaged",
+        "error",
+        "a .migration-diffid file that is empty or unreadable",
+    ),
     # devicemapper records
     Check("devicemapper.record-damaged", "error", "a device record that is not well-formed JSON"),
     Check(

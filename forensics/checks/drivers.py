@@ -28,6 +28,9 @@ def referenced_driver_dirs(host: Host) -> dict[str, str]:
         for cid in host.containers:
             refs[cid] = f"mount:{cid}"
             refs[f"{cid}-init"] = f"init:{cid}"
+    if host.legacy is not None:  # a migrated root: graph/ still owns what it did not migrate
+        for gid in host.legacy.layers:
+            refs.setdefault(gid, f"graph:{gid}")
     return refs
 
 
@@ -38,6 +41,8 @@ def expected_lowers(host: Host, refs: dict[str, str]) -> dict[str, list[str]]:
     chains = _CacheChains(host)
     for name, ref in refs.items():
         kind, ident = ref.split(":", 1)
+        if kind == "graph":
+            continue
         if kind == "layer":
             out[name] = chains.below(host.layers[ident].parent)
         else:
@@ -238,8 +243,8 @@ def _check_aufs(
                 "aufs", ddir.problems, {"layers": "aufs layers file"}, "driver-dir", name
             )
             continue
-        below = lowers.get(name, [])
-        if "?" not in below and (ddir.lower or []) != below:
+        below = lowers.get(name)
+        if below is not None and "?" not in below and (ddir.lower or []) != below:
             yield finding(
                 "aufs.lower-mismatch",
                 f"{host.driver}/layers/{name}",
@@ -260,7 +265,7 @@ def _check_overlay(
         if ddir is None:
             continue
         ident = {"object_type": "driver-dir", "object_id": name}
-        is_layer = refs[name].startswith("layer:")
+        is_layer = refs[name].startswith(("layer:", "graph:"))
         if not ddir.has_diff:
             wanted = "root/" if is_layer else "upper/"
             yield finding("overlay.data-missing", ddir.path, f"no {wanted} directory", **ident)

@@ -33,20 +33,22 @@ def read_containers(ev: Evidence, host: Host) -> None:
         host.containers[container.id] = container
 
 
-def read_container(ev: Evidence, rel: str, cid: str) -> Container:
+def read_container(ev: Evidence, rel: str, cid: str, *, legacy_era: bool = False) -> Container:
+    """The container in ``rel``; ``legacy_era`` reads the 1.8/1.9 ``config.json`` of a root that
+    was migrated to 1.10+ (which then holds both configs)."""
     container = Container(id=cid, path=rel, config_file=f"{rel}/config.v2.json")
     try:
         with ev.opendir(rel) as d:
-            _read_container_files(d, container)
+            _read_container_files(d, container, legacy_era)
     except ReadFailure as failure:
         container.problems["config"] = Problem(rel, failure.kind, failure.detail)
     return container
 
 
-def _read_container_files(d: DirHandle, container: Container) -> None:
+def _read_container_files(d: DirHandle, container: Container, legacy_era: bool) -> None:
     entries = d.types
     container.leftovers = [d.path_of(n) for n in sorted(entries) if n.startswith(".tmp-")]
-    legacy = "config.json" in entries and "config.v2.json" not in entries
+    legacy = "config.json" in entries and (legacy_era or "config.v2.json" not in entries)
     config_name = "config.json" if legacy else "config.v2.json"
     container.config_file = d.path_of(config_name)
     config = read_json_object(d, config_name, container.problems, "config")

@@ -16,10 +16,15 @@ from forensics.formats.ids import MOUNT_ID, is_hex64
 from forensics.model import Host
 from forensics.stores.aufs import read_aufs
 from forensics.stores.buildkit import buildkit_mentions, read_buildkit
-from forensics.stores.containers import read_containers
+from forensics.stores.containers import read_container, read_containers
 from forensics.stores.devicemapper import read_devicemapper
 from forensics.stores.imagestore import read_image_store, store_has_content
-from forensics.stores.legacy import read_graph, read_linkgraph, read_repositories
+from forensics.stores.legacy import (
+    read_graph,
+    read_linkgraph,
+    read_migration_map,
+    read_repositories,
+)
 from forensics.stores.overlay import read_overlay
 from forensics.stores.overlay2 import read_overlay2
 from forensics.stores.plaindirs import LAYER_DIRS, read_plain_dirs
@@ -78,6 +83,8 @@ def read_host(ev: Evidence) -> Host:
     if found.layout == "modern" and found.store:
         read_image_store(ev, host, found.store)
         _modern_container_layers(host)
+        if any(is_hex64(name) for name in ev.listdir_or_empty("graph")):
+            host.legacy = read_legacy_era(ev, host)
     elif found.layout == "legacy":
         read_graph(ev, host)
         read_repositories(ev, host, found.driver)
@@ -92,6 +99,24 @@ def read_host(ev: Evidence) -> Host:
         host.buildkit_keys = buildkit_mentions(ev, foreign)
     _note_layout(ev, host)
     return host
+
+
+def read_legacy_era(ev: Evidence, host: Host) -> Host:
+    """The 1.8/1.9 store that a migration to 1.10+ left beside the modern one: graph/, its tags,
+    the containers' config.json, the names of linkgraph.db and the migration's bookkeeping."""
+    legacy = Host(root=host.root, layout="legacy", driver=host.driver)
+    legacy.driver_dirs = host.driver_dirs
+    legacy.devices = host.devices
+    for cid in host.containers:
+        rel = f"containers/{cid}"
+        if ev.exists(f"{rel}/config.json"):
+            legacy.containers[cid] = read_container(ev, rel, cid, legacy_era=True)
+    read_graph(ev, legacy)
+    read_repositories(ev, legacy, host.driver)
+    read_linkgraph(ev, legacy)
+    _legacy_container_layers(legacy)
+    read_migration_map(ev, legacy)
+    return legacy
 
 
 def detect_layout(ev: Evidence, host: Host) -> Detection:
@@ -187,7 +212,7 @@ def _note_layout(ev: Evidence, host: Host) -> None:
                 "containers and volumes are listed from containers/ and volumes/",
             )
         )
-    if host.layout == "modern" and any(is_hex64(n) for n in ev.listdir_or_empty("graph")):
+    if host.legacy is not None:
         host.notes.append(
             (
                 "layout.legacy-graph",

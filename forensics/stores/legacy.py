@@ -78,6 +78,9 @@ def _read_graph_files(d: DirHandle, layer: Layer, image: Image) -> None:
     layer.has_tar_split = d.types.get("tar-data.json.gz") == "file"
     layer.has_v1_compatibility = d.types.get("v1Compatibility") == "file"
     layer.migration = sorted(n for n in d.types if n.startswith(".migration-"))
+    layer.migration_diff_id = read_value(
+        d, ".migration-diffid", problems, "migration-diffid", optional=True
+    )
 
 
 def _read_v1_json(d: DirHandle, layer: Layer) -> dict[str, Any] | None:
@@ -182,3 +185,14 @@ def read_linkgraph(ev: Evidence, host: Host) -> None:
         container = host.containers.get(entity)
         if parent == "0" and container is not None:
             container.name = name
+
+
+MIGRATION_MAP = ".migration-v1-images.json"
+
+
+def read_migration_map(ev: Evidence, host: Host) -> None:
+    """``.migration-v1-images.json``: which graph id became which 1.10+ image id."""
+    doc = read_json_object(ev, MIGRATION_MAP, host.problems, "migration-map", optional=True)
+    for gid, image_id in as_dict(doc).items():
+        if isinstance(image_id, str):
+            host.migrated_images[gid] = image_id
