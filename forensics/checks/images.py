@@ -27,12 +27,16 @@ def check_repositories(host: Host) -> Iterator[Finding]:
             object_type="repositories",
             damage=problem.damage,
         )
+    # 1.10+ keeps a tag of a missing image harmlessly; for 1.8/1.9 runs of that tag fail
+    legacy = host.image_store == "graph"
+    check = "graph.tag-target-missing" if legacy else "repositories.target-missing"
+    effect = ": runs of it fail" if legacy else ""
     for ref, target in sorted(host.references.items()):
         if target not in host.images:
             yield finding(
-                "repositories.target-missing",
+                check,
                 host.references_path or "",
-                f"{ref} names image {short(target)}, which does not exist",
+                f"{ref} names image {short(target)}, which does not exist{effect}",
                 object_type="tag",
                 object_id=ref,
             )

@@ -17,7 +17,6 @@ def check_graph(host: Host) -> Iterator[Finding]:
     for layer in host.layers.values():
         yield from _check_graph_entry(layer)
     yield from _check_parent_loops(host)
-    yield from _check_tags(host)
     yield from _check_linkgraph(host)
 
 
@@ -57,18 +56,6 @@ def _check_parent_loops(host: Host) -> Iterator[Finding]:
                 f"its parent chain comes back to itself after {len(seen)} image(s)",
                 object_type="layer",
                 object_id=layer.id,
-            )
-
-
-def _check_tags(host: Host) -> Iterator[Finding]:
-    for ref, target in sorted(host.references.items()):
-        if target not in host.images:
-            yield finding(
-                "graph.tag-target-missing",
-                host.references_path or "",
-                f"{ref} names image {short(target)}, which is not in graph/: runs of it fail",
-                object_type="tag",
-                object_id=ref,
             )
 
 

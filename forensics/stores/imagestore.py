@@ -18,48 +18,19 @@ from forensics.progress import track
 from forensics.stores.reading import (
     as_str,
     bad_value,
-    read_json_object,
     read_value,
 )
+from forensics.stores.tags import attach_tags, read_tag_store
 
 
 def read_image_store(ev: Evidence, host: Host, store: str) -> None:
     """Fill ``host`` with the images, layers, mounts and references under ``store``."""
     host.image_store = store
-    _read_references(ev, host, f"{store}/repositories.json")
+    read_tag_store(ev, host, f"{store}/repositories.json", legacy=False)
     _read_layers(ev, host, f"{store}/layerdb")
     _read_mounts(ev, host, f"{store}/layerdb/mounts")
     _read_images(ev, host, f"{store}/imagedb")
-    _attach_tags(host)
-
-
-# -- repositories.json ------------------------------------------------------------------------
-
-
-def _read_references(ev: Evidence, host: Host, rel: str) -> None:
-    host.references_path = rel
-    doc = read_json_object(ev, rel, host.problems, "repositories", optional=True)
-    if doc is None:
-        return
-    repos = doc.get("Repositories")
-    if not isinstance(repos, dict):
-        bad_value(host.problems, "repositories", rel, 'no "Repositories" object')
-        return
-    for name, refs in sorted(repos.items()):
-        if not isinstance(refs, dict):
-            bad_value(host.problems, "repositories", rel, f"repository {name!r} is not an object")
-            continue
-        for ref, target in sorted(refs.items()):
-            if isinstance(target, str):
-                host.references[ref] = target
-
-
-def _attach_tags(host: Host) -> None:
-    for ref, target in sorted(host.references.items()):
-        image = host.images.get(target)
-        if image is None:
-            continue
-        (image.digests if "@" in ref else image.tags).append(ref)
+    attach_tags(host)
 
 
 # -- imagedb ----------------------------------------------------------------------------------

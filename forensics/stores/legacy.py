@@ -18,6 +18,7 @@ from forensics.formats.jsonfile import JsonDamage, decode_json
 from forensics.model import Host, Image, Layer, Problem
 from forensics.progress import track
 from forensics.stores.reading import as_dict, as_str, bad_value, read_json_object, read_value
+from forensics.stores.tags import attach_tags, read_tag_store
 
 #: graph checksum files: a registry blob digest, or a TarSum of the 1.3–1.5 era
 CHECKSUM = re.compile(r"(sha256:|tarsum(\.v1|\.dev)?\+sha256:)[0-9a-f]{64}")
@@ -134,24 +135,8 @@ def _ancestry(host: Host, gid: str) -> list[str]:
 
 def read_repositories(ev: Evidence, host: Host, driver: str | None) -> None:
     """``repositories-<driver>``: ``{"Repositories":{name:{tag or digest: graph id}}}``."""
-    rel = f"repositories-{driver}"
-    host.references_path = rel
-    doc = read_json_object(ev, rel, host.problems, "repositories", optional=True)
-    if doc is None:
-        return
-    repos = doc.get("Repositories")
-    if not isinstance(repos, dict):
-        bad_value(host.problems, "repositories", rel, 'no "Repositories" object')
-        return
-    for name, refs in sorted(repos.items()):
-        for ref, target in sorted(as_dict(refs).items()):
-            if isinstance(target, str):
-                joiner = "@" if ref.startswith("sha256:") else ":"
-                host.references[f"{name}{joiner}{ref}"] = target
-    for ref, target in host.references.items():
-        image = host.images.get(target)
-        if image is not None:
-            (image.digests if "@" in ref else image.tags).append(ref)
+    read_tag_store(ev, host, f"repositories-{driver}", legacy=True)
+    attach_tags(host)
 
 
 def _linkgraph_edges(data: bytes) -> list[tuple[str, str, str]]:
