@@ -176,14 +176,16 @@ def inventory_text(doc: dict[str, Any]) -> str:
         f"layout: {doc['layout']}{store}, driver {doc['driver'] or '-'}",
     ]
     lines += [f"note:   {n}" for n in doc["notes"]]
-    images = doc["images"]
-    lines += ["", f"IMAGES ({len(images)})"]
+    images = [i for i in doc["images"] if not i["intermediate"]]
+    hidden = len(doc["images"]) - len(images)
+    count = f"{len(images)}, and {hidden} intermediate" if hidden else str(len(images))
+    lines += ["", f"IMAGES ({count})"]
     lines += _table(
         ["ID", "TAGS", "LAYERS", "SIZE", "CREATED"],
         [
             [
                 _short_id(i["id"]),
-                ", ".join(i["tags"]) or ("<intermediate>" if i["intermediate"] else "<none>"),
+                ", ".join(i["tags"]) or "<none>",
                 str(len(i["layers"])),
                 human_size(i["size"]),
                 (i["created"] or "?")[:19],

@@ -216,7 +216,8 @@ NGINX_LINE = b"deb http://nginx.org/packages/mainline/debian/ jessie nginx\n"
 NGINX_CONF = (
     b"user  nginx;\nworker_processes  1;\n\nerror_log  /var/log/nginx/error.log warn;\n"
     b"pid        /var/run/nginx.pid;\n\nevents {\n    worker_connections  1024;\n}\n\n"
-    b"http {\n    include       /etc/nginx/mime.types;\n    default_type  application/octet-stream;\n"
+    b"http {\n    include       /etc/nginx/mime.types;\n"
+    b"    default_type  application/octet-stream;\n"
     b"    access_log  /var/log/nginx/access.log  main;\n    sendfile        on;\n"
     b"    keepalive_timeout  65;\n    include /etc/nginx/conf.d/*.conf;\n}\n"
 )
@@ -278,33 +279,60 @@ LAYERS: list[Layer] = [
         ],
         "debian",
     ),
-    Layer("debian-cmd", "2015-09-21T20:15:48.105437093Z",
-          ["/bin/sh", "-c", '#(nop) CMD ["/bin/bash"]'], [], "debian"),
-    Layer("maintainer", "2015-09-22T23:44:08.221045721Z",
-          ["/bin/sh", "-c", f"#(nop) MAINTAINER {MAINTAINER}"], [], "nginx"),
+    Layer(
+        "debian-cmd",
+        "2015-09-21T20:15:48.105437093Z",
+        ["/bin/sh", "-c", '#(nop) CMD ["/bin/bash"]'],
+        [],
+        "debian",
+    ),
+    Layer(
+        "maintainer",
+        "2015-09-22T23:44:08.221045721Z",
+        ["/bin/sh", "-c", f"#(nop) MAINTAINER {MAINTAINER}"],
+        [],
+        "nginx",
+    ),
     Layer(
         "apt-key",
         "2015-09-22T23:44:12.730587201Z",
-        ["/bin/sh", "-c", "apt-key adv --keyserver hkp://pgp.mit.edu:80 "
-         "--recv-keys 573BFD6B3D8FBC641079A6ABABF5BD827BD9BF62"],
+        [
+            "/bin/sh",
+            "-c",
+            "apt-key adv --keyserver hkp://pgp.mit.edu:80 "
+            "--recv-keys 573BFD6B3D8FBC641079A6ABABF5BD827BD9BF62",
+        ],
         [d("etc"), d("etc/apt"), f("etc/apt/trusted.gpg", synthetic_bytes("trusted.gpg", 1205))],
         "nginx",
     ),
     Layer(
         "sources",
         "2015-09-22T23:44:14.317845063Z",
-        ["/bin/sh", "-c", 'echo "deb http://nginx.org/packages/mainline/debian/ jessie nginx"'
-         " >> /etc/apt/sources.list"],
+        [
+            "/bin/sh",
+            "-c",
+            'echo "deb http://nginx.org/packages/mainline/debian/ jessie nginx"'
+            " >> /etc/apt/sources.list",
+        ],
         [d("etc"), d("etc/apt"), f("etc/apt/sources.list", SOURCES_LIST + NGINX_LINE)],
         "nginx",
     ),
-    Layer("env", "2015-09-22T23:44:15.002137385Z",
-          ["/bin/sh", "-c", f"#(nop) ENV NGINX_VERSION={NGINX_VERSION}"], [], "nginx"),
+    Layer(
+        "env",
+        "2015-09-22T23:44:15.002137385Z",
+        ["/bin/sh", "-c", f"#(nop) ENV NGINX_VERSION={NGINX_VERSION}"],
+        [],
+        "nginx",
+    ),
     Layer(
         "apt-get",
         "2015-09-22T23:44:41.556230477Z",
-        ["/bin/sh", "-c", "apt-get update &&     apt-get install -y ca-certificates "
-         "nginx=${NGINX_VERSION} &&     rm -rf /var/lib/apt/lists/*"],
+        [
+            "/bin/sh",
+            "-c",
+            "apt-get update &&     apt-get install -y ca-certificates "
+            "nginx=${NGINX_VERSION} &&     rm -rf /var/lib/apt/lists/*",
+        ],
         [
             d("etc"),
             d("etc/nginx"),
@@ -329,8 +357,12 @@ LAYERS: list[Layer] = [
     Layer(
         "log-links",
         "2015-09-22T23:44:43.012986644Z",
-        ["/bin/sh", "-c", "ln -sf /dev/stdout /var/log/nginx/access.log "
-         "&& ln -sf /dev/stderr /var/log/nginx/error.log"],
+        [
+            "/bin/sh",
+            "-c",
+            "ln -sf /dev/stdout /var/log/nginx/access.log "
+            "&& ln -sf /dev/stderr /var/log/nginx/error.log",
+        ],
         [
             d("var"),
             d("var/log"),
@@ -340,16 +372,32 @@ LAYERS: list[Layer] = [
         ],
         "nginx",
     ),
-    Layer("expose", "2015-09-22T23:44:43.700312970Z",
-          ["/bin/sh", "-c", "#(nop) EXPOSE 443/tcp 80/tcp"], [], "nginx"),
-    Layer("cmd", "2015-09-22T23:44:44.387520142Z",
-          ["/bin/sh", "-c", '#(nop) CMD ["nginx" "-g" "daemon off;"]'], [], "nginx"),
+    Layer(
+        "expose",
+        "2015-09-22T23:44:43.700312970Z",
+        ["/bin/sh", "-c", "#(nop) EXPOSE 443/tcp 80/tcp"],
+        [],
+        "nginx",
+    ),
+    Layer(
+        "cmd",
+        "2015-09-22T23:44:44.387520142Z",
+        ["/bin/sh", "-c", '#(nop) CMD ["nginx" "-g" "daemon off;"]'],
+        [],
+        "nginx",
+    ),
 ]
 # When each layer was registered on the host by `docker pull nginx` (v2 pull, bottom up).
 PULL_TIMES = [
-    "2015-10-13T02:14:21Z", "2015-10-13T02:14:22Z", "2015-10-13T02:14:22Z",
-    "2015-10-13T02:14:23Z", "2015-10-13T02:14:23Z", "2015-10-13T02:14:24Z",
-    "2015-10-13T02:14:31Z", "2015-10-13T02:14:32Z", "2015-10-13T02:14:32Z",
+    "2015-10-13T02:14:21Z",
+    "2015-10-13T02:14:22Z",
+    "2015-10-13T02:14:22Z",
+    "2015-10-13T02:14:23Z",
+    "2015-10-13T02:14:23Z",
+    "2015-10-13T02:14:24Z",
+    "2015-10-13T02:14:31Z",
+    "2015-10-13T02:14:32Z",
+    "2015-10-13T02:14:32Z",
     "2015-10-13T02:14:33Z",
 ]
 
@@ -467,8 +515,14 @@ def tar_split(tar: bytes) -> list[dict[str, Any]]:
         raw = bytearray()
         data = tar[pos : pos + size]
         pos += size
-        entries.append({"type": 1, "name": name, "size": size,
-                        "payload": crc64_iso(data) if size > 0 else None})
+        entries.append(
+            {
+                "type": 1,
+                "name": name,
+                "size": size,
+                "payload": crc64_iso(data) if size > 0 else None,
+            }
+        )
         pad = (-size) % 512
         raw += tar[pos : pos + pad]
         pos += pad
@@ -529,14 +583,20 @@ def build_layers() -> None:
         assert reassemble(layer.entries, layer.members) == layer.tar, layer.key
         # devicemapper is a naive-diff driver: ApplyDiff returns the sum of the header sizes
         layer.size = sum(len(m.data) for m in layer.members if m.kind == "file")
-        layer.checksum = EMPTY_BLOB if not layer.members else (
-            "sha256:" + hashlib.sha256(gzip_n(layer.tar)).hexdigest())
+        layer.checksum = (
+            EMPTY_BLOB
+            if not layer.members
+            else ("sha256:" + hashlib.sha256(gzip_n(layer.tar)).hexdigest())
+        )
         by = layer.created_by[2]
         if layer.build == "nginx" and env is None:
             env = [PATH_ENV]
         if by.startswith("#(nop) CMD"):
-            cmd = json.loads(by.removeprefix("#(nop) CMD ")) if "/bin/bash" in by else [
-                "nginx", "-g", "daemon off;"]
+            cmd = (
+                json.loads(by.removeprefix("#(nop) CMD "))
+                if "/bin/bash" in by
+                else ["nginx", "-g", "daemon off;"]
+            )
         if by.startswith("#(nop) ENV") and env is not None:
             env = [*env, f"NGINX_VERSION={NGINX_VERSION}"]
         if by.startswith("#(nop) EXPOSE"):
@@ -552,13 +612,19 @@ def build_layers() -> None:
         image["created"] = layer.created
         image["container"] = hexid(f"build-container/{i}")
         image["container_config"] = run_config(
-            host, env=env, cmd=layer.created_by, image=parent_image, exposed=exposed,
-            on_build=on_build)
+            host,
+            env=env,
+            cmd=layer.created_by,
+            image=parent_image,
+            exposed=exposed,
+            on_build=on_build,
+        )
         image["docker_version"] = DOCKER_VERSION
         if author:
             image["author"] = author
         image["config"] = run_config(
-            host, env=env, cmd=cmd, image=parent_image, exposed=exposed, on_build=on_build)
+            host, env=env, cmd=cmd, image=parent_image, exposed=exposed, on_build=on_build
+        )
         image["architecture"] = "amd64"
         image["os"] = "linux"
         image["Size"] = layer.size
@@ -655,7 +721,9 @@ def pool_xml(devices: list[Device], transaction: int, time: int) -> str:
                 runs.append([vb, db, 1, t])
         for ob, db, length, t in runs:
             if length == 1:
-                out.append(f'    <single_mapping origin_block="{ob}" data_block="{db}" time="{t}"/>')
+                out.append(
+                    f'    <single_mapping origin_block="{ob}" data_block="{db}" time="{t}"/>'
+                )
             else:
                 out.append(
                     f'    <range_mapping origin_begin="{ob}" data_begin="{db}" '
@@ -681,8 +749,9 @@ def superblock_fields(metadata: Path) -> dict[str, int]:
 
 
 def tool(name: str) -> str:
-    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.access(f"/usr/sbin/{name}", os.X_OK)
-                                  else None)
+    path = shutil.which(name) or (
+        f"/usr/sbin/{name}" if os.access(f"/usr/sbin/{name}", os.X_OK) else None
+    )
     if not path:
         sys.exit(f"{name} not found: apt-get install -y thin-provisioning-tools")
     return path
@@ -699,13 +768,17 @@ def write_pool(dm: Path, devices: list[Device], xml: str, tmp: Path) -> dict[str
         path.chmod(0o600)
     xml_path = tmp / "pool.xml"
     xml_path.write_text(xml)
-    subprocess.run([tool("thin_restore"), "-i", str(xml_path), "-o", str(metadata)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [tool("thin_restore"), "-i", str(xml_path), "-o", str(metadata)],
+        check=True,
+        capture_output=True,
+    )
     check = subprocess.run([tool("thin_check"), str(metadata)], capture_output=True, text=True)
     if check.returncode != 0:
         sys.exit(f"thin_check failed ({check.returncode}):\n{check.stdout}{check.stderr}")
-    dump = subprocess.run([tool("thin_dump"), str(metadata)], capture_output=True, text=True,
-                          check=True).stdout
+    dump = subprocess.run(
+        [tool("thin_dump"), str(metadata)], capture_output=True, text=True, check=True
+    ).stdout
     if dump != xml:
         sys.exit("thin_dump does not reproduce the generated XML")
     dumped_ids = [int(x) for x in re.findall(r'<device dev_id="(\d+)"', dump)]
@@ -833,8 +906,10 @@ def container_files() -> dict[str, tuple[bytes, int, str]]:
         "::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n"
         "ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
     )
-    access = (f'{GATEWAY} - - [13/Oct/2015:02:18:02 +0000] "GET / HTTP/1.1" 200 612 "-" '
-              '"curl/7.29.0" "-"\n')
+    access = (
+        f'{GATEWAY} - - [13/Oct/2015:02:18:02 +0000] "GET / HTTP/1.1" 200 612 "-" '
+        '"curl/7.29.0" "-"\n'
+    )
     log = gojson({"log": access, "stream": "stdout", "time": T_LOG}) + "\n"
     rc_hash = "sha256:" + hashlib.sha256(RESOLV_CONF.encode()).hexdigest()
     return {
@@ -867,8 +942,9 @@ def write_linkgraph(path: Path) -> None:
         conn.execute("INSERT INTO entity (id) VALUES (?)", ("0",))
         conn.execute("INSERT INTO edge (entity_id, name) VALUES (?, ?)", ("0", "/"))
         conn.execute("INSERT INTO entity (id) VALUES (?)", (CID,))
-        conn.execute("INSERT INTO edge (entity_id, name, parent_id) VALUES (?, ?, ?)",
-                     (CID, "nginx", "0"))
+        conn.execute(
+            "INSERT INTO edge (entity_id, name, parent_id) VALUES (?, ?, ?)", (CID, "nginx", "0")
+        )
     finally:
         conn.close()
     path.chmod(0o644)
@@ -935,8 +1011,11 @@ def build_tree(top: Path, tmp: Path) -> dict[str, Any]:
         if dev.hash:  # driver.Get made the mount point; Put unmounts but leaves the directory
             mkdir(mnt / dev.hash, 0o755, dev.created, stamps)
     last = devices[-1]
-    txn = {"open_transaction_id": last.transaction_id, "device_hash": last.hash,
-           "device_id": last.device_id}
+    txn = {
+        "open_transaction_id": last.transaction_id,
+        "device_hash": last.hash,
+        "device_id": last.device_id,
+    }
     put(meta / "transaction-metadata", gojson(txn).encode(), 0o600, last.created, stamps)
     # saved when the base UUID was stored (first start) and on shutdown only: still 1 here
     dsm = {"next_device_id": 1, "BaseDeviceUUID": BASE_UUID}
@@ -958,8 +1037,20 @@ def build_tree(top: Path, tmp: Path) -> dict[str, Any]:
 def pack(top: Path, out: Path) -> None:
     part = out.with_name(out.name + ".part")
     tar = subprocess.Popen(
-        ["tar", "--format=gnu", "--sparse", "--numeric-owner", "--owner=0", "--group=0",
-         "--sort=name", "-C", str(top), "-cf", "-", "docker"],
+        [
+            "tar",
+            "--format=gnu",
+            "--sparse",
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+            "--sort=name",
+            "-C",
+            str(top),
+            "-cf",
+            "-",
+            "docker",
+        ],
         stdout=subprocess.PIPE,
     )
     assert tar.stdout is not None
@@ -1034,8 +1125,9 @@ def truth(built: dict[str, Any]) -> dict[str, Any]:
         "layout": "legacy",
         "driver": "devicemapper",
         "article": ARTICLE,
-        "images": [{"id": LAYERS[-1].id, "tags": ["nginx:latest"],
-                    "layers": [la.id for la in LAYERS]}],
+        "images": [
+            {"id": LAYERS[-1].id, "tags": ["nginx:latest"], "layers": [la.id for la in LAYERS]}
+        ],
         "repositories": {"nginx": {"latest": LAYERS[-1].id}},
         "layers": layers,
         "containers": [
@@ -1080,12 +1172,39 @@ def truth(built: dict[str, Any]) -> dict[str, Any]:
             "data_file_size": DATA_FILE_SIZE,
             "metadata_file_size": METADATA_FILE_SIZE,
             "version": POOL_VERSION,
-            "thin_check": {"rc": built["pool"]["thin_check_rc"],
-                           "stderr": built["pool"]["thin_check_stderr"]},
+            "thin_check": {
+                "rc": built["pool"]["thin_check_rc"],
+                "stderr": built["pool"]["thin_check_stderr"],
+            },
             "thin_dump_device_ids": built["pool"]["thin_dump_device_ids"],
             "superblock": built["pool"]["superblock"],
         },
         "chosen": CHOSEN,
+        "chosen_ids": chosen_ids(),
+    }
+
+
+def chosen_ids() -> dict[str, Any]:
+    """Every id this script chose rather than took from the article (which gave prefixes only)."""
+    return {
+        "graph_ids": {
+            la.id: (
+                "article prefix " + la.id[:12] + " + chosen rest"
+                if i in (0, len(LAYERS) - 1)
+                else "chosen"
+            )
+            for i, la in enumerate(LAYERS)
+        },
+        "container_id": {CID: "article prefix " + CID[:12] + " + chosen rest"},
+        "build_containers": {la.id: hexid(f"build-container/{i}") for i, la in enumerate(LAYERS)},
+        "build_hostnames": {
+            "debian": hexid("debian-build-hostname")[:12],
+            "nginx": hexid("nginx-build-hostname")[:12],
+        },
+        "add_file_hash": ADD_FILE,
+        "network_id": NETWORK_ID,
+        "endpoint_id": ENDPOINT_ID,
+        "base_device_uuid": BASE_UUID,
     }
 
 
@@ -1105,7 +1224,8 @@ def main(argv: list[str]) -> int:
         tarball = outdir / f"{NAME}.tar.gz"
         pack(tmp, tarball)
         (outdir / f"{NAME}.truth.json").write_text(
-            json.dumps(truth(built), sort_keys=True, indent=1, ensure_ascii=False) + "\n")
+            json.dumps(truth(built), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+        )
         print(f"{tarball} ({tarball.stat().st_size} bytes)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

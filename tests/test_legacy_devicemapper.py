@@ -1,0 +1,207 @@
+"""The Docker 1.8.2 devicemapper host: inventory against the sample's truth, and each kind of
+damage to the graph and to devicemapper's records reported with its check id and path."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlite_utils
+from conftest import SAMPLES, copy_tree, unpack
+
+NAME = "legacy-1.8-devicemapper"
+META = "devicemapper/metadata"
+
+
+@pytest.fixture(scope="module")
+def dm_truth() -> dict[str, Any]:
+    return json.loads((SAMPLES / f"{NAME}.truth.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def dm_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return unpack(SAMPLES / f"{NAME}.tar.gz", tmp_path_factory.mktemp(NAME))
+
+
+@pytest.fixture
+def dm_root(dm_master: Path, tmp_path: Path) -> Path:
+    return copy_tree(dm_master, tmp_path / "docker")
+
+
+def test_inventory_of_the_article_host(cli, dm_master: Path, dm_truth: dict[str, Any]) -> None:
+    doc = cli("inventory", dm_master, "--format", "json").json()
+    assert doc["layout"] == "legacy" and doc["driver"] == "devicemapper"
+    (image,) = [i for i in doc["images"] if not i["intermediate"]]
+    (expected,) = dm_truth["images"]
+    assert image["id"] == expected["id"] and image["tags"] == ["nginx:latest"]
+    assert [layer["id"] for layer in image["layers"]] == expected["layers"]
+    assert [layer["device_id"] for layer in image["layers"]] == list(range(2, 12))
+    (container,) = doc["containers"]
+    (truth_c,) = dm_truth["containers"]
+    assert (container["id"], container["name"], container["state"]) == (
+        truth_c["id"],
+        "nginx",
+        "running",
+    )
+    assert container["command"] == "nginx -g daemon off;"
+    assert container["device_ids"] == [truth_c["device_ids"]["rw"], truth_c["device_ids"]["init"]]
+    devices = {d["hash"]: d for d in doc["devices"]}
+    assert devices["base"]["device_id"] == 1 and devices["base"]["initialized"] is True
+    assert {d["size"] for d in devices.values()} == {107374182400}
+    data = doc["pool"]["files"]["data"]
+    assert data["size"] == 107374182400 and data["allocated"] < data["size"]
+
+
+def test_inventory_text_shows_one_image(cli, dm_master: Path) -> None:
+    text = cli("inventory", dm_master).stdout
+    assert "IMAGES (1, and 9 intermediate)" in text and "nginx:latest" in text
+
+
+def test_verify_finds_no_error(cli, dm_master: Path) -> None:
+    result = cli("verify", dm_master, "--format", "json")
+    assert result.code == 0, result.stdout
+    checks = {f["check"] for f in result.json()["findings"]}
+    assert checks <= {"container.was-running", "devicemapper.next-id-stale"}
+
+
+def test_devices_table(cli, dm_master: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dm.db"
+    assert cli("verify", dm_master, "--sqlite", out).code == 0
+    db = sqlite_utils.Database(out)
+    assert db["devices"].count == 13
+    rows = list(
+        db.query("SELECT l.id, d.device_id FROM layers l JOIN devices d ON d.hash = l.cache_id")
+    )
+    assert len(rows) == 10 and {r["device_id"] for r in rows} == set(range(2, 12))
+
+
+def _record(root: Path, name: str) -> Path:
+    return root / META / name
+
+
+def _top(truth: dict[str, Any]) -> str:
+    return str(truth["images"][0]["id"])
+
+
+def _cid(truth: dict[str, Any]) -> str:
+    return str(truth["containers"][0]["id"])
+
+
+def truncated_record(root: Path, t: dict[str, Any]) -> str:
+    path = _record(root, _top(t))
+    path.write_bytes(path.read_bytes()[:30])
+    return f"{META}/{_top(t)}"
+
+
+def record_without_size(root: Path, t: dict[str, Any]) -> str:
+    path = _record(root, _top(t))
+    doc = json.loads(path.read_bytes())
+    del doc["size"]
+    path.write_text(json.dumps(doc))
+    return f"{META}/{_top(t)}"
+
+
+def duplicate_device_id(root: Path, t: dict[str, Any]) -> str:
+    path = _record(root, _top(t))
+    doc = json.loads(path.read_bytes())
+    doc["device_id"] = 2
+    path.write_text(json.dumps(doc))
+    return f"{META}/{_top(t)}"
+
+
+def device_id_out_of_range(root: Path, t: dict[str, Any]) -> str:
+    path = _record(root, _top(t))
+    doc = json.loads(path.read_bytes())
+    doc["device_id"] = 1 << 24
+    path.write_text(json.dumps(doc))
+    return f"{META}/{_top(t)}"
+
+
+def damaged_transaction(root: Path, t: dict[str, Any]) -> str:
+    _record(root, "transaction-metadata").write_text('{"open_transaction_id":')
+    return f"{META}/transaction-metadata"
+
+
+def damaged_deviceset(root: Path, t: dict[str, Any]) -> str:
+    _record(root, "deviceset-metadata").write_bytes(b"\0" * 64)
+    return f"{META}/deviceset-metadata"
+
+
+def unreferenced_record(root: Path, t: dict[str, Any]) -> str:
+    name = "f" * 64
+    _record(root, name).write_text(
+        '{"device_id":14,"size":107374182400,"transaction_id":14,"initialized":false}'
+    )
+    return f"{META}/{name}"
+
+
+def missing_init_record(root: Path, t: dict[str, Any]) -> str:
+    _record(root, f"{_cid(t)}-init").unlink()
+    return f"containers/{_cid(t)}"
+
+
+def missing_layer_record(root: Path, t: dict[str, Any]) -> str:
+    layer = t["images"][0]["layers"][4]
+    _record(root, layer).unlink()
+    return f"graph/{layer}"
+
+
+def graph_json_changed_id(root: Path, t: dict[str, Any]) -> str:
+    rel = f"graph/{_top(t)}/json"
+    doc = json.loads((root / rel).read_bytes())
+    doc["id"] = "a" * 64
+    (root / rel).write_text(json.dumps(doc))
+    return rel
+
+
+def missing_parent(root: Path, t: dict[str, Any]) -> str:
+    layers = t["images"][0]["layers"]
+    shutil.rmtree(root / f"graph/{layers[3]}")
+    return f"graph/{layers[4]}"
+
+
+def container_image_missing(root: Path, t: dict[str, Any]) -> str:
+    rel = f"containers/{_cid(t)}/config.json"
+    (root / rel).write_text((root / rel).read_text().replace(_top(t), "b" * 64))
+    return rel
+
+
+DAMAGE: list[tuple[Callable[[Path, dict[str, Any]], str], str]] = [
+    (truncated_record, "devicemapper.record-damaged"),
+    (record_without_size, "devicemapper.record-damaged"),
+    (duplicate_device_id, "devicemapper.device-id-duplicate"),
+    (device_id_out_of_range, "devicemapper.device-id-range"),
+    (damaged_transaction, "devicemapper.transaction-damaged"),
+    (damaged_deviceset, "devicemapper.deviceset-damaged"),
+    (unreferenced_record, "driver.orphan-dir"),
+    (missing_init_record, "container.layer-missing"),
+    (missing_layer_record, "layer.driver-dir-missing"),
+    (graph_json_changed_id, "graph.id-mismatch"),
+    (missing_parent, "layer.parent-missing"),
+    (container_image_missing, "container.image-missing"),
+]
+
+
+@pytest.mark.parametrize(("damage", "check"), DAMAGE, ids=[d[0].__name__ for d in DAMAGE])
+def test_damage(cli, dm_root: Path, dm_truth: dict[str, Any], damage, check: str) -> None:  # type: ignore[no-untyped-def]
+    path = damage(dm_root, dm_truth)
+    result = cli("verify", dm_root, "--format", "json")
+    assert result.code == 4, result.stdout
+    found = [(f["check"], f["path"], f["severity"]) for f in result.json()["findings"]]
+    assert (check, path, "error") in found, found
+
+
+def test_pending_transaction_is_named(cli, dm_root: Path, dm_truth: dict[str, Any]) -> None:
+    """A crash between writing transaction-metadata and the device record: dockerd rolls back."""
+    _record(dm_root, "transaction-metadata").write_text(
+        '{"open_transaction_id":14,"device_hash":"' + "c" * 64 + '","device_id":14}'
+    )
+    result = cli("verify", dm_root, "--format", "json")
+    pending = [
+        f for f in result.json()["findings"] if f["check"] == "devicemapper.transaction-pending"
+    ]
+    assert pending and "device 14" in pending[0]["message"] and pending[0]["severity"] == "warning"
