@@ -109,7 +109,13 @@ def parent_loop(root: Path) -> str:
     return f"graph/{BASE}"
 
 
+def malformed_graph_id(root: Path) -> str:
+    (root / f"graph/{TOP}").rename(root / f"graph/{TOP[:63]}")
+    return f"graph/{TOP[:63]}"
+
+
 CASES: list[tuple[Callable[[Path], str], str]] = [
+    (malformed_graph_id, "graph.id-malformed"),
     (truncate_json, "layer.config-damaged"),
     (change_json_id, "graph.id-mismatch"),
     (remove_parent_image, "layer.parent-missing"),

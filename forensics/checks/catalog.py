@@ -205,6 +205,7 @@ _CHECKS = [
         "a name or link in linkgraph.db whose container is gone",
     ),
     # legacy graph
+    Check("graph.id-malformed", "error", "an image directory in graph/ whose name is no graph id"),
     Check("graph.id-mismatch", "error", "the id inside graph/<id>/json differs from its directory"),
     Check(
         "graph.digest-mismatch",

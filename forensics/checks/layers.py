@@ -30,6 +30,10 @@ LEFTOVERS = {
     ),
     "graph-tmp": ("layer.graph-tmp-leftover", "left by an interrupted graph operation"),
     "graph-stray": ("layer.graph-stray", "not a graph image directory"),
+    "graph-malformed": (
+        "graph.id-malformed",
+        "an image directory whose name is no graph id (64 hex digits): the daemon cannot load it",
+    ),
     "containers-stray": ("container.stray-entry", "not a container directory"),
     "driver-stray": ("driver.stray-entry", "a file where the driver keeps layer directories"),
     "devicemapper-tmp": ("devicemapper.tmp-leftover", "left by an interrupted device record write"),

@@ -34,6 +34,8 @@ def read_graph(ev: Evidence, host: Host) -> None:
         if name == "_tmp":
             for leftover in ev.listdir_or_empty(rel):
                 host.add_leftover("graph-tmp", f"{rel}/{leftover}")
+        elif entries[name] == "dir" and not is_hex64(name) and ev.exists(f"{rel}/json"):
+            host.add_leftover("graph-malformed", rel)
         elif not is_hex64(name) or entries[name] != "dir":
             host.add_leftover("graph-stray", rel)
         else:
