@@ -170,6 +170,7 @@ class DeviceSet:
     transaction_device_id: int | None = None
     has_transaction: bool = False
     pool_files: dict[str, PoolFile] = field(default_factory=dict)
+    mount_points: list[str] = field(default_factory=list)  # names under devicemapper/mnt/
     problems: dict[str, Problem] = field(default_factory=dict)
 
 

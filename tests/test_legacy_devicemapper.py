@@ -205,3 +205,48 @@ def test_pending_transaction_is_named(cli, dm_root: Path, dm_truth: dict[str, An
         f for f in result.json()["findings"] if f["check"] == "devicemapper.transaction-pending"
     ]
     assert pending and "device 14" in pending[0]["message"] and pending[0]["severity"] == "warning"
+
+
+def test_mount_point_without_device(cli, dm_root: Path) -> None:
+    (dm_root / "devicemapper/mnt" / ("d" * 64)).mkdir()
+    found = cli("verify", dm_root, "--format", "json").json()["findings"]
+    assert ("devicemapper.mnt-orphan", f"devicemapper/mnt/{'d' * 64}") in [
+        (f["check"], f["path"]) for f in found
+    ]
+
+
+LEGACY_FILES = [
+    "repositories-devicemapper",
+    "linkgraph.db",
+    f"{META}/deviceset-metadata",
+    f"{META}/transaction-metadata",
+    f"{META}/base",
+]
+CONTENTS = [
+    b"",
+    b"\0" * 40,
+    b"[]",
+    b"null",
+    b'{"a":',
+    b"\xff\xfe",
+    b'{"device_id": "x", "size": -1}',
+]
+
+
+@pytest.mark.parametrize("rel", LEGACY_FILES)
+def test_hostile_content_in_legacy_files(
+    cli, dm_root: Path, dm_truth: dict[str, Any], rel: str
+) -> None:
+    top, cid = _top(dm_truth), _cid(dm_truth)
+    targets = [rel, f"graph/{top}/json", f"graph/{top}/layersize", f"containers/{cid}/config.json"]
+    for content in CONTENTS:
+        for target in targets:
+            (dm_root / target).write_bytes(content)
+        result = cli("verify", dm_root, "--format", "json")
+        assert result.code == 4, (rel, content, result.stderr)
+        assert "internal error" not in result.stderr
+        paths = {f["path"] for f in result.json()["findings"]}
+        assert any(p == rel or p.startswith(rel) for p in paths) or rel == "linkgraph.db", (
+            rel,
+            content,
+        )

@@ -260,6 +260,9 @@ _CHECKS = [
         "warning",
         "a crashed create or delete that the daemon rolls back",
     ),
+    Check(
+        "devicemapper.mnt-orphan", "warning", "a mount point under mnt/ of a device with no record"
+    ),
     Check("devicemapper.tmp-leftover", "warning", "a temp file of an interrupted record write"),
     Check(
         "devicemapper.base-missing", "warning", "no base device record: the daemon makes a new base"

@@ -33,6 +33,7 @@ def check_devicemapper(host: Host) -> Iterator[Finding]:
     yield from _check_next_id(host, ds)
     yield from _check_transaction(host, ds)
     yield from _check_base_and_files(host, ds)
+    yield from _check_mount_points(host, ds)
 
 
 def _check_device_ids(host: Host) -> Iterator[Finding]:
@@ -98,6 +99,18 @@ def _check_transaction(host: Host, ds: DeviceSet) -> Iterator[Finding]:
         object_type="device",
         object_id=name,
     )
+
+
+def _check_mount_points(host: Host, ds: DeviceSet) -> Iterator[Finding]:
+    for name in ds.mount_points:
+        if name not in host.devices:
+            yield finding(
+                "devicemapper.mnt-orphan",
+                f"devicemapper/mnt/{name}",
+                "a mount point of a device that has no record",
+                object_type="device",
+                object_id=name,
+            )
 
 
 def _check_base_and_files(host: Host, ds: DeviceSet) -> Iterator[Finding]:

@@ -31,6 +31,7 @@ def read_devicemapper(ev: Evidence, host: Host, base: str = BASE) -> None:
             failure.path, failure.kind, failure.detail
         )
     _read_pool_files(ev, host.deviceset, f"{base}/devicemapper")
+    host.deviceset.mount_points = sorted(ev.names(f"{base}/mnt"))
 
 
 def _read_records(d: DirHandle, host: Host) -> None:

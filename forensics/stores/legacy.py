@@ -144,6 +144,8 @@ def read_repositories(ev: Evidence, host: Host, driver: str | None) -> None:
 def _linkgraph_edges(data: bytes) -> list[tuple[str, str, str]]:
     """The edges of a linkgraph.db given as bytes, queried from an in-memory copy: the evidence
     file is never opened by SQLite, so no journal or -wal/-shm file can appear."""
+    if not data.startswith(b"SQLite format 3\0"):
+        raise sqlite3.DatabaseError("not an SQLite database (no SQLite header)")
     db = sqlite3.connect(":memory:")
     try:
         db.deserialize(data)
@@ -165,7 +167,7 @@ def read_linkgraph(ev: Evidence, host: Host) -> None:
         return
     try:
         host.link_edges = _linkgraph_edges(data)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, MemoryError) as exc:  # sqlite3 says MemoryError for some bad input
         host.problems["linkgraph"] = Problem(LINKGRAPH, "invalid", f"unreadable SQLite: {exc}")
         return
     for entity, parent, name in host.link_edges:

@@ -1,0 +1,207 @@
+"""Reading a layer's files by tar name, confined to the layer's content directory.
+
+tar-split's own getter opens ``Join(dir, name)``: ``..`` can climb out and every symlink on the
+way is followed (``shared/reference/tar-split.md`` §8). Here a name is cleaned lexically and
+refused when it climbs above the directory; then it is walked one component at a time with
+``openat``-style calls relative to directory descriptors opened with ``O_NOFOLLOW``, so no
+symlink is ever followed, neither on the way nor at the end, and nothing but a regular file is
+opened for reading (no FIFO, no device).
+
+The content directory itself is opened through :class:`forensics.evidence.Evidence`, which
+guarantees that no directory between ROOT and it is a symlink.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from forensics.evidence import Evidence
+
+__all__ = ["ConfinedDir", "Refusal", "clean_name"]
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NOATIME = getattr(os, "O_NOATIME", 0)
+#: directories kept open: tar members come in directory order, so a few suffice
+_CACHE = 64
+
+Parts = tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a member was not read. ``kind``: ``missing``, ``unsafe-path`` (a symlink on the way,
+    or a name that climbs out), ``not-regular`` (the member is no regular file; ``mode`` says
+    what it is), ``unreadable`` (an I/O or permission error)."""
+
+    kind: str
+    detail: str
+    mode: int = 0
+
+
+def clean_name(name: bytes) -> Parts | None:
+    """The components of tar name ``name`` relative to the layer dir, or None when it climbs
+    above it (``../x``, ``a/../../x``) or holds a NUL. Leading ``/`` and ``./`` are dropped and
+    ``..`` inside the tree is resolved, as Go's ``filepath.Join`` does."""
+    if b"\0" in name:
+        return None
+    parts: list[bytes] = []
+    for comp in name.split(b"/"):
+        if comp in (b"", b"."):
+            continue
+        if comp == b"..":
+            if not parts:
+                return None
+            parts.pop()
+        else:
+            parts.append(comp)
+    return tuple(parts)
+
+
+class ConfinedDir:
+    """A content directory held open; members are looked up by cleaned name components."""
+
+    def __init__(self, ev: Evidence, rel: str) -> None:
+        """Open directory ``rel`` of the evidence. Raises ``ReadFailure`` when it is missing,
+        a symlink, or lies under one."""
+        handle = ev.opendir(rel)
+        try:
+            self.fd = os.dup(handle.fd)
+        finally:
+            handle.close()
+        self.rel = rel
+        self._dirs: OrderedDict[Parts, int] = OrderedDict()
+
+    def __enter__(self) -> ConfinedDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for fd in self._dirs.values():
+            os.close(fd)
+        self._dirs.clear()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def path_of(self, parts: Parts) -> str:
+        """The member's path relative to ROOT, for messages (undecodable bytes escaped)."""
+        tail = b"/".join(parts).decode("utf-8", "surrogateescape")
+        return f"{self.rel}/{tail}" if tail else self.rel
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def dir_fd(self, parts: Parts) -> int | Refusal:
+        """A descriptor of directory ``parts`` (owned by the cache: do not close it)."""
+        if not parts:
+            return self.fd
+        fd = self._dirs.get(parts)
+        if fd is not None:
+            self._dirs.move_to_end(parts)
+            return fd
+        parent = self.dir_fd(parts[:-1])
+        if isinstance(parent, Refusal):
+            return parent
+        try:
+            fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
+        except OSError as exc:
+            return self._why_not_dir(parent, parts, exc)
+        self._dirs[parts] = fd
+        if len(self._dirs) > _CACHE:
+            _, old = self._dirs.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def lstat(self, parts: Parts) -> os.stat_result | Refusal:
+        """lstat of the member (never following it), its directories walked without follow."""
+        if not parts:
+            return os.fstat(self.fd)
+        parent = self.dir_fd(parts[:-1])
+        if isinstance(parent, Refusal):
+            return parent
+        try:
+            return os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+        except OSError as exc:
+            return _refusal(self.path_of(parts), exc)
+
+    def open_regular(self, parts: Parts) -> tuple[int, os.stat_result] | Refusal:
+        """An open descriptor of the regular file ``parts`` and its fstat; the caller closes
+        it. A symlink, directory, device, FIFO or socket is refused before being opened."""
+        parent = self.dir_fd(parts[:-1]) if parts else Refusal("not-regular", "the layer root")
+        if isinstance(parent, Refusal):
+            return parent
+        name = parts[-1]
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except OSError as exc:
+            return _refusal(self.path_of(parts), exc)
+        if not stat.S_ISREG(st.st_mode):
+            return Refusal("not-regular", f"is a {kind_of(st.st_mode)}", st.st_mode)
+        try:
+            fd = _open_noatime(name, parent)
+        except OSError as exc:
+            return _refusal(self.path_of(parts), exc)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):  # replaced between stat and open: refuse all the same
+            os.close(fd)
+            return Refusal("not-regular", f"is a {kind_of(st.st_mode)}", st.st_mode)
+        return fd, st
+
+    def _why_not_dir(self, parent: int, parts: Parts, exc: OSError) -> Refusal:
+        where = self.path_of(parts)
+        if exc.errno == errno.ENOENT:
+            return Refusal("missing", f"{where}: no such directory")
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            try:
+                st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+            except OSError:
+                return Refusal("missing", f"{where}: no such directory")
+            if stat.S_ISLNK(st.st_mode):
+                return Refusal("unsafe-path", f"{where} is a symlink (not followed)", st.st_mode)
+            return Refusal("missing", f"{where} is a {kind_of(st.st_mode)}, not a directory")
+        return Refusal("unreadable", f"{where}: {_reason(exc)}")
+
+
+def _open_noatime(name: bytes, dir_fd: int) -> int:
+    if _NOATIME:
+        try:
+            return os.open(name, _FILE_FLAGS | _NOATIME, dir_fd=dir_fd)
+        except PermissionError:  # O_NOATIME is refused on files of other owners
+            pass
+    return os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+
+
+def _refusal(where: str, exc: OSError) -> Refusal:
+    if exc.errno == errno.ENOENT:
+        return Refusal("missing", f"{where}: no such file")
+    if exc.errno == errno.ELOOP:
+        return Refusal("unsafe-path", f"{where} is a symlink (not followed)")
+    if exc.errno == errno.ENOTDIR:
+        return Refusal("missing", f"{where}: a directory on the way is not a directory")
+    return Refusal("unreadable", f"{where}: {_reason(exc)}")
+
+
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or str(exc)).lower()
+
+
+def kind_of(mode: int) -> str:
+    """A file type in words."""
+    for test, word in (
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISDIR, "directory"),
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISSOCK, "socket"),
+    ):
+        if test(mode):
+            return word
+    return "special file"

@@ -1,0 +1,112 @@
+"""Read-only access to a metadata file (or an image of a ``_tmeta`` device) by 4096-byte block.
+
+The file is memory-mapped read-only; numpy views over the map give the btree node headers of
+every block and the file as 64-bit words, so that bulk decoding never copies whole blocks.
+Block numbers are checked against the file's end before any access: a truncated file yields
+findings, not exceptions.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import stat
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+
+from forensics.formats import thin as fmt
+
+
+class MetadataOpenError(Exception):
+    """The metadata cannot be opened or read at all (missing, a directory, no permission)."""
+
+
+class MetadataFile:
+    """A metadata file opened read-only. ``nr_blocks`` counts whole blocks; a partial last
+    block is ignored (and reported by the checker)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            raise MetadataOpenError(f"{path}: {exc.strerror or exc}") from None
+        try:
+            self.size = self._size(fd)
+            self._map = mmap.mmap(fd, self.size, access=mmap.ACCESS_READ) if self.size else None
+        except OSError as exc:
+            raise MetadataOpenError(f"{path}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+        self.nr_blocks = self.size // fmt.BLOCK_SIZE
+        buffer = self._map if self._map is not None else b""
+        length = self.nr_blocks * fmt.BLOCK_SIZE
+        #: the node header fields of every whole block (a structured array, one item per block)
+        self.headers = np.frombuffer(buffer, dtype=fmt.NODE_BLOCK_DTYPE, count=self.nr_blocks)
+        #: the whole blocks as little-endian 64-bit words, flat
+        self.words = np.frombuffer(buffer, dtype="<u8", count=length // 8)
+        #: the whole blocks as bytes, one row per block
+        self.bytes = np.frombuffer(buffer, dtype=np.uint8, count=length).reshape(-1, 4096)
+
+    @staticmethod
+    def _size(fd: int) -> int:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise OSError(21, "is a directory")
+        if stat.S_ISREG(st.st_mode):
+            return st.st_size
+        return os.lseek(fd, 0, os.SEEK_END)  # a block device: its size is where its end is
+
+    def __enter__(self) -> MetadataFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.headers = self.words = self.bytes = np.zeros(0)
+        if self._map is not None:
+            try:
+                self._map.close()
+            except BufferError:  # a caller still holds a view; the map goes with it
+                pass
+            self._map = None
+
+    def contains(self, blocknr: int) -> bool:
+        return 0 <= blocknr < self.nr_blocks
+
+    def block(self, blocknr: int) -> bytes:
+        """The 4096 bytes of block ``blocknr``, which must be :meth:`contains`-ed."""
+        if not self.contains(blocknr):
+            raise IndexError(f"block {blocknr} is past the end of {self.path}")
+        assert self._map is not None
+        start = blocknr * fmt.BLOCK_SIZE
+        return self._map[start : start + fmt.BLOCK_SIZE]
+
+    def head(self, length: int) -> bytes:
+        """The first ``length`` bytes of the file (fewer if it is shorter)."""
+        if self._map is None:
+            return b""
+        return self._map[: min(length, self.size)]
+
+    def checksum_ok(self, blocknr: int, xor: int) -> bool:
+        return fmt.checksum_ok(self.block(blocknr), xor)
+
+    def checksums_ok(self, blocks: np.ndarray, xor: int) -> np.ndarray:
+        """The checksum verdict of each block in ``blocks`` (all inside the file)."""
+        assert self._map is not None or blocks.size == 0
+        mm = self._map
+        out = np.empty(blocks.size, dtype=bool)
+        value = fmt.google_crc32c.value
+        for i, b in enumerate(blocks.tolist()):
+            start = b * fmt.BLOCK_SIZE
+            stored = int.from_bytes(mm[start : start + 4], "little")  # type: ignore[index]
+            out[i] = stored == value(mm[start + 4 : start + fmt.BLOCK_SIZE]) ^ 0xFFFFFFFF ^ xor  # type: ignore[index]
+        return out
