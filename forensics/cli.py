@@ -7,6 +7,7 @@ Exit codes follow e2fsck: 0 clean, 4 errors found, 8 operational error, 16 usage
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
 import sys
@@ -26,6 +27,12 @@ from forensics.report import Finding, count_by_severity, findings_jsonl, finding
 from forensics.stores import read_host
 
 DEFAULT_ROOT = "/var/lib/docker"
+PLUGIN_METADATA = {
+    "SchemaVersion": "0.1.0",
+    "Vendor": "docker-forensics",
+    "Version": __version__,
+    "ShortDescription": "Examine Docker's storage directory offline",
+}
 EXIT_OK, EXIT_ERRORS, EXIT_OPERATIONAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 4, 8, 16, 32
 
 
@@ -157,10 +164,23 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+@cli.command("docker-cli-plugin-metadata", hidden=True)
+def plugin_metadata() -> int:
+    """What the Docker CLI asks a plugin before it lists or runs it."""
+    _emit(json.dumps(PLUGIN_METADATA) + "\n")
+    return EXIT_OK
+
+
+def _plugin_arguments(argv: list[str]) -> list[str]:
+    """As a Docker CLI plugin (``docker forensics …``) we are called with our own name first."""
+    return argv[1:] if argv[:1] == ["forensics"] else argv
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns (and exits with) the e2fsck-style code."""
+    args = _plugin_arguments(sys.argv[1:] if argv is None else argv)
     try:
-        status = cli.main(args=argv, prog_name="docker-forensics", standalone_mode=False)
+        status = cli.main(args=args, prog_name="docker-forensics", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
         status = EXIT_USAGE
