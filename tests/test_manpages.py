@@ -126,7 +126,7 @@ def entries_of(lines: list[str], subsection: str | None = None) -> dict[str, str
     return out
 
 
-VERBS = sorted(cli.commands)
+VERBS = sorted(name for name, command in cli.commands.items() if not command.hidden)
 PAGES = sorted(MAN.glob("*.1"))
 ROOT_CTX = click.Context(cli, info_name=PROG)
 INVENTORY_PAGE = MAN / f"{PROG}-inventory.1"
