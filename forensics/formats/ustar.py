@@ -155,6 +155,10 @@ def parse_number(field: bytes) -> int:
         if field[0] & 0x40:  # negative base-256 (two's complement)
             value -= 1 << (8 * len(field) - 1)
         return value
+    try:  # the usual "0000644\0": one call
+        return int(field.rstrip(b"\0 ") or b"0", 8)
+    except ValueError:
+        pass
     text = field.split(b"\0", 1)[0].strip(b" ")
     if not text:
         return 0
@@ -172,22 +176,23 @@ def decode_header(block: bytes) -> RawHeader:
         if not block.strip(b"\0"):
             raise HeaderError("a zero block where a header should be")
         raise HeaderError("header checksum mismatch")
-    f = dict(zip(_FIELDS, _LAYOUT.unpack_from(block), strict=True))
+    (name, mode, uid, gid, size, mtime, _, typeflag, linkname, magic, _, uname, gname, major,
+     minor, prefix, _) = _LAYOUT.unpack_from(block)  # fmt: skip
     return RawHeader(
-        name=_cstr(f["name"]),
-        mode=parse_number(f["mode"]),
-        uid=parse_number(f["uid"]),
-        gid=parse_number(f["gid"]),
-        size=parse_number(f["size"]),
-        mtime=parse_number(f["mtime"]),
-        typeflag=f["typeflag"],
-        linkname=_cstr(f["linkname"]),
-        magic=f["magic"],
-        uname=_cstr(f["uname"]),
-        gname=_cstr(f["gname"]),
-        devmajor=_device_number(f["devmajor"]),
-        devminor=_device_number(f["devminor"]),
-        prefix=_cstr(f["prefix"]),
+        name=_cstr(name),
+        mode=parse_number(mode),
+        uid=parse_number(uid),
+        gid=parse_number(gid),
+        size=parse_number(size),
+        mtime=parse_number(mtime),
+        typeflag=typeflag,
+        linkname=_cstr(linkname),
+        magic=magic,
+        uname=_cstr(uname),
+        gname=_cstr(gname),
+        devmajor=_device_number(major),
+        devminor=_device_number(minor),
+        prefix=_cstr(prefix),
     )
 
 
@@ -215,7 +220,7 @@ def parse_pax(data: bytes) -> dict[str, bytes]:
     return records
 
 
-def read_member(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple[Member, int]:
+def read_member(buf: bytes, offset: int = 0) -> tuple[Member, int]:
     """The member whose header(s) start at ``offset`` of ``buf``, and the offset just after its
     last header block (where its data begins). Extension headers and their data must lie in
     ``buf``. Raises HeaderError."""
@@ -223,14 +228,14 @@ def read_member(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple[M
     long_name: bytes | None = None
     long_link: bytes | None = None
     while True:
-        raw = decode_header(bytes(buf[offset : offset + BLOCK]))
+        raw = decode_header(buf[offset : offset + BLOCK])
         offset += BLOCK
         if raw.typeflag not in _EXTENSIONS:
             break
         end = offset + raw.size
         if end > len(buf):
             raise HeaderError(f"extension header {raw.typeflag!r} data cut short")
-        data = bytes(buf[offset:end])
+        data = buf[offset:end]
         offset += _padded(raw.size)
         if raw.typeflag == b"x":
             pax.update(parse_pax(data))
@@ -259,6 +264,13 @@ def _apply(
         devminor=raw.devminor,
         pax=pax,
     )
+    if pax:
+        _apply_pax(member, pax)
+    return member
+
+
+def _apply_pax(member: Member, pax: dict[str, bytes]) -> None:
+    """PAX records override the header's fields (Go's archive/tar mergePAX)."""
     if "path" in pax:
         member.name = pax["path"]
     if "linkpath" in pax:
@@ -277,7 +289,6 @@ def _apply(
         member.uname = pax["uname"]
     if "gname" in pax:
         member.gname = pax["gname"]
-    return member
 
 
 def _padded(size: int) -> int:

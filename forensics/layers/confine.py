@@ -130,19 +130,24 @@ class ConfinedDir:
         except OSError as exc:
             return _refusal(self.path_of(parts), exc)
 
-    def open_regular(self, parts: Parts) -> tuple[int, os.stat_result] | Refusal:
+    def open_regular(
+        self, parts: Parts, *, listed_regular: bool = False
+    ) -> tuple[int, os.stat_result] | Refusal:
         """An open descriptor of the regular file ``parts`` and its fstat; the caller closes
-        it. A symlink, directory, device, FIFO or socket is refused before being opened."""
+        it. A symlink, directory, device, FIFO or socket is refused before being opened: by
+        an lstat, or — ``listed_regular`` — because its directory listing said it is a regular
+        file (as :class:`~forensics.evidence.DirHandle` does); fstat confirms after the open."""
         parent = self.dir_fd(parts[:-1]) if parts else Refusal("not-regular", "the layer root")
         if isinstance(parent, Refusal):
             return parent
         name = parts[-1]
-        try:
-            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
-        except OSError as exc:
-            return _refusal(self.path_of(parts), exc)
-        if not stat.S_ISREG(st.st_mode):
-            return Refusal("not-regular", f"is a {kind_of(st.st_mode)}", st.st_mode)
+        if not listed_regular:
+            try:
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+            except OSError as exc:
+                return _refusal(self.path_of(parts), exc)
+            if not stat.S_ISREG(st.st_mode):
+                return Refusal("not-regular", f"is a {kind_of(st.st_mode)}", st.st_mode)
         try:
             fd = _open_noatime(name, parent)
         except OSError as exc:

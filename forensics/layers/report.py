@@ -101,7 +101,7 @@ class LayerProblem:
     """A problem of the layer as a whole. ``kind``: ``tar-split-missing``,
     ``tar-split-damaged`` (``damage`` says how: truncated, corrupt-gzip, bad-json, …),
     ``content-dir-missing``, ``diff-id-mismatch``, ``position-gap``, ``duplicate-path``,
-    ``lossy-name``, ``tar-header-damaged``, ``tar-trailer-damaged``."""
+    ``lossy-name``, ``tar-header-damaged``, ``tar-trailer-damaged``, ``root-unreadable``."""
 
     kind: str
     path: str
@@ -170,6 +170,8 @@ class LayerReport:
         for p in self.problems:
             severity = "warning" if p.kind in ("lossy-name", "position-gap") else "error"
             yield Issue(f"layer.{p.kind}", severity, p.path, p.message, p.damage)
+        if any(p.kind == "content-dir-missing" for p in self.problems):
+            return  # one finding says it: not one per file
         for f in self.files:
             check = _FILE_CHECKS.get(f.status)
             if check is None:
