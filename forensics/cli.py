@@ -13,7 +13,7 @@ import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -23,8 +23,20 @@ from forensics.evidence import Evidence, RootError
 from forensics.inventory import build_inventory, inventory_text
 from forensics.model import Host
 from forensics.progress import set_enabled
-from forensics.report import Finding, count_by_severity, findings_jsonl, findings_text, to_json
+from forensics.report import (
+    Finding,
+    count_by_severity,
+    findings_jsonl,
+    findings_text,
+    printable,
+    sort_findings,
+    to_json,
+)
 from forensics.stores import read_host
+
+if TYPE_CHECKING:  # the layer checks load construct: imported only where they are used
+    from forensics.deep import DeepResult
+    from forensics.layers import LayerReport
 
 DEFAULT_ROOT = "/var/lib/docker"
 PLUGIN_METADATA = {
@@ -101,7 +113,12 @@ def inventory(root: str, fmt: str) -> int:
     help="Also write inventory, findings and provenance to this new SQLite database.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace the --sqlite database if it exists.")
-def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool) -> int:
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Also rebuild every layer from its tar-split and files: DiffIDs and per-file crc64.",
+)
+def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool, deep: bool) -> int:
     """Cross-check everything in ROOT and report each problem with its check id and path."""
     started = _now()
     ev = _open_root(root, record_reads=sqlite_out is not None)
@@ -109,6 +126,12 @@ def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool) -> int
         _check_output_path(sqlite_out, ev.root, overwrite)
     host = read_host(ev)
     findings = run_checks(host)
+    deep_result = None
+    if deep:
+        from forensics.deep import verify_deep
+
+        deep_result = verify_deep(ev, host)
+        findings = sort_findings([*findings, *deep_result.findings])
     counts = count_by_severity(findings)
     status = EXIT_ERRORS if counts["error"] else EXIT_OK
     if sqlite_out is not None:
@@ -128,11 +151,11 @@ def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool) -> int
             reads=ev.reads,
         )
         try:
-            export_sqlite(sqlite_out, host, findings, run)
+            export_sqlite(sqlite_out, host, findings, run, deep_result)
         except OSError as exc:
             raise OperationalError(f"{sqlite_out}: {exc.strerror or exc}") from None
     if fmt == "json":
-        _emit(to_json(_verify_document(host, findings, counts)))
+        _emit(to_json(_verify_document(host, findings, counts, deep_result)))
     elif fmt == "jsonl":
         _emit(findings_jsonl(findings))
     else:
@@ -140,14 +163,68 @@ def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool) -> int
     return status
 
 
-def _verify_document(host: Host, findings: list[Finding], counts: dict[str, int]) -> dict[str, Any]:
-    return {
+def _verify_document(
+    host: Host, findings: list[Finding], counts: dict[str, int], deep: DeepResult | None
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {
         "root": host.root,
         "layout": host.layout,
         "driver": host.driver,
         "summary": counts,
         "findings": [f.as_dict() for f in findings],
     }
+    if deep is not None:
+        doc["layers"] = [r.to_dict(files=False) for r in sorted(deep.layers, key=_layer_key)]
+        doc["diffs"] = {d.container_id: d.lines() for d in deep.diffs}
+    return doc
+
+
+def _layer_key(report: LayerReport) -> str:
+    return report.layer_id
+
+
+@cli.command("diff")
+@click.argument("container")
+@root_argument
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def diff_command(container: str, root: str, fmt: str) -> int:
+    """What CONTAINER's writable layer added (A), changed (C) and deleted (D), as docker diff."""
+    ev = _open_root(root)
+    host = read_host(ev)
+    cid = _resolve_container(host, container)
+    from forensics.layers import container_diff, diff_plan
+
+    plan = diff_plan(host, cid)
+    if isinstance(plan, str):
+        raise OperationalError(plan)
+    result = container_diff(plan)
+    for path, message in result.problems:
+        click.echo(f"docker-forensics: {path}: {message}", err=True)
+    if fmt == "json":
+        changes = [{"kind": c.kind, "path": c.path} for c in result.changes]
+        _emit(to_json({"container": cid, "changes": changes, "problems": result.problems}))
+    else:
+        _emit("".join(printable(line) + "\n" for line in result.lines()))
+    return EXIT_ERRORS if result.problems else EXIT_OK
+
+
+def _resolve_container(host: Host, wanted: str) -> str:
+    """A full id, a unique id prefix, or a name (with or without its leading slash)."""
+    if wanted in host.containers:
+        return wanted
+    name = wanted.removeprefix("/")
+    by_name = [c.id for c in host.containers.values() if c.name == name]
+    by_prefix = (
+        [cid for cid in host.containers if cid.startswith(wanted)] if len(wanted) >= 4 else []
+    )
+    matches = by_name or by_prefix
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise click.UsageError(f"no such container: {wanted}")
+    raise click.UsageError(f"{wanted} names {len(matches)} containers: give more of the id")
 
 
 def _check_output_path(out: Path, root: Path, overwrite: bool) -> None:

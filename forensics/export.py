@@ -11,11 +11,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
 from forensics.evidence import FileRead
+
+if TYPE_CHECKING:
+    from forensics.deep import DeepResult
 from forensics.inventory import build_inventory
 from forensics.model import Host
 from forensics.report import Finding, count_by_severity
@@ -36,13 +39,21 @@ class RunInfo:
     reads: dict[str, FileRead] = field(default_factory=dict)
 
 
-def export_sqlite(out: Path, host: Host, findings: list[Finding], run: RunInfo) -> None:
+def export_sqlite(
+    out: Path,
+    host: Host,
+    findings: list[Finding],
+    run: RunInfo,
+    deep: DeepResult | None = None,
+) -> None:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
         db = sqlite_utils.Database(tmp)
         try:
             _write(db, host, findings, run)
+            if deep is not None:
+                _write_deep(db, deep)
         finally:
             db.close()
         os.replace(tmp, out)
@@ -317,3 +328,57 @@ def _finding_rows(host: Host, findings: list[Finding], run_id: int) -> list[dict
         row["device_hash"] = f.object_id if f.object_type == "device" else None
         rows.append(row)
     return rows
+
+
+def _write_deep(db: sqlite_utils.Database, deep: DeepResult) -> None:
+    """What ``verify --deep`` found: every file of every layer, each layer's recomputed DiffID,
+    and what each container changed."""
+    db["layer_checks"].insert_all(
+        (
+            {
+                "layer_id": r.layer_id,
+                "computed_diff_id": r.diff_id,
+                "recorded_diff_id": r.recorded_diff_id,
+                "diff_id_matches": r.diff_id_matches,
+                "tar_bytes": r.tar_bytes,
+                "file_bytes": r.file_bytes,
+                "files_read": r.files_read,
+                "complete": r.complete,
+            }
+            for r in deep.layers
+        ),
+        pk="layer_id",
+        foreign_keys=[("layer_id", "layers", "id")],
+    )
+    db["layer_files"].insert_all(
+        (
+            {
+                "layer_id": r.layer_id,
+                "path": "/" + f.path,
+                "type": f.type,
+                "size": f.size,
+                "mode": f.mode,
+                "crc64": f.crc64,
+                "status": f.status,
+                "detail": f.detail,
+                "linkname": f.linkname,
+                "disk_path": f.disk_path,
+            }
+            for r in deep.layers
+            for f in r.files
+        ),
+        pk=("layer_id", "path", "status"),
+        foreign_keys=[("layer_id", "layers", "id")],
+        batch_size=5000,
+        replace=True,
+    )
+    db["layer_files"].create_index(["path"], if_not_exists=True)
+    db["container_changes"].insert_all(
+        (
+            {"container_id": d.container_id, "kind": c.kind, "path": c.path}
+            for d in deep.diffs
+            for c in d.changes
+        ),
+        pk=("container_id", "path"),
+        foreign_keys=[("container_id", "containers", "id")],
+    )

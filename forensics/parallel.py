@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from forensics.evidence import Evidence, FileRead
 
@@ -21,7 +21,7 @@ R = TypeVar("R")
 MIN_PARALLEL = 2000
 CHUNK = 1000
 
-_job: tuple[Evidence, Callable[[Evidence, str], object]] | None = None
+_job: tuple[Evidence, Callable[[Evidence, Any], object]] | None = None
 
 
 def workers() -> int:
@@ -36,21 +36,25 @@ def workers() -> int:
 
 
 def map_entries(
-    ev: Evidence, fn: Callable[[Evidence, str], R], names: Sequence[str]
+    ev: Evidence,
+    fn: Callable[[Evidence, T], R],
+    items: Sequence[T],
+    *,
+    min_parallel: int | None = None,
+    chunk: int | None = None,
 ) -> Iterator[R]:
-    """``fn(ev, name)`` for every name, in order; in forked workers when that pays off."""
+    """``fn(ev, item)`` for every item, in order; in forked workers when that pays off: from
+    ``min_parallel`` items on, ``chunk`` items per task (cheap work wants big chunks)."""
     count = workers()
-    if (
-        count < 2
-        or len(names) < MIN_PARALLEL
-        or "fork" not in multiprocessing.get_all_start_methods()
-    ):
-        for name in names:
-            yield fn(ev, name)
+    threshold = MIN_PARALLEL if min_parallel is None else min_parallel
+    size = CHUNK if chunk is None else chunk
+    if count < 2 or len(items) < threshold or "fork" not in multiprocessing.get_all_start_methods():
+        for item in items:
+            yield fn(ev, item)
         return
     global _job
     _job = (ev, fn)
-    chunks = [names[i : i + CHUNK] for i in range(0, len(names), CHUNK)]
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
     try:
         with multiprocessing.get_context("fork").Pool(count) as pool:
             for results, reads in pool.imap(_run_chunk, chunks):
@@ -60,7 +64,7 @@ def map_entries(
         _job = None
 
 
-def _run_chunk(names: Sequence[str]) -> tuple[list[object], dict[str, FileRead]]:
+def _run_chunk(names: Sequence[Any]) -> tuple[list[object], dict[str, FileRead]]:
     assert _job is not None
     ev, fn = _job
     ev.reads = {}

@@ -25,3 +25,23 @@ def track(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T
         yield from items
         return
     yield from tqdm(items, desc=desc, total=total, unit="", file=sys.stderr, leave=False)
+
+
+class ByteBar:
+    """A progress bar in bytes (tqdm on a terminal, nothing otherwise)."""
+
+    def __init__(self, desc: str, total: int) -> None:
+        show = _enabled and sys.stderr.isatty()
+        self._bar = (
+            tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=sys.stderr, leave=False)
+            if show
+            else None
+        )
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

@@ -99,6 +99,39 @@ _CHECKS = [
         "a leftover of an interrupted operation in graph/_tmp",
     ),
     Check("layer.graph-stray", "warning", "an entry in graph/ that is not an image"),
+    # layer contents (verify --deep)
+    Check("layer.file-modified", "error", "a layer file whose crc64 differs from the tar-split's"),
+    Check(
+        "layer.file-size-changed", "error", "a layer file whose size differs from the tar-split's"
+    ),
+    Check("layer.file-mode-changed", "error", "a layer entry whose permission bits changed"),
+    Check(
+        "layer.file-type-changed", "error", "a layer entry of another type (file, link, dir) now"
+    ),
+    Check(
+        "layer.file-missing", "error", "a layer entry that the tar-split names and the disk lacks"
+    ),
+    Check("layer.file-extra", "error", "a file in a layer's diff that the tar-split does not hold"),
+    Check("layer.file-unreadable", "error", "a layer file that cannot be read"),
+    Check("layer.file-unverifiable", "info", "a layer entry that cannot be checked (e.g. sparse)"),
+    Check(
+        "layer.tar-header-damaged", "error", "a tar header in the tar-split that fails its checksum"
+    ),
+    Check("layer.tar-trailer-damaged", "error", "the end of the layer tar is not two zero blocks"),
+    Check(
+        "layer.unsafe-path", "error", "a tar-split entry whose path leaves the layer (never read)"
+    ),
+    Check("layer.diff-id-mismatch", "error", "the rebuilt layer tar does not hash to its DiffID"),
+    Check(
+        "layer.tar-split-damaged", "error", "a tar-split that is truncated, not gzip or not JSON"
+    ),
+    Check(
+        "layer.content-dir-missing", "error", "the layer's files (its driver directory) are gone"
+    ),
+    Check("layer.duplicate-path", "error", "a tar-split that names one path twice"),
+    Check("layer.root-unreadable", "error", "ROOT vanished while the layer was checked"),
+    Check("layer.position-gap", "warning", "tar-split entry positions that skip a number"),
+    Check("layer.lossy-name", "warning", "a name that tar-split stored as lossy UTF-8"),
     # mounts
     Check("mount.container-missing", "error", "a mount record whose container is gone"),
     Check("mount.dir-missing", "error", "a mount record path is not a directory"),

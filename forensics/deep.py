@@ -1,0 +1,77 @@
+"""``verify --deep``: every layer rebuilt from its tar-split and its files, in parallel.
+
+The per-layer work is in :mod:`forensics.layers`; this module runs it over a host (forked
+workers, a progress bar in bytes), turns what it found into findings with the catalogue's
+severities, and computes what each container changed, for the report and the SQLite export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from forensics.checks.catalog import finding
+from forensics.evidence import Evidence
+from forensics.layers import (
+    DiffResult,
+    LayerJob,
+    LayerReport,
+    container_diff,
+    diff_plan,
+    layer_jobs,
+    verify_layer,
+)
+from forensics.model import Host
+from forensics.parallel import map_entries
+from forensics.progress import ByteBar
+from forensics.report import Finding
+
+#: already reported by the quick checks of every modern layer
+QUICK_CHECKS = {"layer.tar-split-missing"}
+
+
+@dataclass
+class DeepResult:
+    layers: list[LayerReport] = field(default_factory=list)
+    diffs: list[DiffResult] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def verify_deep(ev: Evidence, host: Host) -> DeepResult:
+    result = DeepResult()
+    jobs = layer_jobs(host)
+    sizes = {
+        layer.id: layer.size or 0 for h in (host, host.legacy) if h for layer in h.layers.values()
+    }
+    bar = ByteBar("layers", sum(sizes.get(job.layer_id, 0) for job in jobs))
+    try:
+        for report in map_entries(ev, _verify_one, jobs, min_parallel=2, chunk=4):
+            bar.update(report.bytes_read)
+            result.layers.append(report)
+    finally:
+        bar.close()
+    for report in result.layers:
+        result.findings.extend(_layer_findings(report))
+    for cid in sorted(host.containers):
+        plan = diff_plan(host, cid)
+        if not isinstance(plan, str):
+            result.diffs.append(container_diff(plan))
+    return result
+
+
+def _verify_one(ev: Evidence, job: LayerJob) -> LayerReport:
+    return verify_layer(job, ev=ev)
+
+
+def _layer_findings(report: LayerReport) -> list[Finding]:
+    return [
+        finding(
+            issue.check,
+            issue.path,
+            issue.message,
+            object_type="layer",
+            object_id=report.layer_id,
+            damage=issue.damage,
+        )
+        for issue in report.issues()
+        if issue.check not in QUICK_CHECKS
+    ]
