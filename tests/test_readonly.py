@@ -17,6 +17,8 @@ def test_commands_leave_the_tree_unchanged(cli, sample_root: Path, tmp_path: Pat
     assert cli("inventory", sample_root, "--format", "json").code == 0
     assert cli("verify", sample_root).code == 4
     assert cli("verify", sample_root, "--sqlite", tmp_path / "case.db").code == 4
+    assert cli("verify", sample_root, "--deep").code == 4
+    assert cli("diff", "exited", sample_root).code == 0
     assert tree_hash(sample_root) == before
     assert {p: p.stat().st_atime_ns for p in atimes} == atimes, "O_NOATIME keeps access times"
 
@@ -31,9 +33,28 @@ def test_read_only_bind_mount(cli, sample_master: Path, tmp_path: Path) -> None:
         with pytest.raises(OSError):
             (mnt / "probe").write_text("x")
         before = tree_hash(mnt)
-        doc = cli("verify", mnt, "--format", "json", "--sqlite", tmp_path / "case.db").json()
+        doc = cli(
+            "verify", mnt, "--deep", "--format", "json", "--sqlite", tmp_path / "case.db"
+        ).json()
         assert doc["summary"]["error"] == 0
         assert cli("inventory", mnt, "--format", "json").code == 0
         assert tree_hash(mnt) == before
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing owners needs root")
+def test_tree_of_another_owner_without_write_bits(cli, sample_root: Path, tmp_path: Path) -> None:
+    """Evidence copied from another host: other owners, nothing writable."""
+    subprocess.run(["chown", "-R", "--no-dereference", "54321:54321", str(sample_root)], check=True)
+    subprocess.run(["chmod", "-R", "a-w", str(sample_root)], check=True)
+    try:
+        before = tree_hash(sample_root)
+        doc = cli(
+            "verify", sample_root, "--deep", "--format", "json", "--sqlite", tmp_path / "c.db"
+        ).json()
+        assert doc["summary"]["error"] == 0
+        assert cli("inventory", sample_root, "--format", "json").code == 0
+        assert tree_hash(sample_root) == before
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", str(sample_root)], check=True)
