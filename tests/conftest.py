@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
@@ -28,6 +29,19 @@ DRIVER_SAMPLES = {
 }
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# Fuzzing (tests/fuzz): a short seeded run by default, a long run on request:
+#     DOCKER_FORENSICS_FUZZ_EXAMPLES=1000000 python -m pytest -q tests/fuzz -p no:cacheprovider
+settings.register_profile(
+    "ci", max_examples=300, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck)
+)
+settings.register_profile(
+    "long",
+    max_examples=max(1, int(os.environ.get("DOCKER_FORENSICS_FUZZ_EXAMPLES", "") or 1)),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
+settings.load_profile("long" if os.environ.get("DOCKER_FORENSICS_FUZZ_EXAMPLES") else "ci")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

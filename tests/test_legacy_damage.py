@@ -220,3 +220,15 @@ def test_unmigrated_graph_image_is_noted(cli, migrated_root: Path) -> None:
     assert ("migration.not-migrated", f"graph/{NEW}", "info") in [
         (f["check"], f["path"], f["severity"]) for f in found
     ]
+
+
+def test_linkgraph_with_a_damaged_schema(cli, corpus_roots: dict[str, Path], tmp_path: Path) -> None:
+    """Found by fuzzing: one byte of the schema made column names undecodable (a traceback)."""
+    root = copy_tree(corpus_roots["aufs.v1"], tmp_path / "docker")
+    reference = LAYOUT_EXAMPLES / "legacy_1.9.1_aufs" / "linkgraph.db"
+    data = bytearray(reference.read_bytes())
+    data[3761] = 128
+    (root / "linkgraph.db").write_bytes(bytes(data))
+    result = cli("verify", root, "--format", "json")
+    assert result.code == 4 and "internal error" not in result.stderr
+    assert "linkgraph.damaged" in {f["check"] for f in result.json()["findings"]}

@@ -147,12 +147,19 @@ def _linkgraph_edges(data: bytes) -> list[tuple[str, str, str]]:
     if not data.startswith(b"SQLite format 3\0"):
         raise sqlite3.DatabaseError("not an SQLite database (no SQLite header)")
     db = sqlite3.connect(":memory:")
+    db.text_factory = _text  # names that are not UTF-8 are kept, not an exception
     try:
         db.deserialize(data)
         rows = db.execute("SELECT entity_id, parent_id, name FROM edge").fetchall()
+    except UnicodeDecodeError as exc:  # a damaged schema: column names that are not UTF-8
+        raise sqlite3.DatabaseError(f"damaged schema: {exc.reason}") from None
     finally:
         db.close()
     return [(str(e), str(p), str(n)) for e, p, n in rows if p is not None]
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def read_linkgraph(ev: Evidence, host: Host) -> None:
