@@ -19,6 +19,7 @@ import click
 
 from forensics import __version__
 from forensics.checks import run_checks
+from forensics.cli_thin import thin
 from forensics.evidence import Evidence, RootError
 from forensics.inventory import build_inventory, inventory_text
 from forensics.model import Host
@@ -239,6 +240,9 @@ def _check_output_path(out: Path, root: Path, overwrite: bool) -> None:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+cli.add_command(thin)
 
 
 @cli.command("docker-cli-plugin-metadata", hidden=True)

@@ -292,3 +292,121 @@ def put(fmt_char: str, offset: int, value: int) -> Callable[[bytearray], None]:
 
 def get(path: Path, blocknr: int, fmt_char: str, offset: int) -> int:
     return int(struct.unpack_from("<" + fmt_char, read_block(path, blocknr), offset)[0])
+
+
+# -- sharing, as the kernel does it and thin_restore never does ----------------------------------
+
+
+def _node_entries(block: bytes) -> tuple[list[int], list[int], int]:
+    nr, width = struct.unpack_from("<II", block, 16)
+    keys = list(struct.unpack_from(f"<{nr}Q", block, 32))
+    values = list(struct.unpack_from(f"<{nr}Q", block, 32 + 8 * width))
+    return keys, values, width
+
+
+def _set_value(path: Path, blocknr: int, index: int, value: int) -> None:
+    _, _, width = _node_entries(read_block(path, blocknr))
+    edit_block(path, blocknr, put("Q", 32 + 8 * width + 8 * index, value), xor=fmt.BTREE_CSUM_XOR)
+
+
+def _subtree(path: Path, root: int) -> tuple[list[int], list[int]]:
+    """The nodes of a bottom-level subtree and the data blocks its leaves map."""
+    nodes, data = [root], []
+    block = read_block(path, root)
+    _, values, _ = _node_entries(block)
+    if struct.unpack_from("<I", block, 4)[0] & fmt.INTERNAL_NODE:
+        for child in values:
+            sub_nodes, sub_data = _subtree(path, child)
+            nodes += sub_nodes
+            data += sub_data
+    else:
+        data += [v >> fmt.TIME_BITS for v in values]
+    return nodes, data
+
+
+def _adjust_counts(path: Path, bitmaps: list[int], deltas: dict[int, int]) -> None:
+    """Add ``deltas`` to 2-bit bitmap counts (all staying within 0..2)."""
+    raw_of = {0: 0, 1: 2, 2: 1}
+    count_of = {0: 0, 2: 1, 1: 2}
+    by_bitmap: dict[int, dict[int, int]] = {}
+    for b, d in deltas.items():
+        by_bitmap.setdefault(b // fmt.ENTRIES_PER_BITMAP, {})[b % fmt.ENTRIES_PER_BITMAP] = d
+
+    for index, entries in by_bitmap.items():
+
+        def edit(block: bytearray, entries: dict[int, int] = entries) -> None:
+            for entry, delta in entries.items():
+                at, shift = 16 + entry // 4, 2 * (entry % 4)
+                count = count_of[(block[at] >> shift) & 3] + delta
+                block[at] = (block[at] & ~(3 << shift) & 0xFF) | (raw_of[count] << shift)
+
+        edit_block(path, bitmaps[index], edit, xor=fmt.BITMAP_CSUM_XOR)
+
+
+def share_subtree(path: Path, origin: int, snapshot: int, child: int | None = None) -> None:
+    """Make ``snapshot`` share ``origin``'s mapping subtree the way the kernel's create_snap
+    does (``child`` None: the whole root; else only that child of the root), and fix both space
+    maps and the checksums. The snapshot must be an unmodified snapshot of the origin."""
+    sb = fmt.parse_superblock(bytes(read_block(path, 0)))
+    top = int(sb.data_mapping_root)
+    keys, values, _ = _node_entries(read_block(path, top))
+    r1, r2 = values[keys.index(origin)], values[keys.index(snapshot)]
+    if child is None:
+        shared, dropped = r1, r2
+        _set_value(path, top, keys.index(snapshot), r1)
+    else:
+        shared = _node_entries(read_block(path, r1))[1][child]
+        dropped = _node_entries(read_block(path, r2))[1][child]
+        _set_value(path, r2, child, shared)
+    freed, _ = _subtree(path, dropped)
+    _, data = _subtree(path, shared)
+    meta_index = int(sb.metadata_space_map_root.bitmap_root)
+    meta_bitmaps = [
+        int(struct.unpack_from("<Q", read_block(path, meta_index), 16 + 16 * i)[0])
+        for i in range(-(-int(sb.metadata_space_map_root.nr_blocks) // fmt.ENTRIES_PER_BITMAP))
+    ]
+    deltas = {b: -1 for b in freed}
+    deltas[shared] = 1
+    _adjust_counts(path, meta_bitmaps, deltas)
+    data_bitmaps = _index_bitmaps(path, int(sb.data_space_map_root.bitmap_root))
+    _adjust_counts(path, data_bitmaps, dict.fromkeys(data, -1))
+    nr_allocated = int(sb.metadata_space_map_root.nr_allocated) - len(freed)
+    edit_block(path, 0, put("Q", 0xC8, nr_allocated), xor=fmt.SUPERBLOCK_CSUM_XOR)
+
+
+def _index_bitmaps(path: Path, data_index: int) -> list[int]:
+    block = read_block(path, data_index)
+    nr, width = struct.unpack_from("<II", block, 16)
+    return [int(struct.unpack_from("<Q", block, 32 + 8 * width + 16 * i)[0]) for i in range(nr)]
+
+
+def sharing_pool() -> Pool:
+    """Two bases of 2,000 blocks (an internal root over 8 leaves each), each with one unmodified
+    snapshot to share with: 1 → 2 and 3 → 4. No block has more than two references."""
+    pool = Pool()
+    pool.create_thin(1)
+    pool.write(1, np.arange(2000))
+    pool.create_snap(2, 1)
+    pool.create_thin(3)
+    pool.write(3, np.arange(5000, 7000))
+    pool.create_snap(4, 3)
+    return pool
+
+
+def add_metadata_snapshot(path: Path, at: int = 4000) -> None:
+    """Reserve a metadata snapshot by hand as the kernel does (thin_restore cannot): copy the
+    superblock to the free block ``at`` with its space-map roots zeroed, point ``held_root`` at
+    it, and count the copy and one more reference to each of the two tree roots."""
+    sb = fmt.parse_superblock(bytes(read_block(path, 0)))
+    index = int(sb.metadata_space_map_root.bitmap_root)
+    bitmaps = [int(struct.unpack_from("<Q", read_block(path, index), 16)[0])]
+    copy = read_block(path, 0)
+    struct.pack_into("<Q", copy, 8, at)
+    copy[0x40:0x140] = bytes(0x100)
+    fmt.seal_block(copy, fmt.SUPERBLOCK_CSUM_XOR)
+    write_block(path, at, copy)
+    roots = (int(sb.data_mapping_root), int(sb.device_details_root))
+    _adjust_counts(path, bitmaps, {at: 1, roots[0]: 1, roots[1]: 1})
+    allocated = int(sb.metadata_space_map_root.nr_allocated) + 1
+    edit_block(path, 0, put("Q", 0x38, at), xor=fmt.SUPERBLOCK_CSUM_XOR)
+    edit_block(path, 0, put("Q", 0xC8, allocated), xor=fmt.SUPERBLOCK_CSUM_XOR)

@@ -1,0 +1,575 @@
+"""Walking persistent-data btrees with bounds, loop and key-range protection.
+
+A :class:`ForestWalker` reads one or more trees of the same value type (all the bottom-level
+mapping trees of a pool, or a single details tree) in two phases:
+
+1. the internal nodes, depth first in Python (there are few: about one per 250 leaves), each
+   checked like ``thin_check`` checks it; children come out of the node as numpy arrays;
+2. the leaves, all at once: headers through the numpy view of every block, keys and values
+   gathered from the file with index arithmetic (no per-leaf Python work beyond the checksum).
+
+Subtrees shared between trees (snapshots share their origin's nodes) are walked once: a memo
+keyed by block hands the second tree the leaves found under it. A node that fails a check is
+reported once, with the key range that its parent gives it: what the damage hides. Every child
+pointer of a node visited for the first time is a metadata reference (for the space-map check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from forensics.formats import thin as fmt
+from forensics.thin.blocks import MetadataFile
+from forensics.thin.findings import Findings
+
+KEY_MAX = (1 << 64) - 1
+MAX_DEPTH = 16
+WORDS_PER_BLOCK = fmt.BLOCK_SIZE // 8
+HEADER_WORDS = fmt.NODE_HEADER_SIZE // 8
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Keys ``lo..hi`` (inclusive) of tree ``owner`` are unreadable because of ``block``."""
+
+    owner: int
+    block: int
+    lo: int
+    hi: int
+
+
+@dataclass
+class Forest:
+    """The readable leaves of a set of trees, in key order per tree.
+
+    ``leaf_*`` describe each distinct readable leaf; ``keys``/``values`` hold their entries flat
+    (leaf *i* at ``leaf_start[i]`` for ``leaf_nr[i]`` entries). ``ref_owner``/``ref_leaf`` list,
+    tree by tree and in key order, the leaves each tree reaches (a shared leaf once per tree).
+    """
+
+    owners: list[int]
+    value_size: int
+    leaf_blocks: np.ndarray
+    leaf_nr: np.ndarray
+    leaf_start: np.ndarray
+    keys: np.ndarray
+    values: np.ndarray
+    ref_owner: np.ndarray
+    ref_leaf: np.ndarray
+    references: np.ndarray
+    damage: list[Damage] = field(default_factory=list)
+    nodes: int = 0
+    #: every node block walked (internal nodes and leaves)
+    visited: set[int] = field(default_factory=set)
+
+    def entries_per_owner(self) -> np.ndarray:
+        """How many entries each tree holds (shared leaves counted in every tree)."""
+        weights = self.leaf_nr[self.ref_leaf].astype(np.float64)
+        counts = np.bincount(self.ref_owner, weights=weights, minlength=len(self.owners))
+        return counts.astype(np.int64)
+
+    def damaged_owners(self) -> set[int]:
+        return {d.owner for d in self.damage}
+
+    def entry_index(self, owner: int) -> np.ndarray:
+        """Positions in ``keys``/``values`` of the entries of tree ``owner``, in key order."""
+        leaves = self.ref_leaf[self.ref_owner == owner]
+        return _segments(self.leaf_start[leaves], self.leaf_nr[leaves])
+
+    def entries(self, owner: int) -> tuple[np.ndarray, np.ndarray]:
+        index = self.entry_index(owner)
+        return self.keys[index], self.values[index]
+
+    def leaf_of_entry(self) -> np.ndarray:
+        """For each flat entry, the index of its leaf."""
+        return np.repeat(np.arange(self.leaf_nr.size), self.leaf_nr)
+
+
+def _segments(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The concatenation of ``arange(s, s + n)`` for each start and length, without a loop."""
+    lengths = lengths.astype(np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(starts.astype(np.int64) - offsets, lengths) + np.arange(total)
+
+
+@dataclass
+class _Refs:
+    """Leaf references gathered by phase 1 (Python lists: cheap to append and to slice)."""
+
+    block: list[int] = field(default_factory=list)
+    lo: list[int] = field(default_factory=list)
+    hi: list[int] = field(default_factory=list)
+    owner: list[int] = field(default_factory=list)
+    root: list[bool] = field(default_factory=list)
+
+    def add(self, block: int, lo: int, hi: int, owner: int, root: bool) -> None:
+        self.block.append(block)
+        self.lo.append(lo)
+        self.hi.append(hi)
+        self.owner.append(owner)
+        self.root.append(root)
+
+
+class ForestWalker:
+    """Reads trees whose leaves hold values of ``value_size`` bytes.
+
+    ``label(owner)`` names a tree in messages ("the mapping tree of device 2"); ``key_name``
+    names its keys ("virtual blocks"). With ``share`` set, a subtree reached from a second tree is
+    not walked again (snapshot sharing); otherwise reaching it again is a loop.
+    """
+
+    def __init__(
+        self,
+        meta: MetadataFile,
+        findings: Findings,
+        *,
+        value_size: int,
+        label: Callable[[int], str],
+        key_name: str,
+        share: bool = False,
+        limit: int | None = None,
+        stop_at: set[int] | None = None,
+    ) -> None:
+        self.meta = meta
+        self.findings = findings
+        self.value_size = value_size
+        self.label = label
+        self.key_name = key_name
+        self.share = share
+        #: blocks past this are outside the metadata device (the space map's size)
+        self.limit = meta.nr_blocks if limit is None else min(limit, meta.nr_blocks)
+        self._refs = _Refs()
+        self._references: list[np.ndarray] = []
+        self._damage: list[Damage] = []
+        self._memo: dict[int, tuple[int, int, int, int]] = {}
+        self._memo_keys: dict[int, tuple[int, int]] = {}
+        self._seen: set[int] = set()
+        self._nodes = 0
+        #: nodes walked by an earlier walk (the live trees, for a metadata snapshot's): pointers
+        #: to them count as references, but they are not walked again
+        self.stop_at = stop_at or set()
+        self._visited: set[int] = set()
+
+    # -- phase 1: roots and internal nodes -------------------------------------------------------
+
+    def walk(self, owners: list[int], roots: list[int]) -> Forest:
+        """Read the trees rooted at ``roots``; ``owners`` are their keys (device ids, or 0)."""
+        fits = [r if 0 <= r < 1 << 63 else -1 for r in roots]  # -1: out of bounds, uncounted
+        self._references.append(np.asarray(fits, dtype=np.int64))
+        for index, root in enumerate(roots):
+            self._seen = set()
+            self._child(index, root, 0, KEY_MAX, root=True, depth=0)
+        return self._read_leaves(owners)
+
+    def _child(self, owner: int, block: int, lo: int, hi: int, *, root: bool, depth: int) -> None:
+        if not 0 <= block < self.limit:
+            self._bad(
+                "node.out-of-bounds",
+                owner,
+                block,
+                lo,
+                hi,
+                f"points at block {block}, past the end of the metadata ({self.limit} blocks)",
+            )
+            return
+        if block in self.stop_at:
+            return
+        if block in self._seen:
+            self._bad("node.loop", owner, block, lo, hi, f"reaches block {block} a second time")
+            return
+        memo = self._memo.get(block)
+        if memo is not None:
+            first, last = self._memo_keys[block]
+            if first < lo or last > hi:
+                what = (
+                    f"shares btree node {block}, whose keys {first}..{last} lie outside the "
+                    f"range {key_range(lo, hi)} its parent gives"
+                )
+                self._bad("node.key-range", owner, block, lo, hi, what)
+            else:
+                self._copy_memo(memo, owner, lo, hi)
+            return
+        if depth > MAX_DEPTH:
+            self._bad("node.loop", owner, block, lo, hi, f"is deeper than {MAX_DEPTH} levels")
+            return
+        if int(self.meta.headers["flags"][block]) & fmt.INTERNAL_NODE:
+            self._internal(owner, block, lo, hi, root=root, depth=depth)
+        else:
+            self._refs.add(block, lo, hi, owner, root)
+
+    def _copy_memo(self, memo: tuple[int, int, int, int], owner: int, lo: int, hi: int) -> None:
+        start, end, dstart, dend = memo
+        refs = self._refs
+        n = end - start
+        refs.block.extend(refs.block[start:end])
+        if lo == 0 and hi == KEY_MAX:
+            refs.lo.extend(refs.lo[start:end])
+            refs.hi.extend(refs.hi[start:end])
+        else:
+            refs.lo.extend(max(x, lo) for x in refs.lo[start:end])
+            refs.hi.extend(min(x, hi) for x in refs.hi[start:end])
+        refs.owner.extend([owner] * n)
+        refs.root.extend([False] * n)
+        for d in self._damage[dstart:dend]:
+            self._damage.append(Damage(owner, d.block, max(d.lo, lo), min(d.hi, hi)))
+
+    def _internal(
+        self, owner: int, block: int, lo: int, hi: int, *, root: bool, depth: int
+    ) -> None:
+        self._nodes += 1
+        self._seen.add(block)
+        self._visited.add(block)
+        problem = self._header_problem(block, root=root, internal=True)
+        base = block * WORDS_PER_BLOCK
+        nr = int(self.meta.headers["nr_entries"][block])
+        width = int(self.meta.headers["max_entries"][block])
+        if problem is None:
+            keys = self.meta.words[base + HEADER_WORDS : base + HEADER_WORDS + nr]
+            problem = _key_problem(keys, lo, hi)
+        if problem is not None:
+            self._bad(problem[0], owner, block, lo, hi, problem[1])
+            return
+        children = self.meta.words[base + HEADER_WORDS + width : base + HEADER_WORDS + width + nr]
+        children = children.astype(np.int64)
+        self._references.append(children)
+        start, dstart = len(self._refs.block), len(self._damage)
+        child_lo = keys.tolist()
+        child_hi = [k - 1 for k in child_lo[1:]] + [hi]
+        inside = (children >= 0) & (children < self.limit)
+        flags = np.zeros(nr, dtype=np.uint32)
+        flags[inside] = self.meta.headers["flags"][children[inside]]
+        plain = not self._seen_any(children) and not (
+            self.stop_at and any(c in self.stop_at for c in children.tolist())
+        )
+        if inside.all() and not (flags & fmt.INTERNAL_NODE).any() and plain:
+            self._add_leaves(children, child_lo, child_hi, owner)
+        else:
+            for child, clo, chi in zip(children.tolist(), child_lo, child_hi, strict=True):
+                self._child(owner, child, clo, chi, root=False, depth=depth + 1)
+        if self.share:
+            self._memo[block] = (start, len(self._refs.block), dstart, len(self._damage))
+            self._memo_keys[block] = (child_lo[0] if nr else lo, child_lo[-1] if nr else lo)
+
+    def _seen_any(self, children: np.ndarray) -> bool:
+        return bool(self._seen) and any(c in self._seen for c in children.tolist())
+
+    def _add_leaves(self, children: np.ndarray, lo: list[int], hi: list[int], owner: int) -> None:
+        n = children.size
+        refs = self._refs
+        refs.block.extend(children.tolist())
+        refs.lo.extend(lo)
+        refs.hi.extend(hi)
+        refs.owner.extend([owner] * n)
+        refs.root.extend([False] * n)
+
+    def _header_problem(self, block: int, *, root: bool, internal: bool) -> tuple[str, str] | None:
+        h = self.meta.headers[block]
+        if not self.meta.checksum_ok(block, fmt.BTREE_CSUM_XOR):
+            return "node.checksum", f"bad checksum in btree node {block}{_kind(self.meta, block)}"
+        flags, nr, width = int(h["flags"]), int(h["nr_entries"]), int(h["max_entries"])
+        expected = 8 if internal else self.value_size
+        return _node_problem(
+            block, int(h["blocknr"]), flags, nr, width, int(h["value_size"]), expected, root
+        )
+
+    def _bad(self, check: str, owner: int, block: int, lo: int, hi: int, what: str) -> None:
+        self._damage.append(Damage(owner, block, lo, hi))
+        self.findings.add(
+            check, block, f"{self.label(owner)}: {what}; {self._hides(lo, hi)} unreadable"
+        )
+
+    def _hides(self, lo: int, hi: int) -> str:
+        return f"{self.key_name} {key_range(lo, hi)} are"
+
+    # -- phase 2: all leaves at once ---------------------------------------------------------------
+
+    def _read_leaves(self, owners: list[int]) -> Forest:
+        refs = self._refs
+        block = np.asarray(refs.block, dtype=np.int64)
+        lo = np.asarray(refs.lo, dtype=np.uint64)
+        hi = np.asarray(refs.hi, dtype=np.uint64)
+        owner = np.asarray(refs.owner, dtype=np.int64)
+        is_root = np.asarray(refs.root, dtype=bool)
+        uniq, inverse = np.unique(block, return_inverse=True)
+        leaf_ok = self._check_leaf_headers(uniq, inverse, owner, lo, hi, is_root)
+        nr = np.where(leaf_ok, self.meta.headers["nr_entries"][uniq], 0).astype(np.int64)
+        width = self.meta.headers["max_entries"][uniq].astype(np.int64)
+        keys_at = _segments(uniq * WORDS_PER_BLOCK + HEADER_WORDS, nr)
+        keys = self.meta.words[keys_at]
+        leaf_ok &= self._check_leaf_keys(uniq, inverse, owner, lo, hi, keys, nr)
+        ref_ok = leaf_ok[inverse] & self._check_ref_ranges(uniq, inverse, owner, lo, hi, keys, nr)
+        ref_ok &= self._check_duplicates(block, owner, lo, hi, ref_ok)
+        # keep the readable leaves only, renumbered
+        keep = np.flatnonzero(leaf_ok)
+        renumber = np.full(uniq.size, -1, dtype=np.int64)
+        renumber[keep] = np.arange(keep.size)
+        entry_keep = np.repeat(leaf_ok, nr)
+        keys = keys[entry_keep]
+        nr_kept = nr[keep]
+        values = self._gather_values(uniq[keep], width[keep], nr_kept)
+        return Forest(
+            owners=owners,
+            value_size=self.value_size,
+            leaf_blocks=uniq[keep],
+            leaf_nr=nr_kept,
+            leaf_start=np.cumsum(nr_kept) - nr_kept,
+            keys=keys,
+            values=values,
+            ref_owner=owner[ref_ok],
+            ref_leaf=renumber[inverse[ref_ok]],
+            references=np.concatenate(self._references) if self._references else _EMPTY,
+            damage=self._damage,
+            nodes=self._nodes + int(uniq.size),
+            visited=self._visited | set(uniq.tolist()),
+        )
+
+    def _leaf_damage(
+        self,
+        u: int,
+        blk: int,
+        inverse: np.ndarray,
+        owner: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+    ) -> list[str]:
+        """Record damage for every tree that reaches leaf ``u``; their descriptions."""
+        hidden = []
+        for r in np.flatnonzero(inverse == u).tolist():
+            d = Damage(int(owner[r]), blk, int(lo[r]), int(hi[r]))
+            hidden.append(f"{self.label(d.owner)}: {self._hides(d.lo, d.hi)} unreadable")
+            self._damage.append(d)
+        return hidden
+
+    def _report_leaf(
+        self,
+        check: str,
+        u: int,
+        uniq: np.ndarray,
+        inverse: np.ndarray,
+        owner: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        what: str,
+    ) -> None:
+        blk = int(uniq[u])
+        hidden = self._leaf_damage(u, blk, inverse, owner, lo, hi)
+        self.findings.add(check, blk, f"{what}; " + "; ".join(hidden))
+
+    def _check_leaf_headers(
+        self,
+        uniq: np.ndarray,
+        inverse: np.ndarray,
+        owner: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        is_root: np.ndarray,
+    ) -> np.ndarray:
+        ok = self.meta.checksums_ok(uniq, fmt.BTREE_CSUM_XOR)
+        headers = self.meta.headers  # gather field by field: a whole item is a 4 KiB block
+        h = {name: headers[name][uniq] for name in _HEADER_FIELDS}
+        all_root = np.ones(uniq.size, dtype=bool)
+        np.logical_and.at(all_root, inverse, is_root)
+        sane = (
+            ok
+            & (h["blocknr"] == uniq.astype(np.uint64))
+            & (h["flags"] == fmt.LEAF_NODE)
+            & (h["value_size"] == self.value_size)
+            & (h["max_entries"].astype(np.int64) * (8 + self.value_size) + 32 <= fmt.BLOCK_SIZE)
+            & (h["max_entries"] % 3 == 0)
+            & (h["nr_entries"] <= h["max_entries"])
+            & (all_root | (h["nr_entries"] >= h["max_entries"] // 3))
+        )
+        for u in np.flatnonzero(~sane).tolist():
+            b = int(uniq[u])
+            if not ok[u]:
+                problem: tuple[str, str] | None = (
+                    "node.checksum",
+                    f"bad checksum in btree node {b}{_kind(self.meta, b)}",
+                )
+            else:
+                problem = _node_problem(
+                    b,
+                    int(h["blocknr"][u]),
+                    int(h["flags"][u]),
+                    int(h["nr_entries"][u]),
+                    int(h["max_entries"][u]),
+                    int(h["value_size"][u]),
+                    self.value_size,
+                    bool(all_root[u]),
+                    leaf=True,
+                )
+            assert problem is not None
+            self._report_leaf(problem[0], u, uniq, inverse, owner, lo, hi, problem[1])
+        return sane
+
+    def _check_leaf_keys(
+        self,
+        uniq: np.ndarray,
+        inverse: np.ndarray,
+        owner: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        keys: np.ndarray,
+        nr: np.ndarray,
+    ) -> np.ndarray:
+        ok = np.ones(uniq.size, dtype=bool)
+        if keys.size < 2:
+            return ok
+        leaf = np.repeat(np.arange(uniq.size), nr)
+        bad = np.flatnonzero((keys[1:] <= keys[:-1]) & (leaf[1:] == leaf[:-1]))
+        for u in np.unique(leaf[bad + 1]).tolist():
+            ok[u] = False
+            b = int(uniq[u])
+            self._report_leaf(
+                "node.key-order",
+                u,
+                uniq,
+                inverse,
+                owner,
+                lo,
+                hi,
+                f"keys are out of order in btree node {b}",
+            )
+        return ok
+
+    def _check_ref_ranges(
+        self,
+        uniq: np.ndarray,
+        inverse: np.ndarray,
+        owner: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        keys: np.ndarray,
+        nr: np.ndarray,
+    ) -> np.ndarray:
+        start = np.cumsum(nr) - nr
+        has = nr[inverse] > 0
+        first = np.zeros(inverse.size, dtype=np.uint64)
+        last = np.zeros(inverse.size, dtype=np.uint64)
+        first[has] = keys[start[inverse[has]]]
+        last[has] = keys[start[inverse[has]] + nr[inverse[has]] - 1]
+        ok = ~has | ((first >= lo) & (last <= hi))
+        for r in np.flatnonzero(~ok).tolist():
+            b = int(uniq[inverse[r]])
+            d = Damage(int(owner[r]), b, int(lo[r]), int(hi[r]))
+            self._damage.append(d)
+            self.findings.add(
+                "node.key-range",
+                b,
+                f"{self.label(d.owner)}: btree node {b} holds keys {int(first[r])}..{int(last[r])}"
+                f" outside the range {key_range(d.lo, d.hi)} its parent gives; "
+                f"{self._hides(d.lo, d.hi)} unreadable",
+            )
+        return ok
+
+    def _check_duplicates(
+        self,
+        block: np.ndarray,
+        owner: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        ref_ok: np.ndarray,
+    ) -> np.ndarray:
+        """A leaf reached twice from one tree is a cross-link: keep the first reference."""
+        if block.size < 2:
+            return np.ones(block.size, dtype=bool)
+        pair = owner * (1 << 40) + block
+        _, first = np.unique(pair, return_index=True)
+        ok = np.zeros(block.size, dtype=bool)
+        ok[first] = True
+        for r in np.flatnonzero(~ok).tolist():
+            b, o = int(block[r]), int(owner[r])
+            self._damage.append(Damage(o, b, int(lo[r]), int(hi[r])))
+            self.findings.add(
+                "node.loop",
+                b,
+                f"{self.label(o)}: reaches leaf {b} a second time; "
+                f"{self._hides(int(lo[r]), int(hi[r]))} unreadable",
+            )
+        return ok
+
+    def _gather_values(self, leaves: np.ndarray, width: np.ndarray, nr: np.ndarray) -> np.ndarray:
+        vs = self.value_size
+        if vs == 8:
+            at = _segments(leaves * WORDS_PER_BLOCK + HEADER_WORDS + width, nr)
+            return self.meta.words[at]
+        starts = leaves * fmt.BLOCK_SIZE + fmt.NODE_HEADER_SIZE + 8 * width
+        entry = _segments(np.zeros(leaves.size, dtype=np.int64), nr)
+        offsets = np.repeat(starts, nr) + entry * vs
+        flat = self.meta.bytes.reshape(-1)
+        raw = flat[offsets[:, None] + np.arange(vs)]
+        return np.ascontiguousarray(raw).view(_VALUE_DTYPES[vs]).reshape(-1)
+
+
+_EMPTY = np.zeros(0, dtype=np.int64)
+_HEADER_FIELDS = ("blocknr", "flags", "nr_entries", "max_entries", "value_size")
+_VALUE_DTYPES = {
+    4: np.dtype("<u4"),
+    16: fmt.INDEX_ENTRY_DTYPE,
+    24: fmt.DETAILS_DTYPE,
+}
+
+
+def key_range(lo: int, hi: int) -> str:
+    if hi == KEY_MAX:
+        return f"{lo} and above"
+    return f"{lo}..{hi}"
+
+
+def _kind(meta: MetadataFile, block: int) -> str:
+    kind = fmt.block_type(meta.block(block))
+    if kind is None or kind == "btree node":
+        return ""
+    return f" (the block checksums as a {kind})"
+
+
+def _key_problem(keys: np.ndarray, lo: int, hi: int) -> tuple[str, str] | None:
+    if keys.size and bool((keys[1:] <= keys[:-1]).any()):
+        return "node.key-order", "keys are out of order"
+    if keys.size and (int(keys[0]) < lo or int(keys[-1]) > hi):
+        return (
+            "node.key-range",
+            f"keys {int(keys[0])}..{int(keys[-1])} lie outside the range "
+            f"{key_range(lo, hi)} its parent gives",
+        )
+    return None
+
+
+def _node_problem(
+    block: int,
+    blocknr: int,
+    flags: int,
+    nr: int,
+    width: int,
+    value_size: int,
+    expected_value_size: int,
+    root: bool,
+    *,
+    leaf: bool = False,
+) -> tuple[str, str] | None:
+    """The first check that a node header fails, in thin_check's order, or None."""
+    if blocknr != block:
+        return "node.blocknr", f"bad block nr in btree node: block {block} claims {blocknr}"
+    if leaf and flags != fmt.LEAF_NODE or not leaf and flags not in (1, 2, 3):
+        return "node.flags", f"btree node {block} has flags {flags}"
+    if value_size != expected_value_size:
+        return (
+            "node.value-size",
+            f"btree node {block} has value size {value_size}, expected {expected_value_size}",
+        )
+    if fmt.NODE_HEADER_SIZE + width * (8 + value_size) > fmt.BLOCK_SIZE or width % 3:
+        return "node.max-entries", f"btree node {block} has max_entries {width}"
+    if nr > width:
+        return "node.nr-entries", f"btree node {block} has {nr} entries, max_entries {width}"
+    if not root and nr < width // 3:
+        return (
+            "node.nr-entries",
+            f"too few entries in btree node {block}: {nr}, expected at least {width // 3}",
+        )
+    return None

@@ -1,0 +1,354 @@
+"""``thin check``: everything thin_check 0.9.0 verifies, and what it does not.
+
+thin_check 0.9.0 checks the superblock checksum, every btree node, the device and mapping trees
+and the metadata space map. It never compares the data space map (its comparison reads the same
+map twice), nor ``mapped_blocks``, nor data blocks against the end of the data device, nor times
+and transaction ids. This checker does all of it.
+
+Reference counts are recomputed the way the kernel keeps them (thin-metadata.md §8): a metadata
+block counts once per pointer from a node visited for the first time (a subtree shared by
+snapshots is walked once); a data block counts once per distinct leaf that maps it.
+
+When a node is unreadable, what lies below it is invisible: its blocks look leaked. Those leaks
+are summed up in one finding that names the damage, instead of one finding per block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from forensics.formats import thin as fmt
+from forensics.thin.btree import Forest
+from forensics.thin.findings import ERROR, INFO, WARNING, Findings
+from forensics.thin.pool import Pool
+from forensics.thin.spacemap import SpaceMap
+
+#: per-block findings up to this many; past it, one summary finding per kind
+PER_BLOCK_LIMIT = 10
+
+
+@dataclass
+class CheckResult:
+    pool: Pool
+    findings: Findings
+
+    def exit_damage(self) -> bool:
+        return self.findings.damaging()
+
+
+def check_pool(pool: Pool) -> CheckResult:
+    """Run every check on a pool read with its space maps; findings are added to the pool's."""
+    findings = pool.findings
+    if pool.usable:
+        _check_devices(pool)
+        _check_mappings(pool)
+        _check_metadata_counts(pool)
+        _check_data_counts(pool)
+    return CheckResult(pool, findings)
+
+
+# -- devices -------------------------------------------------------------------------------------
+
+
+def _check_devices(pool: Pool) -> None:
+    sb = pool.superblock
+    assert sb is not None and pool.details_forest is not None and pool.top_forest is not None
+    details, mapped = set(pool.details), set(pool.roots)
+    hidden_details = _hidden(pool.details_forest)
+    hidden_top = _hidden(pool.top_forest)
+    for dev_id in sorted(details - mapped):
+        if not _covered(hidden_top, dev_id):
+            pool.findings.add(
+                "device.no-mappings",
+                None,
+                f"device {dev_id} has details but no mapping tree in the top level "
+                "(its mappings are lost, or the device was half deleted)",
+            )
+    for dev_id in sorted(mapped - details):
+        if not _covered(hidden_details, dev_id):
+            pool.findings.add(
+                "device.no-details",
+                pool.roots[dev_id],
+                f"device {dev_id} has a mapping tree (root {pool.roots[dev_id]}) but no details: "
+                "the kernel cannot open it and thin_dump leaves it out",
+            )
+    for dev_id in sorted(details | mapped):
+        if dev_id > fmt.MAX_DEV_ID:
+            pool.findings.add("device.id-range", None, f"device id {dev_id} exceeds 24 bits")
+    for dev in pool.details.values():
+        times = (dev.creation_time, dev.snapshotted_time)
+        if dev.creation_time > dev.snapshotted_time or max(times) > sb.time:
+            pool.findings.add(
+                "device.times",
+                None,
+                f"device {dev.dev_id}: creation time {dev.creation_time}, snapshot time "
+                f"{dev.snapshotted_time}, pool time {sb.time} (expected creation <= snapshot "
+                "<= pool)",
+            )
+        if dev.transaction_id > sb.trans_id:
+            pool.findings.add(
+                "device.transaction",
+                None,
+                f"device {dev.dev_id} was created in transaction {dev.transaction_id}, after the "
+                f"pool's transaction {sb.trans_id}",
+            )
+
+
+def _hidden(forest: Forest) -> list[tuple[int, int]]:
+    return [(d.lo, d.hi) for d in forest.damage]
+
+
+def _covered(ranges: list[tuple[int, int]], key: int) -> bool:
+    return any(lo <= key <= hi for lo, hi in ranges)
+
+
+# -- mappings ------------------------------------------------------------------------------------
+
+
+def _check_mappings(pool: Pool) -> None:
+    forest = pool.mappings
+    sb = pool.superblock
+    assert forest is not None and sb is not None
+    counted = forest.entries_per_owner()
+    damaged = forest.damaged_owners()
+    for index, dev_id in enumerate(forest.owners):
+        dev = pool.details.get(dev_id)
+        if dev is None or dev.mapped_blocks == counted[index]:
+            continue
+        if index in damaged:
+            if counted[index] > dev.mapped_blocks:
+                pool.findings.add(
+                    "device.mapped-blocks",
+                    None,
+                    f"device {dev_id}: mapped_blocks is {dev.mapped_blocks} but even the readable "
+                    f"part of its tree holds {counted[index]} mappings",
+                )
+            continue
+        pool.findings.add(
+            "device.mapped-blocks",
+            None,
+            f"device {dev_id}: mapped_blocks is {dev.mapped_blocks} but its tree holds "
+            f"{counted[index]} mappings",
+        )
+    data = forest.values >> np.uint64(fmt.TIME_BITS)
+    times = forest.values & np.uint64(fmt.TIME_MASK)
+    _report_entries(
+        pool,
+        "mapping.data-block-range",
+        data >= np.uint64(pool.nr_data_blocks),
+        data,
+        f"data blocks at or past the end of the data device ({pool.nr_data_blocks} blocks)",
+        "data block",
+    )
+    _report_entries(
+        pool,
+        "mapping.time",
+        times > np.uint64(sb.time),
+        times,
+        f"a time after the pool's time {sb.time}",
+        "time",
+    )
+
+
+def _report_entries(
+    pool: Pool, check: str, bad: np.ndarray, what: np.ndarray, problem: str, name: str
+) -> None:
+    """One finding per device whose mappings include ``bad`` entries."""
+    forest = pool.mappings
+    assert forest is not None
+    if not bad.any():
+        return
+    leaf = forest.leaf_of_entry()
+    bad_per_leaf = np.bincount(leaf[bad], minlength=forest.leaf_nr.size)
+    per_ref = bad_per_leaf[forest.ref_leaf]
+    for index in np.unique(forest.ref_owner[per_ref > 0]).tolist():
+        dev_id = forest.owners[index]
+        keys, values = forest.entries(index)
+        entry = forest.entry_index(index)
+        mask = bad[entry]
+        first = int(np.flatnonzero(mask)[0])
+        pool.findings.add(
+            check,
+            int(forest.leaf_blocks[leaf[entry[first]]]),
+            f"device {dev_id}: {int(mask.sum())} mappings to {problem}; the first maps virtual "
+            f"block {int(keys[first])} to {name} {int(what[entry[first]])}",
+        )
+
+
+# -- reference counts -----------------------------------------------------------------------------
+
+
+def expected_metadata_counts(pool: Pool, size: int) -> np.ndarray:
+    parts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]  # the superblock
+    for forest in (pool.details_forest, pool.top_forest, pool.mappings):
+        if forest is not None:
+            parts.append(forest.references)
+    for sm in (pool.metadata_sm, pool.data_sm):
+        if sm is not None:
+            parts.append(sm.references)
+    parts.append(pool.snapshot_references)
+    refs = np.concatenate(parts).astype(np.int64)
+    refs = refs[(refs >= 0) & (refs < size)]
+    return np.bincount(refs, minlength=size)
+
+
+def expected_data_counts(pool: Pool, size: int) -> np.ndarray:
+    """One reference per distinct leaf that maps a block: the live leaves, and those only the
+    metadata snapshot still reaches."""
+    counts = np.zeros(size, dtype=np.int64)
+    for forest in (pool.mappings, pool.snapshot_mappings):
+        if forest is not None:
+            data = (forest.values >> np.uint64(fmt.TIME_BITS)).astype(np.int64)
+            counts += np.bincount(data[(data >= 0) & (data < size)], minlength=size)
+    return counts
+
+
+def _check_metadata_counts(pool: Pool) -> None:
+    sm = pool.metadata_sm
+    if sm is None:
+        return
+    expected = expected_metadata_counts(pool, sm.nr_blocks)
+    hidden = (
+        pool.tree_damage()
+        or sm.damaged
+        or any(f.check == "device.no-mappings" for f in pool.findings)
+    )
+    _compare(pool, sm, expected, "metasm", "metadata", hidden)
+
+
+def _check_data_counts(pool: Pool) -> None:
+    sm = pool.data_sm
+    if sm is None:
+        return
+    expected = expected_data_counts(pool, sm.nr_blocks)
+    assert pool.mappings is not None
+    detached = any(f.check == "device.no-mappings" for f in pool.findings)
+    hidden = bool(pool.mappings.damage) or sm.damaged or detached or pool.tree_damage()
+    _compare(pool, sm, expected, "datasm", "data", hidden)
+
+
+def _compare(
+    pool: Pool, sm: SpaceMap, expected: np.ndarray, prefix: str, name: str, hidden: bool
+) -> None:
+    actual = sm.counts.astype(np.int64)
+    known = sm.known
+    low = np.flatnonzero(known & (actual < expected))
+    high = np.flatnonzero(known & (actual > expected))
+    findings = pool.findings
+    if low.size:
+        _per_block(
+            findings,
+            f"{prefix}.count",
+            low,
+            expected,
+            actual,
+            f"{name} block {{b}} is in use {{e}} times but the space map counts {{a}}",
+            f"{low.size} {name} blocks are in use more often than the space map counts "
+            "(the kernel could hand them out again)",
+        )
+    if high.size and hidden:
+        findings.add(
+            f"{prefix}.leak",
+            int(high[0]),
+            f"{high.size} {name} blocks are counted higher in the space map than the readable "
+            f"trees use them (first: {_blocks(high)}); expected, since the damage reported "
+            "above hides part of the trees",
+        )
+    elif high.size:
+        _per_block(
+            findings,
+            f"{prefix}.leak",
+            high,
+            expected,
+            actual,
+            f"{name} block {{b}} is counted {{a}} times but used {{e}} times (leaked)",
+            f"{high.size} {name} blocks are counted higher than they are used (leaked)",
+        )
+    allocated = int(np.count_nonzero(sm.counts))
+    if sm.nr_allocated != allocated and not sm.damaged:
+        findings.add(
+            f"{prefix}.nr-allocated",
+            None,
+            f"the {name} space map root says {sm.nr_allocated} blocks are allocated, its bitmaps "
+            f"{allocated} (thin_restore 0.9.0 writes one more than its bitmaps hold)",
+        )
+
+
+def _per_block(
+    findings: Findings,
+    check: str,
+    blocks: np.ndarray,
+    expected: np.ndarray,
+    actual: np.ndarray,
+    one: str,
+    many: str,
+) -> None:
+    if blocks.size <= PER_BLOCK_LIMIT:
+        for b in blocks.tolist():
+            findings.add(check, b, one.format(b=b, e=int(expected[b]), a=int(actual[b])))
+        return
+    first = blocks[:PER_BLOCK_LIMIT].tolist()
+    detail = ", ".join(f"{b} ({int(expected[b])} used, {int(actual[b])} counted)" for b in first)
+    findings.add(check, int(blocks[0]), f"{many}: {detail}, …")
+
+
+def _blocks(blocks: np.ndarray) -> str:
+    shown = ", ".join(str(int(b)) for b in blocks[:PER_BLOCK_LIMIT])
+    return shown + (", …" if blocks.size > PER_BLOCK_LIMIT else "")
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+
+def summary(pool: Pool) -> dict[str, Any]:
+    """The superblock in plain numbers, for the report's head."""
+    sb = pool.superblock
+    if sb is None or not pool.usable:
+        return {}
+    out: dict[str, Any] = {
+        "transaction_id": int(sb.trans_id),
+        "time": int(sb.time),
+        "flags": int(sb.flags),
+        "version": int(sb.version),
+        "data_block_size": int(sb.data_block_size),
+        "nr_data_blocks": pool.nr_data_blocks,
+        "metadata_blocks": int(sb.metadata_space_map_root.nr_blocks),
+        "metadata_snapshot": int(sb.held_root) or None,
+        "devices": len(pool.details),
+    }
+    if pool.mappings is not None:
+        out["mappings"] = int(pool.mappings.entries_per_owner().sum())
+    for key, sm in (("metadata_used", pool.metadata_sm), ("data_used", pool.data_sm)):
+        if sm is not None:
+            out[key] = int(np.count_nonzero(sm.counts))
+    return out
+
+
+def report_json(result: CheckResult) -> dict[str, Any]:
+    findings = result.findings
+    return {
+        "metadata": str(result.pool.meta.path),
+        "superblock": summary(result.pool),
+        "summary": {s: findings.of_severity(s) for s in (ERROR, WARNING, INFO)},
+        "errors": [f.as_dict() for f in findings],
+    }
+
+
+def report_text(result: CheckResult) -> str:
+    lines = []
+    head = summary(result.pool)
+    if head:
+        lines.append(
+            "superblock: transaction {transaction_id}, time {time}, {devices} devices, "
+            "{nr_data_blocks} data blocks of {data_block_size} sectors, "
+            "{metadata_blocks} metadata blocks".format(**head)
+        )
+    for f in result.findings:
+        where = f"block {f.block}" if f.block is not None else "-"
+        lines.append(f"{f.severity:<7} {f.check:<26} {where}: {f.message}")
+    counts = {s: result.findings.of_severity(s) for s in (ERROR, WARNING, INFO)}
+    lines.append(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))
+    return "\n".join(lines) + "\n"

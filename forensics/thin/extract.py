@@ -1,0 +1,98 @@
+"""``thin extract``: one thin device's blocks copied out of the pool's data file into a sparse raw
+image, each mapped virtual block at its offset, holes where nothing is mapped.
+
+The data file (or device) is only read. A mapping to a data block past the end of the data file
+is skipped and reported; the rest is still written.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from forensics.formats import thin as fmt
+from forensics.thin.pool import Pool
+
+SECTOR = 512
+CHUNK = 8 << 20
+
+
+@dataclass
+class ExtractResult:
+    image: Path
+    size: int
+    mapped: int
+    copied: int
+    skipped: list[tuple[int, int]] = field(default_factory=list)
+
+
+class ExtractError(Exception):
+    """The device is unknown, or the image cannot be written."""
+
+
+def device_runs(vblocks: np.ndarray, block_times: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(virtual start, data start, length)`` of each run of consecutive mappings."""
+    if vblocks.size == 0:
+        return []
+    data = block_times >> np.uint64(fmt.TIME_BITS)
+    cont = (vblocks[1:] - vblocks[:-1] == 1) & (data[1:] - data[:-1] == 1)
+    starts = np.flatnonzero(np.concatenate(([True], ~cont)))
+    lengths = np.diff(np.append(starts, vblocks.size))
+    return list(zip(vblocks[starts].tolist(), data[starts].tolist(), lengths.tolist(), strict=True))
+
+
+def extract_device(
+    pool: Pool, dev_id: int, data_path: Path, image: Path, *, size: int | None = None
+) -> ExtractResult:
+    if dev_id not in pool.roots:
+        known = ", ".join(str(d) for d in sorted(pool.roots)) or "none"
+        raise ExtractError(f"device {dev_id} has no mapping tree in this pool (devices: {known})")
+    assert pool.superblock is not None
+    block_bytes = int(pool.superblock.data_block_size) * SECTOR
+    vblocks, block_times = pool.device_mappings(dev_id)
+    runs = device_runs(vblocks, block_times)
+    end = (int(vblocks[-1]) + 1) * block_bytes if vblocks.size else 0
+    length = max(end, size or 0)
+    src = os.open(data_path, os.O_RDONLY)
+    try:
+        data_size = os.lseek(src, 0, os.SEEK_END)
+        dst = os.open(image, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            result = ExtractResult(image, length, int(vblocks.size), 0)
+            os.ftruncate(dst, length)
+            for vstart, dstart, count in runs:
+                _copy_run(src, dst, data_size, block_bytes, vstart, dstart, count, result)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    return result
+
+
+def _copy_run(
+    src: int,
+    dst: int,
+    data_size: int,
+    block_bytes: int,
+    vstart: int,
+    dstart: int,
+    count: int,
+    result: ExtractResult,
+) -> None:
+    available = max(0, min(count, data_size // block_bytes - dstart))
+    if available < count:
+        result.skipped.append((vstart + available, count - available))
+    remaining = available * block_bytes
+    src_off, dst_off = dstart * block_bytes, vstart * block_bytes
+    while remaining:
+        chunk = os.pread(src, min(CHUNK, remaining), src_off)
+        if not chunk:
+            break
+        os.pwrite(dst, chunk, dst_off)
+        src_off += len(chunk)
+        dst_off += len(chunk)
+        remaining -= len(chunk)
+    result.copied += available

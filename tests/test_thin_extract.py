@@ -1,0 +1,97 @@
+"""``thin extract``: a device's blocks, at their offsets, in a sparse image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import thin_fixtures as tf
+from click.testing import CliRunner
+
+from forensics.cli_thin import thin
+
+BLOCK = 128 * 512
+
+
+def _data_file(path: Path, nr_blocks: int) -> None:
+    """Each data block filled with its own number (as 8-byte words), so content names origin."""
+    with open(path, "wb") as f:
+        for b in range(nr_blocks):
+            f.write(np.full(BLOCK // 8, b, dtype="<u8").tobytes())
+
+
+@pytest.fixture()
+def pool_files(tmp_path: Path) -> tuple[tf.Pool, Path, Path]:
+    pool = tf.three_device_pool()
+    meta = tf.restore(pool.xml(), tmp_path / "meta.bin")
+    data = tmp_path / "data"
+    _data_file(data, pool.next_data)
+    return pool, meta, data
+
+
+@pytest.mark.parametrize("dev_id", [1, 2, 3])
+def test_extract_writes_each_mapped_block_at_its_offset(pool_files, tmp_path: Path, dev_id) -> None:
+    pool, meta, data = pool_files
+    image = tmp_path / f"dev{dev_id}.img"
+    result = CliRunner().invoke(
+        thin, ["extract", str(meta), str(data), "--dev", str(dev_id), "-o", str(image)]
+    )
+    assert result.exit_code == 0, result.stderr
+    dev = pool.devices[dev_id]
+    assert image.stat().st_size == (int(dev.origin[-1]) + 1) * BLOCK
+    words = np.memmap(image, dtype="<u8", mode="r").reshape(-1, BLOCK // 8)
+    mapped = dict(zip(dev.origin.tolist(), dev.data.tolist(), strict=True))
+    for vblock in sorted(mapped)[:50] + sorted(mapped)[-5:]:
+        assert (words[vblock] == mapped[vblock]).all()
+    unmapped = [v for v in (100, 500, 1500, 163838) if v not in mapped and v < words.shape[0]]
+    for vblock in unmapped:
+        assert not words[vblock].any()
+    # holes are holes: far fewer bytes allocated than the image's length
+    assert image.stat().st_blocks * 512 < image.stat().st_size // 4
+
+
+def test_extract_with_size(pool_files, tmp_path: Path) -> None:
+    _, meta, data = pool_files
+    image = tmp_path / "dev.img"
+    size = 20 << 30
+    result = CliRunner().invoke(
+        thin,
+        ["extract", str(meta), str(data), "--dev", "1", "-o", str(image), "--size", str(size)],
+    )
+    assert result.exit_code == 0
+    assert image.stat().st_size == size
+
+
+def test_extract_unknown_device(pool_files, tmp_path: Path) -> None:
+    _, meta, data = pool_files
+    result = CliRunner().invoke(
+        thin, ["extract", str(meta), str(data), "--dev", "9", "-o", str(tmp_path / "x.img")]
+    )
+    assert result.exit_code == 8
+    assert "device 9" in result.output
+
+
+def test_extract_never_overwrites(pool_files, tmp_path: Path) -> None:
+    _, meta, data = pool_files
+    image = tmp_path / "x.img"
+    image.write_bytes(b"keep")
+    result = CliRunner().invoke(
+        thin, ["extract", str(meta), str(data), "--dev", "1", "-o", str(image)]
+    )
+    assert result.exit_code == 8
+    assert image.read_bytes() == b"keep"
+
+
+def test_extract_short_data_file_leaves_holes_and_exits_4(pool_files, tmp_path: Path) -> None:
+    _, meta, data = pool_files
+    with open(data, "r+b") as f:
+        f.truncate(100 * BLOCK)  # blocks 100.. (device 1's 1000 and 163839) are gone
+    image = tmp_path / "dev1.img"
+    result = CliRunner().invoke(
+        thin, ["extract", str(meta), str(data), "--dev", "1", "-o", str(image)]
+    )
+    assert result.exit_code == 4
+    assert "past the end" in result.stderr
+    words = np.memmap(image, dtype="<u8", mode="r").reshape(-1, BLOCK // 8)
+    assert (words[99] == 99).all() and not words[1000].any()

@@ -1,0 +1,67 @@
+"""``thin ls`` against thin_ls 0.9.0: the same grid for the fields both have."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import thin_fixtures as tf
+from click.testing import CliRunner
+
+from forensics.cli_thin import thin
+
+FIELDS = "DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS,TRANSACTION,CREATE_TIME,SNAP_TIME"
+
+
+def _shared(path: Path) -> None:
+    tf.share_subtree(path, 1, 2)
+    tf.share_subtree(path, 3, 4, child=2)
+
+
+@pytest.mark.parametrize(
+    ("make", "derive"),
+    [
+        (tf.three_device_pool, None),
+        (lambda: tf.docker_like_pool(5), None),
+        (tf.many_devices_pool, None),
+        (tf.sharing_pool, _shared),
+    ],
+    ids=["three devices", "docker-like", "300 devices", "shared subtrees"],
+)
+def test_ls_matches_thin_ls(make, derive, tmp_path: Path) -> None:
+    path = tf.restore(make().xml(), tmp_path / "meta.bin")
+    if derive:
+        derive(path)
+    theirs = tf.run_tool("thin_ls", "-o", FIELDS, path)
+    assert theirs.returncode == 0
+    result = CliRunner().invoke(thin, ["ls", str(path)])
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout_bytes == theirs.stdout
+
+
+def test_ls_json(tmp_path: Path) -> None:
+    path = tf.restore(tf.three_device_pool().xml(), tmp_path / "meta.bin")
+    result = CliRunner().invoke(thin, ["ls", "--format", "json", str(path)])
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert doc["devices"][0] == {
+        "dev_id": 1,
+        "mapped_blocks": 102,
+        "exclusive_blocks": 10,
+        "shared_blocks": 92,
+        "transaction": 0,
+        "creation_time": 0,
+        "snap_time": 1,
+        "counted_mappings": 102,
+    }
+    assert doc["errors"] == []
+
+
+def test_ls_on_damage_exits_4(tmp_path: Path) -> None:
+    path = tf.restore(tf.three_device_pool().xml(), tmp_path / "meta.bin")
+    top = int(tf.fmt.parse_superblock(bytes(tf.read_block(path, 0))).data_mapping_root)
+    tf.edit_block(path, top, lambda b: b.__setitem__(500, b[500] ^ 1))
+    result = CliRunner().invoke(thin, ["ls", "--format", "json", str(path)])
+    assert result.exit_code == 4
+    assert json.loads(result.stdout)["errors"][0]["check"] == "node.checksum"
