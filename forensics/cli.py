@@ -1,6 +1,6 @@
 """The command line: parse arguments, call the library, render, return the exit code.
 
-Exit codes follow e2fsck: 0 clean, 4 errors found, 8 operational error, 16 usage error,
+Exit codes follow e2fsck: 0 clean, 1 repaired, 4 errors found, 8 operational error, 16 usage error,
 32 interrupted. Only the requested output goes to stdout; progress and messages go to stderr.
 """
 
@@ -19,6 +19,7 @@ import click
 
 from forensics import __version__
 from forensics.checks import run_checks
+from forensics.cli_repair import repair
 from forensics.cli_thin import thin
 from forensics.evidence import Evidence, RootError
 from forensics.inventory import build_inventory, inventory_text
@@ -46,7 +47,14 @@ PLUGIN_METADATA = {
     "Version": __version__,
     "ShortDescription": "Examine Docker's storage directory offline",
 }
-EXIT_OK, EXIT_ERRORS, EXIT_OPERATIONAL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 4, 8, 16, 32
+EXIT_OK, EXIT_REPAIRED, EXIT_ERRORS, EXIT_OPERATIONAL, EXIT_USAGE, EXIT_INTERRUPTED = (
+    0,
+    1,
+    4,
+    8,
+    16,
+    32,
+)
 
 
 class OperationalError(click.ClickException):
@@ -243,6 +251,7 @@ def _now() -> str:
 
 
 cli.add_command(thin)
+cli.add_command(repair)
 
 
 @cli.command("docker-cli-plugin-metadata", hidden=True)

@@ -222,7 +222,9 @@ def test_unmigrated_graph_image_is_noted(cli, migrated_root: Path) -> None:
     ]
 
 
-def test_linkgraph_with_a_damaged_schema(cli, corpus_roots: dict[str, Path], tmp_path: Path) -> None:
+def test_linkgraph_with_a_damaged_schema(
+    cli, corpus_roots: dict[str, Path], tmp_path: Path
+) -> None:
     """Found by fuzzing: one byte of the schema made column names undecodable (a traceback)."""
     root = copy_tree(corpus_roots["aufs.v1"], tmp_path / "docker")
     reference = LAYOUT_EXAMPLES / "legacy_1.9.1_aufs" / "linkgraph.db"

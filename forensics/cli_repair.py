@@ -1,0 +1,295 @@
+"""``docker-forensics repair``: plan, apply and undo repairs of a stopped Docker root.
+
+``repair ROOT --dry-run`` prints the plan and changes nothing; ``repair ROOT`` applies it
+(quarantine, never delete; every step journaled first) or completes an interrupted run;
+``repair --undo JOURNAL`` reverses a run. Exit codes as e2fsck: 0 nothing to do, 1 repaired
+(or undone), 4 errors left, 8 operational error, 16 usage.
+
+Registered on the main command by ``cli.add_command(repair)``; nothing here imports
+:mod:`forensics.cli` at load time, so that module can import this one.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from forensics.checks import run_checks
+from forensics.evidence import Evidence, RootError
+from forensics.repair.apply import (
+    RepairError,
+    RunResult,
+    StopSwitch,
+    pending_runs,
+    resume_run,
+    start_run,
+    workspace,
+)
+from forensics.repair.fsops import UnsafePath
+from forensics.repair.journal import JournalError, find_journals, read_journal
+from forensics.repair.plan import Plan, make_plan
+from forensics.repair.safety import describe, root_in_use
+from forensics.repair.undo import journal_run_dir, undo_run
+from forensics.report import Finding, count_by_severity, printable, to_json
+from forensics.stores import read_host
+
+DEFAULT_ROOT = "/var/lib/docker"
+EXIT_NOTHING, EXIT_REPAIRED, EXIT_ERRORS_LEFT, EXIT_OPERATIONAL, EXIT_USAGE = 0, 1, 4, 8, 16
+
+
+class RepairUsageError(click.UsageError):
+    exit_code = EXIT_USAGE
+
+
+def _operational(message: str) -> click.ClickException:
+    from forensics.cli import OperationalError  # loaded by then; see the module docstring
+
+    return OperationalError(message)
+
+
+def _emit(text: str) -> None:
+    from forensics.cli import _emit as emit
+
+    emit(text)
+
+
+def _finish(status: int) -> int:
+    """Leave with ``status`` whether the command runs standalone or under the main command."""
+    click.get_current_context().exit(status)
+    return status  # not reached
+
+
+@click.command("repair")
+@click.argument("root", required=False)
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--quarantine",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where quarantined files go (default: ROOT.quarantine beside ROOT).",
+)
+@click.option(
+    "--undo",
+    "undo_journal",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="JOURNAL",
+    help="Reverse the repair that wrote JOURNAL.",
+)
+@click.option("--force", is_flag=True, help="Repair even though ROOT appears to be in use.")
+@click.option(
+    "--pidfile",
+    "pidfiles",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A daemon pid file to check besides /var/run/docker.pid (repeatable).",
+)
+def repair(
+    root: str | None,
+    dry_run: bool,
+    fmt: str,
+    quarantine: Path | None,
+    undo_journal: Path | None,
+    force: bool,
+    pidfiles: tuple[Path, ...],
+) -> int:
+    """Repair a stopped Docker root (default /var/lib/docker): quarantine what is broken or
+    orphaned, recreate missing overlay2 links, rewrite a damaged repositories.json."""
+    if undo_journal is not None:
+        if quarantine is not None:
+            raise RepairUsageError("--quarantine has no meaning with --undo")
+        return _finish(_undo(root, undo_journal, dry_run, fmt, force, list(pidfiles)))
+    ev = _open_root(root or DEFAULT_ROOT)
+    qbase = _quarantine_dir(ev.root, quarantine)
+    if dry_run:
+        return _finish(_dry_run(ev, qbase, fmt, list(pidfiles)))
+    return _finish(_apply(ev, qbase, fmt, force, list(pidfiles)))
+
+
+# -- plan -------------------------------------------------------------------------------------
+
+
+def _open_root(root: str) -> Evidence:
+    try:
+        return Evidence(root)
+    except RootError as exc:
+        raise _operational(str(exc)) from None
+
+
+def _quarantine_dir(root: Path, given: Path | None) -> Path:
+    path = Path(os.path.realpath(given if given is not None else f"{root}.quarantine"))
+    if path == root or root in path.parents:
+        raise RepairUsageError(f"{path} is inside ROOT: the quarantine must lie outside it")
+    return path
+
+
+def _plan(ev: Evidence) -> tuple[Plan, list[Finding]]:
+    host = read_host(ev)
+    findings = run_checks(host)
+    return make_plan(ev, host, findings), findings
+
+
+def _dry_run(ev: Evidence, qbase: Path, fmt: str, pidfiles: list[Path]) -> int:
+    usage = root_in_use(ev.root, pidfiles)
+    if usage:
+        _warn(f"warning: {describe(usage, ev.root)} (the plan may be out of date)")
+    for state in find_journals(qbase):
+        if state.incomplete and state.root == str(ev.root):
+            _warn(f"note: run {state.run} was interrupted; a repair completes it first")
+    plan, _ = _plan(ev)
+    doc = {"root": str(ev.root), "dry_run": True, **plan.as_dict()}
+    _emit(to_json(doc) if fmt == "json" else _plan_text(doc))
+    return EXIT_NOTHING
+
+
+# -- apply ------------------------------------------------------------------------------------
+
+
+def _apply(ev: Evidence, qbase: Path, fmt: str, force: bool, pidfiles: list[Path]) -> int:
+    _refuse_if_in_use(ev.root, pidfiles, force)
+    switch = StopSwitch.from_env()
+    try:
+        with workspace(ev.root, qbase) as ws:
+            ws.lock()
+            pending = pending_runs(ws)
+            if pending:
+                results = [resume_run(ws, state, switch) for state in pending]
+                actions = [a for s in pending for a in s.actions]
+                doc: dict[str, Any] = {"actions": actions, "skipped": []}
+            else:
+                plan, findings = _plan(ev)
+                if not plan.actions:
+                    doc = {"root": str(ev.root), **plan.as_dict(), "applied": False}
+                    _emit(to_json(doc) if fmt == "json" else _plan_text(doc))
+                    errors = count_by_severity(findings)["error"]
+                    return EXIT_ERRORS_LEFT if errors else EXIT_NOTHING
+                results = [start_run(ws, plan.actions, sys.argv[1:], switch)]
+                doc = plan.as_dict()
+    except (RepairError, UnsafePath) as exc:
+        raise _operational(str(exc)) from None
+    except OSError as exc:
+        raise _operational(f"repair stopped: {exc}; the journal tells what was done") from None
+    left = [f for f in run_checks(read_host(_open_root(str(ev.root)))) if f.severity == "error"]
+    doc.update(_applied(ev.root, results, left))
+    _emit(to_json(doc) if fmt == "json" else _plan_text(doc))
+    return EXIT_ERRORS_LEFT if left else EXIT_REPAIRED
+
+
+def _applied(root: Path, results: list[RunResult], left: list[Finding]) -> dict[str, Any]:
+    last = results[-1]
+    return {
+        "root": str(root),
+        "applied": True,
+        "resumed": any(r.resumed for r in results),
+        "run": last.run,
+        "journal": str(last.journal),
+        "quarantine": str(last.run_dir),
+        "errors_left": len(left),
+        "findings_left": [f.as_dict() for f in left],
+    }
+
+
+def _refuse_if_in_use(root: Path, pidfiles: list[Path], force: bool) -> None:
+    usage = root_in_use(root, pidfiles)
+    if usage.unseen and os.geteuid() != 0:
+        _warn(f"warning: the open files of {usage.unseen} processes could not be checked")
+    if not usage:
+        return
+    if not force:
+        raise _operational(describe(usage, root))
+    _warn(f"warning: --force: {describe(usage, root)}")
+
+
+# -- undo -------------------------------------------------------------------------------------
+
+
+def _undo(
+    root: str | None, journal: Path, dry_run: bool, fmt: str, force: bool, pidfiles: list[Path]
+) -> int:
+    try:
+        state = read_journal(Path(os.path.abspath(journal)))
+    except JournalError as exc:
+        raise _operational(str(exc)) from None
+    if root is not None and os.path.realpath(root) != state.root:
+        raise RepairUsageError(f"{journal} is the journal of a repair of {state.root}, not {root}")
+    qbase, _ = journal_run_dir(state.path)
+    if dry_run:
+        doc = _undo_doc(state.root, state.run, _undo_steps(state), done=False)
+        _emit(to_json(doc) if fmt == "json" else _undo_text(doc))
+        return EXIT_NOTHING
+    _refuse_if_in_use(Path(state.root), pidfiles, force)
+    try:
+        with workspace(Path(state.root), qbase) as ws:
+            ws.lock()
+            state = read_journal(state.path)
+            listed = _undo_steps(state)
+            result = undo_run(ws, state, StopSwitch.from_env())
+    except (RepairError, UnsafePath, JournalError) as exc:
+        raise _operational(str(exc)) from None
+    except OSError as exc:
+        raise _operational(f"undo stopped: {exc}; run it again to complete it") from None
+    doc = _undo_doc(state.root, state.run, listed, done=True)
+    doc["undone"] = result.undone
+    _emit(to_json(doc) if fmt == "json" else _undo_text(doc))
+    return EXIT_REPAIRED if result.undone else EXIT_NOTHING
+
+
+def _undo_steps(state: Any) -> list[dict[str, Any]]:
+    if state.undo_ended:
+        return []
+    return [
+        {"op": s["op"], "path": s["path"]}
+        for s in reversed(state.steps)
+        if s["n"] in state.begun and s["n"] not in state.undo_done and s["op"] != "stage"
+    ]
+
+
+def _undo_doc(root: str, run: str, steps: list[dict[str, Any]], *, done: bool) -> dict[str, Any]:
+    return {"root": root, "run": run, "dry_run": not done, "undo": steps}
+
+
+# -- text -------------------------------------------------------------------------------------
+
+_VERBS = {"move": "restore", "put": "set aside", "symlink": "set aside"}
+
+
+def _plan_text(doc: dict[str, Any]) -> str:
+    lines = []
+    for a in doc["actions"]:
+        target = f" -> {a['target']}" if a.get("target") else ""
+        lines.append(f"{a['action']:<10} {a['path']}{target}")
+        lines.append(f"    why:  {', '.join(a['checks'])}: {a.get('summary') or a['reason']}")
+        lines.append(f"    safe: {a['safety']}")
+        for ref, kept in a.get("details", {}).get("kept", {}).items():
+            lines.append(f"    kept: {ref} -> {kept['image']} (from the {kept['from']})")
+        for lost in a.get("details", {}).get("lost", []):
+            lines.append(f"    lost: {lost}")
+    for s in doc["skipped"]:
+        lines.append(f"{'left':<10} {s['path'] or '.'}")
+        lines.append(f"    why:  {s['check']}: {s['why']}")
+    verb = "applied" if doc.get("applied") else "planned"
+    n = len(doc["actions"])
+    lines.append(f"{n} action{'s' if n != 1 else ''} {verb}, {len(doc['skipped'])} left alone")
+    if doc.get("applied"):
+        if doc.get("resumed"):
+            lines.append(f"completed the interrupted run {doc['run']}")
+        lines.append(f"journal: {doc['journal']}")
+        lines.append(f"undo with: docker-forensics repair --undo {doc['journal']}")
+        lines.append(f"errors left: {doc['errors_left']}")
+    return "".join(printable(line) + "\n" for line in lines)
+
+
+def _undo_text(doc: dict[str, Any]) -> str:
+    lines = [f"{_VERBS.get(s['op'], s['op']):<10} {s['path']}" for s in doc["undo"]]
+    verb = "undone" if not doc["dry_run"] else "to undo"
+    lines.append(f"run {doc['run']}: {len(doc['undo'])} steps {verb}")
+    return "".join(printable(line) + "\n" for line in lines)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"docker-forensics: {printable(message)}", err=True)

@@ -1,0 +1,568 @@
+"""Findings and the host they were found on → a plan: the actions that repair them.
+
+Each action names a path relative to ROOT, what is done to it (``quarantine``: moved whole into
+the quarantine; ``relink``: a missing overlay2 ``l/`` link made again; ``rewrite``: a damaged file
+replaced, its original quarantined), the findings it answers with their check ids, and why it is
+safe. What the plan leaves alone it says so, with the reason (BuildKit's directories, directories
+whose owner is in doubt, damage this version does not repair).
+
+Whole units are planned together, in the order dockerd itself removes a container's read-write
+layer (``layer_store.ReleaseRWLayer``: the driver directories, then the mount record; then
+``cleanupContainer`` removes ``containers/<id>``). Every intermediate state is one that an
+interrupted ``docker rm`` leaves and that dockerd starts with; a rerun completes it. The mount
+record and its driver directories name each other, so no order can avoid a passing finding
+about the unit itself between those steps (``mount.driver-dir-missing`` while the record waits
+its turn), but no step ever produces a finding about anything outside the unit: a container's
+directory goes last, so its mount record is never left without a container while it exists, and
+a link goes after its directory, so a referenced layer never loses its link.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from forensics.checks.common import short
+from forensics.evidence import Evidence, ReadFailure
+from forensics.formats.ids import LINK_ID, MOUNT_ID
+from forensics.model import Host, Mount
+from forensics.repair.fsops import kind_of
+from forensics.repair.tags import recover
+from forensics.report import Finding
+
+SUPPORTED_DRIVERS = ("overlay2",)
+BROKEN_CONTAINER = ("container.config-damaged", "container.config-missing")
+LEFTOVER_CHECKS = {
+    "layer.removing-leftover": (
+        "dockerd ignores a *-removing layer directory and deletes it at shutdown: this is that "
+        "clean-up, into the quarantine"
+    ),
+    "layer.tmp-leftover": (
+        "an interrupted layer registration under layerdb/tmp: dockerd never reads it again"
+    ),
+}
+LEFT_ALONE = {
+    "driver.buildkit-dir": "BuildKit's own (named in its database): never touched",
+    "driver.unknown-dir": (
+        "not named like a layer of dockerd's, and maybe BuildKit's: ownership in doubt, never "
+        "touched"
+    ),
+}
+
+
+@dataclass
+class Action:
+    """One change to ROOT."""
+
+    action: str  # quarantine, relink, rewrite
+    path: str  # relative to ROOT
+    reason: str
+    checks: list[str]
+    safety: str
+    unit: str  # what the action belongs to: "container <id>", "driver-dir <id>", …
+    kind: str | None = None  # what ``path`` is now: dir, file, symlink, other (None: absent)
+    summary: str = ""  # the reason in a few words, for the text output
+    target: str | None = None  # relink: the symlink's target
+    content: bytes | None = None  # rewrite: the new contents
+    mode: int | None = None  # rewrite: the new file's mode
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "action": self.action,
+            "path": self.path,
+            "reason": self.reason,
+            "checks": self.checks,
+            "safety": self.safety,
+            "unit": self.unit,
+            "summary": self.summary,
+        }
+        if self.kind is not None:
+            out["kind"] = self.kind
+        if self.target is not None:
+            out["target"] = self.target
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+@dataclass
+class Skipped:
+    """A finding the plan does not act on, and why."""
+
+    check: str
+    path: str
+    why: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "path": self.path, "why": self.why}
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "actions": [a.as_dict() for a in self.actions],
+            "skipped": [s.as_dict() for s in self.skipped],
+        }
+
+
+@dataclass
+class _Part:
+    path: str
+    kind: str
+    role: str
+    safety: str
+
+
+@dataclass
+class _Unit:
+    """Actions that belong together (a container with its layers, an orphan with its link)."""
+
+    name: str
+    label: str  # for people: "container 87b3f612a130 (its config is truncated)"
+    order: int
+    primary: Finding
+    parts: list[_Part] = field(default_factory=list)
+    dirs: set[str] = field(default_factory=set)  # driver dirs it quarantines
+
+
+class _Planner:
+    def __init__(self, ev: Evidence, host: Host, findings: list[Finding]) -> None:
+        self.ev, self.host, self.findings = ev, host, findings
+        self.base = host.driver or "overlay2"
+        self.by_check: dict[str, list[Finding]] = defaultdict(list)
+        self.under: dict[str, list[Finding]] = defaultdict(list)  # path → findings at or below
+        for f in findings:
+            self.by_check[f.check].append(f)
+            for ancestor in _ancestors(f.path):
+                self.under[ancestor].append(f)
+        self.owners = _owners(host)
+        self.dirs_by_link: dict[str, list[str]] = defaultdict(list)
+        for ddir in host.driver_dirs.values():
+            if ddir.link:
+                self.dirs_by_link[ddir.link].append(ddir.id)
+        self.lower_users = _lower_users(host)
+        self.skipped: list[Skipped] = []
+
+    # -- the plan ----------------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        units = self._container_units() + self._mount_units() + self._orphan_units()
+        units = self._keep_lower_layers(units)
+        removed = {d for u in units for d in u.dirs}
+        actions = self._rewrite_repositories() + self._relinks(removed)
+        for unit in sorted(units, key=lambda u: u.order):
+            actions += self._unit_actions(unit)
+        actions += self._orphan_links(removed) + self._leftovers()
+        self._say_left_alone(actions)
+        return Plan(actions=actions, skipped=self.skipped)
+
+    # -- a container or mount record, whole --------------------------------------------------
+
+    def _container_units(self) -> list[_Unit]:
+        units = []
+        seen: set[str] = set()
+        for check in BROKEN_CONTAINER:
+            for f in self.by_check[check]:
+                cid = f.object_id or ""
+                container = self.host.containers.get(cid)
+                if container is None or cid in seen:
+                    continue
+                seen.add(cid)
+                label = f"container {short(cid)}"
+                unit = _Unit(f"container {cid}", label, 1, f)
+                if not self._add_rw_layer(unit, cid, self.host.mounts.get(cid)):
+                    continue
+                unit.parts.append(
+                    _Part(
+                        container.path,
+                        "dir",
+                        "the directory",
+                        "dockerd skips a container whose config it cannot read "
+                        "('failed to load container'): it is moved whole, logs included, "
+                        "and --undo puts it back",
+                    )
+                )
+                units.append(unit)
+        return units
+
+    def _mount_units(self) -> list[_Unit]:
+        units = []
+        for f in self.by_check["mount.container-missing"]:
+            cid = f.object_id or ""
+            mount = self.host.mounts.get(cid)
+            if mount is None:
+                continue
+            if self.ev.lstat(f"containers/{cid}") is not None:
+                self._skip(f, f"containers/{cid} exists but is no container directory: left alone")
+                continue
+            unit = _Unit(f"mount {cid}", f"the removed container {short(cid)}", 2, f)
+            if self._add_rw_layer(unit, cid, mount):
+                units.append(unit)
+        return units
+
+    def _add_rw_layer(self, unit: _Unit, cid: str, mount: Mount | None) -> bool:
+        """Add a container's driver dirs, their links and its mount record to ``unit``, in
+        dockerd's order. False (and the finding skipped) when ownership is in doubt."""
+        if mount is None:
+            return True
+        if "dir" in mount.problems:
+            kind = self._kind(mount.path)
+            if kind is not None:
+                unit.parts.append(_Part(mount.path, kind, "the mount record", _RECORD_SAFETY))
+            return True
+        for name, role in self._rw_dirs(mount):
+            others = self.owners.get(name, set()) - {f"mount:{cid}", f"init:{cid}"}
+            if others:
+                self._skip(
+                    unit.primary,
+                    f"{self.base}/{name} is also referenced by {', '.join(sorted(others))}: "
+                    "ownership in doubt, the container is left alone",
+                )
+                return False
+            self._add_dir(unit, name, role, _RW_SAFETY)
+        unit.parts.append(_Part(mount.path, "dir", "the mount record", _RECORD_SAFETY))
+        return True
+
+    def _rw_dirs(self, mount: Mount) -> list[tuple[str, str]]:
+        """The container's driver dirs that exist: its RW layer, then its init layer."""
+        out = []
+        rw = mount.mount_id if mount.mount_id and MOUNT_ID.fullmatch(mount.mount_id) else None
+        init = mount.init_id if mount.init_id and MOUNT_ID.fullmatch(mount.init_id) else None
+        if init is None and rw and not rw.endswith("-init") and "init-id" not in mount.problems:
+            init = f"{rw}-init"  # no init-id file: the daemon's own naming
+        for name, role in ((rw, "the read-write layer"), (init, "the init layer")):
+            if name and name in self.host.driver_dirs:
+                out.append((name, role))
+        return out
+
+    def _add_dir(self, unit: _Unit, name: str, role: str, safety: str) -> None:
+        ddir = self.host.driver_dirs[name]
+        unit.parts.append(_Part(ddir.path, "dir", role, safety))
+        unit.dirs.add(name)
+        link = ddir.link
+        if link and LINK_ID.fullmatch(link) and self.host.links.get(link) == f"../{name}/diff":
+            unit.parts.append(
+                _Part(
+                    f"{self.base}/l/{link}",
+                    "symlink",
+                    f"the short link of {short(name)}",
+                    "a symlink to the quarantined directory's diff/: moved, never followed",
+                )
+            )
+
+    # -- orphans -----------------------------------------------------------------------------
+
+    def _orphan_units(self) -> list[_Unit]:
+        doubt = _ownership_doubt(self.host)
+        units = []
+        for f in self.by_check["driver.orphan-dir"]:
+            name = f.object_id or ""
+            if name not in self.host.driver_dirs:
+                continue
+            if doubt:
+                self._skip(f, f"ownership in doubt: {doubt}")
+                continue
+            unit = _Unit(f"driver-dir {name}", "", 3, f)
+            self._add_dir(unit, name, "an orphan driver directory", _ORPHAN_SAFETY)
+            units.append(unit)
+        return units
+
+    def _keep_lower_layers(self, units: list[_Unit]) -> list[_Unit]:
+        """Drop units whose directories another directory that stays still stacks on (its link
+        is in that directory's ``lower``), until no such unit is left."""
+        active = list(units)
+        while True:
+            removed = {d for u in active for d in u.dirs}
+            keep = []
+            for unit in active:
+                users = self._stacked_on(unit.dirs) - removed
+                if users:
+                    self._skip(
+                        unit.primary,
+                        f"{', '.join(sorted(f'{self.base}/{u}' for u in users))} still stacks on "
+                        "it (its link is in their lower file): left alone",
+                    )
+                else:
+                    keep.append(unit)
+            if len(keep) == len(active):
+                return keep
+            active = keep
+
+    def _stacked_on(self, dirs: set[str]) -> set[str]:
+        users: set[str] = set()
+        for name in dirs:
+            link = self.host.driver_dirs[name].link
+            if link:
+                users |= self.lower_users.get(link, set())
+        return users
+
+    def _orphan_links(self, removed: set[str]) -> list[Action]:
+        actions = []
+        for f in self.by_check["overlay2.link-orphan"]:
+            link = f.path.rsplit("/", 1)[-1]
+            target = self.host.links.get(link)
+            owner = _link_owner(target)
+            if owner is None:
+                self._skip(f, "not a symlink of the form ../<id>/diff: left alone")
+            elif owner in removed:
+                continue  # quarantined with its directory
+            elif self.ev.lstat(f"{self.base}/{owner}") is not None:
+                self._skip(f, f"its target {self.base}/{owner} exists: left alone")
+            else:
+                actions.append(
+                    Action(
+                        "quarantine",
+                        f.path,
+                        _reason(f, "a short link whose layer directory is gone"),
+                        [f.check],
+                        f"points to {target!r}, which does not exist: no layer can use it",
+                        f"link {link}",
+                        kind="symlink",
+                        summary="a short link whose layer directory is gone",
+                    )
+                )
+        return actions
+
+    # -- relink ------------------------------------------------------------------------------
+
+    def _relinks(self, removed: set[str]) -> list[Action]:
+        actions = []
+        for f in self.by_check["overlay2.link-dangling"]:
+            name = f.object_id or ""
+            ddir = self.host.driver_dirs.get(name)
+            if ddir is None or name in removed:
+                continue
+            link = ddir.link or ""
+            why = self._relink_refusal(name, link)
+            if why:
+                self._skip(f, why)
+                continue
+            target = f"../{name}/diff"
+            actions.append(
+                Action(
+                    "relink",
+                    f"{self.base}/l/{link}",
+                    _reason(f, f"recreated from {ddir.path}/link"),
+                    [f.check],
+                    "makes the link overlay2 made for this layer, from the layer's own link "
+                    "file (as containers/storage does); nothing that exists is changed",
+                    f"driver-dir {name}",
+                    target=target,
+                    summary=f"the missing short link of layer directory {short(name)}",
+                )
+            )
+        return actions
+
+    def _relink_refusal(self, name: str, link: str) -> str | None:
+        ddir = self.host.driver_dirs[name]
+        if not LINK_ID.fullmatch(link):
+            return "the layer's link file holds no valid link id: nothing to link"
+        if not ddir.has_diff:
+            return f"{ddir.path}/diff is missing: a link to it would dangle"
+        if link in self.host.links or self.ev.lstat(f"{self.base}/l/{link}") is not None:
+            return f"{self.base}/l/{link} exists and points elsewhere: left alone"
+        if not self.ev.is_dir(f"{self.base}/l"):
+            return f"{self.base}/l is no directory: left alone"
+        sharing = [d for d in self.dirs_by_link.get(link, []) if d != name]
+        if sharing:
+            return f"{self.base}/{sharing[0]} has the same link id: ownership in doubt"
+        return None
+
+    # -- leftovers and the tag store ---------------------------------------------------------
+
+    def _leftovers(self) -> list[Action]:
+        actions = []
+        for check, safety in LEFTOVER_CHECKS.items():
+            for f in self.by_check[check]:
+                kind = self._kind(f.path)
+                if kind is None:
+                    continue
+                actions.append(
+                    Action(
+                        "quarantine",
+                        f.path,
+                        _reason(f),
+                        [f.check],
+                        safety,
+                        f"leftover {f.path}",
+                        kind=kind,
+                        summary=f.message,
+                    )  # fmt: skip
+                )
+        return actions
+
+    def _rewrite_repositories(self) -> list[Action]:
+        actions = []
+        for f in self.by_check["repositories.damaged"]:
+            kind = self._kind(f.path)
+            if kind is None or f.path != self.host.references_path:
+                continue
+            try:
+                damaged: bytes | None = self.ev.read_bytes(f.path)
+            except ReadFailure:
+                damaged = None
+            rec = recover(self.host, damaged)
+            counts = f"{_n(len(rec.references), 'reference')} kept, {len(rec.lost)} lost"
+            details = {
+                "kept": {ref: {"image": image, "from": rec.sources[ref]}
+                         for ref, image in sorted(rec.references.items())},
+                "lost": rec.lost,
+            }  # fmt: skip
+            mode = self._mode(f.path)
+            actions.append(
+                Action(
+                    "rewrite",
+                    f.path,
+                    _reason(f, counts),
+                    [f.check],
+                    "dockerd does not start on a tag store it cannot parse; the new file holds "
+                    "only references to images that exist, and the original is quarantined",
+                    "repositories",
+                    kind=kind,
+                    summary=f"a tag store dockerd cannot parse ({f.damage}): {counts}",
+                    content=rec.document(),
+                    mode=mode,
+                    details=details,
+                )
+            )
+        return actions
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _unit_actions(self, unit: _Unit) -> list[Action]:
+        actions = []
+        for part in unit.parts:
+            answered = self._answered(part.path)
+            checks = sorted({f.check for f in answered} | {unit.primary.check})
+            what = f"{part.role} of {unit.label}" if unit.label else part.role
+            actions.append(
+                Action(
+                    "quarantine",
+                    part.path,
+                    _reason(unit.primary, what),
+                    checks,
+                    part.safety,
+                    unit.name,
+                    kind=part.kind,
+                    summary=what,
+                )
+            )
+        return actions
+
+    def _answered(self, path: str) -> list[Finding]:
+        return self.under.get(path, [])
+
+    def _say_left_alone(self, actions: list[Action]) -> None:
+        """Every warning or error no action answers is listed with the reason."""
+        covered = {a.path for a in actions}
+        removed = {a.unit.rpartition(" ")[2] for a in actions if a.action == "quarantine"}
+        skipped = {(s.check, s.path) for s in self.skipped}
+        for f in self.findings:
+            if (f.check, f.path) in skipped or any(a in covered for a in _ancestors(f.path)):
+                continue
+            if f.check in LEFT_ALONE:
+                self._skip(f, LEFT_ALONE[f.check])
+            elif f.severity in ("error", "warning") and f.object_id not in removed:
+                # (a finding about an object whose unit is quarantined is answered by it)
+                self._skip(f, "no repair for this check in this version")
+
+    def _skip(self, f: Finding, why: str) -> None:
+        self.skipped.append(Skipped(f.check, f.path, why))
+
+    def _kind(self, rel: str) -> str | None:
+        st = self.ev.lstat(rel)
+        return None if st is None else kind_of(st.st_mode)
+
+    def _mode(self, rel: str) -> int:
+        st = self.ev.lstat(rel)
+        return stat.S_IMODE(st.st_mode) if st is not None and stat.S_ISREG(st.st_mode) else 0o600
+
+
+_RW_SAFETY = (
+    "named only by this container's mount record (no layer, no other container), and no "
+    "directory that stays stacks on it"
+)
+_RECORD_SAFETY = (
+    "the record of a read-write layer whose container cannot be restored; dockerd removes it "
+    "the same way, after the layer's directories"
+)
+_ORPHAN_SAFETY = (
+    "no layer's cache-id, no mount record and no BuildKit database names it, and no directory "
+    "that stays stacks on it"
+)
+
+
+def _ancestors(path: str) -> list[str]:
+    """``a/b/c`` → ``a``, ``a/b``, ``a/b/c``."""
+    parts = path.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _reason(f: Finding, what: str | None = None) -> str:
+    text = f"{f.check} ({f.path}): {f.message}"
+    return f"{text} — {what}" if what else text
+
+
+def _owners(host: Host) -> dict[str, set[str]]:
+    """Driver dir name → everything that references it (layers, mount records, init layers)."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for layer in host.layers.values():
+        if layer.cache_id:
+            owners[layer.cache_id].add(f"layer:{layer.id}")
+    for mount in host.mounts.values():
+        if mount.mount_id:
+            owners[mount.mount_id].add(f"mount:{mount.container_id}")
+        if mount.init_id:
+            owners[mount.init_id].add(f"init:{mount.container_id}")
+    return owners
+
+
+def _lower_users(host: Host) -> dict[str, set[str]]:
+    """overlay2 link id → the driver dirs whose ``lower`` lists it."""
+    users: dict[str, set[str]] = defaultdict(set)
+    for ddir in host.driver_dirs.values():
+        for entry in ddir.lower or []:
+            users[entry.removeprefix("l/")].add(ddir.id)
+    return users
+
+
+def _ownership_doubt(host: Host) -> str | None:
+    """Why an unreferenced directory may still be somebody's: a layer or mount record whose
+    reference to its directory cannot be read."""
+    for layer in sorted(host.layers.values(), key=lambda x: x.id):
+        if "cache-id" in layer.problems or "dir" in layer.problems:
+            return f"the cache-id of layer {short(layer.id)} cannot be read"
+    for mount in sorted(host.mounts.values(), key=lambda m: m.container_id):
+        for role in ("mount-id", "init-id", "dir"):
+            if role in mount.problems:
+                return f"the {role} of mount record {short(mount.container_id)} cannot be read"
+    return None
+
+
+def _link_owner(target: str | None) -> str | None:
+    """``../<id>/diff`` → ``<id>`` (None for anything else)."""
+    if target is None or not target.startswith("../") or not target.endswith("/diff"):
+        return None
+    name = target[3:-5]
+    return name if name and "/" not in name and name not in (".", "..") else None
+
+
+def make_plan(ev: Evidence, host: Host, findings: list[Finding]) -> Plan:
+    """The repair plan for ``host`` (read from ``ev``) and its ``findings``; reads only."""
+    if host.layout != "modern" or host.driver not in SUPPORTED_DRIVERS:
+        what = f"{host.layout} layout" + (f" on {host.driver}" if host.driver else "")
+        why = f"repair supports the modern overlay2 layout only; this root: {what}"
+        skipped = [Skipped(f.check, f.path, why) for f in findings if f.severity != "info"]
+        return Plan(skipped=skipped)
+    return _Planner(ev, host, findings).plan()
