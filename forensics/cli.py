@@ -21,7 +21,17 @@ from forensics import __version__
 from forensics.checks import run_checks
 from forensics.cli_repair import repair
 from forensics.cli_thin import thin
-from forensics.evidence import Evidence, RootError
+from forensics.cliutil import (
+    DEFAULT_ROOT,
+    EXIT_ERRORS,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_OPERATIONAL,
+    EXIT_USAGE,
+    OperationalError,
+    emit,
+    open_root,
+)
 from forensics.inventory import build_inventory, inventory_text
 from forensics.model import Host
 from forensics.progress import set_enabled
@@ -40,46 +50,12 @@ if TYPE_CHECKING:  # the layer checks load construct: imported only where they a
     from forensics.deep import DeepResult
     from forensics.layers import LayerReport
 
-DEFAULT_ROOT = "/var/lib/docker"
 PLUGIN_METADATA = {
     "SchemaVersion": "0.1.0",
     "Vendor": "docker-forensics",
     "Version": __version__,
     "ShortDescription": "Examine Docker's storage directory offline",
 }
-EXIT_OK, EXIT_REPAIRED, EXIT_ERRORS, EXIT_OPERATIONAL, EXIT_USAGE, EXIT_INTERRUPTED = (
-    0,
-    1,
-    4,
-    8,
-    16,
-    32,
-)
-
-
-class OperationalError(click.ClickException):
-    """A failure that is not the user's syntax: ROOT unreadable, OUT not writable, …"""
-
-    exit_code = EXIT_OPERATIONAL
-
-
-def _open_root(root: str, *, record_reads: bool = False) -> Evidence:
-    try:
-        return Evidence(root, record_reads=record_reads)
-    except RootError as exc:
-        raise OperationalError(str(exc)) from None
-
-
-def _emit(text: str) -> None:
-    """Write the requested output. A reader that went away (``| head``) does not change the exit
-    status: the rest of the output is dropped."""
-    try:
-        sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
-        sys.stdout.flush()
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 root_argument = click.argument("root", default=DEFAULT_ROOT, required=False)
@@ -100,9 +76,9 @@ def cli(no_progress: bool) -> None:
 )
 def inventory(root: str, fmt: str) -> int:
     """List the images, containers and volumes of ROOT (default /var/lib/docker)."""
-    host = read_host(_open_root(root))
+    host = read_host(open_root(root))
     doc = build_inventory(host)
-    _emit(to_json(doc) if fmt == "json" else inventory_text(doc))
+    emit(to_json(doc) if fmt == "json" else inventory_text(doc))
     return EXIT_OK
 
 
@@ -130,7 +106,7 @@ def inventory(root: str, fmt: str) -> int:
 def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool, deep: bool) -> int:
     """Cross-check everything in ROOT and report each problem with its check id and path."""
     started = _now()
-    ev = _open_root(root, record_reads=sqlite_out is not None)
+    ev = open_root(root, record_reads=sqlite_out is not None)
     if sqlite_out is not None:
         _check_output_path(sqlite_out, ev.root, overwrite)
     host = read_host(ev)
@@ -164,11 +140,11 @@ def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool, deep: 
         except OSError as exc:
             raise OperationalError(f"{sqlite_out}: {exc.strerror or exc}") from None
     if fmt == "json":
-        _emit(to_json(_verify_document(host, findings, counts, deep_result)))
+        emit(to_json(_verify_document(host, findings, counts, deep_result)))
     elif fmt == "jsonl":
-        _emit(findings_jsonl(findings))
+        emit(findings_jsonl(findings))
     else:
-        _emit(findings_text(findings))
+        emit(findings_text(findings))
     return status
 
 
@@ -200,7 +176,7 @@ def _layer_key(report: LayerReport) -> str:
 )
 def diff_command(container: str, root: str, fmt: str) -> int:
     """What CONTAINER's writable layer added (A), changed (C) and deleted (D), as docker diff."""
-    ev = _open_root(root)
+    ev = open_root(root)
     host = read_host(ev)
     cid = _resolve_container(host, container)
     from forensics.layers import container_diff, diff_plan
@@ -213,9 +189,9 @@ def diff_command(container: str, root: str, fmt: str) -> int:
         click.echo(f"docker-forensics: {path}: {message}", err=True)
     if fmt == "json":
         changes = [{"kind": c.kind, "path": c.path} for c in result.changes]
-        _emit(to_json({"container": cid, "changes": changes, "problems": result.problems}))
+        emit(to_json({"container": cid, "changes": changes, "problems": result.problems}))
     else:
-        _emit("".join(printable(line) + "\n" for line in result.lines()))
+        emit("".join(printable(line) + "\n" for line in result.lines()))
     return EXIT_ERRORS if result.problems else EXIT_OK
 
 
@@ -257,7 +233,7 @@ cli.add_command(repair)
 @cli.command("docker-cli-plugin-metadata", hidden=True)
 def plugin_metadata() -> int:
     """What the Docker CLI asks a plugin before it lists or runs it."""
-    _emit(json.dumps(PLUGIN_METADATA) + "\n")
+    emit(json.dumps(PLUGIN_METADATA) + "\n")
     return EXIT_OK
 
 

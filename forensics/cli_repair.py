@@ -5,8 +5,7 @@
 ``repair --undo JOURNAL`` reverses a run. Exit codes as e2fsck: 0 nothing to do, 1 repaired
 (or undone), 4 errors left, 8 operational error, 16 usage.
 
-Registered on the main command by ``cli.add_command(repair)``; nothing here imports
-:mod:`forensics.cli` at load time, so that module can import this one.
+Registered on the main command by ``cli.add_command(repair)``.
 """
 
 from __future__ import annotations
@@ -19,7 +18,17 @@ from typing import Any
 import click
 
 from forensics.checks import run_checks
-from forensics.evidence import Evidence, RootError
+from forensics.cliutil import (
+    DEFAULT_ROOT,
+    EXIT_ERRORS,
+    EXIT_OK,
+    EXIT_REPAIRED,
+    EXIT_USAGE,
+    OperationalError,
+    emit,
+    open_root,
+)
+from forensics.evidence import Evidence
 from forensics.repair.apply import (
     RepairError,
     RunResult,
@@ -37,24 +46,11 @@ from forensics.repair.undo import journal_run_dir, undo_run
 from forensics.report import Finding, count_by_severity, printable, to_json
 from forensics.stores import read_host
 
-DEFAULT_ROOT = "/var/lib/docker"
-EXIT_NOTHING, EXIT_REPAIRED, EXIT_ERRORS_LEFT, EXIT_OPERATIONAL, EXIT_USAGE = 0, 1, 4, 8, 16
+EXIT_NOTHING, EXIT_ERRORS_LEFT = EXIT_OK, EXIT_ERRORS
 
 
 class RepairUsageError(click.UsageError):
     exit_code = EXIT_USAGE
-
-
-def _operational(message: str) -> click.ClickException:
-    from forensics.cli import OperationalError  # loaded by then; see the module docstring
-
-    return OperationalError(message)
-
-
-def _emit(text: str) -> None:
-    from forensics.cli import _emit as emit
-
-    emit(text)
 
 
 def _finish(status: int) -> int:
@@ -104,7 +100,7 @@ def repair(
         if quarantine is not None:
             raise RepairUsageError("--quarantine has no meaning with --undo")
         return _finish(_undo(root, undo_journal, dry_run, fmt, force, list(pidfiles)))
-    ev = _open_root(root or DEFAULT_ROOT)
+    ev = open_root(root or DEFAULT_ROOT)
     qbase = _quarantine_dir(ev.root, quarantine)
     if dry_run:
         return _finish(_dry_run(ev, qbase, fmt, list(pidfiles)))
@@ -112,13 +108,6 @@ def repair(
 
 
 # -- plan -------------------------------------------------------------------------------------
-
-
-def _open_root(root: str) -> Evidence:
-    try:
-        return Evidence(root)
-    except RootError as exc:
-        raise _operational(str(exc)) from None
 
 
 def _quarantine_dir(root: Path, given: Path | None) -> Path:
@@ -143,7 +132,7 @@ def _dry_run(ev: Evidence, qbase: Path, fmt: str, pidfiles: list[Path]) -> int:
             _warn(f"note: run {state.run} was interrupted; a repair completes it first")
     plan, _ = _plan(ev)
     doc = {"root": str(ev.root), "dry_run": True, **plan.as_dict()}
-    _emit(to_json(doc) if fmt == "json" else _plan_text(doc))
+    emit(to_json(doc) if fmt == "json" else _plan_text(doc))
     return EXIT_NOTHING
 
 
@@ -165,18 +154,18 @@ def _apply(ev: Evidence, qbase: Path, fmt: str, force: bool, pidfiles: list[Path
                 plan, findings = _plan(ev)
                 if not plan.actions:
                     doc = {"root": str(ev.root), **plan.as_dict(), "applied": False}
-                    _emit(to_json(doc) if fmt == "json" else _plan_text(doc))
+                    emit(to_json(doc) if fmt == "json" else _plan_text(doc))
                     errors = count_by_severity(findings)["error"]
                     return EXIT_ERRORS_LEFT if errors else EXIT_NOTHING
                 results = [start_run(ws, plan.actions, sys.argv[1:], switch)]
                 doc = plan.as_dict()
     except (RepairError, UnsafePath) as exc:
-        raise _operational(str(exc)) from None
+        raise OperationalError(str(exc)) from None
     except OSError as exc:
-        raise _operational(f"repair stopped: {exc}; the journal tells what was done") from None
-    left = [f for f in run_checks(read_host(_open_root(str(ev.root)))) if f.severity == "error"]
+        raise OperationalError(f"repair stopped: {exc}; the journal tells what was done") from None
+    left = [f for f in run_checks(read_host(open_root(str(ev.root)))) if f.severity == "error"]
     doc.update(_applied(ev.root, results, left))
-    _emit(to_json(doc) if fmt == "json" else _plan_text(doc))
+    emit(to_json(doc) if fmt == "json" else _plan_text(doc))
     return EXIT_ERRORS_LEFT if left else EXIT_REPAIRED
 
 
@@ -201,7 +190,7 @@ def _refuse_if_in_use(root: Path, pidfiles: list[Path], force: bool) -> None:
     if not usage:
         return
     if not force:
-        raise _operational(describe(usage, root))
+        raise OperationalError(describe(usage, root))
     _warn(f"warning: --force: {describe(usage, root)}")
 
 
@@ -214,13 +203,13 @@ def _undo(
     try:
         state = read_journal(Path(os.path.abspath(journal)))
     except JournalError as exc:
-        raise _operational(str(exc)) from None
+        raise OperationalError(str(exc)) from None
     if root is not None and os.path.realpath(root) != state.root:
         raise RepairUsageError(f"{journal} is the journal of a repair of {state.root}, not {root}")
     qbase, _ = journal_run_dir(state.path)
     if dry_run:
         doc = _undo_doc(state.root, state.run, _undo_steps(state), done=False)
-        _emit(to_json(doc) if fmt == "json" else _undo_text(doc))
+        emit(to_json(doc) if fmt == "json" else _undo_text(doc))
         return EXIT_NOTHING
     _refuse_if_in_use(Path(state.root), pidfiles, force)
     try:
@@ -230,12 +219,12 @@ def _undo(
             listed = _undo_steps(state)
             result = undo_run(ws, state, StopSwitch.from_env())
     except (RepairError, UnsafePath, JournalError) as exc:
-        raise _operational(str(exc)) from None
+        raise OperationalError(str(exc)) from None
     except OSError as exc:
-        raise _operational(f"undo stopped: {exc}; run it again to complete it") from None
+        raise OperationalError(f"undo stopped: {exc}; run it again to complete it") from None
     doc = _undo_doc(state.root, state.run, listed, done=True)
     doc["undone"] = result.undone
-    _emit(to_json(doc) if fmt == "json" else _undo_text(doc))
+    emit(to_json(doc) if fmt == "json" else _undo_text(doc))
     return EXIT_REPAIRED if result.undone else EXIT_NOTHING
 
 

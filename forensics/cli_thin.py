@@ -4,21 +4,20 @@
 exclusive and shared blocks, ``extract`` copies one device out of the data file into a sparse
 image. Exit codes as the rest of the tool: 0 clean, 4 damage, 8 unreadable, 16 usage.
 
-The group is registered on the main command by ``cli.add_command(thin)``; nothing here imports
-:mod:`forensics.cli` at load time, so that module can import this one.
+The group is registered on the main command by ``cli.add_command(thin)``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from forensics.cliutil import EXIT_ERRORS, EXIT_OK, EXIT_OPERATIONAL, OperationalError, emit
 
 if TYPE_CHECKING:
     from forensics.thin.blocks import MetadataFile
@@ -28,29 +27,11 @@ if TYPE_CHECKING:
 #: so they are imported only when a thin command runs)
 ERROR = "error"
 
-EXIT_OK, EXIT_DAMAGE, EXIT_UNREADABLE = 0, 4, 8
+EXIT_DAMAGE, EXIT_UNREADABLE = EXIT_ERRORS, EXIT_OPERATIONAL
 
 metadata_argument = click.argument(
     "metadata", type=click.Path(dir_okay=True, path_type=Path), metavar="METADATA"
 )
-
-
-def _operational(message: str) -> click.ClickException:
-    from forensics.cli import OperationalError  # loaded late: see the module docstring
-
-    return OperationalError(message)
-
-
-def _emit(text: str) -> None:
-    """Write output as ``forensics.cli`` does (a reader that goes away, as ``| head`` does, is
-    not an error), without importing that module and all the stores it loads."""
-    try:
-        sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
-        sys.stdout.flush()
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
 
 
 @contextmanager
@@ -60,7 +41,7 @@ def _open(path: Path) -> Iterator[MetadataFile]:
     try:
         meta = MetadataFile(path)
     except MetadataOpenError as exc:
-        raise _operational(str(exc)) from None
+        raise OperationalError(str(exc)) from None
     try:
         yield meta
     finally:
@@ -98,9 +79,9 @@ def check(metadata: Path, fmt: str) -> int:
     with _open(metadata) as meta:
         result = check_pool(_read_pool(meta))
         if fmt == "json":
-            _emit(json.dumps(report_json(result), indent=2, sort_keys=True) + "\n")
+            emit(json.dumps(report_json(result), indent=2, sort_keys=True) + "\n")
         else:
-            _emit(report_text(result))
+            emit(report_text(result))
         return _finish(EXIT_DAMAGE if result.exit_damage() else EXIT_OK)
 
 
@@ -114,7 +95,7 @@ def dump(metadata: Path) -> int:
         pool = _read_pool(meta, space_maps=False)
         if pool.usable:
             for chunk in dump_chunks(pool):
-                _emit(chunk)
+                emit(chunk)
         _warn(pool, "dump")
         damaged = not pool.usable or any(f.severity == ERROR for f in pool.findings)
         return _finish(EXIT_DAMAGE if damaged else EXIT_OK)
@@ -139,9 +120,9 @@ def ls(metadata: Path, fmt: str) -> int:
                 "devices": [u.as_dict() for u in usage],
                 "errors": [f.as_dict() for f in pool.findings if f.severity == ERROR],
             }
-            _emit(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+            emit(json.dumps(doc, indent=2, sort_keys=True) + "\n")
         else:
-            _emit(usage_text(usage))
+            emit(usage_text(usage))
         _warn(pool, "ls")
         damaged = not pool.usable or any(f.severity == ERROR for f in pool.findings)
         return _finish(EXIT_DAMAGE if damaged else EXIT_OK)
@@ -174,13 +155,13 @@ def extract(metadata: Path, data: Path, dev_id: int, image: Path, size: int | No
         pool = _read_pool(meta, space_maps=False)
         if not pool.usable:
             _warn(pool, "extract")
-            raise _operational(f"{metadata}: the superblock is unusable")
+            raise OperationalError(f"{metadata}: the superblock is unusable")
         try:
             result = extract_device(pool, dev_id, data, image, size=size)
         except ExtractError as exc:
-            raise _operational(str(exc)) from None
+            raise OperationalError(str(exc)) from None
         except OSError as exc:
-            raise _operational(f"{exc.filename or image}: {exc.strerror or exc}") from None
+            raise OperationalError(f"{exc.filename or image}: {exc.strerror or exc}") from None
         _warn(pool, "extract")
         for vstart, count in result.skipped:
             click.echo(
@@ -199,9 +180,9 @@ def extract(metadata: Path, data: Path, dev_id: int, image: Path, size: int | No
 
 def _check_image_path(image: Path, *inputs: Path) -> None:
     if image.exists() or image.is_symlink():
-        raise _operational(f"{image} exists; extract never overwrites")
+        raise OperationalError(f"{image} exists; extract never overwrites")
     if not image.resolve().parent.is_dir():
-        raise _operational(f"{image.parent}: no such directory")
+        raise OperationalError(f"{image.parent}: no such directory")
     target = image.resolve()
     for path in inputs:
         if path.resolve() == target:

@@ -21,7 +21,7 @@ from typing import Any
 import click
 import pytest
 
-from forensics import cli as cli_module
+from forensics import cliutil
 from forensics.checks.catalog import CHECKS
 from forensics.cli import cli
 from forensics.export import RunInfo, export_sqlite
@@ -336,9 +336,9 @@ def test_sqlite_tables_and_columns_are_documented(tmp_path: Path) -> None:
 
 def test_exit_codes_are_documented() -> None:
     codes = {
-        getattr(cli_module, name)
-        for name in dir(cli_module)
-        if name.startswith("EXIT_") and isinstance(getattr(cli_module, name), int)
+        getattr(cliutil, name)
+        for name in dir(cliutil)
+        if name.startswith("EXIT_") and isinstance(getattr(cliutil, name), int)
     }
     assert codes >= {0, 4, 8, 16, 32}
     documented = {int(tag) for tag in entries_of(sections(MAIN_PAGE)["EXIT STATUS"])}

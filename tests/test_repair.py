@@ -32,11 +32,8 @@ APP = "sample/app:1.0"
 ORPHAN = "e" * 64
 REMOVING = f"{STORE}/layerdb/sha256/{'a' * 64}-{'b' * 64}-removing"
 WRITE_SET = f"{STORE}/layerdb/tmp/write-set-424242"
-#: how a process of its own runs the command before cli.py registers it
-BOOTSTRAP = (
-    "import sys; from forensics.cli import cli, main; from forensics.cli_repair import repair; "
-    "cli.add_command(repair); main(sys.argv[1:])"
-)
+#: how a process of its own runs the command
+BOOTSTRAP = "import sys; from forensics.cli import main; main(sys.argv[1:])"
 
 
 # -- running the command -----------------------------------------------------------------------

@@ -1,0 +1,46 @@
+"""What every command of the CLI shares: exit codes, the default ROOT, opening ROOT, writing
+output. Kept apart from :mod:`forensics.cli` so that the sub-command modules (thin, repair) use
+the same pieces without importing the main command and everything it loads."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from forensics.evidence import Evidence, RootError
+
+DEFAULT_ROOT = "/var/lib/docker"
+#: e2fsck's exit codes
+EXIT_OK = 0
+EXIT_REPAIRED = 1
+EXIT_ERRORS = 4
+EXIT_OPERATIONAL = 8
+EXIT_USAGE = 16
+EXIT_INTERRUPTED = 32
+
+
+class OperationalError(click.ClickException):
+    """A failure that is not the user's syntax: ROOT unreadable, OUT not writable, …"""
+
+    exit_code = EXIT_OPERATIONAL
+
+
+def open_root(root: str, *, record_reads: bool = False) -> Evidence:
+    try:
+        return Evidence(root, record_reads=record_reads)
+    except RootError as exc:
+        raise OperationalError(str(exc)) from None
+
+
+def emit(text: str) -> None:
+    """Write the requested output. A reader that went away (``| head``) does not change the exit
+    status: the rest of the output is dropped."""
+    try:
+        sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
