@@ -191,7 +191,7 @@ class Evidence:
         try:
             with os.scandir(fd) as it:
                 for entry in it:
-                    out[entry.name] = _entry_type(entry)
+                    out[entry.name] = entry_type(entry)
         except OSError:
             pass
         finally:
@@ -229,7 +229,7 @@ class Evidence:
         try:
             with os.scandir(fd) as it:
                 for entry in it:
-                    types[entry.name] = _entry_type(entry)
+                    types[entry.name] = entry_type(entry)
         except OSError as exc:
             os.close(fd)
             raise ReadFailure("unreadable", rel, _reason(exc)) from None
@@ -366,7 +366,9 @@ def _reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def _entry_type(entry: os.DirEntry[str]) -> str:
+def entry_type(entry: os.DirEntry[str]) -> str:
+    """``dir``, ``file``, ``symlink`` or ``other`` for a directory entry, never followed (from the
+    listing's d_type where the file system gives it)."""
     try:
         if entry.is_symlink():
             return "symlink"
@@ -376,6 +378,17 @@ def _entry_type(entry: os.DirEntry[str]) -> str:
             return "file"
     except OSError:
         pass
+    return "other"
+
+
+def type_of_mode(mode: int) -> str:
+    """``dir``, ``file``, ``symlink`` or ``other``: the vocabulary of :func:`entry_type`."""
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISLNK(mode):
+        return "symlink"
     return "other"
 
 

@@ -24,7 +24,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from forensics.evidence import Evidence, ReadFailure, RootError
+from forensics.evidence import Evidence, ReadFailure, RootError, entry_type
 from forensics.formats.crc64 import crc64_iso
 from forensics.formats.tarsplit import FILE, Entry, TarSplitDamage, iter_entries
 from forensics.formats.ustar import BLOCK, HeaderError, Member, read_member
@@ -562,7 +562,7 @@ def walk(cdir: ConfinedDir) -> dict[Parts, str]:
             continue
         try:
             with os.scandir(fd) as it:
-                found = sorted((os.fsencode(e.name), _listed_type(e)) for e in it)
+                found = sorted((os.fsencode(e.name), entry_type(e)) for e in it)
         except OSError:
             continue
         subdirs = []
@@ -573,19 +573,6 @@ def walk(cdir: ConfinedDir) -> dict[Parts, str]:
                 subdirs.append(child)
         stack.extend(reversed(subdirs))
     return out
-
-
-def _listed_type(entry: os.DirEntry[str]) -> str:
-    try:
-        if entry.is_symlink():
-            return "symlink"
-        if entry.is_dir(follow_symlinks=False):
-            return "dir"
-        if entry.is_file(follow_symlinks=False):
-            return "file"
-    except OSError:
-        pass
-    return "other"
 
 
 def is_opaque(dir_fd: int) -> bool:

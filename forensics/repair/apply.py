@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from forensics import __version__
+from forensics.evidence import type_of_mode
 from forensics.repair.fsops import (
     DIR_FLAGS,
     UnsafePath,
     entry,
-    kind_of,
     open_dir,
     parent_of,
     read_file,
@@ -259,9 +259,9 @@ class Runner:
             with parent_of(self.run_fd, step.path, create=True) as (qfd, _):
                 src, dst = entry(rfd, name), entry(qfd, name)
                 if src is not None and dst is None:
-                    if kind_of(src.st_mode) != step.kind:
+                    if type_of_mode(src.st_mode) != step.kind:
                         raise RepairError(
-                            f"{step.path}: is a {kind_of(src.st_mode)} now, was a {step.kind} "
+                            f"{step.path}: is a {type_of_mode(src.st_mode)} now, was a {step.kind} "
                             "when planned; stopped"
                         )
                     rename_noreplace(rfd, name, qfd, name)
@@ -302,7 +302,10 @@ class Runner:
                 os.symlink(step.target or "", name, dir_fd=rfd)
                 os.fsync(rfd)
                 self.switch.event()
-            elif kind_of(st.st_mode) != "symlink" or os.readlink(name, dir_fd=rfd) != step.target:
+            elif (
+                type_of_mode(st.st_mode) != "symlink"
+                or os.readlink(name, dir_fd=rfd) != step.target
+            ):
                 raise RepairError(f"{step.path}: exists and is not the link planned; stopped")
 
 
@@ -326,7 +329,7 @@ def preflight(ws: Workspace, steps: list[Step]) -> None:
             raise RepairError(f"{step.path}: {exc}; nothing was changed") from None
         if step.op == "put":
             continue  # the original is moved out by the step before
-        now = None if st is None else kind_of(st.st_mode)
+        now = None if st is None else type_of_mode(st.st_mode)
         expected = step.kind if step.op == "move" else None
         if now != expected:
             raise RepairError(

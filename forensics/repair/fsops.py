@@ -17,6 +17,8 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from forensics.evidence import type_of_mode
+
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _RENAME_NOREPLACE = 1
 
@@ -81,16 +83,6 @@ def parent_of(base_fd: int, rel: str, *, create: bool = False) -> Iterator[tuple
         os.close(fd)
 
 
-def kind_of(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"
-
-
 def entry(dir_fd: int, name: str) -> os.stat_result | None:
     """lstat of ``name`` in ``dir_fd`` (never followed), or None when it does not exist."""
     try:
@@ -101,7 +93,7 @@ def entry(dir_fd: int, name: str) -> os.stat_result | None:
 
 def entry_kind(dir_fd: int, name: str) -> str | None:
     st = entry(dir_fd, name)
-    return None if st is None else kind_of(st.st_mode)
+    return None if st is None else type_of_mode(st.st_mode)
 
 
 def times_of(st: os.stat_result) -> list[int]:

@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forensics.checks.common import short
-from forensics.evidence import Evidence, ReadFailure
+from forensics.evidence import Evidence, ReadFailure, type_of_mode
 from forensics.formats.ids import LINK_ID, MOUNT_ID
 from forensics.model import Host, Mount
-from forensics.repair.fsops import kind_of
 from forensics.repair.tags import recover
 from forensics.report import Finding
 
@@ -478,7 +477,7 @@ class _Planner:
 
     def _kind(self, rel: str) -> str | None:
         st = self.ev.lstat(rel)
-        return None if st is None else kind_of(st.st_mode)
+        return None if st is None else type_of_mode(st.st_mode)
 
     def _mode(self, rel: str) -> int:
         st = self.ev.lstat(rel)

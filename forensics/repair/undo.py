@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from forensics.evidence import type_of_mode
 from forensics.repair.apply import (
     STAGED,
     UNDONE,
@@ -28,7 +29,7 @@ from forensics.repair.apply import (
     _now,
     _sync,
 )
-from forensics.repair.fsops import entry, kind_of, parent_of, rename_noreplace, set_times
+from forensics.repair.fsops import entry, parent_of, rename_noreplace, set_times
 from forensics.repair.journal import Journal, JournalState
 
 
@@ -101,7 +102,7 @@ class _Reverser:
         st = entry(rfd, name)
         if st is None:
             return  # the step never took effect, or was reversed before a crash
-        if kind_of(st.st_mode) != kind or (
+        if type_of_mode(st.st_mode) != kind or (
             target is not None and os.readlink(name, dir_fd=rfd) != target
         ):
             raise RepairError(f"{step.path}: is not what the repair made; left as it is")
