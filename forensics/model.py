@@ -159,6 +159,30 @@ class PoolFile:
 
 
 @dataclass
+class PoolDevice:
+    """A thin device as the pool's own metadata records it."""
+
+    device_id: int
+    mapped_blocks: int
+    transaction_id: int
+    highest_block: int | None  # the highest virtual block mapped, None when none
+
+
+@dataclass
+class PoolState:
+    """What the thin pool's binary metadata says (``devicemapper/devicemapper/metadata``)."""
+
+    path: str
+    readable: bool = False
+    problem: str | None = None  # why it could not be read, when it could not
+    damaged: bool = False  # the trees have damage (thin check tells what)
+    transaction_id: int | None = None
+    data_block_size: int | None = None  # in 512-byte sectors
+    nr_data_blocks: int | None = None
+    devices: dict[int, PoolDevice] = field(default_factory=dict)
+
+
+@dataclass
 class DeviceSet:
     """devicemapper's ``deviceset-metadata`` and ``transaction-metadata``."""
 
@@ -171,6 +195,7 @@ class DeviceSet:
     has_transaction: bool = False
     pool_files: dict[str, PoolFile] = field(default_factory=dict)
     mount_points: list[str] = field(default_factory=list)  # names under devicemapper/mnt/
+    pool: PoolState | None = None
     problems: dict[str, Problem] = field(default_factory=dict)
 
 

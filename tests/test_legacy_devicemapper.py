@@ -196,7 +196,9 @@ def test_damage(cli, dm_root: Path, dm_truth: dict[str, Any], damage, check: str
 
 
 def test_pending_transaction_is_named(cli, dm_root: Path, dm_truth: dict[str, Any]) -> None:
-    """A crash between writing transaction-metadata and the device record: dockerd rolls back."""
+    """A crash between writing transaction-metadata and the device record: dockerd rolls back.
+    Without the pool's metadata (direct-lvm: the pool is an LV) the records alone tell it."""
+    (dm_root / "devicemapper/devicemapper/metadata").unlink()
     _record(dm_root, "transaction-metadata").write_text(
         '{"open_transaction_id":14,"device_hash":"' + "c" * 64 + '","device_id":14}'
     )
@@ -250,3 +252,78 @@ def test_hostile_content_in_legacy_files(
             rel,
             content,
         )
+
+
+# -- the thin pool against the records -----------------------------------------------------------
+
+
+def _set(root: Path, name: str, **fields: Any) -> None:
+    path = _record(root, name)
+    doc = json.loads(path.read_bytes())
+    doc.update(fields)
+    path.write_text(json.dumps(doc))
+
+
+def test_pool_agrees_with_the_records(cli, dm_master: Path) -> None:
+    checks = {f["check"] for f in cli("verify", dm_master, "--format", "json").json()["findings"]}
+    assert not {c for c in checks if c.startswith("thinpool.")}
+
+
+def test_record_of_a_device_the_pool_lacks(cli, dm_root: Path, dm_truth: dict[str, Any]) -> None:
+    _set(dm_root, _top(dm_truth), device_id=99)
+    found = cli("verify", dm_root, "--format", "json").json()["findings"]
+    hits = [(f["check"], f["path"]) for f in found]
+    assert ("thinpool.device-missing", f"{META}/{_top(dm_truth)}") in hits
+    assert ("thinpool.device-leaked", "devicemapper/devicemapper/metadata") in hits  # device 11
+
+
+def test_pending_transaction_against_the_pool(cli, dm_root: Path, dm_truth: dict[str, Any]) -> None:
+    _set(
+        dm_root, "transaction-metadata", open_transaction_id=14, device_id=14, device_hash="x" * 64
+    )
+    found = cli("verify", dm_root, "--format", "json").json()["findings"]
+    pending = [f for f in found if f["check"] == "thinpool.transaction-pending"]
+    assert pending and "device 14" in pending[0]["message"]
+    assert not [f for f in found if f["check"] == "devicemapper.transaction-pending"]
+
+
+def test_transaction_far_ahead(cli, dm_root: Path) -> None:
+    _set(dm_root, "transaction-metadata", open_transaction_id=40)
+    result = cli("verify", dm_root, "--format", "json")
+    assert result.code == 4
+    assert "thinpool.transaction-ahead" in {f["check"] for f in result.json()["findings"]}
+
+
+def test_record_ahead_of_the_pool(cli, dm_root: Path, dm_truth: dict[str, Any]) -> None:
+    _set(dm_root, _top(dm_truth), transaction_id=50)
+    found = cli("verify", dm_root, "--format", "json").json()["findings"]
+    assert ("thinpool.record-ahead", f"{META}/{_top(dm_truth)}") in [
+        (f["check"], f["path"]) for f in found
+    ]
+
+
+def test_mappings_past_the_device_size(cli, dm_root: Path, dm_truth: dict[str, Any]) -> None:
+    _set(dm_root, "base", size=65536)  # one data block; the base maps more
+    found = cli("verify", dm_root, "--format", "json").json()["findings"]
+    assert ("thinpool.mapping-beyond-size", f"{META}/base") in [
+        (f["check"], f["path"]) for f in found
+    ]
+
+
+def test_short_data_file(cli, dm_root: Path) -> None:
+    data = dm_root / "devicemapper/devicemapper/data"
+    with open(data, "r+b") as f:
+        f.truncate(1 << 30)
+    result = cli("verify", dm_root, "--format", "json")
+    assert result.code == 4
+    found = [(f["check"], f["path"]) for f in result.json()["findings"]]
+    assert ("thinpool.data-file-short", "devicemapper/devicemapper/data") in found
+
+
+def test_damaged_pool_superblock(cli, dm_root: Path) -> None:
+    meta = dm_root / "devicemapper/devicemapper/metadata"
+    with open(meta, "r+b") as f:
+        f.write(b"\0" * 4096)
+    result = cli("verify", dm_root, "--format", "json")
+    assert result.code == 4
+    assert "thinpool.unreadable" in {f["check"] for f in result.json()["findings"]}

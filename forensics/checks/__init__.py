@@ -12,6 +12,7 @@ from forensics.checks.layers import check_layers, check_leftovers
 from forensics.checks.layout import check_layout, check_volumes
 from forensics.checks.legacy import check_graph
 from forensics.checks.migration import check_migrated
+from forensics.checks.thinpool import check_thin_pool
 from forensics.model import Host
 from forensics.report import Finding, sort_findings
 
@@ -28,6 +29,7 @@ RULES: list[Callable[[Host], Iterable[Finding]]] = [
     check_graph,
     check_devicemapper,
     check_migrated,
+    check_thin_pool,
 ]
 
 

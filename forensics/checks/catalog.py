@@ -252,6 +252,19 @@ _CHECKS = [
     Check(
         "layer.checksum-damaged", "error", "a graph checksum file that is not a digest or TarSum"
     ),
+    # thin pool against Docker's device records
+    Check("thinpool.unreadable", "error", "the thin pool's metadata file cannot be read"),
+    Check("thinpool.damaged", "error", "the thin pool's metadata trees are damaged"),
+    Check("thinpool.device-missing", "error", "a device record whose thin device the pool lacks"),
+    Check("thinpool.device-leaked", "warning", "a thin device of the pool that no record names"),
+    Check("thinpool.transaction-pending", "warning", "a create or delete the pool never completed"),
+    Check(
+        "thinpool.transaction-ahead", "error", "an open transaction more than one past the pool's"
+    ),
+    Check("thinpool.transaction-behind", "warning", "an open transaction behind the pool's"),
+    Check("thinpool.record-ahead", "error", "a device record newer than the pool's transaction"),
+    Check("thinpool.mapping-beyond-size", "error", "a thin device mapping blocks past its size"),
+    Check("thinpool.data-file-short", "error", "a data file smaller than the pool's data blocks"),
     # migration 1.9 → 1.10
     Check(
         "migration.not-migrated", "info", "a graph image that no 1.10+ layer uses (never migrated)"

@@ -83,6 +83,8 @@ def _check_transaction(host: Host, ds: DeviceSet) -> Iterator[Finding]:
     transaction id (or a device without record) is a crashed operation the daemon rolls back."""
     if ds.open_transaction_id is None or ds.transaction_hash is None:
         return
+    if ds.pool is not None and ds.pool.readable:
+        return  # the pool's own transaction id says it better (checks/thinpool.py)
     name = ds.transaction_hash or "base"
     device = host.devices.get(name)
     if device is not None and device.transaction_id is not None:

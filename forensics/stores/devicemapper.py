@@ -14,6 +14,7 @@ from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.model import Device, DeviceSet, DriverDir, Host, PoolFile, Problem
 from forensics.progress import track
 from forensics.stores.reading import read_json_object
+from forensics.stores.thinpool import read_thin_pool
 
 BASE = "devicemapper"
 POOL_RECORDS = {"deviceset-metadata", "transaction-metadata"}
@@ -32,6 +33,7 @@ def read_devicemapper(ev: Evidence, host: Host, base: str = BASE) -> None:
         )
     _read_pool_files(ev, host.deviceset, f"{base}/devicemapper")
     host.deviceset.mount_points = sorted(ev.names(f"{base}/mnt"))
+    read_thin_pool(ev, host.deviceset)
 
 
 def _read_records(d: DirHandle, host: Host) -> None:
