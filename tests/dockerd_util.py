@@ -337,3 +337,15 @@ def _self_test(sample: Path) -> int:
 if __name__ == "__main__":
     default = Path(__file__).resolve().parent.parent / "samples" / "modern-overlay2.tar.gz"
     sys.exit(_self_test(Path(sys.argv[1]) if len(sys.argv) > 1 else default))
+
+
+def require_dockerd() -> None:
+    """Skip the calling test when no private dockerd can run here; fail instead when the run
+    demands the real-daemon tier (CI sets DOCKER_FORENSICS_REQUIRE_DOCKERD)."""
+    import pytest
+
+    if dockerd_available():
+        return
+    if os.environ.get("DOCKER_FORENSICS_REQUIRE_DOCKERD"):
+        pytest.fail("a private dockerd cannot be started here, but this run requires one")
+    pytest.skip("needs root, Debian's docker.io and overlayfs")

@@ -6,13 +6,12 @@ the daemon no longer lists must be exactly those that our verify names in error 
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
-from dockerd_util import dockerd_available, private_dockerd
+from dockerd_util import private_dockerd, require_dockerd
 from sample_paths import STORE, SamplePaths
 
 pytestmark = pytest.mark.dockerd
@@ -20,11 +19,7 @@ pytestmark = pytest.mark.dockerd
 
 @pytest.fixture(autouse=True)
 def _need_dockerd() -> None:
-    if dockerd_available():
-        return
-    if os.environ.get("DOCKER_FORENSICS_REQUIRE_DOCKERD"):
-        pytest.fail("a private dockerd cannot be started here, but this run requires one")
-    pytest.skip("needs root, Debian's docker.io and overlayfs")
+    require_dockerd()
 
 
 def _daemon_containers(root: Path, tmp: Path) -> set[str]:

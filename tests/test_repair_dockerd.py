@@ -9,13 +9,12 @@ for byte. A repair while that dockerd runs on a root is refused.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import copy_tree
-from dockerd_util import dockerd_available, private_dockerd
+from dockerd_util import private_dockerd, require_dockerd
 from sample_paths import SamplePaths
 from test_repair import ORPHAN, damage_many, errors, orphan_with_link, run_repair, verify
 from treehash import tree_hash
@@ -25,11 +24,7 @@ pytestmark = pytest.mark.dockerd
 
 @pytest.fixture(autouse=True)
 def _need_dockerd() -> None:
-    if dockerd_available():
-        return
-    if os.environ.get("DOCKER_FORENSICS_REQUIRE_DOCKERD"):
-        pytest.fail("a private dockerd cannot be started here, but this run requires one")
-    pytest.skip("needs root, Debian's docker.io and overlayfs")
+    require_dockerd()
 
 
 def test_a_real_dockerd_starts_on_the_repaired_root(
