@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -57,3 +58,16 @@ def test_tampered_file_is_named(
 def test_diff_of_unknown_container_is_a_usage_error(cli, sample_master: Path) -> None:
     result = cli("diff", "no-such-container", sample_master)
     assert result.code == 16 and "no such container" in result.stderr
+
+
+def test_every_layer_check_is_in_the_catalogue() -> None:
+    """The layer report names checks; the catalogue alone gives their severity."""
+    from forensics.checks.catalog import CHECKS
+    from forensics.layers import report
+
+    kinds = report.LayerProblem.__doc__ or ""
+    problems = {
+        f"layer.{k}" for k in re.findall(r"``([a-z-]+)``", kinds) if k not in ("kind", "damage")
+    }
+    assert set(report._FILE_CHECKS.values()) <= set(CHECKS)
+    assert problems and problems <= set(CHECKS)

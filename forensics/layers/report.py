@@ -53,18 +53,19 @@ STATUSES = (
 )
 BAD_STATUSES = frozenset(STATUSES) - {"ok", "unverifiable"}
 
-#: per-file status → (check id, severity) of the finding it becomes
+#: per-file status → the check id of the finding it becomes (its severity is the catalogue's,
+#: forensics/checks/catalog.py)
 _FILE_CHECKS = {
-    "modified": ("layer.file-modified", "error"),
-    "size-changed": ("layer.file-size-changed", "error"),
-    "mode-changed": ("layer.file-mode-changed", "error"),
-    "type-changed": ("layer.file-type-changed", "error"),
-    "missing": ("layer.file-missing", "error"),
-    "extra": ("layer.file-extra", "error"),
-    "unreadable": ("layer.file-unreadable", "error"),
-    "unreadable-header": ("layer.tar-header-damaged", "error"),
-    "unsafe-path": ("layer.unsafe-path", "error"),
-    "unverifiable": ("layer.file-unverifiable", "info"),
+    "modified": "layer.file-modified",
+    "size-changed": "layer.file-size-changed",
+    "mode-changed": "layer.file-mode-changed",
+    "type-changed": "layer.file-type-changed",
+    "missing": "layer.file-missing",
+    "extra": "layer.file-extra",
+    "unreadable": "layer.file-unreadable",
+    "unreadable-header": "layer.tar-header-damaged",
+    "unsafe-path": "layer.unsafe-path",
+    "unverifiable": "layer.file-unverifiable",
 }
 
 
@@ -110,10 +111,10 @@ class LayerProblem:
 
 
 class Issue(NamedTuple):
-    """A finding in plain values (the CLI makes ``forensics.report.Finding`` of it)."""
+    """A finding in plain values; ``forensics.deep`` makes a ``forensics.report.Finding`` of it,
+    with the severity that the catalogue gives ``check``."""
 
     check: str
-    severity: str
     path: str
     message: str
     damage: str | None
@@ -168,8 +169,7 @@ class LayerReport:
     def issues(self) -> Iterator[Issue]:
         """One issue per layer problem and per file whose status is not ok."""
         for p in self.problems:
-            severity = "warning" if p.kind in ("lossy-name", "position-gap") else "error"
-            yield Issue(f"layer.{p.kind}", severity, p.path, p.message, p.damage)
+            yield Issue(f"layer.{p.kind}", p.path, p.message, p.damage)
         if any(p.kind == "content-dir-missing" for p in self.problems):
             return  # one finding says it: not one per file
         for f in self.files:
@@ -178,8 +178,7 @@ class LayerReport:
                 continue
             what = f"layer {self.layer_id}: /{f.path}: {f.status}"
             yield Issue(
-                check[0],
-                check[1],
+                check,
                 f.disk_path,
                 f"{what}: {f.detail}" if f.detail else what,
                 f.status,
