@@ -165,6 +165,37 @@ def tmp_leftover(s: SamplePaths) -> str:
     return WRITE_SET
 
 
+def hostconfig_damaged(s: SamplePaths) -> str:
+    """The hostconfig.json of "anon-volume" filled with NULs: dockerd skips the container."""
+    rel = f"containers/{s.container_id('anon-volume')}/hostconfig.json"
+    s.path(rel).write_bytes(b"\0" * s.path(rel).stat().st_size)
+    return f"containers/{s.container_id('anon-volume')}"
+
+
+def empty_layer_dir(s: SamplePaths) -> str:
+    """An empty layerdb directory, as an interrupted pull leaves it."""
+    rel = f"{STORE}/layerdb/sha256/{'f' * 64}"
+    s.path(rel).mkdir()
+    return rel
+
+
+def remove_link_file(s: SamplePaths) -> str:
+    """A layer directory without its link file; its l/ symlink still names it."""
+    rel = f"overlay2/{s.cache_id(s.chain(APP)[1])}/link"
+    s.path(rel).unlink()
+    return rel
+
+
+def remove_link_file_and_symlink(s: SamplePaths) -> str:
+    """A layer directory without link file nor l/ symlink: only the layer stacked on it still
+    names its link, in its lower file."""
+    rel = remove_link_file(s)
+    cache = s.cache_id(s.chain(APP)[1])
+    (link,) = [p for p in s.path("overlay2/l").iterdir() if os.readlink(p) == f"../{cache}/diff"]
+    link.unlink()
+    return rel
+
+
 #: each repairable damage: how it is made, the check it raises, the action that answers it
 REPAIRABLE: list[tuple[Callable[[SamplePaths], str], str, str]] = [
     (damage.truncate_config, "container.config-damaged", "quarantine"),
@@ -177,8 +208,17 @@ REPAIRABLE: list[tuple[Callable[[SamplePaths], str], str, str]] = [
     (tmp_leftover, "layer.tmp-leftover", "quarantine"),
     (damage.truncate_repositories, "repositories.damaged", "rewrite"),
     (damage.zero_repositories, "repositories.damaged", "rewrite"),
+    (hostconfig_damaged, "container.hostconfig-damaged", "quarantine"),
+    (empty_layer_dir, "layer.empty-dir", "quarantine"),
+    (remove_link_file, "overlay2.link-missing", "create"),
+    (damage.empty_link_file, "overlay2.link-damaged", "rewrite"),
 ]
 REPAIRABLE_IDS = [d[0].__name__ for d in REPAIRABLE]
+
+
+#: the actions that answer damage_many: a rewrite, a link file, a relink, 6 for each of two
+#: broken containers, 5 for the dangling mount record, 2 for the orphan, 2 leftovers
+ACTIONS_OF_DAMAGE_MANY = 24
 
 
 def damage_many(s: SamplePaths) -> list[str]:
@@ -193,6 +233,8 @@ def damage_many(s: SamplePaths) -> list[str]:
         removing_leftover(s),
         tmp_leftover(s),
         damage.truncate_repositories(s),
+        hostconfig_damaged(s),
+        remove_link_file(s),
     ]
 
 
@@ -271,9 +313,9 @@ def test_dry_run_of_every_damage_changes_no_byte(paths: SamplePaths) -> None:
     assert tree_hash(paths.root) == before
     assert sorted(os.listdir(paths.root.parent)) == listing
     doc = dry_run(paths.root)
-    assert len(doc["actions"]) == 17
+    assert len(doc["actions"]) == ACTIONS_OF_DAMAGE_MANY
     text = run_repair(paths.root, "--dry-run").stdout
-    assert "17 actions planned" in text and "safe:" in text
+    assert f"{ACTIONS_OF_DAMAGE_MANY} actions planned" in text and "safe:" in text
 
 
 def test_buildkit_and_unknown_dirs_are_left_alone_and_said(paths: SamplePaths) -> None:

@@ -17,12 +17,15 @@ import test_verify_damage as damage
 from conftest import copy_tree
 from sample_paths import STORE, SamplePaths
 from test_repair import (
+    ACTIONS_OF_DAMAGE_MANY,
+    APP,
     REPAIRABLE,
     REPAIRABLE_IDS,
     damage_many,
     errors,
     only_run,
     quarantine_of,
+    remove_link_file_and_symlink,
     repair_process,
     run_repair,
     state_hash,
@@ -30,6 +33,7 @@ from test_repair import (
 )
 from treehash import tree_hash
 
+from forensics.formats.ids import LINK_ID
 from forensics.repair.apply import STOP_ENV, StopSwitch
 from forensics.repair.journal import read_journal
 
@@ -108,7 +112,7 @@ def test_every_damage_at_once(paths: SamplePaths) -> None:
     result = run_repair(paths.root, "--format", "json")
     assert result.code == 1, result.stdout
     doc = result.json()
-    assert len(doc["actions"]) == 17
+    assert len(doc["actions"]) == ACTIONS_OF_DAMAGE_MANY
     assert errors(paths.root) == set() and before
     remaining = {f["path"] for f in verify(paths.root)}
     assert not [p for p in made if p in remaining]
@@ -187,7 +191,9 @@ def test_journal_is_complete_after_a_run(paths: SamplePaths) -> None:
     state = read_journal(Path(doc["journal"]))
     assert state.ended and not state.incomplete
     assert state.done == set(range(1, len(state.steps) + 1)) == set(state.begun)
-    assert len(state.actions) == 17 and len(state.steps) == 19  # the rewrite is three steps
+    # the rewrite is three steps, the created link file two
+    assert len(state.actions) == ACTIONS_OF_DAMAGE_MANY
+    assert len(state.steps) == ACTIONS_OF_DAMAGE_MANY + 3
     lines = Path(doc["journal"]).read_text().splitlines()
     assert all(json.loads(line) for line in lines)
 
@@ -209,7 +215,8 @@ def test_a_rerun_after_a_crash_at_any_event_completes_the_repair(
     reference = fresh(sample_master, tmp_path / "ref", truth)
     damage_many(reference)
     total, root_state, run_state = _events(reference.root)
-    assert total == 2 + 3 * 19  # start, end, and begin/change/done per step
+    # start, end, and begin/change/done per step
+    assert total == 2 + 3 * (ACTIONS_OF_DAMAGE_MANY + 3)
     for n in range(1, total + 1):
         s = fresh(sample_master, tmp_path / f"n{n}", truth)
         damage_many(s)
@@ -354,3 +361,44 @@ def test_undo_dry_run_lists_and_changes_nothing(paths: SamplePaths) -> None:
     assert tree_hash(paths.root) == repaired
     other = run_repair(paths.root.parent / "other", "--undo", journal)
     assert other.code == 16
+
+
+def test_link_file_from_the_lower_files_of_its_children(paths: SamplePaths) -> None:
+    cache = paths.cache_id(paths.chain(APP)[1])
+    link = paths.link(cache)
+    remove_link_file_and_symlink(paths)
+    result = run_repair(paths.root, "--format", "json")
+    assert result.code == 1, result.stdout + result.stderr
+    doc = result.json()
+    assert [(a["action"], a["path"]) for a in doc["actions"]] == [
+        ("create", f"overlay2/{cache}/link"),
+        ("relink", f"overlay2/l/{link}"),
+    ]
+    assert "lower files" in doc["actions"][0]["reason"]
+    assert (paths.root / f"overlay2/{cache}/link").read_text() == link
+    assert os.readlink(paths.root / f"overlay2/l/{link}") == f"../{cache}/diff"
+    assert errors(paths.root) == set()
+
+
+def test_link_file_of_a_layer_nothing_stacks_on_gets_a_new_id(paths: SamplePaths) -> None:
+    overlay = paths.root / "overlay2"
+    stacked = {e for p in overlay.glob("*/lower") for e in p.read_text().split(":")}
+    cache = next(
+        d.name
+        for d in sorted(overlay.iterdir())
+        if (d / "link").is_file()
+        and f"l/{(d / 'link').read_text()}" not in stacked
+        and (d / "diff").is_dir()
+        and len(d.name) == 64
+    )
+    old = (overlay / cache / "link").read_text()
+    (overlay / cache / "link").unlink()
+    (overlay / "l" / old).unlink()
+    first = run_repair(paths.root, "--dry-run", "--format", "json").json()
+    assert run_repair(paths.root, "--dry-run", "--format", "json").json() == first
+    result = run_repair(paths.root, "--format", "json")
+    assert result.code == 1, result.stdout + result.stderr
+    new = (overlay / cache / "link").read_text()
+    assert new != old and LINK_ID.fullmatch(new)
+    assert os.readlink(overlay / "l" / new) == f"../{cache}/diff"
+    assert errors(paths.root) == set()

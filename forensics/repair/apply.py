@@ -7,7 +7,8 @@ An action becomes one or more low-level steps:
 ``put``      rename ``<run>/.staged/<path>`` to ``ROOT/<path>`` (a rewrite, last)
 ``symlink``  create the symlink ``ROOT/<path>`` (a relink)
 
-A rewrite is ``stage``, ``move`` (the original), ``put``. Nothing is ever deleted. Every path is
+A rewrite is ``stage``, ``move`` (the original), ``put``; a create (a file that is missing) is
+``stage``, ``put``. Nothing is ever deleted. Every path is
 reached from descriptors of ROOT and of the run directory, one component at a time, without
 following a symlink (see :mod:`forensics.repair.fsops`), and renames never replace anything.
 
@@ -90,12 +91,13 @@ def expand(actions: list[Action]) -> list[Step]:
             add(op="move", path=a.path, action=i, kind=a.kind)
         elif a.action == "relink":
             add(op="symlink", path=a.path, action=i, target=a.target)
-        elif a.action == "rewrite":
+        elif a.action in ("rewrite", "create"):
             content = a.content or b""
             digest = hashlib.sha256(content).hexdigest()
             data = base64.b64encode(content).decode()
             add(op="stage", path=a.path, action=i, data=data, sha256=digest, mode=a.mode)
-            add(op="move", path=a.path, action=i, kind=a.kind)
+            if a.action == "rewrite":
+                add(op="move", path=a.path, action=i, kind=a.kind)
             add(op="put", path=a.path, action=i, sha256=digest)
         else:
             raise ValueError(f"unknown action {a.action!r}")
@@ -327,7 +329,7 @@ def preflight(ws: Workspace, steps: list[Step]) -> None:
                     raise RepairError(f"{step.path}: on another file system than the quarantine")
         except UnsafePath as exc:
             raise RepairError(f"{step.path}: {exc}; nothing was changed") from None
-        if step.op == "put":
+        if step.op == "put" and step.path in moved:
             continue  # the original is moved out by the step before
         now = None if st is None else type_of_mode(st.st_mode)
         expected = step.kind if step.op == "move" else None

@@ -19,6 +19,7 @@ a link goes after its directory, so a referenced layer never loses its link.
 
 from __future__ import annotations
 
+import hashlib
 import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -32,7 +33,13 @@ from forensics.repair.tags import recover
 from forensics.report import Finding
 
 SUPPORTED_DRIVERS = ("overlay2",)
-BROKEN_CONTAINER = ("container.config-damaged", "container.config-missing")
+BROKEN_CONTAINER = (
+    "container.config-damaged",
+    "container.config-missing",
+    "container.hostconfig-damaged",
+)
+LINK_FILE_CHECKS = ("overlay2.link-missing", "overlay2.link-damaged")
+LINK_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 LEFTOVER_CHECKS = {
     "layer.removing-leftover": (
         "dockerd ignores a *-removing layer directory and deletes it at shutdown: this is that "
@@ -55,7 +62,7 @@ LEFT_ALONE = {
 class Action:
     """One change to ROOT."""
 
-    action: str  # quarantine, relink, rewrite
+    action: str  # quarantine, relink, rewrite, create
     path: str  # relative to ROOT
     reason: str
     checks: list[str]
@@ -64,8 +71,8 @@ class Action:
     kind: str | None = None  # what ``path`` is now: dir, file, symlink, other (None: absent)
     summary: str = ""  # the reason in a few words, for the text output
     target: str | None = None  # relink: the symlink's target
-    content: bytes | None = None  # rewrite: the new contents
-    mode: int | None = None  # rewrite: the new file's mode
+    content: bytes | None = None  # rewrite, create: the new contents
+    mode: int | None = None  # rewrite, create: the new file's mode
     details: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -148,6 +155,7 @@ class _Planner:
                 self.dirs_by_link[ddir.link].append(ddir.id)
         self.lower_users = _lower_users(host)
         self.skipped: list[Skipped] = []
+        self.answered: set[tuple[str, str]] = set()  # findings answered besides action paths
 
     # -- the plan ----------------------------------------------------------------------------
 
@@ -155,10 +163,11 @@ class _Planner:
         units = self._container_units() + self._mount_units() + self._orphan_units()
         units = self._keep_lower_layers(units)
         removed = {d for u in units for d in u.dirs}
-        actions = self._rewrite_repositories() + self._relinks(removed)
+        actions = self._rewrite_repositories() + self._link_files(removed)
+        actions += self._relinks(removed)
         for unit in sorted(units, key=lambda u: u.order):
             actions += self._unit_actions(unit)
-        actions += self._orphan_links(removed) + self._leftovers()
+        actions += self._orphan_links(removed) + self._leftovers() + self._empty_layer_dirs()
         self._say_left_alone(actions)
         return Plan(actions=actions, skipped=self.skipped)
 
@@ -305,6 +314,8 @@ class _Planner:
     def _orphan_links(self, removed: set[str]) -> list[Action]:
         actions = []
         for f in self.by_check["overlay2.link-orphan"]:
+            if (f.check, f.path) in self.answered:
+                continue
             link = f.path.rsplit("/", 1)[-1]
             target = self.host.links.get(link)
             owner = _link_owner(target)
@@ -343,21 +354,21 @@ class _Planner:
             if why:
                 self._skip(f, why)
                 continue
-            target = f"../{name}/diff"
-            actions.append(
-                Action(
-                    "relink",
-                    f"{self.base}/l/{link}",
-                    _reason(f, f"recreated from {ddir.path}/link"),
-                    [f.check],
-                    "makes the link overlay2 made for this layer, from the layer's own link "
-                    "file (as containers/storage does); nothing that exists is changed",
-                    f"driver-dir {name}",
-                    target=target,
-                    summary=f"the missing short link of layer directory {short(name)}",
-                )
-            )
+            actions.append(self._relink_action(f, name, link, f"recreated from {ddir.path}/link"))
         return actions
+
+    def _relink_action(self, f: Finding, name: str, link: str, how: str) -> Action:
+        return Action(
+            "relink",
+            f"{self.base}/l/{link}",
+            _reason(f, how),
+            [f.check],
+            "makes the link overlay2 made for this layer, from the layer's own link file (as "
+            "containers/storage does); nothing that exists is changed",
+            f"driver-dir {name}",
+            target=f"../{name}/diff",
+            summary=f"the missing short link of layer directory {short(name)}",
+        )
 
     def _relink_refusal(self, name: str, link: str) -> str | None:
         ddir = self.host.driver_dirs[name]
@@ -373,6 +384,137 @@ class _Planner:
         if sharing:
             return f"{self.base}/{sharing[0]} has the same link id: ownership in doubt"
         return None
+
+    # -- link files --------------------------------------------------------------------------
+
+    def _link_files(self, removed: set[str]) -> list[Action]:
+        """A layer directory whose ``link`` file is missing or damaged gets it back: with the
+        id its ``l/`` symlink or its children's ``lower`` files still name, else a new one."""
+        actions: list[Action] = []
+        for check in LINK_FILE_CHECKS:
+            for f in self.by_check[check]:
+                name = f.object_id or ""
+                if name not in self.host.driver_dirs or name in removed:
+                    continue
+                actions += self._link_file_actions(f, name)
+        return actions
+
+    def _link_file_actions(self, f: Finding, name: str) -> list[Action]:
+        ddir = self.host.driver_dirs[name]
+        rel = f"{ddir.path}/link"
+        kind = self._kind(rel)
+        if kind not in (None, "file"):
+            self._skip(f, f"{rel} is a {kind}, not a file: left alone")
+            return []
+        link, source = self._recover_link_id(name)
+        if link is None:
+            self._skip(f, source)
+            return []
+        new_link = link not in self.host.links
+        if new_link and not ddir.has_diff:
+            self._skip(f, f"{ddir.path}/diff is missing: a link to it would dangle")
+            return []
+        checks = [f.check]
+        for orphan in self.by_check["overlay2.link-orphan"]:
+            if orphan.path == f"{self.base}/l/{link}":
+                self.answered.add((orphan.check, orphan.path))
+                checks.append(orphan.check)
+        what = f"link id {link}, {source}"
+        action = Action(
+            "rewrite" if kind else "create",
+            rel,
+            _reason(f, what),
+            sorted(checks),
+            "overlay2 reads a layer's link file to stack other layers on it; the file gets the "
+            "id that still names the layer"
+            + ("" if kind is None else ", the original is quarantined"),
+            f"driver-dir {name}",
+            kind=kind,
+            summary=f"the link file of layer directory {short(name)}: {what}",
+            content=link.encode(),
+            mode=0o644,
+            details={"link": link, "from": source},
+        )
+        actions = [action]
+        if new_link:
+            actions.append(self._relink_action(f, name, link, "made with the new link file"))
+        return actions
+
+    def _recover_link_id(self, name: str) -> tuple[str | None, str]:
+        """(link id, where it comes from), or (None, why none can be trusted)."""
+        target = f"../{name}/diff"
+        pointing = sorted(k for k, v in self.host.links.items() if v == target)
+        if len(pointing) > 1:
+            return None, f"{len(pointing)} links in {self.base}/l point to it: ownership in doubt"
+        if pointing:
+            return pointing[0], f"from {self.base}/l/{pointing[0]}, which points to its diff/"
+        named = self._links_named_by_children(name)
+        if len(named) > 1:
+            return None, "its children's lower files name different links: in doubt"
+        if named:
+            (link,) = named
+            if link in self.host.links:
+                return None, f"{self.base}/l/{link} points elsewhere: in doubt"
+            return link, "from the lower files of the layers stacked on it"
+        if self._children(name):
+            return None, "layers stacked on it name no link: in doubt"
+        return self._new_link_id(name), "a new id (nothing names the old one)"
+
+    def _children(self, name: str) -> list[str]:
+        """Driver dirs stacked directly on ``name`` (layers and init layers)."""
+        layers = {lay.id for lay in self.host.layers.values() if lay.cache_id == name}
+        out = [lay.cache_id for lay in self.host.layers.values()
+               if lay.parent in layers and lay.cache_id]  # fmt: skip
+        for mount in self.host.mounts.values():
+            if mount.parent in layers:
+                out.append(mount.init_id or f"{mount.mount_id}-init")
+        if name.endswith("-init"):
+            out.append(name.removesuffix("-init"))
+        return [d for d in out if d in self.host.driver_dirs]
+
+    def _links_named_by_children(self, name: str) -> set[str]:
+        named = set()
+        for child in self._children(name):
+            lower = self.host.driver_dirs[child].lower or []
+            if lower and lower[0].startswith("l/"):
+                named.add(lower[0].removeprefix("l/"))
+        return {n for n in named if LINK_ID.fullmatch(n)}
+
+    def _new_link_id(self, name: str) -> str:
+        """A link id of overlay2's form, derived from the directory name (so that two dry runs
+        print the same plan) and not used yet."""
+        seed = name.encode()
+        while True:
+            digest = hashlib.sha256(seed).digest()
+            link = "".join(LINK_ALPHABET[b % 32] for b in digest[:26])
+            if link not in self.host.links and link not in self.dirs_by_link:
+                return link
+            seed = digest
+
+    # -- empty layer directories -------------------------------------------------------------
+
+    def _empty_layer_dirs(self) -> list[Action]:
+        actions = []
+        for f in self.by_check["layer.empty-dir"]:
+            layer = self.host.layers.get(f.object_id or "")
+            problem = layer.problems.get("dir") if layer else None
+            if problem is None or problem.damage != "empty" or self._kind(f.path) != "dir":
+                self._skip(f, "not an empty directory: left alone")
+                continue
+            actions.append(
+                Action(
+                    "quarantine",
+                    f.path,
+                    _reason(f, "an empty layer directory"),
+                    [f.check],
+                    "it holds nothing: dockerd cannot load it, and while it exists a pull of "
+                    "the layer fails ('file exists')",
+                    f"layer {f.object_id}",
+                    kind="dir",
+                    summary="an empty layer directory (an interrupted pull)",
+                )
+            )
+        return actions
 
     # -- leftovers and the tag store ---------------------------------------------------------
 
@@ -464,7 +606,9 @@ class _Planner:
         removed = {a.unit.rpartition(" ")[2] for a in actions if a.action == "quarantine"}
         skipped = {(s.check, s.path) for s in self.skipped}
         for f in self.findings:
-            if (f.check, f.path) in skipped or any(a in covered for a in _ancestors(f.path)):
+            if (f.check, f.path) in skipped | self.answered or any(
+                a in covered for a in _ancestors(f.path)
+            ):
                 continue
             if f.check in LEFT_ALONE:
                 self._skip(f, LEFT_ALONE[f.check])
