@@ -40,9 +40,10 @@ from forensics.repair.apply import (
 )
 from forensics.repair.fsops import UnsafePath
 from forensics.repair.journal import JournalError, find_journals, read_journal
+from forensics.repair.manifest import MANIFEST_NAME
 from forensics.repair.plan import Plan, make_plan
 from forensics.repair.safety import describe, root_in_use
-from forensics.repair.undo import journal_run_dir, undo_run
+from forensics.repair.undo import journal_run_dir, quarantine_changes, undo_run
 from forensics.report import Finding, count_by_severity, printable, to_json
 from forensics.stores import read_host
 
@@ -178,6 +179,7 @@ def _applied(root: Path, results: list[RunResult], left: list[Finding]) -> dict[
         "run": last.run,
         "journal": str(last.journal),
         "quarantine": str(last.run_dir),
+        "manifest": str(last.run_dir / MANIFEST_NAME),
         "errors_left": len(left),
         "findings_left": [f.as_dict() for f in left],
     }
@@ -209,6 +211,7 @@ def _undo(
     qbase, _ = journal_run_dir(state.path)
     if dry_run:
         doc = _undo_doc(state.root, state.run, _undo_steps(state), done=False)
+        doc["quarantine_changed"] = _warn_changes(quarantine_changes(state))
         emit(to_json(doc) if fmt == "json" else _undo_text(doc))
         return EXIT_NOTHING
     _refuse_if_in_use(Path(state.root), pidfiles, force)
@@ -224,8 +227,18 @@ def _undo(
         raise OperationalError(f"undo stopped: {exc}; run it again to complete it") from None
     doc = _undo_doc(state.root, state.run, listed, done=True)
     doc["undone"] = result.undone
+    doc["quarantine_changed"] = _warn_changes(result.quarantine_changed)
     emit(to_json(doc) if fmt == "json" else _undo_text(doc))
     return EXIT_REPAIRED if result.undone else EXIT_NOTHING
+
+
+def _warn_changes(changes: list[str]) -> list[str]:
+    """Say on stderr how the quarantine differs from the run's manifest; return the list."""
+    if changes:
+        _warn(f"warning: the quarantine changed since the repair ({len(changes)} differences):")
+        for change in changes[:20]:
+            _warn(f"  {change}")
+    return changes
 
 
 def _undo_steps(state: Any) -> list[dict[str, Any]]:
@@ -268,6 +281,7 @@ def _plan_text(doc: dict[str, Any]) -> str:
         if doc.get("resumed"):
             lines.append(f"completed the interrupted run {doc['run']}")
         lines.append(f"journal: {doc['journal']}")
+        lines.append(f"manifest of the quarantine: {doc['manifest']}")
         lines.append(f"undo with: docker-forensics repair --undo {doc['journal']}")
         lines.append(f"errors left: {doc['errors_left']}")
     return "".join(printable(line) + "\n" for line in lines)

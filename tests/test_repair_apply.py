@@ -3,6 +3,7 @@ first, a crash after any journal event completed by a rerun, and --undo byte-ide
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -36,6 +37,7 @@ from treehash import tree_hash
 from forensics.formats.ids import LINK_ID
 from forensics.repair.apply import STOP_ENV, StopSwitch
 from forensics.repair.journal import read_journal
+from forensics.repair.undo import quarantine_changes
 
 
 class SimulatedKill(BaseException):
@@ -65,14 +67,18 @@ def fresh(sample_master: Path, where: Path, truth: dict[str, Any]) -> SamplePath
 
 
 def run_dir_state(root: Path) -> str:
-    """The quarantine run's contents, but not its journal (which holds times and paths)."""
+    """The quarantine run's contents, but not its journal and manifest (which hold times and
+    paths); the manifest must match what the run holds."""
     run = only_run(root)
-    journal = run / "journal.jsonl"
-    moved = journal.rename(run.parent / "journal.aside")
+    state = read_journal(run / "journal.jsonl")
+    if state.ended:
+        assert quarantine_changes(state) == []
+    aside = [(p, p.rename(run.parent / f"{p.name}.aside")) for p in run.glob("*.jsonl")]
     try:
         return state_hash(run)
     finally:
-        moved.rename(journal)
+        for original, moved in aside:
+            moved.rename(original)
 
 
 @pytest.fixture
@@ -215,8 +221,8 @@ def test_a_rerun_after_a_crash_at_any_event_completes_the_repair(
     reference = fresh(sample_master, tmp_path / "ref", truth)
     damage_many(reference)
     total, root_state, run_state = _events(reference.root)
-    # start, end, and begin/change/done per step
-    assert total == 2 + 3 * (ACTIONS_OF_DAMAGE_MANY + 3)
+    # start, manifest, end, and begin/change/done per step
+    assert total == 3 + 3 * (ACTIONS_OF_DAMAGE_MANY + 3)
     for n in range(1, total + 1):
         s = fresh(sample_master, tmp_path / f"n{n}", truth)
         damage_many(s)
@@ -402,3 +408,27 @@ def test_link_file_of_a_layer_nothing_stacks_on_gets_a_new_id(paths: SamplePaths
     assert new != old and LINK_ID.fullmatch(new)
     assert os.readlink(overlay / "l" / new) == f"../{cache}/diff"
     assert errors(paths.root) == set()
+
+
+def test_the_manifest_hashes_the_quarantine_and_undo_says_what_changed(
+    paths: SamplePaths,
+) -> None:
+    damage.truncate_config(paths)
+    cid = paths.container_id("exited")
+    doc = run_repair(paths.root, "--format", "json").json()
+    manifest = Path(doc["manifest"])
+    records = {r["path"]: r for r in map(json.loads, manifest.read_text().splitlines())}
+    config = f"containers/{cid}/config.v2.json"
+    quarantined = Path(doc["quarantine"]) / config
+    assert records[config]["sha256"] == hashlib.sha256(quarantined.read_bytes()).hexdigest()
+    assert records[f"containers/{cid}"]["type"] == "dir"
+    assert all(os.path.lexists(Path(doc["quarantine"]) / p) for p in records)
+    state = read_journal(Path(doc["journal"]))
+    assert state.manifest_sha256 == hashlib.sha256(manifest.read_bytes()).hexdigest()
+
+    quarantined.write_bytes(b"{}")  # the quarantine is tampered with
+    preview = run_repair("--undo", doc["journal"], "--dry-run", "--format", "json")
+    assert preview.json()["quarantine_changed"] == [f"{config}: mtime_ns, sha256, size changed"]
+    undo = run_repair("--undo", doc["journal"], "--format", "json")
+    assert undo.code == 1 and undo.json()["quarantine_changed"]
+    assert "the quarantine changed since the repair" in undo.stderr and config in undo.stderr

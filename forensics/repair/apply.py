@@ -46,6 +46,7 @@ from forensics.repair.fsops import (
     write_new_file,
 )
 from forensics.repair.journal import FORMAT, Journal, JournalState, find_journals
+from forensics.repair.manifest import MANIFEST_NAME, write_manifest
 from forensics.repair.plan import Action
 
 STAGED = ".staged"
@@ -234,8 +235,11 @@ class RunResult:
 class Runner:
     """Carries out steps against a workspace, journaling each before it is made."""
 
-    def __init__(self, ws: Workspace, run_fd: int, journal: Journal, switch: StopSwitch) -> None:
-        self.ws, self.run_fd, self.journal, self.switch = ws, run_fd, journal, switch
+    def __init__(
+        self, ws: Workspace, run: str, run_fd: int, journal: Journal, switch: StopSwitch
+    ) -> None:
+        self.ws, self.run_name, self.run_fd = ws, run, run_fd
+        self.journal, self.switch = journal, switch
 
     def run(self, steps: list[Step], begun: set[int], done: set[int]) -> None:
         for step in steps:
@@ -243,6 +247,9 @@ class Runner:
                 continue
             getattr(self, f"_{step.op}")(step, step.n in begun)
             self.journal.append({"record": "done", "step": step.n})
+        moved = [s.path for s in steps if s.op == "move"]
+        digest = write_manifest(self.ws.quarantine / self.run_name, moved)
+        self.journal.append({"record": "manifest", "file": MANIFEST_NAME, "sha256": digest})
         self.journal.append({"record": "end", "time": _now()})
 
     def _begin(self, step: Step, parent_fd: int | None, name: str | None) -> None:
@@ -369,7 +376,7 @@ def start_run(
                 "steps": [s.as_dict() for s in steps],
             }
         )
-        _run_or_explain(Runner(ws, run_fd, journal, switch), steps, set(), set())
+        _run_or_explain(Runner(ws, run, run_fd, journal, switch), steps, set(), set())
     finally:
         journal.close()
     return RunResult(run, journal.path, run_dir, len(steps))
@@ -387,7 +394,8 @@ def resume_run(ws: Workspace, state: JournalState, switch: StopSwitch) -> RunRes
     try:
         steps = [Step.from_dict(s) for s in state.steps]
         journal.append({"record": "resume", "pid": os.getpid(), "time": _now()})
-        _run_or_explain(Runner(ws, run_fd, journal, switch), steps, set(state.begun), state.done)
+        runner = Runner(ws, state.run, run_fd, journal, switch)
+        _run_or_explain(runner, steps, set(state.begun), state.done)
     finally:
         journal.close()
     return RunResult(state.run, state.path, state.run_dir, len(state.steps), resumed=True)

@@ -8,6 +8,8 @@ any point the journal tells what may have happened: a step with a ``begin`` reco
                  low-level steps that carry them out
 ``begin``/``done``  one step, before and after; ``begin`` keeps the times of the directories the
                  step changes, so that an undo can put them back
+``manifest``     the sha256 of ``manifest.jsonl``, which hashes what the quarantine holds
+                 (:mod:`forensics.repair.manifest`); written once every step is made
 ``end``          the run completed
 ``undo-start``, ``undo-begin``/``undo-done``, ``undo-end``   the same for ``repair --undo``
 """
@@ -87,6 +89,7 @@ class JournalState:
     begun: dict[int, dict[str, Any]] = field(default_factory=dict)  # step → its begin record
     done: set[int] = field(default_factory=set)
     ended: bool = False
+    manifest_sha256: str | None = None
     undo_started: bool = False
     undo_begun: set[int] = field(default_factory=set)
     undo_done: set[int] = field(default_factory=set)
@@ -149,6 +152,8 @@ def _apply_record(state: JournalState, record: dict[str, Any]) -> None:
         state.begun.setdefault(step, record)
     elif kind == "done" and isinstance(step, int):
         state.done.add(step)
+    elif kind == "manifest" and isinstance(record.get("sha256"), str):
+        state.manifest_sha256 = record["sha256"]
     elif kind == "end":
         state.ended = True
     elif kind == "undo-start":

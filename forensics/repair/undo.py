@@ -14,7 +14,7 @@ can be run again and completes.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from forensics.repair.apply import (
 )
 from forensics.repair.fsops import entry, parent_of, rename_noreplace, set_times
 from forensics.repair.journal import Journal, JournalState
+from forensics.repair.manifest import check_manifest
 
 
 @dataclass
@@ -38,12 +39,14 @@ class UndoResult:
     run: str
     undone: int  # steps reversed by this call
     already: bool  # the journal had been undone before
+    quarantine_changed: list[str] = field(default_factory=list)  # differences to the manifest
 
 
 def undo_run(ws: Workspace, state: JournalState, switch: StopSwitch) -> UndoResult:
     """Reverse the run of ``state`` (the workspace must be locked, on the journal's ROOT)."""
     if state.undo_ended:
         return UndoResult(state.run, 0, True)
+    changed = quarantine_changes(state)
     run_fd = ws.open_run(state.run_dir.name)
     journal = Journal.reopen(run_fd, state.path, switch.event)
     undone = 0
@@ -64,7 +67,16 @@ def undo_run(ws: Workspace, state: JournalState, switch: StopSwitch) -> UndoResu
         journal.append({"record": "undo-end", "time": _now()})
     finally:
         journal.close()
-    return UndoResult(state.run, undone, False)
+    return UndoResult(state.run, undone, False, changed)
+
+
+def quarantine_changes(state: JournalState) -> list[str]:
+    """How the quarantine differs from the manifest the run wrote (nothing to hold it against
+    once an undo has begun, or for a run that never ended)."""
+    if state.manifest_sha256 is None or state.undo_started:
+        return []
+    moved = [s["path"] for s in state.steps if s["op"] == "move"]
+    return check_manifest(state.run_dir, moved, state.manifest_sha256)
 
 
 class _Reverser:
