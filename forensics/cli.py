@@ -6,12 +6,9 @@ Exit codes follow e2fsck: 0 clean, 1 repaired, 4 errors found, 8 operational err
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import socket
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +26,9 @@ from forensics.cliutil import (
     EXIT_OPERATIONAL,
     EXIT_USAGE,
     OperationalError,
+    check_output_path,
     emit,
+    now_iso,
     open_root,
 )
 from forensics.inventory import build_inventory, inventory_text
@@ -105,10 +104,10 @@ def inventory(root: str, fmt: str) -> int:
 )
 def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool, deep: bool) -> int:
     """Cross-check everything in ROOT and report each problem with its check id and path."""
-    started = _now()
+    started = now_iso()
     ev = open_root(root, record_reads=sqlite_out is not None)
     if sqlite_out is not None:
-        _check_output_path(sqlite_out, ev.root, overwrite)
+        check_output_path(sqlite_out, ev.root, overwrite)
     host = read_host(ev)
     findings = run_checks(host)
     deep_result = None
@@ -122,19 +121,7 @@ def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool, deep: 
     if sqlite_out is not None:
         from forensics.export import RunInfo, export_sqlite  # sqlite-utils loads slowly: only here
 
-        run = RunInfo(
-            tool="docker-forensics",
-            version=__version__,
-            command="verify",
-            arguments=sys.argv[1:],
-            root=str(ev.root),
-            host=socket.gethostname(),
-            user=getpass.getuser(),
-            started=started,
-            finished=_now(),
-            exit_status=status,
-            reads=ev.reads,
-        )
+        run = RunInfo.collect("verify", ev, started, status)
         try:
             export_sqlite(sqlite_out, host, findings, run, deep_result)
         except OSError as exc:
@@ -210,20 +197,6 @@ def _resolve_container(host: Host, wanted: str) -> str:
     if not matches:
         raise click.UsageError(f"no such container: {wanted}")
     raise click.UsageError(f"{wanted} names {len(matches)} containers: give more of the id")
-
-
-def _check_output_path(out: Path, root: Path, overwrite: bool) -> None:
-    target = out.resolve()
-    if target == root or root in target.parents:
-        raise click.UsageError(f"{out} is inside ROOT: nothing is ever written into the evidence")
-    if target.exists() and not overwrite:
-        raise OperationalError(f"{out} exists (use --overwrite to replace it)")
-    if not target.parent.is_dir():
-        raise OperationalError(f"{out.parent}: no such directory")
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 cli.add_command(thin)

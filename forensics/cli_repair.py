@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,13 @@ from forensics.cliutil import (
     EXIT_REPAIRED,
     EXIT_USAGE,
     OperationalError,
+    check_output_path,
     emit,
+    now_iso,
     open_root,
 )
 from forensics.evidence import Evidence
+from forensics.model import Host
 from forensics.repair.apply import (
     RepairError,
     RunResult,
@@ -78,6 +82,14 @@ def _finish(status: int) -> int:
     metavar="JOURNAL",
     help="Reverse the repair that wrote JOURNAL.",
 )
+@click.option(
+    "--sqlite",
+    "sqlite_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="OUT.db",
+    help="Also write the findings, the inventory and the plan (or run) to a SQLite database.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace the --sqlite database if it exists.")
 @click.option("--force", is_flag=True, help="Repair even though ROOT appears to be in use.")
 @click.option(
     "--pidfile",
@@ -92,20 +104,60 @@ def repair(
     fmt: str,
     quarantine: Path | None,
     undo_journal: Path | None,
+    sqlite_out: Path | None,
+    overwrite: bool,
     force: bool,
     pidfiles: tuple[Path, ...],
 ) -> int:
     """Repair a stopped Docker root (default /var/lib/docker): quarantine what is broken or
     orphaned, recreate missing overlay2 links, rewrite a damaged repositories.json."""
     if undo_journal is not None:
-        if quarantine is not None:
-            raise RepairUsageError("--quarantine has no meaning with --undo")
+        if quarantine is not None or sqlite_out is not None:
+            raise RepairUsageError("--quarantine and --sqlite have no meaning with --undo")
         return _finish(_undo(root, undo_journal, dry_run, fmt, force, list(pidfiles)))
-    ev = open_root(root or DEFAULT_ROOT)
+    out = _Output(fmt, sqlite_out, now_iso())
+    ev = open_root(root or DEFAULT_ROOT, record_reads=sqlite_out is not None)
+    if sqlite_out is not None:
+        check_output_path(sqlite_out, ev.root, overwrite)
     qbase = _quarantine_dir(ev.root, quarantine)
     if dry_run:
-        return _finish(_dry_run(ev, qbase, fmt, list(pidfiles)))
-    return _finish(_apply(ev, qbase, fmt, force, list(pidfiles)))
+        return _finish(_dry_run(ev, qbase, out, list(pidfiles)))
+    return _finish(_apply(ev, qbase, out, force, list(pidfiles)))
+
+
+@dataclass
+class _Output:
+    """Where the plan or the run goes: stdout in ``fmt``, and ``sqlite`` if asked for."""
+
+    fmt: str
+    sqlite: Path | None
+    started: str
+
+    def emit(self, doc: dict[str, Any]) -> None:
+        emit(to_json(doc) if self.fmt == "json" else _plan_text(doc))
+
+    def export(
+        self, ev: Evidence, host: Host, findings: list[Finding], doc: dict[str, Any], status: int
+    ) -> None:
+        if self.sqlite is None:
+            return
+        from forensics.export import RepairRecord, RunInfo, export_sqlite  # loads slowly
+
+        record = RepairRecord(
+            actions=doc["actions"],
+            skipped=doc["skipped"],
+            applied=bool(doc.get("applied")),
+            run=doc.get("run"),
+            journal=doc.get("journal"),
+            quarantine=doc.get("quarantine"),
+            manifest=doc.get("manifest"),
+            errors_left=doc.get("errors_left"),
+        )
+        run = RunInfo.collect("repair", ev, self.started, status)
+        try:
+            export_sqlite(self.sqlite, host, findings, run, repair=record)
+        except OSError as exc:
+            raise OperationalError(f"{self.sqlite}: {exc.strerror or exc}") from None
 
 
 # -- plan -------------------------------------------------------------------------------------
@@ -118,29 +170,30 @@ def _quarantine_dir(root: Path, given: Path | None) -> Path:
     return path
 
 
-def _plan(ev: Evidence) -> tuple[Plan, list[Finding]]:
+def _plan(ev: Evidence) -> tuple[Plan, Host, list[Finding]]:
     host = read_host(ev)
     findings = run_checks(host)
-    return make_plan(ev, host, findings), findings
+    return make_plan(ev, host, findings), host, findings
 
 
-def _dry_run(ev: Evidence, qbase: Path, fmt: str, pidfiles: list[Path]) -> int:
+def _dry_run(ev: Evidence, qbase: Path, out: _Output, pidfiles: list[Path]) -> int:
     usage = root_in_use(ev.root, pidfiles)
     if usage:
         _warn(f"warning: {describe(usage, ev.root)} (the plan may be out of date)")
     for state in find_journals(qbase):
         if state.incomplete and state.root == str(ev.root):
             _warn(f"note: run {state.run} was interrupted; a repair completes it first")
-    plan, _ = _plan(ev)
+    plan, host, findings = _plan(ev)
     doc = {"root": str(ev.root), "dry_run": True, **plan.as_dict()}
-    emit(to_json(doc) if fmt == "json" else _plan_text(doc))
+    out.export(ev, host, findings, doc, EXIT_NOTHING)
+    out.emit(doc)
     return EXIT_NOTHING
 
 
 # -- apply ------------------------------------------------------------------------------------
 
 
-def _apply(ev: Evidence, qbase: Path, fmt: str, force: bool, pidfiles: list[Path]) -> int:
+def _apply(ev: Evidence, qbase: Path, out: _Output, force: bool, pidfiles: list[Path]) -> int:
     _refuse_if_in_use(ev.root, pidfiles, force)
     switch = StopSwitch.from_env()
     try:
@@ -148,16 +201,20 @@ def _apply(ev: Evidence, qbase: Path, fmt: str, force: bool, pidfiles: list[Path
             ws.lock()
             pending = pending_runs(ws)
             if pending:
+                host = read_host(ev)  # the state the interrupted run left, for --sqlite
+                findings = run_checks(host)
                 results = [resume_run(ws, state, switch) for state in pending]
                 actions = [a for s in pending for a in s.actions]
                 doc: dict[str, Any] = {"actions": actions, "skipped": []}
             else:
-                plan, findings = _plan(ev)
+                plan, host, findings = _plan(ev)
                 if not plan.actions:
                     doc = {"root": str(ev.root), **plan.as_dict(), "applied": False}
-                    emit(to_json(doc) if fmt == "json" else _plan_text(doc))
                     errors = count_by_severity(findings)["error"]
-                    return EXIT_ERRORS_LEFT if errors else EXIT_NOTHING
+                    status = EXIT_ERRORS_LEFT if errors else EXIT_NOTHING
+                    out.export(ev, host, findings, doc, status)
+                    out.emit(doc)
+                    return status
                 results = [start_run(ws, plan.actions, sys.argv[1:], switch)]
                 doc = plan.as_dict()
     except (RepairError, UnsafePath) as exc:
@@ -166,8 +223,10 @@ def _apply(ev: Evidence, qbase: Path, fmt: str, force: bool, pidfiles: list[Path
         raise OperationalError(f"repair stopped: {exc}; the journal tells what was done") from None
     left = [f for f in run_checks(read_host(open_root(str(ev.root)))) if f.severity == "error"]
     doc.update(_applied(ev.root, results, left))
-    emit(to_json(doc) if fmt == "json" else _plan_text(doc))
-    return EXIT_ERRORS_LEFT if left else EXIT_REPAIRED
+    status = EXIT_ERRORS_LEFT if left else EXIT_REPAIRED
+    out.export(ev, host, findings, doc, status)
+    out.emit(doc)
+    return status
 
 
 def _applied(root: Path, results: list[RunResult], left: list[Finding]) -> dict[str, Any]:

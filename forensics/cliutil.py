@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -44,3 +46,19 @@ def emit(text: str) -> None:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
+
+
+def check_output_path(out: Path, root: Path, overwrite: bool) -> None:
+    """An output file (``--sqlite OUT``) must lie outside ROOT, and exist only if replacing it
+    was asked for."""
+    target = out.resolve()
+    if target == root or root in target.parents:
+        raise click.UsageError(f"{out} is inside ROOT: nothing is ever written into the evidence")
+    if target.exists() and not overwrite:
+        raise OperationalError(f"{out} exists (use --overwrite to replace it)")
+    if not target.parent.is_dir():
+        raise OperationalError(f"{out.parent}: no such directory")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")

@@ -7,15 +7,20 @@ temporary file beside OUT and renamed into place when complete.
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
-from forensics.evidence import FileRead
+from forensics import __version__
+from forensics.cliutil import now_iso
+from forensics.evidence import Evidence, FileRead
 
 if TYPE_CHECKING:
     from forensics.deep import DeepResult
@@ -38,6 +43,37 @@ class RunInfo:
     exit_status: int | None = None
     reads: dict[str, FileRead] = field(default_factory=dict)
 
+    @classmethod
+    def collect(cls, command: str, ev: Evidence, started: str, status: int) -> RunInfo:
+        """The provenance of this process's run of ``command`` on ``ev``."""
+        return cls(
+            tool="docker-forensics",
+            version=__version__,
+            command=command,
+            arguments=sys.argv[1:],
+            root=str(ev.root),
+            host=socket.gethostname(),
+            user=getpass.getuser(),
+            started=started,
+            finished=now_iso(),
+            exit_status=status,
+            reads=ev.reads,
+        )
+
+
+@dataclass
+class RepairRecord:
+    """A repair's plan (``--dry-run``) or run, for the ``repair_*`` tables."""
+
+    actions: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    applied: bool
+    run: str | None = None
+    journal: str | None = None
+    quarantine: str | None = None
+    manifest: str | None = None
+    errors_left: int | None = None
+
 
 def export_sqlite(
     out: Path,
@@ -45,15 +81,18 @@ def export_sqlite(
     findings: list[Finding],
     run: RunInfo,
     deep: DeepResult | None = None,
+    repair: RepairRecord | None = None,
 ) -> None:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
     try:
         db = sqlite_utils.Database(tmp)
         try:
-            _write(db, host, findings, run)
+            run_id = _write(db, host, findings, run)
             if deep is not None:
                 _write_deep(db, deep)
+            if repair is not None:
+                _write_repair(db, repair, run_id)
         finally:
             db.close()
         os.replace(tmp, out)
@@ -62,7 +101,7 @@ def export_sqlite(
         raise
 
 
-def _write(db: sqlite_utils.Database, host: Host, findings: list[Finding], run: RunInfo) -> None:
+def _write(db: sqlite_utils.Database, host: Host, findings: list[Finding], run: RunInfo) -> int:
     doc = build_inventory(host)
     _create_tables(db)
     run_id = _insert_run(db, host, findings, run)
@@ -95,6 +134,7 @@ def _write(db: sqlite_utils.Database, host: Host, findings: list[Finding], run: 
         {"run_id": run_id, "path": r.path, "size": r.size, "sha256": r.sha256}
         for r in sorted(run.reads.values(), key=lambda r: r.path)
     )
+    return run_id
 
 
 def _create_tables(db: sqlite_utils.Database) -> None:
@@ -382,3 +422,73 @@ def _write_deep(db: sqlite_utils.Database, deep: DeepResult) -> None:
         pk=("container_id", "path"),
         foreign_keys=[("container_id", "containers", "id")],
     )
+
+
+def _write_repair(db: sqlite_utils.Database, repair: RepairRecord, run_id: int) -> None:
+    """The plan or the run: one row for the repair, one per action and per finding left
+    alone. ``status`` says whether an action was only planned or carried out."""
+    db["repair_runs"].insert(
+        {
+            "run_id": run_id,
+            "applied": int(repair.applied),
+            "repair_run": repair.run,
+            "journal": repair.journal,
+            "quarantine": repair.quarantine,
+            "manifest": repair.manifest,
+            "actions": len(repair.actions),
+            "skipped": len(repair.skipped),
+            "errors_left": repair.errors_left,
+        },
+        pk="run_id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    status = "applied" if repair.applied else "planned"
+    db["repair_actions"].insert_all(
+        (_action_row(run_id, n, a, status) for n, a in enumerate(repair.actions, 1)),
+        pk=("run_id", "n"),
+        foreign_keys=[("run_id", "runs", "id")],
+        columns=_ACTION_COLUMNS,
+    )
+    db["repair_skipped"].insert_all(
+        ({"run_id": run_id, "n": n, **s} for n, s in enumerate(repair.skipped, 1)),
+        pk=("run_id", "n"),
+        foreign_keys=[("run_id", "runs", "id")],
+        columns={"run_id": int, "n": int, "check": str, "path": str, "why": str},
+    )
+
+
+_ACTION_COLUMNS = {
+    "run_id": int,
+    "n": int,
+    "action": str,
+    "path": str,
+    "kind": str,
+    "target": str,
+    "unit": str,
+    "checks": str,
+    "summary": str,
+    "reason": str,
+    "safety": str,
+    "content_sha256": str,
+    "details": str,
+    "status": str,
+}
+
+
+def _action_row(run_id: int, n: int, a: dict[str, Any], status: str) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "n": n,
+        "action": a["action"],
+        "path": a["path"],
+        "kind": a.get("kind"),
+        "target": a.get("target"),
+        "unit": a.get("unit"),
+        "checks": json.dumps(a.get("checks", [])),
+        "summary": a.get("summary"),
+        "reason": a["reason"],
+        "safety": a.get("safety"),
+        "content_sha256": a.get("sha256"),
+        "details": json.dumps(a["details"], sort_keys=True) if a.get("details") else None,
+        "status": status,
+    }

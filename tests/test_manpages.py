@@ -24,7 +24,7 @@ import pytest
 from forensics import cliutil
 from forensics.checks.catalog import CHECKS
 from forensics.cli import cli
-from forensics.export import RunInfo, export_sqlite
+from forensics.export import RepairRecord, RunInfo, export_sqlite
 from forensics.inventory import build_inventory
 from forensics.model import Container, Host, Image, Layer, MountPoint, Volume
 from forensics.report import Finding
@@ -33,6 +33,7 @@ MAN = Path(__file__).resolve().parents[1] / "man"
 PROG = "docker-forensics"
 MAIN_PAGE = MAN / f"{PROG}.1"
 VERIFY_PAGE = MAN / f"{PROG}-verify.1"
+REPAIR_PAGE = MAN / f"{PROG}-repair.1"
 
 # roff escapes that can occur inside names and options, and what they stand for
 _ESCAPES = (("\\-", "-"), ("\\(dq", '"'), ("\\(em", "\u2014"), ("\\~", " "), ("\\&", ""))
@@ -317,16 +318,35 @@ def test_verify_json_document_is_documented(tmp_path: Path) -> None:
     assert not set(doc["findings"][0]) - set(entries_of(lines)), "finding fields"
 
 
+def _tables(out: Path) -> dict[str, list[str]]:
+    db = sqlite3.connect(out)
+    try:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: [row[1] for row in db.execute(f"PRAGMA table_info('{t}')")] for t in tables}
+    finally:
+        db.close()
+
+
+def test_repair_sqlite_tables_and_columns_are_documented(tmp_path: Path) -> None:
+    out = tmp_path / "plan.db"
+    run = RunInfo("docker-forensics", "0", "repair", [], "/nowhere", "host", "user", "now")
+    export_sqlite(out, Host(root="/nowhere"), [], run, repair=RepairRecord([], [], False))
+    verify_tables = entries_of(sections(VERIFY_PAGE)["SQLITE DATABASE"])
+    documented = entries_of(sections(REPAIR_PAGE)["SQLITE DATABASE"])
+    for table, names in _tables(out).items():
+        if table in verify_tables:
+            continue
+        assert table in documented, table
+        missing = [name for name in names if not mentions(documented[table], name)]
+        assert not missing, f"table {table}: columns not described: {missing}"
+
+
 def test_sqlite_tables_and_columns_are_documented(tmp_path: Path) -> None:
     out = tmp_path / "case.db"
     run = RunInfo("docker-forensics", "0", "verify", [], "/nowhere", "host", "user", "now")
     export_sqlite(out, Host(root="/nowhere"), [], run)
-    db = sqlite3.connect(out)
-    try:
-        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        columns = {t: [row[1] for row in db.execute(f"PRAGMA table_info('{t}')")] for t in tables}
-    finally:
-        db.close()
+    columns = _tables(out)
+    tables = list(columns)
     documented = entries_of(sections(VERIFY_PAGE)["SQLITE DATABASE"])
     assert not set(tables) - set(documented), sorted(set(tables) - set(documented))
     for table, names in columns.items():

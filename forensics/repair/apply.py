@@ -372,7 +372,7 @@ def start_run(
                 "argv": argv,
                 "pid": os.getpid(),
                 "time": _now(),
-                "actions": [_journal_action(a) for a in actions],
+                "actions": [a.as_dict() for a in actions],
                 "steps": [s.as_dict() for s in steps],
             }
         )
@@ -411,13 +411,6 @@ def _run_or_explain(runner: Runner, steps: list[Step], begun: set[int], done: se
             f"{exc}; the steps made so far are in {path}: rerun once the cause is gone, or "
             f"reverse them with --undo {path}"
         ) from None
-
-
-def _journal_action(a: Action) -> dict[str, Any]:
-    out = a.as_dict()
-    if a.content is not None:
-        out["sha256"] = _sha256(a.content)
-    return out
 
 
 def _sync(*fds: int) -> None:

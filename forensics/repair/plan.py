@@ -89,6 +89,8 @@ class Action:
             out["kind"] = self.kind
         if self.target is not None:
             out["target"] = self.target
+        if self.content is not None:
+            out["sha256"] = hashlib.sha256(self.content).hexdigest()
         if self.details:
             out["details"] = self.details
         return out
