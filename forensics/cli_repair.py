@@ -330,6 +330,10 @@ def _plan_text(doc: dict[str, Any]) -> str:
             lines.append(f"    kept: {ref} -> {kept['image']} (from the {kept['from']})")
         for lost in a.get("details", {}).get("lost", []):
             lines.append(f"    lost: {lost}")
+        for name in a.get("details", {}).get("removed", []):
+            lines.append(f"    name: {name}")
+        if a.get("details", {}).get("reclaim"):
+            lines.append(f"    then: {a['details']['reclaim']}")
     for s in doc["skipped"]:
         lines.append(f"{'left':<10} {s['path'] or '.'}")
         lines.append(f"    why:  {s['check']}: {s['why']}")

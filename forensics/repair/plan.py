@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import stat
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,15 +30,34 @@ from forensics.checks.common import short
 from forensics.evidence import Evidence, ReadFailure, type_of_mode
 from forensics.formats.ids import LINK_ID, MOUNT_ID
 from forensics.model import Host, Mount
+from forensics.repair.linkgraph import LinkgraphError, purge_entities
 from forensics.repair.tags import recover
 from forensics.report import Finding
+from forensics.stores.legacy import LINKGRAPH, LINKGRAPH_LIMIT
 
-SUPPORTED_DRIVERS = ("overlay2",)
+#: what a driver keeps of one layer or container directory, in the order its ``Remove`` deletes
+#: them (aufs: mnt, diff, layers; devicemapper: the device record, then the mount point)
+DRIVER_PARTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "overlay2": (("overlay2/{}", "directory"),),
+    "overlay": (("overlay/{}", "directory"),),
+    "aufs": (
+        ("aufs/mnt/{}", "mount point"),
+        ("aufs/diff/{}", "files"),
+        ("aufs/layers/{}", "parent list"),
+    ),  # fmt: skip
+    "vfs": (("vfs/dir/{}", "directory"),),
+    "devicemapper": (
+        ("devicemapper/metadata/{}", "device record"),
+        ("devicemapper/mnt/{}", "mount point"),
+    ),  # fmt: skip
+}
+SUPPORTED_DRIVERS = tuple(DRIVER_PARTS)
 BROKEN_CONTAINER = (
     "container.config-damaged",
     "container.config-missing",
     "container.hostconfig-damaged",
 )
+TRANSACTION_FILE = "devicemapper/metadata/transaction-metadata"
 LINK_FILE_CHECKS = ("overlay2.link-missing", "overlay2.link-damaged")
 LINK_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 LEFTOVER_CHECKS = {
@@ -126,6 +146,7 @@ class _Part:
     kind: str
     role: str
     safety: str
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -165,11 +186,16 @@ class _Planner:
         units = self._container_units() + self._mount_units() + self._orphan_units()
         units = self._keep_lower_layers(units)
         removed = {d for u in units for d in u.dirs}
-        actions = self._rewrite_repositories() + self._link_files(removed)
-        actions += self._relinks(removed)
+        purged = {
+            u.name.split()[1]: u.primary.check for u in units if u.name.startswith("container ")
+        }
+        actions = self._rewrite_repositories() + self._rewrite_linkgraph(purged)
+        actions += self._link_files(removed) + self._relinks(removed)
         for unit in sorted(units, key=lambda u: u.order):
             actions += self._unit_actions(unit)
         actions += self._orphan_links(removed) + self._leftovers() + self._empty_layer_dirs()
+        actions += self._mnt_orphans()
+        actions += self._settle_transaction({a.path for a in actions})
         self._say_left_alone(actions)
         return Plan(actions=actions, skipped=self.skipped)
 
@@ -178,29 +204,60 @@ class _Planner:
     def _container_units(self) -> list[_Unit]:
         units = []
         seen: set[str] = set()
+        for f, cid, why in self._broken_containers():
+            container = self.host.containers.get(cid)
+            if container is None or cid in seen:
+                continue
+            seen.add(cid)
+            unit = _Unit(f"container {cid}", f"container {short(cid)}", 1, f)
+            if self.host.layout == "legacy":
+                if not self._add_legacy_rw_layer(unit, cid):
+                    continue
+            elif not self._add_rw_layer(unit, cid, self.host.mounts.get(cid)):
+                continue
+            unit.parts.append(_Part(container.path, "dir", "the directory", why))
+            units.append(unit)
+        return units
+
+    def _broken_containers(self) -> Iterator[tuple[Finding, str, str]]:
+        """(finding, container id, why moving it whole is safe) of every container to remove:
+        those dockerd cannot load, and on devicemapper those whose thin device is gone from
+        the pool (dockerd loads them but can neither start nor remove them)."""
         for check in BROKEN_CONTAINER:
             for f in self.by_check[check]:
-                cid = f.object_id or ""
-                container = self.host.containers.get(cid)
-                if container is None or cid in seen:
-                    continue
-                seen.add(cid)
-                label = f"container {short(cid)}"
-                unit = _Unit(f"container {cid}", label, 1, f)
-                if not self._add_rw_layer(unit, cid, self.host.mounts.get(cid)):
-                    continue
-                unit.parts.append(
-                    _Part(
-                        container.path,
-                        "dir",
-                        "the directory",
-                        "dockerd skips a container whose config it cannot read "
-                        "('failed to load container'): it is moved whole, logs included, "
-                        "and --undo puts it back",
-                    )
+                yield f, f.object_id or "", _UNLOADABLE_SAFETY
+        for f in self.by_check["thinpool.device-missing"]:
+            cid = self._container_of_device(f.object_id or "")
+            if cid is not None:
+                yield f, cid, _DEVICELESS_SAFETY
+
+    def _container_of_device(self, name: str) -> str | None:
+        if self.host.layout == "legacy":
+            cid = name.removesuffix("-init")
+            return cid if cid in self.host.containers else None
+        for mount in self.host.mounts.values():
+            if (
+                name in (mount.mount_id, mount.init_id)
+                and mount.container_id in self.host.containers
+            ):
+                return mount.container_id
+        return None
+
+    def _add_legacy_rw_layer(self, unit: _Unit, cid: str) -> bool:
+        """A legacy container's driver dirs are named after it: ``<id>`` and ``<id>-init``."""
+        for name, role in ((cid, "the read-write layer"), (f"{cid}-init", "the init layer")):
+            if name not in self.host.driver_dirs:
+                continue
+            others = self.owners.get(name, set()) - {f"mount:{cid}", f"init:{cid}"}
+            if others:
+                self._skip(
+                    unit.primary,
+                    f"{self.host.driver_dirs[name].path} is also referenced by "
+                    f"{', '.join(sorted(others))}: ownership in doubt, the container is left alone",
                 )
-                units.append(unit)
-        return units
+                return False
+            self._add_dir(unit, name, role, _RW_SAFETY)
+        return True
 
     def _mount_units(self) -> list[_Unit]:
         units = []
@@ -254,8 +311,18 @@ class _Planner:
 
     def _add_dir(self, unit: _Unit, name: str, role: str, safety: str) -> None:
         ddir = self.host.driver_dirs[name]
-        unit.parts.append(_Part(ddir.path, "dir", role, safety))
+        parts = DRIVER_PARTS[self.base]
+        for template, what in parts:
+            path = template.format(name)
+            kind = self._kind(path)
+            if kind is None:
+                continue
+            details = self._device_details(name) if path == ddir.path else {}
+            label = role if len(parts) == 1 else f"{role} ({what})"
+            unit.parts.append(_Part(path, kind, label, safety, details))
         unit.dirs.add(name)
+        if self.base != "overlay2":
+            return
         link = ddir.link
         if link and LINK_ID.fullmatch(link) and self.host.links.get(link) == f"../{name}/diff":
             unit.parts.append(
@@ -306,11 +373,15 @@ class _Planner:
             active = keep
 
     def _stacked_on(self, dirs: set[str]) -> set[str]:
+        """Driver dirs whose lower list names one of ``dirs`` (overlay2 by link id, aufs and
+        overlay by directory name; vfs and devicemapper layers are full copies)."""
         users: set[str] = set()
         for name in dirs:
             link = self.host.driver_dirs[name].link
             if link:
                 users |= self.lower_users.get(link, set())
+            if self.base in ("aufs", "overlay"):
+                users |= self.lower_users.get(name, set())
         return users
 
     def _orphan_links(self, removed: set[str]) -> list[Action]:
@@ -386,6 +457,150 @@ class _Planner:
         if sharing:
             return f"{self.base}/{sharing[0]} has the same link id: ownership in doubt"
         return None
+
+    # -- legacy names ------------------------------------------------------------------------
+
+    def _rewrite_linkgraph(self, purged: dict[str, str]) -> list[Action]:
+        """One rewrite of ``linkgraph.db`` without the names and links of the containers that
+        are quarantined and of those that no longer exist (dockerd's ``Purge``)."""
+        if self.host.layout != "legacy":
+            return []
+        stale = {
+            e for e, _, _ in self.host.link_edges if e != "0" and e not in self.host.containers
+        }
+        named = {e for e, _, _ in self.host.link_edges} | {p for _, p, _ in self.host.link_edges}
+        entities = (purged.keys() & named) | stale
+        findings = self.by_check["linkgraph.container-missing"]
+        if not entities:
+            return []
+        if self._kind(LINKGRAPH) != "file":
+            for f in findings:
+                self._skip(f, f"{LINKGRAPH} is no regular file: left alone")
+            return []
+        try:
+            new, removed = purge_entities(self.ev.read_bytes(LINKGRAPH, LINKGRAPH_LIMIT), entities)
+        except (ReadFailure, LinkgraphError) as exc:
+            for f in findings:
+                self._skip(f, f"{LINKGRAPH} {exc}: left alone")
+            return []
+        for f in findings:
+            self.answered.add((f.check, f.path))
+        names = [f"{'' if p == '0' else short(p) + '/'}{n} -> {short(e)}" for e, p, n in removed]
+        return [
+            Action(
+                "rewrite",
+                LINKGRAPH,
+                f"{', '.join(names)} taken out, as dockerd's containerGraph.Purge does when it "
+                "removes a container",
+                sorted({f.check for f in findings} | {purged[e] for e in entities & purged.keys()}),
+                "only the rows of containers that are gone or quarantined are deleted (in a copy "
+                "in memory, checked with SQLite's integrity check); the original is quarantined",
+                "linkgraph",
+                kind="file",
+                summary=f"{_n(len(removed), 'name')} of removed containers taken out",
+                content=new,
+                mode=self._mode(LINKGRAPH),
+                details={"removed": names},
+            )
+        ]
+
+    # -- devicemapper ------------------------------------------------------------------------
+
+    def _device_details(self, name: str) -> dict[str, Any]:
+        """For a device record: the thin device it names, which stays in the pool."""
+        device = self.host.devices.get(name)
+        ds = self.host.deviceset
+        if self.base != "devicemapper" or device is None or device.device_id is None:
+            return {}
+        pool = ds.pool if ds is not None else None
+        if pool is None or not pool.readable or device.device_id not in pool.devices:
+            return {"pool_device": device.device_id, "in_pool": False}
+        return {
+            "pool_device": device.device_id,
+            "in_pool": True,
+            "reclaim": (
+                f"thin device {device.device_id} stays in the pool (its metadata is never "
+                "rewritten here): with the pool active and dockerd stopped, "
+                f"'dmsetup message <pool> 0 \"delete {device.device_id}\"' frees its blocks "
+                "(<pool>: the docker-…-pool of 'dmsetup ls')"
+            ),
+        }
+
+    def _mnt_orphans(self) -> list[Action]:
+        actions = []
+        for f in self.by_check["devicemapper.mnt-orphan"]:
+            kind = self._kind(f.path)
+            if kind != "dir":
+                self._skip(f, f"not a directory ({kind or 'absent'}): left alone")
+                continue
+            actions.append(
+                Action(
+                    "quarantine",
+                    f.path,
+                    _reason(f),
+                    [f.check],
+                    "the mount point of a device that has no record: dockerd never uses it",
+                    f"mount point {f.object_id}",
+                    kind=kind,
+                    summary="a mount point without a device record",
+                )
+            )
+        return actions
+
+    def _settle_transaction(self, planned: set[str]) -> list[Action]:
+        """A pending devicemapper transaction settled as dockerd's rollbackTransaction does,
+        where that needs no live pool: the device it created is not in the pool, so its record
+        and the transaction file go (dockerd then finds no open transaction)."""
+        findings = self.by_check["thinpool.transaction-pending"]
+        findings += self.by_check["devicemapper.transaction-pending"]
+        ds = self.host.deviceset
+        if not findings or ds is None:
+            return []
+        pool = ds.pool
+        device_id = ds.transaction_device_id
+        if pool is None or not pool.readable or pool.damaged or device_id is None:
+            for f in findings:
+                self._skip(f, "the pool's metadata cannot be read cleanly: dockerd settles it")
+            return []
+        if device_id in pool.devices:
+            for f in findings:
+                self._skip(
+                    f,
+                    f"thin device {device_id} is in the pool: dockerd deletes it and its record "
+                    "when it starts (that needs the live pool)",
+                )
+            return []
+        checks = sorted({f.check for f in findings})
+        actions = []
+        record = f"devicemapper/metadata/{ds.transaction_hash}" if ds.transaction_hash else None
+        if record and self._kind(record) == "file" and record not in planned:
+            actions.append(
+                Action(
+                    "quarantine",
+                    record,
+                    _reason(findings[0], f"the record of device {device_id}"),
+                    checks,
+                    f"the record of thin device {device_id}, which the pool does not have: the "
+                    "unfinished transaction's device; dockerd removes this record itself",
+                    "transaction",
+                    kind="file",
+                    summary=f"the record of the never-created device {device_id}",
+                )
+            )
+        actions.append(
+            Action(
+                "quarantine",
+                TRANSACTION_FILE,
+                _reason(findings[0], "the transaction is closed"),
+                checks,
+                "dockerd removes this file when it rolls a transaction back; without it, it "
+                "finds no open transaction",
+                "transaction",
+                kind=self._kind(TRANSACTION_FILE),
+                summary=f"the open transaction {ds.open_transaction_id}, settled",
+            )
+        )
+        return actions
 
     # -- link files --------------------------------------------------------------------------
 
@@ -595,6 +810,7 @@ class _Planner:
                     unit.name,
                     kind=part.kind,
                     summary=what,
+                    details=part.details,
                 )
             )
         return actions
@@ -630,6 +846,15 @@ class _Planner:
         return stat.S_IMODE(st.st_mode) if st is not None and stat.S_ISREG(st.st_mode) else 0o600
 
 
+_UNLOADABLE_SAFETY = (
+    "dockerd skips a container whose config it cannot read ('failed to load container'): it "
+    "is moved whole, logs included, and --undo puts it back"
+)
+_DEVICELESS_SAFETY = (
+    "its thin device is gone from the pool, so dockerd can neither start nor remove it "
+    "('Driver devicemapper failed to remove root filesystem'): it is moved whole, logs "
+    "included, and --undo puts it back"
+)
 _RW_SAFETY = (
     "named only by this container's mount record (no layer, no other container), and no "
     "directory that stays stacks on it"
@@ -670,11 +895,16 @@ def _owners(host: Host) -> dict[str, set[str]]:
             owners[mount.mount_id].add(f"mount:{mount.container_id}")
         if mount.init_id:
             owners[mount.init_id].add(f"init:{mount.container_id}")
+    if host.layout == "legacy":
+        for cid in host.containers:
+            owners[cid].add(f"mount:{cid}")
+            owners[f"{cid}-init"].add(f"init:{cid}")
     return owners
 
 
 def _lower_users(host: Host) -> dict[str, set[str]]:
-    """overlay2 link id → the driver dirs whose ``lower`` lists it."""
+    """overlay2 link id (aufs, overlay: directory name) → the driver dirs whose ``lower`` (aufs:
+    ``layers/<id>``) lists it."""
     users: dict[str, set[str]] = defaultdict(set)
     for ddir in host.driver_dirs.values():
         for entry in ddir.lower or []:
@@ -705,9 +935,10 @@ def _link_owner(target: str | None) -> str | None:
 
 def make_plan(ev: Evidence, host: Host, findings: list[Finding]) -> Plan:
     """The repair plan for ``host`` (read from ``ev``) and its ``findings``; reads only."""
-    if host.layout != "modern" or host.driver not in SUPPORTED_DRIVERS:
+    if host.layout not in ("modern", "legacy") or host.driver not in SUPPORTED_DRIVERS:
         what = f"{host.layout} layout" + (f" on {host.driver}" if host.driver else "")
-        why = f"repair supports the modern overlay2 layout only; this root: {what}"
+        drivers = ", ".join(SUPPORTED_DRIVERS)
+        why = f"repair supports the modern and legacy layouts on {drivers}; this root: {what}"
         skipped = [Skipped(f.check, f.path, why) for f in findings if f.severity != "info"]
         return Plan(skipped=skipped)
     return _Planner(ev, host, findings).plan()
