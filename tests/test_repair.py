@@ -169,7 +169,7 @@ def hostconfig_damaged(s: SamplePaths) -> str:
     """The hostconfig.json of "anon-volume" filled with NULs: dockerd skips the container."""
     rel = f"containers/{s.container_id('anon-volume')}/hostconfig.json"
     s.path(rel).write_bytes(b"\0" * s.path(rel).stat().st_size)
-    return f"containers/{s.container_id('anon-volume')}"
+    return rel
 
 
 def empty_layer_dir(s: SamplePaths) -> str:

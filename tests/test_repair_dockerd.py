@@ -31,7 +31,7 @@ def test_a_real_dockerd_starts_on_the_repaired_root(
     sample_root: Path, truth: dict[str, Any], tmp_path: Path
 ) -> None:
     s = SamplePaths(sample_root, truth)
-    broken = {s.container_id("exited"), s.container_id("with-volume")}
+    broken = {s.container_id(name) for name in ("exited", "with-volume", "anon-volume")}
     intact = {c["Id"]: c["Name"][1:] for c in truth["inspect_containers"] if c["Id"] not in broken}
     made = damage_many(s)
     found = {(f["check"], f["path"]) for f in verify(sample_root) if f["severity"] != "info"}
