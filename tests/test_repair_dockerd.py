@@ -79,3 +79,29 @@ def test_repair_refuses_while_dockerd_runs_on_root(
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (sample_root.parent / "docker.quarantine").exists()
     assert (sample_root / "overlay2" / ORPHAN).is_dir()
+
+
+def test_a_real_dockerd_starts_on_each_driver_sample_after_repair(
+    driver_sample: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """On every driver of the samples: a broken container and an orphan driver dir repaired;
+    dockerd, started with that driver, lists the intact containers and starts one."""
+    master, truth = driver_sample
+    root = copy_tree(master, tmp_path / "docker")
+    s = SamplePaths(root, truth)
+    broken = s.container_id("exited")
+    config = root / f"containers/{broken}/config.v2.json"
+    config.write_bytes(config.read_bytes()[:100])
+    driver = truth["driver"]
+    orphan = {"overlay2": "overlay2", "vfs": "vfs/dir", "overlay": "overlay"}[driver]
+    (root / orphan / ORPHAN / "diff").mkdir(parents=True)
+    result = run_repair(root, "--format", "json")
+    assert result.code == 1, result.stdout + result.stderr
+    assert errors(root) == set()
+    intact = {c["Id"]: c["Name"][1:] for c in truth["inspect_containers"] if c["Id"] != broken}
+    with private_dockerd(root, tmp_path / "d", storage_driver=driver) as daemon:
+        listed = daemon.docker("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}")
+        assert listed.returncode == 0, listed.stderr
+        assert dict(line.split() for line in listed.stdout.splitlines()) == intact
+        started = daemon.docker("start", "created")
+        assert started.returncode == 0, started.stderr
