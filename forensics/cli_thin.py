@@ -2,7 +2,9 @@
 
 ``check`` reports damage, ``dump`` writes thin_dump 0.9.0's XML, ``ls`` lists devices with their
 exclusive and shared blocks, ``extract`` copies one device out of the data file into a sparse
-image. Exit codes as the rest of the tool: 0 clean, 4 damage, 8 unreadable, 16 usage.
+image, ``repair`` writes a repaired copy to a new file. Exit codes as the rest of the tool:
+0 clean, 4 damage, 8 unreadable, 16 usage; ``repair``: 0 nothing lost, 1 written with losses,
+4 nothing written.
 
 The group is registered on the main command by ``cli.add_command(thin)``.
 """
@@ -17,11 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from forensics.cliutil import EXIT_ERRORS, EXIT_OK, EXIT_OPERATIONAL, OperationalError, emit
+from forensics.cliutil import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    EXIT_OPERATIONAL,
+    EXIT_REPAIRED,
+    OperationalError,
+    emit,
+)
 
 if TYPE_CHECKING:
     from forensics.thin.blocks import MetadataFile
     from forensics.thin.pool import Pool
+    from forensics.thin.repair import InstallStep, RepairSummary
 
 #: severity of a fatal finding (forensics.thin.findings.ERROR; the thin modules load numpy,
 #: so they are imported only when a thin command runs)
@@ -193,3 +203,113 @@ def _read_pool(meta: MetadataFile, *, space_maps: bool = True) -> Pool:
     from forensics.thin.pool import read_pool
 
     return read_pool(meta, space_maps=space_maps)
+
+
+@thin.command()
+@metadata_argument
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The repaired copy to create (must not exist unless --force).",
+)
+@click.option("--force", is_flag=True, help="Replace OUT if it exists (never METADATA).")
+@click.option(
+    "--transaction-id",
+    type=click.IntRange(0),
+    default=None,
+    help="The pool's transaction id, when the superblock is damaged.",
+)
+@click.option(
+    "--data-block-size",
+    type=click.IntRange(1),
+    default=None,
+    help="Data block size in 512-byte sectors, when the superblock is damaged.",
+)
+@click.option(
+    "--nr-data-blocks",
+    type=click.IntRange(1),
+    default=None,
+    help="Number of data blocks, when the superblock is damaged.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def repair(
+    metadata: Path,
+    out: Path,
+    force: bool,
+    transaction_id: int | None,
+    data_block_size: int | None,
+    nr_data_blocks: int | None,
+    fmt: str,
+) -> int:
+    """Write a repaired copy of METADATA to the new file OUT: what is readable, salvaged, with
+    new space maps; print what was lost and the steps that put the copy in place. METADATA is
+    never written."""
+    from forensics.thin.repair import (
+        NothingSalvageable,
+        Overrides,
+        RepairError,
+        install_steps,
+        write_repaired_copy,
+    )
+
+    overrides = Overrides(transaction_id, data_block_size, nr_data_blocks)
+    try:
+        summary = write_repaired_copy(metadata, out, force=force, overrides=overrides)
+    except RepairError as exc:
+        raise OperationalError(str(exc)) from None
+    except NothingSalvageable as exc:
+        if fmt == "json":
+            doc = {"metadata": str(metadata), "written": False, "reason": exc.reason}
+            emit(json.dumps({**doc, "needs": list(exc.needs)}, indent=2, sort_keys=True) + "\n")
+        click.echo(f"docker-forensics thin repair: nothing written: {exc.reason}", err=True)
+        return _finish(EXIT_DAMAGE)
+    steps = install_steps(metadata, out)
+    if fmt == "json":
+        doc = {**summary.as_dict(), "written": True, "steps": [s.as_dict() for s in steps]}
+        emit(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    else:
+        emit(repair_text(summary, steps))
+    return _finish(EXIT_REPAIRED if summary.losses else EXIT_OK)
+
+
+def repair_text(summary: RepairSummary, steps: list[InstallStep]) -> str:
+    """The text report of ``thin repair``: what was written, lost and noted; then the steps."""
+    stats = summary.stats
+    assert stats is not None
+    lines = [
+        f"{summary.output}: repaired copy of {summary.metadata} written "
+        f"({stats.used_blocks} of {stats.metadata_blocks} metadata blocks in use)",
+        f"superblock {summary.superblock}: transaction {summary.transaction_id}, "
+        f"time {summary.time}, {summary.nr_data_blocks} data blocks of "
+        f"{summary.data_block_size} sectors",
+        f"{len(summary.devices)} devices, {summary.mappings_written} mappings written",
+    ]
+    for dev in summary.devices:
+        if dev.complete and not dev.notes:
+            continue
+        of = f" of {dev.expected}" if dev.expected is not None and not dev.complete else ""
+        state = "complete" if dev.complete else "incomplete"
+        lines.append(f"  device {dev.dev_id}: {dev.written}{of} mappings, {state}")
+        lines += [f"    {note}" for note in dev.notes]
+    lines += [f"lost: {item}" for item in summary.lost]
+    lines += [f"note: {item}" for item in summary.notes]
+    errors = sum(1 for f in summary.damage if f.severity == ERROR)
+    warnings = len(summary.damage) - errors
+    if summary.damage:
+        lines.append(
+            f"the input had {errors} errors and {warnings} warnings "
+            f"(docker-forensics thin check {summary.metadata} lists them)"
+        )
+    verdict = "some devices or mappings are lost" if summary.losses else "nothing is lost"
+    lines.append(f"{verdict}; {summary.metadata} is unchanged")
+    lines += ["", "To put the copy in place:"]
+    for number, step in enumerate(steps, 1):
+        lines.append(f"  {number}. {step.what}")
+        if step.command:
+            lines.append(f"       {step.command}")
+    return "\n".join(lines) + "\n"

@@ -223,6 +223,8 @@ def _numpy_format(sub: cs.Construct, size: int) -> Any:
 
 #: a whole metadata block seen through the btree node header
 NODE_BLOCK_DTYPE = numpy_dtype(NodeHeader, BLOCK_SIZE)
+#: a whole metadata block seen through the space-map bitmap header
+BITMAP_BLOCK_DTYPE = numpy_dtype(BitmapHeader, BLOCK_SIZE)
 DETAILS_DTYPE = numpy_dtype(DeviceDetails)
 INDEX_ENTRY_DTYPE = numpy_dtype(IndexEntry)
 NODE_HEADER_STRUCT = struct.Struct("<" + "".join(s.subcon.fmtstr[1:] for s in NodeHeader.subcons))
@@ -230,6 +232,8 @@ NODE_HEADER_STRUCT = struct.Struct("<" + "".join(s.subcon.fmtstr[1:] for s in No
 #: 2-bit bitmap entries → reference count. The first bit of each pair is the *high* bit of the
 #: count, so the pair read as a little-endian number gives 0→0, 1→2, 2→1, 3→"3 or more".
 BITMAP_RAW_TO_COUNT = np.array([0, 2, 1, 3], dtype=np.uint8)
+#: and back: counts 0, 1, 2, 3 ("3 or more") → the two bits as written
+COUNT_TO_BITMAP_RAW = np.array([0, 2, 1, 3], dtype=np.uint8)
 
 
 def decode_bitmaps(areas: np.ndarray) -> np.ndarray:
