@@ -239,9 +239,16 @@ def _applied(root: Path, results: list[RunResult], left: list[Finding]) -> dict[
         "journal": str(last.journal),
         "quarantine": str(last.run_dir),
         "manifest": str(last.run_dir / MANIFEST_NAME),
+        "copies": [str(last.run_dir / s["target"]) for s in _copy_steps(results)],
         "errors_left": len(left),
         "findings_left": [f.as_dict() for f in left],
     }
+
+
+def _copy_steps(results: list[RunResult]) -> list[dict[str, Any]]:
+    """The repaired copies the last run wrote into the quarantine."""
+    state = read_journal(results[-1].journal)
+    return [s for s in state.steps if s["op"] == "copyout"]
 
 
 def _refuse_if_in_use(root: Path, pidfiles: list[Path], force: bool) -> None:
@@ -306,7 +313,9 @@ def _undo_steps(state: Any) -> list[dict[str, Any]]:
     return [
         {"op": s["op"], "path": s["path"]}
         for s in reversed(state.steps)
-        if s["n"] in state.begun and s["n"] not in state.undo_done and s["op"] != "stage"
+        if s["n"] in state.begun
+        and s["n"] not in state.undo_done
+        and s["op"] not in ("stage", "copyout")
     ]
 
 
@@ -334,6 +343,9 @@ def _plan_text(doc: dict[str, Any]) -> str:
             lines.append(f"    name: {name}")
         if a.get("details", {}).get("reclaim"):
             lines.append(f"    then: {a['details']['reclaim']}")
+        for n, step in enumerate(a.get("details", {}).get("steps", []), 1):
+            command = f": {step['command']}" if step.get("command") else ""
+            lines.append(f"    step {n}: {step['what']}{command}")
     for s in doc["skipped"]:
         lines.append(f"{'left':<10} {s['path'] or '.'}")
         lines.append(f"    why:  {s['check']}: {s['why']}")
@@ -345,6 +357,8 @@ def _plan_text(doc: dict[str, Any]) -> str:
             lines.append(f"completed the interrupted run {doc['run']}")
         lines.append(f"journal: {doc['journal']}")
         lines.append(f"manifest of the quarantine: {doc['manifest']}")
+        for copy in doc.get("copies", []):
+            lines.append(f"repaired copy: {copy} (RUN in the steps above)")
         lines.append(f"undo with: docker-forensics repair --undo {doc['journal']}")
         lines.append(f"errors left: {doc['errors_left']}")
     return "".join(printable(line) + "\n" for line in lines)

@@ -48,6 +48,7 @@ from forensics.repair.fsops import (
 from forensics.repair.journal import FORMAT, Journal, JournalState, find_journals
 from forensics.repair.manifest import MANIFEST_NAME, write_manifest
 from forensics.repair.plan import Action
+from forensics.repair.poolcopy import PoolCopyError, write_pool_copy
 
 STAGED = ".staged"
 UNDONE = ".undone"
@@ -71,6 +72,7 @@ class Step:
     data: str | None = None  # stage: base64 of the contents
     sha256: str | None = None  # stage, put: of the contents
     mode: int | None = None  # stage
+    values: dict[str, Any] | None = None  # copyout: superblock values from Docker's records
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Step:
@@ -92,6 +94,9 @@ def expand(actions: list[Action]) -> list[Step]:
             add(op="move", path=a.path, action=i, kind=a.kind)
         elif a.action == "relink":
             add(op="symlink", path=a.path, action=i, target=a.target)
+        elif a.action == "copy-out":
+            values = a.details.get("superblock_from_docker")
+            add(op="copyout", path=a.path, action=i, kind=a.kind, target=a.target, values=values)
         elif a.action in ("rewrite", "create"):
             content = a.content or b""
             digest = hashlib.sha256(content).hexdigest()
@@ -302,6 +307,23 @@ class Runner:
                 elif src is not None or dst is None:
                     raise RepairError(_conflict(step.path, dst is not None, src is not None))
 
+    def _copyout(self, step: Step, begun: bool) -> None:
+        """Write a repaired copy of the file at ``step.path`` into the run (ROOT is only
+        read); a rerun writes it again, whole."""
+        with parent_of(self.ws.root_fd, step.path) as (rfd, name):
+            if not begun:
+                self._begin(step, None, None)
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=rfd)
+        try:
+            out = self.ws.quarantine / self.run_name / (step.target or "copy")
+            try:
+                write_pool_copy(fd, str(out), step.values)
+            except PoolCopyError as exc:
+                raise RepairError(f"{step.path}: {exc}") from None
+        finally:
+            os.close(fd)
+        self.switch.event()
+
     def _symlink(self, step: Step, begun: bool) -> None:
         with parent_of(self.ws.root_fd, step.path) as (rfd, name):
             if not begun:
@@ -339,7 +361,7 @@ def preflight(ws: Workspace, steps: list[Step]) -> None:
         if step.op == "put" and step.path in moved:
             continue  # the original is moved out by the step before
         now = None if st is None else type_of_mode(st.st_mode)
-        expected = step.kind if step.op == "move" else None
+        expected = step.kind if step.op in ("move", "copyout") else None
         if now != expected:
             raise RepairError(
                 f"{step.path}: is {now or 'absent'} now, {expected or 'absent'} when planned; "

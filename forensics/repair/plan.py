@@ -31,6 +31,7 @@ from forensics.evidence import Evidence, ReadFailure, type_of_mode
 from forensics.formats.ids import LINK_ID, MOUNT_ID
 from forensics.model import Host, Mount
 from forensics.repair.linkgraph import LinkgraphError, purge_entities
+from forensics.repair.poolcopy import POOL_COPY, PoolCopyError, install_steps, salvage_pool
 from forensics.repair.tags import recover
 from forensics.report import Finding
 from forensics.stores.legacy import LINKGRAPH, LINKGRAPH_LIMIT
@@ -196,6 +197,7 @@ class _Planner:
         actions += self._orphan_links(removed) + self._leftovers() + self._empty_layer_dirs()
         actions += self._mnt_orphans()
         actions += self._settle_transaction({a.path for a in actions})
+        actions += self._pool_copy()
         self._say_left_alone(actions)
         return Plan(actions=actions, skipped=self.skipped)
 
@@ -601,6 +603,55 @@ class _Planner:
             )
         )
         return actions
+
+    def _pool_copy(self) -> list[Action]:
+        """Damaged pool metadata: a repaired copy written into the quarantine run (never over
+        the original), with the steps that put it in place."""
+        findings = self.by_check["thinpool.damaged"] + self.by_check["thinpool.unreadable"]
+        ds = self.host.deviceset
+        if not findings or ds is None or ds.pool is None:
+            return []
+        path = ds.pool.path
+        if self._kind(path) != "file":
+            for f in findings:
+                self._skip(f, f"{path} is no regular file: no copy can be made")
+            return []
+        try:
+            salvage, overrides = salvage_pool(self.ev.abspath(path), self.host)
+        except PoolCopyError as exc:
+            for f in findings:
+                self._skip(f, str(exc))
+            return []
+        summary = salvage.summary
+        details: dict[str, Any] = {
+            "copy": POOL_COPY,
+            "devices": len(summary.devices),
+            "mappings": summary.mappings_written,
+            "losses": summary.losses,
+            "lost": summary.lost + [n for d in summary.devices for n in d.notes if not d.complete],
+            "steps": [
+                s.as_dict() for s in install_steps(self.ev.abspath(path), f"RUN/{POOL_COPY}")
+            ],
+        }
+        if overrides:
+            details["superblock_from_docker"] = overrides
+        loss = "with losses" if summary.losses else "nothing lost"
+        what = f"{_n(len(summary.devices), 'device')}, {summary.mappings_written} mappings, {loss}"
+        return [
+            Action(
+                "copy-out",
+                path,
+                _reason(findings[0], f"a repaired copy: {what}"),
+                sorted({f.check for f in findings}),
+                "the pool's metadata is only read: the repaired copy is written into the "
+                "quarantine run, and putting it in place is left to you (see the steps)",
+                "pool",
+                kind="file",
+                target=POOL_COPY,
+                summary=f"a repaired copy of the thin pool's metadata ({what})",
+                details=details,
+            )
+        ]
 
     # -- link files --------------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ def undo_run(ws: Workspace, state: JournalState, switch: StopSwitch) -> UndoResu
                 journal.append({"record": "undo-begin", "step": step.n, "time": _now()})
             reverser.reverse(step, begin)
             journal.append({"record": "undo-done", "step": step.n})
-            undone += 1
+            undone += step.op not in ("stage", "copyout")  # what changed ROOT
         journal.append({"record": "undo-end", "time": _now()})
     finally:
         journal.close()
@@ -84,8 +84,8 @@ class _Reverser:
         self.ws, self.run_fd, self.switch = ws, run_fd, switch
 
     def reverse(self, step: Step, begin: dict[str, Any]) -> None:
-        if step.op == "stage":
-            return  # the staged copy stays in the quarantine
+        if step.op in ("stage", "copyout"):
+            return  # the staged file, the repaired copy: they stay in the quarantine
         with parent_of(self.ws.root_fd, step.path) as (rfd, name):
             if step.op == "move":
                 self._move_back(step, rfd, name)

@@ -1,0 +1,86 @@
+"""The repaired copy of a damaged thin pool's metadata, for the repair plan and its run.
+
+The pool's metadata is never written in place: :mod:`forensics.thin.repair` salvages what it
+can and writes a fresh copy into the quarantine run. When the superblock itself is lost, the
+values it held are taken from Docker's own records, as an operator would pass them to
+``thin_repair``: the transaction id (the highest one Docker recorded for a device), the data
+block size (Docker's default, 64 KiB, unless ``dm.blocksize`` was changed) and the number of data
+blocks (the data file's size in blocks).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from forensics.model import Host
+from forensics.thin.repair import (
+    NothingSalvageable,
+    Overrides,
+    RepairError,
+    RepairSummary,
+    Salvage,
+    install_steps,
+    salvage_metadata,
+    write_repaired_copy,
+)
+
+#: the copy's name in the quarantine run
+POOL_COPY = "devicemapper-metadata.repaired"
+#: Docker's default thin pool block size (dm.blocksize=64K), in 512-byte sectors
+DOCKER_BLOCK_SECTORS = 128
+
+__all__ = ["POOL_COPY", "PoolCopyError", "install_steps", "salvage_pool", "write_pool_copy"]
+
+
+class PoolCopyError(Exception):
+    """No copy can be made; the message says why."""
+
+
+def salvage_pool(metadata: str, host: Host) -> tuple[Salvage, dict[str, Any]]:
+    """Salvage ``metadata`` (nothing written); also the superblock values taken from Docker's
+    records, when the superblock could not give them (empty otherwise)."""
+    overrides = _overrides(host)
+    try:
+        return salvage_metadata(metadata), {}
+    except NothingSalvageable as exc:
+        if not exc.needs or overrides is None:
+            raise PoolCopyError(f"no copy can be made: {exc.reason}") from None
+    except RepairError as exc:
+        raise PoolCopyError(f"the pool's metadata cannot be read: {exc}") from None
+    try:
+        return salvage_metadata(metadata, overrides), _values(overrides)
+    except (NothingSalvageable, RepairError) as exc:
+        raise PoolCopyError(f"no copy can be made, even with Docker's values: {exc}") from None
+
+
+def write_pool_copy(metadata_fd: int, out: str, values: dict[str, Any] | None) -> RepairSummary:
+    """Write the repaired copy of the metadata open at ``metadata_fd`` to ``out`` (replaced if
+    a crashed run left part of it), with the superblock ``values`` the plan took from Docker's
+    records, if any."""
+    source = f"/proc/self/fd/{metadata_fd}"
+    overrides = Overrides(**values) if values else None
+    try:
+        return write_repaired_copy(source, out, force=True, overrides=overrides)
+    except (NothingSalvageable, RepairError) as exc:
+        raise PoolCopyError(f"the repaired copy cannot be written: {exc}") from None
+
+
+def _overrides(host: Host) -> Overrides | None:
+    ds = host.deviceset
+    ids = [d.transaction_id for d in host.devices.values() if d.transaction_id is not None]
+    data = ds.pool_files.get("data") if ds is not None else None
+    if not ids or data is None or not data.size:
+        return None
+    return Overrides(
+        transaction_id=max(ids),
+        data_block_size=DOCKER_BLOCK_SECTORS,
+        nr_data_blocks=data.size // (DOCKER_BLOCK_SECTORS * 512),
+    )
+
+
+def _values(overrides: Overrides) -> dict[str, Any]:
+    return {
+        "transaction_id": overrides.transaction_id,
+        "data_block_size": overrides.data_block_size,
+        "nr_data_blocks": overrides.nr_data_blocks,
+    }
