@@ -2,11 +2,13 @@
 
 The per-layer work is in :mod:`forensics.layers`; this module runs it over a host (forked
 workers, a progress bar in bytes), turns what it found into findings with the catalogue's
-severities, and computes what each container changed, for the report and the SQLite export.
+severities (and says which layers it could not rebuild), and computes what each container
+changed, for the report and the SQLite export.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from forensics.checks.catalog import finding
@@ -15,9 +17,10 @@ from forensics.layers import (
     DiffResult,
     LayerJob,
     LayerReport,
+    Skipped,
     container_diff,
     diff_plan,
-    layer_jobs,
+    plan_layers,
     verify_layer,
 )
 from forensics.model import Host
@@ -38,7 +41,8 @@ class DeepResult:
 
 def verify_deep(ev: Evidence, host: Host) -> DeepResult:
     result = DeepResult()
-    jobs = layer_jobs(host)
+    jobs, skipped = plan_layers(host)
+    result.findings.extend(_skipped_findings(skipped))
     sizes = {
         layer.id: layer.size or 0 for h in (host, host.legacy) if h for layer in h.layers.values()
     }
@@ -75,3 +79,27 @@ def _layer_findings(report: LayerReport) -> list[Finding]:
         for issue in report.issues()
         if issue.check not in QUICK_CHECKS
     ]
+
+
+def _skipped_findings(skipped: list[Skipped]) -> list[Finding]:
+    """One info finding per reason (and driver) that layers were not rebuilt: said plainly
+    rather than left out in silence."""
+    out = []
+    for (reason, driver), count in sorted(Counter((s.reason, s.driver) for s in skipped).items()):
+        layers = f"{count} layer{'s' if count != 1 else ''}"
+        if reason == "driver":
+            where = (
+                "inside the thin pool, not plain files in ROOT"
+                if driver == "devicemapper"
+                else "in no directory that this tool knows"
+            )
+            why = f"verify --deep does not rebuild {driver} layers (their files are {where})"
+            path = driver
+        else:
+            why = (
+                "legacy layers without tar-data.json.gz (created by Docker 1.7 or older) "
+                "cannot be rebuilt"
+            )
+            path = "graph"
+        out.append(finding("layer.not-deep-checked", path, f"{why}: {layers} not deep-checked"))
+    return out

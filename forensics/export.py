@@ -384,6 +384,9 @@ def _write_deep(db: sqlite_utils.Database, deep: DeepResult) -> None:
                 "file_bytes": r.file_bytes,
                 "files_read": r.files_read,
                 "complete": r.complete,
+                "recorded_tarsum": r.recorded_tarsum,
+                "computed_tarsum": r.tarsum,
+                "tarsum_payload": r.tarsum_payload,
             }
             for r in deep.layers
         ),

@@ -7,6 +7,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+from conftest import SAMPLES, copy_tree, unpack
 from sample_paths import SamplePaths
 
 
@@ -71,3 +73,90 @@ def test_every_layer_check_is_in_the_catalogue() -> None:
     }
     assert set(report._FILE_CHECKS.values()) <= set(CHECKS)
     assert problems and problems <= set(CHECKS)
+
+
+# -- TarSum of legacy graph checksums, on the real Docker 1.8 aufs host ---------------------------
+
+BUSYBOX = "df557f39d413a1408f5c28d8aab2892f927237ec22e903ef04b331305130ab38"
+
+
+def tarsum_of_layer(root: Path, gid: str, version: int, with_json: bool) -> str:
+    """The TarSum of the rebuilt layer, computed by our implementation (pinned to moby's Go
+    vectors in tests/test_tarsum.py) — what a Docker 1.x push would have stored."""
+    from forensics.evidence import Evidence
+    from forensics.layers import layer_jobs, verify_layer
+    from forensics.layers.tarsum import TarSum
+    from forensics.stores.host import read_host
+
+    (job,) = [j for j in layer_jobs(read_host(Evidence(root))) if j.layer_id == gid]
+    ts = TarSum(version)
+    verify_layer(job, sink=ts.update)
+    ts.close()
+    return ts.sum((root / "graph" / gid / "json").read_bytes() if with_json else None)
+
+
+def legacy_copy(corpus_roots: dict[str, Path], tmp_path: Path) -> Path:
+    return copy_tree(corpus_roots["aufs.v1"], tmp_path / "docker")
+
+
+@pytest.mark.parametrize(("version", "with_json"), [(0, True), (1, False)])
+def test_recorded_tarsum_verifies(
+    cli, corpus_roots: dict[str, Path], tmp_path: Path, version: int, with_json: bool
+) -> None:
+    root = legacy_copy(corpus_roots, tmp_path)
+    value = tarsum_of_layer(root, BUSYBOX, version, with_json)
+    (root / "graph" / BUSYBOX / "checksum").write_text(value)
+    out = tmp_path / "case.db"
+    result = cli("verify", root, "--deep", "--format", "json", "--sqlite", out)
+    assert result.code == 0, result.stdout
+    doc = result.json()
+    assert not [f for f in doc["findings"] if f["severity"] == "error"]
+    (layer,) = [r for r in doc["layers"] if r["layer_id"] == BUSYBOX]
+    assert layer["recorded_tarsum"] == layer["tarsum"] == value
+    assert layer["tarsum_payload"] == ("json" if with_json else "none")
+    db = sqlite3.connect(out)
+    row = db.execute(
+        "SELECT computed_tarsum, tarsum_payload FROM layer_checks WHERE layer_id = ?", (BUSYBOX,)
+    ).fetchone()
+    db.close()
+    assert row == (value, layer["tarsum_payload"])
+
+
+def test_tarsum_mismatch_names_the_checksum_file(
+    cli, corpus_roots: dict[str, Path], tmp_path: Path
+) -> None:
+    root = legacy_copy(corpus_roots, tmp_path)
+    value = tarsum_of_layer(root, BUSYBOX, 0, True)
+    (root / "graph" / BUSYBOX / "checksum").write_text(value)
+    target = root / "aufs" / "diff" / BUSYBOX / "etc" / "passwd"
+    data = bytearray(target.read_bytes())
+    data[-2] ^= 0x01
+    target.write_bytes(bytes(data))
+    result = cli("verify", root, "--deep", "--format", "json")
+    assert result.code == 4, result.stdout
+    findings = result.json()["findings"]
+    (hit,) = [f for f in findings if f["check"] == "layer.tarsum-mismatch"]
+    assert hit["severity"] == "error"
+    assert hit["path"] == f"graph/{BUSYBOX}/checksum"
+    assert hit["object_id"] == BUSYBOX and BUSYBOX in hit["message"] and value in hit["message"]
+    modified = [f["path"] for f in findings if f["check"] == "layer.file-modified"]
+    assert modified == [f"aufs/diff/{BUSYBOX}/etc/passwd"]
+
+
+def test_plain_digest_checksum_is_not_a_tarsum(cli, corpus_roots: dict[str, Path]) -> None:
+    """The corpus' checksum files are registry blob digests (sha256:…): nothing to recompute."""
+    result = cli("verify", corpus_roots["aufs.v1"], "--deep", "--format", "json")
+    assert result.code == 0
+    assert all(layer["recorded_tarsum"] is None for layer in result.json()["layers"])
+
+
+def test_devicemapper_layers_are_said_to_be_not_deep_checked(cli, tmp_path: Path) -> None:
+    root = unpack(SAMPLES / "legacy-1.8-devicemapper.tar.gz", tmp_path)
+    result = cli("verify", root, "--deep", "--format", "json")
+    assert result.code == 0, result.stdout
+    doc = result.json()
+    (hit,) = [f for f in doc["findings"] if f["check"] == "layer.not-deep-checked"]
+    graph = [p for p in (root / "graph").iterdir() if len(p.name) == 64]
+    assert hit["severity"] == "info" and hit["path"] == "devicemapper"
+    assert f"{len(graph)} layers not deep-checked" in hit["message"]
+    assert doc["layers"] == []

@@ -607,3 +607,26 @@ def test_progress_counts_the_bytes_read(examples: Path) -> None:
     job = LayerJob(str(examples / scenario), "base", driver, tar_split, content, diff_id)
     verify_layer(job, progress=seen.append, ev=Evidence(examples / scenario))
     assert (len(seen), sum(seen)) == (read, file_bytes)
+
+
+def test_legacy_layer_without_tar_data_is_named_not_skipped_silently(
+    corpus_roots: dict[str, Path], tmp_path: Path
+) -> None:
+    """A graph layer of Docker ≤ 1.7 has no tar-data.json.gz: it cannot be rebuilt, and
+    verify --deep says so (one info finding at graph/) instead of leaving it out unsaid."""
+    from forensics.deep import verify_deep
+    from forensics.layers import Skipped, plan_layers
+
+    root = tmp_path / "docker"
+    shutil.copytree(corpus_roots["aufs.v1"], root, symlinks=True)
+    host = read_host(Evidence(root))
+    (base,) = [lid for lid, layer in host.layers.items() if layer.parent is None]
+    (root / "graph" / base / "tar-data.json.gz").unlink()
+    host = read_host(Evidence(root))
+    jobs, skipped = plan_layers(host)
+    assert skipped == [Skipped(base, "aufs", "no-tar-data")]
+    assert base not in {job.layer_id for job in jobs} and len(jobs) == len(host.layers) - 1
+    result = verify_deep(Evidence(root), host)
+    (hit,) = [f for f in result.findings if f.check == "layer.not-deep-checked"]
+    assert (hit.severity, hit.path) == ("info", "graph")
+    assert hit.message.endswith("1 layer not deep-checked")

@@ -123,6 +123,16 @@ _CHECKS = [
     ),
     Check("layer.diff-id-mismatch", "error", "the rebuilt layer tar does not hash to its DiffID"),
     Check(
+        "layer.tarsum-mismatch",
+        "error",
+        "the rebuilt legacy layer tar does not reproduce the TarSum of its graph checksum file",
+    ),
+    Check(
+        "layer.not-deep-checked",
+        "info",
+        "layers that --deep cannot rebuild (devicemapper; legacy layers without tar-data)",
+    ),
+    Check(
         "layer.tar-split-damaged", "error", "a tar-split that is truncated, not gzip or not JSON"
     ),
     Check(

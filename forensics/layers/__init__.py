@@ -2,14 +2,23 @@
 
 Entry points (one job each, plain picklable inputs):
 
-* ``reassemble.layer_jobs(host)`` — a :class:`LayerJob` per layer of a read Host;
-* ``reassemble.verify_layer(job)`` — one layer checked → ``report.LayerReport``;
+* ``reassemble.layer_jobs(host)`` — a :class:`LayerJob` per layer of a read Host
+  (``plan_layers`` also names the layers that cannot be rebuilt);
+* ``reassemble.verify_layer(job)`` — one layer checked → ``report.LayerReport`` (with the
+  TarSum of a legacy layer whose graph checksum is one: ``tarsum.TarSum``);
 * ``diff.diff_plan(host, cid)`` then ``diff.container_diff(plan)`` — what a container changed,
   as ``docker diff`` prints it.
 """
 
 from forensics.layers.diff import Change, DiffPlan, DiffResult, container_diff, diff_plan
-from forensics.layers.reassemble import LayerJob, content_dir, layer_jobs, verify_layer
+from forensics.layers.reassemble import (
+    LayerJob,
+    Skipped,
+    content_dir,
+    layer_jobs,
+    plan_layers,
+    verify_layer,
+)
 from forensics.layers.report import FileRecord, Issue, LayerProblem, LayerReport
 
 __all__ = [
@@ -21,9 +30,11 @@ __all__ = [
     "LayerJob",
     "LayerProblem",
     "LayerReport",
+    "Skipped",
     "container_diff",
     "content_dir",
     "diff_plan",
     "layer_jobs",
+    "plan_layers",
     "verify_layer",
 ]

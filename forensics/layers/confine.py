@@ -49,6 +49,9 @@ def clean_name(name: bytes) -> Parts | None:
     ``..`` inside the tree is resolved, as Go's ``filepath.Join`` does."""
     if b"\0" in name:
         return None
+    fast = tuple(name.split(b"/"))  # the usual name: nothing to drop or resolve
+    if b"" not in fast and b"." not in fast and b".." not in fast:
+        return fast
     parts: list[bytes] = []
     for comp in name.split(b"/"):
         if comp in (b"", b"."):

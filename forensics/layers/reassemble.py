@@ -25,17 +25,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from forensics.evidence import Evidence, ReadFailure, RootError, entry_type
-from forensics.formats.crc64 import crc64_iso
+from forensics.formats.crc64 import crc64_iso as _crc64
 from forensics.formats.tarsplit import FILE, Entry, TarSplitDamage, iter_entries
 from forensics.formats.ustar import BLOCK, HeaderError, Member, read_member
 from forensics.layers.confine import ConfinedDir, Parts, Refusal, clean_name, kind_of
 from forensics.layers.report import FileRecord, LayerProblem, LayerReport
+from forensics.layers.tarsum import TarSum, TarSumError, parse_label
 from forensics.model import Host, Layer
 
 __all__ = [
     "LayerJob",
+    "Skipped",
     "content_dir",
     "layer_jobs",
+    "plan_layers",
     "verify_layer",
 ]
 
@@ -45,6 +48,8 @@ TAR_SPLIT_LIMIT = 1024 * 1024 * 1024
 CHUNK = 1024 * 1024
 #: segment bytes kept to decode the next header (PAX records with big xattrs fit easily)
 _PENDING_LIMIT = 16 * 1024 * 1024
+#: the image JSON hashed into a pushed TarSum is metadata too
+_JSON_LIMIT = 64 * 1024 * 1024
 
 #: where each driver keeps a layer's files, and whether that is the layer's diff only
 #: (``diff``) or the full root file system as of that layer (``rootfs``)
@@ -58,6 +63,8 @@ _CONTENT = {
     "zfs": ("zfs/graph/{id}", "rootfs"),
 }
 _OPAQUE = b".wh..wh..opq"
+#: names as text: bytes that are not UTF-8 kept as surrogate escapes
+_ESCAPED = ("utf-8", "surrogateescape")
 _WH = b".wh."
 _OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 #: aufs keeps its own bookkeeping at the top of each branch
@@ -81,6 +88,9 @@ class LayerJob:
     whether ``content_dir`` holds only the layer's diff (overlay2, aufs: whiteouts on disk,
     extra files detectable) or a full root file system (overlay ``root/``, vfs: only the files
     the tar-split names are looked at).
+
+    ``tarsum`` (legacy layers): the TarSum that the file ``checksum`` records, and
+    ``tarsum_payload`` the image JSON file that a v1 registry push hashed with it.
     """
 
     root: str
@@ -89,6 +99,20 @@ class LayerJob:
     tar_split: str
     content_dir: str
     recorded_diff_id: str | None = None
+    tarsum: str | None = None
+    checksum: str | None = None
+    tarsum_payload: str | None = None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A layer that :func:`verify_layer` cannot rebuild, and why (``reason``): ``driver`` (its
+    files are no plain files: devicemapper, or a driver without a known directory) or
+    ``no-tar-data`` (a legacy layer without ``tar-data.json.gz``: created by Docker ≤ 1.7)."""
+
+    layer_id: str
+    driver: str
+    reason: str
 
 
 def content_dir(driver: str, cache_id: str) -> str | None:
@@ -101,32 +125,48 @@ def content_dir(driver: str, cache_id: str) -> str | None:
 def layer_jobs(host: Host) -> list[LayerJob]:
     """One job per layer of ``host`` (and of the legacy era of a migrated root) that has a
     tar-split and a content directory, in the host's layer order."""
-    jobs = []
+    return plan_layers(host)[0]
+
+
+def plan_layers(host: Host) -> tuple[list[LayerJob], list[Skipped]]:
+    """The jobs of :func:`layer_jobs`, and the layers that cannot be rebuilt. A modern layer
+    without tar-split or cache-id is in neither: the quick checks report it already."""
+    jobs: list[LayerJob] = []
+    skipped: list[Skipped] = []
     for h in (host, host.legacy):
         if h is None or not h.driver:
             continue
         for layer in h.layers.values():
             job = _job_for(h, layer)
-            if job is not None:
+            if isinstance(job, LayerJob):
                 jobs.append(job)
-    return jobs
+            elif job is not None:
+                skipped.append(job)
+    return jobs, skipped
 
 
-def _job_for(host: Host, layer: Layer) -> LayerJob | None:
+def _job_for(host: Host, layer: Layer) -> LayerJob | Skipped | None:
     legacy = host.image_store == "graph" or layer.path.startswith("graph/")
     cache_id = layer.id if legacy else layer.cache_id
-    content = content_dir(host.driver or "", cache_id) if cache_id else None
+    driver = host.driver or ""
+    content = content_dir(driver, cache_id) if cache_id else None
+    if cache_id and content is None:
+        return Skipped(layer.id, driver, "driver")
     if not layer.has_tar_split or content is None:
-        return None
+        return Skipped(layer.id, driver, "no-tar-data") if legacy else None
     name = "tar-data.json.gz" if legacy else "tar-split.json.gz"
     recorded = layer.migration_diff_id if legacy else layer.diff_id
+    label = parse_label(layer.checksum or "") if legacy else None
     return LayerJob(
         root=host.root,
         layer_id=layer.id,
-        driver=host.driver or "",
+        driver=driver,
         tar_split=f"{layer.path}/{name}",
         content_dir=content,
         recorded_diff_id=recorded,
+        tarsum=str(label) if label else None,
+        checksum=f"{layer.path}/checksum" if label else None,
+        tarsum_payload=f"{layer.path}/json" if label else None,
     )
 
 
@@ -172,12 +212,84 @@ def verify_layer(
             LayerProblem("content-dir-missing", job.content_dir, str(failure), failure.kind)
         )
         cdir = None
+    tarsum = _tarsum_for(job, report)
+    if tarsum is not None:
+        sink = _tee(tarsum, sink)
     try:
         _Reassembly(report, cdir, style, job.driver, progress, sink).run(io.BytesIO(data))
     finally:
         if cdir is not None:
             cdir.close()
+    if tarsum is not None and report.complete:
+        _check_tarsum(job, report, tarsum, ev)
     return report
+
+
+# -- TarSum (legacy graph checksums) -------------------------------------------------------------
+
+
+def _tarsum_for(job: LayerJob, report: LayerReport) -> TarSum | None:
+    label = parse_label(job.tarsum or "")
+    if label is None:
+        return None
+    report.recorded_tarsum = str(label)
+    return TarSum(label.version, label.hash)
+
+
+def _tee(
+    tarsum: TarSum, sink: Callable[[memoryview], object] | None
+) -> Callable[[memoryview], object]:
+    """A sink that feeds the TarSum (which keeps its own error) and then ``sink``."""
+
+    def feed(chunk: memoryview) -> None:
+        if tarsum.error is None:
+            try:
+                tarsum.update(chunk)
+            except TarSumError:
+                pass  # kept in tarsum.error, reported at the end
+        if sink is not None:
+            sink(chunk)
+
+    return feed
+
+
+def _check_tarsum(job: LayerJob, report: LayerReport, tarsum: TarSum, ev: Evidence) -> None:
+    """Hold the TarSum of the rebuilt tar against ``graph/<id>/checksum``, computed for the tar
+    alone and with the image JSON first (``Sum(jsonRaw)`` of the v1 registry push)."""
+    where = job.checksum or report.tar_split
+    try:
+        tarsum.close()
+    except TarSumError as exc:
+        report.tarsum_detail = str(exc)
+        if exc.kind != "unsupported":  # a GNU sparse member is reported as unverifiable
+            _tarsum_problem(report, where, f"the rebuilt tar is no readable tar ({exc})")
+        return
+    candidates = {"none": tarsum.sum()}
+    if job.tarsum_payload:
+        try:
+            candidates["json"] = tarsum.sum(ev.read_bytes(job.tarsum_payload, _JSON_LIMIT))
+        except ReadFailure as failure:
+            report.tarsum_detail = f"the image JSON is unreadable: {failure}"
+    for payload, value in candidates.items():
+        if value == report.recorded_tarsum:
+            report.tarsum, report.tarsum_payload = value, payload
+            return
+    report.tarsum = candidates["none"]
+    found = " or ".join(f"{v} ({_PAYLOADS[k]})" for k, v in candidates.items())
+    _tarsum_problem(report, where, f"the rebuilt tar's TarSum is {found}")
+
+
+_PAYLOADS = {"none": "the tar alone", "json": "with the image JSON"}
+
+
+def _tarsum_problem(report: LayerReport, where: str, found: str) -> None:
+    report.problems.append(
+        LayerProblem(
+            "tarsum-mismatch",
+            where,
+            f"layer {report.layer_id}: {found}; {where} records {report.recorded_tarsum}",
+        )
+    )
 
 
 class _Reassembly:
@@ -212,10 +324,25 @@ class _Reassembly:
     # -- the stream --------------------------------------------------------------------------
 
     def run(self, stream: io.BytesIO) -> None:
+        """The entries in order. Segments are handled inline (one per member, and the hot
+        loop of a layer of many small files): hashed, passed on, kept for the next header."""
         r = self.r
+        update, sink, pending, file_entry = self.hash.update, self.sink, self.pending, self._file
         try:
             for entry in iter_entries(stream):
-                self._entry(entry)
+                if entry.position != r.entries:
+                    self._position_gap(entry)
+                r.entries += 1
+                if entry.type == FILE:
+                    file_entry(entry)
+                    continue
+                payload = entry.payload or b""
+                update(payload)
+                r.tar_bytes += len(payload)
+                if sink is not None:
+                    sink(memoryview(payload))
+                if len(pending) < _PENDING_LIMIT:
+                    pending += payload
         except TarSplitDamage as damage:
             r.problems.append(
                 LayerProblem(
@@ -237,9 +364,9 @@ class _Reassembly:
                 )
         self._finish()
 
-    def _entry(self, entry: Entry) -> None:
+    def _position_gap(self, entry: Entry) -> None:
         r = self.r
-        if entry.position != r.entries and not any(p.kind == "position-gap" for p in r.problems):
+        if not any(p.kind == "position-gap" for p in r.problems):
             r.problems.append(
                 LayerProblem(
                     "position-gap",
@@ -247,20 +374,6 @@ class _Reassembly:
                     f"entry {r.entries} has position {entry.position}: entries lost or reordered",
                 )
             )
-        r.entries += 1
-        if entry.type == FILE:
-            self._file(entry)
-            return
-        payload = entry.payload or b""
-        self._emit(payload)
-        if len(self.pending) < _PENDING_LIMIT:
-            self.pending += payload
-
-    def _emit(self, data: bytes) -> None:
-        self.hash.update(data)
-        self.r.tar_bytes += len(data)
-        if self.sink is not None:
-            self.sink(memoryview(data))
 
     def _file(self, entry: Entry) -> None:
         member, header_error = self._header(entry)
@@ -309,7 +422,7 @@ class _Reassembly:
         self, entry: Entry, name: bytes, member: Member | None, header_error: str
     ) -> FileRecord:
         parts = clean_name(name)
-        shown = _text(b"/".join(parts)) if parts is not None else _text(name)
+        shown = (b"/".join(parts) if parts is not None else name).decode(*_ESCAPED)
         kind = _entry_type(name, member, entry)
         base = self.r.content_dir
         rec = FileRecord(
@@ -319,15 +432,16 @@ class _Reassembly:
             size=entry.size,
             mode=member.mode & 0o7777 if member is not None else None,
             crc64=entry.payload.hex() if entry.payload else None,
-            linkname=_text(member.linkname) if member is not None and member.linkname else None,
+            linkname=member.linkname.decode(*_ESCAPED) if member and member.linkname else None,
         )
         if parts is None:
-            rec.disk_path = base
             rec.status, rec.detail = "unsafe-path", "the name climbs out of the layer directory"
-        elif parts in self.seen:
-            self._problem("duplicate-path", rec.disk_path, f"/{shown} is in the tar twice")
-        if parts is not None:
-            self.seen.add(parts)
+        else:
+            seen = self.seen
+            known = len(seen)
+            seen.add(parts)
+            if len(seen) == known:
+                self._problem("duplicate-path", rec.disk_path, f"/{shown} is in the tar twice")
             if self.cdir is None:
                 rec.status, rec.detail = "missing", "the layer directory is missing"
             elif entry.size:
@@ -377,21 +491,24 @@ class _Reassembly:
 
     def _stream_file(self, fd: int) -> tuple[int, int]:
         """Read a whole file into the stream; its length and crc64. Reads go into one reused
-        buffer (a fresh ``bytes`` per read costs more than the copy)."""
+        buffer (a fresh ``bytes`` per read costs more than the copy); most files take one
+        ``readv``."""
         buf, view, update, sink = self.buf, self.view, self.hash.update, self.sink
-        size = crc = 0
-        while True:
+        n = os.readv(fd, (buf,))
+        chunk = view[:n]
+        update(chunk)
+        crc = _crc64(chunk, 0)
+        if sink is not None:
+            sink(chunk)
+        size = n
+        while n == CHUNK:  # a short read of a regular file is its end
             n = os.readv(fd, (buf,))
-            if not n:
-                break
             chunk = view[:n]
             update(chunk)
-            crc = crc64_iso(chunk, crc)
+            crc = _crc64(chunk, crc)
             if sink is not None:
                 sink(chunk)
             size += n
-            if n < CHUNK:  # a short read of a regular file is its end
-                break
         self.r.tar_bytes += size
         return size, crc
 
@@ -513,23 +630,27 @@ class _Reassembly:
         if self.cdir is not None and self.style == "diff" and self.r.complete:
             self.r.files.extend(self._extras())
 
+    def _expected(self) -> set[Parts]:
+        """What the diff directory should hold: every member (an overlay whiteout as the
+        name it hides, an opaque marker as its directory) and every directory above one."""
+        if self.whiteouts == "overlay":
+            expected = {_on_overlay(p) if p and p[-1].startswith(_WH) else p for p in self.seen}
+        else:
+            expected = set(self.seen)
+        expected.add(())
+        for parts in list(expected):
+            parent = parts[:-1]
+            while parent not in expected:
+                expected.add(parent)
+                parent = parent[:-1]
+        return expected
+
     def _extras(self) -> Iterator[FileRecord]:
         """Files in the diff directory that the tar-split does not account for."""
-        assert self.cdir is not None
-        expected: set[Parts] = set()
-        for parts in self.seen:
-            name = parts[-1] if parts else b""
-            if name == _OPAQUE and self.whiteouts == "overlay":
-                parts = parts[:-1]
-            elif name.startswith(_WH) and self.whiteouts == "overlay":
-                parts = (*parts[:-1], name[len(_WH) :])
-            for i in range(len(parts) + 1):
-                expected.add(parts[:i])
-        assert self.listing is not None
-        for parts in self.listing:
-            if parts in expected:
-                continue
-            if self.whiteouts == "aufs" and len(parts) >= 1 and parts[0] in _AUFS_META:
+        assert self.cdir is not None and self.listing is not None
+        extra = self.listing.keys() - self._expected()
+        for parts in (p for p in self.listing if p in extra) if extra else ():
+            if self.whiteouts == "aufs" and parts[0] in _AUFS_META:
                 continue
             st = self.cdir.lstat(parts)
             if isinstance(st, Refusal):
@@ -584,6 +705,15 @@ def is_opaque(dir_fd: int) -> bool:
         except OSError:
             continue
     return False
+
+
+def _on_overlay(parts: Parts) -> Parts:
+    """A whiteout member as overlay keeps it: ``DIR/.wh..wh..opq`` is DIR itself (an xattr),
+    ``DIR/.wh.NAME`` the character device ``DIR/NAME``."""
+    name = parts[-1]
+    if name == _OPAQUE:
+        return parts[:-1]
+    return (*parts[:-1], name[len(_WH) :])
 
 
 def _refused(rec: FileRecord, refusal: Refusal) -> None:

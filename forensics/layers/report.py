@@ -101,8 +101,9 @@ class FileRecord:
 class LayerProblem:
     """A problem of the layer as a whole. ``kind``: ``tar-split-missing``,
     ``tar-split-damaged`` (``damage`` says how: truncated, corrupt-gzip, bad-json, …),
-    ``content-dir-missing``, ``diff-id-mismatch``, ``position-gap``, ``duplicate-path``,
-    ``lossy-name``, ``tar-header-damaged``, ``tar-trailer-damaged``, ``root-unreadable``."""
+    ``content-dir-missing``, ``diff-id-mismatch``, ``tarsum-mismatch``, ``position-gap``,
+    ``duplicate-path``, ``lossy-name``, ``tar-header-damaged``, ``tar-trailer-damaged``,
+    ``root-unreadable``."""
 
     kind: str
     path: str
@@ -129,6 +130,12 @@ class LayerReport:
     that stream; ``file_bytes`` the sum of the file sizes the tar-split records (what the 1.10
     migration wrote as the layer size); ``bytes_read`` what was read from the layer's files
     (equal to ``file_bytes`` when nothing is missing); ``files_read`` how many files were read.
+
+    Legacy layers whose ``graph/<id>/checksum`` is a TarSum: ``recorded_tarsum`` is that value,
+    ``tarsum`` the TarSum of the rebuilt tar (the variant that matched, else the one without
+    payload; None when it could not be computed, ``tarsum_detail`` says why) and
+    ``tarsum_payload`` what matched: ``none`` (the tar alone) or ``json`` (the image JSON
+    first, as the v1 registry push computed it).
     """
 
     layer_id: str
@@ -143,6 +150,10 @@ class LayerReport:
     files_read: int = 0
     entries: int = 0
     complete: bool = False
+    recorded_tarsum: str | None = None
+    tarsum: str | None = None
+    tarsum_payload: str | None = None
+    tarsum_detail: str = ""
     files: list[FileRecord] = field(default_factory=list)
     problems: list[LayerProblem] = field(default_factory=list)
 
@@ -199,6 +210,9 @@ class LayerReport:
             "files_read": self.files_read,
             "entries": self.entries,
             "complete": self.complete,
+            "recorded_tarsum": self.recorded_tarsum,
+            "tarsum": self.tarsum,
+            "tarsum_payload": self.tarsum_payload,
             "counts": self.counts(),
             "problems": [asdict(p) for p in self.problems],
         }
