@@ -34,6 +34,7 @@ from typing import Any
 
 from forensics import __version__
 from forensics.evidence import type_of_mode
+from forensics.repair.actions import Action
 from forensics.repair.fsops import (
     DIR_FLAGS,
     UnsafePath,
@@ -47,7 +48,6 @@ from forensics.repair.fsops import (
 )
 from forensics.repair.journal import FORMAT, Journal, JournalState, find_journals
 from forensics.repair.manifest import MANIFEST_NAME, write_manifest
-from forensics.repair.plan import Action
 from forensics.repair.poolcopy import PoolCopyError, write_pool_copy
 
 STAGED = ".staged"

@@ -1,0 +1,70 @@
+"""What a repair plan is made of: the actions that change ROOT, the findings left alone, and
+the plan that holds both (see :mod:`forensics.repair.plan`)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Action:
+    """One change to ROOT."""
+
+    action: str  # quarantine, relink, rewrite, create
+    path: str  # relative to ROOT
+    reason: str
+    checks: list[str]
+    safety: str
+    unit: str  # what the action belongs to: "container <id>", "driver-dir <id>", …
+    kind: str | None = None  # what ``path`` is now: dir, file, symlink, other (None: absent)
+    summary: str = ""  # the reason in a few words, for the text output
+    target: str | None = None  # relink: the symlink's target
+    content: bytes | None = None  # rewrite, create: the new contents
+    mode: int | None = None  # rewrite, create: the new file's mode
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "action": self.action,
+            "path": self.path,
+            "reason": self.reason,
+            "checks": self.checks,
+            "safety": self.safety,
+            "unit": self.unit,
+            "summary": self.summary,
+        }
+        if self.kind is not None:
+            out["kind"] = self.kind
+        if self.target is not None:
+            out["target"] = self.target
+        if self.content is not None:
+            out["sha256"] = hashlib.sha256(self.content).hexdigest()
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+@dataclass
+class Skipped:
+    """A finding the plan does not act on, and why."""
+
+    check: str
+    path: str
+    why: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"check": self.check, "path": self.path, "why": self.why}
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "actions": [a.as_dict() for a in self.actions],
+            "skipped": [s.as_dict() for s in self.skipped],
+        }

@@ -1,0 +1,156 @@
+"""The state every part of the repair planner shares, and its small helpers: what references
+each driver directory, which directories stack on which, and the wording of reasons."""
+
+from __future__ import annotations
+
+import stat
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from forensics.checks.common import short
+from forensics.evidence import Evidence, type_of_mode
+from forensics.model import Host
+from forensics.repair.actions import Skipped
+from forensics.report import Finding
+
+
+@dataclass
+class Part:
+    path: str
+    kind: str
+    role: str
+    safety: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Unit:
+    """Actions that belong together (a container with its layers, an orphan with its link)."""
+
+    name: str
+    label: str  # for people: "container 87b3f612a130 (its config is truncated)"
+    order: int
+    primary: Finding
+    parts: list[Part] = field(default_factory=list)
+    dirs: set[str] = field(default_factory=set)  # driver dirs it quarantines
+
+
+class PlannerBase:
+    """The findings by check and by path, who owns each driver directory, what was skipped."""
+
+    def __init__(self, ev: Evidence, host: Host, findings: list[Finding]) -> None:
+        self.ev, self.host, self.findings = ev, host, findings
+        self.base = host.driver or "overlay2"
+        self.by_check: dict[str, list[Finding]] = defaultdict(list)
+        self.under: dict[str, list[Finding]] = defaultdict(list)  # path → findings at or below
+        for f in findings:
+            self.by_check[f.check].append(f)
+            for ancestor in ancestors(f.path):
+                self.under[ancestor].append(f)
+        self.owners = owners_of(host)
+        self.dirs_by_link: dict[str, list[str]] = defaultdict(list)
+        for ddir in host.driver_dirs.values():
+            if ddir.link:
+                self.dirs_by_link[ddir.link].append(ddir.id)
+        self.lower_users = lower_users_of(host)
+        self.skipped: list[Skipped] = []
+        self.answered: set[tuple[str, str]] = set()  # findings answered besides action paths
+
+    def _skip(self, f: Finding, why: str) -> None:
+        self.skipped.append(Skipped(f.check, f.path, why))
+
+    def _kind(self, rel: str) -> str | None:
+        st = self.ev.lstat(rel)
+        return None if st is None else type_of_mode(st.st_mode)
+
+    def _mode(self, rel: str) -> int:
+        st = self.ev.lstat(rel)
+        return stat.S_IMODE(st.st_mode) if st is not None and stat.S_ISREG(st.st_mode) else 0o600
+
+
+UNLOADABLE_SAFETY = (
+    "dockerd skips a container whose config it cannot read ('failed to load container'): it "
+    "is moved whole, logs included, and --undo puts it back"
+)
+DEVICELESS_SAFETY = (
+    "its thin device is gone from the pool, so dockerd can neither start nor remove it "
+    "('Driver devicemapper failed to remove root filesystem'): it is moved whole, logs "
+    "included, and --undo puts it back"
+)
+RW_SAFETY = (
+    "named only by this container's mount record (no layer, no other container), and no "
+    "directory that stays stacks on it"
+)
+RECORD_SAFETY = (
+    "the record of a read-write layer whose container cannot be restored; dockerd removes it "
+    "the same way, after the layer's directories"
+)
+ORPHAN_SAFETY = (
+    "no layer's cache-id, no mount record and no BuildKit database names it, and no directory "
+    "that stays stacks on it"
+)
+
+
+def ancestors(path: str) -> list[str]:
+    """``a/b/c`` → ``a``, ``a/b``, ``a/b/c``."""
+    parts = path.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def reason_of(f: Finding, what: str | None = None) -> str:
+    text = f"{f.check} ({f.path}): {f.message}"
+    return f"{text} — {what}" if what else text
+
+
+def owners_of(host: Host) -> dict[str, set[str]]:
+    """Driver dir name → everything that references it (layers, mount records, init layers)."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for layer in host.layers.values():
+        if layer.cache_id:
+            owners[layer.cache_id].add(f"layer:{layer.id}")
+    for mount in host.mounts.values():
+        if mount.mount_id:
+            owners[mount.mount_id].add(f"mount:{mount.container_id}")
+        if mount.init_id:
+            owners[mount.init_id].add(f"init:{mount.container_id}")
+    if host.layout == "legacy":
+        for cid in host.containers:
+            owners[cid].add(f"mount:{cid}")
+            owners[f"{cid}-init"].add(f"init:{cid}")
+    return owners
+
+
+def lower_users_of(host: Host) -> dict[str, set[str]]:
+    """overlay2 link id (aufs, overlay: directory name) → the driver dirs whose ``lower`` (aufs:
+    ``layers/<id>``) lists it."""
+    users: dict[str, set[str]] = defaultdict(set)
+    for ddir in host.driver_dirs.values():
+        for entry in ddir.lower or []:
+            users[entry.removeprefix("l/")].add(ddir.id)
+    return users
+
+
+def ownership_doubt(host: Host) -> str | None:
+    """Why an unreferenced directory may still be somebody's: a layer or mount record whose
+    reference to its directory cannot be read."""
+    for layer in sorted(host.layers.values(), key=lambda x: x.id):
+        if "cache-id" in layer.problems or "dir" in layer.problems:
+            return f"the cache-id of layer {short(layer.id)} cannot be read"
+    for mount in sorted(host.mounts.values(), key=lambda m: m.container_id):
+        for role in ("mount-id", "init-id", "dir"):
+            if role in mount.problems:
+                return f"the {role} of mount record {short(mount.container_id)} cannot be read"
+    return None
+
+
+def link_owner(target: str | None) -> str | None:
+    """``../<id>/diff`` → ``<id>`` (None for anything else)."""
+    if target is None or not target.startswith("../") or not target.endswith("/diff"):
+        return None
+    name = target[3:-5]
+    return name if name and "/" not in name and name not in (".", "..") else None
