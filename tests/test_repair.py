@@ -421,3 +421,16 @@ def test_usage_errors(paths: SamplePaths, tmp_path: Path) -> None:
     both = run_repair("--undo", tmp_path / "j", "--quarantine", tmp_path)
     assert both.code == 16
     assert not (paths.root / "q").exists()
+
+
+def test_orphans_wait_while_a_buildkit_database_cannot_be_decoded(paths: SamplePaths) -> None:
+    orphan = damage.add_orphan_overlay2_dir(paths)
+    db = paths.path("buildkit/snapshots.db")
+    with open(db, "r+b") as f:  # both meta pages gone: nothing says which snapshots exist
+        f.write(b"\0" * 8192)
+    doc = dry_run(paths.root)
+    assert orphan not in {a["path"] for a in doc["actions"]}
+    skipped = {s["path"]: s for s in doc["skipped"]}
+    assert "buildkit/snapshots.db" in skipped[orphan]["why"]
+    assert skipped["buildkit/snapshots.db"]["check"] == "buildkit.db-damaged"
+    assert "never written" in skipped["buildkit/snapshots.db"]["why"]

@@ -211,6 +211,11 @@ _CHECKS = [
     Check(
         "driver.unknown-dir", "warning", "an unreferenced driver directory that may be BuildKit's"
     ),
+    Check(
+        "buildkit.db-damaged",
+        "warning",
+        "a BuildKit database cannot be read or decoded: BuildKit ownership is in doubt",
+    ),
     Check("driver.stray-entry", "warning", "a file where the driver keeps directories"),
     Check("overlay2.diff-missing", "error", "an overlay2 layer directory without diff/"),
     Check("overlay2.link-missing", "error", "an overlay2 layer without a link file (mounts fail)"),

@@ -85,6 +85,10 @@ LEFTOVER_CHECKS = {
 }
 LEFT_ALONE = {
     "driver.buildkit-dir": "BuildKit's own (named in its database): never touched",
+    "buildkit.db-damaged": (
+        "BuildKit's databases are never written; while one cannot be decoded, no orphan driver "
+        "directory is quarantined (it may be BuildKit's)"
+    ),
     "driver.unknown-dir": (
         "not named like a layer of dockerd's, and maybe BuildKit's: ownership in doubt, never "
         "touched"

@@ -13,6 +13,7 @@ from forensics.evidence import Evidence, type_of_mode
 from forensics.model import Host
 from forensics.repair.actions import Skipped
 from forensics.report import Finding
+from forensics.stores.buildkit import buildkit_doubt
 
 
 @dataclass
@@ -137,7 +138,7 @@ def lower_users_of(host: Host) -> dict[str, set[str]]:
 
 def ownership_doubt(host: Host) -> str | None:
     """Why an unreferenced directory may still be somebody's: a layer or mount record whose
-    reference to its directory cannot be read."""
+    reference to its directory cannot be read, or a BuildKit database that cannot be decoded."""
     for layer in sorted(host.layers.values(), key=lambda x: x.id):
         if "cache-id" in layer.problems or "dir" in layer.problems:
             return f"the cache-id of layer {short(layer.id)} cannot be read"
@@ -145,7 +146,7 @@ def ownership_doubt(host: Host) -> str | None:
         for role in ("mount-id", "init-id", "dir"):
             if role in mount.problems:
                 return f"the {role} of mount record {short(mount.container_id)} cannot be read"
-    return None
+    return buildkit_doubt(host)
 
 
 def link_owner(target: str | None) -> str | None:

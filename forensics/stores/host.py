@@ -12,10 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from forensics.evidence import Evidence
-from forensics.formats.ids import MOUNT_ID, is_hex64
+from forensics.formats.ids import is_hex64
 from forensics.model import Host
 from forensics.stores.aufs import read_aufs
-from forensics.stores.buildkit import buildkit_mentions, read_buildkit
+from forensics.stores.buildkit import read_buildkit, record_buildkit
 from forensics.stores.containers import read_container, read_containers
 from forensics.stores.devicemapper import read_devicemapper
 from forensics.stores.imagestore import read_image_store, store_has_content
@@ -95,8 +95,9 @@ def read_host(ev: Evidence) -> Host:
     read_volumes(ev, host)
     read_buildkit(ev, host)
     if host.buildkit_present:
-        foreign = [name for name in host.driver_dirs if not MOUNT_ID.fullmatch(name)]
-        host.buildkit_keys = buildkit_mentions(ev, foreign)
+        # every name, not only those unlike dockerd's: an orphan is quarantined only when no
+        # BuildKit database names it
+        record_buildkit(ev, host, sorted(host.driver_dirs))
     _note_layout(ev, host)
     return host
 
