@@ -196,6 +196,13 @@ def remove_link_file_and_symlink(s: SamplePaths) -> str:
     return rel
 
 
+def config_tmp_leftover(s: SamplePaths) -> str:
+    """What dockerd's atomic write of config.v2.json leaves when it is killed mid-write."""
+    rel = f"containers/{s.container_id('created')}/.tmp-config.v2.json123456"
+    s.path(rel).write_bytes(b'{"ID":')
+    return rel
+
+
 #: each repairable damage: how it is made, the check it raises, the action that answers it
 REPAIRABLE: list[tuple[Callable[[SamplePaths], str], str, str]] = [
     (damage.truncate_config, "container.config-damaged", "quarantine"),
@@ -212,6 +219,7 @@ REPAIRABLE: list[tuple[Callable[[SamplePaths], str], str, str]] = [
     (empty_layer_dir, "layer.empty-dir", "quarantine"),
     (remove_link_file, "overlay2.link-missing", "create"),
     (damage.empty_link_file, "overlay2.link-damaged", "rewrite"),
+    (config_tmp_leftover, "container.tmp-leftover", "quarantine"),
 ]
 REPAIRABLE_IDS = [d[0].__name__ for d in REPAIRABLE]
 
@@ -434,3 +442,13 @@ def test_orphans_wait_while_a_buildkit_database_cannot_be_decoded(paths: SampleP
     assert "buildkit/snapshots.db" in skipped[orphan]["why"]
     assert skipped["buildkit/snapshots.db"]["check"] == "buildkit.db-damaged"
     assert "never written" in skipped["buildkit/snapshots.db"]["why"]
+
+
+def test_a_leftover_inside_a_container_moved_whole_goes_with_it(paths: SamplePaths) -> None:
+    damage.truncate_config(paths)  # "exited": quarantined whole
+    rel = f"containers/{paths.container_id('exited')}/.tmp-config.v2.json999"
+    paths.path(rel).write_bytes(b"{")
+    doc = dry_run(paths.root)
+    assert rel not in {a["path"] for a in doc["actions"]}
+    assert f"containers/{paths.container_id('exited')}" in {a["path"] for a in doc["actions"]}
+    assert not [s for s in doc["skipped"] if s["path"] == rel]

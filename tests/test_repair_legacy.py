@@ -190,6 +190,18 @@ def test_mount_point_without_a_record(dm_root: Path) -> None:
     assert not [f for f in after if f["check"] == "devicemapper.mnt-orphan"]
 
 
+def test_leftovers_of_interrupted_writes_on_devicemapper(dm_root: Path) -> None:
+    (dm_root / META / ".tmp123456").write_text('{"device_id":')
+    (dm_root / "graph/_tmp/interrupted").mkdir(parents=True)
+    plan = _plan(dm_root)
+    assert [(a["path"], a["checks"]) for a in plan["actions"]] == [
+        ("graph/_tmp/interrupted", ["layer.graph-tmp-leftover"]),
+        (f"{META}/.tmp123456", ["devicemapper.tmp-leftover"]),
+    ]
+    doc, after = _repair_verify_undo(dm_root)
+    assert not [f for f in after if "tmp-leftover" in f["check"]], after
+
+
 # -- aufs (a real Docker 1.8 host) ---------------------------------------------------------------
 
 

@@ -82,6 +82,19 @@ LEFTOVER_CHECKS = {
     "layer.tmp-leftover": (
         "an interrupted layer registration under layerdb/tmp: dockerd never reads it again"
     ),
+    "layer.graph-tmp-leftover": (
+        "an entry of an interrupted image registration under graph/_tmp: dockerd never reads it"
+    ),
+    "container.tmp-leftover": (
+        "a temporary file of an interrupted config write: dockerd reads only the renamed config"
+    ),
+    "devicemapper.tmp-leftover": (
+        "a temporary file of an interrupted device record write: dockerd reads only the renamed "
+        "record"
+    ),
+    "devicemapper.mnt-orphan": (
+        "the mount point of a device that has no record: dockerd never uses it"
+    ),
 }
 LEFT_ALONE = {
     "driver.buildkit-dir": "BuildKit's own (named in its database): never touched",
@@ -114,7 +127,7 @@ class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning):
         for unit in sorted(units, key=lambda u: u.order):
             actions += self._unit_actions(unit)
         actions += self._orphan_links(removed) + self._leftovers() + self._empty_layer_dirs()
-        actions += self._mnt_orphans()
+        actions = _outermost(actions)
         actions += self._settle_transaction({a.path for a in actions})
         actions += self._pool_copy()
         self._say_left_alone(actions)
@@ -430,6 +443,13 @@ class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning):
             elif f.severity in ("error", "warning") and f.object_id not in removed:
                 # (a finding about an object whose unit is quarantined is answered by it)
                 self._skip(f, "no repair for this check in this version")
+
+
+def _outermost(actions: list[Action]) -> list[Action]:
+    """Drop an action on a path that another action quarantines whole (a leftover inside a
+    broken container's directory goes with it)."""
+    moved = {a.path for a in actions if a.action == "quarantine"}
+    return [a for a in actions if not any(p in moved for p in ancestors(a.path)[:-1])]
 
 
 def make_plan(ev: Evidence, host: Host, findings: list[Finding]) -> Plan:

@@ -36,27 +36,6 @@ class DeviceMapperPlanning(PlannerBase):
             ),
         }
 
-    def _mnt_orphans(self) -> list[Action]:
-        actions = []
-        for f in self.by_check["devicemapper.mnt-orphan"]:
-            kind = self._kind(f.path)
-            if kind != "dir":
-                self._skip(f, f"not a directory ({kind or 'absent'}): left alone")
-                continue
-            actions.append(
-                Action(
-                    "quarantine",
-                    f.path,
-                    reason_of(f),
-                    [f.check],
-                    "the mount point of a device that has no record: dockerd never uses it",
-                    f"mount point {f.object_id}",
-                    kind=kind,
-                    summary="a mount point without a device record",
-                )
-            )
-        return actions
-
     def _settle_transaction(self, planned: set[str]) -> list[Action]:
         """A pending devicemapper transaction settled as dockerd's rollbackTransaction does,
         where that needs no live pool: the device it created is not in the pool, so its record
