@@ -110,6 +110,26 @@ def driver_sample(
     return root, json.loads((SAMPLES / f"{name}.truth.json").read_text())
 
 
+DM_SAMPLE = "legacy-1.8-devicemapper"
+
+
+@pytest.fixture(scope="session")
+def dm_truth() -> dict[str, Any]:
+    """The truth file of the Docker 1.8 devicemapper sample."""
+    return json.loads((SAMPLES / f"{DM_SAMPLE}.truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def dm_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Docker 1.8 devicemapper sample, unpacked once. Never modify it: use ``dm_root``."""
+    return unpack(SAMPLES / f"{DM_SAMPLE}.tar.gz", tmp_path_factory.mktemp(DM_SAMPLE))
+
+
+@pytest.fixture
+def dm_root(dm_master: Path, tmp_path: Path) -> Path:
+    return copy_tree(dm_master, tmp_path / "docker")
+
+
 @pytest.fixture(scope="session")
 def truth() -> dict[str, Any]:
     return json.loads((SAMPLES / f"{MODERN_SAMPLE}.truth.json").read_text())

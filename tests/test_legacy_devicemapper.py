@@ -11,25 +11,9 @@ from typing import Any
 
 import pytest
 import sqlite_utils
-from conftest import SAMPLES, copy_tree, unpack
 
 NAME = "legacy-1.8-devicemapper"
 META = "devicemapper/metadata"
-
-
-@pytest.fixture(scope="module")
-def dm_truth() -> dict[str, Any]:
-    return json.loads((SAMPLES / f"{NAME}.truth.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def dm_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return unpack(SAMPLES / f"{NAME}.tar.gz", tmp_path_factory.mktemp(NAME))
-
-
-@pytest.fixture
-def dm_root(dm_master: Path, tmp_path: Path) -> Path:
-    return copy_tree(dm_master, tmp_path / "docker")
 
 
 def test_inventory_of_the_article_host(cli, dm_master: Path, dm_truth: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SAMPLES, copy_tree, unpack
+from conftest import copy_tree
 from test_repair import errors, run_repair, verify
 from treehash import tree_hash
 
@@ -23,21 +23,6 @@ DM = "legacy-1.8-devicemapper"
 META = "devicemapper/metadata"
 AUFS_EXITED = "3b03d0958390ccfb92e9f1ee67de628ab315c532120d4512cb72a1805465fb35"
 NEW = "e" * 64
-
-
-@pytest.fixture(scope="module")
-def dm_truth() -> dict[str, Any]:
-    return json.loads((SAMPLES / f"{DM}.truth.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def dm_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return unpack(SAMPLES / f"{DM}.tar.gz", tmp_path_factory.mktemp(DM))
-
-
-@pytest.fixture
-def dm_root(dm_master: Path, tmp_path: Path) -> Path:
-    return copy_tree(dm_master, tmp_path / "docker")
 
 
 @pytest.fixture

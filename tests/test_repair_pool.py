@@ -11,23 +11,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, copy_tree, unpack
 from test_repair import run_repair
 
 DM = "legacy-1.8-devicemapper"
 POOL = "devicemapper/devicemapper/metadata"
 
 pytestmark = pytest.mark.skipif(not shutil.which("thin_check"), reason="thin-provisioning-tools")
-
-
-@pytest.fixture(scope="module")
-def dm_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return unpack(SAMPLES / f"{DM}.tar.gz", tmp_path_factory.mktemp(DM))
-
-
-@pytest.fixture
-def dm_root(dm_master: Path, tmp_path: Path) -> Path:
-    return copy_tree(dm_master, tmp_path / "docker")
 
 
 def _dump(path: Path) -> str:
