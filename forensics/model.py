@@ -229,6 +229,8 @@ class Host:
     #: names that a BuildKit database under buildkit/ mentions
     buildkit_present: bool = False
     buildkit_keys: set[str] = field(default_factory=set)
+    #: BuildKit databases that exist but cannot be read or decoded, by path
+    buildkit_damaged: dict[str, Problem] = field(default_factory=dict)
     #: facts about the layout that are neither objects nor damage (containerd store, …)
     notes: list[tuple[str, str, str]] = field(default_factory=list)  # (check, path, message)
     problems: dict[str, Problem] = field(default_factory=dict)  # root-level files, by role

@@ -25,16 +25,15 @@ def check_layout(host: Host) -> Iterator[Finding]:
 
 
 def _buildkit_dbs(host: Host) -> Iterator[Finding]:
-    """BuildKit databases that the store could not decode (``host.problems["buildkit:<path>"]``):
-    while one is damaged, no unreferenced driver directory is known not to be BuildKit's."""
-    for role, problem in sorted(host.problems.items()):
-        if role.startswith("buildkit:"):
-            yield finding(
-                "buildkit.db-damaged",
-                problem.path,
-                f"{problem.detail}; which driver directories are BuildKit's is in doubt",
-                damage=problem.damage,
-            )
+    """BuildKit databases that the store could not decode: while one is damaged, no unreferenced
+    driver directory is known not to be BuildKit's."""
+    for _, problem in sorted(host.buildkit_damaged.items()):
+        yield finding(
+            "buildkit.db-damaged",
+            problem.path,
+            f"{problem.detail}; which driver directories are BuildKit's is in doubt",
+            damage=problem.damage,
+        )
 
 
 def check_volumes(host: Host) -> Iterator[Finding]:

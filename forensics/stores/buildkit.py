@@ -10,7 +10,7 @@ the solver cache in ``cache.db``) name the same snapshot keys in their keys and 
 
 Every database is decoded (:mod:`forensics.formats.bbolt`): only live keys and values count,
 never stale bytes of freed pages. A database that exists but cannot be read or decoded leaves
-ownership in doubt; it is recorded in ``host.problems`` under ``buildkit:<path>`` and reported
+ownership in doubt; it is recorded in ``host.buildkit_damaged`` and reported
 as ``buildkit.db-damaged``, and :func:`buildkit_doubt` tells the repair planner to touch no
 unreferenced directory.
 """
@@ -34,8 +34,6 @@ OTHER_DBS = (
 )
 SNAPSHOT_DBS = (SNAPSHOTS_DB, *OTHER_DBS)
 DB_LIMIT = 512 * 1024 * 1024
-#: role prefix of a damaged database in ``Host.problems``
-PROBLEM_PREFIX = "buildkit:"
 #: the words a key or value is made of (snapshot keys are ``[a-z0-9]{25}`` ids, or digests)
 _TOKEN = re.compile(rb"[A-Za-z0-9_.\-]+")
 
@@ -74,11 +72,10 @@ def read_buildkit_dbs(ev: Evidence) -> BuildkitDbs:
 
 def record_buildkit(ev: Evidence, host: Host, names: list[str]) -> None:
     """Fill ``host.buildkit_keys`` with those of ``names`` that BuildKit's databases name, and
-    record each damaged database in ``host.problems``."""
+    record each damaged database in ``host.buildkit_damaged``."""
     dbs = read_buildkit_dbs(ev)
     host.buildkit_keys = mentioned(dbs, names)
-    for rel, problem in dbs.damaged.items():
-        host.problems[PROBLEM_PREFIX + rel] = problem
+    host.buildkit_damaged = dict(dbs.damaged)
 
 
 def buildkit_mentions(ev: Evidence, names: list[str]) -> set[str]:
@@ -94,18 +91,12 @@ def buildkit_damaged(ev: Evidence) -> dict[str, Problem]:
     return read_buildkit_dbs(ev).damaged
 
 
-def buildkit_problems(host: Host) -> list[Problem]:
-    """The damaged BuildKit databases recorded in ``host`` by :func:`record_buildkit`."""
-    return [p for role, p in sorted(host.problems.items()) if role.startswith(PROBLEM_PREFIX)]
-
-
 def buildkit_doubt(host: Host) -> str | None:
     """Why BuildKit may own an unreferenced driver directory that it seems not to name: one of
     its databases cannot be read or decoded. None when every database that exists was read."""
-    problems = buildkit_problems(host)
-    if not problems:
+    if not host.buildkit_damaged:
         return None
-    first = problems[0]
+    first = host.buildkit_damaged[min(host.buildkit_damaged)]
     return f"BuildKit's database {first.path} cannot be decoded ({first.detail})"
 
 
