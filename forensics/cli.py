@@ -6,6 +6,7 @@ Exit codes follow e2fsck: 0 clean, 1 repaired, 4 errors found, 8 operational err
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -16,8 +17,6 @@ import click
 
 from forensics import __version__
 from forensics.checks import run_checks
-from forensics.cli_repair import repair
-from forensics.cli_thin import thin
 from forensics.cliutil import (
     DEFAULT_ROOT,
     EXIT_ERRORS,
@@ -60,7 +59,26 @@ PLUGIN_METADATA = {
 root_argument = click.argument("root", default=DEFAULT_ROOT, required=False)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose heavier subcommands (``repair``, ``thin``: numpy, construct, the pool
+    writer) are imported only when they run, so that every other command starts quicker."""
+
+    #: command name -> "module:attribute"
+    LAZY = {"repair": "forensics.cli_repair:repair", "thin": "forensics.cli_thin:thin"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.LAZY.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="docker-forensics")
 @click.option("--no-progress", is_flag=True, help="Never show progress bars.")
 def cli(no_progress: bool) -> None:
@@ -197,10 +215,6 @@ def _resolve_container(host: Host, wanted: str) -> str:
     if not matches:
         raise click.UsageError(f"no such container: {wanted}")
     raise click.UsageError(f"{wanted} names {len(matches)} containers: give more of the id")
-
-
-cli.add_command(thin)
-cli.add_command(repair)
 
 
 @cli.command("docker-cli-plugin-metadata", hidden=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from tqdm import tqdm
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 T = TypeVar("T")
 
@@ -24,6 +25,8 @@ def track(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T
     if not show:
         yield from items
         return
+    from tqdm import tqdm  # only when a bar is drawn: it costs ~30 ms to import
+
     yield from tqdm(items, desc=desc, total=total, unit="", file=sys.stderr, leave=False)
 
 
@@ -32,6 +35,11 @@ class ByteBar:
 
     def __init__(self, desc: str, total: int) -> None:
         show = _enabled and sys.stderr.isatty()
+        self._bar: tqdm | None = None
+        if not show:
+            return
+        from tqdm import tqdm
+
         self._bar = (
             tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=sys.stderr, leave=False)
             if show

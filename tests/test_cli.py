@@ -9,6 +9,7 @@ import pty
 import shutil
 import struct
 import subprocess
+import sys
 import termios
 from pathlib import Path
 
@@ -159,3 +160,20 @@ def test_closed_stdout_keeps_the_exit_status_and_the_database(
     assert proc.returncode == 4, err
     assert b"Traceback" not in err
     assert out.read_bytes().startswith(b"SQLite format 3")
+
+
+def test_startup_leaves_heavy_modules_for_the_commands_that_need_them() -> None:
+    """numpy, construct and tqdm cost ~0.25 s to import: ``--version``, ``verify`` and
+    ``inventory`` of a root without BuildKit or devicemapper must not pay for them."""
+    code = (
+        "import sys\n"
+        "from forensics.cli import main\n"
+        "try:\n"
+        "    main(['--version'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('numpy', 'construct', 'tqdm') if m in sys.modules)\n"
+        "print('heavy:' + ','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "heavy:", out.stdout

@@ -127,9 +127,11 @@ def entries_of(lines: list[str], subsection: str | None = None) -> dict[str, str
     return out
 
 
-VERBS = sorted(name for name, command in cli.commands.items() if not command.hidden)
-PAGES = sorted(MAN.glob("*.1"))
 ROOT_CTX = click.Context(cli, info_name=PROG)
+#: every command, the lazily imported ones included
+COMMANDS = {name: cli.get_command(ROOT_CTX, name) for name in cli.list_commands(ROOT_CTX)}
+VERBS = sorted(name for name, command in COMMANDS.items() if command and not command.hidden)
+PAGES = sorted(MAN.glob("*.1"))
 INVENTORY_PAGE = MAN / f"{PROG}-inventory.1"
 
 
@@ -217,7 +219,8 @@ def test_every_global_option_is_documented(option: str) -> None:
 
 def command_options(verb: str) -> dict[str, click.Option]:
     """Option string → option of command ``verb``, help option included."""
-    command = cli.commands[verb]
+    command = COMMANDS[verb]
+    assert command is not None
     ctx = click.Context(command, info_name=verb, parent=ROOT_CTX)
     return {
         name: param
@@ -249,7 +252,9 @@ def test_every_command_option_is_documented(verb: str, option: str) -> None:
 @pytest.mark.parametrize("verb", VERBS)
 def test_command_arguments_are_in_the_synopsis(verb: str) -> None:
     synopsis = " ".join(sections(verb_page(verb))["SYNOPSIS"])
-    for param in cli.commands[verb].params:
+    command = COMMANDS[verb]
+    assert command is not None
+    for param in command.params:
         if isinstance(param, click.Argument):
             assert mentions(synopsis, param.human_readable_name), param.human_readable_name
 

@@ -7,6 +7,9 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+#: the name of the repaired pool metadata copy (action ``copy-out``) in the quarantine run
+POOL_COPY = "devicemapper-metadata.repaired"
+
 
 @dataclass
 class Action:

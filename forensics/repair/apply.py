@@ -48,7 +48,6 @@ from forensics.repair.fsops import (
 )
 from forensics.repair.journal import FORMAT, Journal, JournalState, find_journals
 from forensics.repair.manifest import MANIFEST_NAME, write_manifest
-from forensics.repair.poolcopy import PoolCopyError, write_pool_copy
 
 STAGED = ".staged"
 UNDONE = ".undone"
@@ -315,6 +314,8 @@ class Runner:
                 self._begin(step, None, None)
             fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=rfd)
         try:
+            from forensics.repair.poolcopy import PoolCopyError, write_pool_copy
+
             out = self.ws.quarantine / self.run_name / (step.target or "copy")
             try:
                 write_pool_copy(fd, str(out), step.values)

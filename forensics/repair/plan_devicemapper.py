@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from forensics.repair.actions import Action
+from forensics.repair.actions import POOL_COPY, Action
 from forensics.repair.planbase import PlannerBase, plural, reason_of
-from forensics.repair.poolcopy import POOL_COPY, PoolCopyError, install_steps, salvage_pool
 
 TRANSACTION_FILE = "devicemapper/metadata/transaction-metadata"
 
@@ -99,6 +98,8 @@ class DeviceMapperPlanning(PlannerBase):
         if not findings or ds is None or ds.pool is None:
             return []
         path = ds.pool.path
+        from forensics.repair.poolcopy import PoolCopyError, install_steps, salvage_pool
+
         if self._kind(path) != "file":
             for f in findings:
                 self._skip(f, f"{path} is no regular file: no copy can be made")

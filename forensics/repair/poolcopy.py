@@ -24,12 +24,10 @@ from forensics.thin.repair import (
     write_repaired_copy,
 )
 
-#: the copy's name in the quarantine run
-POOL_COPY = "devicemapper-metadata.repaired"
 #: Docker's default thin pool block size (dm.blocksize=64K), in 512-byte sectors
 DOCKER_BLOCK_SECTORS = 128
 
-__all__ = ["POOL_COPY", "PoolCopyError", "install_steps", "salvage_pool", "write_pool_copy"]
+__all__ = ["PoolCopyError", "install_steps", "salvage_pool", "write_pool_copy"]
 
 
 class PoolCopyError(Exception):

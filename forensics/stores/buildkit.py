@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from forensics.evidence import Evidence, ReadFailure
-from forensics.formats.bbolt import BoltDamage, Entry, open_bolt
 from forensics.model import Host, Problem
+
+if TYPE_CHECKING:  # the decoder loads numpy and construct: imported when a database exists
+    from forensics.formats.bbolt import Entry
 
 SNAPSHOTS_DB = "buildkit/snapshots.db"
 #: BuildKit's databases that name snapshot keys (metadata.db: the cache metadata before v2)
@@ -128,6 +131,8 @@ def _read_db(ev: Evidence, rel: str, out: BuildkitDbs) -> list[Entry] | None:
     except ReadFailure as failure:
         out.damaged[rel] = Problem(rel, failure.kind, failure.detail)
         return None
+    from forensics.formats.bbolt import BoltDamage, open_bolt
+
     entries: list[Entry] = []
     try:
         db = open_bolt(data)
