@@ -47,7 +47,7 @@ sys.path.insert(0, str(HERE))
 from tarsplit import Entry, build_layer  # noqa: E402
 
 from forensics.evidence import Evidence  # noqa: E402
-from forensics.formats.tarsplit import FILE, iter_entries  # noqa: E402
+from forensics.formats.tarsplit import FILE, iter_entries, iter_fields  # noqa: E402
 from forensics.formats.ustar import HeaderError, read_member  # noqa: E402
 from forensics.layers import LayerJob, layer_jobs, verify_layer  # noqa: E402
 from forensics.stores.host import read_host  # noqa: E402
@@ -247,7 +247,7 @@ def print_breakdown(jobs: list[LayerJob], nfiles: int, repeat: int) -> None:
         return min(times) / nfiles * 1e6
 
     ours = cpu(lambda: [verify_layer(job, ev=ev) for job in jobs])
-    entries = cpu(lambda: [sum(1 for _ in iter_entries(io.BytesIO(d))) for d in streams])
+    entries = cpu(lambda: [sum(1 for _ in iter_fields(io.BytesIO(d))) for d in streams])
     member = cpu(lambda: [_try_member(buf, pad) for buf, pad in headers])
     print(f"CPU µs per file read: ours {ours:.1f} = tar-split entries {entries:.1f}", end="")
     print(f" + tar headers {member:.1f} + the rest {ours - entries - member:.1f}")

@@ -16,6 +16,13 @@ Quirks of older writers that are accepted:
 
 Damage is raised as :class:`TarSplitDamage` *after* every entry before it was yielded, with the
 count reached, so a caller can report how far a truncated file goes.
+
+Two paths decode a line. :func:`fast_line` takes the lines exactly as Go's ``json.Encoder``
+writes them (nearly all of them) with a few byte operations and pybase64; anything else goes
+to the JSON path (:func:`json_line`, :func:`entry_fields`), which reads every spelling Go's
+decoder reads and alone decides what is damage. The fast path only accepts what the JSON path
+reads the same way (``tests/test_tarsplit_paths.py``). Both read a file entry's payload
+``""`` as ``null``: no crc64 recorded (Go decodes both, then fails that file's check).
 """
 
 from __future__ import annotations
@@ -28,14 +35,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from pybase64 import b64decode as _b64decode
+
 __all__ = [
     "FILE",
     "SEGMENT",
     "Entry",
+    "Fields",
     "TarSplitDamage",
     "decode_entry",
+    "entry_fields",
+    "fast_line",
     "iter_entries",
+    "iter_fields",
     "iter_lines",
+    "json_line",
 ]
 
 FILE = 1
@@ -55,8 +69,9 @@ class Entry:
     """One tar-split entry.
 
     ``payload``: for a segment the raw tar bytes (``b""`` when empty or null); for a file the
-    8-byte big-endian crc64 of its data, or None (size 0). ``name`` (file entries only) is the raw
-    name: ``name_raw`` decoded when present, else ``name`` encoded as UTF-8.
+    8-byte big-endian crc64 of its data, or None (none recorded: ``null`` or ``""``; Go writes
+    ``null`` for size 0). ``name`` (file entries only) is the raw name: ``name_raw`` decoded
+    when present, else ``name`` encoded as UTF-8.
     """
 
     type: int
@@ -65,6 +80,11 @@ class Entry:
     name: bytes | None = None
     size: int = 0
     lossy_name: bool = False  # the name holds U+FFFD: an old writer may have replaced bytes
+
+
+#: an entry as plain values, in :class:`Entry`'s field order:
+#: (type, position, payload, name, size, lossy_name)
+Fields = tuple[int, int, bytes | None, bytes | None, int, bool]
 
 
 @dataclass(frozen=True)
@@ -92,27 +112,50 @@ def iter_entries(stream: BinaryIO) -> Iterator[Entry]:
 
     Raises :class:`TarSplitDamage` where the stream stops being decodable.
     """
+    for fields in iter_fields(stream):
+        yield Entry(*fields)
+
+
+def iter_fields(stream: BinaryIO) -> Iterator[Fields]:
+    """What :func:`iter_entries` yields, as plain tuples (:data:`Fields`): the hot loop of a
+    layer of many small files unpacks these instead of building an :class:`Entry` each.
+
+    Each line goes through :func:`fast_line` first; whatever it does not take (another
+    spelling, damage) is decoded by the JSON path, which alone reports damage.
+    """
     count = 0
     lineno = 0
-    decode = json.JSONDecoder().raw_decode
-    segment, file = _SEGMENT_LINE.fullmatch, _FILE_LINE.fullmatch
+    fast = fast_line
     try:
-        for lineno, line in enumerate(iter_lines(stream), 1):
-            kind = line[8:9]
-            fast = segment(line) if kind == b"2" else file(line) if kind == b"1" else None
-            if fast is not None:
-                yield _fast_entry(fast, lineno)
-                count += 1
-                continue
-            for obj in _values(line, decode, lineno, count):
-                yield decode_entry(obj, lineno)
-                count += 1
+        for batch in _line_batches(stream):
+            for line in batch:
+                fields = fast(line)
+                if fields is not None:
+                    lineno += 1
+                    count += 1
+                    yield fields
+                    continue
+                if not line or line.isspace():
+                    continue
+                lineno += 1
+                for fields in json_line(line, lineno):
+                    count += 1
+                    yield fields
     except TarSplitDamage as exc:
         raise TarSplitDamage(exc.kind, exc.detail, count, exc.line or lineno + 1) from None
 
 
 def iter_lines(stream: BinaryIO) -> Iterator[bytes]:
     """The non-blank lines of the gzip ``stream`` (all gzip members), without the newline."""
+    for batch in _line_batches(stream):
+        for line in batch:
+            if line and not line.isspace():
+                yield line
+
+
+def _line_batches(stream: BinaryIO) -> Iterator[list[bytes]]:
+    """The lines of the gzip ``stream``, a list per inflated chunk (one generator step per
+    chunk, not per line); blank lines included."""
     pending = b""
     for chunk in _inflate(stream):
         pending += chunk
@@ -122,11 +165,9 @@ def iter_lines(stream: BinaryIO) -> Iterator[bytes]:
             continue
         lines = pending.split(b"\n")
         pending = lines.pop()
-        for line in lines:
-            if line.strip():
-                yield line
-    if pending.strip():
-        yield pending  # the last line need not end in a newline
+        yield lines
+    if pending:
+        yield [pending]  # the last line need not end in a newline
 
 
 def _inflate(stream: BinaryIO) -> Iterator[bytes]:
@@ -162,49 +203,109 @@ def _inflate(stream: BinaryIO) -> Iterator[bytes]:
         )
 
 
-#: the lines Go's encoder writes, matched without the JSON decoder (the common case); any other
-#: spelling (escapes in names, other key order, v0.9.4's extra keys) takes the JSON path
-_SEGMENT_LINE = re.compile(
-    rb'\{"type":2,"payload":(?:"([A-Za-z0-9+/=]*)"|null),"position":(\d+)\}\s*'
-)
+# -- the fast path: the lines Go's json.Encoder writes ------------------------------------------
+
+_SEGMENT = b'{"type":2,"payload":"'
+#: tar-split v0.9.4 (Docker 1.8.0–1.8.2) wrote name and size on segments too
+_SEGMENT_V094 = b'{"type":2,"name":"","size":0,"payload":"'
+_SEGMENT_AT, _SEGMENT_V094_AT = len(_SEGMENT), len(_SEGMENT_V094)
+_FILE = b'{"type":1,"name":"'
+#: a number as JSON spells it (no sign, no leading zero) and short enough that it fits Go's
+#: int64 (10**18 - 1 < 2**63); longer ones take the JSON path, which checks the range
+_NUMBER = rb"(0|[1-9][0-9]{0,17})"
+#: what follows a segment's base64 payload
+_SEGMENT_TAIL = re.compile(rb'","position":' + _NUMBER + rb"\}")
+_SEGMENT_NULL = re.compile(rb'\{"type":2,"payload":null,"position":' + _NUMBER + rb"\}")
+#: a file line: a name without escapes, quotes or control characters; size (omitted when 0);
+#: the crc64 as Go's encoder writes 8 bytes (11 base64 digits and one ``=``), or null
 _FILE_LINE = re.compile(
-    rb'\{"type":1,"name":"([^"\\\x00-\x1f]*)",(?:"size":(\d+),)?'
-    rb'"payload":(?:"([^"\\]*)"|null),"position":(\d+)\}\s*'
+    rb'\{"type":1,"name":"([^"\\\x00-\x1f]*)",(?:"size":' + _NUMBER + rb",)?"
+    rb'"payload":(?:"([A-Za-z0-9+/]{11}=)"|null),"position":' + _NUMBER + rb"\}"
 )
 
 
-def _fast_entry(found: re.Match[bytes], line: int) -> Entry:
-    groups = found.groups()
-    if len(groups) == 2:
-        payload = _b64_bytes(groups[0], line) if groups[0] else b""
-        return Entry(SEGMENT, int(groups[1]), payload)
-    name, size, payload, position = groups
-    crc = _b64_bytes(payload, line) if payload else None
-    nbytes = int(size) if size else 0
-    if crc is not None and len(crc) != 8 and (nbytes or crc):
-        raise _bad(f"crc64 payload of {len(crc)} bytes, not 8", line)
+def fast_line(line: bytes) -> Fields | None:
+    """The entry on ``line`` when it is spelled exactly as Go's ``json.Encoder`` writes it
+    (keys in tar-split's order, no whitespace, no escapes), decoded without the JSON decoder;
+    None for anything else — other spellings, several values, and every kind of damage — which
+    the JSON path (:func:`entry_fields`) then decodes or reports. Never raises.
+
+    Whatever it accepts, the JSON path reads the same way: ``tests/test_tarsplit_paths.py``
+    holds the two against each other."""
+    if line.startswith(_SEGMENT):
+        return _fast_segment(line, _SEGMENT_AT)
+    if line.startswith(_FILE):
+        return _fast_file(line)
+    if line.startswith(_SEGMENT_V094):
+        return _fast_segment(line, _SEGMENT_V094_AT)
+    null = _SEGMENT_NULL.fullmatch(line)
+    if null is not None:
+        return (SEGMENT, int(null[1]), b"", None, 0, False)
+    return None
+
+
+def _fast_segment(line: bytes, start: int) -> Fields | None:
+    """A segment line whose base64 payload starts at ``start``."""
+    at = line.rfind(b'","position":')
+    tail = _SEGMENT_TAIL.fullmatch(line, at) if at >= start else None
+    if tail is None:
+        return None
     try:
-        lossy = b"\xef\xbf\xbd" in name  # U+FFFD
-        name.decode("utf-8")
-    except UnicodeDecodeError:
-        raise TarSplitDamage("bad-json", "not UTF-8", 0, line) from None
-    return Entry(FILE, int(position), crc or None, name, nbytes, lossy)
+        payload = _b64decode(line[start:at], None, True)
+    except ValueError:  # not base64, or more JSON than one string
+        return None
+    return (SEGMENT, int(tail[1]), payload, None, 0, False)
 
 
-def _b64_bytes(value: bytes, line: int) -> bytes:
-    try:
-        return binascii.a2b_base64(value, strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
-        raise _bad(f"payload is not valid base64 ({exc})", line) from None
+def _fast_file(line: bytes) -> Fields | None:
+    found = _FILE_LINE.fullmatch(line)
+    if found is None:
+        return None
+    name, size, crc, position = found.groups()
+    lossy = False
+    if not name.isascii():
+        try:
+            name.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        lossy = b"\xef\xbf\xbd" in name  # U+FFFD: an old writer replaced bytes
+    return (
+        FILE,
+        int(position),
+        binascii.a2b_base64(crc) if crc else None,  # 8 bytes: the pattern says so
+        name,
+        int(size) if size else 0,
+        lossy,
+    )
 
 
-def _values(line: bytes, decode: Any, lineno: int, count: int) -> Iterator[Any]:
-    """The JSON values on one line: normally one; several are accepted (Go stream semantics)."""
+# -- the JSON path: any spelling, and the judge of damage ----------------------------------------
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are no JSON (Python's decoder would accept them, Go's does not)."""
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
+def json_line(line: bytes, lineno: int = 0) -> Iterator[Fields]:
+    """The entries on one line by the JSON path: any spelling Go's decoder reads, and
+    damage raised as :class:`TarSplitDamage` (after the entries before it on the line)."""
+    for obj in _values(line, lineno):
+        yield entry_fields(obj, lineno)
+
+
+def _values(line: bytes, lineno: int) -> Iterator[Any]:
+    """The JSON values on one line: normally one; several are accepted, separated or
+    surrounded by whitespace (Go stream semantics)."""
+    decode = _DECODER.raw_decode
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise TarSplitDamage("bad-json", f"not UTF-8 at byte {exc.start}", count, lineno) from None
-    pos = 0
+        raise TarSplitDamage("bad-json", f"not UTF-8 at byte {exc.start}", 0, lineno) from None
+    pos = _skip_space(text, 0)
     end = len(text)
     while pos < end:
         try:
@@ -212,34 +313,61 @@ def _values(line: bytes, decode: Any, lineno: int, count: int) -> Iterator[Any]:
         except json.JSONDecodeError as exc:
             cut = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
             kind = "truncated" if cut else "bad-json"
-            raise TarSplitDamage(kind, f"invalid JSON: {exc.msg}", count, lineno) from None
+            raise TarSplitDamage(kind, f"invalid JSON: {exc.msg}", 0, lineno) from None
+        except (ValueError, RecursionError) as exc:  # a number of > 4300 digits, NaN, nesting
+            detail = f"invalid JSON: {str(exc) or type(exc).__name__}"
+            raise TarSplitDamage("bad-json", detail[:200], 0, lineno) from None
         yield obj
-        while pos < end and text[pos] in " \t\r":
-            pos += 1
+        pos = _skip_space(text, pos)
+
+
+def _skip_space(text: str, pos: int) -> int:
+    end = len(text)
+    while pos < end and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
 
 
 def decode_entry(obj: Any, line: int = 0) -> Entry:
     """One decoded JSON object as an :class:`Entry`; raises TarSplitDamage when malformed."""
+    return Entry(*entry_fields(obj, line))
+
+
+def entry_fields(obj: Any, line: int = 0) -> Fields:
+    """One decoded JSON object as :data:`Fields`; raises TarSplitDamage when malformed.
+
+    Numbers must fit Go's int64 (tar-split decodes them into ``int``/``int64``). A file's
+    payload is its crc64, 8 bytes; an empty one (``""``, like ``null``) records no crc64 —
+    Go decodes both and then fails that file's integrity check, and so does the reassembly
+    (the file is reported, the stream goes on)."""
     if not isinstance(obj, dict):
         raise _bad(f"an entry is a JSON {type(obj).__name__}, not an object", line)
     kind = obj.get("type")
     position = obj.get("position", 0)
     if type(kind) is not int:  # bool is no type either
-        raise _bad(f"entry type {kind!r} is not an integer", line)
+        raise _bad(f"entry type {kind!r:.40} is not an integer", line)
     if type(position) is not int:
-        raise _bad(f"position {position!r} is not an integer", line)
+        raise _bad(f"position {position!r:.40} is not an integer", line)
+    if not _INT64_MIN <= position <= _INT64_MAX:
+        raise _bad(f"position {position!r:.40} does not fit 64 bits", line)
     payload = _b64(obj.get("payload"), "payload", line)
     if kind == SEGMENT:
-        return Entry(SEGMENT, position, payload or b"")
+        return (SEGMENT, position, payload or b"", None, 0, False)
     if kind != FILE:
         raise TarSplitDamage("unknown-type", f"unknown entry type {kind}", 0, line)
     size = obj.get("size", 0)
     if type(size) is not int or size < 0:
-        raise _bad(f"size {size!r} is not a non-negative integer", line)
+        raise _bad(f"size {size!r:.40} is not a non-negative integer", line)
+    if size > _INT64_MAX:
+        raise _bad(f"size {size!r:.40} does not fit 64 bits", line)
     name, lossy = _name(obj, line)
-    if payload is not None and len(payload) != 8 and (size or payload):
+    if payload and len(payload) != 8:
         raise _bad(f"crc64 payload of {len(payload)} bytes, not 8", line)
-    return Entry(FILE, position, payload or None, name, size, lossy)
+    return (FILE, position, payload or None, name, size, lossy)
+
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
 
 
 def _name(obj: dict[str, Any], line: int) -> tuple[bytes, bool]:
@@ -252,11 +380,13 @@ def _name(obj: dict[str, Any], line: int) -> tuple[bytes, bool]:
     if name is None:
         name = ""
     if not isinstance(name, str):
-        raise _bad(f"name {name!r} is not a string", line)
+        raise _bad(f"name {name!r:.40} is not a string", line)
     return name.encode("utf-8", "surrogatepass"), "\ufffd" in name
 
 
 def _b64(value: Any, key: str, line: int) -> bytes | None:
+    """Standard base64, strictly: padded, nothing after the padding, no line breaks (Go's
+    decoder would skip those; its encoder never writes them)."""
     if value is None:
         return None
     if not isinstance(value, str):
@@ -264,9 +394,18 @@ def _b64(value: Any, key: str, line: int) -> bytes | None:
     if not value:
         return b""
     try:
-        return binascii.a2b_base64(value, strict_mode=True)
+        return _b64decode(value, None, True)
+    except ValueError:
+        raise _bad(f"{key} is not valid base64 ({_b64_fault(value)})", line) from None
+
+
+def _b64_fault(value: str) -> str:
+    """What is wrong with a base64 string, in binascii's words (more telling than pybase64's)."""
+    try:
+        binascii.a2b_base64(value, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
-        raise _bad(f"{key} is not valid base64 ({exc})", line) from None
+        return str(exc)
+    return "padding after a complete group"  # binascii takes it, Go does not
 
 
 def _bad(detail: str, line: int) -> TarSplitDamage:

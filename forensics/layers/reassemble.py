@@ -21,13 +21,14 @@ import hashlib
 import io
 import os
 import stat
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from forensics.evidence import Evidence, ReadFailure, RootError, entry_type
 from forensics.formats.crc64 import crc64_iso as _crc64
-from forensics.formats.tarsplit import FILE, Entry, TarSplitDamage, iter_entries
-from forensics.formats.ustar import BLOCK, HeaderError, Member, read_member
+from forensics.formats.tarsplit import FILE, TarSplitDamage, iter_fields
+from forensics.formats.ustar import BLOCK, HeaderError, Member, plain_member, read_member
 from forensics.layers.confine import ConfinedDir, Parts, Refusal, clean_name, kind_of
 from forensics.layers.report import FileRecord, LayerProblem, LayerReport
 from forensics.layers.tarsum import TarSum, TarSumError, parse_label
@@ -63,6 +64,8 @@ _CONTENT = {
     "zfs": ("zfs/graph/{id}", "rootfs"),
 }
 _OPAQUE = b".wh..wh..opq"
+#: what os.fsencode does, without a call of it per directory entry
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 #: names as text: bytes that are not UTF-8 kept as surrogate escapes
 _ESCAPED = ("utf-8", "surrogateescape")
 _WH = b".wh."
@@ -329,14 +332,14 @@ class _Reassembly:
         r = self.r
         update, sink, pending, file_entry = self.hash.update, self.sink, self.pending, self._file
         try:
-            for entry in iter_entries(stream):
-                if entry.position != r.entries:
-                    self._position_gap(entry)
+            for kind, position, payload, name, size, lossy in iter_fields(stream):
+                if position != r.entries:
+                    self._position_gap(position)
                 r.entries += 1
-                if entry.type == FILE:
-                    file_entry(entry)
+                if kind == FILE:
+                    file_entry(payload, name or b"", size, lossy)
                     continue
-                payload = entry.payload or b""
+                payload = payload or b""
                 update(payload)
                 r.tar_bytes += len(payload)
                 if sink is not None:
@@ -364,41 +367,47 @@ class _Reassembly:
                 )
         self._finish()
 
-    def _position_gap(self, entry: Entry) -> None:
+    def _position_gap(self, position: int) -> None:
         r = self.r
         if not any(p.kind == "position-gap" for p in r.problems):
             r.problems.append(
                 LayerProblem(
                     "position-gap",
                     r.tar_split,
-                    f"entry {r.entries} has position {entry.position}: entries lost or reordered",
+                    f"entry {r.entries} has position {position}: entries lost or reordered",
                 )
             )
 
-    def _file(self, entry: Entry) -> None:
-        member, header_error = self._header(entry)
+    def _file(self, crc: bytes | None, name: bytes, size: int, lossy: bool) -> None:
+        """A file entry (the fields of :data:`~forensics.formats.tarsplit.Fields`): its header,
+        its record and checks."""
+        member, header_error = self._header(name, size, lossy)
         self.pending.clear()
-        self.pad = -entry.size % BLOCK
-        name = entry.name or b""
-        if entry.lossy_name:
+        self.pad = -size % BLOCK
+        if lossy:
             self.lossy += 1
             if member is not None:  # the header keeps the true bytes that the JSON lost
                 name = member.name
-        self.r.file_bytes += entry.size
-        record = self._record(entry, name, member, header_error)
+        self.r.file_bytes += size
+        record = self._record(crc, name, size, member, header_error)
         self.r.files.append(record)
 
-    def _header(self, entry: Entry) -> tuple[Member | None, str]:
-        """The tar member described by the segment bytes before ``entry``, or an error."""
-        try:
-            member, end = read_member(bytes(self.pending), self.pad)
-        except HeaderError as exc:
-            return None, f"tar header: {exc}"
-        if end != len(self.pending):
-            return member, f"{len(self.pending) - end} unexpected bytes after the tar header"
-        if member.size != entry.size and member.typeflag != b"S":
-            return member, f"tar header says {member.size} bytes, tar-split {entry.size}"
-        if member.name != entry.name and not entry.lossy_name:
+    def _header(self, name: bytes, size: int, lossy: bool) -> tuple[Member | None, str]:
+        """The tar member described by the segment bytes before the file entry ``name``, or
+        an error."""
+        pending = bytes(self.pending)
+        member = plain_member(pending, self.pad)  # read_member's first step, without a call
+        end = self.pad + BLOCK
+        if member is None:
+            try:
+                member, end = read_member(pending, self.pad)
+            except HeaderError as exc:
+                return None, f"tar header: {exc}"
+        if end != len(pending):
+            return member, f"{len(pending) - end} unexpected bytes after the tar header"
+        if member.size != size and member.typeflag != b"S":
+            return member, f"tar header says {member.size} bytes, tar-split {size}"
+        if member.name != name and not lossy:
             shown = member.name.decode("utf-8", "backslashreplace")
             return member, f"tar header names {shown!r}"
         return member, ""
@@ -419,20 +428,22 @@ class _Reassembly:
     # -- one entry ---------------------------------------------------------------------------
 
     def _record(
-        self, entry: Entry, name: bytes, member: Member | None, header_error: str
+        self, crc: bytes | None, name: bytes, size: int, member: Member | None, header_error: str
     ) -> FileRecord:
         parts = clean_name(name)
-        shown = (b"/".join(parts) if parts is not None else name).decode(*_ESCAPED)
-        kind = _entry_type(name, member, entry)
+        shown = (b"/".join(parts) if parts is not None else name).decode("utf-8", "surrogateescape")
+        kind = _entry_type(name, member, size)
         base = self.r.content_dir
-        rec = FileRecord(
-            path=shown,
-            disk_path=f"{base}/{shown}" if parts else base,
-            type=kind,
-            size=entry.size,
-            mode=member.mode & 0o7777 if member is not None else None,
-            crc64=entry.payload.hex() if entry.payload else None,
-            linkname=member.linkname.decode(*_ESCAPED) if member and member.linkname else None,
+        rec = FileRecord(  # positional (FileRecord's field order): one per member, hot
+            shown,  # path
+            f"{base}/{shown}" if parts else base,  # disk_path
+            kind,  # type
+            size,
+            member.mode & 0o7777 if member is not None else None,  # mode
+            crc.hex() if crc else None,  # crc64
+            "ok",  # status
+            "",  # detail
+            member.linkname.decode(*_ESCAPED) if member and member.linkname else None,
         )
         if parts is None:
             rec.status, rec.detail = "unsafe-path", "the name climbs out of the layer directory"
@@ -444,7 +455,7 @@ class _Reassembly:
                 self._problem("duplicate-path", rec.disk_path, f"/{shown} is in the tar twice")
             if self.cdir is None:
                 rec.status, rec.detail = "missing", "the layer directory is missing"
-            elif entry.size:
+            elif size:
                 self._check_data(rec, parts, member)
             else:
                 self._check_empty(rec, parts, member, kind)
@@ -486,7 +497,7 @@ class _Reassembly:
         elif found != rec.crc64:
             rec.status, rec.found_crc64 = "modified", found
             rec.detail = f"crc64 {found}, the layer recorded {rec.crc64}"
-        else:
+        elif rec.mode is not None and st.st_mode & 0o7777 != rec.mode:  # no call when equal
             self._check_mode(rec, st.st_mode)
 
     def _stream_file(self, fd: int) -> tuple[int, int]:
@@ -683,7 +694,7 @@ def walk(cdir: ConfinedDir) -> dict[Parts, str]:
             continue
         try:
             with os.scandir(fd) as it:
-                found = sorted((os.fsencode(e.name), entry_type(e)) for e in it)
+                found = sorted([(e.name.encode(_FS_ENCODING, _FS_ERRORS), _kind(e)) for e in it])
         except OSError:
             continue
         subdirs = []
@@ -694,6 +705,16 @@ def walk(cdir: ConfinedDir) -> dict[Parts, str]:
                 subdirs.append(child)
         stack.extend(reversed(subdirs))
     return out
+
+
+def _kind(entry: os.DirEntry[str]) -> str:
+    """:func:`~forensics.evidence.entry_type`, asking first what most entries are."""
+    try:
+        if entry.is_file(follow_symlinks=False):
+            return "file"
+    except OSError:  # entry_type would meet the same failing lstat
+        return "other"
+    return entry_type(entry)
 
 
 def is_opaque(dir_fd: int) -> bool:
@@ -725,7 +746,9 @@ def _refused(rec: FileRecord, refusal: Refusal) -> None:
         rec.status, rec.detail = refusal.kind, refusal.detail
 
 
-def _entry_type(name: bytes, member: Member | None, entry: Entry) -> str:
+def _entry_type(name: bytes, member: Member | None, size: int) -> str:
+    if member is not None and _WH not in name:  # the usual member: no whiteout
+        return member.type
     base = name.rstrip(b"/").rpartition(b"/")[2]
     if base == _OPAQUE:
         return "opaque"
@@ -735,7 +758,7 @@ def _entry_type(name: bytes, member: Member | None, entry: Entry) -> str:
         return member.type
     if name.endswith(b"/"):
         return "dir"
-    return "file" if entry.size else "unknown"
+    return "file" if size else "unknown"
 
 
 def _disk_type(mode: int) -> str:
