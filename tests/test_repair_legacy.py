@@ -129,6 +129,26 @@ def test_orphan_records_and_a_stale_name(dm_root: Path, dm_truth: dict[str, Any]
         db.close()
 
 
+def test_stale_name_whose_entity_id_is_not_utf8(dm_root: Path) -> None:
+    """A stale edge whose entity id is not UTF-8 (damage): the planner reads it with surrogates
+    and the purge deletes it by its bytes. The purge raised UnicodeEncodeError binding it (found
+    by tests/fuzz, target linkgraph-mutations)."""
+    bad = b"\xff\xdf" + b"a" * 62
+    db = sqlite3.connect(dm_root / "linkgraph.db")
+    try:
+        db.execute("INSERT INTO entity VALUES (CAST(? AS TEXT))", (bad,))
+        db.execute("INSERT INTO edge VALUES (CAST(? AS TEXT), '0', 'not-utf8')", (bad,))
+        db.commit()
+    finally:
+        db.close()
+    plan = _plan(dm_root)
+    rewrite = next(a for a in plan["actions"] if a["path"] == "linkgraph.db")
+    assert "not-utf8" in rewrite["reason"]
+    result = run_repair(dm_root, "--format", "json")
+    assert result.code == 1, result.stdout + result.stderr
+    assert "not-utf8" not in _names(dm_root)
+
+
 def test_pending_transaction_of_a_device_never_made(dm_root: Path) -> None:
     """Killed between writing transaction-metadata and creating the device: dockerd would
     delete the record and the transaction file; the pool has nothing to delete."""

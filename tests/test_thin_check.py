@@ -611,3 +611,54 @@ def test_random_damage_never_raises(pristine: dict[str, Path], tmp_path: Path) -
             if pool.usable:
                 "".join(dump_chunks(pool))
                 device_usage(pool)
+
+
+# -- crashes found by fuzzing (tests/fuzz/test_fuzz_thin.py) ------------------------------------
+
+
+def copy_of(pristine: dict[str, Path], name: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"{name}.bin"
+    path.write_bytes(pristine[name].read_bytes())
+    return path
+
+
+@pytest.mark.parametrize("tree", ["data index", "data ref-count"])
+def test_space_map_keys_of_2_63_and_more(
+    tree: str, pristine: dict[str, Path], tmp_path: Path
+) -> None:
+    """A key of 2**63 or more in a space map's trees is a stray entry; read as a signed number
+    it became a negative index (IndexError)."""
+    path = copy_of(pristine, "three", tmp_path)
+    sm = superblock(path).data_space_map_root
+    root = int(sm.bitmap_root if tree == "data index" else sm.ref_count_root)
+    leaf = first_leaf(path, root)
+    last = len(node_keys(path, leaf)) - 1
+    tf.edit_block(path, leaf, tf.put("Q", 32 + 8 * last, 1 << 63), xor=BT)
+    status, doc = run_check(path)
+    assert status == 4
+    assert ("datasm.index" if tree == "data index" else "datasm.overflow") in checks_of(doc)
+
+
+def test_internal_root_without_entries(pristine: dict[str, Path], tmp_path: Path) -> None:
+    """An internal root node holding no entries is damage; it made the walker's key ranges and
+    leaves disagree in length (ValueError)."""
+    path = copy_of(pristine, "big", tmp_path)
+    tf.edit_block(path, _internal_root(path), tf.put("I", 16, 0), xor=BT)
+    assert tf.run_tool("thin_check", path).returncode == 1
+    status, doc = run_check(path)
+    assert status == 4
+    assert "node.nr-entries" in checks_of(doc)
+
+
+def test_huge_claimed_space_map_sizes(pristine: dict[str, Path], tmp_path: Path) -> None:
+    """Space map sizes near 2**64 in the superblock, with the data space map's index damaged:
+    the data bitmaps are bounded by the file's own blocks, not by the metadata space map's
+    claimed size (which let 2**40 data blocks through to a MemoryError)."""
+    path = copy_of(pristine, "three", tmp_path)
+    sb = superblock(path)
+    tf.edit_block(path, 0, tf.put("Q", 0xC0, (1 << 64) - 1), xor=SB)  # metadata nr_blocks
+    tf.edit_block(path, 0, tf.put("Q", 0x40, 1 << 40), xor=SB)  # data nr_blocks
+    _garbage(lambda p: int(sb.data_space_map_root.bitmap_root))(path)
+    status, doc = run_check(path)
+    assert status == 4
+    assert {"metasm.root", "datasm.root"} <= checks_of(doc)

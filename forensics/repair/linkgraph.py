@@ -24,8 +24,11 @@ def purge_entities(data: bytes, entities: set[str]) -> tuple[bytes, list[tuple[s
     try:
         db.deserialize(data)
         _check_integrity(db, "is damaged")
-        ids = sorted(entities)
-        marks = ",".join("?" * len(ids))
+        # ids read from a damaged database keep their bytes that are not UTF-8 as surrogates
+        # (the text factory above): bound as their raw bytes and cast back to TEXT, they match
+        # the rows they came from, where a str parameter could not even be encoded
+        ids = [e.encode("utf-8", "surrogateescape") for e in sorted(entities)]
+        marks = ",".join(["CAST(? AS TEXT)"] * len(ids))
         removed = db.execute(
             f"SELECT entity_id, parent_id, name FROM edge "  # noqa: S608 (placeholders only)
             f"WHERE entity_id IN ({marks}) OR parent_id IN ({marks}) ORDER BY parent_id, name",

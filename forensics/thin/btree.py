@@ -229,6 +229,8 @@ class ForestWalker:
         base = block * WORDS_PER_BLOCK
         nr = int(self.meta.headers["nr_entries"][block])
         width = int(self.meta.headers["max_entries"][block])
+        if problem is None and nr == 0:  # an empty tree is an empty leaf, never this
+            problem = "node.nr-entries", f"internal btree node {block} has no entries"
         if problem is None:
             keys = self.meta.words[base + HEADER_WORDS : base + HEADER_WORDS + nr]
             problem = _key_problem(keys, lo, hi)

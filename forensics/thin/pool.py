@@ -78,9 +78,8 @@ def read_pool(meta: MetadataFile, *, space_maps: bool = True) -> Pool:
         pool.metadata_sm = read_metadata_space_map(
             meta, sb.metadata_space_map_root, pool.findings, pool.limit
         )
-        metadata_blocks = int(sb.metadata_space_map_root.nr_blocks) or meta.nr_blocks
         pool.data_sm = read_data_space_map(
-            meta, sb.data_space_map_root, pool.findings, pool.limit, metadata_blocks
+            meta, sb.data_space_map_root, pool.findings, pool.limit, pool.limit
         )
         _read_metadata_snapshot(pool)
     return pool

@@ -76,9 +76,12 @@ def read_data_space_map(
     meta: MetadataFile, root: object, findings: Findings, limit: int, metadata_blocks: int
 ) -> SpaceMap | None:
     """The data space map of superblock root ``root``: its index is a btree of index entries.
-    ``metadata_blocks`` (the metadata device's size) bounds the number of bitmaps."""
+    ``metadata_blocks`` (the metadata device's size) bounds the number of bitmaps, and so does
+    the file's own block count: every bitmap is a block of it, so a claimed size past that is
+    damage, not a reason to allocate counts for 2**64 blocks."""
     nr_blocks = int(root.nr_blocks)  # type: ignore[attr-defined]
     nr_bitmaps = _ceil_div(nr_blocks, fmt.ENTRIES_PER_BITMAP)
+    metadata_blocks = min(metadata_blocks, meta.nr_blocks)
     if nr_bitmaps > metadata_blocks:
         findings.add(
             "datasm.root",
@@ -106,12 +109,13 @@ def read_data_space_map(
         )
         return None
     bitmaps = np.full(nr_bitmaps, -1, dtype=np.int64)
-    keys = forest.keys.astype(np.int64)
-    inside = keys < nr_bitmaps
-    bitmaps[keys[inside]] = forest.values["blocknr"][inside].astype(np.int64)
+    # compare the keys as the unsigned numbers they are: a key of 2**63 or more is no bitmap
+    inside = forest.keys < np.uint64(nr_bitmaps)
+    keys = forest.keys[inside].astype(np.int64)
+    bitmaps[keys] = forest.values["blocknr"][inside].astype(np.int64)
     hidden = _hidden_keys(forest, nr_bitmaps)
     missing = np.flatnonzero((bitmaps < 0) & ~hidden)
-    extra = keys[~inside]
+    extra = forest.keys[~inside]
     if missing.size or extra.size:
         findings.add(
             "datasm.index",
@@ -212,11 +216,10 @@ def _overflow(
         limit=limit,
     )
     forest = walker.walk([0], [int(root.ref_count_root)])  # type: ignore[attr-defined]
-    keys = forest.keys.astype(np.int64)
-    values = forest.values.astype(np.uint32)
-    inside = keys < raw.size
-    stray = keys[~inside]
-    keys, values = keys[inside], values[inside]
+    inside = forest.keys < np.uint64(raw.size)  # unsigned: keys of 2**63 and more are stray
+    stray = forest.keys[~inside]
+    keys = forest.keys[inside].astype(np.int64)
+    values = forest.values[inside].astype(np.uint32)
     not_three = keys[(raw[keys] != 3) & known[keys]]
     small = keys[values < 3]
     counts[keys] = np.where(raw[keys] == 3, values, counts[keys])
