@@ -9,6 +9,18 @@ from typing import Any
 from forensics.formats.ids import chain_ids
 
 STORE = "image/overlay2"
+#: every bbolt file that the real dockerd wrote into the sample
+BOLT_DBS = (
+    "buildkit/cache.db",
+    "buildkit/containerdmeta.db",
+    "buildkit/metadata_v2.db",
+    "buildkit/snapshots.db",
+    "containerd/daemon/io.containerd.metadata.v1.bolt/meta.db",
+    "network/files/local-kv.db",
+    "volumes/metadata.db",
+)
+#: the sample host's page size (tests/test_bbolt.py checks it from the files themselves)
+BOLT_PAGE = 4096
 
 
 @dataclass

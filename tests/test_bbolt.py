@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sample_paths import BOLT_DBS, BOLT_PAGE
 
 from forensics.checks import run_checks
 from forensics.evidence import Evidence
@@ -36,17 +37,6 @@ from forensics.stores.buildkit import (
 )
 from forensics.stores.host import read_host
 
-#: every bbolt file that the real dockerd wrote into the sample
-REAL_DBS = [
-    "buildkit/cache.db",
-    "buildkit/containerdmeta.db",
-    "buildkit/metadata_v2.db",
-    "buildkit/snapshots.db",
-    "containerd/daemon/io.containerd.metadata.v1.bolt/meta.db",
-    "network/files/local-kv.db",
-    "volumes/metadata.db",
-]
-PAGE = 4096  # the sample host's page size; checked below from the files themselves
 HEADER = 16
 ELEMENT = 16
 META_TXID = HEADER + 48  # magic, version, page size, flags, root bucket (16), freelist, pgid
@@ -58,12 +48,12 @@ def db_bytes(root: Path, rel: str) -> bytes:
 
 
 def header(data: bytes | bytearray, pgid: int) -> tuple[int, int, int, int]:
-    fields: tuple[int, int, int, int] = struct.unpack_from("<QHHI", data, pgid * PAGE)
+    fields: tuple[int, int, int, int] = struct.unpack_from("<QHHI", data, pgid * BOLT_PAGE)
     return fields
 
 
 def txid(data: bytes | bytearray, index: int) -> int:
-    value: int = struct.unpack_from("<Q", data, index * PAGE + META_TXID)[0]
+    value: int = struct.unpack_from("<Q", data, index * BOLT_PAGE + META_TXID)[0]
     return value
 
 
@@ -72,7 +62,7 @@ def newer_meta(data: bytes) -> int:
 
 
 def meta_root(data: bytes) -> int:
-    value: int = struct.unpack_from("<Q", data, newer_meta(data) * PAGE + HEADER + 16)[0]
+    value: int = struct.unpack_from("<Q", data, newer_meta(data) * BOLT_PAGE + HEADER + 16)[0]
     return value
 
 
@@ -88,7 +78,7 @@ def first_page(data: bytes, flags: int) -> int:
         _, pflags, count, _ = header(data, pgid)
         if pflags == flags:
             return pgid
-        base = pgid * PAGE + HEADER
+        base = pgid * BOLT_PAGE + HEADER
         for i in range(count):
             at = base + i * ELEMENT
             if pflags == 0x01:
@@ -104,7 +94,7 @@ def first_page(data: bytes, flags: int) -> int:
 
 def damage(data: bytes, pgid: int, offset: int, fmt: str, value: int) -> bytes:
     out = bytearray(data)
-    struct.pack_into(fmt, out, pgid * PAGE + offset, value)
+    struct.pack_into(fmt, out, pgid * BOLT_PAGE + offset, value)
     return bytes(out)
 
 
@@ -133,13 +123,13 @@ def test_fnv1a_64_matches_the_published_vectors() -> None:
 # -- every real file ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("rel", REAL_DBS)
+@pytest.mark.parametrize("rel", BOLT_DBS)
 def test_real_file_decodes_and_every_page_is_accounted_for(sample_master: Path, rel: str) -> None:
     """bbolt's own consistency rule: each page below the high-water mark is a meta page, the
     freelist, a page of the bucket trees (with its overflow) or free; never two of these."""
     data = db_bytes(sample_master, rel)
     db = open_bolt(data)
-    assert db.page_size == PAGE
+    assert db.page_size == BOLT_PAGE
     assert not db.fell_back
     assert db.meta.txid == max(txid(data, 0), txid(data, 1))
     entries = list(db.entries())
@@ -158,10 +148,10 @@ def test_real_file_decodes_and_every_page_is_accounted_for(sample_master: Path, 
 
 def test_overflow_pages_are_read(sample_master: Path) -> None:
     """containerd's meta.db keeps container specs in leaf pages with overflow pages."""
-    db = open_bolt(db_bytes(sample_master, REAL_DBS[4]))
+    db = open_bolt(db_bytes(sample_master, BOLT_DBS[4]))
     specs = [e for e in db.entries() if e.key == b"spec"]
     assert any(overflow for overflow in db.tree_pages.values())
-    assert specs and all(len(e.value) > PAGE for e in specs)
+    assert specs and all(len(e.value) > BOLT_PAGE for e in specs)
     for e in specs:  # a protobuf Any around the OCI spec's JSON: the JSON ends the value
         doc = json.loads(e.value[e.value.index(b'{"ociVersion"') :])
         assert doc["ociVersion"]
@@ -197,7 +187,7 @@ def test_local_kv_holds_the_network_objects(sample_master: Path, truth: dict[str
 def test_containerd_meta_names_the_live_containers(
     sample_master: Path, truth: dict[str, Any]
 ) -> None:
-    entries = read_entries(db_bytes(sample_master, REAL_DBS[4]))
+    entries = read_entries(db_bytes(sample_master, BOLT_DBS[4]))
     tasks = {e.key.decode() for e in entries if e.bucket == (b"v1", b"moby", b"containers")}
     states = {c["Id"]: c["State"]["Status"] for c in truth["inspect_containers"]}
     live = {cid for cid, state in states.items() if state in ("running", "paused")}
@@ -245,14 +235,14 @@ def test_bad_magic_on_both_metas(snapshots: bytes) -> None:
 def test_both_checksums_broken(snapshots: bytes) -> None:
     data = snapshots
     for index in (0, 1):
-        stored = struct.unpack_from("<Q", data, index * PAGE + META_CHECKSUM)[0]
+        stored = struct.unpack_from("<Q", data, index * BOLT_PAGE + META_CHECKSUM)[0]
         data = damage(data, index, META_CHECKSUM, "<Q", stored ^ 1)
     err = expect_damage(data, "bad-meta")
     assert "meta 0: checksum mismatch" in str(err)
-    assert f"meta 1 at byte {PAGE}: checksum mismatch" in str(err)
+    assert f"meta 1 at byte {BOLT_PAGE}: checksum mismatch" in str(err)
 
 
-@pytest.mark.parametrize("rel", REAL_DBS)
+@pytest.mark.parametrize("rel", BOLT_DBS)
 def test_a_broken_newer_meta_falls_back_to_the_older(sample_master: Path, rel: str) -> None:
     data = db_bytes(sample_master, rel)
     newer, older = newer_meta(data), 1 - newer_meta(data)
@@ -317,7 +307,7 @@ def test_elements_that_overlap(snapshots: bytes) -> None:
         data = damage(data, root, at, "<I", 0)
         data = damage(data, root, at + 4, "<I", 3300 - at)
         data = damage(data, root, at + 8, "<I", 0)
-        data = damage(data, root, at + 12, "<I", PAGE - 3300)
+        data = damage(data, root, at + 12, "<I", BOLT_PAGE - 3300)
     expect_damage(data, "overlap")
 
 
@@ -343,7 +333,7 @@ def test_every_truncation_is_damage_or_a_whole_file(sample_master: Path, rel: st
     data = db_bytes(sample_master, rel)
     hwm = open_bolt(data).meta.pgid
     for size in range(0, len(data), 256):
-        if size >= hwm * PAGE:
+        if size >= hwm * BOLT_PAGE:
             assert listing(read_entries(data[:size])) == listing(read_entries(data))
             continue
         with pytest.raises(BoltDamage) as caught:
@@ -436,7 +426,7 @@ def test_a_name_only_in_a_freed_page_is_not_buildkits(sample_root: Path) -> None
     path = sample_root / SNAPSHOTS_DB
     data = bytearray(path.read_bytes())
     free = open_bolt(bytes(data)).freelist()[0]
-    data[free * PAGE + 200 : free * PAGE + 200 + len(name)] = name.encode()
+    data[free * BOLT_PAGE + 200 : free * BOLT_PAGE + 200 + len(name)] = name.encode()
     path.write_bytes(bytes(data))
     findings = {f.object_id: f.check for f in _findings(sample_root) if f.object_id == name}
     assert findings == {name: "driver.unknown-dir"}

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from draw import Draw, mostly
+from sample_paths import BOLT_DBS, BOLT_PAGE
 
 REPO = Path(__file__).resolve().parents[2]
 LAYOUT_EXAMPLES = REPO.parent / "shared/reference/layout_examples"
@@ -401,18 +402,6 @@ def linkgraph_mutations(draw: Draw) -> None:
 
 
 # -- bbolt ----------------------------------------------------------------------------------------
-
-#: the real bbolt files of the real-daemon sample
-BOLT_DBS = (
-    "buildkit/cache.db",
-    "buildkit/containerdmeta.db",
-    "buildkit/metadata_v2.db",
-    "buildkit/snapshots.db",
-    "containerd/daemon/io.containerd.metadata.v1.bolt/meta.db",
-    "network/files/local-kv.db",
-    "volumes/metadata.db",
-)
-BOLT_PAGE = 4096
 
 
 @functools.cache
