@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -106,33 +107,39 @@ def _write(db: sqlite_utils.Database, host: Host, findings: list[Finding], run: 
     _create_tables(db)
     run_id = _insert_run(db, host, findings, run)
     db["images"].insert_all(
-        _image_rows(doc["images"], "modern" if host.layout == "modern" else host.layout)
+        _utf8_rows(_image_rows(doc["images"], "modern" if host.layout == "modern" else host.layout))
     )
     if doc["legacy"]:
-        db["images"].insert_all(_image_rows(doc["legacy"]["images"], "legacy"))
+        db["images"].insert_all(_utf8_rows(_image_rows(doc["legacy"]["images"], "legacy")))
     db["tags"].insert_all(
-        {"ref": ref, "image_id": target, "kind": "digest" if "@" in ref else "tag"}
-        for ref, target in sorted(host.references.items())
+        _utf8_rows(
+            {"ref": ref, "image_id": target, "kind": "digest" if "@" in ref else "tag"}
+            for ref, target in sorted(host.references.items())
+        )
     )
-    db["layers"].insert_all(_layer_rows(host, host.layout))
+    db["layers"].insert_all(_utf8_rows(_layer_rows(host, host.layout)))
     if host.legacy is not None:
-        db["layers"].insert_all(_layer_rows(host.legacy, "legacy"))
+        db["layers"].insert_all(_utf8_rows(_layer_rows(host.legacy, "legacy")))
     images = doc["images"] + (doc["legacy"]["images"] if doc["legacy"] else [])
     db["image_layers"].insert_all(
-        {"image_id": i["id"], "position": n, "layer_id": layer["id"]}
-        for i in images
-        for n, layer in enumerate(i["layers"])
+        _utf8_rows(
+            {"image_id": i["id"], "position": n, "layer_id": layer["id"]}
+            for i in images
+            for n, layer in enumerate(i["layers"])
+        )
     )
-    db["containers"].insert_all(_container_rows(doc))
-    db["volumes"].insert_all(doc["volumes"])
+    db["containers"].insert_all(_utf8_rows(_container_rows(doc)))
+    db["volumes"].insert_all(_utf8_rows(doc["volumes"]))
     db["container_volumes"].insert_all(
-        {"container_id": c["id"], **v} for c in doc["containers"] for v in c["volumes"]
+        _utf8_rows({"container_id": c["id"], **v} for c in doc["containers"] for v in c["volumes"])
     )
-    db["devices"].insert_all(doc["devices"])
-    db["findings"].insert_all(_finding_rows(host, findings, run_id))
+    db["devices"].insert_all(_utf8_rows(doc["devices"]))
+    db["findings"].insert_all(_utf8_rows(_finding_rows(host, findings, run_id)))
     db["files_read"].insert_all(
-        {"run_id": run_id, "path": r.path, "size": r.size, "sha256": r.sha256}
-        for r in sorted(run.reads.values(), key=lambda r: r.path)
+        _utf8_rows(
+            {"run_id": run_id, "path": r.path, "size": r.size, "sha256": r.sha256}
+            for r in sorted(run.reads.values(), key=lambda r: r.path)
+        )
     )
     return run_id
 
@@ -278,6 +285,49 @@ def _create_tables(db: sqlite_utils.Database) -> None:
         db[table].create_index([column])
 
 
+def _utf8_text(value: Any) -> Any:
+    """SQLite text is UTF-8. A name under ROOT that was not UTF-8 keeps its bytes as surrogates
+    (``surrogateescape``); each such byte is stored as ``\\xNN``, as the text report shows it,
+    and a lone surrogate read from a JSON file's ``\\udXXX`` escape as that escape. Lists and
+    dicts are walked, since sqlite-utils stores them as JSON text."""
+    if isinstance(value, str):
+        return value if value.isascii() or _is_utf8(value) else _escape_surrogates(value)
+    if isinstance(value, list | tuple):
+        return [_utf8_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_utf8_text(k): _utf8_text(v) for k, v in value.items()}
+    return value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escape_surrogates(text: str) -> str:
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _utf8_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: _utf8_text(value) for key, value in row.items()}
+
+
+def _utf8_rows(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    return (_utf8_row(row) for row in rows)
+
+
 def _insert_run(
     db: sqlite_utils.Database, host: Host, findings: list[Finding], run: RunInfo
 ) -> int:
@@ -301,7 +351,7 @@ def _insert_run(
         "files_read": len(run.reads),
     }
     table = db["runs"]
-    table.insert(row)
+    table.insert(_utf8_row(row))
     return int(table.last_pk)
 
 
@@ -374,7 +424,7 @@ def _write_deep(db: sqlite_utils.Database, deep: DeepResult) -> None:
     """What ``verify --deep`` found: every file of every layer, each layer's recomputed DiffID,
     and what each container changed."""
     db["layer_checks"].insert_all(
-        (
+        _utf8_rows(
             {
                 "layer_id": r.layer_id,
                 "computed_diff_id": r.diff_id,
@@ -394,7 +444,7 @@ def _write_deep(db: sqlite_utils.Database, deep: DeepResult) -> None:
         foreign_keys=[("layer_id", "layers", "id")],
     )
     db["layer_files"].insert_all(
-        (
+        _utf8_rows(
             {
                 "layer_id": r.layer_id,
                 "path": "/" + f.path,
@@ -417,7 +467,7 @@ def _write_deep(db: sqlite_utils.Database, deep: DeepResult) -> None:
     )
     db["layer_files"].create_index(["path"], if_not_exists=True)
     db["container_changes"].insert_all(
-        (
+        _utf8_rows(
             {"container_id": d.container_id, "kind": c.kind, "path": c.path}
             for d in deep.diffs
             for c in d.changes
@@ -431,29 +481,31 @@ def _write_repair(db: sqlite_utils.Database, repair: RepairRecord, run_id: int) 
     """The plan or the run: one row for the repair, one per action and per finding left
     alone. ``status`` says whether an action was only planned or carried out."""
     db["repair_runs"].insert(
-        {
-            "run_id": run_id,
-            "applied": int(repair.applied),
-            "repair_run": repair.run,
-            "journal": repair.journal,
-            "quarantine": repair.quarantine,
-            "manifest": repair.manifest,
-            "actions": len(repair.actions),
-            "skipped": len(repair.skipped),
-            "errors_left": repair.errors_left,
-        },
+        _utf8_row(
+            {
+                "run_id": run_id,
+                "applied": int(repair.applied),
+                "repair_run": repair.run,
+                "journal": repair.journal,
+                "quarantine": repair.quarantine,
+                "manifest": repair.manifest,
+                "actions": len(repair.actions),
+                "skipped": len(repair.skipped),
+                "errors_left": repair.errors_left,
+            }
+        ),
         pk="run_id",
         foreign_keys=[("run_id", "runs", "id")],
     )
     status = "applied" if repair.applied else "planned"
     db["repair_actions"].insert_all(
-        (_action_row(run_id, n, a, status) for n, a in enumerate(repair.actions, 1)),
+        _utf8_rows((_action_row(run_id, n, a, status) for n, a in enumerate(repair.actions, 1))),
         pk=("run_id", "n"),
         foreign_keys=[("run_id", "runs", "id")],
         columns=_ACTION_COLUMNS,
     )
     db["repair_skipped"].insert_all(
-        ({"run_id": run_id, "n": n, **s} for n, s in enumerate(repair.skipped, 1)),
+        _utf8_rows(({"run_id": run_id, "n": n, **s} for n, s in enumerate(repair.skipped, 1))),
         pk=("run_id", "n"),
         foreign_keys=[("run_id", "runs", "id")],
         columns={"run_id": int, "n": int, "check": str, "path": str, "why": str},

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,34 @@ def test_100k_entries_in_one_directory(sample_root: Path, tmp_path: Path) -> Non
     orphans = [f for f in doc["findings"] if f["check"] == "overlay2.link-orphan"]
     assert len(orphans) == 100_000
     assert peak < MEMORY_BOUND_MIB
+
+
+def test_names_that_are_not_utf8_reach_every_output(
+    sample_root: Path, truth: dict[str, Any], tmp_path: Path
+) -> None:
+    """A name's bytes that are not UTF-8, and a lone surrogate escaped in a JSON file, are shown
+    as escapes in text, JSON and SQLite alike: no output stops on them."""
+    s = SamplePaths(sample_root, truth)
+    _plant_loops_and_names(s)
+    os.mkdir(os.fsencode(s.path("containers")) + b"/bad-\xff")
+    config = s.path(f"containers/{s.container_id('exited')}/config.v2.json")
+    doc = json.loads(config.read_text())
+    name = doc["Name"]
+    doc["Name"] += "\ud800"
+    config.write_text(json.dumps(doc))  # written as the escape \ud800
+    exe = shutil.which("docker-forensics")
+    assert exe
+    db = tmp_path / "case.db"
+    runs = [
+        subprocess.run([exe, "verify", str(sample_root), *args], capture_output=True)
+        for args in (["--format", "text"], ["--format", "json"], ["--sqlite", str(db)])
+    ]
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr for r in runs]  # warnings only
+    assert b"containers/bad-\\xff" in runs[0].stdout
+    paths = {f["path"] for f in json.loads(runs[1].stdout)["findings"]}
+    assert "containers/bad-\udcff" in paths and "overlay2/bad-\udcff\udcfe-name" in paths
+    with sqlite3.connect(db) as conn:
+        stored = {p for (p,) in conn.execute("SELECT path FROM findings")}
+        names = {n for (n,) in conn.execute("SELECT name FROM containers")}
+    assert {"containers/bad-\\xff", "overlay2/bad-\\xff\\xfe-name"} <= stored
+    assert name.lstrip("/") + "\\ud800" in names
