@@ -561,6 +561,23 @@ def test_header_damage_in_a_segment_is_reported(tmp_path: Path) -> None:
     assert report.diff_id != job.recorded_diff_id
 
 
+@pytest.mark.parametrize("payload", [None, ""])
+def test_a_file_without_crc64_is_named_so(tmp_path: Path, payload: str | None) -> None:
+    """tar-split's reassembly compares the crc64 of every file with data: none recorded fails
+    there, so the file is reported (and the rest of the layer still checked)."""
+    job = make_layer(tmp_path, make_tar([("a", b"A\n", "file"), ("b", b"B\n", "file")]))
+    path = Path(job.root) / job.tar_split
+    lines = [json.loads(x) for x in gzip.decompress(path.read_bytes()).splitlines()]
+    (entry,) = [x for x in lines if x.get("name") == "a"]
+    entry["payload"] = payload
+    path.write_bytes(gzip.compress("".join(json.dumps(x) + "\n" for x in lines).encode()))
+    by_path = {f.path: f for f in verify_layer(job).files}
+    assert (by_path["a"].status, by_path["a"].crc64) == ("modified", None)
+    assert by_path["a"].detail.endswith("the layer recorded none (Go's reassembly fails on that)")
+    assert "None" not in by_path["a"].detail
+    assert by_path["b"].status == "ok"
+
+
 def test_duplicates_and_position_gaps_are_problems(tmp_path: Path) -> None:
     job = make_layer(tmp_path, make_tar([("a", b"A\n", "file"), ("b", b"A\n", "file")]))
     rewrite_names(job, {b"b": b"./a"})

@@ -13,6 +13,7 @@ link name; ``g`` (PAX global) is a member of its own. See ``shared/reference/tar
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from zlib import adler32
@@ -22,12 +23,15 @@ from construct import Bytes, Struct
 __all__ = [
     "BLOCK",
     "HEADER",
+    "PAX_TIME",
     "HeaderError",
     "Member",
     "RawHeader",
     "checksum_ok",
     "decode_header",
+    "header_format",
     "parse_number",
+    "parse_octal",
     "parse_pax",
     "plain_member",
     "read_member",
@@ -78,6 +82,22 @@ TYPES = {
     b"S": "sparse",
 }
 _PAX_NUMBERS = {"size", "uid", "gid"}
+_PAX_STRINGS = {"path": "name", "linkpath": "linkname", "uname": "uname", "gname": "gname"}
+#: Go's ``maxSpecialFileSize``: the largest PAX or GNU long-name data it reads
+_MAX_SPECIAL = 1 << 20
+_OCTAL_DIGITS = b"01234567"
+#: what an octal field of a plain header may hold (digits, space and NUL padding)
+_OCTAL_FIELD = _OCTAL_DIGITS + b" \0"
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+#: a decimal as Go's ``strconv.ParseInt`` reads it (base 10): an optional sign, then digits
+_DECIMAL = re.compile(rb"[-+]?[0-9]+")
+#: a PAX time as Go's ``parsePAXTime`` reads it: ``<seconds>[.<digits>]``
+PAX_TIME = re.compile(rb"([-+]?[0-9]+)(?:\.([0-9]{0,9})[0-9]*)?")
+#: typeflags whose members carry no data (Go's ``isHeaderOnlyType``): their size is not read
+_HEADER_ONLY = {b"1", b"2", b"3", b"4", b"5", b"6"}
+_MAGIC_USTAR = b"ustar\0"
+_MAGIC_GNU, _VERSION_GNU = b"ustar ", b" \0"
+_TRAILER_STAR = b"tar\0"
 
 
 class HeaderError(ValueError):
@@ -105,10 +125,8 @@ class RawHeader:
 
     @property
     def path(self) -> bytes:
-        """The member name; a POSIX ustar ``prefix`` is joined in (GNU uses that area else)."""
-        if self.prefix and self.magic == b"ustar\0":
-            return self.prefix + b"/" + self.name
-        return self.name
+        """The member name with the header's ``prefix`` joined in (see :func:`_prefix`)."""
+        return self.prefix + b"/" + self.name if self.prefix else self.name
 
 
 @dataclass(slots=True)
@@ -141,8 +159,8 @@ class Member:
 def checksum_ok(block: bytes) -> bool:
     """True when the stored checksum matches the sum of the block with the checksum field
     counted as spaces (unsigned bytes; the signed sum of very old writers is accepted too)."""
-    try:
-        stored = parse_number(block[_CHKSUM_OFF : _CHKSUM_OFF + 8])
+    try:  # Go reads the checksum as octal only (getFormat's parseOctal)
+        stored = parse_octal(block[_CHKSUM_OFF : _CHKSUM_OFF + 8])
     except HeaderError:
         return False
     unsigned = sum(block) - sum(block[_CHKSUM_OFF : _CHKSUM_OFF + 8]) + 8 * 0x20
@@ -154,27 +172,43 @@ def checksum_ok(block: bytes) -> bool:
 
 
 def parse_number(field: bytes) -> int:
-    """A numeric header field: octal (NUL/space padded) or GNU base-256 (high bit set)."""
+    """A numeric header field as Go's ``parseNumeric`` reads it: GNU base-256 when the high bit
+    is set (two's complement, within 64 bits), else octal (:func:`parse_octal`)."""
     if field and field[0] & 0x80:
         value = int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
         if field[0] & 0x40:  # negative base-256 (two's complement)
             value -= 1 << (8 * len(field) - 1)
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise HeaderError(f"base-256 number {field!r} beyond 64 bits")
         return value
-    try:  # the usual "0000644\0": one call
-        return int(field.rstrip(b"\0 ") or b"0", 8)
-    except ValueError:
-        pass
-    text = field.split(b"\0", 1)[0].strip(b" ")
-    if not text:
-        return 0
-    try:
-        return int(text, 8)
-    except ValueError:
-        raise HeaderError(f"bad octal number {field!r}") from None
+    return parse_octal(field)
+
+
+def parse_octal(field: bytes) -> int:
+    """An octal field as Go's ``parseOctal`` reads it: spaces and NULs trimmed from both ends,
+    cut at the first NUL left, then digits 0-7 alone (``strconv.ParseUint`` in base 8 takes no
+    sign, prefix, underscore or other white space); an empty field is 0."""
+    text = field.strip(b" \0").partition(b"\0")[0]
+    if text.translate(None, _OCTAL_DIGITS):
+        raise HeaderError(f"bad octal number {field!r}")
+    return int(text, 8) if text else 0
+
+
+def header_format(block: bytes) -> str:
+    """The header's format as Go's ``getFormat`` guesses it from the magic: ``"ustar"`` (POSIX,
+    also PAX), ``"star"``, ``"gnu"`` or ``"v7"`` (no magic: the fields after ``linkname`` are
+    not read)."""
+    magic = block[257:263]
+    if magic == _MAGIC_USTAR:
+        return "star" if block[508:512] == _TRAILER_STAR else "ustar"
+    if magic == _MAGIC_GNU and block[263:265] == _VERSION_GNU:
+        return "gnu"
+    return "v7"
 
 
 def decode_header(block: bytes) -> RawHeader:
-    """Decode one header block; raises HeaderError when it is short or its checksum is wrong."""
+    """Decode one header block as Go's ``archive/tar`` reader does; raises HeaderError when it
+    is short, its checksum is wrong or a number it reads is bad."""
     if len(block) < BLOCK:
         raise HeaderError(f"header cut short ({len(block)} of {BLOCK} bytes)")
     if not checksum_ok(block):
@@ -182,7 +216,9 @@ def decode_header(block: bytes) -> RawHeader:
             raise HeaderError("a zero block where a header should be")
         raise HeaderError("header checksum mismatch")
     (name, mode, uid, gid, size, mtime, _, typeflag, linkname, magic, _, uname, gname, major,
-     minor, prefix, _) = _LAYOUT.unpack_from(block)  # fmt: skip
+     minor, _, _) = _LAYOUT.unpack_from(block)  # fmt: skip
+    fmt = header_format(block)
+    v7 = fmt == "v7"
     return RawHeader(
         name=_cstr(name),
         mode=parse_number(mode),
@@ -193,34 +229,69 @@ def decode_header(block: bytes) -> RawHeader:
         typeflag=typeflag,
         linkname=_cstr(linkname),
         magic=magic,
-        uname=_cstr(uname),
-        gname=_cstr(gname),
-        devmajor=_device_number(major),
-        devminor=_device_number(minor),
-        prefix=_cstr(prefix),
+        uname=b"" if v7 else _cstr(uname),
+        gname=b"" if v7 else _cstr(gname),
+        devmajor=0 if v7 else parse_number(major),
+        devminor=0 if v7 else parse_number(minor),
+        prefix=_prefix(block, fmt),
     )
 
 
+def _prefix(block: bytes, fmt: str) -> bytes:
+    """What Go joins in front of the name: the POSIX ``prefix`` (155 bytes; 131 in a star
+    header, whose access and change times follow and must read); nothing for GNU, whose
+    header keeps times there — unless they do not read as numbers, the mark of the buggy
+    Go < 1.8 writer that put a prefix into GNU headers, whose prefix is then taken when it is
+    ASCII."""
+    if fmt == "ustar":
+        return _cstr(block[345:500])
+    if fmt == "star":
+        parse_number(block[476:488])
+        parse_number(block[488:500])
+        return _cstr(block[345:476])
+    if fmt == "gnu" and not (_time_reads(block[345:357]) and _time_reads(block[357:369])):
+        prefix = _cstr(block[345:500])
+        return prefix if prefix.isascii() else b""
+    return b""
+
+
+def _time_reads(field: bytes) -> bool:
+    """A GNU access or change time: absent (first byte NUL) or a number."""
+    if not field[0]:
+        return True
+    try:
+        parse_number(field)
+    except HeaderError:
+        return False
+    return True
+
+
 def parse_pax(data: bytes) -> dict[str, bytes]:
-    """PAX extended header records ``"<len> <key>=<value>\\n"``; raises HeaderError."""
+    """PAX extended header records ``"<len> <key>=<value>\\n"`` as Go's ``parsePAX`` reads
+    them; raises HeaderError. The data is taken whole: a NUL after the last record is an error
+    there too."""
     records: dict[str, bytes] = {}
     pos = 0
-    data = data.rstrip(b"\0")
     while pos < len(data):
         space = data.find(b" ", pos)
         if space < 0:
             raise HeaderError("PAX record without a length")
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise HeaderError("PAX record with a bad length") from None
+        digits = data[pos:space]
+        if len(digits) > 20 or not _DECIMAL.fullmatch(digits):
+            raise HeaderError("PAX record with a bad length")
+        length = int(digits)
+        if length < 5 or pos + length > len(data) or space + 1 >= pos + length - 1:
+            raise HeaderError("PAX record with a bad length")
         record = data[space + 1 : pos + length]
-        if length <= 0 or pos + length > len(data) or not record.endswith(b"\n"):
-            raise HeaderError("PAX record cut short or badly terminated")
+        if not record.endswith(b"\n"):
+            raise HeaderError("PAX record badly terminated")
         key, sep, value = record[:-1].partition(b"=")
-        if not sep:
-            raise HeaderError("PAX record without '='")
-        records[key.decode("utf-8", "surrogateescape")] = value
+        if not sep or not key:
+            raise HeaderError("PAX record without a key")
+        name = key.decode("utf-8", "surrogateescape")
+        if b"\0" in (value if name in _PAX_STRINGS else key):
+            raise HeaderError(f"PAX record {name[:40]!r} holds a NUL")
+        records[name] = value
         pos += length
     return records
 
@@ -238,25 +309,36 @@ def read_member(buf: bytes, offset: int = 0, *, fast: bool = True) -> tuple[Memb
         if member is not None:
             return member, offset + BLOCK
     pax: dict[str, bytes] = {}
-    long_name: bytes | None = None
-    long_link: bytes | None = None
+    long_name = long_link = b""
     while True:
         raw = decode_header(buf[offset : offset + BLOCK])
+        _check_size(raw.typeflag, raw.size)
         offset += BLOCK
         if raw.typeflag not in _EXTENSIONS:
             break
+        if raw.size > _MAX_SPECIAL:
+            raise HeaderError(f"extension header {raw.typeflag!r} of more than 1 MiB")
         end = offset + raw.size
         if end > len(buf):
             raise HeaderError(f"extension header {raw.typeflag!r} data cut short")
         data = buf[offset:end]
         offset += _padded(raw.size)
         if raw.typeflag == b"x":
-            pax.update(parse_pax(data))
+            pax = parse_pax(data)  # a second PAX header replaces the first, as in Go
         elif raw.typeflag == b"L":
             long_name = _cstr(data)
         else:
             long_link = _cstr(data)
-    return _apply(raw, pax, long_name, long_link), offset
+    member = _apply(raw, pax, long_name, long_link)
+    _check_size(member.typeflag, member.size)
+    return member, offset
+
+
+def _check_size(typeflag: bytes, size: int) -> None:
+    """Go's ``handleRegularFile``: a negative size is an error, except for the types that carry
+    no data."""
+    if size < 0 and typeflag not in _HEADER_ONLY:
+        raise HeaderError(f"negative size {size}")
 
 
 # -- the fast path: one plain header ------------------------------------------------------------
@@ -276,16 +358,28 @@ def plain_member(buf: bytes, offset: int = 0) -> Member | None:
     octal — decoded with a fraction of the full decoder's work; None for any other block,
     which :func:`read_member`'s full decoder then reads or rejects. Never raises.
 
-    Where it returns a member, the full decoder returns an equal one: every number is read
-    with :func:`parse_number`'s own first step, and ``tests/test_ustar_fast.py`` holds the two
-    paths against each other."""
+    Where it returns a member, the full decoder returns an equal one: it takes only POSIX
+    headers and GNU headers without times, whose numeric fields hold nothing but octal digits,
+    spaces and NULs (there ``int(field.rstrip(b"\\0 "), 8)`` reads what :func:`parse_octal`
+    reads, or fails), and ``tests/test_ustar_fast.py`` holds the two paths against each other."""
     block = buf[offset : offset + BLOCK]
     if len(block) < BLOCK or block[156:157] in _EXTENSIONS:
         return None
-    (name, mode, uid, gid, size, mtime, chksum, typeflag, linkname, magic, _, uname, gname, major,
+    magic = block[257:263]
+    if magic == _MAGIC_USTAR:
+        if block[508:512] == _TRAILER_STAR:
+            return None
+        join_prefix = True
+    elif magic == _MAGIC_GNU and block[263:265] == _VERSION_GNU and not block[345] | block[357]:
+        join_prefix = False  # GNU without access or change times: no prefix
+    else:
+        return None
+    if block[100:156].lstrip(_OCTAL_FIELD) or block[329:345].lstrip(_OCTAL_FIELD):
+        return None  # a sign, a base-256 number, other white space: the full decoder judges
+    (name, mode, uid, gid, size, mtime, chksum, typeflag, linkname, _, _, uname, gname, major,
      minor, prefix, _) = _LAYOUT.unpack(block)  # fmt: skip
-    # written out (numbers as parse_number's first step, strings as _cstr, the sum over
-    # _RUNS): this runs once per member of a layer, and calls cost
+    # written out (strings as _cstr, the sum over _RUNS): this runs once per member of a
+    # layer, and calls cost
     try:
         if int(chksum.rstrip(b"\0 ") or b"0", 8) != (
             (adler32(block[:148], 0) & 0xFFFF)
@@ -309,19 +403,22 @@ def plain_member(buf: bytes, offset: int = 0) -> Member | None:
             int(minor.rstrip(b"\0 ") or b"0", 8),
             {},
         )
-    except ValueError:  # base-256 or garbage: the full decoder judges
+    except ValueError:  # digits after a NUL, inner spaces: the full decoder judges
         return None
-    if magic == b"ustar\0" and prefix[0]:
+    if join_prefix and prefix[0]:
         member.name = prefix.partition(b"\0")[0] + b"/" + member.name
+    if typeflag == b"\0" and member.name.endswith(b"/"):
+        member.typeflag = b"5"
     return member
 
 
-def _apply(
-    raw: RawHeader, pax: dict[str, bytes], long_name: bytes | None, long_link: bytes | None
-) -> Member:
+def _apply(raw: RawHeader, pax: dict[str, bytes], long_name: bytes, long_link: bytes) -> Member:
+    """The member as Go's reader gives it: PAX records merged, then a (non-empty) GNU long name
+    or link name over them, then an old regular-file type with a trailing ``/`` made a
+    directory."""
     member = Member(
-        name=long_name if long_name is not None else raw.path,
-        linkname=long_link if long_link is not None else raw.linkname,
+        name=raw.path,
+        linkname=raw.linkname,
         size=raw.size,
         mode=raw.mode,
         uid=raw.uid,
@@ -336,29 +433,45 @@ def _apply(
     )
     if pax:
         _apply_pax(member, pax)
+    if long_name:
+        member.name = long_name
+    if long_link:
+        member.linkname = long_link
+    if member.typeflag == b"\0" and member.name.endswith(b"/"):
+        member.typeflag = b"5"
     return member
 
 
 def _apply_pax(member: Member, pax: dict[str, bytes]) -> None:
-    """PAX records override the header's fields (Go's archive/tar mergePAX)."""
-    if "path" in pax:
-        member.name = pax["path"]
-    if "linkpath" in pax:
-        member.linkname = pax["linkpath"]
-    for key in _PAX_NUMBERS & pax.keys():
-        try:
-            setattr(member, key, int(pax[key]))
-        except ValueError:
-            raise HeaderError(f"PAX {key} is not a number") from None
-    if "mtime" in pax:
-        try:
-            member.mtime = float(pax["mtime"])
-        except ValueError:
-            raise HeaderError("PAX mtime is not a number") from None
-    if "uname" in pax:
-        member.uname = pax["uname"]
-    if "gname" in pax:
-        member.gname = pax["gname"]
+    """PAX records override the header's fields as Go's ``mergePAX`` does: an empty value
+    leaves the header's; numbers are decimals within 64 bits, times ``<s>[.<digits>]``."""
+    for key, value in pax.items():
+        if not value:
+            continue
+        if key in _PAX_STRINGS:
+            setattr(member, _PAX_STRINGS[key], value)
+        elif key in _PAX_NUMBERS:
+            setattr(member, key, _pax_decimal(key, value))
+        elif key == "mtime":
+            member.mtime = _pax_time(value)
+        elif key in ("atime", "ctime"):
+            _pax_time(value)  # read, and an error, though the member keeps no such time
+
+
+def _pax_decimal(key: str, value: bytes) -> int:
+    if len(value) > 20 or not _DECIMAL.fullmatch(value):
+        raise HeaderError(f"PAX {key} is not a number")
+    number = int(value)
+    if not _INT64_MIN <= number <= _INT64_MAX:
+        raise HeaderError(f"PAX {key} beyond 64 bits")
+    return number
+
+
+def _pax_time(value: bytes) -> float:
+    match = PAX_TIME.fullmatch(value)
+    if match is None or len(match[1]) > 20 or not _INT64_MIN <= int(match[1]) <= _INT64_MAX:
+        raise HeaderError(f"PAX time {value[:40]!r} is not a time")
+    return float(value)
 
 
 def _padded(size: int) -> int:

@@ -496,7 +496,11 @@ class _Reassembly:
             rec.detail = f"{size} bytes on disk, {rec.size} in the layer"
         elif found != rec.crc64:
             rec.status, rec.found_crc64 = "modified", found
-            rec.detail = f"crc64 {found}, the layer recorded {rec.crc64}"
+            rec.detail = (
+                f"crc64 {found}, the layer recorded {rec.crc64}"
+                if rec.crc64 is not None
+                else f"crc64 {found}, the layer recorded none (Go's reassembly fails on that)"
+            )
         elif rec.mode is not None and st.st_mode & 0o7777 != rec.mode:  # no call when equal
             self._check_mode(rec, st.st_mode)
 

@@ -35,7 +35,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from forensics.formats.ustar import BLOCK, HeaderError, Member, decode_header, read_member
+from forensics.formats.ustar import (
+    BLOCK,
+    PAX_TIME,
+    HeaderError,
+    Member,
+    decode_header,
+    read_member,
+)
 
 __all__ = ["HASHES", "VERSIONS", "Label", "TarSum", "TarSumError", "parse_label"]
 
@@ -48,7 +55,6 @@ _LABEL = re.compile(r"(tarsum(?:\.v1|\.dev)?)\+([a-z0-9]+):([0-9a-f]+)")
 _EXTENSION_LIMIT = 16 * 1024 * 1024
 _XATTR = b"SCHILY.xattr."
 _EXTENSIONS = (b"x", b"L", b"K")
-_PAX_TIME = re.compile(rb"([-+]?[0-9]+)(?:\.([0-9]{0,9})[0-9]*)?")
 
 
 class TarSumError(ValueError):
@@ -277,7 +283,7 @@ def _mtime(m: Member) -> int:
     text = m.pax.get("mtime")
     if text is None:
         return int(m.mtime)
-    match = _PAX_TIME.fullmatch(text)
+    match = PAX_TIME.fullmatch(text)
     if match is None:
         raise HeaderError(f"PAX mtime {text[:40]!r} is no time")
     seconds = int(match[1])
