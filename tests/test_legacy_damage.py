@@ -16,6 +16,7 @@ TOP = "1cee97b18f87b5fa91633db35f587e2c65c093facfa2cbbe83d5ebe06e1d9125"
 BASE = "df557f39d413a1408f5c28d8aab2892f927237ec22e903ef04b331305130ab38"
 EXITED = "3b03d0958390ccfb92e9f1ee67de628ab315c532120d4512cb72a1805465fb35"
 NEW = "e" * 64
+BASE_OF_MIGRATED = "7b989fd5e6b5c65742647ab6d0e0bbe31d9929eb6625a3d02f242f5c65ee3e0e"
 
 
 def truncate_json(root: Path) -> str:
@@ -220,6 +221,51 @@ def test_unmigrated_graph_image_is_noted(cli, migrated_root: Path) -> None:
     assert ("migration.not-migrated", f"graph/{NEW}", "info") in [
         (f["check"], f["path"], f["severity"]) for f in found
     ]
+
+
+def test_legacy_tags_the_migration_could_not_carry(cli, migrated_root: Path) -> None:
+    graph = migrated_root / "graph"
+    shutil.copytree(graph / BASE_OF_MIGRATED, graph / NEW)
+    (graph / NEW / "json").write_text(f'{{"id":"{NEW}","os":"linux"}}')
+    (migrated_root / "aufs/layers" / NEW).write_text("")
+    (migrated_root / "aufs/diff" / NEW).mkdir()
+    tags = migrated_root / "repositories-aufs"
+    gone = "f" * 64
+    tags.write_text(
+        tags.read_text().replace(
+            '"1.0":', f'"unmigrated":"{NEW}","gone":"{gone}","latest":"{gone}","1.0":'
+        )
+    )
+    (migrated_root / "image/aufs/repositories.json").write_text(
+        (migrated_root / "image/aufs/repositories.json")
+        .read_text()
+        .replace(
+            '{"example/hello:1.0"', '{"docker.io/example/hello:latest":"x","example/hello:1.0"'
+        )
+    )
+    result = cli("verify", migrated_root, "--format", "json")
+    found = {
+        (f["object_id"], f["severity"], f["message"])
+        for f in result.json()["findings"]
+        if f["check"] == "migration.tag-not-migrated"
+    }
+    assert found == {
+        (
+            "example/hello:unmigrated",
+            "warning",
+            f"example/hello:unmigrated: its graph image {NEW[:12]} was never migrated, "
+            "so 1.10+ has no such tag",
+        ),
+        (
+            "example/hello:gone",
+            "warning",
+            f"example/hello:gone: its graph image {gone[:12]} does not exist, "
+            "so 1.10+ has no such tag",
+        ),
+    }, "example/hello:latest is in the 1.10+ store (retagged there), 1.0 was migrated"
+    assert {
+        f["path"] for f in result.json()["findings"] if f["object_id"] == "example/hello:gone"
+    } == {"repositories-aufs"}
 
 
 def test_linkgraph_with_a_damaged_schema(

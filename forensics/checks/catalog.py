@@ -285,6 +285,11 @@ _CHECKS = [
         "migration.not-migrated", "info", "a graph image that no 1.10+ layer uses (never migrated)"
     ),
     Check(
+        "migration.tag-not-migrated",
+        "warning",
+        "a tag of repositories-<driver> the migration could not carry to the 1.10+ tag store",
+    ),
+    Check(
         "migration.diffid-mismatch",
         "error",
         "a layer's DiffID differs from what the migration computed",

@@ -20,6 +20,7 @@ def check_migrated(host: Host) -> Iterator[Finding]:
     yield from check_graph(legacy)
     yield from check_layers(legacy)
     yield from check_leftovers(legacy)
+    yield from _check_legacy_tags(host, legacy)
     by_cache = {layer.cache_id: layer for layer in host.layers.values() if layer.cache_id}
     migrated = set(legacy.migrated_images)
     for gid, old in sorted(legacy.layers.items()):
@@ -40,3 +41,33 @@ def check_migrated(host: Host) -> Iterator[Finding]:
                 f"{short(new.id)} records {short(new.diff_id or 'none')}",
                 **ident,
             )
+
+
+def _check_legacy_tags(host: Host, legacy: Host) -> Iterator[Finding]:
+    """Tags of ``repositories-<driver>`` that the migration could not carry over: the tag
+    migration takes only tags of migrated images, so a tag of a graph image that is missing or
+    was never migrated is in no 1.10+ tag store (unless retagged there since)."""
+    modern = {_familiar(ref) for ref in host.references}
+    for ref, gid in sorted(legacy.references.items()):
+        if gid in legacy.migrated_images or _familiar(ref) in modern:
+            continue
+        if gid in legacy.layers:
+            why = f"its graph image {short(gid)} was never migrated"
+        else:
+            why = f"its graph image {short(gid)} does not exist"
+        yield finding(
+            "migration.tag-not-migrated",
+            legacy.references_path or "",
+            f"{ref}: {why}, so 1.10+ has no such tag",
+            object_type="tag",
+            object_id=ref,
+        )
+
+
+def _familiar(ref: str) -> str:
+    """A reference as the tag stores write it (``busybox:latest``, not
+    ``docker.io/library/busybox:latest``)."""
+    for prefix in ("docker.io/library/", "docker.io/", "index.docker.io/library/", "library/"):
+        if ref.startswith(prefix):
+            return ref[len(prefix) :]
+    return ref
