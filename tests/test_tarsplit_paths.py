@@ -387,3 +387,46 @@ def test_edge_case_streams_decode_alike_without_the_fast_path(
     for line in EDGE_LINES:
         data = gzip.compress(b"\n" + go_line(SEGMENT, 0, b"x") + b"\n\n" + line + b"\n")
         assert decode_stream(data) == json_only(data, monkeypatch), line
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # keys match tar-split's field names case-insensitively, as in Go; the last one wins
+        (b'{"TYPE":2,"Payload":"YWJj","POSITION":3}', (SEGMENT, 3, b"abc", None, 0, False)),
+        (b'{"type":1,"name":"a","size":1,"SIZE":5,"position":0}', (FILE, 0, None, b"a", 5, False)),
+        # Go's folding equals U+017F (long s) to "s"; U+0130 (dotted I) to nothing ASCII
+        (
+            '{"type":1,"name":"a","\u017fize":5,"po\u0130tion":9,"position":1}'.encode(),
+            (FILE, 1, None, b"a", 5, False),
+        ),
+        # null leaves a number or a string as it was, and sets a byte slice to nil
+        (
+            b'{"type":1,"name":"a","size":5,"size":null,"name":null,"position":null}',
+            (FILE, 0, None, b"a", 5, False),
+        ),
+        (
+            b'{"type":2,"payload":"YWJj","payload":null,"position":0}',
+            (SEGMENT, 0, b"", None, 0, False),
+        ),
+        # other keys are ignored
+        (
+            b'{"type":2,"payload":"YWJj","extra":[1,{"x":2}],"position":0}',
+            (SEGMENT, 0, b"abc", None, 0, False),
+        ),
+        # base64 with line breaks anywhere, even in the padding (Go's decoder skips CR and LF)
+        (b'{"type":2,"payload":"YW\\nJj","position":0}', (SEGMENT, 0, b"abc", None, 0, False)),
+        (b'{"type":2,"payload":"YWI\\r\\n=","position":0}', (SEGMENT, 0, b"ab", None, 0, False)),
+        # bytes that are not UTF-8 inside a string: one U+FFFD each, a lossy name
+        (
+            b'{"type":1,"name":"a\xe2\x82b","position":0}',
+            (FILE, 0, None, "a\ufffd\ufffdb".encode(), 0, True),
+        ),
+    ],
+)
+def test_the_json_path_reads_what_go_reads(line: bytes, expected: Fields) -> None:
+    assert by_json(line) == [expected]
+
+
+def test_a_byte_that_is_not_utf8_outside_strings_is_damage() -> None:
+    assert by_json(b'{"type":2,\xff"payload":"","position":0}')[0] == "bad-json"

@@ -28,6 +28,7 @@ reads the same way (``tests/test_tarsplit_paths.py``). Both read a file entry's 
 from __future__ import annotations
 
 import binascii
+import codecs
 import json
 import re
 import zlib
@@ -287,7 +288,37 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+#: tar-split's Entry fields: Go's decoder sets them from keys that match their JSON names
+#: case-insensitively (last key wins); other keys are ignored
+_FIELDS = ("type", "name", "name_raw", "size", "payload", "position")
+#: fields that a JSON null sets to nil (Go slices); null leaves the others as they were
+_NULLABLE = {"name_raw", "payload"}
+#: the two non-ASCII letters that Go's case folding (``bytes.EqualFold``) equals to ASCII ones
+_GO_FOLD = str.maketrans({"\u017f": "s", "\u212a": "k"})
+
+
+def _go_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as Go's decoder fills tar-split's Entry struct from it."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        name = key.translate(_GO_FOLD).lower() if not key.isascii() else key.lower()
+        if name not in _FIELDS or (value is None and name not in _NULLABLE):
+            continue
+        obj[name] = value
+    return obj
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, object_pairs_hook=_go_object)
+
+
+def _go_replace(exc: UnicodeError) -> tuple[str, int]:
+    """Bytes that are not UTF-8: one U+FFFD each, as Go's JSON decoder reads them in strings
+    (outside strings the replacement is no JSON, so the line is still damage)."""
+    assert isinstance(exc, UnicodeDecodeError)
+    return "\ufffd" * (exc.end - exc.start), exc.end
+
+
+codecs.register_error("forensics-go-json", _go_replace)
 
 
 def json_line(line: bytes, lineno: int = 0) -> Iterator[Fields]:
@@ -301,10 +332,7 @@ def _values(line: bytes, lineno: int) -> Iterator[Any]:
     """The JSON values on one line: normally one; several are accepted, separated or
     surrounded by whitespace (Go stream semantics)."""
     decode = _DECODER.raw_decode
-    try:
-        text = line.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TarSplitDamage("bad-json", f"not UTF-8 at byte {exc.start}", 0, lineno) from None
+    text = line.decode("utf-8", "forensics-go-json")
     pos = _skip_space(text, 0)
     end = len(text)
     while pos < end:
@@ -385,12 +413,14 @@ def _name(obj: dict[str, Any], line: int) -> tuple[bytes, bool]:
 
 
 def _b64(value: Any, key: str, line: int) -> bytes | None:
-    """Standard base64, strictly: padded, nothing after the padding, no line breaks (Go's
-    decoder would skip those; its encoder never writes them)."""
+    """Standard base64 as Go's decoder reads it: padded, nothing after the padding; line
+    breaks (CR, LF) anywhere are skipped."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise _bad(f"{key} {value!r:.40} is not a base64 string", line)
+    if "\n" in value or "\r" in value:
+        value = value.replace("\r", "").replace("\n", "")
     if not value:
         return b""
     try:
