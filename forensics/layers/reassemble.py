@@ -631,7 +631,10 @@ class _Reassembly:
             rec.detail = "the opaque xattr (trusted.overlay.opaque) is readable by root only"
             return
         rec.status = "missing"
-        rec.detail = "the directory is not marked opaque (no trusted.overlay.opaque=y)"
+        rec.detail = (
+            "the directory is not marked opaque (no trusted.overlay.opaque=y; a copy made "
+            "without xattrs loses it)"
+        )
 
     # -- the end -------------------------------------------------------------------------------
 
