@@ -106,3 +106,27 @@ def test_root_that_is_a_symlink_is_resolved_once(tmp_path: Path) -> None:
     (tmp_path / "real" / "f").write_text("ok")
     os.symlink(tmp_path / "real", tmp_path / "alias")
     assert Evidence(tmp_path / "alias").read_text("f") == "ok"
+
+
+def test_plain_dir_reads_only_what_is_plain(tmp_path: Path, outside: Path) -> None:
+    """The listing-free fast path reads healthy directories and gives up on anything else
+    (the careful path then names the damage), without opening a FIFO or a symlink."""
+    entry = tmp_path / "root" / "entry"
+    entry.mkdir(parents=True)
+    (entry / "diff").write_text("sha256:" + "a" * 64)
+    (entry / "sub").mkdir()
+    ev = Evidence(tmp_path / "root", record_reads=True)
+    found = ev.read_plain_dir("entry", ("diff", "parent"), probe=("sub", "nothing"))
+    assert found is not None
+    assert found.files == {"diff": b"sha256:" + b"a" * 64} and found.kinds == {"sub": "dir"}
+    assert set(ev.reads) == {"entry/diff"}
+    os.mkfifo(entry / "parent")
+    assert ev.read_plain_dir("entry", ("diff", "parent")) is None  # must not block
+    (entry / "parent").unlink()
+    os.symlink(outside / "config.v2.json", entry / "parent")
+    assert ev.read_plain_dir("entry", ("diff", "parent")) is None
+    assert ev.read_plain_dir("entry", ("sub",)) is None
+    assert ev.read_plain_dir("entry", ("diff",), limit=10) is None
+    os.symlink(entry, tmp_path / "root" / "alias")
+    assert ev.read_plain_dir("alias", ("diff",)) is None
+    assert ev.read_plain_dir("absent", ("diff",)) is None

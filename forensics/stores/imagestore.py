@@ -15,11 +15,7 @@ from forensics.formats.jsonfile import JsonDamage, decode_json
 from forensics.model import Host, Image, Layer, Mount, Problem
 from forensics.parallel import map_entries
 from forensics.progress import track
-from forensics.stores.reading import (
-    as_str,
-    bad_value,
-    read_value,
-)
+from forensics.stores.reading import as_str, bad_value, plain_values, read_value
 from forensics.stores.tags import attach_tags, read_tag_store
 
 
@@ -97,7 +93,15 @@ def _fill_image(image: Image, config: dict[str, Any]) -> None:
         )
 
 
+#: the value files of an image's metadata directory (both optional)
+METADATA_FILES = ("parent", "lastUpdated")
+
+
 def _read_image_metadata(ev: Evidence, image: Image, meta: str) -> None:
+    values = plain_values(ev.read_plain_dir(meta, METADATA_FILES), ())
+    if values is not None:  # healthy metadata, read without listing its directory
+        image.parent, image.last_updated = values.get("parent"), values.get("lastUpdated")
+        return
     try:
         with ev.opendir(meta) as d:
             image.parent = read_value(d, "parent", image.problems, "parent", optional=True)
@@ -132,8 +136,16 @@ def _read_layers(ev: Evidence, host: Host, layerdb: str) -> None:
         host.layers[layer.id] = layer
 
 
+#: the value files of a layerdb entry, and those every entry has
+LAYER_FILES = ("diff", "cache-id", "size", "parent")
+LAYER_REQUIRED = ("diff", "cache-id", "size")
+TAR_SPLIT = "tar-split.json.gz"
+
+
 def _read_layer(ev: Evidence, rel: str, chain: str) -> Layer:
     layer = Layer(id=chain, path=rel)
+    if _read_plain_layer(ev, layer):
+        return layer
     try:
         with ev.opendir(rel) as d:
             _read_layer_files(d, layer)
@@ -142,25 +154,48 @@ def _read_layer(ev: Evidence, rel: str, chain: str) -> Layer:
     return layer
 
 
+def _read_plain_layer(ev: Evidence, layer: Layer) -> bool:
+    """A healthy layerdb entry, read without listing it; False when anything is amiss (the
+    entry is then read the careful way, which names the damage)."""
+    found = ev.read_plain_dir(layer.path, LAYER_FILES, probe=(TAR_SPLIT,))
+    values = plain_values(found, LAYER_REQUIRED)
+    if found is None or values is None:
+        return False
+    _fill_layer(layer, values["diff"], values["cache-id"], values["size"], values.get("parent"))
+    layer.has_tar_split = found.kinds.get(TAR_SPLIT) == "file"
+    return True
+
+
 def _read_layer_files(d: DirHandle, layer: Layer) -> None:
     rel, problems = layer.path, layer.problems
     if not d.types:
         problems["dir"] = Problem(rel, "empty", "empty layer directory")
         return
-    layer.diff_id = read_value(d, "diff", problems, "diff")
-    if layer.diff_id is not None and not is_digest(layer.diff_id):
-        bad_value(problems, "diff", f"{rel}/diff", f"not a sha256 digest: {layer.diff_id[:80]!r}")
-    layer.cache_id = read_value(d, "cache-id", problems, "cache-id")
+    diff_id = read_value(d, "diff", problems, "diff")
+    cache_id = read_value(d, "cache-id", problems, "cache-id")
     size = read_value(d, "size", problems, "size")
+    parent = read_value(d, "parent", problems, "parent", optional=True)
+    _fill_layer(layer, diff_id, cache_id, size, parent)
+    layer.has_tar_split = d.types.get(TAR_SPLIT) == "file"
+
+
+def _fill_layer(
+    layer: Layer, diff_id: str | None, cache_id: str | None, size: str | None, parent: str | None
+) -> None:
+    """The values of a layerdb entry's files, checked for their form."""
+    rel, problems = layer.path, layer.problems
+    layer.diff_id = diff_id
+    if diff_id is not None and not is_digest(diff_id):
+        bad_value(problems, "diff", f"{rel}/diff", f"not a sha256 digest: {diff_id[:80]!r}")
+    layer.cache_id = cache_id
     if size is not None:
         if size.isdigit():
             layer.size = int(size)
         else:
             bad_value(problems, "size", f"{rel}/size", f"not a decimal size: {size[:80]!r}")
-    layer.parent = read_value(d, "parent", problems, "parent", optional=True)
-    if layer.parent is not None and not is_digest(layer.parent):
-        bad_value(problems, "parent", f"{rel}/parent", f"not a ChainID: {layer.parent[:80]!r}")
-    layer.has_tar_split = d.types.get("tar-split.json.gz") == "file"
+    layer.parent = parent
+    if parent is not None and not is_digest(parent):
+        bad_value(problems, "parent", f"{rel}/parent", f"not a ChainID: {parent[:80]!r}")
 
 
 def _read_mounts(ev: Evidence, host: Host, mounts: str) -> None:
@@ -175,7 +210,17 @@ def _read_mounts(ev: Evidence, host: Host, mounts: str) -> None:
         host.mounts[name] = mount
 
 
+#: the value files of a mount record, and the one every record has
+MOUNT_FILES = ("mount-id", "init-id", "parent")
+MOUNT_REQUIRED = ("mount-id",)
+
+
 def _read_mount(ev: Evidence, mount: Mount, rel: str) -> None:
+    values = plain_values(ev.read_plain_dir(rel, MOUNT_FILES), MOUNT_REQUIRED)
+    if values is not None:  # a healthy record, read without listing its directory
+        mount.mount_id = values["mount-id"]
+        mount.init_id, mount.parent = values.get("init-id"), values.get("parent")
+        return
     problems = mount.problems
     try:
         with ev.opendir(rel) as d:

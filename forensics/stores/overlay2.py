@@ -9,7 +9,7 @@ from forensics.evidence import Evidence, ReadFailure
 from forensics.model import DriverDir, Host, Problem
 from forensics.parallel import map_entries
 from forensics.progress import track
-from forensics.stores.reading import read_value
+from forensics.stores.reading import plain_values, read_value
 
 
 def read_overlay2(ev: Evidence, host: Host, base: str = "overlay2") -> None:
@@ -35,8 +35,15 @@ def _read_links(ev: Evidence, host: Host, rel: str) -> None:
         return
 
 
+#: the value files of an overlay2 layer directory (both optional), and the names probed
+DIR_FILES = ("link", "lower")
+DIR_PROBES = ("diff", "committed")
+
+
 def _read_layer_dir(ev: Evidence, name: str, rel: str) -> DriverDir:
     ddir = DriverDir(id=name, path=rel)
+    if _read_plain_layer_dir(ev, ddir):
+        return ddir
     try:
         with ev.opendir(rel) as d:
             ddir.has_diff = d.types.get("diff") == "dir"
@@ -47,3 +54,18 @@ def _read_layer_dir(ev: Evidence, name: str, rel: str) -> DriverDir:
     except ReadFailure as failure:
         ddir.problems["dir"] = Problem(rel, failure.kind, failure.detail)
     return ddir
+
+
+def _read_plain_layer_dir(ev: Evidence, ddir: DriverDir) -> bool:
+    """A healthy layer directory, read without listing it; False when anything is amiss (it
+    is then read the careful way, which names the damage)."""
+    found = ev.read_plain_dir(ddir.path, DIR_FILES, probe=DIR_PROBES)
+    values = plain_values(found, ())
+    if found is None or values is None:
+        return False
+    ddir.has_diff = found.kinds.get("diff") == "dir"
+    ddir.committed = "committed" in found.kinds
+    ddir.link = values.get("link")
+    lower = values.get("lower")
+    ddir.lower = lower.split(":") if lower else None
+    return True

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from forensics.evidence import ReadFailure
+from forensics.evidence import SMALL_LIMIT, PlainDir, ReadFailure
 from forensics.formats.jsonfile import JsonDamage, decode_json
 from forensics.model import Problem
-
-#: small single-value files (ids, sizes) are never longer than this
-SMALL_LIMIT = 64 * 1024
 
 
 class Source(Protocol):
@@ -78,6 +75,30 @@ def read_value(
         problems[role] = Problem(rel, "nul-filled", f"all {len(data)} bytes are NUL")
         return None
     return text
+
+
+def clean_value(data: bytes) -> str | None:
+    """The value of a one-line value file as :func:`read_value` gives it, or None where
+    read_value would record a problem (empty, only whitespace, NUL-filled)."""
+    text = data.decode("utf-8", "replace").strip()
+    return text if text.strip("\x00") else None
+
+
+def plain_values(found: PlainDir | None, required: tuple[str, ...]) -> dict[str, str] | None:
+    """The values of the value files in ``found`` when reading them the careful way would
+    record no problem: every ``required`` file is there and no file is empty or NUL-filled.
+    None otherwise (the caller then reads the directory the careful way)."""
+    if found is None:
+        return None
+    values: dict[str, str] = {}
+    for name, data in found.files.items():
+        value = clean_value(data)
+        if value is None:
+            return None
+        values[name] = value
+    if not all(name in values for name in required):
+        return None
+    return values
 
 
 def bad_value(problems: dict[str, Problem], role: str, rel: str, detail: str) -> None:
