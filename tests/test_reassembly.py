@@ -578,6 +578,22 @@ def test_a_file_without_crc64_is_named_so(tmp_path: Path, payload: str | None) -
     assert by_path["b"].status == "ok"
 
 
+def test_an_entry_of_an_unknown_type_is_skipped_as_docker_skips_it(tmp_path: Path) -> None:
+    job = make_layer(tmp_path, make_tar([("a", b"A\n", "file"), ("b", b"B\n", "file")]))
+    path = Path(job.root) / job.tar_split
+    lines = [json.loads(x) for x in gzip.decompress(path.read_bytes()).splitlines()]
+    for n in (3, 1):  # bytes that would spoil the tar if they were not skipped
+        lines.insert(n, {"type": 3 if n == 1 else 0, "payload": "QUJD"})
+    for n, line in enumerate(lines):
+        line["position"] = n
+    path.write_bytes(gzip.compress("".join(json.dumps(x) + "\n" for x in lines).encode()))
+    report = verify_layer(job)
+    assert report.complete and report.diff_id == job.recorded_diff_id
+    (problem,) = report.problems
+    assert problem.kind == "unknown-entry" and "position 1 has type 3" in problem.message
+    assert {f.path: f.status for f in report.files} == {"a": "ok", "b": "ok"}
+
+
 def test_duplicates_and_position_gaps_are_problems(tmp_path: Path) -> None:
     job = make_layer(tmp_path, make_tar([("a", b"A\n", "file"), ("b", b"A\n", "file")]))
     rewrite_names(job, {b"b": b"./a"})

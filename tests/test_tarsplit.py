@@ -194,7 +194,9 @@ def test_corrupt_deflate_data() -> None:
         (b"", "empty"),
         (b'{"type":2}\n', "not-gzip"),
         (gzip.compress(b"not json\n"), "bad-json"),
-        (gzip.compress(b'{"type":3,"position":0}\n'), "unknown-type"),
+        (gzip.compress(b'{"type":2,"size":"3","position":0}\n'), "bad-entry"),  # any field
+        (gzip.compress(b'{"type":2,"name_raw":0,"position":0}\n'), "bad-entry"),
+        (gzip.compress(b'{"type":' + b"9" * 20 + b',"position":0}\n'), "bad-entry"),
         (gzip.compress(b'{"type":"1","position":0}\n'), "bad-entry"),
         (gzip.compress(b'{"type":2,"payload":"%%%","position":0}\n'), "bad-entry"),
         (gzip.compress(b'{"type":1,"name":"a","size":-1,"position":0}\n'), "bad-entry"),
@@ -210,6 +212,13 @@ def test_damage_kinds(data: bytes, kind: str) -> None:
     damage, _ = damage_of(data)
     assert damage.kind == kind, damage
     assert str(damage)
+
+
+def test_an_entry_of_another_type_is_read_for_the_reassembly_to_skip() -> None:
+    """tar-split's reassembly ignores entry types it does not know (a missing type is 0)."""
+    data = gzip.compress(b'{"type":3,"payload":"QQ==","position":0}\n{"position":1}\n')
+    entries = list(iter_entries(io.BytesIO(data)))
+    assert [(e.type, e.position, e.payload) for e in entries] == [(3, 0, b"A"), (0, 1, b"")]
 
 
 def test_damage_names_the_line() -> None:

@@ -142,6 +142,11 @@ _CHECKS = [
     Check("layer.root-unreadable", "error", "ROOT vanished while the layer was checked"),
     Check("layer.position-gap", "warning", "tar-split entry positions that skip a number"),
     Check("layer.lossy-name", "warning", "a name that tar-split stored as lossy UTF-8"),
+    Check(
+        "layer.unknown-entry",
+        "warning",
+        "a tar-split entry of a type tar-split never writes (skipped, as Docker skips it)",
+    ),
     # mounts
     Check("mount.container-missing", "error", "a mount record whose container is gone"),
     Check("mount.dir-missing", "error", "a mount record path is not a directory"),

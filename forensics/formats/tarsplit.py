@@ -94,7 +94,7 @@ class TarSplitDamage(Exception):
 
     ``kind``: ``empty``, ``not-gzip``, ``corrupt-gzip`` (bad deflate data or trailer CRC),
     ``truncated`` (the gzip or the last line ends early), ``bad-json``, ``bad-entry`` (a value
-    of the wrong type, bad base64, …), ``unknown-type``, ``line-too-long``.
+    of the wrong type, bad base64, …), ``line-too-long``.
     ``entries`` counts the entries decoded before it; ``line`` is the 1-based line at fault.
     """
 
@@ -364,31 +364,23 @@ def decode_entry(obj: Any, line: int = 0) -> Entry:
 def entry_fields(obj: Any, line: int = 0) -> Fields:
     """One decoded JSON object as :data:`Fields`; raises TarSplitDamage when malformed.
 
-    Numbers must fit Go's int64 (tar-split decodes them into ``int``/``int64``). A file's
-    payload is its crc64, 8 bytes; an empty one (``""``, like ``null``) records no crc64 —
-    Go decodes both and then fails that file's integrity check, and so does the reassembly
-    (the file is reported, the stream goes on)."""
+    Every field present must have its Go type, whatever the entry's type (Go's decoder fails
+    the whole entry on one mismatch); numbers must fit Go's int64. An entry of a type other
+    than file or segment (a missing type is 0) is returned as it is: tar-split's reassembly
+    skips it. A file's payload is its crc64, 8 bytes; an empty one (``""``, like ``null``)
+    records no crc64 — Go decodes both and then fails that file's integrity check, and so does
+    the reassembly (the file is reported, the stream goes on)."""
     if not isinstance(obj, dict):
         raise _bad(f"an entry is a JSON {type(obj).__name__}, not an object", line)
-    kind = obj.get("type")
-    position = obj.get("position", 0)
-    if type(kind) is not int:  # bool is no type either
-        raise _bad(f"entry type {kind!r:.40} is not an integer", line)
-    if type(position) is not int:
-        raise _bad(f"position {position!r:.40} is not an integer", line)
-    if not _INT64_MIN <= position <= _INT64_MAX:
-        raise _bad(f"position {position!r:.40} does not fit 64 bits", line)
+    kind = _int64(obj.get("type", 0), "entry type", line)
+    position = _int64(obj.get("position", 0), "position", line)
+    size = _int64(obj.get("size", 0), "size", line)
     payload = _b64(obj.get("payload"), "payload", line)
-    if kind == SEGMENT:
-        return (SEGMENT, position, payload or b"", None, 0, False)
-    if kind != FILE:
-        raise TarSplitDamage("unknown-type", f"unknown entry type {kind}", 0, line)
-    size = obj.get("size", 0)
-    if type(size) is not int or size < 0:
-        raise _bad(f"size {size!r:.40} is not a non-negative integer", line)
-    if size > _INT64_MAX:
-        raise _bad(f"size {size!r:.40} does not fit 64 bits", line)
     name, lossy = _name(obj, line)
+    if kind != FILE:
+        return (kind, position, payload or b"", None, 0, False)
+    if size < 0:
+        raise _bad(f"size {size} is negative", line)
     if payload and len(payload) != 8:
         raise _bad(f"crc64 payload of {len(payload)} bytes, not 8", line)
     return (FILE, position, payload or None, name, size, lossy)
@@ -398,12 +390,18 @@ _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 
 
+def _int64(value: Any, what: str, line: int) -> int:
+    if type(value) is not int:  # bool is no number either
+        raise _bad(f"{what} {value!r:.40} is not an integer", line)
+    if not _INT64_MIN <= value <= _INT64_MAX:
+        raise _bad(f"{what} {value!r:.40} does not fit 64 bits", line)
+    return value
+
+
 def _name(obj: dict[str, Any], line: int) -> tuple[bytes, bool]:
-    raw = obj.get("name_raw")
-    if raw:
-        decoded = _b64(raw, "name_raw", line)
-        if decoded:
-            return decoded, False
+    decoded = _b64(obj.get("name_raw"), "name_raw", line)
+    if decoded:
+        return decoded, False
     name = obj.get("name", "")
     if name is None:
         name = ""

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from forensics.evidence import Evidence, ReadFailure, RootError, entry_type
 from forensics.formats.crc64 import crc64_iso as _crc64
-from forensics.formats.tarsplit import FILE, TarSplitDamage, iter_fields
+from forensics.formats.tarsplit import FILE, SEGMENT, TarSplitDamage, iter_fields
 from forensics.formats.ustar import BLOCK, HeaderError, Member, plain_member, read_member
 from forensics.layers.confine import ConfinedDir, Parts, Refusal, clean_name, kind_of
 from forensics.layers.report import FileRecord, LayerProblem, LayerReport
@@ -323,6 +323,7 @@ class _Reassembly:
         #: listed regular files without an lstat each
         self.listing = walk(cdir) if cdir is not None and style == "diff" else None
         self.lossy = 0
+        self.unknown_entries = 0
 
     # -- the stream --------------------------------------------------------------------------
 
@@ -338,6 +339,9 @@ class _Reassembly:
                 r.entries += 1
                 if kind == FILE:
                     file_entry(payload, name or b"", size, lossy)
+                    continue
+                if kind != SEGMENT:
+                    self._unknown_entry(kind, position)
                     continue
                 payload = payload or b""
                 update(payload)
@@ -366,6 +370,18 @@ class _Reassembly:
                     f"the rebuilt tar hashes to {r.diff_id}, recorded {r.recorded_diff_id}",
                 )
         self._finish()
+
+    def _unknown_entry(self, kind: int, position: int) -> None:
+        """An entry of a type tar-split never writes: its reassembly skips it, and so do we
+        (named once per layer, at the first)."""
+        self.unknown_entries += 1
+        if self.unknown_entries == 1:
+            self._problem(
+                "unknown-entry",
+                self.r.tar_split,
+                f"the entry at position {position} has type {kind}, which tar-split never "
+                "writes: skipped, as Docker's reassembly skips it",
+            )
 
     def _position_gap(self, position: int) -> None:
         r = self.r

@@ -102,8 +102,8 @@ class LayerProblem:
     """A problem of the layer as a whole. ``kind``: ``tar-split-missing``,
     ``tar-split-damaged`` (``damage`` says how: truncated, corrupt-gzip, bad-json, …),
     ``content-dir-missing``, ``diff-id-mismatch``, ``tarsum-mismatch``, ``position-gap``,
-    ``duplicate-path``, ``lossy-name``, ``tar-header-damaged``, ``tar-trailer-damaged``,
-    ``root-unreadable``."""
+    ``duplicate-path``, ``lossy-name``, ``unknown-entry``, ``tar-header-damaged``,
+    ``tar-trailer-damaged``, ``root-unreadable``."""
 
     kind: str
     path: str
