@@ -480,11 +480,3 @@ def _padded(size: int) -> int:
 
 def _cstr(field: bytes) -> bytes:
     return field.partition(b"\0")[0]
-
-
-def _device_number(field: bytes) -> int:
-    """devmajor/devminor: empty in GNU headers of non-devices; never fatal."""
-    try:
-        return parse_number(field)
-    except HeaderError:
-        return 0
