@@ -98,13 +98,12 @@ def check_driver_dirs(host: Host) -> Iterator[Finding]:
         return
     refs = referenced_driver_dirs(host)
     yield from _check_orphans(host, refs)
-    lowers = expected_lowers(host, refs)
     if host.driver in ("overlay2", "fuse-overlayfs"):
-        yield from _check_overlay2(host, refs, lowers)
+        yield from _check_overlay2(host, refs)
     elif host.driver == "aufs":
-        yield from _check_aufs(host, refs, lowers)
+        yield from _check_aufs(host, refs, expected_lowers(host, refs))
     elif host.driver == "overlay":
-        yield from _check_overlay(host, refs, lowers)
+        yield from _check_overlay(host, refs, expected_lowers(host, refs))
 
 
 def _check_orphans(host: Host, refs: dict[str, str]) -> Iterator[Finding]:
@@ -137,10 +136,9 @@ def _check_orphans(host: Host, refs: dict[str, str]) -> Iterator[Finding]:
             )
 
 
-def _check_overlay2(
-    host: Host, refs: dict[str, str], lowers: dict[str, list[str]]
-) -> Iterator[Finding]:
+def _check_overlay2(host: Host, refs: dict[str, str]) -> Iterator[Finding]:
     named_links: set[str] = set()
+    lowers = _Overlay2Lowers(host)
     for name in sorted(refs):
         ddir = host.driver_dirs.get(name)
         if ddir is None:
@@ -148,7 +146,7 @@ def _check_overlay2(
         if ddir.link:
             named_links.add(ddir.link)
         yield from _check_overlay2_dir(host, ddir)
-        yield from _check_overlay2_lower(host, ddir, lowers.get(name, []))
+        yield from _check_overlay2_lower(ddir, lowers.expected(refs[name]))
     for ddir in host.driver_dirs.values():
         if ddir.id not in refs and ddir.link:
             named_links.add(ddir.link)
@@ -157,6 +155,77 @@ def _check_overlay2(
         yield finding(
             "overlay2.link-orphan", f"{base}/l/{link}", "no layer's link file names this link"
         )
+
+
+#: a lower chain that cannot be known (see :class:`_Overlay2Lowers`)
+UNKNOWN: None = None
+
+
+class _Overlay2Lowers:
+    """The ``lower`` file that overlay2 writes into each directory: ``l/<link>`` of every
+    directory below, nearest first. It is computed once per layer from its parent's, so the
+    whole host costs one step per layer rather than one per layer of every chain.
+
+    None where it cannot be known: a layer of the chain is unknown, has no cache id, sits in a
+    loop, or its directory or link is missing. The comparison is then skipped: those gaps are
+    reported by the rules on layers and links.
+    """
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        #: layer id -> the lower entries of the layer and its ancestors, nearest first
+        self.memo: dict[str, list[str] | None] = {}
+
+    def expected(self, ref: str) -> list[str] | None:
+        """The lower entries expected in the directory that ``ref`` (see
+        :func:`referenced_driver_dirs`) names; [] when nothing is below it."""
+        kind, ident = ref.split(":", 1)
+        if kind == "graph":
+            return []
+        if kind == "layer":
+            return self.chain(self.host.layers[ident].parent)
+        chain = self.chain(_container_image_top(self.host, ident))
+        container = self.host.containers.get(ident)
+        init = container.init_id if container is not None else None
+        if kind != "mount" or not init or chain is UNKNOWN:
+            return chain
+        link = self._link_of(init)
+        return UNKNOWN if link is None else [f"l/{link}", *chain]
+
+    def chain(self, start: str | None) -> list[str] | None:
+        """The lower entries of layer ``start`` and its ancestors, nearest first."""
+        if not start:
+            return []
+        if start in self.memo:
+            return self.memo[start]
+        walk: list[str] = []  # layers whose entries are still to compute, nearest first
+        seen: set[str] = set()
+        current: str | None = start
+        tail: list[str] | None = []
+        while current:
+            if current in self.memo:
+                tail = self.memo[current]
+                break
+            layer = self.host.layers.get(current)
+            if layer is None or not layer.cache_id or current in seen:
+                tail = UNKNOWN
+                break
+            walk.append(current)
+            seen.add(current)
+            current = layer.parent
+        for layer_id in reversed(walk):
+            if tail is not UNKNOWN:
+                link = self._link_of(self.host.layers[layer_id].cache_id)
+                tail = UNKNOWN if link is None else [f"l/{link}", *tail]
+            self.memo[layer_id] = tail
+        return self.memo.get(start, tail)
+
+    def _link_of(self, name: str | None) -> str | None:
+        """The link id of driver dir ``name``; None when it, or its link, is missing."""
+        if not name or name == "?":
+            return None
+        ddir = self.host.driver_dirs.get(name)
+        return ddir.link if ddir is not None else None
 
 
 def _check_overlay2_dir(host: Host, ddir: DriverDir) -> Iterator[Finding]:
@@ -209,23 +278,22 @@ def _check_overlay2_dir(host: Host, ddir: DriverDir) -> Iterator[Finding]:
         )
 
 
-def _check_overlay2_lower(host: Host, ddir: DriverDir, below: list[str]) -> Iterator[Finding]:
+def _check_overlay2_lower(ddir: DriverDir, expected: list[str] | None) -> Iterator[Finding]:
+    """``lower`` against the parent chain (``expected``; None when it cannot be known)."""
     ident = {"object_type": "driver-dir", "object_id": ddir.id}
     if "lower" in ddir.problems:
         yield from problem_findings(
             "overlay2", ddir.problems, {"lower": "lower file"}, "driver-dir", ddir.id, ("lower",)
         )
         return
-    links = [host.driver_dirs[b].link if b in host.driver_dirs else None for b in below]
-    if "?" in below or None in links:
+    if expected is UNKNOWN:
         return  # a link of the chain is already reported missing
-    expected = [f"l/{link}" for link in links] or None
-    if ddir.lower != expected:
+    if ddir.lower != (expected or None):
         shown = ":".join(ddir.lower) if ddir.lower else "absent"
         yield finding(
             "overlay2.lower-mismatch",
             f"{ddir.path}/lower",
-            f"lower is {shown[:200]}, the parent chain gives {':'.join(expected or []) or 'none'}",
+            f"lower is {shown[:200]}, the parent chain gives {':'.join(expected) or 'none'}",
             **ident,
         )
 
