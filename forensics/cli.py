@@ -138,10 +138,12 @@ def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool, deep: 
     status = EXIT_ERRORS if counts["error"] else EXIT_OK
     if sqlite_out is not None:
         from forensics.export import RunInfo, export_sqlite  # sqlite-utils loads slowly: only here
+        from forensics.timeline import build_timeline
 
+        events = build_timeline(ev, host)  # before the run's files are collected: it reads too
         run = RunInfo.collect("verify", ev, started, status)
         try:
-            export_sqlite(sqlite_out, host, findings, run, deep_result)
+            export_sqlite(sqlite_out, host, findings, run, deep_result, timeline=events)
         except OSError as exc:
             raise OperationalError(f"{sqlite_out}: {exc.strerror or exc}") from None
     if fmt == "json":
@@ -198,6 +200,33 @@ def diff_command(container: str, root: str, fmt: str) -> int:
     else:
         emit("".join(printable(line) + "\n" for line in result.lines()))
     return EXIT_ERRORS if result.problems else EXIT_OK
+
+
+@cli.command()
+@root_argument
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "jsonl", "csv"]),
+    default="text",
+    show_default=True,
+    help="jsonl and csv carry Timesketch's message, datetime and timestamp_desc.",
+)
+@click.option(
+    "--no-file-times",
+    is_flag=True,
+    help="Only the times Docker recorded, no modification times of its files.",
+)
+def timeline(root: str, fmt: str, no_file_times: bool) -> int:
+    """When ROOT's images were built and tagged and its containers created, started, stopped
+    and last logged: every time Docker recorded, oldest first, with the file it came from."""
+    from forensics.timeline import build_timeline, timeline_csv, timeline_jsonl, timeline_text
+
+    ev = open_root(root)
+    events = build_timeline(ev, read_host(ev), file_times=not no_file_times)
+    render = {"text": timeline_text, "jsonl": timeline_jsonl, "csv": timeline_csv}[fmt]
+    emit(render(events))
+    return EXIT_OK
 
 
 def _resolve_container(host: Host, wanted: str) -> str:

@@ -234,6 +234,27 @@ class Evidence:
         self._record(rel, data)
         return data
 
+    def read_ends(self, rel: str, window: int) -> tuple[bytes, bytes]:
+        """The first and the last ``window`` bytes of the regular file ``rel`` (of any size:
+        a log), with the checks of :meth:`read_bytes`. Not recorded as a file read: only
+        whole files are."""
+        st = self.lstat(rel)
+        if st is None:
+            raise ReadFailure(
+                "missing", rel, "no such file (or a directory on the way is a symlink)"
+            )
+        if not stat.S_ISREG(st.st_mode):  # nothing but a regular file is opened
+            raise ReadFailure("not-regular", rel, f"not a regular file ({_kind_of(st.st_mode)})")
+        fd = self._open(rel)
+        try:
+            head = os.pread(fd, window, 0)
+            tail = os.pread(fd, window, max(0, st.st_size - window))
+        except OSError as exc:
+            raise ReadFailure("unreadable", rel, _reason(exc)) from None
+        finally:
+            os.close(fd)
+        return head, tail
+
     def opendir(self, rel: str) -> DirHandle:
         """Directory ``rel`` held open, to read several of its files cheaply (relative to its
         descriptor, with the entry types its listing gave). Raises ReadFailure."""

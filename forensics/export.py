@@ -25,6 +25,7 @@ from forensics.evidence import Evidence, FileRead
 
 if TYPE_CHECKING:
     from forensics.deep import DeepResult
+    from forensics.timeline import Event
 from forensics.inventory import build_inventory
 from forensics.model import Host
 from forensics.report import Finding, count_by_severity
@@ -83,6 +84,7 @@ def export_sqlite(
     run: RunInfo,
     deep: DeepResult | None = None,
     repair: RepairRecord | None = None,
+    timeline: list[Event] | None = None,
 ) -> None:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
@@ -92,6 +94,8 @@ def export_sqlite(
             run_id = _write(db, host, findings, run)
             if deep is not None:
                 _write_deep(db, deep)
+            if timeline is not None:
+                _write_timeline(db, timeline)
             if repair is not None:
                 _write_repair(db, repair, run_id)
         finally:
@@ -475,6 +479,27 @@ def _write_deep(db: sqlite_utils.Database, deep: DeepResult) -> None:
         pk=("container_id", "path"),
         foreign_keys=[("container_id", "containers", "id")],
     )
+
+
+def _write_timeline(db: sqlite_utils.Database, events: list[Event]) -> None:
+    """``docker-forensics timeline``'s events, oldest first (``id`` keeps their order)."""
+    db["timeline"].create(
+        {
+            "id": int,
+            "datetime": str,
+            "timestamp": int,
+            "timestamp_desc": str,
+            "message": str,
+            "object_type": str,
+            "object_id": str,
+            "path": str,
+        },
+        pk="id",
+    )
+    db["timeline"].insert_all(
+        _utf8_rows({"id": n, **e.as_dict()} for n, e in enumerate(events, 1)), batch_size=5000
+    )
+    db["timeline"].create_index(["datetime"])
 
 
 def _write_repair(db: sqlite_utils.Database, repair: RepairRecord, run_id: int) -> None:

@@ -349,7 +349,7 @@ def test_repair_sqlite_tables_and_columns_are_documented(tmp_path: Path) -> None
 def test_sqlite_tables_and_columns_are_documented(tmp_path: Path) -> None:
     out = tmp_path / "case.db"
     run = RunInfo("docker-forensics", "0", "verify", [], "/nowhere", "host", "user", "now")
-    export_sqlite(out, Host(root="/nowhere"), [], run)
+    export_sqlite(out, Host(root="/nowhere"), [], run, timeline=[])
     columns = _tables(out)
     tables = list(columns)
     documented = entries_of(sections(VERIFY_PAGE)["SQLITE DATABASE"])
