@@ -21,9 +21,8 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from forensics.checks.common import short
 from forensics.evidence import Evidence, ReadFailure
@@ -39,8 +38,9 @@ _LOG_WINDOW = 64 * 1024
 _MESSAGE_TEXT = 160
 
 
-@dataclass(frozen=True, order=True)
-class Event:
+class Event(NamedTuple):
+    """One time, ordered (as a tuple) by time, then kind, then message."""
+
     datetime: str  # ISO 8601, UTC, nanoseconds: 2026-11-28T01:14:45.123456789Z
     timestamp_desc: str  # what happened then: "Container created", "Image built", …
     message: str
@@ -55,7 +55,7 @@ class Event:
         return int(seconds) * 1_000_000 + int(self.datetime[20:26])
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "timestamp": self.timestamp}
+        return {**self._asdict(), "timestamp": self.timestamp}
 
 
 def utc(text: Any) -> str | None:
@@ -67,15 +67,18 @@ def utc(text: Any) -> str | None:
     if match is None:
         return None
     date, clock, fraction, zone = match.groups()
-    offset = "+00:00" if zone in ("Z", "z") else zone
+    utc_zone = zone in ("Z", "z")
     try:
-        moment = datetime.fromisoformat(f"{date}T{clock}{offset}").astimezone(UTC)
+        moment = datetime.fromisoformat(f"{date}T{clock}{'+00:00' if utc_zone else zone}")
+        if not utc_zone:
+            moment = moment.astimezone(UTC)
     except (ValueError, OverflowError):
         return None
     if moment.year <= 1:  # 0001-01-01T00:00:00Z: never happened
         return None
+    seconds = f"{date}T{clock}" if utc_zone else moment.strftime("%Y-%m-%dT%H:%M:%S")
     digits = ((fraction or ".")[1:] + "000000000")[:9]  # nine digits always: sorts as text
-    return f"{moment.strftime('%Y-%m-%dT%H:%M:%S')}.{digits}Z"
+    return f"{seconds}.{digits}Z"
 
 
 def build_timeline(ev: Evidence, host: Host, *, file_times: bool = True) -> list[Event]:
