@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 from conftest import LAYOUT_EXAMPLES, copy_tree
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from forensics.timeline import utc
 
@@ -198,3 +200,15 @@ def test_empty_and_missing_roots(cli: Any, tmp_path: Path) -> None:
     result = cli("timeline", empty)
     assert (result.code, result.stdout) == (0, "0 events\n")
     assert cli("timeline", tmp_path / "nowhere").code == 8
+
+
+@settings(max_examples=2000)
+@given(
+    st.one_of(
+        st.text(max_size=40),
+        st.from_regex(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,12})?(Z|[+-]\d\d:\d\d)"),
+    )
+)
+def test_any_text_is_a_utc_time_or_none(text: str) -> None:
+    when = utc(text)
+    assert when is None or (len(when) == 30 and when.endswith("Z") and when[19] == ".")
