@@ -269,6 +269,11 @@ class Evidence:
             raise ReadFailure("unreadable", rel, _reason(exc)) from None
         return DirHandle(self, rel, fd, types)
 
+    def open_listed(self, rel: str, types: dict[str, str]) -> DirHandle:
+        """Directory ``rel`` held open like :meth:`opendir`, with the entry types of a listing
+        made before (by another process reading the same directory). Raises ReadFailure."""
+        return DirHandle(self, rel, self._open_dir(rel), types)
+
     def read_plain_dir(
         self, rel: str, read: Sequence[str], probe: Sequence[str] = (), limit: int = SMALL_LIMIT
     ) -> PlainDir | None:

@@ -7,6 +7,7 @@ absent (the daemon then uses an empty one) but not damaged.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
@@ -26,11 +27,13 @@ def read_containers(ev: Evidence, host: Host) -> None:
     for name in sorted(set(entries) - set(names)):
         host.add_leftover("containers-stray", f"{base}/{name}")
 
-    def read_one(ev: Evidence, name: str) -> Container:
-        return read_container(ev, f"{base}/{name}", name)
-
+    read_one = partial(_read_container_in, base)
     for container in track(map_entries(ev, read_one, names), "containers", total=len(names)):
         host.containers[container.id] = container
+
+
+def _read_container_in(base: str, ev: Evidence, name: str) -> Container:
+    return read_container(ev, f"{base}/{name}", name)
 
 
 def read_container(ev: Evidence, rel: str, cid: str, *, legacy_era: bool = False) -> Container:

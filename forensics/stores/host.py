@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from forensics.evidence import Evidence
 from forensics.formats.ids import is_hex64
 from forensics.model import Host
+from forensics.parallel import shared_workers
 from forensics.stores.aufs import read_aufs
 from forensics.stores.buildkit import read_buildkit, record_buildkit
 from forensics.stores.containers import read_container, read_containers
@@ -76,6 +77,11 @@ class Detection:
 
 
 def read_host(ev: Evidence) -> Host:
+    with shared_workers(ev):  # forked once, at the first store big enough to need them
+        return _read_host(ev)
+
+
+def _read_host(ev: Evidence) -> Host:
     host = Host(root=str(ev.root))
     read_containers(ev, host)
     found = detect_layout(ev, host)

@@ -7,47 +7,85 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import chain_ids, is_digest, is_hex64
 from forensics.formats.jsonfile import JsonDamage, decode_json
 from forensics.model import Host, Image, Layer, Mount, Problem
-from forensics.parallel import map_entries
+from forensics.parallel import map_entries, submit
 from forensics.progress import track
 from forensics.stores.reading import as_str, bad_value, plain_values, read_value
 from forensics.stores.tags import attach_tags, read_tag_store
 
 
 def read_image_store(ev: Evidence, host: Host, store: str) -> None:
-    """Fill ``host`` with the images, layers, mounts and references under ``store``."""
+    """Fill ``host`` with the images, layers, mounts and references under ``store``.
+
+    The layers, the mount records and the images are all handed to the workers before any is
+    taken in, so that the workers read on while this process takes in the results."""
     host.image_store = store
     read_tag_store(ev, host, f"{store}/repositories.json", legacy=False)
-    _read_layers(ev, host, f"{store}/layerdb")
-    _read_mounts(ev, host, f"{store}/layerdb/mounts")
-    _read_images(ev, host, f"{store}/imagedb")
+    layers = _start_layers(ev, host, f"{store}/layerdb")
+    mounts = _start_mounts(ev, f"{store}/layerdb/mounts")
+    images = _start_images(ev, host, f"{store}/imagedb")
+    for layer in layers:
+        host.layers[layer.id] = layer
+    for mount in mounts:
+        host.mounts[mount.container_id] = mount
+    for image in images:
+        host.images[image.id] = image
     attach_tags(host)
 
 
 # -- imagedb ----------------------------------------------------------------------------------
 
 
-def _read_images(ev: Evidence, host: Host, imagedb: str) -> None:
+def _start_images(ev: Evidence, host: Host, imagedb: str) -> Iterator[Image]:
+    """Every image config in ``imagedb`` (stray entries recorded as leftovers), being read."""
     content = f"{imagedb}/content/sha256"
     with_metadata = ev.names(f"{imagedb}/metadata/sha256")
     try:
-        d = ev.opendir(content)
+        with ev.opendir(content) as d:
+            types = d.types
     except ReadFailure:
-        return
+        return iter(())
+    items: list[tuple[str, str, bool]] = []
+    for name in sorted(types):
+        if is_hex64(name):
+            items.append((name, types[name], name in with_metadata))
+        else:
+            host.add_leftover("imagedb-stray", f"{content}/{name}")
+    read = submit(ev, partial(_read_images_in, imagedb), items)
+    return track(read, "images", total=len(items))
+
+
+def _read_images_in(
+    imagedb: str, ev: Evidence, items: Sequence[tuple[str, str, bool]]
+) -> list[Image]:
+    """The images of ``items`` (name, entry type, whether it has a metadata directory)."""
+    content = f"{imagedb}/content/sha256"
+    try:
+        d = ev.open_listed(content, {name: kind for name, kind, _ in items})
+    except ReadFailure as failure:  # it was there when it was listed
+        problem = Problem(content, failure.kind, failure.detail)
+        return [_unread_image(content, name, problem) for name, _, _ in items]
+    images = []
     with d:
-        for name in track(sorted(d.types), "images"):
-            if not is_hex64(name):
-                host.add_leftover("imagedb-stray", d.path_of(name))
-                continue
+        for name, _, has_metadata in items:
             image = _read_image(d, name, "sha256:" + name)
-            if name in with_metadata:
+            if has_metadata:
                 _read_image_metadata(ev, image, f"{imagedb}/metadata/sha256/{name}")
-            host.images[image.id] = image
+            images.append(image)
+    return images
+
+
+def _unread_image(content: str, name: str, problem: Problem) -> Image:
+    image = Image(id="sha256:" + name, path=f"{content}/{name}")
+    image.problems["config"] = problem
+    return image
 
 
 def _read_image(d: DirHandle, name: str, image_id: str) -> Image:
@@ -115,7 +153,8 @@ def _read_image_metadata(ev: Evidence, image: Image, meta: str) -> None:
 # -- layerdb ----------------------------------------------------------------------------------
 
 
-def _read_layers(ev: Evidence, host: Host, layerdb: str) -> None:
+def _start_layers(ev: Evidence, host: Host, layerdb: str) -> Iterator[Layer]:
+    """Every layer of ``layerdb`` (leftovers and stray entries recorded), being read."""
     for name in ev.listdir_or_empty(f"{layerdb}/tmp"):
         host.add_leftover("layerdb-tmp", f"{layerdb}/tmp/{name}")
     base = f"{layerdb}/sha256"
@@ -128,12 +167,12 @@ def _read_layers(ev: Evidence, host: Host, layerdb: str) -> None:
             host.add_leftover("layerdb-stray", f"{base}/{name}")
         else:
             layers.append(name)
+    read = map_entries(ev, partial(_read_layer_in, base), layers)
+    return track(read, "layers", total=len(layers))
 
-    def read_one(ev: Evidence, name: str) -> Layer:
-        return _read_layer(ev, f"{base}/{name}", "sha256:" + name)
 
-    for layer in track(map_entries(ev, read_one, layers), "layers", total=len(layers)):
-        host.layers[layer.id] = layer
+def _read_layer_in(base: str, ev: Evidence, name: str) -> Layer:
+    return _read_layer(ev, f"{base}/{name}", "sha256:" + name)
 
 
 #: the value files of a layerdb entry, and those every entry has
@@ -198,16 +237,22 @@ def _fill_layer(
         bad_value(problems, "parent", f"{rel}/parent", f"not a ChainID: {parent[:80]!r}")
 
 
-def _read_mounts(ev: Evidence, host: Host, mounts: str) -> None:
+def _start_mounts(ev: Evidence, mounts: str) -> Iterator[Mount]:
+    """Every record in ``mounts``, being read."""
     entries = ev.scandir_types(mounts)
-    for name in track(sorted(entries), "mounts"):
-        rel = f"{mounts}/{name}"
-        mount = Mount(container_id=name, path=rel)
-        if entries[name] != "dir":
-            mount.problems["dir"] = Problem(rel, "not-directory", "not a directory")
-        else:
-            _read_mount(ev, mount, rel)
-        host.mounts[name] = mount
+    items = sorted(entries.items())
+    return track(map_entries(ev, partial(_read_mount_in, mounts), items), "mounts")
+
+
+def _read_mount_in(mounts: str, ev: Evidence, item: tuple[str, str]) -> Mount:
+    name, kind = item
+    rel = f"{mounts}/{name}"
+    mount = Mount(container_id=name, path=rel)
+    if kind != "dir":
+        mount.problems["dir"] = Problem(rel, "not-directory", "not a directory")
+    else:
+        _read_mount(ev, mount, rel)
+    return mount
 
 
 #: the value files of a mount record, and the one every record has

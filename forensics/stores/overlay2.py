@@ -5,34 +5,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from functools import partial
+
 from forensics.evidence import Evidence, ReadFailure
 from forensics.model import DriverDir, Host, Problem
-from forensics.parallel import map_entries
+from forensics.parallel import map_entries, submit
 from forensics.progress import track
 from forensics.stores.reading import plain_values, read_value
 
 
 def read_overlay2(ev: Evidence, host: Host, base: str = "overlay2") -> None:
     entries = ev.scandir_types(base)
-    _read_links(ev, host, f"{base}/l")
+    links = _start_links(ev, f"{base}/l")
     names = [n for n in sorted(entries) if n != "l" and entries[n] == "dir"]
     for name in sorted(set(entries) - set(names) - {"l"}):
         host.add_leftover("driver-stray", f"{base}/{name}")
-
-    def read_one(ev: Evidence, name: str) -> DriverDir:
-        return _read_layer_dir(ev, name, f"{base}/{name}")
-
-    for ddir in track(map_entries(ev, read_one, names), "driver dirs", total=len(names)):
+    dirs = map_entries(ev, partial(_read_layer_dir_in, base), names)
+    for link, target in links:
+        host.links[link] = target
+    for ddir in track(dirs, "driver dirs", total=len(names)):
         host.driver_dirs[ddir.id] = ddir
 
 
-def _read_links(ev: Evidence, host: Host, rel: str) -> None:
+def _start_links(ev: Evidence, rel: str) -> Iterator[tuple[str, str | None]]:
+    """Every ``l/<LINK>`` and its target (None when it is no symlink), being read."""
     try:
         with ev.opendir(rel) as d:
-            for link in sorted(d.types):
-                host.links[link] = d.readlink(link)
+            types = d.types
     except ReadFailure:
-        return
+        return iter(())
+    return submit(ev, partial(_read_links_in, rel), sorted(types.items()))
+
+
+def _read_links_in(
+    rel: str, ev: Evidence, items: Sequence[tuple[str, str]]
+) -> list[tuple[str, str | None]]:
+    """The targets of the links ``items`` (name, entry type) of directory ``rel``."""
+    try:
+        d = ev.open_listed(rel, dict(items))
+    except ReadFailure:  # it was there when it was listed
+        return [(name, None) for name, _ in items]
+    with d:
+        return [(name, d.readlink(name)) for name, _ in items]
+
+
+def _read_layer_dir_in(base: str, ev: Evidence, name: str) -> DriverDir:
+    return _read_layer_dir(ev, name, f"{base}/{name}")
 
 
 #: the value files of an overlay2 layer directory (both optional), and the names probed
