@@ -30,6 +30,7 @@ from forensics.cliutil import (
     now_iso,
     open_root,
 )
+from forensics.heap import keep_until_exit
 from forensics.inventory import build_inventory, inventory_text
 from forensics.model import Host
 from forensics.progress import set_enabled
@@ -127,6 +128,7 @@ def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool, deep: 
     if sqlite_out is not None:
         check_output_path(sqlite_out, ev.root, overwrite)
     host = read_host(ev)
+    keep_until_exit()
     findings = run_checks(host)
     deep_result = None
     if deep:

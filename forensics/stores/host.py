@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from forensics.evidence import Evidence
 from forensics.formats.ids import is_hex64
+from forensics.heap import no_cycle_collection
 from forensics.model import Host
 from forensics.parallel import shared_workers
 from forensics.stores.aufs import read_aufs
@@ -77,7 +78,8 @@ class Detection:
 
 
 def read_host(ev: Evidence) -> Host:
-    with shared_workers(ev):  # forked once, at the first store big enough to need them
+    # the helpers are forked once, at the first store big enough to need them
+    with no_cycle_collection(), shared_workers(ev):
         return _read_host(ev)
 
 
