@@ -10,9 +10,12 @@
 3. runs, interleaved and ``--repeat`` times each, every command in a fresh process and records its
    wall time and peak RSS (``os.wait4``, the call ``/usr/bin/time -v`` makes):
    (a) ``docker-forensics verify ROOT --format json`` from the environment running this script,
-   (b) ``de.py -r ROOT list all_containers`` from the peer's venv;
-4. prints best/median wall time, peak RSS, the ratios ours/peer and a verdict against the goal
-   (ours ≤ 1.0× the peer's time), our exit code and findings by severity, and the peer's count.
+   (b) ``de.py -r ROOT list all_containers`` from the peer's venv,
+   (c) the physical-limit anchor: a minimal loop (one process: open, read, close) over the
+       files that our verify reads, listed by its ``--sqlite`` provenance (``files_read``);
+4. prints best/median wall time, peak RSS, the ratios ours/peer (with a verdict against the
+   goal, ours ≤ 1.0× the peer's time) and ours/anchor, our exit code and findings by severity,
+   and the peer's count.
 """
 
 from __future__ import annotations
@@ -47,6 +50,27 @@ GENERATOR_SOURCES = [
     "tarsplit.py",
 ]
 GOAL_RATIO = 1.0
+#: the anchor: open and read each listed file (paths relative to ROOT), nothing else
+ANCHOR_LOOP = """
+import os, sys
+os.chdir(sys.argv[2])
+with open(sys.argv[1], "rb") as listing:
+    names = listing.read().split(b"\\n")
+flags = os.O_RDONLY | os.O_NOFOLLOW
+buffer = 1 << 16  # one read for all but the rare big file (a bigger one costs an mmap each)
+count = size = 0
+for name in names:
+    if name:
+        fd = os.open(name, flags)
+        got = len(os.read(fd, buffer))
+        size += got
+        while got == buffer:
+            got = len(os.read(fd, buffer))
+            size += got
+        os.close(fd)
+        count += 1
+print(count, size)
+"""
 
 
 @dataclass
@@ -206,7 +230,7 @@ def run_all(tools: list[Tool], repeat: int, out_dir: Path) -> None:
             run = measure(tool.argv, out_dir, f"{tool.label}-{index + 1}")
             tool.runs.append(run)
             say(
-                f"  {tool.label:<5} run {index + 1}/{repeat}: {run.wall:7.2f} s  "
+                f"  {tool.label:<6} run {index + 1}/{repeat}: {run.wall:7.2f} s  "
                 f"{run.peak_kib / 1024:7.1f} MiB  rc {run.rc}"
             )
 
@@ -214,7 +238,7 @@ def run_all(tools: list[Tool], repeat: int, out_dir: Path) -> None:
 # ---- reporting -------------------------------------------------------------------------------
 
 
-def table(tools: list[Tool], ours: Tool | None, peer: Tool) -> None:
+def table(tools: list[Tool], ours: Tool | None, peer: Tool, anchor: Tool | None) -> None:
     width = max(len(" ".join(t.display)) for t in tools)
     say(f"{'command':<{width}}  {'runs':>4}  {'best s':>7}  {'median s':>8}  {'peak MiB':>8}")
     for tool in tools:
@@ -227,11 +251,76 @@ def table(tools: list[Tool], ours: Tool | None, peer: Tool) -> None:
     time_ratio = ours.best() / peer.best()
     mem_ratio = ours.peak_mib() / peer.peak_mib()
     say(f"{'ratio ours/peer':<{width}}  {'':>4}  {time_ratio:>6.2f}x  {'':>8}  {mem_ratio:>7.2f}x")
+    if anchor is not None:
+        floor_ratio = ours.best() / anchor.best()
+        say(f"{'ratio ours/anchor':<{width}}  {'':>4}  {floor_ratio:>6.2f}x")
     met = "met" if time_ratio <= GOAL_RATIO else "NOT met"
     say(
         f"verdict: ours takes {time_ratio:.2f}x the peer's time (best of {len(ours.runs)}) -> "
         f"goal ours <= {GOAL_RATIO:.1f}x {met}; memory {mem_ratio:.2f}x"
     )
+    if anchor is not None:
+        say(
+            f"anchor: ours takes {ours.best() / anchor.best():.2f}x the time of just opening and "
+            f"reading the files it reads (one process; ours uses {workers_of_ours()})"
+        )
+
+
+def workers_of_ours() -> str:
+    """How many processes our verify reads with (``forensics.parallel.workers``)."""
+    configured = os.environ.get("DOCKER_FORENSICS_WORKERS", "")
+    if configured.isdigit() and int(configured) > 0:
+        count = int(configured)
+    else:
+        count = len(os.sched_getaffinity(0))
+    return f"{count} process{'es' if count != 1 else ''}"
+
+
+# ---- the anchor ------------------------------------------------------------------------------
+
+
+#: writes the paths of a --sqlite run's files_read table, one a line; prints count and bytes
+LIST_FILES_READ = """
+import os, sqlite3, sys
+count = size = 0
+with sqlite3.connect(sys.argv[1]) as db, open(sys.argv[2], "wb") as out:
+    for path, length in db.execute("SELECT path, size FROM files_read ORDER BY path"):
+        out.write(os.fsencode(path) + b"\\n")
+        count, size = count + 1, size + length
+print(count, size)
+"""
+
+
+def list_files_read(ours_argv: list[str], root: Path, home: Path) -> tuple[Path, int, int]:
+    """The files our verify reads, from the provenance of a ``--sqlite`` run (untimed):
+    a listing (one path relative to ROOT a line), their count and their total size.
+
+    Done in child processes: the peak RSS of a child counts from its parent's at the fork,
+    so this script must stay small to measure the commands' memory."""
+    database, listing = home / "files-read.db", home / "files-read.txt"
+    database.unlink(missing_ok=True)
+    subprocess.run(
+        ours_argv + ["verify", str(root), "--format", "json", "--sqlite", str(database)],
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
+    counted = subprocess.run(
+        [sys.executable, "-c", LIST_FILES_READ, str(database), str(listing)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    database.unlink()
+    files, size = (int(n) for n in counted.stdout.split())
+    return listing, files, size
+
+
+def report_anchor(tool: Tool, files: int, size: int) -> None:
+    run = tool.runs[-1]
+    read = run.stdout.read_text().split()
+    same = read == [str(files), str(size)]
+    mark = "" if same else f"  !!! expected {files} files, {size} bytes"
+    say(f"anchor: exit code {run.rc}, read {' files, '.join(read)} bytes{mark}")
 
 
 def report_ours(tool: Tool) -> None:
@@ -314,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     tools: list[Tool] = []
-    ours = None
+    ours = anchor = None
+    files = size = 0
     if ours_argv:
         ours = Tool(
             "ours",
@@ -330,14 +420,25 @@ def main(argv: list[str] | None = None) -> int:
         ["de.py", "-r", "ROOT", "list", "all_containers"],
     )
     tools.append(peer)
+    if ours_argv:
+        listing, files, size = list_files_read(ours_argv, root, root.parent)
+        say(f"anchor: the {files} files ({size} bytes) that verify reads, from its --sqlite run")
+        anchor = Tool(
+            "anchor",
+            [sys.executable, "-c", ANCHOR_LOOP, str(listing), str(root)],
+            ["anchor: open+read+close", "of", "the", "same", "files"],
+        )
+        tools.append(anchor)
     say(f"ROOT = {root}  ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})")
     run_all(tools, args.repeat, out_dir)
     say()
-    table(tools, ours, peer)
+    table(tools, ours, peer, anchor)
     say()
     if ours:
         report_ours(ours)
     report_peer(peer, args.containers)
+    if anchor:
+        report_anchor(anchor, files, size)
     if not args.keep:
         shutil.rmtree(out_dir, ignore_errors=True)
     return 0
