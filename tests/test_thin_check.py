@@ -9,7 +9,11 @@ cases it misses (data space map, mapped_blocks, data blocks past the end, times)
 from __future__ import annotations
 
 import json
+import os
 import struct
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -662,3 +666,64 @@ def test_huge_claimed_space_map_sizes(pristine: dict[str, Path], tmp_path: Path)
     status, doc = run_check(path)
     assert status == 4
     assert {"metasm.root", "datasm.root"} <= checks_of(doc)
+
+
+# -- memory on hostile claims --------------------------------------------------------------------
+
+#: peak RSS allowed to ``thin check`` on a 16 MiB file: the interpreter with numpy, construct and
+#: click takes about 40 MiB here; the counts the file claims (66,846,720 data blocks) took
+#: 1.4 GiB before the space maps were compared a span of bitmaps at a time
+HOSTILE_PEAK_MIB = 100
+
+
+def peak_rss_of_check(path: Path) -> tuple[int, dict, float]:
+    """Exit status, JSON report and peak RSS (MiB, ``os.wait4``) of ``thin check`` run in a
+    child process of its own: a child started by ``subprocess`` (vfork/posix_spawn) does not
+    inherit this test process's memory into its ``ru_maxrss``."""
+    argv = [sys.executable, "-c", "from forensics.cli_thin import thin; thin()"]
+    with tempfile.TemporaryFile() as out:
+        child = subprocess.Popen(
+            [*argv, "check", "--format", "json", str(path)],
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        out.seek(0)
+        doc = json.loads(out.read())
+    return os.waitstatus_to_exitcode(status), doc, usage.ru_maxrss / 1024
+
+
+def test_claimed_data_blocks_do_not_set_the_memory(
+    pristine: dict[str, Path], tmp_path: Path
+) -> None:
+    """A 16 MiB file whose data space map claims 4096 bitmaps (one per block of the file) with
+    its index damaged: the memory of the check follows the file, not the claim."""
+    path = copy_of(pristine, "three", tmp_path)
+    assert path.stat().st_size == 16 << 20
+    index = int(superblock(path).data_space_map_root.bitmap_root)
+    tf.edit_block(path, 0, tf.put("Q", 0x40, 4096 * fmt.ENTRIES_PER_BITMAP), xor=SB)
+    _garbage(lambda p: index)(path)
+    status, doc, peak = peak_rss_of_check(path)
+    assert status == 4
+    assert any(
+        e["check"] == "node.checksum" and "data space map index" in e["message"]
+        for e in doc["errors"]
+    )
+    assert peak < HOSTILE_PEAK_MIB, f"peak RSS {peak:.0f} MiB"
+
+
+def test_bitmap_block_of_2_63_is_out_of_range(pristine: dict[str, Path], tmp_path: Path) -> None:
+    """An index entry naming block 2**63 names a block past the end of the metadata; read as a
+    signed number it was negative and reported as a bitmap the index lacks."""
+    path = copy_of(pristine, "three", tmp_path)
+    index = int(superblock(path).data_space_map_root.bitmap_root)
+    assert tf.get(path, index, "I", 4) == fmt.LEAF_NODE
+    tf.edit_block(path, index, tf.put("Q", node_value_offset(path, index, 0), 1 << 63), xor=BT)
+    status, doc = run_check(path)
+    assert status == 4
+    bitmaps = [e for e in doc["errors"] if e["check"] == "datasm.bitmap"]
+    assert [e["message"] for e in bitmaps] == [
+        f"data space map bitmap 0 is at block {1 << 63}, past the end of the metadata"
+    ]
+    assert "datasm.index" not in checks_of(doc)

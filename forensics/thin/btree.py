@@ -16,7 +16,7 @@ pointer of a node visited for the first time is a metadata reference (for the sp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +82,10 @@ class Forest:
     def entries(self, owner: int) -> tuple[np.ndarray, np.ndarray]:
         index = self.entry_index(owner)
         return self.keys[index], self.values[index]
+
+    def chunks(self) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+        """The distinct readable leaves in runs: their indices, keys and values."""
+        yield slice(0, self.leaf_nr.size), self.keys, self.values
 
     def leaf_of_entry(self) -> np.ndarray:
         """For each flat entry, the index of its leaf."""

@@ -15,7 +15,8 @@ are summed up in one finding that names the damage, instead of one finding per b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from forensics.formats import thin as fmt
 from forensics.thin.btree import Forest
 from forensics.thin.findings import ERROR, INFO, WARNING, Findings
 from forensics.thin.pool import Pool
-from forensics.thin.spacemap import SpaceMap
+from forensics.thin.spacemap import CHUNK_BITMAPS, SpaceMap
 
 #: per-block findings up to this many; past it, one summary finding per kind
 PER_BLOCK_LIMIT = 10
@@ -181,7 +182,8 @@ def _report_entries(
 # -- reference counts -----------------------------------------------------------------------------
 
 
-def expected_metadata_counts(pool: Pool, size: int) -> np.ndarray:
+def metadata_references(pool: Pool) -> np.ndarray:
+    """Every reference to a metadata block, ascending (the superblock's own included)."""
     parts: list[np.ndarray] = [np.zeros(1, dtype=np.int64)]  # the superblock
     for forest in (pool.details_forest, pool.top_forest, pool.mappings):
         if forest is not None:
@@ -191,18 +193,28 @@ def expected_metadata_counts(pool: Pool, size: int) -> np.ndarray:
             parts.append(sm.references)
     parts.append(pool.snapshot_references)
     refs = np.concatenate(parts).astype(np.int64)
-    refs = refs[(refs >= 0) & (refs < size)]
-    return np.bincount(refs, minlength=size)
+    refs = refs[refs >= 0]
+    refs.sort()
+    return refs
 
 
-def expected_data_counts(pool: Pool, size: int) -> np.ndarray:
-    """One reference per distinct leaf that maps a block: the live leaves, and those only the
-    metadata snapshot still reaches."""
-    counts = np.zeros(size, dtype=np.int64)
+def expected_metadata_counts(refs: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Uses of metadata blocks ``lo..hi-1`` among the sorted references ``refs``."""
+    a, b = np.searchsorted(refs, [lo, hi])
+    return np.bincount(refs[a:b] - lo, minlength=hi - lo)
+
+
+def expected_data_counts(pool: Pool, lo: int, hi: int) -> np.ndarray:
+    """Uses of data blocks ``lo..hi-1``: one per distinct leaf that maps a block, the live
+    leaves and those only the metadata snapshot still reaches."""
+    counts = np.zeros(hi - lo, dtype=np.int64)
     for forest in (pool.mappings, pool.snapshot_mappings):
         if forest is not None:
-            data = (forest.values >> np.uint64(fmt.TIME_BITS)).astype(np.int64)
-            counts += np.bincount(data[(data >= 0) & (data < size)], minlength=size)
+            for _, _, values in forest.chunks():
+                data = (values >> np.uint64(fmt.TIME_BITS)).astype(np.int64)
+                data = data[(data >= lo) & (data < hi)] - lo
+                if data.size:
+                    counts += np.bincount(data, minlength=hi - lo)
     return counts
 
 
@@ -210,94 +222,118 @@ def _check_metadata_counts(pool: Pool) -> None:
     sm = pool.metadata_sm
     if sm is None:
         return
-    expected = expected_metadata_counts(pool, sm.nr_blocks)
+    refs = metadata_references(pool)
     hidden = (
         pool.tree_damage()
         or sm.damaged
         or any(f.check == "device.no-mappings" for f in pool.findings)
     )
-    _compare(pool, sm, expected, "metasm", "metadata", hidden)
+    _compare(pool, sm, lambda lo, hi: expected_metadata_counts(refs, lo, hi), "metasm", hidden)
 
 
 def _check_data_counts(pool: Pool) -> None:
     sm = pool.data_sm
     if sm is None:
         return
-    expected = expected_data_counts(pool, sm.nr_blocks)
     assert pool.mappings is not None
     detached = any(f.check == "device.no-mappings" for f in pool.findings)
     hidden = bool(pool.mappings.damage) or sm.damaged or detached or pool.tree_damage()
-    _compare(pool, sm, expected, "datasm", "data", hidden)
+    _compare(pool, sm, lambda lo, hi: expected_data_counts(pool, lo, hi), "datasm", hidden)
+
+
+@dataclass
+class _Differences:
+    """Blocks whose count differs one way, gathered span by span: how many, and the first
+    ``PER_BLOCK_LIMIT`` with their uses and counts."""
+
+    total: int = 0
+    first: list[tuple[int, int, int]] = field(default_factory=list)
+
+    def add(self, lo: int, where: np.ndarray, expected: np.ndarray, actual: np.ndarray) -> None:
+        self.total += int(where.size)
+        for i in where[: PER_BLOCK_LIMIT - len(self.first)].tolist():
+            self.first.append((lo + i, int(expected[i]), int(actual[i])))
 
 
 def _compare(
-    pool: Pool, sm: SpaceMap, expected: np.ndarray, prefix: str, name: str, hidden: bool
+    pool: Pool,
+    sm: SpaceMap,
+    expected_in: Callable[[int, int], np.ndarray],
+    prefix: str,
+    hidden: bool,
 ) -> None:
-    actual = sm.counts.astype(np.int64)
-    known = sm.known
-    low = np.flatnonzero(known & (actual < expected))
-    high = np.flatnonzero(known & (actual > expected))
-    findings = pool.findings
-    if low.size:
+    """Compare the space map's counts with the uses, one span of bitmaps at a time."""
+    low, high = _Differences(), _Differences()
+    for lo, hi in sm.spans(_span_bitmaps(pool, sm)):
+        counts, known = sm.counts_in(lo, hi)
+        actual = counts.astype(np.int64)
+        expected = expected_in(lo, hi)
+        low.add(lo, np.flatnonzero(known & (actual < expected)), expected, actual)
+        high.add(lo, np.flatnonzero(known & (actual > expected)), expected, actual)
+    _report_differences(pool.findings, sm, prefix, low, high, hidden)
+
+
+def _span_bitmaps(pool: Pool, sm: SpaceMap) -> int:
+    """Bitmaps compared at a time: enough that the data space map is compared in a few passes
+    over the mappings (each pass reads them all), few enough that a span's counts take no more
+    memory than the mappings themselves."""
+    if sm.name != "data" or pool.mappings is None:
+        return CHUNK_BITMAPS
+    entries = int(pool.mappings.leaf_nr.sum())
+    return max(CHUNK_BITMAPS, entries // fmt.ENTRIES_PER_BITMAP)
+
+
+def _report_differences(
+    findings: Findings,
+    sm: SpaceMap,
+    prefix: str,
+    low: _Differences,
+    high: _Differences,
+    hidden: bool,
+) -> None:
+    name = sm.name
+    if low.total:
         _per_block(
             findings,
             f"{prefix}.count",
             low,
-            expected,
-            actual,
             f"{name} block {{b}} is in use {{e}} times but the space map counts {{a}}",
-            f"{low.size} {name} blocks are in use more often than the space map counts "
+            f"{low.total} {name} blocks are in use more often than the space map counts "
             "(the kernel could hand them out again)",
         )
-    if high.size and hidden:
+    if high.total and hidden:
+        shown = ", ".join(str(b) for b, _, _ in high.first)
         findings.add(
             f"{prefix}.leak",
-            int(high[0]),
-            f"{high.size} {name} blocks are counted higher in the space map than the readable "
-            f"trees use them (first: {_blocks(high)}); expected, since the damage reported "
-            "above hides part of the trees",
+            high.first[0][0],
+            f"{high.total} {name} blocks are counted higher in the space map than the readable "
+            f"trees use them (first: {shown}{', …' if high.total > len(high.first) else ''}); "
+            "expected, since the damage reported above hides part of the trees",
         )
-    elif high.size:
+    elif high.total:
         _per_block(
             findings,
             f"{prefix}.leak",
             high,
-            expected,
-            actual,
             f"{name} block {{b}} is counted {{a}} times but used {{e}} times (leaked)",
-            f"{high.size} {name} blocks are counted higher than they are used (leaked)",
+            f"{high.total} {name} blocks are counted higher than they are used (leaked)",
         )
-    allocated = int(np.count_nonzero(sm.counts))
-    if sm.nr_allocated != allocated and not sm.damaged:
+    if sm.nr_allocated != sm.used and not sm.damaged:
         findings.add(
             f"{prefix}.nr-allocated",
             None,
             f"the {name} space map root says {sm.nr_allocated} blocks are allocated, its bitmaps "
-            f"{allocated} (thin_restore 0.9.0 writes one more than its bitmaps hold)",
+            f"{sm.used} (thin_restore 0.9.0 writes one more than its bitmaps hold)",
         )
 
 
-def _per_block(
-    findings: Findings,
-    check: str,
-    blocks: np.ndarray,
-    expected: np.ndarray,
-    actual: np.ndarray,
-    one: str,
-    many: str,
-) -> None:
-    if blocks.size <= PER_BLOCK_LIMIT:
-        for b in blocks.tolist():
-            findings.add(check, b, one.format(b=b, e=int(expected[b]), a=int(actual[b])))
+def _per_block(findings: Findings, check: str, diff: _Differences, one: str, many: str) -> None:
+    if diff.total <= PER_BLOCK_LIMIT:
+        for b, e, a in diff.first:
+            findings.add(check, b, one.format(b=b, e=e, a=a))
         return
-    first = blocks[:PER_BLOCK_LIMIT].tolist()
-    detail = ", ".join(f"{b} ({int(expected[b])} used, {int(actual[b])} counted)" for b in first)
-    findings.add(check, int(blocks[0]), f"{many}: {detail}, …")
-
-
-def _blocks(blocks: np.ndarray) -> str:
-    shown = ", ".join(str(int(b)) for b in blocks[:PER_BLOCK_LIMIT])
-    return shown + (", …" if blocks.size > PER_BLOCK_LIMIT else "")
+    detail = ", ".join(f"{b} ({e} used, {a} counted)" for b, e, a in diff.first)
+    findings.add(check, diff.first[0][0], f"{many}: {detail}, …")
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -323,7 +359,7 @@ def summary(pool: Pool) -> dict[str, Any]:
         out["mappings"] = int(pool.mappings.entries_per_owner().sum())
     for key, sm in (("metadata_used", pool.metadata_sm), ("data_used", pool.data_sm)):
         if sm is not None:
-            out[key] = int(np.count_nonzero(sm.counts))
+            out[key] = sm.used
     return out
 
 

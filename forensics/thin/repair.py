@@ -444,7 +444,7 @@ def _trees_of_pool(pool: Pool) -> _Trees:
     sm = pool.metadata_sm
     counts = None
     if sm is not None:
-        counts = np.where(sm.known, sm.counts.astype(np.int64), -1)
+        counts = sm.dense(pool.meta.nr_blocks)
     return _Trees(
         details=dict(pool.details),
         details_damage=list(pool.details_forest.damage),
@@ -549,7 +549,7 @@ def _found_counts(meta: MetadataFile, sb: cs.Container | None, limit: int) -> np
     sm = read_metadata_space_map(meta, root, Findings(), limit)
     if sm is None:
         return None
-    return np.where(sm.known, sm.counts.astype(np.int64), -1)
+    return sm.dense(meta.nr_blocks)
 
 
 def _is_index(meta: MetadataFile, block: int) -> bool:

@@ -39,7 +39,11 @@ from forensics.thin.dump import dump_chunks
 from forensics.thin.findings import CHECKS, Findings
 from forensics.thin.ls import device_usage, usage_text
 from forensics.thin.pool import Pool, _read_superblock, read_pool
-from forensics.thin.spacemap import read_data_space_map, read_metadata_space_map
+from forensics.thin.spacemap import (
+    CHUNK_BITMAPS,
+    read_data_space_map,
+    read_metadata_space_map,
+)
 
 BLOCK = fmt.BLOCK_SIZE
 METADATA_BLOCKS = 128
@@ -371,11 +375,15 @@ def spacemap(draw: Draw) -> None:
             sm = read_data_space_map(meta, root, findings, limit, bound)
         assert_findings(findings)
         if sm is not None:
-            assert sm.counts.size == sm.known.size <= sm.nr_blocks
-            # the counts kept are bounded: the metadata space map by the format's largest size,
-            # the data space map by the bitmaps the file can hold
-            most = fmt.MAX_METADATA_BLOCKS if which == "metadata" else meta.nr_blocks
-            assert sm.counts.size <= most * fmt.ENTRIES_PER_BITMAP
+            # counts are decoded a span of bitmaps at a time, never for the claimed size at once;
+            # the bitmaps are bounded by the format (metadata) or by the file's blocks (data)
+            for lo, hi in sm.spans():
+                counts, known = sm.counts_in(lo, hi)
+                assert (
+                    counts.size == known.size == hi - lo <= CHUNK_BITMAPS * fmt.ENTRIES_PER_BITMAP
+                )
+            most = fmt.MAX_METADATA_BITMAPS if which == "metadata" else meta.nr_blocks
+            assert sm.bitmap_blocks.size <= most
 
 
 def _maybe(draw: Draw, value: int) -> int:
