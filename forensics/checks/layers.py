@@ -64,7 +64,8 @@ def _check_layer_files(host: Host, layer: Layer) -> Iterator[Finding]:
             **ident,
         )
         return
-    yield from problem_findings("layer", layer.problems, LAYER_LABELS, "layer", layer.id)
+    if layer.problems:
+        yield from problem_findings("layer", layer.problems, LAYER_LABELS, "layer", layer.id)
     if host.layout == "modern" and layer.diff_id and is_digest(layer.diff_id):
         parent_ok = layer.parent is None or is_digest(layer.parent)
         expected = chain_id(layer.parent, layer.diff_id)
