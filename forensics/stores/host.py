@@ -133,7 +133,9 @@ def detect_layout(ev: Evidence, host: Host) -> Detection:
     stores = {name: store_has_content(ev, f"image/{name}") for name in _image_stores(ev)}
     used = [name for name, count in stores.items() if count] + [d for d in votes if d in stores]
     if used:
-        driver = max(used, key=lambda d: (stores[d], votes[d], _driver_has_data(ev, d)))
+        driver = used[0]
+        if len(set(used)) > 1:  # more than one candidate: the weighing lists driver dirs
+            driver = max(used, key=lambda d: (stores[d], votes[d], _driver_has_data(ev, d)))
         stale = sorted(f"image/{name}" for name in stores if name != driver)
         return Detection("modern", driver, f"image/{driver}", stale)
     if (votes and set(votes) <= CONTAINERD_SNAPSHOTTERS) or any(

@@ -278,6 +278,6 @@ def _read_mount(ev: Evidence, mount: Mount, rel: str) -> None:
 
 def store_has_content(ev: Evidence, store: str) -> int:
     """How many layers and images ``store`` holds (used to pick the store in use)."""
-    layers = [n for n in ev.listdir_or_empty(f"{store}/layerdb/sha256") if is_hex64(n)]
-    images = [n for n in ev.listdir_or_empty(f"{store}/imagedb/content/sha256") if is_hex64(n)]
-    return len(layers) + len(images)
+    layers = sum(1 for n in ev.names(f"{store}/layerdb/sha256") if is_hex64(n))
+    images = sum(1 for n in ev.names(f"{store}/imagedb/content/sha256") if is_hex64(n))
+    return layers + images
