@@ -9,7 +9,9 @@ containerd state and by containers that name a containerd snapshotter.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from forensics.evidence import Evidence
 from forensics.formats.ids import is_hex64
@@ -20,7 +22,7 @@ from forensics.stores.aufs import read_aufs
 from forensics.stores.buildkit import read_buildkit, record_buildkit
 from forensics.stores.containers import read_container, read_containers
 from forensics.stores.devicemapper import read_devicemapper
-from forensics.stores.imagestore import read_image_store, store_has_content
+from forensics.stores.imagestore import start_image_store, store_has_content
 from forensics.stores.legacy import (
     read_graph,
     read_linkgraph,
@@ -28,7 +30,7 @@ from forensics.stores.legacy import (
     read_repositories,
 )
 from forensics.stores.overlay import read_overlay
-from forensics.stores.overlay2 import read_overlay2
+from forensics.stores.overlay2 import start_overlay2
 from forensics.stores.plaindirs import LAYER_DIRS, read_plain_dirs
 from forensics.stores.volumes import read_volumes
 
@@ -89,17 +91,21 @@ def _read_host(ev: Evidence) -> Host:
     found = detect_layout(ev, host)
     host.layout, host.driver, host.stale_stores = found.layout, found.driver, found.stale_stores
     if found.layout == "modern" and found.store:
-        read_image_store(ev, host, found.store)
+        finish_store = start_image_store(ev, host, found.store)
+        finish_driver = _start_driver(ev, host, found.driver)
+        finish_store()
         _modern_container_layers(host)
         if any(is_hex64(name) for name in ev.listdir_or_empty("graph")):
             host.legacy = read_legacy_era(ev, host)
+        finish_driver()
     elif found.layout == "legacy":
         read_graph(ev, host)
         read_repositories(ev, host, found.driver)
         read_linkgraph(ev, host)
         _legacy_container_layers(host)
-    if found.driver:
-        _read_driver(ev, host, found.driver)
+        _start_driver(ev, host, found.driver)()
+    elif found.driver:
+        _start_driver(ev, host, found.driver)()
     read_volumes(ev, host)
     read_buildkit(ev, host)
     if host.buildkit_present:
@@ -185,10 +191,17 @@ def _looks_like_docker(ev: Evidence) -> bool:
     return any(ev.is_dir(name) for name in ("containers", "image", "volumes", "tmp", "network"))
 
 
-def _read_driver(ev: Evidence, host: Host, driver: str) -> None:
+def _start_driver(ev: Evidence, host: Host, driver: str | None) -> Callable[[], None]:
+    """Start reading the driver's directories; the function returned finishes it. overlay2 is
+    handed to the workers now, so that they read it while the image store is taken in; the
+    other drivers are read when the function is called."""
     if driver in ("overlay2", "fuse-overlayfs"):
-        read_overlay2(ev, host, driver)
-    elif driver == "overlay":
+        return start_overlay2(ev, host, driver)
+    return partial(_read_driver, ev, host, driver)
+
+
+def _read_driver(ev: Evidence, host: Host, driver: str | None) -> None:
+    if driver == "overlay":
         read_overlay(ev, host)
     elif driver == "aufs":
         read_aufs(ev, host)

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -22,22 +22,32 @@ from forensics.stores.tags import attach_tags, read_tag_store
 
 
 def read_image_store(ev: Evidence, host: Host, store: str) -> None:
-    """Fill ``host`` with the images, layers, mounts and references under ``store``.
+    """Fill ``host`` with the images, layers, mounts and references under ``store``."""
+    start_image_store(ev, host, store)()
+
+
+def start_image_store(ev: Evidence, host: Host, store: str) -> Callable[[], None]:
+    """Start reading ``store`` into ``host``; the function returned finishes it.
 
     The layers, the mount records and the images are all handed to the workers before any is
-    taken in, so that the workers read on while this process takes in the results."""
+    taken in, so that the workers read on while this process takes in the results (and
+    starts on the driver's directories in between)."""
     host.image_store = store
     read_tag_store(ev, host, f"{store}/repositories.json", legacy=False)
     layers = _start_layers(ev, host, f"{store}/layerdb")
     mounts = _start_mounts(ev, f"{store}/layerdb/mounts")
     images = _start_images(ev, host, f"{store}/imagedb")
-    for layer in layers:
-        host.layers[layer.id] = layer
-    for mount in mounts:
-        host.mounts[mount.container_id] = mount
-    for image in images:
-        host.images[image.id] = image
-    attach_tags(host)
+
+    def finish() -> None:
+        for layer in layers:
+            host.layers[layer.id] = layer
+        for mount in mounts:
+            host.mounts[mount.container_id] = mount
+        for image in images:
+            host.images[image.id] = image
+        attach_tags(host)
+
+    return finish
 
 
 # -- imagedb ----------------------------------------------------------------------------------

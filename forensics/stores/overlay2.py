@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
 from forensics.evidence import Evidence, ReadFailure
@@ -16,16 +16,27 @@ from forensics.stores.reading import plain_values, read_value
 
 
 def read_overlay2(ev: Evidence, host: Host, base: str = "overlay2") -> None:
+    start_overlay2(ev, host, base)()
+
+
+def start_overlay2(ev: Evidence, host: Host, base: str = "overlay2") -> Callable[[], None]:
+    """Start reading the layer directories and links of ``base`` into ``host`` (handed to the
+    workers); the function returned finishes it."""
     entries = ev.scandir_types(base)
     links = _start_links(ev, f"{base}/l")
     names = [n for n in sorted(entries) if n != "l" and entries[n] == "dir"]
-    for name in sorted(set(entries) - set(names) - {"l"}):
-        host.add_leftover("driver-stray", f"{base}/{name}")
+    strays = sorted(set(entries) - set(names) - {"l"})
     dirs = map_entries(ev, partial(_read_layer_dir_in, base), names)
-    for link, target in links:
-        host.links[link] = target
-    for ddir in track(dirs, "driver dirs", total=len(names)):
-        host.driver_dirs[ddir.id] = ddir
+
+    def finish() -> None:
+        for name in strays:
+            host.add_leftover("driver-stray", f"{base}/{name}")
+        for link, target in links:
+            host.links[link] = target
+        for ddir in track(dirs, "driver dirs", total=len(names)):
+            host.driver_dirs[ddir.id] = ddir
+
+    return finish
 
 
 def _start_links(ev: Evidence, rel: str) -> Iterator[tuple[str, str | None]]:
