@@ -9,11 +9,9 @@ cases it misses (data space map, mapped_blocks, data blocks past the end, times)
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -676,22 +674,36 @@ def test_huge_claimed_space_map_sizes(pristine: dict[str, Path], tmp_path: Path)
 HOSTILE_PEAK_MIB = 100
 
 
+#: run by a small interpreter of its own: it starts ``thin check`` and prints the exit status
+#: and ``ru_maxrss`` that ``os.wait4`` gives for it
+_MEASURE = """
+import os, subprocess, sys
+with open(sys.argv[2], "wb") as out:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from forensics.cli_thin import thin; thin()", "check",
+         "--format", "json", sys.argv[1]],
+        stdout=out,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def peak_rss_of_check(path: Path) -> tuple[int, dict, float]:
-    """Exit status, JSON report and peak RSS (MiB, ``os.wait4``) of ``thin check`` run in a
-    child process of its own: a child started by ``subprocess`` (vfork/posix_spawn) does not
-    inherit this test process's memory into its ``ru_maxrss``."""
-    argv = [sys.executable, "-c", "from forensics.cli_thin import thin; thin()"]
-    with tempfile.TemporaryFile() as out:
-        child = subprocess.Popen(
-            [*argv, "check", "--format", "json", str(path)],
-            stdout=out,
-            stderr=subprocess.DEVNULL,
-            cwd=Path(__file__).resolve().parent.parent,
-        )
-        _, status, usage = os.wait4(child.pid, 0)
-        out.seek(0)
-        doc = json.loads(out.read())
-    return os.waitstatus_to_exitcode(status), doc, usage.ru_maxrss / 1024
+    """Exit status, JSON report and peak RSS (MiB, ``os.wait4``'s ``ru_maxrss``) of ``thin
+    check`` in a child process. The child is started by a small interpreter, not by this test
+    process: Linux carries the peak RSS of the process that calls exec into ``ru_maxrss``
+    (``vfork`` included), so a child started from pytest would report pytest's size."""
+    report = path.with_suffix(".json")
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path), str(report)],
+        capture_output=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    status, peak_kib = map(int, result.stdout.split())
+    return status, json.loads(report.read_text()), peak_kib / 1024
 
 
 def test_claimed_data_blocks_do_not_set_the_memory(

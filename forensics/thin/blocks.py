@@ -2,6 +2,10 @@
 
 The file is memory-mapped read-only; numpy views over the map give the btree node headers of
 every block and the file as 64-bit words, so that bulk decoding never copies whole blocks.
+Every mapped page that has been read counts in the process's resident size (clean file pages,
+but counted): readers call :meth:`MetadataFile.release` after each run of blocks, which unmaps
+the pages read so far (``MADV_DONTNEED``; they stay in the page cache and come back on the
+next read), so that the resident size follows the run, not the file.
 Block numbers are checked against the file's end before any access: a truncated file yields
 findings, not exceptions.
 """
@@ -17,6 +21,8 @@ from types import TracebackType
 import numpy as np
 
 from forensics.formats import thin as fmt
+
+_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
 
 
 class MetadataOpenError(Exception):
@@ -47,6 +53,8 @@ class MetadataFile:
         self.headers = np.frombuffer(buffer, dtype=fmt.NODE_BLOCK_DTYPE, count=self.nr_blocks)
         #: the whole blocks as little-endian 64-bit words, flat
         self.words = np.frombuffer(buffer, dtype="<u8", count=length // 8)
+        #: the whole blocks as little-endian 32-bit words, flat
+        self.words32 = np.frombuffer(buffer, dtype="<u4", count=length // 4)
         #: the whole blocks as bytes, one row per block
         self.bytes = np.frombuffer(buffer, dtype=np.uint8, count=length).reshape(-1, 4096)
 
@@ -71,13 +79,18 @@ class MetadataFile:
         self.close()
 
     def close(self) -> None:
-        self.headers = self.words = self.bytes = np.zeros(0)
+        self.headers = self.words = self.words32 = self.bytes = np.zeros(0)
         if self._map is not None:
             try:
                 self._map.close()
             except BufferError:  # a caller still holds a view; the map goes with it
                 pass
             self._map = None
+
+    def release(self) -> None:
+        """Hand the pages read so far back to the page cache (reads after this still work)."""
+        if self._map is not None and _DONTNEED is not None:
+            self._map.madvise(_DONTNEED)
 
     def contains(self, blocknr: int) -> bool:
         return 0 <= blocknr < self.nr_blocks

@@ -5,8 +5,14 @@ mapping trees of a pool, or a single details tree) in two phases:
 
 1. the internal nodes, depth first in Python (there are few: about one per 250 leaves), each
    checked like ``thin_check`` checks it; children come out of the node as numpy arrays;
-2. the leaves, all at once: headers through the numpy view of every block, keys and values
+2. the leaves, a few thousand at a time: headers through the numpy view of every block, keys
    gathered from the file with index arithmetic (no per-leaf Python work beyond the checksum).
+
+The entries themselves are not kept: a :class:`Forest` holds what each leaf is (block, number of
+entries, key range) and gathers keys and values from the file when asked, a run of leaves
+(:meth:`Forest.chunks`) or one tree (:meth:`Forest.entries`) at a time. After each run the pages
+read are handed back (:meth:`MetadataFile.release`), so that memory follows the run, not the
+pool: the file's pages count in the resident size while they are mapped.
 
 Subtrees shared between trees (snapshots share their origin's nodes) are walked once: a memo
 keyed by block hands the second tree the leaves found under it. A node that fails a check is
@@ -16,6 +22,7 @@ pointer of a node visited for the first time is a metadata reference (for the sp
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -26,6 +33,7 @@ from forensics.thin.blocks import MetadataFile
 from forensics.thin.findings import Findings
 
 KEY_MAX = (1 << 64) - 1
+
 MAX_DEPTH = 16
 WORDS_PER_BLOCK = fmt.BLOCK_SIZE // 8
 HEADER_WORDS = fmt.NODE_HEADER_SIZE // 8
@@ -41,22 +49,30 @@ class Damage:
     hi: int
 
 
+#: leaves read between two releases of the file's pages. A read fault maps up to 16 pages
+#: around the one read (the kernel's fault-around), so scattered leaves cost up to 64 KiB each:
+#: 256 of them at most 16 MiB
+READ_RUN = 256
+#: leaves handed out at a time by :meth:`Forest.chunks` (about 4,000 × 126 mappings)
+CHUNK_LEAVES = 1024
+
+
 @dataclass
 class Forest:
     """The readable leaves of a set of trees, in key order per tree.
 
-    ``leaf_*`` describe each distinct readable leaf; ``keys``/``values`` hold their entries flat
-    (leaf *i* at ``leaf_start[i]`` for ``leaf_nr[i]`` entries). ``ref_owner``/``ref_leaf`` list,
-    tree by tree and in key order, the leaves each tree reaches (a shared leaf once per tree).
+    ``leaf_*`` describe each distinct readable leaf; their entries stay in the file until asked
+    for (:meth:`chunks`, :meth:`entries`, :attr:`keys`). ``ref_owner``/``ref_leaf`` list, tree by
+    tree and in key order, the leaves each tree reaches (a shared leaf once per tree).
     """
 
+    meta: MetadataFile
     owners: list[int]
     value_size: int
     leaf_blocks: np.ndarray
     leaf_nr: np.ndarray
-    leaf_start: np.ndarray
-    keys: np.ndarray
-    values: np.ndarray
+    #: max_entries of each leaf: where its values start
+    leaf_width: np.ndarray
     ref_owner: np.ndarray
     ref_leaf: np.ndarray
     references: np.ndarray
@@ -64,6 +80,29 @@ class Forest:
     nodes: int = 0
     #: every node block walked (internal nodes and leaves)
     visited: set[int] = field(default_factory=set)
+
+    @property
+    def leaf_start(self) -> np.ndarray:
+        """Where each leaf's entries start in :attr:`keys`/:attr:`values`."""
+        return np.cumsum(self.leaf_nr) - self.leaf_nr
+
+    @property
+    def keys(self) -> np.ndarray:
+        """The keys of every distinct leaf, flat (for small trees: it gathers them all)."""
+        return self._all_entries[0]
+
+    @property
+    def values(self) -> np.ndarray:
+        """The values of every distinct leaf, flat, as :attr:`keys`."""
+        return self._all_entries[1]
+
+    @functools.cached_property
+    def _all_entries(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.gather(np.arange(self.leaf_nr.size))
+
+    @property
+    def nr_entries(self) -> int:
+        return int(self.leaf_nr.sum())
 
     def entries_per_owner(self) -> np.ndarray:
         """How many entries each tree holds (shared leaves counted in every tree)."""
@@ -74,22 +113,50 @@ class Forest:
     def damaged_owners(self) -> set[int]:
         return {d.owner for d in self.damage}
 
-    def entry_index(self, owner: int) -> np.ndarray:
-        """Positions in ``keys``/``values`` of the entries of tree ``owner``, in key order."""
-        leaves = self.ref_leaf[self.ref_owner == owner]
-        return _segments(self.leaf_start[leaves], self.leaf_nr[leaves])
+    def leaves_of(self, owner: int) -> np.ndarray:
+        """The leaves of tree ``owner``, in key order."""
+        return self.ref_leaf[self.ref_owner == owner]
+
+    def gather(self, leaves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keys and values of ``leaves`` (indices of distinct leaves), flat, in that order; the
+        file's pages are released every ``READ_RUN`` leaves."""
+        if leaves.size <= READ_RUN:
+            out = self._gather_run(leaves)
+            self.meta.release()
+            return out
+        runs = [self.gather(leaves[i : i + READ_RUN]) for i in range(0, leaves.size, READ_RUN)]
+        return np.concatenate([k for k, _ in runs]), np.concatenate([v for _, v in runs])
+
+    def _gather_run(self, leaves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        blocks, nr = self.leaf_blocks[leaves], self.leaf_nr[leaves]
+        keys = self.meta.words[_segments(blocks * WORDS_PER_BLOCK + HEADER_WORDS, nr)]
+        values = gather_values(self.meta, self.value_size, blocks, self.leaf_width[leaves], nr)
+        return keys, values
 
     def entries(self, owner: int) -> tuple[np.ndarray, np.ndarray]:
-        index = self.entry_index(owner)
-        return self.keys[index], self.values[index]
+        """Keys and values of tree ``owner``, in key order."""
+        return self.gather(self.leaves_of(owner))
 
-    def chunks(self) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-        """The distinct readable leaves in runs: their indices, keys and values."""
-        yield slice(0, self.leaf_nr.size), self.keys, self.values
+    def last_key(self, owner: int) -> int | None:
+        """The highest key of tree ``owner`` (its keys ascend), read from its last leaf only."""
+        leaves = self.leaves_of(owner)
+        leaves = leaves[self.leaf_nr[leaves] > 0]
+        if leaves.size == 0:
+            return None
+        last = int(leaves[-1])
+        at = int(self.leaf_blocks[last]) * WORDS_PER_BLOCK + HEADER_WORDS + int(self.leaf_nr[last])
+        return int(self.meta.words[at - 1])
 
-    def leaf_of_entry(self) -> np.ndarray:
-        """For each flat entry, the index of its leaf."""
-        return np.repeat(np.arange(self.leaf_nr.size), self.leaf_nr)
+    def chunks(self, size: int = CHUNK_LEAVES) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+        """The distinct leaves ``size`` at a time: their index range, keys and values."""
+        for start in range(0, self.leaf_nr.size, size):
+            part = slice(start, min(start + size, self.leaf_nr.size))
+            keys, values = self.gather(np.arange(part.start, part.stop))
+            yield part, keys, values
+
+    def chunk_leaf_of_entry(self, part: slice) -> np.ndarray:
+        """For each entry of the run ``part`` of :meth:`chunks`, the index of its leaf."""
+        return np.repeat(np.arange(part.start, part.stop), self.leaf_nr[part])
 
 
 def _segments(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -159,6 +226,7 @@ class ForestWalker:
         #: to them count as references, but they are not walked again
         self.stop_at = stop_at or set()
         self._visited: set[int] = set()
+        self._read_since_release = 0
 
     # -- phase 1: roots and internal nodes -------------------------------------------------------
 
@@ -244,6 +312,7 @@ class ForestWalker:
         children = self.meta.words[base + HEADER_WORDS + width : base + HEADER_WORDS + width + nr]
         children = children.astype(np.int64)
         self._references.append(children)
+        self._note_read(nr)
         start, dstart = len(self._refs.block), len(self._damage)
         child_lo = keys.tolist()
         child_hi = [k - 1 for k in child_lo[1:]] + [hi]
@@ -261,6 +330,13 @@ class ForestWalker:
         if self.share:
             self._memo[block] = (start, len(self._refs.block), dstart, len(self._damage))
             self._memo_keys[block] = (child_lo[0] if nr else lo, child_lo[-1] if nr else lo)
+
+    def _note_read(self, blocks: int) -> None:
+        """Count blocks whose header was read; past ``READ_RUN``, release the pages."""
+        self._read_since_release += blocks
+        if self._read_since_release >= READ_RUN:
+            self.meta.release()
+            self._read_since_release = 0
 
     def _seen_any(self, children: np.ndarray) -> bool:
         return bool(self._seen) and any(c in self._seen for c in children.tolist())
@@ -303,30 +379,25 @@ class ForestWalker:
         owner = np.asarray(refs.owner, dtype=np.int64)
         is_root = np.asarray(refs.root, dtype=bool)
         uniq, inverse = np.unique(block, return_inverse=True)
-        leaf_ok = self._check_leaf_headers(uniq, inverse, owner, lo, hi, is_root)
-        nr = np.where(leaf_ok, self.meta.headers["nr_entries"][uniq], 0).astype(np.int64)
-        width = self.meta.headers["max_entries"][uniq].astype(np.int64)
-        keys_at = _segments(uniq * WORDS_PER_BLOCK + HEADER_WORDS, nr)
-        keys = self.meta.words[keys_at]
-        leaf_ok &= self._check_leaf_keys(uniq, inverse, owner, lo, hi, keys, nr)
-        ref_ok = leaf_ok[inverse] & self._check_ref_ranges(uniq, inverse, owner, lo, hi, keys, nr)
+        all_root = np.ones(uniq.size, dtype=bool)
+        np.logical_and.at(all_root, inverse, is_root)
+        leaves = _LeafScan.of(self.meta, self.value_size, uniq, all_root)
+        self._report_bad_headers(leaves, uniq, inverse, owner, lo, hi)
+        self._report_key_order(leaves, uniq, inverse, owner, lo, hi)
+        leaf_ok = leaves.sane & leaves.ordered
+        ref_ok = leaf_ok[inverse] & self._check_ref_ranges(uniq, inverse, owner, lo, hi, leaves)
         ref_ok &= self._check_duplicates(block, owner, lo, hi, ref_ok)
         # keep the readable leaves only, renumbered
         keep = np.flatnonzero(leaf_ok)
         renumber = np.full(uniq.size, -1, dtype=np.int64)
         renumber[keep] = np.arange(keep.size)
-        entry_keep = np.repeat(leaf_ok, nr)
-        keys = keys[entry_keep]
-        nr_kept = nr[keep]
-        values = self._gather_values(uniq[keep], width[keep], nr_kept)
         return Forest(
+            meta=self.meta,
             owners=owners,
             value_size=self.value_size,
             leaf_blocks=uniq[keep],
-            leaf_nr=nr_kept,
-            leaf_start=np.cumsum(nr_kept) - nr_kept,
-            keys=keys,
-            values=values,
+            leaf_nr=leaves.nr[keep],
+            leaf_width=leaves.width[keep],
             ref_owner=owner[ref_ok],
             ref_leaf=renumber[inverse[ref_ok]],
             references=np.concatenate(self._references) if self._references else _EMPTY,
@@ -367,33 +438,19 @@ class ForestWalker:
         hidden = self._leaf_damage(u, blk, inverse, owner, lo, hi)
         self.findings.add(check, blk, f"{what}; " + "; ".join(hidden))
 
-    def _check_leaf_headers(
+    def _report_bad_headers(
         self,
+        leaves: _LeafScan,
         uniq: np.ndarray,
         inverse: np.ndarray,
         owner: np.ndarray,
         lo: np.ndarray,
         hi: np.ndarray,
-        is_root: np.ndarray,
-    ) -> np.ndarray:
-        ok = self.meta.checksums_ok(uniq, fmt.BTREE_CSUM_XOR)
-        headers = self.meta.headers  # gather field by field: a whole item is a 4 KiB block
-        h = {name: headers[name][uniq] for name in _HEADER_FIELDS}
-        all_root = np.ones(uniq.size, dtype=bool)
-        np.logical_and.at(all_root, inverse, is_root)
-        sane = (
-            ok
-            & (h["blocknr"] == uniq.astype(np.uint64))
-            & (h["flags"] == fmt.LEAF_NODE)
-            & (h["value_size"] == self.value_size)
-            & (h["max_entries"].astype(np.int64) * (8 + self.value_size) + 32 <= fmt.BLOCK_SIZE)
-            & (h["max_entries"] % 3 == 0)
-            & (h["nr_entries"] <= h["max_entries"])
-            & (all_root | (h["nr_entries"] >= h["max_entries"] // 3))
-        )
-        for u in np.flatnonzero(~sane).tolist():
+    ) -> None:
+        headers = self.meta.headers
+        for u in np.flatnonzero(~leaves.sane).tolist():
             b = int(uniq[u])
-            if not ok[u]:
+            if not leaves.checksum_ok[u]:
                 problem: tuple[str, str] | None = (
                     "node.checksum",
                     f"bad checksum in btree node {b}{_kind(self.meta, b)}",
@@ -401,48 +458,31 @@ class ForestWalker:
             else:
                 problem = _node_problem(
                     b,
-                    int(h["blocknr"][u]),
-                    int(h["flags"][u]),
-                    int(h["nr_entries"][u]),
-                    int(h["max_entries"][u]),
-                    int(h["value_size"][u]),
+                    int(headers["blocknr"][b]),
+                    int(headers["flags"][b]),
+                    int(headers["nr_entries"][b]),
+                    int(headers["max_entries"][b]),
+                    int(headers["value_size"][b]),
                     self.value_size,
-                    bool(all_root[u]),
+                    bool(leaves.all_root[u]),
                     leaf=True,
                 )
             assert problem is not None
             self._report_leaf(problem[0], u, uniq, inverse, owner, lo, hi, problem[1])
-        return sane
 
-    def _check_leaf_keys(
+    def _report_key_order(
         self,
+        leaves: _LeafScan,
         uniq: np.ndarray,
         inverse: np.ndarray,
         owner: np.ndarray,
         lo: np.ndarray,
         hi: np.ndarray,
-        keys: np.ndarray,
-        nr: np.ndarray,
-    ) -> np.ndarray:
-        ok = np.ones(uniq.size, dtype=bool)
-        if keys.size < 2:
-            return ok
-        leaf = np.repeat(np.arange(uniq.size), nr)
-        bad = np.flatnonzero((keys[1:] <= keys[:-1]) & (leaf[1:] == leaf[:-1]))
-        for u in np.unique(leaf[bad + 1]).tolist():
-            ok[u] = False
+    ) -> None:
+        for u in np.flatnonzero(leaves.sane & ~leaves.ordered).tolist():
             b = int(uniq[u])
-            self._report_leaf(
-                "node.key-order",
-                u,
-                uniq,
-                inverse,
-                owner,
-                lo,
-                hi,
-                f"keys are out of order in btree node {b}",
-            )
-        return ok
+            what = f"keys are out of order in btree node {b}"
+            self._report_leaf("node.key-order", u, uniq, inverse, owner, lo, hi, what)
 
     def _check_ref_ranges(
         self,
@@ -451,15 +491,11 @@ class ForestWalker:
         owner: np.ndarray,
         lo: np.ndarray,
         hi: np.ndarray,
-        keys: np.ndarray,
-        nr: np.ndarray,
+        leaves: _LeafScan,
     ) -> np.ndarray:
-        start = np.cumsum(nr) - nr
-        has = nr[inverse] > 0
-        first = np.zeros(inverse.size, dtype=np.uint64)
-        last = np.zeros(inverse.size, dtype=np.uint64)
-        first[has] = keys[start[inverse[has]]]
-        last[has] = keys[start[inverse[has]] + nr[inverse[has]] - 1]
+        has = leaves.nr[inverse] > 0
+        first = leaves.first[inverse]
+        last = leaves.last[inverse]
         ok = ~has | ((first >= lo) & (last <= hi))
         for r in np.flatnonzero(~ok).tolist():
             b = int(uniq[inverse[r]])
@@ -500,17 +536,89 @@ class ForestWalker:
             )
         return ok
 
-    def _gather_values(self, leaves: np.ndarray, width: np.ndarray, nr: np.ndarray) -> np.ndarray:
-        vs = self.value_size
-        if vs == 8:
-            at = _segments(leaves * WORDS_PER_BLOCK + HEADER_WORDS + width, nr)
-            return self.meta.words[at]
-        starts = leaves * fmt.BLOCK_SIZE + fmt.NODE_HEADER_SIZE + 8 * width
-        entry = _segments(np.zeros(leaves.size, dtype=np.int64), nr)
-        offsets = np.repeat(starts, nr) + entry * vs
-        flat = self.meta.bytes.reshape(-1)
-        raw = flat[offsets[:, None] + np.arange(vs)]
-        return np.ascontiguousarray(raw).view(_VALUE_DTYPES[vs]).reshape(-1)
+
+@dataclass
+class _LeafScan:
+    """What phase 2 learns of each distinct leaf, read ``READ_RUN`` leaves at a time: the
+    header checks, the number of entries and width, whether the keys ascend, the first and
+    last key."""
+
+    checksum_ok: np.ndarray
+    sane: np.ndarray
+    all_root: np.ndarray
+    nr: np.ndarray
+    width: np.ndarray
+    ordered: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+
+    @classmethod
+    def of(
+        cls, meta: MetadataFile, value_size: int, uniq: np.ndarray, all_root: np.ndarray
+    ) -> _LeafScan:
+        n = uniq.size
+        scan = cls(
+            checksum_ok=np.zeros(n, dtype=bool),
+            sane=np.zeros(n, dtype=bool),
+            all_root=all_root,
+            nr=np.zeros(n, dtype=np.int64),
+            width=np.zeros(n, dtype=np.int64),
+            ordered=np.ones(n, dtype=bool),
+            first=np.zeros(n, dtype=np.uint64),
+            last=np.zeros(n, dtype=np.uint64),
+        )
+        for start in range(0, n, READ_RUN):
+            scan._read(meta, value_size, uniq, slice(start, min(start + READ_RUN, n)))
+            meta.release()
+        return scan
+
+    def _read(self, meta: MetadataFile, value_size: int, uniq: np.ndarray, part: slice) -> None:
+        blocks = uniq[part]
+        ok = meta.checksums_ok(blocks, fmt.BTREE_CSUM_XOR)
+        headers = meta.headers  # gather field by field: a whole item is a 4 KiB block
+        h = {name: headers[name][blocks] for name in _HEADER_FIELDS}
+        sane = (
+            ok
+            & (h["blocknr"] == blocks.astype(np.uint64))
+            & (h["flags"] == fmt.LEAF_NODE)
+            & (h["value_size"] == value_size)
+            & (h["max_entries"].astype(np.int64) * (8 + value_size) + 32 <= fmt.BLOCK_SIZE)
+            & (h["max_entries"] % 3 == 0)
+            & (h["nr_entries"] <= h["max_entries"])
+            & (self.all_root[part] | (h["nr_entries"] >= h["max_entries"] // 3))
+        )
+        nr = np.where(sane, h["nr_entries"], 0).astype(np.int64)
+        self.checksum_ok[part], self.sane[part], self.nr[part] = ok, sane, nr
+        self.width[part] = h["max_entries"]
+        keys = meta.words[_segments(blocks * WORDS_PER_BLOCK + HEADER_WORDS, nr)]
+        if keys.size == 0:
+            return
+        leaf = np.repeat(np.arange(blocks.size), nr)
+        bad = np.flatnonzero((keys[1:] <= keys[:-1]) & (leaf[1:] == leaf[:-1]))
+        self.ordered[part][np.unique(leaf[bad + 1])] = False
+        end = np.cumsum(nr)
+        has = nr > 0
+        self.first[part][has] = keys[(end - nr)[has]]
+        self.last[part][has] = keys[end[has] - 1]
+
+
+def gather_values(
+    meta: MetadataFile, value_size: int, leaves: np.ndarray, width: np.ndarray, nr: np.ndarray
+) -> np.ndarray:
+    """The values of leaf blocks ``leaves`` (``nr`` entries each, values after ``width`` keys)."""
+    leaves, width = leaves.astype(np.int64), width.astype(np.int64)
+    if value_size == 8:
+        at = _segments(leaves * WORDS_PER_BLOCK + HEADER_WORDS + width, nr)
+        return meta.words[at]
+    if value_size == 4:  # the ref-count trees: 32-bit words, gathered without a byte matrix
+        at = _segments(2 * (leaves * WORDS_PER_BLOCK + HEADER_WORDS + width), nr)
+        return meta.words32[at]
+    starts = leaves * fmt.BLOCK_SIZE + fmt.NODE_HEADER_SIZE + 8 * width
+    entry = _segments(np.zeros(leaves.size, dtype=np.int64), nr)
+    offsets = np.repeat(starts, nr) + entry * value_size
+    flat = meta.bytes.reshape(-1)
+    raw = flat[offsets[:, None] + np.arange(value_size)]
+    return np.ascontiguousarray(raw).view(_VALUE_DTYPES[value_size]).reshape(-1)
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)

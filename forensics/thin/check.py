@@ -134,48 +134,84 @@ def _check_mappings(pool: Pool) -> None:
             f"device {dev_id}: mapped_blocks is {dev.mapped_blocks} but its tree holds "
             f"{counted[index]} mappings",
         )
-    data = forest.values >> np.uint64(fmt.TIME_BITS)
-    times = forest.values & np.uint64(fmt.TIME_MASK)
-    _report_entries(
-        pool,
-        "mapping.data-block-range",
-        data >= np.uint64(pool.nr_data_blocks),
-        data,
-        f"data blocks at or past the end of the data device ({pool.nr_data_blocks} blocks)",
-        "data block",
-    )
-    _report_entries(
-        pool,
-        "mapping.time",
-        times > np.uint64(sb.time),
-        times,
-        f"a time after the pool's time {sb.time}",
-        "time",
+    checks = _entry_checks(pool.nr_data_blocks, int(sb.time))
+    bad = _bad_entries_per_leaf(forest, checks)
+    for check, bad_per_leaf in zip(checks, bad, strict=True):
+        _report_entries(pool, check, bad_per_leaf)
+
+
+@dataclass(frozen=True)
+class _EntryCheck:
+    """A test of mapping values: ``field`` picks the part tested (data block or time), which
+    fails at ``bound`` and above."""
+
+    check: str
+    shift: int
+    mask: int
+    bound: int
+    problem: str
+    name: str
+
+    def field(self, values: np.ndarray) -> np.ndarray:
+        return (values >> np.uint64(self.shift)) & np.uint64(self.mask)
+
+    def fails(self, values: np.ndarray) -> np.ndarray:
+        return self.field(values) >= np.uint64(self.bound)
+
+
+def _entry_checks(nr_data_blocks: int, time: int) -> tuple[_EntryCheck, ...]:
+    data_mask = (1 << (64 - fmt.TIME_BITS)) - 1
+    return (
+        _EntryCheck(
+            "mapping.data-block-range",
+            fmt.TIME_BITS,
+            data_mask,
+            nr_data_blocks,
+            f"data blocks at or past the end of the data device ({nr_data_blocks} blocks)",
+            "data block",
+        ),
+        _EntryCheck(
+            "mapping.time",
+            0,
+            fmt.TIME_MASK,
+            time + 1,
+            f"a time after the pool's time {time}",
+            "time",
+        ),
     )
 
 
-def _report_entries(
-    pool: Pool, check: str, bad: np.ndarray, what: np.ndarray, problem: str, name: str
-) -> None:
-    """One finding per device whose mappings include ``bad`` entries."""
+def _bad_entries_per_leaf(forest: Forest, checks: tuple[_EntryCheck, ...]) -> list[np.ndarray]:
+    """For each check, how many entries of each distinct leaf fail it (one pass over the leaves,
+    a run at a time)."""
+    out = [np.zeros(forest.leaf_nr.size, dtype=np.int64) for _ in checks]
+    for part, _, values in forest.chunks():
+        leaf = forest.chunk_leaf_of_entry(part)
+        for counts, check in zip(out, checks, strict=True):
+            counts += np.bincount(leaf[check.fails(values)], minlength=counts.size)
+    return out
+
+
+def _report_entries(pool: Pool, check: _EntryCheck, bad_per_leaf: np.ndarray) -> None:
+    """One finding per device whose mappings include entries failing ``check``; only those
+    devices' mappings are read again."""
     forest = pool.mappings
     assert forest is not None
-    if not bad.any():
+    if not bad_per_leaf.any():
         return
-    leaf = forest.leaf_of_entry()
-    bad_per_leaf = np.bincount(leaf[bad], minlength=forest.leaf_nr.size)
     per_ref = bad_per_leaf[forest.ref_leaf]
     for index in np.unique(forest.ref_owner[per_ref > 0]).tolist():
         dev_id = forest.owners[index]
+        leaves = forest.leaves_of(index)
         keys, values = forest.entries(index)
-        entry = forest.entry_index(index)
-        mask = bad[entry]
+        mask = check.fails(values)
         first = int(np.flatnonzero(mask)[0])
+        leaf = np.repeat(leaves, forest.leaf_nr[leaves])[first]
         pool.findings.add(
-            check,
-            int(forest.leaf_blocks[leaf[entry[first]]]),
-            f"device {dev_id}: {int(mask.sum())} mappings to {problem}; the first maps virtual "
-            f"block {int(keys[first])} to {name} {int(what[entry[first]])}",
+            check.check,
+            int(forest.leaf_blocks[leaf]),
+            f"device {dev_id}: {int(mask.sum())} mappings to {check.problem}; the first maps "
+            f"virtual block {int(keys[first])} to {check.name} {int(check.field(values)[first])}",
         )
 
 
@@ -207,14 +243,15 @@ def expected_metadata_counts(refs: np.ndarray, lo: int, hi: int) -> np.ndarray:
 def expected_data_counts(pool: Pool, lo: int, hi: int) -> np.ndarray:
     """Uses of data blocks ``lo..hi-1``: one per distinct leaf that maps a block, the live
     leaves and those only the metadata snapshot still reaches."""
-    counts = np.zeros(hi - lo, dtype=np.int64)
+    counts = np.zeros(hi - lo, dtype=np.uint32)
     for forest in (pool.mappings, pool.snapshot_mappings):
         if forest is not None:
             for _, _, values in forest.chunks():
                 data = (values >> np.uint64(fmt.TIME_BITS)).astype(np.int64)
                 data = data[(data >= lo) & (data < hi)] - lo
                 if data.size:
-                    counts += np.bincount(data, minlength=hi - lo)
+                    uses = np.bincount(data, minlength=hi - lo)
+                    np.add(counts, uses, out=counts, casting="unsafe")
     return counts
 
 
@@ -265,8 +302,7 @@ def _compare(
     """Compare the space map's counts with the uses, one span of bitmaps at a time."""
     low, high = _Differences(), _Differences()
     for lo, hi in sm.spans(_span_bitmaps(pool, sm)):
-        counts, known = sm.counts_in(lo, hi)
-        actual = counts.astype(np.int64)
+        actual, known = sm.counts_in(lo, hi)
         expected = expected_in(lo, hi)
         low.add(lo, np.flatnonzero(known & (actual < expected)), expected, actual)
         high.add(lo, np.flatnonzero(known & (actual > expected)), expected, actual)

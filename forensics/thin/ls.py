@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from forensics.formats import thin as fmt
+from forensics.thin.btree import Forest
 from forensics.thin.pool import Pool
 
-#: past this many data blocks, sharing is counted by sorting instead of through a table
-TABLE_LIMIT = 1 << 28
+#: the table of data blocks covers at least this many blocks (1 MiB), else four per mapping
+TABLE_MIN = 1 << 20
 
 HEADERS = (
     "DEV",
@@ -59,36 +60,68 @@ class DeviceUsage:
 
 
 def exclusive_per_owner(pool: Pool) -> tuple[np.ndarray, np.ndarray]:
-    """Exclusive and counted mappings per tree of the mapping forest."""
+    """Exclusive and counted mappings per tree of the mapping forest.
+
+    A data block is mapped once in the pool when exactly one distinct leaf holds it once and
+    that leaf is reached by one tree only (a leaf shared by snapshots maps its blocks once per
+    tree). Two passes over the leaves, a run at a time: the first counts each data block's
+    entries in a table, the second picks the entries whose block counts one."""
     forest = pool.mappings
     assert forest is not None
     n = len(forest.owners)
-    if forest.keys.size == 0:
+    if forest.nr_entries == 0:
         return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     refs_per_leaf = np.bincount(forest.ref_leaf, minlength=forest.leaf_nr.size)
-    leaf = forest.leaf_of_entry()
-    data = (forest.values >> np.uint64(fmt.TIME_BITS)).astype(np.int64)
-    once = _mapped_once(data, refs_per_leaf[leaf], pool.nr_data_blocks)
-    exclusive_per_leaf = np.bincount(leaf[once], minlength=forest.leaf_nr.size)
+    table = _EntryTable.of(forest, pool.nr_data_blocks)
+    exclusive_per_leaf = np.zeros(forest.leaf_nr.size, dtype=np.int64)
+    for part, _, values in forest.chunks():
+        leaf = forest.chunk_leaf_of_entry(part)
+        once = table.once(values >> np.uint64(fmt.TIME_BITS)) & (refs_per_leaf[leaf] == 1)
+        exclusive_per_leaf += np.bincount(leaf[once], minlength=exclusive_per_leaf.size)
     weights = exclusive_per_leaf[forest.ref_leaf].astype(np.float64)
     exclusive = np.bincount(forest.ref_owner, weights=weights, minlength=n).astype(np.int64)
     return exclusive, forest.entries_per_owner()
 
 
-def _mapped_once(data: np.ndarray, weights: np.ndarray, nr_data_blocks: int) -> np.ndarray:
-    """For each entry, whether its data block is mapped exactly once in the pool; an entry
-    stands for ``weights`` mappings (the trees that reach its leaf). Counting goes through a
-    table of the data device's size; blocks past its end (damage) through a sort."""
-    once = np.zeros(data.size, dtype=bool)
-    size = min(nr_data_blocks, TABLE_LIMIT)
-    inside = data < size
-    table = np.bincount(data[inside], weights=weights[inside], minlength=size)
-    once[inside] = table[data[inside]] == 1
-    if not inside.all():
-        uniq, inverse = np.unique(data[~inside], return_inverse=True)
-        counts = np.bincount(inverse, weights=weights[~inside], minlength=uniq.size)
-        once[~inside] = counts[inverse] == 1
-    return once
+@dataclass
+class _EntryTable:
+    """How many entries of distinct leaves hold each data block, saturated at 2 (one byte a
+    block). The table covers the data device, or fewer blocks when the device claims more than
+    the mappings could use: the table then stays a small multiple of the mappings, and blocks
+    past it (damage) are counted by sorting."""
+
+    counts: np.ndarray
+    outside: np.ndarray
+    outside_counts: np.ndarray
+
+    @classmethod
+    def of(cls, forest: Forest, nr_data_blocks: int) -> _EntryTable:
+        size = min(nr_data_blocks, max(TABLE_MIN, 4 * forest.nr_entries))
+        counts = np.zeros(size, dtype=np.uint8)
+        beyond: list[np.ndarray] = []
+        for _, _, values in forest.chunks():
+            data = values >> np.uint64(fmt.TIME_BITS)
+            inside = data < np.uint64(size)
+            seen = np.bincount(data[inside].astype(np.int64), minlength=size)
+            np.minimum(seen, 2, out=seen)
+            counts += seen.astype(np.uint8)
+            np.minimum(counts, 2, out=counts)
+            if not inside.all():
+                beyond.append(data[~inside])
+        outside, outside_counts = np.unique(
+            np.concatenate(beyond) if beyond else np.zeros(0, np.uint64), return_counts=True
+        )
+        return cls(counts, outside, outside_counts)
+
+    def once(self, data: np.ndarray) -> np.ndarray:
+        """Whether each data block is held by exactly one entry."""
+        inside = data < np.uint64(self.counts.size)
+        out = np.zeros(data.size, dtype=bool)
+        out[inside] = self.counts[data[inside]] == 1
+        if not inside.all():
+            at = np.searchsorted(self.outside, data[~inside])
+            out[~inside] = self.outside_counts[at] == 1
+        return out
 
 
 def device_usage(pool: Pool) -> list[DeviceUsage]:

@@ -298,7 +298,8 @@ def walk(draw: Draw, meta: MetadataFile, roots: list[int], value_size: int, shar
     ).walk(list(range(len(roots))), roots)
     assert forest.keys.size == forest.values.size == int(forest.leaf_nr.sum())
     forest.entries_per_owner()
-    forest.leaf_of_entry()
+    for part, keys, values in forest.chunks(size=2):
+        assert keys.size == values.size == forest.chunk_leaf_of_entry(part).size
     for owner in range(len(roots)):
         keys, values = forest.entries(owner)
         assert keys.size == values.size
