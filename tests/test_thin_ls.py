@@ -10,6 +10,9 @@ import thin_fixtures as tf
 from click.testing import CliRunner
 
 from forensics.cli_thin import thin
+from forensics.thin.blocks import MetadataFile
+from forensics.thin.ls import TABLE_MIN, _EntryTable
+from forensics.thin.pool import read_pool
 
 FIELDS = "DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS,TRANSACTION,CREATE_TIME,SNAP_TIME"
 
@@ -65,3 +68,31 @@ def test_ls_on_damage_exits_4(tmp_path: Path) -> None:
     result = CliRunner().invoke(thin, ["ls", "--format", "json", str(path)])
     assert result.exit_code == 4
     assert json.loads(result.stdout)["errors"][0]["check"] == "node.checksum"
+
+
+def test_ls_table_follows_the_mappings_not_the_claim(tmp_path: Path) -> None:
+    """A superblock claiming 2**40 data blocks: the table of data blocks stays a small multiple
+    of the mappings, and a mapping past it is counted by sorting, with the same result."""
+    path = tf.restore(tf.three_device_pool().xml(), tmp_path / "meta.bin")
+    before = CliRunner().invoke(thin, ["ls", str(path)]).stdout_bytes
+    sb = tf.fmt.parse_superblock(bytes(tf.read_block(path, 0)))
+    tf.edit_block(path, 0, tf.put("Q", 0x40, 1 << 40), xor=tf.fmt.SUPERBLOCK_CSUM_XOR)
+    # device 3's only write, virtual block 5000, maps a block no other device maps: move it far
+    keys, values, width = tf._node_entries(tf.read_block(path, _root_of(path, sb, 3)))
+    at = keys.index(5000)
+    far = (1 << 30) << tf.fmt.TIME_BITS | (values[at] & tf.fmt.TIME_MASK)
+    root = _root_of(path, sb, 3)
+    tf.edit_block(path, root, tf.put("Q", 32 + 8 * width + 8 * at, far), xor=tf.fmt.BTREE_CSUM_XOR)
+    with MetadataFile(path) as meta:
+        pool = read_pool(meta, space_maps=False)
+        assert pool.mappings is not None
+        assert _EntryTable.of(pool.mappings, pool.nr_data_blocks).counts.size == TABLE_MIN
+    result = CliRunner().invoke(thin, ["ls", str(path)])
+    assert result.stdout_bytes == before
+
+
+def _root_of(path: Path, sb, dev_id: int) -> int:
+    keys, values, _ = tf._node_entries(tf.read_block(path, int(sb.data_mapping_root)))
+    root = values[keys.index(dev_id)]
+    assert tf.get(path, root, "I", 4) == tf.fmt.LEAF_NODE
+    return root
