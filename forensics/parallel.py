@@ -96,6 +96,8 @@ class _Team:
     """Forked helpers and this process, sharing the tasks of each job."""
 
     def __init__(self, ev: Evidence, helpers: int) -> None:
+        # the helpers are forked before this team starts its threads (a fork copies only the
+        # thread that calls it)
         ctx = multiprocessing.get_context("fork")
         self.ev = ev
         self.counters = _Counters(ctx)
@@ -109,7 +111,7 @@ class _Team:
             self.conns.append(mine)
             self.procs.append(proc)
         self.next_job = 1
-        #: results that came from helpers: (job, task) -> (values, provenance) or a failure
+        #: results that came from helpers: (job, task) -> (values, provenance)
         self.arrived: dict[tuple[int, int], tuple[list[Any], dict[str, FileRead]]] = {}
         #: results computed here ahead of their turn: job -> task -> values
         self.done_here: dict[int, dict[int, list[Any]]] = {}
@@ -227,7 +229,10 @@ def _helper(conn: Connection, ev: Evidence, counters: _Counters) -> None:
     except (EOFError, KeyboardInterrupt):
         return
     except BaseException:
-        conn.send(("error", traceback.format_exc()))
+        try:
+            conn.send(("error", traceback.format_exc()))
+        except OSError:  # this process is gone: nobody is left to tell
+            pass
     finally:
         conn.close()
 
