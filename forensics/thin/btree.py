@@ -124,8 +124,17 @@ class Forest:
             out = self._gather_run(leaves)
             self.meta.release()
             return out
-        runs = [self.gather(leaves[i : i + READ_RUN]) for i in range(0, leaves.size, READ_RUN)]
-        return np.concatenate([k for k, _ in runs]), np.concatenate([v for _, v in runs])
+        total = int(self.leaf_nr[leaves].sum())
+        keys = np.empty(total, dtype=np.uint64)
+        values = np.empty(total, dtype=_value_dtype(self.value_size))
+        at = 0
+        for i in range(0, leaves.size, READ_RUN):
+            run_keys, run_values = self._gather_run(leaves[i : i + READ_RUN])
+            keys[at : at + run_keys.size] = run_keys
+            values[at : at + run_keys.size] = run_values
+            at += run_keys.size
+            self.meta.release()
+        return keys, values
 
     def _gather_run(self, leaves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         blocks, nr = self.leaf_blocks[leaves], self.leaf_nr[leaves]
@@ -628,6 +637,10 @@ _VALUE_DTYPES = {
     16: fmt.INDEX_ENTRY_DTYPE,
     24: fmt.DETAILS_DTYPE,
 }
+
+
+def _value_dtype(value_size: int) -> np.dtype:
+    return np.dtype("<u8") if value_size == 8 else _VALUE_DTYPES[value_size]
 
 
 def key_range(lo: int, hi: int) -> str:

@@ -247,11 +247,11 @@ def expected_data_counts(pool: Pool, lo: int, hi: int) -> np.ndarray:
     for forest in (pool.mappings, pool.snapshot_mappings):
         if forest is not None:
             for _, _, values in forest.chunks():
-                data = (values >> np.uint64(fmt.TIME_BITS)).astype(np.int64)
-                data = data[(data >= lo) & (data < hi)] - lo
-                if data.size:
-                    uses = np.bincount(data, minlength=hi - lo)
-                    np.add(counts, uses, out=counts, casting="unsafe")
+                data = values >> np.uint64(fmt.TIME_BITS)
+                data = data[(data >= np.uint64(lo)) & (data < np.uint64(hi))]
+                # by sorting the run: np.bincount would need 8 bytes per block of the span
+                blocks, uses = np.unique(data, return_counts=True)
+                counts[blocks - np.uint64(lo)] += uses.astype(np.uint32)
     return counts
 
 

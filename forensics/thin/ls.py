@@ -102,10 +102,9 @@ class _EntryTable:
         for _, _, values in forest.chunks():
             data = values >> np.uint64(fmt.TIME_BITS)
             inside = data < np.uint64(size)
-            seen = np.bincount(data[inside].astype(np.int64), minlength=size)
-            np.minimum(seen, 2, out=seen)
-            counts += seen.astype(np.uint8)
-            np.minimum(counts, 2, out=counts)
+            # by sorting the run: np.bincount would need 8 bytes per block of the table
+            blocks, seen = np.unique(data[inside], return_counts=True)
+            counts[blocks] = np.minimum(counts[blocks] + np.minimum(seen, 2), 2)
             if not inside.all():
                 beyond.append(data[~inside])
         outside, outside_counts = np.unique(

@@ -299,10 +299,7 @@ def _overflow(
     forest = walker.walk([0], [int(root.ref_count_root)])  # type: ignore[attr-defined]
     inside = forest.keys < np.uint64(sm.nr_blocks)  # unsigned: keys of 2**63 and more are stray
     stray = forest.keys[~inside]
-    keys = forest.keys[inside].astype(np.int64)
-    values = forest.values[inside].astype(np.uint32)
-    order = np.argsort(keys, kind="stable")
-    sm.overflow_keys, sm.overflow_values = keys[order], values[order]
+    sm.overflow_keys, sm.overflow_values = _ascending(forest.keys, forest.values, inside)
     lacking, not_three = Sample(), Sample()
     for lo, hi in sm.spans():
         raw, known = sm.raw_in(lo, hi)
@@ -330,6 +327,19 @@ def _overflow(
             f"the {name} ref-count tree disagrees with the bitmaps: " + "; ".join(problems),
         )
     return forest.references
+
+
+def _ascending(
+    keys: np.ndarray, values: np.ndarray, inside: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The entries whose keys are ``inside``, keys as int64, in key order. A sound tree's keys
+    ascend already and all lie inside: then the arrays are taken as they are, without copies
+    (the data ref-count tree of a pool with many snapshots holds an entry for most blocks)."""
+    if bool(inside.all()) and bool((keys[1:] > keys[:-1]).all()):
+        return keys.view(np.int64), values.astype(np.uint32, copy=False)
+    kept = keys[inside].astype(np.int64)
+    order = np.argsort(kept, kind="stable")
+    return kept[order], values[inside].astype(np.uint32)[order]
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
