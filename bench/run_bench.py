@@ -12,7 +12,9 @@
    (a) ``docker-forensics verify ROOT --format json`` from the environment running this script,
    (b) ``de.py -r ROOT list all_containers`` from the peer's venv,
    (c) the physical-limit anchor: a minimal loop (one process: open, read, close) over the
-       files that our verify reads, listed by its ``--sqlite`` provenance (``files_read``);
+       files that our verify reads, listed by its ``--sqlite`` provenance (``files_read``),
+   (d) the same files read with verify's own system calls (the kind of each file before it is
+       opened, opens relative to a directory held open, the probes and the l/ links);
 4. prints best/median wall time, peak RSS, the ratios ours/peer (with a verdict against the
    goal, ours ≤ 1.0× the peer's time) and ours/anchor, our exit code and findings by severity,
    and the peer's count.
@@ -101,6 +103,51 @@ class Tool:
 
 def say(text: str = "") -> None:
     print(text, flush=True)
+
+
+#: the second anchor: the same files read with verify's own system calls and nothing else:
+#: an O_NOFOLLOW open of each directory, per file fstatat (its kind before it is opened) +
+#: openat + read + close, the probes of a layer's tar-split and an overlay2 dir's diff/ and
+#: committed, the readlink of each l/ link. Written for this host's layout (overlay2).
+RULES_LOOP = """
+import os, sys
+os.chdir(sys.argv[2])
+with open(sys.argv[1], "rb") as listing:
+    names = listing.read().split(b"\\n")
+by_dir = {}
+for name in names:
+    if name:
+        parent, _, base = name.rpartition(b"/")
+        by_dir.setdefault(parent, []).append(base)
+dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+count = size = 0
+for parent, bases in by_dir.items():
+    fd = os.open(parent, dir_flags)
+    for base in bases:
+        st = os.stat(base, dir_fd=fd, follow_symlinks=False)
+        file = os.open(base, flags, dir_fd=fd)
+        size += len(os.read(file, st.st_size + 1))
+        os.close(file)
+        count += 1
+    if parent.startswith(b"overlay2/"):
+        probes = (b"diff", b"committed")
+    elif b"/layerdb/sha256/" in parent:
+        probes = (b"tar-split.json.gz",)
+    else:
+        probes = ()
+    for probe in probes:
+        try:
+            os.stat(probe, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
+    os.close(fd)
+links = os.open("overlay2/l", dir_flags)
+for link in os.listdir(links):
+    os.readlink(link, dir_fd=links)
+os.close(links)
+print(count, size)
+"""
 
 
 # ---- setup -----------------------------------------------------------------------------------
@@ -238,7 +285,9 @@ def run_all(tools: list[Tool], repeat: int, out_dir: Path) -> None:
 # ---- reporting -------------------------------------------------------------------------------
 
 
-def table(tools: list[Tool], ours: Tool | None, peer: Tool, anchor: Tool | None) -> None:
+def table(
+    tools: list[Tool], ours: Tool | None, peer: Tool, anchor: Tool | None, rules: Tool | None
+) -> None:
     width = max(len(" ".join(t.display)) for t in tools)
     say(f"{'command':<{width}}  {'runs':>4}  {'best s':>7}  {'median s':>8}  {'peak MiB':>8}")
     for tool in tools:
@@ -254,6 +303,10 @@ def table(tools: list[Tool], ours: Tool | None, peer: Tool, anchor: Tool | None)
     if anchor is not None:
         floor_ratio = ours.best() / anchor.best()
         say(f"{'ratio ours/anchor':<{width}}  {'':>4}  {floor_ratio:>6.2f}x")
+    if rules is not None:
+        rules_ratio = ours.best() / rules.best()
+        label = "ratio ours/anchor with verify's calls"
+        say(f"{label:<{width}}  {'':>4}  {rules_ratio:>6.2f}x")
     met = "met" if time_ratio <= GOAL_RATIO else "NOT met"
     say(
         f"verdict: ours takes {time_ratio:.2f}x the peer's time (best of {len(ours.runs)}) -> "
@@ -320,7 +373,7 @@ def report_anchor(tool: Tool, files: int, size: int) -> None:
     read = run.stdout.read_text().split()
     same = read == [str(files), str(size)]
     mark = "" if same else f"  !!! expected {files} files, {size} bytes"
-    say(f"anchor: exit code {run.rc}, read {' files, '.join(read)} bytes{mark}")
+    say(f"{tool.label}: exit code {run.rc}, read {' files, '.join(read)} bytes{mark}")
 
 
 def report_ours(tool: Tool) -> None:
@@ -403,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     tools: list[Tool] = []
-    ours = anchor = None
+    ours = anchor = rules = None
     files = size = 0
     if ours_argv:
         ours = Tool(
@@ -428,17 +481,23 @@ def main(argv: list[str] | None = None) -> int:
             [sys.executable, "-c", ANCHOR_LOOP, str(listing), str(root)],
             ["anchor: open+read+close", "of", "the", "same", "files"],
         )
-        tools.append(anchor)
+        rules = Tool(
+            "rules",
+            [sys.executable, "-c", RULES_LOOP, str(listing), str(root)],
+            ["anchor", "with", "verify's", "system", "calls"],
+        )
+        tools += [anchor, rules]
     say(f"ROOT = {root}  ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})")
     run_all(tools, args.repeat, out_dir)
     say()
-    table(tools, ours, peer, anchor)
+    table(tools, ours, peer, anchor, rules)
     say()
     if ours:
         report_ours(ours)
     report_peer(peer, args.containers)
-    if anchor:
+    if anchor and rules:
         report_anchor(anchor, files, size)
+        report_anchor(rules, files, size)
     if not args.keep:
         shutil.rmtree(out_dir, ignore_errors=True)
     return 0
