@@ -180,20 +180,59 @@ def _segments(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _Refs:
-    """Leaf references gathered by phase 1 (Python lists: cheap to append and to slice)."""
+    """Leaf references gathered by phase 1, in runs of numpy arrays: one run per internal node
+    whose children are all leaves (most of them), one per leaf reached any other way. A Python
+    list of ints per field took ~100 bytes a reference, and the memory stayed with the
+    interpreter's allocator after the walk."""
 
-    block: list[int] = field(default_factory=list)
-    lo: list[int] = field(default_factory=list)
-    hi: list[int] = field(default_factory=list)
-    owner: list[int] = field(default_factory=list)
-    root: list[bool] = field(default_factory=list)
+    block: list[np.ndarray] = field(default_factory=list)
+    lo: list[np.ndarray] = field(default_factory=list)
+    hi: list[np.ndarray] = field(default_factory=list)
+    owner: list[np.ndarray] = field(default_factory=list)
+    root: list[np.ndarray] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        """The number of runs."""
+        return len(self.block)
 
     def add(self, block: int, lo: int, hi: int, owner: int, root: bool) -> None:
+        self.add_run(
+            np.array([block], dtype=np.int64),
+            np.array([lo], dtype=np.uint64),
+            np.array([hi], dtype=np.uint64),
+            owner,
+            root=root,
+        )
+
+    def add_run(
+        self, block: np.ndarray, lo: np.ndarray, hi: np.ndarray, owner: int, *, root: bool = False
+    ) -> None:
         self.block.append(block)
         self.lo.append(lo)
         self.hi.append(hi)
-        self.owner.append(owner)
-        self.root.append(root)
+        self.owner.append(np.full(block.size, owner, dtype=np.int64))
+        self.root.append(np.full(block.size, root, dtype=bool))
+
+    def copy_runs(self, start: int, end: int, owner: int, lo: int, hi: int) -> None:
+        """Runs ``start..end-1`` again for tree ``owner``, their key ranges within ``lo..hi``."""
+        for i in range(start, end):
+            run_lo, run_hi = self.lo[i], self.hi[i]
+            if lo != 0 or hi != KEY_MAX:
+                run_lo = np.maximum(run_lo, np.uint64(lo))
+                run_hi = np.minimum(run_hi, np.uint64(hi))
+            self.add_run(self.block[i], run_lo, run_hi, owner)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if not self.block:
+            u64 = np.zeros(0, dtype=np.uint64)
+            return _EMPTY, u64, u64, _EMPTY, np.zeros(0, dtype=bool)
+        return (
+            np.concatenate(self.block),
+            np.concatenate(self.lo),
+            np.concatenate(self.hi),
+            np.concatenate(self.owner),
+            np.concatenate(self.root),
+        )
 
 
 class ForestWalker:
@@ -286,17 +325,7 @@ class ForestWalker:
 
     def _copy_memo(self, memo: tuple[int, int, int, int], owner: int, lo: int, hi: int) -> None:
         start, end, dstart, dend = memo
-        refs = self._refs
-        n = end - start
-        refs.block.extend(refs.block[start:end])
-        if lo == 0 and hi == KEY_MAX:
-            refs.lo.extend(refs.lo[start:end])
-            refs.hi.extend(refs.hi[start:end])
-        else:
-            refs.lo.extend(max(x, lo) for x in refs.lo[start:end])
-            refs.hi.extend(min(x, hi) for x in refs.hi[start:end])
-        refs.owner.extend([owner] * n)
-        refs.root.extend([False] * n)
+        self._refs.copy_runs(start, end, owner, lo, hi)
         for d in self._damage[dstart:dend]:
             self._damage.append(Damage(owner, d.block, max(d.lo, lo), min(d.hi, hi)))
 
@@ -322,9 +351,7 @@ class ForestWalker:
         children = children.astype(np.int64)
         self._references.append(children)
         self._note_read(nr)
-        start, dstart = len(self._refs.block), len(self._damage)
-        child_lo = keys.tolist()
-        child_hi = [k - 1 for k in child_lo[1:]] + [hi]
+        start, dstart = len(self._refs), len(self._damage)
         inside = (children >= 0) & (children < self.limit)
         flags = np.zeros(nr, dtype=np.uint32)
         flags[inside] = self.meta.headers["flags"][children[inside]]
@@ -332,13 +359,16 @@ class ForestWalker:
             self.stop_at and any(c in self.stop_at for c in children.tolist())
         )
         if inside.all() and not (flags & fmt.INTERNAL_NODE).any() and plain:
-            self._add_leaves(children, child_lo, child_hi, owner)
+            child_hi = np.append(keys[1:] - np.uint64(1), np.uint64(hi))
+            self._refs.add_run(children, keys.copy(), child_hi, owner)
         else:
-            for child, clo, chi in zip(children.tolist(), child_lo, child_hi, strict=True):
+            child_lo = keys.tolist()
+            child_hi_list = [k - 1 for k in child_lo[1:]] + [hi]
+            for child, clo, chi in zip(children.tolist(), child_lo, child_hi_list, strict=True):
                 self._child(owner, child, clo, chi, root=False, depth=depth + 1)
         if self.share:
-            self._memo[block] = (start, len(self._refs.block), dstart, len(self._damage))
-            self._memo_keys[block] = (child_lo[0] if nr else lo, child_lo[-1] if nr else lo)
+            self._memo[block] = (start, len(self._refs), dstart, len(self._damage))
+            self._memo_keys[block] = (int(keys[0]), int(keys[-1]))
 
     def _note_read(self, blocks: int) -> None:
         """Count blocks whose header was read; past ``READ_RUN``, release the pages."""
@@ -349,15 +379,6 @@ class ForestWalker:
 
     def _seen_any(self, children: np.ndarray) -> bool:
         return bool(self._seen) and any(c in self._seen for c in children.tolist())
-
-    def _add_leaves(self, children: np.ndarray, lo: list[int], hi: list[int], owner: int) -> None:
-        n = children.size
-        refs = self._refs
-        refs.block.extend(children.tolist())
-        refs.lo.extend(lo)
-        refs.hi.extend(hi)
-        refs.owner.extend([owner] * n)
-        refs.root.extend([False] * n)
 
     def _header_problem(self, block: int, *, root: bool, internal: bool) -> tuple[str, str] | None:
         h = self.meta.headers[block]
@@ -381,12 +402,7 @@ class ForestWalker:
     # -- phase 2: all leaves at once ---------------------------------------------------------------
 
     def _read_leaves(self, owners: list[int]) -> Forest:
-        refs = self._refs
-        block = np.asarray(refs.block, dtype=np.int64)
-        lo = np.asarray(refs.lo, dtype=np.uint64)
-        hi = np.asarray(refs.hi, dtype=np.uint64)
-        owner = np.asarray(refs.owner, dtype=np.int64)
-        is_root = np.asarray(refs.root, dtype=bool)
+        block, lo, hi, owner, is_root = self._refs.arrays()
         uniq, inverse = np.unique(block, return_inverse=True)
         all_root = np.ones(uniq.size, dtype=bool)
         np.logical_and.at(all_root, inverse, is_root)
