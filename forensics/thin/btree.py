@@ -78,8 +78,15 @@ class Forest:
     references: np.ndarray
     damage: list[Damage] = field(default_factory=list)
     nodes: int = 0
-    #: every node block walked (internal nodes and leaves)
-    visited: set[int] = field(default_factory=set)
+    #: the internal nodes walked, and every leaf block walked (readable or not)
+    internal_nodes: set[int] = field(default_factory=set)
+    walked_leaves: np.ndarray = field(default_factory=lambda: _EMPTY)
+
+    @functools.cached_property
+    def visited(self) -> set[int]:
+        """Every node block walked, internal nodes and leaves (made when first asked: only
+        the metadata snapshot's walk and repair need it)."""
+        return self.internal_nodes | set(self.walked_leaves.tolist())
 
     @property
     def leaf_start(self) -> np.ndarray:
@@ -428,7 +435,8 @@ class ForestWalker:
             references=np.concatenate(self._references) if self._references else _EMPTY,
             damage=self._damage,
             nodes=self._nodes + int(uniq.size),
-            visited=self._visited | set(uniq.tolist()),
+            internal_nodes=self._visited,
+            walked_leaves=uniq,
         )
 
     def _leaf_damage(

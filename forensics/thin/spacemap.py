@@ -18,9 +18,10 @@ from forensics.thin.blocks import MetadataFile
 from forensics.thin.btree import Damage, ForestWalker
 from forensics.thin.findings import Findings
 
-#: bitmaps decoded at a time when counts are read or compared: about a million blocks, so that
-#: the counts in memory never depend on how many blocks the space map claims
-CHUNK_BITMAPS = 64
+#: bitmaps decoded at a time when counts are read or compared (unless a caller asks for longer
+#: spans): about a quarter of a million blocks, so that the counts in memory never depend on
+#: how many blocks the space map claims
+CHUNK_BITMAPS = 16
 
 
 @dataclass
@@ -46,7 +47,7 @@ class SpaceMap:
 
     Counts are decoded span by span (:meth:`spans`, :meth:`counts_in`), never for the whole
     claimed size at once: a space map may claim far more blocks than the file has bitmaps for,
-    and a span holds at most ``CHUNK_BITMAPS`` bitmaps' worth of counts."""
+    and a span holds ``CHUNK_BITMAPS`` bitmaps' worth of counts unless the caller asks for more."""
 
     name: str
     nr_blocks: int
