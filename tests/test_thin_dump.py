@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from forensics.cli_thin import thin
 from forensics.thin.blocks import MetadataFile
-from forensics.thin.dump import write_dump
+from forensics.thin.dump import dump_chunks, write_dump
 from forensics.thin.pool import read_pool
 
 
@@ -68,6 +68,16 @@ def test_dump_is_byte_identical(fixture: Path) -> None:
     result = CliRunner().invoke(thin, ["dump", str(fixture)])
     assert result.exit_code == 0, result.stderr
     assert result.stdout_bytes == theirs.stdout
+
+
+@pytest.mark.parametrize("leaves", [1, 3])
+def test_dump_in_runs_of_few_leaves(fixture: Path, leaves: int) -> None:
+    """A device's mappings read a few leaves at a time: a range that goes on past the end of a
+    run of leaves is still one ``range_mapping``, as thin_dump writes it."""
+    theirs = tf.run_tool("thin_dump", fixture).stdout.decode()
+    with MetadataFile(fixture) as meta:
+        pool = read_pool(meta, space_maps=False)
+        assert "".join(dump_chunks(pool, leaves_per_chunk=leaves)) == theirs
 
 
 def test_dump_roundtrips_through_thin_restore(fixture: Path, tmp_path: Path) -> None:

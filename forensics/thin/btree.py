@@ -153,15 +153,13 @@ class Forest:
         """Keys and values of tree ``owner``, in key order."""
         return self.gather(self.leaves_of(owner))
 
-    def last_key(self, owner: int) -> int | None:
-        """The highest key of tree ``owner`` (its keys ascend), read from its last leaf only."""
+    def entry_runs(
+        self, owner: int, size: int = CHUNK_LEAVES
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Keys and values of tree ``owner``, in key order, ``size`` leaves at a time."""
         leaves = self.leaves_of(owner)
-        leaves = leaves[self.leaf_nr[leaves] > 0]
-        if leaves.size == 0:
-            return None
-        last = int(leaves[-1])
-        at = int(self.leaf_blocks[last]) * WORDS_PER_BLOCK + HEADER_WORDS + int(self.leaf_nr[last])
-        return int(self.meta.words[at - 1])
+        for start in range(0, leaves.size, size):
+            yield self.gather(leaves[start : start + size])
 
     def chunks(self, size: int = CHUNK_LEAVES) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
         """The distinct leaves ``size`` at a time: their index range, keys and values."""
