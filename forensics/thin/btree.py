@@ -5,14 +5,15 @@ mapping trees of a pool, or a single details tree) in two phases:
 
 1. the internal nodes, depth first in Python (there are few: about one per 250 leaves), each
    checked like ``thin_check`` checks it; children come out of the node as numpy arrays;
-2. the leaves, a few thousand at a time: headers through the numpy view of every block, keys
+2. the leaves, ``READ_RUN`` at a time: headers through the numpy view of every block, keys
    gathered from the file with index arithmetic (no per-leaf Python work beyond the checksum).
 
 The entries themselves are not kept: a :class:`Forest` holds what each leaf is (block, number of
-entries, key range) and gathers keys and values from the file when asked, a run of leaves
-(:meth:`Forest.chunks`) or one tree (:meth:`Forest.entries`) at a time. After each run the pages
-read are handed back (:meth:`MetadataFile.release`), so that memory follows the run, not the
-pool: the file's pages count in the resident size while they are mapped.
+entries, width) and gathers keys and values from the file when asked: a run of leaves
+(:meth:`Forest.chunks`, :meth:`Forest.entry_runs`) or one tree (:meth:`Forest.entries`) at a
+time. Every ``READ_RUN`` leaves the pages read are handed back (:meth:`MetadataFile.release`),
+so that memory follows the run, not the pool: the file's pages count in the resident size
+while they are mapped.
 
 Subtrees shared between trees (snapshots share their origin's nodes) are walked once: a memo
 keyed by block hands the second tree the leaves found under it. A node that fails a check is
@@ -404,7 +405,7 @@ class ForestWalker:
     def _hides(self, lo: int, hi: int) -> str:
         return f"{self.key_name} {key_range(lo, hi)} are"
 
-    # -- phase 2: all leaves at once ---------------------------------------------------------------
+    # -- phase 2: the leaves, a run at a time ----------------------------------------------------
 
     def _read_leaves(self, owners: list[int]) -> Forest:
         block, lo, hi, owner, is_root = self._refs.arrays()
