@@ -215,15 +215,7 @@ class Evidence:
 
     def read_bytes(self, rel: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
         """Contents of the regular file ``rel`` (no symlink followed anywhere on the way)."""
-        st = self.lstat(rel)
-        if st is None:
-            raise ReadFailure(
-                "missing", rel, "no such file (or a directory on the way is a symlink)"
-            )
-        if stat.S_ISLNK(st.st_mode):
-            raise ReadFailure("symlink", rel, "is a symlink (not followed)")
-        if not stat.S_ISREG(st.st_mode):  # refused before opening: no FIFO or device is opened
-            raise ReadFailure("not-regular", rel, f"not a regular file ({_kind_of(st.st_mode)})")
+        st = self._regular_stat(rel)
         if st.st_size > limit:
             raise ReadFailure("too-large", rel, f"{st.st_size} bytes, over the {limit} limit")
         fd = self._open(rel)
@@ -234,17 +226,25 @@ class Evidence:
         self._record(rel, data)
         return data
 
-    def read_ends(self, rel: str, window: int) -> tuple[bytes, bytes]:
-        """The first and the last ``window`` bytes of the regular file ``rel`` (of any size:
-        a log), with the checks of :meth:`read_bytes`. Not recorded as a file read: only
-        whole files are."""
+    def _regular_stat(self, rel: str) -> os.stat_result:
+        """The lstat of ``rel`` when it is a regular file reached without a symlink; refused
+        before anything is opened (no FIFO or device is ever opened)."""
         st = self.lstat(rel)
         if st is None:
             raise ReadFailure(
                 "missing", rel, "no such file (or a directory on the way is a symlink)"
             )
-        if not stat.S_ISREG(st.st_mode):  # nothing but a regular file is opened
+        if stat.S_ISLNK(st.st_mode):
+            raise ReadFailure("symlink", rel, "is a symlink (not followed)")
+        if not stat.S_ISREG(st.st_mode):
             raise ReadFailure("not-regular", rel, f"not a regular file ({_kind_of(st.st_mode)})")
+        return st
+
+    def read_ends(self, rel: str, window: int) -> tuple[bytes, bytes]:
+        """The first and the last ``window`` bytes of the regular file ``rel`` (of any size:
+        a log), with the checks of :meth:`read_bytes`. Not recorded as a file read: only
+        whole files are."""
+        st = self._regular_stat(rel)
         fd = self._open(rel)
         try:
             head = os.pread(fd, window, 0)
