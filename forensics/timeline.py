@@ -226,9 +226,9 @@ def _log_line(data: bytes, *, first: bool) -> tuple[str, str] | None:
 def _file_time_events(ev: Evidence, host: Host) -> Iterator[Event]:
     """Modification times of Docker's own records, each written once when its object was made
     (a later change to the object rewrites them)."""
-    for layer in sorted(host.layers.values(), key=lambda layer: layer.id):
-        if host.image_store == "graph":
-            continue  # the graph json's own created time is the better record
+    # a graph image's json records its own creation: the better record than any mtime
+    layers = [] if host.image_store == "graph" else host.layers.values()
+    for layer in sorted(layers, key=lambda layer: layer.id):
         when = _mtime(ev, f"{layer.path}/diff")
         if when is not None:
             label = f"layer {short(layer.id)} (DiffID {short(layer.diff_id or '?')})"
