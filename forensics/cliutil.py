@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from forensics.clock import now_iso as now_iso  # re-exported: the commands time their runs
 from forensics.evidence import Evidence, RootError
 
 DEFAULT_ROOT = "/var/lib/docker"
@@ -58,7 +58,3 @@ def check_output_path(out: Path, root: Path, overwrite: bool) -> None:
         raise OperationalError(f"{out} exists (use --overwrite to replace it)")
     if not target.parent.is_dir():
         raise OperationalError(f"{out.parent}: no such directory")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
