@@ -115,18 +115,37 @@ def inventory(root: str, fmt: str) -> int:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write inventory, findings and provenance to this new SQLite database.",
 )
+@click.option(
+    "--datasette-metadata",
+    "metadata_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --sqlite, also write datasette's metadata for the database to this file.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace the --sqlite database if it exists.")
 @click.option(
     "--deep",
     is_flag=True,
     help="Also rebuild every layer from its tar-split and files: DiffIDs and per-file crc64.",
 )
-def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool, deep: bool) -> int:
+def verify(
+    root: str,
+    fmt: str,
+    sqlite_out: Path | None,
+    metadata_out: Path | None,
+    overwrite: bool,
+    deep: bool,
+) -> int:
     """Cross-check everything in ROOT and report each problem with its check id and path."""
     started = now_iso()
+    if metadata_out is not None:
+        if sqlite_out is None:
+            raise click.UsageError("--datasette-metadata describes the --sqlite database")
+        if metadata_out.absolute() == sqlite_out.absolute():
+            raise click.UsageError("--datasette-metadata and --sqlite name the same file")
     ev = open_root(root, record_reads=sqlite_out is not None)
-    if sqlite_out is not None:
-        check_output_path(sqlite_out, ev.root, overwrite)
+    for out in (sqlite_out, metadata_out):
+        if out is not None:
+            check_output_path(out, ev.root, overwrite)
     host = read_host(ev)
     keep_until_exit()
     findings = run_checks(host)
@@ -139,15 +158,22 @@ def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool, deep: 
     counts = count_by_severity(findings)
     status = EXIT_ERRORS if counts["error"] else EXIT_OK
     if sqlite_out is not None:
-        from forensics.export import RunInfo, export_sqlite  # sqlite-utils loads slowly: only here
+        from forensics.export import RunInfo, export_sqlite, write_datasette_metadata  # slow
         from forensics.timeline import build_timeline
 
         events = build_timeline(ev, host)  # before the run's files are collected: it reads too
         run = RunInfo.collect("verify", ev, started, status)
         try:
-            export_sqlite(sqlite_out, host, findings, run, deep_result, timeline=events)
+            export_sqlite(
+                sqlite_out, host, findings, run, deep_result, timeline=events, overwrite=overwrite
+            )
         except OSError as exc:
             raise OperationalError(f"{sqlite_out}: {exc.strerror or exc}") from None
+        if metadata_out is not None:
+            try:
+                write_datasette_metadata(metadata_out, sqlite_out, overwrite=overwrite)
+            except OSError as exc:
+                raise OperationalError(f"{metadata_out}: {exc.strerror or exc}") from None
     if fmt == "json":
         emit(to_json(_verify_document(host, findings, counts, deep_result)))
     elif fmt == "jsonl":

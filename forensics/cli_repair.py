@@ -115,7 +115,7 @@ def repair(
         if quarantine is not None or sqlite_out is not None:
             raise RepairUsageError("--quarantine and --sqlite have no meaning with --undo")
         return _finish(_undo(root, undo_journal, dry_run, fmt, force, list(pidfiles)))
-    out = _Output(fmt, sqlite_out, now_iso())
+    out = _Output(fmt, sqlite_out, now_iso(), overwrite)
     ev = open_root(root or DEFAULT_ROOT, record_reads=sqlite_out is not None)
     if sqlite_out is not None:
         check_output_path(sqlite_out, ev.root, overwrite)
@@ -132,6 +132,7 @@ class _Output:
     fmt: str
     sqlite: Path | None
     started: str
+    overwrite: bool = False
 
     def emit(self, doc: dict[str, Any]) -> None:
         emit(to_json(doc) if self.fmt == "json" else _plan_text(doc))
@@ -155,7 +156,7 @@ class _Output:
         )
         run = RunInfo.collect("repair", ev, self.started, status)
         try:
-            export_sqlite(self.sqlite, host, findings, run, repair=record)
+            export_sqlite(self.sqlite, host, findings, run, repair=record, overwrite=self.overwrite)
         except OSError as exc:
             raise OperationalError(f"{self.sqlite}: {exc.strerror or exc}") from None
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 
+from forensics.clock import now_iso as now_iso  # re-exported: the commands time their runs
 from forensics.evidence import Evidence, RootError
+from forensics.outfile import check_replaceable
 
 DEFAULT_ROOT = "/var/lib/docker"
 #: e2fsck's exit codes
@@ -49,16 +50,19 @@ def emit(text: str) -> None:
 
 
 def check_output_path(out: Path, root: Path, overwrite: bool) -> None:
-    """An output file (``--sqlite OUT``) must lie outside ROOT, and exist only if replacing it
-    was asked for."""
-    target = out.resolve()
-    if target == root or root in target.parents:
-        raise click.UsageError(f"{out} is inside ROOT: nothing is ever written into the evidence")
-    if target.exists() and not overwrite:
-        raise OperationalError(f"{out} exists (use --overwrite to replace it)")
-    if not target.parent.is_dir():
+    """An output file (``--sqlite OUT``) must lie outside ROOT, in a directory that exists, and
+    may replace only a regular file, and that only when ``--overwrite`` asks for it: a symlink,
+    a device node, a FIFO, a socket or a directory at OUT is refused. Checked before the run,
+    and again when the file is moved into place (:mod:`forensics.outfile`)."""
+    placed = Path(os.path.realpath(out.parent)) / out.name
+    for target in (placed, Path(os.path.realpath(out))):  # a symlink at OUT into ROOT, too
+        if target == root or root in target.parents:
+            raise click.UsageError(
+                f"{out} is inside ROOT: nothing is ever written into the evidence"
+            )
+    if not placed.parent.is_dir():
         raise OperationalError(f"{out.parent}: no such directory")
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    try:
+        check_replaceable(placed, overwrite)
+    except OSError as exc:
+        raise OperationalError(f"{out}: {exc.strerror or exc}") from None

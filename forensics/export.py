@@ -1,16 +1,19 @@
 """SQLite export through sqlite-utils: the inventory, the findings and the run's provenance.
 
 Tables have primary keys and foreign keys, so that sqlite-utils and datasette can join every
-finding to the image, layer, container or volume it concerns. The database is written to a
-temporary file beside OUT and renamed into place when complete.
+finding to the image, layer, container or volume it concerns; the schema, its views and
+datasette's metadata are in :mod:`forensics.export_schema`. The database is written whole in a
+private directory beside OUT and moved into place when complete (:mod:`forensics.outfile`):
+a failure, a full disk included, leaves no file behind.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
+import pwd
 import socket
+import sqlite3
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,15 +23,23 @@ from typing import TYPE_CHECKING, Any
 import sqlite_utils
 
 from forensics import __version__
-from forensics.cliutil import now_iso
+from forensics.clock import now_iso
 from forensics.evidence import Evidence, FileRead
+from forensics.export_schema import create_schema, datasette_metadata
+from forensics.inventory import build_inventory
+from forensics.model import Host
+from forensics.outfile import staged_file
+from forensics.report import Finding, count_by_severity
+from forensics.timeline import utc
 
 if TYPE_CHECKING:
     from forensics.deep import DeepResult
     from forensics.timeline import Event
-from forensics.inventory import build_inventory
-from forensics.model import Host
-from forensics.report import Finding, count_by_severity
+
+
+class ExportError(OSError):
+    """SQLite could not write the database (``database or disk is full``, …): an operational
+    error like any other failure to write OUT."""
 
 
 @dataclass
@@ -44,10 +55,12 @@ class RunInfo:
     finished: str = ""
     exit_status: int | None = None
     reads: dict[str, FileRead] = field(default_factory=dict)
+    uid: int | None = None
 
     @classmethod
     def collect(cls, command: str, ev: Evidence, started: str, status: int) -> RunInfo:
         """The provenance of this process's run of ``command`` on ``ev``."""
+        uid = os.geteuid()
         return cls(
             tool="docker-forensics",
             version=__version__,
@@ -55,12 +68,22 @@ class RunInfo:
             arguments=sys.argv[1:],
             root=str(ev.root),
             host=socket.gethostname(),
-            user=getpass.getuser(),
+            user=user_name(uid),
             started=started,
             finished=now_iso(),
             exit_status=status,
             reads=ev.reads,
+            uid=uid,
         )
+
+
+def user_name(uid: int) -> str:
+    """The name the password database gives ``uid``, or the uid itself in decimal when it has
+    none (a container's arbitrary uid, a CI runner), as ``ls -l`` shows such an owner."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 @dataclass
@@ -85,34 +108,56 @@ def export_sqlite(
     deep: DeepResult | None = None,
     repair: RepairRecord | None = None,
     timeline: list[Event] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> None:
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.unlink(missing_ok=True)
+    """Write the database ``out``: whole, or not at all. Replaces only a regular file, and that
+    only with ``overwrite``. Raises OSError (:class:`ExportError` for SQLite's own failures)."""
     try:
-        db = sqlite_utils.Database(tmp)
-        try:
-            run_id = _write(db, host, findings, run)
-            if deep is not None:
-                _write_deep(db, deep)
-            if timeline is not None:
-                _write_timeline(db, timeline)
-            if repair is not None:
-                _write_repair(db, repair, run_id)
-        finally:
-            db.close()
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with staged_file(out, overwrite=overwrite) as path:
+            db = sqlite_utils.Database(path)
+            try:
+                _write_all(db, host, findings, run, deep, repair, timeline)
+            finally:
+                db.close()
+    except sqlite3.Error as exc:
+        raise ExportError(f"not written: {exc}") from None
 
 
-def _write(db: sqlite_utils.Database, host: Host, findings: list[Finding], run: RunInfo) -> int:
+def write_datasette_metadata(out: Path, database: Path, *, overwrite: bool = False) -> None:
+    """datasette's metadata for ``database`` (titles, descriptions, units of every table and
+    view), written to ``out`` under the same rules as the database itself:
+    ``datasette case.db --metadata case.metadata.json``."""
+    text = json.dumps(datasette_metadata(database.stem), indent=2, ensure_ascii=False) + "\n"
+    with staged_file(out, overwrite=overwrite) as path:
+        path.write_text(text, encoding="utf-8")
+
+
+def _write_all(
+    db: sqlite_utils.Database,
+    host: Host,
+    findings: list[Finding],
+    run: RunInfo,
+    deep: DeepResult | None,
+    repair: RepairRecord | None,
+    timeline: list[Event] | None,
+) -> None:
+    create_schema(db)
+    run_id = _write(db, host, findings, run, deep=deep is not None)
+    if deep is not None:
+        _write_deep(db, deep)
+    if timeline is not None:
+        _write_timeline(db, timeline)
+    if repair is not None:
+        _write_repair(db, repair, run_id)
+
+
+def _write(
+    db: sqlite_utils.Database, host: Host, findings: list[Finding], run: RunInfo, *, deep: bool
+) -> int:
     doc = build_inventory(host)
-    _create_tables(db)
-    run_id = _insert_run(db, host, findings, run)
-    db["images"].insert_all(
-        _utf8_rows(_image_rows(doc["images"], "modern" if host.layout == "modern" else host.layout))
-    )
+    run_id = _insert_run(db, host, findings, run, deep)
+    db["images"].insert_all(_utf8_rows(_image_rows(doc["images"], host.layout)))
     if doc["legacy"]:
         db["images"].insert_all(_utf8_rows(_image_rows(doc["legacy"]["images"], "legacy")))
     db["tags"].insert_all(
@@ -146,147 +191,6 @@ def _write(db: sqlite_utils.Database, host: Host, findings: list[Finding], run: 
         )
     )
     return run_id
-
-
-def _create_tables(db: sqlite_utils.Database) -> None:
-    db["runs"].create(
-        {
-            "id": int,
-            "tool": str,
-            "version": str,
-            "command": str,
-            "arguments": str,
-            "root": str,
-            "host": str,
-            "user": str,
-            "started": str,
-            "finished": str,
-            "exit_status": int,
-            "layout": str,
-            "driver": str,
-            "errors": int,
-            "warnings": int,
-            "infos": int,
-            "files_read": int,
-        },
-        pk="id",
-    )
-    db["images"].create(
-        {
-            "id": str,
-            "era": str,
-            "tags": str,
-            "digests": str,
-            "created": str,
-            "os": str,
-            "architecture": str,
-            "size": int,
-            "parent": str,
-            "last_updated": str,
-            "intermediate": int,
-            "layer_count": int,
-            "path": str,
-        },
-        pk="id",
-    )
-    db["tags"].create({"ref": str, "image_id": str, "kind": str}, pk="ref")
-    db["layers"].create(
-        {
-            "id": str,
-            "era": str,
-            "diff_id": str,
-            "parent": str,
-            "cache_id": str,
-            "device_id": int,
-            "size": int,
-            "has_tar_split": int,
-            "path": str,
-        },
-        pk="id",
-    )
-    db["image_layers"].create(
-        {"image_id": str, "position": int, "layer_id": str},
-        pk=("image_id", "position"),
-        foreign_keys=[("image_id", "images", "id"), ("layer_id", "layers", "id")],
-    )
-    db["containers"].create(
-        {
-            "id": str,
-            "name": str,
-            "image": str,
-            "image_id": str,
-            "state": str,
-            "exit_code": int,
-            "pid": int,
-            "created": str,
-            "started": str,
-            "finished": str,
-            "driver": str,
-            "command": str,
-            "mount_id": str,
-            "init_id": str,
-            "config_ok": int,
-            "path": str,
-        },
-        pk="id",
-        foreign_keys=[("image_id", "images", "id")],
-    )
-    db["volumes"].create(
-        {"name": str, "driver": str, "anonymous": int, "has_data": int, "path": str}, pk="name"
-    )
-    db["container_volumes"].create(
-        {"container_id": str, "destination": str, "type": str, "name": str, "source": str},
-        pk=("container_id", "destination"),
-        foreign_keys=[("container_id", "containers", "id"), ("name", "volumes", "name")],
-    )
-    db["devices"].create(
-        {
-            "hash": str,
-            "device_id": int,
-            "size": int,
-            "transaction_id": int,
-            "initialized": int,
-            "deleted": int,
-            "path": str,
-        },
-        pk="hash",
-    )
-    db["findings"].create(
-        {
-            "id": int,
-            "run_id": int,
-            "check": str,
-            "severity": str,
-            "path": str,
-            "message": str,
-            "damage": str,
-            "object_type": str,
-            "object_id": str,
-            "image_id": str,
-            "layer_id": str,
-            "container_id": str,
-            "volume_name": str,
-            "device_hash": str,
-        },
-        pk="id",
-        foreign_keys=[
-            ("run_id", "runs", "id"),
-            ("image_id", "images", "id"),
-            ("layer_id", "layers", "id"),
-            ("container_id", "containers", "id"),
-            ("volume_name", "volumes", "name"),
-            ("device_hash", "devices", "hash"),
-        ],
-    )
-    db["files_read"].create(
-        {"run_id": int, "path": str, "size": int, "sha256": str},
-        pk=("run_id", "path"),
-        foreign_keys=[("run_id", "runs", "id")],
-    )
-    db["tags"].add_foreign_key("image_id", "images", "id")
-    db["layers"].add_foreign_key("parent", "layers", "id")
-    for table, column in (("findings", "check"), ("findings", "severity"), ("containers", "name")):
-        db[table].create_index([column])
 
 
 def _utf8_text(value: Any) -> Any:
@@ -333,7 +237,7 @@ def _utf8_rows(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def _insert_run(
-    db: sqlite_utils.Database, host: Host, findings: list[Finding], run: RunInfo
+    db: sqlite_utils.Database, host: Host, findings: list[Finding], run: RunInfo, deep: bool
 ) -> int:
     counts = count_by_severity(findings)
     row = {
@@ -344,9 +248,11 @@ def _insert_run(
         "root": run.root,
         "host": run.host,
         "user": run.user,
-        "started": run.started,
-        "finished": run.finished,
+        "uid": run.uid,
+        "started": utc(run.started),
+        "finished": utc(run.finished),
         "exit_status": run.exit_status,
+        "deep": int(deep),
         "layout": host.layout,
         "driver": host.driver,
         "errors": counts["error"],
@@ -366,12 +272,12 @@ def _image_rows(images: list[dict[str, Any]], era: str) -> list[dict[str, Any]]:
             "era": era,
             "tags": json.dumps(i["tags"]),
             "digests": json.dumps(i["digests"]),
-            "created": i["created"],
+            "created": utc(i["created"]),
             "os": i["os"],
             "architecture": i["architecture"],
             "size": i["size"],
             "parent": i["parent"],
-            "last_updated": i["last_updated"],
+            "last_updated": utc(i["last_updated"]),
             "intermediate": int(i["intermediate"]),
             "layer_count": len(i["layers"]),
             "path": i["path"],
@@ -387,6 +293,7 @@ def _layer_rows(host: Host, era: str) -> list[dict[str, Any]]:
         rows.append(
             {
                 "id": layer.id,
+                "era": era,
                 "diff_id": layer.diff_id,
                 "parent": layer.parent,
                 "cache_id": layer.cache_id,
@@ -399,28 +306,49 @@ def _layer_rows(host: Host, era: str) -> list[dict[str, Any]]:
     return rows
 
 
+_CONTAINER_COLUMNS = (
+    "id name image image_id state exit_code pid driver command mount_id init_id path"
+).split()
+_CONTAINER_TIMES = ("created", "started", "finished")
+
+
 def _container_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    keep = (
-        "id name image image_id state exit_code pid created started finished driver command "
-        "mount_id init_id config_ok path"
-    ).split()
-    return [{k: (int(c[k]) if k == "config_ok" else c[k]) for k in keep} for c in doc["containers"]]
+    """Times in UTC (Docker's zero time, "never", is null); ``config_ok`` as 0 or 1."""
+    return [
+        {
+            **{k: c[k] for k in _CONTAINER_COLUMNS},
+            **{k: utc(c[k]) for k in _CONTAINER_TIMES},
+            "config_ok": int(c["config_ok"]),
+        }
+        for c in doc["containers"]
+    ]
 
 
 def _finding_rows(host: Host, findings: list[Finding], run_id: int) -> list[dict[str, Any]]:
+    """One row per finding: its fields (``check`` in the column ``check_id``), and the object
+    it concerns again in the column that is a foreign key to that object's table."""
     rows = []
     for f in findings:
-        row = {"run_id": run_id, **f.as_dict()}
-        row["image_id"] = f.object_id if f.object_type == "image" else None
-        row["layer_id"] = f.object_id if f.object_type == "layer" else None
-        row["container_id"] = (
-            f.object_id
-            if f.object_type in ("container", "mount") and f.object_id in host.containers
-            else None
+        kind, oid = f.object_type, f.object_id
+        rows.append(
+            {
+                "run_id": run_id,
+                "check_id": f.check,
+                "severity": f.severity,
+                "path": f.path,
+                "message": f.message,
+                "damage": f.damage,
+                "object_type": kind,
+                "object_id": oid,
+                "image_id": oid if kind == "image" else None,
+                "layer_id": oid if kind == "layer" else None,
+                "container_id": (
+                    oid if kind in ("container", "mount") and oid in host.containers else None
+                ),
+                "volume_name": oid if kind == "volume" else None,
+                "device_hash": oid if kind == "device" else None,
+            }
         )
-        row["volume_name"] = f.object_id if f.object_type == "volume" else None
-        row["device_hash"] = f.object_id if f.object_type == "device" else None
-        rows.append(row)
     return rows
 
 
@@ -443,9 +371,7 @@ def _write_deep(db: sqlite_utils.Database, deep: DeepResult) -> None:
                 "tarsum_payload": r.tarsum_payload,
             }
             for r in deep.layers
-        ),
-        pk="layer_id",
-        foreign_keys=[("layer_id", "layers", "id")],
+        )
     )
     db["layer_files"].insert_all(
         _utf8_rows(
@@ -464,42 +390,23 @@ def _write_deep(db: sqlite_utils.Database, deep: DeepResult) -> None:
             for r in deep.layers
             for f in r.files
         ),
-        pk=("layer_id", "path", "status"),
-        foreign_keys=[("layer_id", "layers", "id")],
         batch_size=5000,
         replace=True,
     )
-    db["layer_files"].create_index(["path"], if_not_exists=True)
     db["container_changes"].insert_all(
         _utf8_rows(
             {"container_id": d.container_id, "kind": c.kind, "path": c.path}
             for d in deep.diffs
             for c in d.changes
-        ),
-        pk=("container_id", "path"),
-        foreign_keys=[("container_id", "containers", "id")],
+        )
     )
 
 
 def _write_timeline(db: sqlite_utils.Database, events: list[Event]) -> None:
     """``docker-forensics timeline``'s events, oldest first (``id`` keeps their order)."""
-    db["timeline"].create(
-        {
-            "id": int,
-            "datetime": str,
-            "timestamp": int,
-            "timestamp_desc": str,
-            "message": str,
-            "object_type": str,
-            "object_id": str,
-            "path": str,
-        },
-        pk="id",
-    )
     db["timeline"].insert_all(
         _utf8_rows({"id": n, **e.as_dict()} for n, e in enumerate(events, 1)), batch_size=5000
     )
-    db["timeline"].create_index(["datetime"])
 
 
 def _write_repair(db: sqlite_utils.Database, repair: RepairRecord, run_id: int) -> None:
@@ -518,48 +425,25 @@ def _write_repair(db: sqlite_utils.Database, repair: RepairRecord, run_id: int) 
                 "skipped": len(repair.skipped),
                 "errors_left": repair.errors_left,
             }
-        ),
-        pk="run_id",
-        foreign_keys=[("run_id", "runs", "id")],
+        )
     )
     status = "applied" if repair.applied else "planned"
     db["repair_actions"].insert_all(
-        _utf8_rows((_action_row(run_id, n, a, status) for n, a in enumerate(repair.actions, 1))),
-        pk=("run_id", "n"),
-        foreign_keys=[("run_id", "runs", "id")],
-        columns=_ACTION_COLUMNS,
+        _utf8_rows(_action_row(run_id, n, a, status) for n, a in enumerate(repair.actions, 1))
     )
     db["repair_skipped"].insert_all(
-        _utf8_rows(({"run_id": run_id, "n": n, **s} for n, s in enumerate(repair.skipped, 1))),
-        pk=("run_id", "n"),
-        foreign_keys=[("run_id", "runs", "id")],
-        columns={"run_id": int, "n": int, "check": str, "path": str, "why": str},
+        _utf8_rows(
+            {"run_id": run_id, "n": n, "check_id": s["check"], "path": s["path"], "why": s["why"]}
+            for n, s in enumerate(repair.skipped, 1)
+        )
     )
-
-
-_ACTION_COLUMNS = {
-    "run_id": int,
-    "n": int,
-    "action": str,
-    "path": str,
-    "kind": str,
-    "target": str,
-    "unit": str,
-    "checks": str,
-    "summary": str,
-    "reason": str,
-    "safety": str,
-    "content_sha256": str,
-    "details": str,
-    "status": str,
-}
 
 
 def _action_row(run_id: int, n: int, a: dict[str, Any], status: str) -> dict[str, Any]:
     return {
         "run_id": run_id,
         "n": n,
-        "action": a["action"],
+        "action_type": a["action"],
         "path": a["path"],
         "kind": a.get("kind"),
         "target": a.get("target"),

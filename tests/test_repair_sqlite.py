@@ -43,20 +43,21 @@ def test_dry_run_plan_goes_to_sqlite_and_root_stays(paths: SamplePaths, tmp_path
     assert rep["run_id"] == run["id"] and rep["applied"] == 0 and rep["journal"] is None
     assert rep["actions"] == ACTIONS_OF_DAMAGE_MANY == len(doc["actions"])
     actions = _rows(out, "select * from repair_actions order by n")
-    assert [(a["action"], a["path"]) for a in actions] == [
+    assert [(a["action_type"], a["path"]) for a in actions] == [
         (a["action"], a["path"]) for a in doc["actions"]
     ]
     assert {a["status"] for a in actions} == {"planned"}
     assert [json.loads(a["checks"]) for a in actions] == [a["checks"] for a in doc["actions"]]
-    rewrite = [a for a in actions if a["action"] == "rewrite" and a["path"].endswith(".json")]
+    rewrite = [a for a in actions if a["action_type"] == "rewrite" and a["path"].endswith(".json")]
     assert rewrite[0]["content_sha256"] and json.loads(rewrite[0]["details"])["lost"]
     skipped = _rows(out, "select * from repair_skipped order by n")
-    assert [(s["check"], s["path"]) for s in skipped] == [
+    assert [(s["check_id"], s["path"]) for s in skipped] == [
         (s["check"], s["path"]) for s in doc["skipped"]
     ]
     # every error of the findings table is answered by an action or said to be left alone
-    answered = {c for a in actions for c in json.loads(a["checks"])} | {s["check"] for s in skipped}
-    found = {f["check"] for f in _rows(out, "select * from findings where severity = 'error'")}
+    answered = {c for a in actions for c in json.loads(a["checks"])}
+    answered |= {s["check_id"] for s in skipped}
+    found = {f["check_id"] for f in _rows(out, "select * from findings where severity = 'error'")}
     assert found and found <= answered
 
 
@@ -70,7 +71,7 @@ def test_applied_run_goes_to_sqlite(paths: SamplePaths, tmp_path: Path) -> None:
     assert rep["applied"] == 1 and rep["journal"] == doc["journal"]
     assert rep["manifest"] == doc["manifest"] and rep["errors_left"] == 0
     assert {a["status"] for a in _rows(out, "select status from repair_actions")} == {"applied"}
-    checks = {f["check"] for f in _rows(out, "select * from findings")}
+    checks = {f["check_id"] for f in _rows(out, "select * from findings")}
     assert "container.config-damaged" in checks  # the state the plan was made on
 
 
