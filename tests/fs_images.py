@@ -144,7 +144,7 @@ def make_xfs(tmp: Path, seed: int = 2, size: int = 320 << 20) -> tuple[Path, dic
     lines = [b"/dev/null\n", b"0 0\n", b"d--755 0 0\n"]
     lines.append(file_line(b"hostname", b"hostname", b"box\n"))
     lines.append(file_line(b"tool", b"tool", rng.randbytes(150_000), b"-u-755 0 0"))
-    lines.append(file_line(b"group", b"group", rng.randbytes(9000), b"--g2750 0 42"))
+    lines.append(file_line(b"group", b"group", rng.randbytes(9000), b"--g750 0 42"))
     lines.append(file_line(b"caf\xe9", b"caf\xe9", b"latin-1 name\n"))
     lines.append(file_line(b"empty", b"empty", b""))
     lines.append(b"link l--777 0 0 hostname\n")

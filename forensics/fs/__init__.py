@@ -64,6 +64,10 @@ def open_tree(fileobj: BinaryIO, device_size: int, limits: Limits | None = None)
     head = _head(fileobj)
     if head is not None and not any(head):
         raise FsOpenError("no filesystem: the first 2048 bytes (both superblock places) are zeros")
+    if head is not None and not any(head[:512]):
+        raise FsOpenError(
+            f"no filesystem: the first sector (an xfs superblock's place) is all zeros, and {esb}"
+        )
     raise FsOpenError(f"no ext4 or xfs filesystem: {esb}")
 
 
