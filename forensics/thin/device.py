@@ -107,7 +107,8 @@ class ThinDevice(io.RawIOBase):
     """Device ``dev_id`` of ``pool`` over the data file open as ``data_fd`` (not closed here).
 
     ``size`` is the device's length in bytes (Docker's record gives it); without it, the end of
-    the last readable mapping. Wrap in :class:`io.BufferedReader` for small reads."""
+    the last readable mapping. The filesystem libraries read it best unbuffered (they ask for
+    the sizes they need; a buffer refilled at every seek costs more than it saves)."""
 
     def __init__(self, pool: Pool, dev_id: int, data_fd: int, *, size: int | None = None) -> None:
         super().__init__()
@@ -135,6 +136,8 @@ class ThinDevice(io.RawIOBase):
         self._runs: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
         self.size = self._last_mapped_end() if size is None else size
         self._pos = 0
+        #: the span the last read was in (a filesystem library reads a few KiB at a time)
+        self._last: _Span | None = None
         #: problems met by reads, in the order met (each once)
         self.read_problems: list[DeviceProblem] = []
 
@@ -256,6 +259,16 @@ class ThinDevice(io.RawIOBase):
         return DeviceReadError(problem)
 
     def _span(self, vblock: int) -> _Span:
+        last = self._last
+        if last is not None and last.vblock <= vblock < last.vblock + last.count:
+            skip = vblock - last.vblock
+            data = last.data + skip if last.data >= 0 else -1
+            return _Span(vblock, last.count - skip, data)
+        span = self._find_span(vblock)
+        self._last = span if span.problem is None else None
+        return span
+
+    def _find_span(self, vblock: int) -> _Span:
         for lo, hi, block in self._damage:
             if lo <= vblock <= hi:
                 count = min(hi - vblock + 1, 1 << 40)
