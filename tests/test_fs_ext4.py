@@ -372,3 +372,14 @@ def test_a_truncated_data_file_is_named_in_what_cannot_be_read(case: Ext4Case) -
         for p in problems:
             assert "device 1: bytes " in p.detail, p
     assert good and bad
+
+
+def test_a_superblock_counting_too_few_inodes_is_refused(case: Ext4Case) -> None:
+    """Found by fuzzing: s_inodes_count of 1 made the library hand out no root directory
+    (None), which was read as one (AttributeError)."""
+    image = _copy(case, "inodes.img")
+    with open(image, "r+b") as f:
+        f.seek(1024)
+        f.write(struct.pack("<I", 1))
+    with open(image, "rb") as f, pytest.raises(FsOpenError, match="root directory"):
+        open_tree(f, image.stat().st_size)

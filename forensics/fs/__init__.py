@@ -81,7 +81,8 @@ def _open(
         volume.open_file_object(fileobj)
         tree = cls(volume, fileobj, device_size, limits, sb)
     except (OSError, ValueError, MemoryError, OverflowError) as exc:
-        raise FsOpenError(f"{cls.label} cannot be opened: {library_reason(exc)}") from None
+        reason = library_reason(exc) if "libfs" in str(exc) else str(exc)
+        raise FsOpenError(f"{cls.label} cannot be opened: {reason}") from None
     return tree
 
 

@@ -62,6 +62,8 @@ class LibyalTree:
         root = self._library(lambda: volume.get_root_directory(), "the root directory")
         if isinstance(root, Refusal):
             raise OSError(root.detail)
+        if root is None:
+            raise OSError(f"the {self.label} filesystem has no root directory")
         self.root_ino = int(root.inode_number)
         self._entries[self.root_ino] = root
 
@@ -158,6 +160,8 @@ class LibyalTree:
         entry = self._library(lambda: self.volume.get_file_entry_by_inode(ino), f"inode {ino}")
         if isinstance(entry, Refusal):
             return entry
+        if entry is None:
+            return Refusal(DAMAGED, f"inode {ino}: {self.label} has no such inode")
         self._entries[ino] = entry
         if len(self._entries) > _ENTRY_CACHE:
             self._entries.popitem(last=False)
