@@ -2,7 +2,8 @@
 
 ``check`` reports damage, ``dump`` writes thin_dump 0.9.0's XML, ``ls`` lists devices with their
 exclusive and shared blocks, ``extract`` copies one device out of the data file into a sparse
-image, ``repair`` writes a repaired copy to a new file. Exit codes as the rest of the tool:
+image, ``repair`` writes a repaired copy to a new file; ``files``, ``cat`` and ``export`` read
+the ext4 or xfs filesystem inside a device. Exit codes as the rest of the tool:
 0 clean, 4 damage, 8 unreadable, 16 usage; ``repair``: 0 nothing lost, 1 written with losses,
 4 nothing written.
 
@@ -12,6 +13,8 @@ The group is registered on the main command by ``cli.add_command(thin)``.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +33,7 @@ from forensics.cliutil import (
 
 if TYPE_CHECKING:
     from forensics.thin.blocks import MetadataFile
+    from forensics.thin.files import DeviceTree
     from forensics.thin.pool import Pool
     from forensics.thin.repair import InstallStep, RepairSummary
 
@@ -313,3 +317,186 @@ def repair_text(summary: RepairSummary, steps: list[InstallStep]) -> str:
         if step.command:
             lines.append(f"       {step.command}")
     return "\n".join(lines) + "\n"
+
+
+# -- the files inside a device ------------------------------------------------------------
+
+data_argument = click.argument(
+    "data", type=click.Path(dir_okay=False, path_type=Path), metavar="DATA"
+)
+dev_option = click.option(
+    "--dev", "dev_id", type=click.IntRange(0), required=True, help="Thin device id."
+)
+size_option = click.option(
+    "--size",
+    type=click.IntRange(0),
+    default=None,
+    help="The device's size in bytes (Docker's record); default: what its filesystem claims.",
+)
+
+
+def _path_parts(path: str) -> tuple[bytes, ...]:
+    """PATH inside the device as components; ``..`` refused (nothing above the root)."""
+    raw = os.fsencode(path)
+    parts = tuple(p for p in raw.split(b"/") if p not in (b"", b"."))
+    if b".." in parts:
+        raise click.UsageError(f"{path}: '..' is not allowed in a path inside the device")
+    return parts
+
+
+@contextmanager
+def _device_tree(metadata: Path, data: Path, dev_id: int, size: int | None) -> Iterator[DeviceTree]:
+    from forensics.thin.files import FilesError, open_device_tree
+
+    try:
+        with open_device_tree(metadata, data, dev_id, size=size) as opened:
+            yield opened
+    except FilesError as exc:
+        raise OperationalError(str(exc)) from None
+
+
+def _report(command: str, opened: DeviceTree, problems: list[str]) -> bool:
+    """Print the device's problems and ``problems`` to stderr; True when there were any."""
+    lines = [str(p) for p in opened.device_problems()] + opened.tree.notes + problems
+    for line in lines:
+        click.echo(f"docker-forensics thin {command}: {line}", err=True)
+    return bool(lines)
+
+
+@thin.command()
+@metadata_argument
+@data_argument
+@dev_option
+@click.argument("path", default="/", metavar="[PATH]")
+@size_option
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def files(metadata: Path, data: Path, dev_id: int, path: str, size: int | None, fmt: str) -> int:
+    """List the files of device --dev's filesystem (ext4 or xfs) under PATH, as ls -li does:
+    inode, mode, links, owner, size, mtime in UTC to the nanosecond, xattr names."""
+    from forensics.fs import display, walk
+    from forensics.fs.tree import Refusal
+    from forensics.thin.files import member_doc, member_line
+
+    top = _path_parts(path)
+    with _device_tree(metadata, data, dev_id, size) as opened:
+        tree = opened.tree
+        found: list = []
+        members = []
+        for w in walk(tree, found, top=top):
+            target = tree.readlink(w.parts) if stat.S_ISLNK(w.stat.mode) else None
+            xattrs = tree.xattrs(w.parts)
+            for value in (target, xattrs):
+                if isinstance(value, Refusal):
+                    found.append(f"{display(w.parts)}: {value.detail}")
+            target = None if isinstance(target, Refusal) else target
+            xattrs = {} if isinstance(xattrs, Refusal) else xattrs
+            if fmt == "json":
+                members.append(member_doc(w.parts, w.stat, target, xattrs))
+            else:
+                members.append(member_line(w.parts, w.stat, target, xattrs))
+        problems = [p if isinstance(p, str) else f"{display(p.path)}: {p.detail}" for p in found]
+        if fmt == "json":
+            doc = {
+                "device": dev_id,
+                "filesystem": tree.label,
+                "size": opened.device.size,
+                "files": members,
+                "problems": [str(p) for p in opened.device_problems()] + tree.notes + problems,
+            }
+            emit(json.dumps(doc, indent=2) + "\n")
+        else:
+            emit("".join(line + "\n" for line in members))
+        damaged = _report("files", opened, problems)
+        if top and not members:
+            raise OperationalError(f"{path}: not in device {dev_id}")
+        return _finish(EXIT_DAMAGE if damaged else EXIT_OK)
+
+
+@thin.command()
+@metadata_argument
+@data_argument
+@dev_option
+@click.argument("path", metavar="PATH")
+@size_option
+def cat(metadata: Path, data: Path, dev_id: int, path: str, size: int | None) -> int:
+    """Write regular file PATH of device --dev's filesystem to standard output (a symlink is
+    not followed)."""
+    from forensics.fs.tree import Refusal
+
+    parts = _path_parts(path)
+    with _device_tree(metadata, data, dev_id, size) as opened:
+        source = opened.tree.open_file(parts)
+        if isinstance(source, Refusal):
+            raise OperationalError(source.detail)
+        out = click.get_binary_stream("stdout")
+        problems = []
+        try:
+            with source:
+                while chunk := source.read(1 << 20):
+                    out.write(chunk)
+            out.flush()
+        except BrokenPipeError:
+            pass
+        except OSError as exc:
+            problems.append(f"{path}: cut short: {exc.strerror or exc}")
+        damaged = _report("cat", opened, problems)
+        return _finish(EXIT_DAMAGE if damaged else EXIT_OK)
+
+
+@thin.command(name="export")
+@metadata_argument
+@data_argument
+@dev_option
+@click.option(
+    "-o",
+    "--output",
+    "target",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="The directory to write the files into (created if missing).",
+)
+@click.option("--force", is_flag=True, help="Write into TARGET even if it is not empty.")
+@size_option
+def export_files(
+    metadata: Path, data: Path, dev_id: int, target: Path, force: bool, size: int | None
+) -> int:
+    """Copy every file of device --dev's filesystem into the directory TARGET, with owners,
+    modes, times and xattrs where the target allows. Nothing is written outside TARGET; a name
+    already in TARGET is reported and left as it is."""
+    from forensics.fs.export import display_problem, export_tree
+
+    for source in (metadata, data):
+        resolved = source.resolve()
+        if resolved == target.resolve() or target.resolve() in resolved.parents:
+            raise click.UsageError(f"{target} holds the input {source}")
+    target_fd = _open_target(target, force)
+    try:
+        with _device_tree(metadata, data, dev_id, size) as opened:
+            result = export_tree(opened.tree, target_fd)
+            problems = [display_problem(p) for p in result.problems]
+            problems += [f"not kept: {what}" for what in sorted(result.not_kept)]
+            damaged = _report("export", opened, problems)
+            click.echo(f"{target}: {result.members} files written, {result.bytes} bytes", err=True)
+            return _finish(EXIT_DAMAGE if damaged else EXIT_OK)
+    finally:
+        os.close(target_fd)
+
+
+def _open_target(target: Path, force: bool) -> int:
+    if target.is_symlink():
+        raise OperationalError(f"{target} is a symlink; give the directory itself")
+    if not target.exists():
+        try:
+            target.mkdir(mode=0o700)
+        except OSError as exc:
+            raise OperationalError(f"{target}: {exc.strerror or exc}") from None
+    elif not target.is_dir():
+        raise OperationalError(f"{target} is not a directory")
+    elif any(target.iterdir()) and not force:
+        raise OperationalError(f"{target} is not empty (--force writes into it)")
+    try:
+        return os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OperationalError(f"{target}: {exc.strerror or exc}") from None

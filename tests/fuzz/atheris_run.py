@@ -62,6 +62,8 @@ def main(argv: list[str]) -> int:
         import forensics.formats.tarsplit  # noqa: F401
         import forensics.formats.thin  # noqa: F401
         import forensics.formats.ustar  # noqa: F401
+        import forensics.fs.ext4  # noqa: F401
+        import forensics.fs.xfs  # noqa: F401
         import forensics.repair.linkgraph  # noqa: F401
         import forensics.repair.tags  # noqa: F401
         import forensics.stores.buildkit  # noqa: F401
@@ -71,6 +73,7 @@ def main(argv: list[str]) -> int:
         import forensics.stores.legacy  # noqa: F401
         import forensics.stores.tags  # noqa: F401
         import forensics.thin.check  # noqa: F401
+        import forensics.thin.device  # noqa: F401
         import forensics.thin.dump  # noqa: F401
         import forensics.thin.ls  # noqa: F401
     from draw import ProviderDraw

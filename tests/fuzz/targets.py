@@ -647,6 +647,17 @@ def _thin(name: str) -> Callable[[Draw], None]:
     return run
 
 
+def _fs(name: str) -> Callable[[Draw], None]:
+    """A filesystem target, imported when first run (it makes a real image with mkfs)."""
+
+    def run(draw: Draw) -> None:
+        import fs_targets
+
+        getattr(fs_targets, name)(draw)
+
+    return run
+
+
 _ALL = (
     Target("json-bytes", json_any_bytes, "any bytes through decode_json", 400),
     Target("value-readers", value_readers, "any bytes as a value file and a JSON object", 200),
@@ -677,5 +688,7 @@ _ALL = (
     Target("tar-header", tar_header, "any 512-byte block as a tar header", 512),
     Target("tar-member", tar_member, "any buffer and offset as a tar member", 3100),
     Target("pax-records", pax_records, "any bytes as PAX records", 300),
+    Target("fs-ext4", _fs("ext4_image"), "a real ext4 image damaged, walked and read whole", 1024),
+    Target("fs-xfs", _fs("xfs_image"), "a real xfs image damaged, walked and read whole", 1024),
 )
 TARGETS: dict[str, Target] = {t.name: t for t in _ALL}

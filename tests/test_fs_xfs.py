@@ -1,0 +1,207 @@
+"""xfs read through a thin device, held against the proto file's sources (every regular file's
+bytes) and against ``xfs_db`` reading the same image: each directory's names and inodes
+(``ls``), each inode's type, mode, owner, links, size and the four times to the nanosecond
+(``inode N`` + ``print``). Then hostile images derived from the real one."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import fs_images as fi
+import pytest
+
+from forensics.fs import FsOpenError, Refusal, Stat, open_tree, walk
+from forensics.fs.libyal import LibyalTree
+from forensics.thin.blocks import MetadataFile
+from forensics.thin.device import ThinDevice
+from forensics.thin.pool import read_pool
+
+
+@dataclass
+class XfsCase:
+    pool: fi.PoolFiles
+    image: Path
+    files: dict[bytes, bytes]
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory) -> XfsCase:
+    tmp = tmp_path_factory.mktemp("xfs")
+    image, files = fi.make_xfs(tmp)
+    return XfsCase(fi.pool_of(tmp, [image]), image, files, tmp)
+
+
+@contextmanager
+def device_tree(pool: fi.PoolFiles, dev_id: int) -> Iterator[LibyalTree]:
+    size = pool.images[dev_id].stat().st_size
+    fd = os.open(pool.data, os.O_RDONLY)
+    try:
+        with MetadataFile(pool.metadata) as meta:
+            device = ThinDevice(read_pool(meta, space_maps=False), dev_id, fd, size=size)
+            with open_tree(io.BufferedReader(device, 1 << 16), size) as tree:
+                yield tree
+    finally:
+        os.close(fd)
+
+
+def xfs_db(image: Path, *commands: str) -> bytes:
+    args: list[str | Path] = ["xfs_db", "-r"]
+    for c in commands:
+        args += ["-c", c]
+    return fi.run(*args, image)
+
+
+def xfs_db_listing(image: Path, ino: int) -> set[tuple[bytes, int]]:
+    """``ls`` of directory inode ``ino``: (name, inode) pairs."""
+    out = xfs_db(image, f"inode {ino}", "ls")
+    names = set()
+    for line in out.split(b"\n"):
+        m = re.match(rb"\s*\d+\s+(\d+)\s+\S+\s+0x[0-9a-f]+\s+(\d+) (.*) \((good|bad)\)$", line)
+        if m:
+            name = m.group(3)
+            assert len(name) == int(m.group(2))
+            if name not in (b".", b".."):
+                names.add((name, int(m.group(1))))
+    return names
+
+
+def _when(text: bytes) -> int:
+    moment = datetime.strptime(text.decode().strip(), "%a %b %d %H:%M:%S %Y")
+    return int(moment.replace(tzinfo=UTC).timestamp())
+
+
+def xfs_db_inode(image: Path, ino: int) -> dict[str, int]:
+    out = xfs_db(image, f"inode {ino}", "print")
+    values = dict(re.findall(rb"^([\w.]+) = (.*)$", out, re.M))
+    fields = {
+        "mode": int(values[b"core.mode"], 8),
+        "uid": int(values[b"core.uid"]),
+        "gid": int(values[b"core.gid"]),
+        "nlink": int(values[b"core.nlinkv2"]),
+        "size": int(values[b"core.size"]),
+    }
+    for name, key in (("atime", b"core.atime"), ("mtime", b"core.mtime"), ("ctime", b"core.ctime")):
+        fields[name] = _when(values[key + b".sec"]) * 10**9 + int(values[key + b".nsec"])
+    fields["crtime"] = _when(values[b"v3.crtime.sec"]) * 10**9 + int(values[b"v3.crtime.nsec"])
+    return fields
+
+
+def test_every_file_reads_as_its_source_and_xfs_db_reads_it(case: XfsCase) -> None:
+    problems: list = []
+    with device_tree(case.pool, 1) as tree:
+        walked = list(walk(tree, problems))
+        assert problems == []
+        regular = {}
+        for w in walked:
+            if stat.S_ISREG(w.stat.mode):
+                f = tree.open_file(w.parts)
+                assert not isinstance(f, Refusal)
+                regular[b"/".join(w.parts)] = f.read()
+            elif stat.S_ISDIR(w.stat.mode):
+                listing = tree.listdir(w.parts)
+                assert not isinstance(listing, Refusal)
+                got = {(e.name, e.ino) for e in listing.entries}
+                assert got == xfs_db_listing(case.image, w.stat.ino), w.parts
+        assert regular == case.files
+        checked = [w for w in walked if not w.parts or len(w.parts) == 1 or w.parts[0] == b"data"]
+        checked += [w for w in walked if w.parts[:1] == (b"node",)][:5]
+        for w in checked:
+            expected = xfs_db_inode(case.image, w.stat.ino)
+            ours = {
+                "mode": w.stat.mode,
+                "uid": w.stat.uid,
+                "gid": w.stat.gid,
+                "nlink": w.stat.nlink,
+                "size": w.stat.size,
+                "atime": w.stat.atime_ns,
+                "mtime": w.stat.mtime_ns,
+                "ctime": w.stat.ctime_ns,
+                "crtime": w.stat.crtime_ns,
+            }
+            assert ours == expected, w.parts
+    assert (b"caf\xe9",) in {w.parts for w in walked}
+
+
+def test_special_files_and_symlinks(case: XfsCase) -> None:
+    with device_tree(case.pool, 1) as tree:
+        null, disk, fifo = (tree.lstat((n,)) for n in (b"null", b"disk", b"fifo"))
+        assert isinstance(null, Stat) and isinstance(disk, Stat) and isinstance(fifo, Stat)
+        assert stat.S_ISCHR(null.mode) and null.rdev == os.makedev(1, 3)
+        assert stat.S_ISBLK(disk.mode) and disk.rdev == os.makedev(8, 0) and disk.gid == 6
+        assert stat.S_ISFIFO(fifo.mode)
+        assert tree.readlink((b"link",)) == b"hostname"
+        assert tree.readlink((b"longlink",)) == b"/" + b"/".join([b"segment"] * 12)
+        tool, group = tree.lstat((b"tool",)), tree.lstat((b"group",))
+        assert isinstance(tool, Stat) and stat.S_IMODE(tool.mode) == 0o4755
+        assert isinstance(group, Stat) and stat.S_IMODE(group.mode) == 0o2750
+        assert isinstance(tree.lstat((b"link", b"x")), Refusal)
+
+
+def _copy(case: XfsCase, name: str) -> Path:
+    out = case.tmp / name
+    shutil.copyfile(case.image, out)
+    return out
+
+
+def test_zeroed_superblock_is_refused(case: XfsCase) -> None:
+    image = _copy(case, "zeroed.img")
+    with open(image, "r+b") as f:
+        f.write(bytes(512))
+    with open(image, "rb") as f, pytest.raises(FsOpenError, match="zeros"):
+        open_tree(f, image.stat().st_size)
+
+
+def _inode_offset(case: XfsCase, path: bytes) -> int:
+    with open(case.image, "rb") as f, open_tree(f, case.image.stat().st_size) as tree:
+        st = tree.lstat(tuple(path.split(b"/")))
+        assert isinstance(st, Stat)
+        at = tree.inode_offset(st.ino)  # type: ignore[attr-defined]
+        assert at is not None
+        return at
+
+
+def test_hostile_short_form_names_and_a_loop(case: XfsCase) -> None:
+    """``data/few`` is a short-form directory (its names inside its inode): its one name made
+    ``o/e``, then its entry's inode pointed at ``data`` (its parent: a loop)."""
+    image = _copy(case, "names.img")
+    at = _inode_offset(case, b"data/few")
+    with open(image, "r+b") as f:
+        f.seek(at)
+        raw = bytearray(f.read(512))
+        i = raw.index(b"one", 176)
+        raw[i : i + 3] = b"o/e"
+        f.seek(at)
+        f.write(raw)
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        listing = tree.listdir((b"data", b"few"))
+        assert not isinstance(listing, Refusal)
+        assert listing.entries == [] and "holds a '/'" in listing.problems[0]
+    loop = _copy(case, "loop.img")
+    with open(case.image, "rb") as f, open_tree(f, case.image.stat().st_size) as tree:
+        data = tree.lstat((b"data",))
+        assert isinstance(data, Stat)
+    with open(loop, "r+b") as f:
+        f.seek(at)
+        raw = bytearray(f.read(512))
+        i = raw.index(b"one", 176)
+        width = 8 if raw[177] else 4
+        start = i + 3 + 1  # name, then the file type byte
+        raw[start : start + width] = data.ino.to_bytes(width, "big")
+        raw[i + 3] = 2  # a directory
+        f.seek(at)
+        f.write(raw)
+    with open(loop, "rb") as f, open_tree(f, loop.stat().st_size) as tree:
+        problems: list = []
+        walked = list(walk(tree, problems))
+        assert [(p.path, p.kind) for p in problems] == [((b"data", b"few", b"one"), "loop")]
+        assert len(walked) == len({w.parts for w in walked})
