@@ -4,6 +4,7 @@ tree laid out like the layer it pretends to be) is ever opened — proved by ino
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -12,6 +13,11 @@ from typing import Any
 import pytest
 from inotify_watch import Watch
 from sample_paths import SamplePaths
+
+from forensics.checks import run_checks
+from forensics.evidence import Evidence
+from forensics.model import Host
+from forensics.stores.host import read_host
 
 #: the value planted: from ROOT/overlay2/<id>/diff it climbs to ROOT's parent's x/dir/diff
 ESCAPE = "../../x/dir"
@@ -136,3 +142,71 @@ def test_torn_mount_id_is_damage_and_keeps_the_container_layer(
     assert not any(mount_id in path for path in moved), moved
     result = cli("diff", cid, sample_root)
     assert result.code == 8 and record in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def _read(root: Path) -> tuple[Host, set[tuple[str, str]]]:
+    """The model of ``root`` and its findings as (check, path)."""
+    host = read_host(Evidence(root))
+    return host, {(f.check, f.path) for f in run_checks(host)}
+
+
+def _findings(root: Path) -> set[tuple[str, str]]:
+    return _read(root)[1]
+
+
+def _plant_link(s: SamplePaths) -> tuple[str, str]:
+    rel = f"overlay2/{s.cache_id(s.chain('sample/app:1.0')[1])}/link"
+    s.path(rel).write_text(ESCAPE)
+    return "overlay2.link-damaged", rel
+
+
+def _plant_lower(s: SamplePaths) -> tuple[str, str]:
+    rel = f"overlay2/{s.cache_id(s.chain('sample/app:1.0')[1])}/lower"
+    s.path(rel).write_text(f"l/{s.link(s.cache_id(s.chain('sample/app:1.0')[0]))}:{ESCAPE}")
+    return "overlay2.lower-damaged", rel
+
+
+@pytest.mark.parametrize("plant", [_plant_link, _plant_lower])
+def test_overlay2_link_and_lower_that_climb_are_damage(
+    sample_root: Path, truth: dict[str, Any], plant: Any
+) -> None:
+    s = SamplePaths(sample_root, truth)
+    check, rel = plant(s)
+    host, found = _read(sample_root)
+    assert (check, rel) in found
+    ddir = host.driver_dirs[rel.split("/")[1]]
+    assert ESCAPE not in f"{ddir.link}:{ddir.lower}", "the model carries the value that climbs"
+
+
+def test_overlay_lower_id_that_climbs_is_damage(tmp_path: Path) -> None:
+    from conftest import DRIVER_SAMPLES, SAMPLES, unpack
+
+    root = unpack(SAMPLES / DRIVER_SAMPLES["overlay"], tmp_path)
+    inits = sorted((root / "overlay").glob("*-init/lower-id"))
+    assert inits, "the overlay sample has no init layer"
+    rel = str(inits[0].relative_to(root))
+    (root / rel).write_text(ESCAPE)
+    assert ("overlay.lower-id-damaged", rel) in _findings(root)
+
+
+def test_aufs_parent_that_climbs_is_damage(corpus_roots: dict[str, Path], tmp_path: Path) -> None:
+    from conftest import copy_tree
+
+    root = copy_tree(corpus_roots["aufs.v1"], tmp_path / "docker")
+    layers = sorted((root / "aufs" / "layers").iterdir())
+    rel = str(next(p for p in layers if p.read_text().strip()).relative_to(root))
+    (root / rel).write_text(f"{ESCAPE}\n")
+    assert ("aufs.layers-damaged", rel) in _findings(root)
+
+
+def test_device_hash_that_climbs_is_damage_and_never_a_repair(cli, dm_root: Path) -> None:
+    """transaction-metadata names the record ``metadata/<device_hash>`` that dockerd removes
+    on a rollback: a hash that climbs is damage, and repair plans nothing outside ROOT."""
+    rel = "devicemapper/metadata/transaction-metadata"
+    doc = json.loads((dm_root / rel).read_text())
+    (dm_root.parent / "victim").write_text("must stay")
+    doc["device_hash"], doc["open_transaction_id"] = "../../../victim", 10**6
+    (dm_root / rel).write_text(json.dumps(doc))
+    assert ("devicemapper.transaction-damaged", rel) in _findings(dm_root)
+    plan = cli("repair", dm_root, "--dry-run", "--format", "json")
+    assert not any("victim" in a["path"] for a in plan.json()["actions"])
