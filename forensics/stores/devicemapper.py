@@ -11,6 +11,7 @@ import stat
 from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
+from forensics.formats.ids import DRIVER_DIR_ID, id_problem
 from forensics.model import Device, DeviceSet, DriverDir, Host, PoolFile, Problem
 from forensics.progress import track
 from forensics.stores.reading import read_json_object
@@ -107,6 +108,11 @@ def _read_transaction(d: DirHandle, ds: DeviceSet) -> None:
     ds.transaction_device_id = _int(doc.get("device_id"))
     device_hash = doc.get("device_hash")
     ds.transaction_hash = device_hash if isinstance(device_hash, str) else None
+    why = id_problem(device_hash, DRIVER_DIR_ID) if device_hash else None
+    if why is not None:  # it names the record metadata/<device_hash>: never a path out
+        ds.transaction_hash = None
+        ds.problems["transaction"] = Problem(d.path_of(name), "bad-value", f"device_hash is {why}")
+        return
     if (
         ds.open_transaction_id is None
         or ds.transaction_hash is None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from forensics.evidence import Evidence
-from forensics.formats.ids import is_hex64
+from forensics.formats.ids import DRIVER_NAME, is_hex64
 from forensics.heap import no_cycle_collection
 from forensics.model import Host
 from forensics.parallel import shared_workers
@@ -179,6 +179,8 @@ def _legacy_driver(ev: Evidence, votes: Counter[str | None]) -> str | None:
     for name in ev.listdir_or_empty(""):
         if name.startswith("repositories-"):
             named[name.removeprefix("repositories-")] += 1
+    for name in [d for d in named if not DRIVER_NAME.fullmatch(d)]:
+        del named[name]  # it names repositories-<driver>: a config's "../x" is no driver
     for driver in DRIVER_PRIORITY:
         if _driver_has_data(ev, driver):
             named[driver] += 1

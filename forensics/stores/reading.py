@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from forensics.evidence import SMALL_LIMIT, PlainDir, ReadFailure
+from forensics.formats.ids import id_problem
 from forensics.formats.jsonfile import JsonDamage, decode_json
 from forensics.model import Problem
 
@@ -103,6 +105,21 @@ def plain_values(found: PlainDir | None, required: tuple[str, ...]) -> dict[str,
 
 def bad_value(problems: dict[str, Problem], role: str, rel: str, detail: str) -> None:
     problems[role] = Problem(rel, "bad-value", detail)
+
+
+def checked_id(
+    value: str | None, grammar: re.Pattern[str], problems: dict[str, Problem], role: str, rel: str
+) -> str | None:
+    """``value`` when it is an id of ``grammar`` (or None); otherwise None, with the damage
+    recorded under ``role`` at ``rel``, the file that holds it. For values that name a file or
+    directory: the model never carries one that could lead out of its directory."""
+    if value is None:
+        return None
+    why = id_problem(value, grammar)
+    if why is None:
+        return value
+    bad_value(problems, role, rel, why)
+    return None
 
 
 def as_str(value: Any) -> str | None:
