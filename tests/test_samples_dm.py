@@ -1,0 +1,291 @@
+"""The devicemapper samples judged by the real programs alone (not by this project's readers).
+
+Shared by ``test_samples_dm_legacy.py`` and ``test_samples_dm_modern.py``: each thin device is
+cut out of the pool's data file by the mappings Debian's ``thin_dump`` prints, its filesystem
+is checked by ``e2fsck -fn`` / ``xfs_repair -n``, and its files are read with e2fsprogs'
+``debugfs`` or xfsprogs' ``xfs_db`` to be held against the truth file. Also here: the
+generators' own TarSum against moby's published vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from conftest import SAMPLES
+
+BLOCK_SECTORS_TO_BYTES = 512
+NS = 1_000_000_000
+
+
+def sbin(name: str) -> str | None:
+    """e2fsprogs, xfsprogs and thin-provisioning-tools live in sbin, which a non-root PATH
+    may lack."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
+
+
+def needs(*names: str) -> pytest.MarkDecorator:
+    missing = [n for n in names if sbin(n) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"not installed: {', '.join(missing)}")
+
+
+def run(*args: str | os.PathLike[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    tool = sbin(str(args[0])) or str(args[0])
+    proc = subprocess.run(
+        [tool, *map(str, args[1:])], capture_output=True, text=True, errors="surrogateescape"
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{args[0]} exit {proc.returncode}: {proc.stdout}{proc.stderr}")
+    return proc
+
+
+def load_generator(name: str) -> ModuleType:
+    """A sample generator imported as a module (its file name has dashes)."""
+    path = SAMPLES / name
+    sys.path.insert(0, str(SAMPLES))
+    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --- the pool --------------------------------------------------------------------------------
+
+
+def pool_mappings(metadata: Path) -> tuple[int, dict[int, list[list[int]]]]:
+    """``thin_dump``'s data block size (bytes) and each device's runs ``[vbegin, dbegin, n,
+    time]``."""
+    root = ET.fromstring(run("thin_dump", metadata).stdout)
+    block = int(root.get("data_block_size", "")) * BLOCK_SECTORS_TO_BYTES
+    devices: dict[int, list[list[int]]] = {}
+    for dev in root.iter("device"):
+        runs = []
+        for m in dev:
+            t = int(m.get("time", ""))
+            if m.tag == "single_mapping":
+                runs.append([int(m.get("origin_block", "")), int(m.get("data_block", "")), 1, t])
+            else:
+                runs.append(
+                    [int(m.get(k, "")) for k in ("origin_begin", "data_begin", "length")] + [t]
+                )
+        devices[int(dev.get("dev_id", ""))] = runs
+    return block, devices
+
+
+def data_extents(path: Path) -> list[tuple[int, int]]:
+    out = []
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size, pos = os.fstat(fd).st_size, 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            out.append((start, end))
+            pos = end
+    finally:
+        os.close(fd)
+    return out
+
+
+def extract(data: Path, runs: list[list[int]], block: int, size: int, image: Path) -> None:
+    """The device as a sparse raw image: each mapped block's bytes from the data file, read
+    only where the data file holds data (its holes are zeros either way)."""
+    extents = data_extents(data)
+    with data.open("rb") as src, image.open("wb") as dst:
+        dst.truncate(size)
+        for vbegin, dbegin, length, _ in runs:
+            lo, hi = dbegin * block, (dbegin + length) * block
+            for start, end in extents:
+                a, b = max(lo, start), min(hi, end)
+                if a >= b:
+                    continue
+                src.seek(a)
+                dst.seek(vbegin * block + (a - lo))
+                dst.write(src.read(b - a))
+
+
+# --- ext4 through debugfs --------------------------------------------------------------------
+
+_TIME = re.compile(r"^\s*(\w+): 0x([0-9a-f]+)(?::([0-9a-f]+))? --")
+_LS = re.compile(r"^/(\d+)/(\d+)/(\d+)/(\d+)/(.*)/(\d*)/$")
+
+
+def debugfs(image: Path, commands: list[str]) -> dict[str, list[str]]:
+    """Run ``commands`` in one read-only debugfs; each command's output lines."""
+    script = image.with_suffix(".cmds")
+    script.write_text("\n".join(commands) + "\n")
+    out = run("debugfs", "-f", script, image).stdout
+    script.unlink()
+    result: dict[str, list[str]] = {}
+    current = None
+    for line in out.splitlines():
+        if line.startswith("debugfs: "):
+            current = line[len("debugfs: ") :]
+            result[current] = []
+        elif current is not None:
+            result[current].append(line)
+    return result
+
+
+def ext4_walk(image: Path, top: str) -> dict[str, dict[str, Any]]:
+    """Every name below ``top`` (``""``: ``top`` itself) with ``ls -p``'s inode and mode."""
+    found: dict[str, dict[str, Any]] = {}
+    level = [""]
+    while level:
+        cmds = {f"ls -p {'/' + '/'.join(p for p in (top, d) if p) or '/'}": d for d in level}
+        out = debugfs(image, list(cmds))
+        level = []
+        for cmd, lines in out.items():
+            parent = cmds[cmd]
+            for line in lines:
+                m = _LS.match(line)
+                if not m:
+                    continue
+                ino, mode, name = int(m[1]), int(m[2], 8), m[5]
+                if name in ("..", "") or ino == 0:
+                    continue
+                path = parent if name == "." else f"{parent}/{name}" if parent else name
+                if name == "." and path in found:
+                    continue
+                found[path] = {"ino": ino, "st_mode": mode}
+                if name != "." and mode & 0o170000 == 0o040000:
+                    level.append(path)
+    return found
+
+
+def _xattr_value(text: str) -> bytes:
+    text = text.strip()
+    if text.startswith('"'):
+        return text[1:-1].encode().decode("unicode_escape").encode("latin-1")
+    return bytes.fromhex(text.replace(" ", ""))
+
+
+def parse_stat(lines: list[str]) -> dict[str, Any]:
+    rec: dict[str, Any] = {}
+    in_xattrs = False
+    for line in lines:
+        if m := re.match(r"Inode: (\d+)\s+Type: ([\w ]+?)\s+Mode:\s+(\d+)", line):
+            rec["ino"], rec["type_name"], rec["perm"] = int(m[1]), m[2], int(m[3], 8)
+        elif m := re.match(r"User:\s+(\d+)\s+Group:\s+(\d+).*Size: (\d+)", line):
+            rec["uid"], rec["gid"], rec["size"] = int(m[1]), int(m[2]), int(m[3])
+        elif m := re.match(r"Links: (\d+)", line):
+            rec["nlink"] = int(m[1])
+        elif m := _TIME.match(line):
+            sec = int(m[2], 16)
+            extra = int(m[3] or "0", 16)
+            rec[m[1]] = sec + ((extra & 3) << 32)
+            rec[f"{m[1]}_ns"] = extra >> 2
+        elif m := re.match(r'Fast link dest: "(.*)"$', line):
+            rec["target"] = m[1]
+        elif m := re.match(r"Device major/minor number: (\d+):(\d+)", line):
+            rec["rdev"] = [int(m[1]), int(m[2])]
+        elif line.startswith("Extended attributes:"):
+            in_xattrs = True
+            rec["xattrs"] = {}
+        elif in_xattrs and (m := re.match(r"\s+(\S+) \((\d+)\) = (.*)$", line)):
+            rec["xattrs"][m[1]] = _xattr_value(m[3]).hex()
+        elif in_xattrs and not line.startswith(" "):
+            in_xattrs = False
+    return rec
+
+
+EXT4_TYPES = {
+    "regular": "file",
+    "directory": "dir",
+    "symlink": "symlink",
+    "character special": "char",
+    "block special": "block",
+    "FIFO": "fifo",
+}
+
+
+def ext4_tree(image: Path, top: str, scratch: Path) -> dict[str, dict[str, Any]]:
+    """Every file below ``top`` as debugfs reads it, in the truth's record shape."""
+    names = ext4_walk(image, top)
+    disk = {p: "/" + "/".join(x for x in (top, p) if x) for p in names}
+    stats = debugfs(image, [f"stat {disk[p] or '/'}" for p in names])
+    dump = scratch / "rdump"
+    if dump.exists():
+        shutil.rmtree(dump)
+    dump.mkdir()
+    run("debugfs", "-R", f"rdump {'/' + top if top else '/'} {dump}", image)
+    base = dump / (top.rsplit("/", 1)[-1] if top else "")
+    out: dict[str, dict[str, Any]] = {}
+    for path in names:
+        st = parse_stat(stats[f"stat {disk[path] or '/'}"])
+        kind = EXT4_TYPES[st["type_name"]]
+        rec: dict[str, Any] = {
+            "type": kind,
+            "mode": f"{names[path]['st_mode']:o}",
+            "uid": st["uid"],
+            "gid": st["gid"],
+            "nlink": st["nlink"],
+        }
+        if kind != "dir":
+            rec["size"] = st["size"]
+        if kind == "file":
+            rec["sha256"] = hashlib.sha256((base / path).read_bytes()).hexdigest()
+        if kind == "symlink":
+            rec["target"] = st.get("target") or os.readlink(base / path)
+        if kind in ("char", "block"):
+            rec["rdev"] = st["rdev"]
+        if st.get("xattrs"):
+            rec["xattrs"] = dict(sorted(st["xattrs"].items()))
+        for name in ("mtime", "atime", "ctime", "crtime"):
+            rec[name], rec[f"{name}_ns"] = st[name], st[f"{name}_ns"]
+        out[path] = rec
+    return out
+
+
+def lsdel(image: Path) -> list[int]:
+    """Inode numbers of deleted inodes that still own blocks (debugfs ``lsdel``)."""
+    lines = run("debugfs", "-R", "lsdel", image).stdout.splitlines()
+    return [int(m[1]) for line in lines if (m := re.match(r"\s*(\d+)\s+\d+\s+\d+", line))]
+
+
+# --- TarSum of the generators against moby's published vectors ------------------------------
+
+
+@pytest.fixture(scope="module")
+def dmsample() -> Iterator[ModuleType]:
+    sys.path.insert(0, str(SAMPLES))
+    import dmsample as module
+
+    yield module
+
+
+def test_generator_tarsum_reproduces_mobys_version0_vectors(dmsample: ModuleType) -> None:
+    """The generators' TarSum against the sums moby's Go TarSum published (version 0, which
+    the legacy sample's checksum files use), on tars written by Python's tarfile."""
+    from test_tarsum import ITERATION, SIZED, info, make_tar
+
+    version0 = [case for case in ITERATION if case[0] == 0]
+    assert len(version0) == 2
+    for _, header, xattrs, data, first, _ in version0:
+        tar = make_tar([(info(pax_headers=dict(xattrs), **header), data)])
+        assert dmsample.tarsum(dmsample.read_tar(tar), None) == f"tarsum+sha256:{first}"
+    member = info("/testdata0", mode=0o755, type=tarfile.AREGTYPE)  # Typeflag left unset
+    tar = make_tar([(member, bytes(1024 * 1024))], tarfile.USTAR_FORMAT)
+    assert dmsample.tarsum(dmsample.read_tar(tar), None) == f"tarsum+sha256:{SIZED['sha256']}"
+
+
+def test_generator_crcs(dmsample: ModuleType) -> None:
+    derp = bytes([2, 116, 164, 177, 171, 236, 107, 78])
+    assert dmsample.crc64_iso(b"imma hurr til I derp") == derp
+    assert dmsample.crc32c(b"123456789") == 0xE3069283
