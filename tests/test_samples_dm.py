@@ -9,6 +9,7 @@ generators' own TarSum against moby's published vectors.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import importlib.util
 import os
@@ -17,7 +18,9 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 import xml.etree.ElementTree as ET
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -58,6 +61,7 @@ def load_generator(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -257,6 +261,201 @@ def lsdel(image: Path) -> list[int]:
     """Inode numbers of deleted inodes that still own blocks (debugfs ``lsdel``)."""
     lines = run("debugfs", "-R", "lsdel", image).stdout.splitlines()
     return [int(m[1]) for line in lines if (m := re.match(r"\s*(\d+)\s+\d+\s+\d+", line))]
+
+
+# --- xfs through xfs_db -----------------------------------------------------------------------
+
+_XFS_LS = re.compile(r"^\s*\d+\s+(\d+)\s+(\S+)\s+\S+\s+\d+\s+(.+) \((?:good|bad)\)$")
+_XFS_KINDS = {
+    "directory": "dir",
+    "regular": "file",
+    "symlink": "symlink",
+    "chardev": "char",
+    "blkdev": "block",
+    "fifo": "fifo",
+}
+_XFS_NAMESPACES = {0: "user.", 2: "trusted.", 4: "security."}
+
+
+def xfs_db(image: Path, commands: list[str]) -> str:
+    args = ["xfs_db", "-r"]
+    for cmd in commands:
+        args += ["-c", cmd]
+    tool = sbin("xfs_db") or "xfs_db"
+    proc = subprocess.run(
+        [tool, *args[1:], str(image)],
+        capture_output=True,
+        text=True,
+        errors="surrogateescape",
+        env={**os.environ, "TZ": "UTC"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def xfs_walk(image: Path) -> dict[str, int]:
+    """Every path of the filesystem (``""`` the root) with its inode number (``xfs_db ls``)."""
+    found: dict[str, int] = {}
+    level = [""]
+    while level:
+        out = xfs_db(image, [f"ls /{d}" for d in level])
+        level = []
+        current = ""
+        for line in out.splitlines():
+            if line.startswith("/") and line.endswith(":"):
+                current = line[1:-1]
+                continue
+            m = _XFS_LS.match(line)
+            if not m or m[3] == "..":
+                continue
+            path = current if m[3] == "." else f"{current}/{m[3]}" if current else m[3]
+            found[path] = int(m[1])
+            if m[3] != "." and m[2] == "directory":
+                level.append(path)
+    return found
+
+
+def _xfs_time(text: str) -> int:
+    return calendar.timegm(time.strptime(text.strip(), "%a %b %d %H:%M:%S %Y"))
+
+
+def _xfs_fields(block: str) -> dict[str, str]:
+    return dict(
+        (k.strip(), v.strip()) for k, _, v in (line.partition(" = ") for line in block.splitlines())
+    )
+
+
+def xfs_tree(image: Path, scratch: Path) -> dict[str, dict[str, Any]]:
+    """Every file of the filesystem as xfs_db reads it, in the truth's record shape: the core
+    fields as xfs_db prints them (its CRC check must say ``correct``), the data through the
+    block map, a short-form attribute's value from the inode's own bytes."""
+    sb = _xfs_fields(xfs_db(image, ["sb 0", "print blocksize agblocks"]))
+    block, agblocks = int(sb["blocksize"]), int(sb["agblocks"])
+    names = xfs_walk(image)
+    cmds = []
+    for ino in names.values():
+        cmds += [f"echo @@ {ino}", f"inode {ino}", "print", "bmap", f"convert inode {ino} byte"]
+    chunks = xfs_db(image, cmds).split("@@ ")[1:]
+    by_ino = {int(c.split("\n", 1)[0]): c.split("\n", 1)[1] for c in chunks}
+    out: dict[str, dict[str, Any]] = {}
+    with image.open("rb") as fh:
+        for path, ino in names.items():
+            text = by_ino[ino]
+            f = _xfs_fields(text)
+            assert f["v3.crc"].endswith("(correct)"), (path, f["v3.crc"])
+            mode = int(f["core.mode"], 8)
+            kind = {0o04: "dir", 0o10: "file", 0o12: "symlink", 0o02: "char", 0o06: "block",
+                    0o01: "fifo"}[mode >> 12]  # fmt: skip
+            rec: dict[str, Any] = {
+                "type": kind,
+                "mode": f"{mode:o}",
+                "uid": int(f["core.uid"]),
+                "gid": int(f["core.gid"]),
+                "nlink": int(f["core.nlinkv2"]),
+            }
+            size = int(f["core.size"])
+            if kind != "dir":
+                rec["size"] = size
+            if kind == "file":
+                data = bytearray(size)
+                for m in re.finditer(
+                    r"data offset (\d+) startblock \d+ \((\d+)/(\d+)\) count (\d+) flag (\d)",
+                    text,
+                ):
+                    off, agno, agbno, count, flag = (int(x) for x in m.groups())
+                    if flag:
+                        continue  # unwritten: zeros
+                    fh.seek((agno * agblocks + agbno) * block)
+                    chunk = fh.read(count * block)
+                    data[off * block : off * block + len(chunk)] = chunk
+                rec["sha256"] = hashlib.sha256(bytes(data[:size])).hexdigest()
+            if kind == "symlink":
+                rec["target"] = f["u3.symlink"][1:-1]
+            if kind in ("char", "block"):
+                dev = int(f["u3.dev"], 0) if "u3.dev" in f else int(f["u.dev"], 0)
+                rec["rdev"] = [dev >> 18, dev & 0x3FFFF]
+            where = int(re.search(r"\((\d+)\)\s*$", text.strip()).group(1))  # type: ignore[union-attr]
+            xattrs = _xfs_shortform_attrs(fh, where, int(f["core.forkoff"]), f["core.aformat"])
+            if xattrs:
+                rec["xattrs"] = xattrs
+            for name, key in (("mtime", "core.mtime"), ("atime", "core.atime"),
+                              ("ctime", "core.ctime"), ("crtime", "v3.crtime")):  # fmt: skip
+                rec[name], rec[f"{name}_ns"] = _xfs_time(f[f"{key}.sec"]), int(f[f"{key}.nsec"])
+            out[path] = rec
+    return out
+
+
+def _xfs_shortform_attrs(fh: Any, offset: int, forkoff: int, aformat: str) -> dict[str, str]:
+    if not forkoff or not aformat.startswith("1"):
+        return {}
+    fh.seek(offset + 176 + forkoff * 8)
+    area = fh.read(512)
+    count = area[2]
+    pos, attrs = 4, {}
+    for _ in range(count):
+        namelen, valuelen, flags = area[pos], area[pos + 1], area[pos + 2]
+        name = area[pos + 3 : pos + 3 + namelen].decode()
+        value = area[pos + 3 + namelen : pos + 3 + namelen + valuelen]
+        attrs[_XFS_NAMESPACES[flags & 6] + name] = value.hex()
+        pos += 3 + namelen + valuelen
+    return dict(sorted(attrs.items()))
+
+
+# --- trees and Docker's naive diff ----------------------------------------------------------
+
+
+def rootfs(tree: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {p.removeprefix("rootfs/"): rec for p, rec in tree.items() if p.startswith("rootfs/")}
+    out[""] = tree["rootfs"]
+    return out
+
+
+def naive_diff(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> list[str]:
+    """Docker's ChangesDirs over two listings (rootfs-relative paths): A, C, D, and each
+    directory holding a change as C; ``docker diff``'s lines sorted by path."""
+    kids: dict[str, dict[str, list[str]]] = {"old": defaultdict(list), "new": defaultdict(list)}
+    for side, listing in (("old", old), ("new", new)):
+        for path in listing:
+            if path:
+                kids[side][path.rpartition("/")[0]].append(path)
+
+    def differs(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        keys = ("mode", "uid", "gid", "rdev")
+        if any(a.get(k) != b.get(k) for k in keys):
+            return True
+        cap_a = a.get("xattrs", {}).get("security.capability")
+        if cap_a != b.get("xattrs", {}).get("security.capability"):
+            return True
+        if b["type"] == "dir":
+            return False
+        same = a["mtime"] == b["mtime"] and (
+            a["mtime_ns"] == b["mtime_ns"] or 0 in (a["mtime_ns"], b["mtime_ns"])
+        )
+        return not same or a["size"] != b["size"]
+
+    out: list[tuple[str, str]] = []
+
+    def walk(path: str, in_old: bool, reported: bool) -> None:
+        start = len(out)
+        gone = set(kids["old"][path]) if in_old else set()
+        for child in sorted(kids["new"][path]):
+            mine = False
+            if child not in gone:
+                out.append(("A", child))
+                mine = True
+            else:
+                gone.discard(child)
+                if differs(old[child], new[child]):
+                    out.append(("C", child))
+                    mine = True
+            if new[child]["type"] == "dir":
+                walk(child, child in old and old[child]["type"] == "dir", mine)
+        out.extend(("D", g) for g in sorted(gone))
+        if len(out) > start and path and not reported:
+            out.insert(start, ("C", path))
+
+    walk("", True, True)
+    return [f"{k} /{p}" for k, p in sorted(out, key=lambda c: c[1])]
 
 
 # --- TarSum of the generators against moby's published vectors ------------------------------

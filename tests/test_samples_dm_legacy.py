@@ -12,13 +12,21 @@ import json
 import re
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import DM_SAMPLE, SAMPLES
-from test_samples_dm import ext4_tree, extract, lsdel, needs, pool_mappings, run
+from test_samples_dm import (
+    ext4_tree,
+    extract,
+    lsdel,
+    naive_diff,
+    needs,
+    pool_mappings,
+    rootfs,
+    run,
+)
 
 from forensics.layers.tarsum import TarSum
 
@@ -50,12 +58,6 @@ def trees(
     """Every device's whole tree as debugfs reads it."""
     scratch = tmp_path_factory.mktemp("legacy-rdump")
     return {name: ext4_tree(image, "", scratch) for name, image in devices.items()}
-
-
-def rootfs(tree: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out = {p.removeprefix("rootfs/"): rec for p, rec in tree.items() if p.startswith("rootfs/")}
-    out[""] = tree["rootfs"]
-    return out
 
 
 def test_archive_is_small() -> None:
@@ -120,54 +122,6 @@ def test_container_and_init_devices(
     (ctr,) = dm_truth["containers"]
     assert rootfs(trees[ctr["id"]]) == ctr["rootfs"]
     assert rootfs(trees[ctr["init_device"]]) == ctr["init_rootfs"]
-
-
-def naive_diff(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> list[str]:
-    """Docker's ChangesDirs over two listings (rootfs-relative paths): A, C, D, and each
-    directory holding a change as C; ``docker diff``'s lines sorted by path."""
-    kids: dict[str, dict[str, list[str]]] = {"old": defaultdict(list), "new": defaultdict(list)}
-    for side, listing in (("old", old), ("new", new)):
-        for path in listing:
-            if path:
-                kids[side][path.rpartition("/")[0]].append(path)
-
-    def differs(a: dict[str, Any], b: dict[str, Any]) -> bool:
-        keys = ("mode", "uid", "gid", "rdev")
-        if any(a.get(k) != b.get(k) for k in keys):
-            return True
-        cap_a = a.get("xattrs", {}).get("security.capability")
-        if cap_a != b.get("xattrs", {}).get("security.capability"):
-            return True
-        if b["type"] == "dir":
-            return False
-        same = a["mtime"] == b["mtime"] and (
-            a["mtime_ns"] == b["mtime_ns"] or 0 in (a["mtime_ns"], b["mtime_ns"])
-        )
-        return not same or a["size"] != b["size"]
-
-    out: list[tuple[str, str]] = []
-
-    def walk(path: str, in_old: bool, reported: bool) -> None:
-        start = len(out)
-        gone = set(kids["old"][path]) if in_old else set()
-        for child in sorted(kids["new"][path]):
-            mine = False
-            if child not in gone:
-                out.append(("A", child))
-                mine = True
-            else:
-                gone.discard(child)
-                if differs(old[child], new[child]):
-                    out.append(("C", child))
-                    mine = True
-            if new[child]["type"] == "dir":
-                walk(child, child in old and old[child]["type"] == "dir", mine)
-        out.extend(("D", g) for g in sorted(gone))
-        if len(out) > start and path and not reported:
-            out.insert(start, ("C", path))
-
-    walk("", True, True)
-    return [f"{k} /{p}" for k, p in sorted(out, key=lambda c: c[1])]
 
 
 def test_container_diff_from_the_devices(
