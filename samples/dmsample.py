@@ -848,8 +848,6 @@ class XfsGeometry:
     inodesize: int
     agblklog: int
     inopblog: int
-    logstart: int
-    logblocks: int
 
     @classmethod
     def read(cls, image: Path) -> XfsGeometry:
@@ -862,8 +860,6 @@ class XfsGeometry:
             inodesize=struct.unpack(">H", sb[104:106])[0],
             agblklog=sb[124],
             inopblog=sb[123],
-            logstart=struct.unpack(">Q", sb[48:56])[0],
-            logblocks=struct.unpack(">I", sb[96:100])[0],
         )
 
     def inode_offset(self, ino: int) -> int:
@@ -872,13 +868,6 @@ class XfsGeometry:
         return (agno * self.agblocks + agbno) * self.blocksize + (
             ino & ((1 << self.inopblog) - 1)
         ) * self.inodesize
-
-    def log_blocks(self) -> set[int]:
-        agno = self.logstart >> self.agblklog
-        agbno = self.logstart & ((1 << self.agblklog) - 1)
-        start = (agno * self.agblocks + agbno) * self.blocksize
-        end = start + self.logblocks * self.blocksize
-        return set(range(start // BLOCK_BYTES, (end - 1) // BLOCK_BYTES + 1))
 
 
 _XFS_LS = re.compile(r"^\s*\d+\s+(\d+)\s+\S+\s+\S+\s+\d+\s+(.+) \((?:good|bad)\)$")

@@ -14,7 +14,8 @@ has no device mapper:
    root gives every record of the sample: ``repositories.json``, image configs, layerdb entries
    (diff ids, chain ids, cache ids, the tar-split files dockerd wrote), mount records,
    ``config.v2.json``, … and its overlay2 directories give every file's bytes and metadata.
-2. **Transplanted** (no root needed from here on, deterministic given the parts): the
+2. **Transplanted** (no dockerd from here on, deterministic given the parts; run as root all
+   the same: the parts hold files only root may read, and overlay2's trusted.* marks): the
    host's tree gets ``image/devicemapper/`` for ``image/overlay2/``, ``devicemapper/`` for
    ``overlay2/``, ``"Driver":"devicemapper"`` in ``config.v2.json`` and each layer's ``size``
    as a naive-diff driver reports it. Each thin device holds an xfs made by ``mkfs.xfs -p``
@@ -29,7 +30,7 @@ Usage: python3 samples/make-modern-devicemapper-sample.py [--keep-parts DIR] [OU
        python3 samples/make-modern-devicemapper-sample.py --from-parts DIR [OUTDIR]
 
 ``--keep-parts`` saves what the real daemons made (step 1); ``--from-parts`` runs step 2 alone
-on such a copy (no root, no dockerd; the same parts give the same bytes). Needs Python 3.11
+on such a copy (no dockerd; the same parts give the same bytes). Needs Python 3.11
 (stdlib), GNU tar and gzip, xfsprogs, faketime, strace, thin-provisioning-tools; step 1 also
 docker.io and busybox-static. Writes OUTDIR/modern-devicemapper.tar.gz and its .truth.json.
 """
@@ -430,7 +431,6 @@ def build_stages(
 ) -> dict[str, Any]:
     stages = [Stage("", 1, 0, mkfs_tree(t0), t0)]
     overlay = host / "overlay2"
-    trees = {}
     for i, layer in enumerate(layers):
         parent = stages[-1]
         tree = parent.tree.clone()
@@ -443,7 +443,6 @@ def build_stages(
         layer.device_id = i + 2
         when = stats[layer.layerdb.replace(STORE, "image/overlay2")].mtime
         stages.append(Stage(layer.cache, layer.device_id, parent.device_id, tree, when))
-        trees[layer.chain] = tree
         check_layer(layer, tree)
     top = stages[-1]
     containers = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import calendar
 import hashlib
-import importlib.util
 import os
 import re
 import shutil
@@ -52,18 +51,6 @@ def run(*args: str | os.PathLike[str], check: bool = True) -> subprocess.Complet
     if check and proc.returncode != 0:
         raise AssertionError(f"{args[0]} exit {proc.returncode}: {proc.stdout}{proc.stderr}")
     return proc
-
-
-def load_generator(name: str) -> ModuleType:
-    """A sample generator imported as a module (its file name has dashes)."""
-    path = SAMPLES / name
-    sys.path.insert(0, str(SAMPLES))
-    spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 # --- the pool --------------------------------------------------------------------------------

@@ -224,6 +224,7 @@ def test_deleted_files_are_recoverable_from_the_container_device(
     assert wanted and {d["sha256"] for d in wanted} <= recovered
 
 
+@needs("strace", "mkfs.ext4", "tune2fs", "thin_restore")
 def test_the_script_makes_the_same_bytes(tmp_path: Path) -> None:
     """Reproducible: the generator run again writes the committed archive and truth byte for
     byte (fixed ids, times, UUIDs, hash seed; e2fsprogs' fake time)."""
