@@ -195,7 +195,7 @@ def diff_command(container: str, root: str, fmt: str) -> int:
         raise OperationalError(plan)
     result = container_diff(plan)
     for path, message in result.problems:
-        click.echo(f"docker-forensics: {path}: {message}", err=True)
+        click.echo(printable(f"docker-forensics: {path}: {message}"), err=True)
     if fmt == "json":
         changes = [{"kind": c.kind, "path": c.path} for c in result.changes]
         emit(to_json({"container": cid, "changes": changes, "problems": result.problems}))
@@ -269,10 +269,11 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
         status = EXIT_USAGE
     except click.UsageError as exc:
+        exc.message = printable(exc.message)
         exc.show()
         status = EXIT_USAGE
     except click.ClickException as exc:
-        click.echo(f"docker-forensics: {exc.format_message()}", err=True)
+        click.echo(f"docker-forensics: {printable(exc.format_message())}", err=True)
         status = exc.exit_code
     except click.exceptions.Exit as exc:
         status = exc.exit_code
@@ -282,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so in one line, and show the trace only on request
         if os.environ.get("DOCKER_FORENSICS_DEBUG", "").lower() in ("1", "true", "yes"):
             raise
-        click.echo(f"docker-forensics: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(
+            printable(f"docker-forensics: internal error: {type(exc).__name__}: {exc}"), err=True
+        )
         click.echo("(set DOCKER_FORENSICS_DEBUG=1 to see the traceback)", err=True)
         status = EXIT_OPERATIONAL
     code = status if isinstance(status, int) else EXIT_OK

@@ -43,8 +43,23 @@ def count_by_severity(findings: Iterable[Finding]) -> dict[str, int]:
     return {s: counts.get(s, 0) for s in SEVERITIES}
 
 
+#: code points that a terminal acts on or that reorder or break what is shown, beyond the C0
+#: controls and DEL: the C1 controls (U+009B is CSI, U+009D OSC: xterm and others obey them when
+#: decoded from UTF-8), the line and paragraph separators (a new line to some terminals and
+#: editors), and the bidirectional embeddings, overrides, isolates and marks that make a name
+#: read otherwise than its characters go ("Trojan Source", CVE-2021-42574)
+_UNSAFE = frozenset(
+    [*range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F)]
+    + [*range(0x2066, 0x206A)]
+)
+
+
 def printable(text: str) -> str:
-    """``text`` safe for a terminal: control characters and undecodable bytes escaped."""
+    """``text`` safe for a terminal: C0 controls and DEL as ``\\xNN``, a byte that was not
+    UTF-8 (kept as a surrogate escape) as ``\\xNN`` of that byte, and the other unsafe code
+    points (:data:`_UNSAFE`) as ``\\uNNNN``, the escape JSON gives them."""
+    if text.isprintable() and text.isascii():
+        return text
     out = []
     for ch in text:
         code = ord(ch)
@@ -52,6 +67,8 @@ def printable(text: str) -> str:
             out.append(f"\\x{code:02x}")
         elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
             out.append(f"\\x{code - 0xDC00:02x}")
+        elif code in _UNSAFE:
+            out.append(f"\\u{code:04x}")
         else:
             out.append(ch)
     return "".join(out)

@@ -12,9 +12,11 @@ import subprocess
 import sys
 import termios
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run_cli
+from sample_paths import SamplePaths
 
 
 def test_missing_root_is_operational_error(tmp_path: Path) -> None:
@@ -139,6 +141,39 @@ def test_names_with_control_characters_are_escaped_in_text(sample_root: Path) ->
     result = run_cli("verify", sample_root)
     assert "evil\\x0aname\\x1b[31m" in result.stdout
     assert "\x1b" not in result.stdout
+
+
+#: what a hostile name may carry that a terminal obeys or that reorders what it shows: CSI and
+#: OSC as C1 controls, a line separator, a right-to-left override and a first-strong isolate
+UNSAFE = "\u009b31m\u009d0;pwned\u0007\u2028\u202e\u2068"
+UNSAFE_CODES = set("\u009b\u009d\u0007\u2028\u202e\u2068")
+UNSAFE_ESCAPED = "\\u009b31m\\u009d0;pwned\\x07\\u2028\\u202e\\u2068"
+
+
+def test_c1_and_bidi_controls_are_escaped_in_every_text_output(
+    sample_root: Path, truth: dict[str, Any]
+) -> None:
+    """A name is shown by verify, inventory, timeline, ``repair -n`` and diff: none of them may
+    write a C1 control, a line separator or a bidi override raw to the terminal."""
+    s = SamplePaths(sample_root, truth)
+    (sample_root / "overlay2" / f"orphan{UNSAFE}").mkdir()
+    config = sample_root / "containers" / s.container_id("exited") / "config.v2.json"
+    doc = json.loads(config.read_text())
+    doc["Name"] = f"/named{UNSAFE}"
+    config.write_text(json.dumps(doc))
+    (sample_root / "overlay2" / s.mount_id("exited") / "diff" / f"added{UNSAFE}").write_text("x")
+    for args in (
+        ["verify", sample_root],
+        ["inventory", sample_root],
+        ["timeline", sample_root],
+        ["repair", sample_root, "--dry-run"],
+        ["diff", s.container_id("exited"), sample_root],
+    ):
+        result = run_cli(*args)
+        assert result.code in (0, 4), (args, result.stderr)
+        assert UNSAFE_ESCAPED in result.stdout, (args, result.stdout)
+        unsafe = sorted({f"U+{ord(c):04X}" for c in result.stdout if c in UNSAFE_CODES})
+        assert not unsafe, (args, unsafe)
 
 
 def test_closed_stdout_keeps_the_exit_status_and_the_database(
