@@ -6,6 +6,11 @@ Exit codes follow e2fsck: 0 clean, 1 repaired, 4 errors found, 8 operational err
 
 from __future__ import annotations
 
+# isort: off
+# first of all, before the imports that take most of the start-up: Ctrl-C from here on exits 32
+from forensics.interrupt import python_handles_interrupts
+
+# isort: on
 import importlib
 import json
 import os
@@ -262,8 +267,9 @@ def _plugin_arguments(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns (and exits with) the e2fsck-style code."""
-    args = _plugin_arguments(sys.argv[1:] if argv is None else argv)
     try:
+        python_handles_interrupts()
+        args = _plugin_arguments(sys.argv[1:] if argv is None else argv)
         status = cli.main(args=args, prog_name="docker-forensics", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
@@ -290,3 +296,13 @@ def main(argv: list[str] | None = None) -> int:
         status = EXIT_OPERATIONAL
     code = status if isinstance(status, int) else EXIT_OK
     sys.exit(code)
+
+
+def _run_as_the_program() -> bool:
+    """True when this process is docker-forensics itself (its console script, the Docker CLI
+    plugin, ``python -m forensics``), not a program that imports the library."""
+    return Path(sys.argv[0] if sys.argv else "").name in ("docker-forensics", "__main__.py")
+
+
+if not _run_as_the_program():
+    python_handles_interrupts()  # a library import leaves Ctrl-C as Python has it
