@@ -14,9 +14,9 @@ import termios
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import run_cli
 from sample_paths import SamplePaths
+from unprivileged import reachable_tmpdir, run_cli_unprivileged
 
 
 def test_missing_root_is_operational_error(tmp_path: Path) -> None:
@@ -35,17 +35,14 @@ def test_root_that_is_a_file_is_operational_error(tmp_path: Path) -> None:
     assert result.code == 8 and "not a directory" in result.stderr
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any directory")
-def test_unreadable_root_is_operational_error(tmp_path: Path) -> None:
-    root = tmp_path / "locked"
-    root.mkdir()
-    root.chmod(0)
-    try:
-        result = run_cli("verify", root)
+def test_unreadable_root_is_operational_error() -> None:
+    with reachable_tmpdir() as base:
+        root = base / "locked"
+        root.mkdir()
+        root.chmod(0)
+        result = run_cli_unprivileged("verify", root)
         assert result.code == 8, result.stderr
-        assert "permission denied" in result.stderr
-    finally:
-        root.chmod(0o755)
+        assert result.stderr == f"docker-forensics: {root}: permission denied\n"
 
 
 def test_usage_errors_exit_16(sample_master: Path) -> None:
