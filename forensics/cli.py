@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
 from forensics import __version__
 from forensics.checks import run_checks
@@ -37,6 +38,7 @@ from forensics.cliutil import (
 )
 from forensics.heap import keep_until_exit
 from forensics.inventory import build_inventory, inventory_text
+from forensics.lookup import NoSuchContainer, find_container
 from forensics.model import Host
 from forensics.progress import set_enabled
 from forensics.report import (
@@ -188,11 +190,20 @@ def _layer_key(report: LayerReport) -> str:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-def diff_command(container: str, root: str, fmt: str) -> int:
+@click.pass_context
+def diff_command(ctx: click.Context, container: str, root: str, fmt: str) -> int:
     """What CONTAINER's writable layer added (A), changed (C) and deleted (D), as docker diff."""
+    if ctx.get_parameter_source("root") is ParameterSource.DEFAULT and _is_a_path(container):
+        raise click.UsageError(
+            f"Missing argument 'CONTAINER' ({container} is ROOT: name the container first, "
+            "as in: diff CONTAINER ROOT)"
+        )
     ev = open_root(root)
     host = read_host(ev)
-    cid = _resolve_container(host, container)
+    try:
+        cid = find_container(host, container)
+    except NoSuchContainer as exc:
+        raise ContainerNotFound(str(exc)) from None
     from forensics.layers import container_diff, diff_plan
 
     plan = diff_plan(host, cid)
@@ -207,6 +218,18 @@ def diff_command(container: str, root: str, fmt: str) -> int:
     else:
         emit("".join(printable(line) + "\n" for line in result.lines()))
     return EXIT_ERRORS if result.problems else EXIT_OK
+
+
+class ContainerNotFound(click.ClickException):
+    """CONTAINER names no container of ROOT, or several: a usage error, said in one line."""
+
+    exit_code = EXIT_USAGE
+
+
+def _is_a_path(argument: str) -> bool:
+    """A container name never holds a ``/`` but its leading one: an argument that does is a
+    path (ROOT given in CONTAINER's place)."""
+    return "/" in argument.removeprefix("/") or argument in (".", "..")
 
 
 @cli.command()
@@ -234,23 +257,6 @@ def timeline(root: str, fmt: str, no_file_times: bool) -> int:
     render = {"text": timeline_text, "jsonl": timeline_jsonl, "csv": timeline_csv}[fmt]
     emit(render(events))
     return EXIT_OK
-
-
-def _resolve_container(host: Host, wanted: str) -> str:
-    """A full id, a unique id prefix, or a name (with or without its leading slash)."""
-    if wanted in host.containers:
-        return wanted
-    name = wanted.removeprefix("/")
-    by_name = [c.id for c in host.containers.values() if c.name == name]
-    by_prefix = (
-        [cid for cid in host.containers if cid.startswith(wanted)] if len(wanted) >= 4 else []
-    )
-    matches = by_name or by_prefix
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise click.UsageError(f"no such container: {wanted}")
-    raise click.UsageError(f"{wanted} names {len(matches)} containers: give more of the id")
 
 
 @cli.command("docker-cli-plugin-metadata", hidden=True)

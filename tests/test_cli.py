@@ -14,7 +14,7 @@ import termios
 from pathlib import Path
 from typing import Any
 
-from conftest import run_cli
+from conftest import Result, run_cli
 from sample_paths import SamplePaths
 from unprivileged import reachable_tmpdir, run_cli_unprivileged
 
@@ -209,3 +209,45 @@ def test_startup_leaves_heavy_modules_for_the_commands_that_need_them() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[-1] == "heavy:", out.stdout
+
+
+def _diff_lines(root: Path, container: str) -> Result:
+    return run_cli("diff", container, root)
+
+
+def test_diff_without_container_says_so(sample_master: Path) -> None:
+    """``diff ROOT`` forgets the container: not ``/var/lib/docker: no such file``."""
+    for root in (str(sample_master), f"{sample_master}/", "."):
+        result = run_cli("diff", root)
+        assert result.code == 16 and result.stdout == ""
+        assert "Missing argument 'CONTAINER'" in result.stderr
+        assert "/var/lib/docker" not in result.stderr
+
+
+def test_diff_finds_containers_as_docker_does(sample_root: Path, truth: dict[str, Any]) -> None:
+    """A full id, a name with or without its slash, or a unique prefix of any length; a name
+    before a prefix; docker's own words when none or several match."""
+    ids = sorted(c["Id"] for c in truth["inspect_containers"])
+    s = SamplePaths(sample_root, truth)
+    exited = s.container_id("exited")
+    expected = _diff_lines(sample_root, exited)
+    assert expected.code == 0 and expected.stdout
+    shortest = next(n for n in range(1, 65) if sum(o.startswith(exited[:n]) for o in ids) == 1)
+    for wanted in ("exited", "/exited", exited[:shortest], exited[:12]):
+        assert _diff_lines(sample_root, wanted).stdout == expected.stdout, wanted
+    shared = next(cid[:1] for cid in ids if sum(o.startswith(cid[:1]) for o in ids) > 1)
+    for wanted, message in (
+        (shared, f"multiple IDs found with provided prefix: {shared}"),
+        ("nothing-here", "No such container: nothing-here"),
+        ("", "invalid container name or ID: value is empty"),
+    ):
+        result = _diff_lines(sample_root, wanted)
+        assert (result.code, result.stdout) == (16, ""), wanted
+        assert result.stderr == f"docker-forensics: {message}\n"
+    # a container named like the prefix of another's id is found by its name
+    other = next(cid for cid in ids if cid != exited)
+    config = sample_root / "containers" / exited / "config.v2.json"
+    doc = json.loads(config.read_text())
+    doc["Name"] = f"/{other[:3]}"
+    config.write_text(json.dumps(doc))
+    assert _diff_lines(sample_root, other[:3]).stdout == expected.stdout
