@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 from click.core import ParameterSource
 
-from forensics import __version__
+from forensics import __version__, textreport
 from forensics.checks import run_checks
 from forensics.cliutil import (
     DEFAULT_ROOT,
@@ -36,21 +36,25 @@ from forensics.cliutil import (
     now_iso,
     open_root,
 )
+from forensics.evidence import Evidence
 from forensics.heap import keep_until_exit
 from forensics.inventory import build_inventory, inventory_text
 from forensics.lookup import NoSuchContainer, find_container
 from forensics.model import Host
+from forensics.nextstep import fixable, repair_command
 from forensics.progress import set_enabled
 from forensics.report import (
+    SEVERITIES,
     Finding,
+    at_least,
     count_by_severity,
     findings_jsonl,
-    findings_text,
     printable,
     sort_findings,
     to_json,
 )
 from forensics.stores import read_host
+from forensics.terminal import Terminal
 
 if TYPE_CHECKING:  # the layer checks load construct: imported only where they are used
     from forensics.deep import DeepResult
@@ -67,9 +71,38 @@ PLUGIN_METADATA = {
 root_argument = click.argument("root", default=DEFAULT_ROOT, required=False)
 
 
+def _no_progress(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        set_enabled(False)
+
+
+NO_PROGRESS_HELP = "Never show progress bars."
+
+
+def accept_global_options(command: click.Command) -> click.Command:
+    """Let ``command`` (and a group's subcommands) take the global options after its name too:
+    ``verify --no-progress`` as well as ``--no-progress verify``."""
+    names = {name for p in command.params if isinstance(p, click.Option) for name in p.opts}
+    if "--no-progress" not in names:
+        command.params.append(
+            click.Option(
+                ["--no-progress"],
+                is_flag=True,
+                expose_value=False,
+                callback=_no_progress,
+                help=f"{NO_PROGRESS_HELP} (Also accepted before the command.)",
+            )
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_global_options(sub)
+    return command
+
+
 class LazyGroup(click.Group):
     """A group whose heavier subcommands (``repair``, ``thin``: numpy, construct, the pool
-    writer) are imported only when they run, so that every other command starts quicker."""
+    writer) are imported only when they run, so that every other command starts quicker.
+    Every subcommand also takes the global options after its name."""
 
     #: command name -> "module:attribute"
     LAZY = {"repair": "forensics.cli_repair:repair", "thin": "forensics.cli_thin:thin"}
@@ -80,15 +113,16 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = self.LAZY.get(cmd_name)
         if target is None:
-            return super().get_command(ctx, cmd_name)
+            found = super().get_command(ctx, cmd_name)
+            return None if found is None else accept_global_options(found)
         module, attribute = target.split(":")
         command: click.Command = getattr(importlib.import_module(module), attribute)
-        return command
+        return accept_global_options(command)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="docker-forensics")
-@click.option("--no-progress", is_flag=True, help="Never show progress bars.")
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
 def cli(no_progress: bool) -> None:
     """Examine Docker's storage directory offline: what is there, what is broken, and why."""
     set_enabled(not no_progress)
@@ -128,8 +162,33 @@ def inventory(root: str, fmt: str) -> int:
     is_flag=True,
     help="Also rebuild every layer from its tar-split and files: DiffIDs and per-file crc64.",
 )
-def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool, deep: bool) -> int:
+@click.option(
+    "--severity",
+    type=click.Choice(SEVERITIES),
+    default="info",
+    show_default=True,
+    help="Show the findings of this severity and the more severe ones (the summary still "
+    "counts them all).",
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Text: the findings alone, one line each (no header, summary or advice); no "
+    "progress bars.",
+)
+def verify(
+    root: str,
+    fmt: str,
+    sqlite_out: Path | None,
+    overwrite: bool,
+    deep: bool,
+    severity: str,
+    quiet: bool,
+) -> int:
     """Cross-check everything in ROOT and report each problem with its check id and path."""
+    if quiet:
+        set_enabled(False)
     started = now_iso()
     ev = open_root(root, record_reads=sqlite_out is not None)
     if sqlite_out is not None:
@@ -155,13 +214,36 @@ def verify(root: str, fmt: str, sqlite_out: Path | None, overwrite: bool, deep: 
             export_sqlite(sqlite_out, host, findings, run, deep_result, timeline=events)
         except OSError as exc:
             raise OperationalError(f"{sqlite_out}: {exc.strerror or exc}") from None
+    shown = at_least(findings, severity)
     if fmt == "json":
-        emit(to_json(_verify_document(host, findings, counts, deep_result)))
+        emit(to_json(_verify_document(host, shown, counts, deep_result)))
     elif fmt == "jsonl":
-        emit(findings_jsonl(findings))
+        emit(findings_jsonl(shown))
+    elif quiet:
+        emit("".join(line + "\n" for line in textreport.plain(shown)))
     else:
-        emit(findings_text(findings))
+        emit(_verify_text(root, ev, host, findings, shown, deep_result))
     return status
+
+
+def _verify_text(
+    root: str,
+    ev: Evidence,
+    host: Host,
+    findings: list[Finding],
+    shown: list[Finding],
+    deep: DeepResult | None,
+) -> str:
+    """The report for people: what was checked, the findings shown, what to do next."""
+    checked = textreport.Checked.of(host)
+    if deep is not None:
+        checked.deep_layers = len(deep.layers)
+        checked.files_read = sum(r.files_read for r in deep.layers)
+        checked.bytes_read = sum(r.bytes_read for r in deep.layers)
+    advice = None
+    if any(f.severity in ("error", "warning") for f in findings):
+        advice = textreport.Advice(repair_command(root), fixable(ev, host, findings))
+    return textreport.render(host, findings, shown, checked, advice, Terminal.of_stdout())
 
 
 def _verify_document(

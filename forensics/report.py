@@ -74,10 +74,20 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
+def at_least(findings: Iterable[Finding], severity: str) -> list[Finding]:
+    """The findings of ``severity`` and the more severe ones (``--severity``)."""
+    most = SEVERITIES.index(severity)
+    return [f for f in findings if SEVERITIES.index(f.severity) <= most]
+
+
+def finding_line(f: Finding) -> str:
+    """``severity check path: message`` on one line, safe for a terminal."""
+    return printable(f"{f.severity:<7} {f.check:<30} {f.path or '.'}: {f.message}")
+
+
 def findings_text(findings: list[Finding]) -> str:
-    lines = [
-        printable(f"{f.severity:<7} {f.check:<30} {f.path or '.'}: {f.message}") for f in findings
-    ]
+    """The findings one a line, then their count by severity (the plain text rendering)."""
+    lines = [finding_line(f) for f in findings]
     counts = count_by_severity(findings)
     lines.append(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))
     return "\n".join(lines) + "\n"
