@@ -25,9 +25,8 @@ from __future__ import annotations
 import errno
 import os
 import re
-import stat
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from itertools import islice
@@ -46,7 +45,9 @@ HEX64 = "<hex64>"
 #: the most entries looked at in one directory (a listing stops there)
 ENTRY_LIMIT = 4096
 #: the most entries of one kind tried where a pattern says ``*`` (or ``<hex64>``)
-SAMPLE = 64
+SAMPLE = 16
+#: the most directory descriptors held open at once while probing
+HELD_OPEN = 128
 #: how deep below ROOT a Docker root is looked for, and how many directories are listed
 SEARCH_DEPTH = 4
 SEARCH_DIRS = 1000
@@ -235,56 +236,79 @@ class _Probe:
         self.root_fd = os.open(root, _DIR_FLAGS)
         self.device = os.fstat(self.root_fd).st_dev
         self.denied: dict[str, bool] = {}  # path → whether it is a directory
-        self._listings: dict[tuple[str, bool], dict[str, str] | None] = {}
+        self._paths: dict[str, int] = {}  # directory → its O_PATH descriptor, least recent first
+        self._listings: dict[str, dict[str, str] | None] = {}
 
     def __enter__(self) -> _Probe:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for fd in self._paths.values():
+            os.close(fd)
         os.close(self.root_fd)
 
     # -- reaching things ----------------------------------------------------------------------
 
-    def _walk(self, rel: str) -> int:
+    def _path_fd(self, rel: str) -> int:
         """An ``O_PATH`` descriptor of directory ``rel`` (search permission on the way is
-        enough). Raises OSError, ENOTDIR for a symlink on the way."""
-        fd = os.dup(self.root_fd)
-        for name in rel.split("/") if rel else ():
-            try:
-                child = os.open(name, _PATH_FLAGS, dir_fd=fd)
-            finally:
-                os.close(fd)
-            fd = child
+        enough), held for the next ones (:data:`HELD_OPEN` at most) until the probe ends. The
+        caller uses it at once. Raises OSError, ENOTDIR for a symlink."""
+        if not rel:
+            return self.root_fd
+        fd = self._paths.pop(rel, None)
+        if fd is None:
+            parent, _, name = rel.rpartition("/")
+            fd = os.open(name, _PATH_FLAGS, dir_fd=self._path_fd(parent))
+            if len(self._paths) >= HELD_OPEN:  # the least recently used goes (it was used)
+                os.close(self._paths.pop(next(iter(self._paths))))
+        self._paths[rel] = fd  # the most recently used last
         return fd
 
     def _note(self, rel: str, exc: OSError, *, is_dir: bool = True) -> None:
         if exc.errno in _DENIED:
             self.denied[rel] = is_dir
 
-    def listing(self, rel: str, *, same_device: bool = False) -> dict[str, str] | None:
-        """Name → kind (``dir``, ``file``, ``symlink``, ``other``) of the first
-        :data:`ENTRY_LIMIT` entries of directory ``rel``; None when it cannot be listed (or, with
-        ``same_device``, is on another file system than ROOT)."""
-        key = (rel, same_device)
-        if key not in self._listings:
-            self._listings[key] = self._list(rel, same_device)
-        return self._listings[key]
+    def _open_dir(self, rel: str) -> int | None:
+        """Directory ``rel`` opened for reading (a denial noted), or None."""
+        try:
+            return os.open(".", _DIR_FLAGS, dir_fd=self._path_fd(rel))
+        except OSError as exc:
+            self._note(rel, exc)
+            return None
 
-    def _list(self, rel: str, same_device: bool) -> dict[str, str] | None:
+    def scan(self, rel: str, wanted: Callable[[str, str], bool], most: int) -> list[str]:
+        """The names of the first ``most`` entries of directory ``rel`` (at most
+        :data:`ENTRY_LIMIT` looked at) for which ``wanted(name, kind)`` holds, sorted."""
+        fd = self._open_dir(rel)
+        if fd is None:
+            return []
+        names: list[str] = []
         try:
-            where = self._walk(rel)
+            with os.scandir(fd) as it:
+                for entry in islice(it, ENTRY_LIMIT):
+                    if wanted(entry.name, entry_type(entry)):
+                        names.append(entry.name)
+                        if len(names) == most:
+                            break
         except OSError as exc:
             self._note(rel, exc)
-            return None
-        try:
-            fd = os.open(".", _DIR_FLAGS, dir_fd=where)
-        except OSError as exc:
-            self._note(rel, exc)
-            return None
         finally:
-            os.close(where)
+            os.close(fd)
+        return sorted(names)
+
+    def listing(self, rel: str) -> dict[str, str] | None:
+        """Name → kind of the first :data:`ENTRY_LIMIT` entries of directory ``rel`` on ROOT's
+        own file system; None when it cannot be listed or lies on another one."""
+        if rel not in self._listings:
+            self._listings[rel] = self._list(rel)
+        return self._listings[rel]
+
+    def _list(self, rel: str) -> dict[str, str] | None:
+        fd = self._open_dir(rel)
+        if fd is None:
+            return None
         try:
-            if same_device and os.fstat(fd).st_dev != self.device:
+            if os.fstat(fd).st_dev != self.device:
                 return None
             with os.scandir(fd) as it:
                 return {entry.name: entry_type(entry) for entry in islice(it, ENTRY_LIMIT)}
@@ -294,89 +318,59 @@ class _Probe:
         finally:
             os.close(fd)
 
-    def _in_parent(self, rel: str) -> tuple[int, str] | None:
-        """An ``O_PATH`` descriptor of ``rel``'s directory and its last name; None when that
-        directory is out of reach."""
+    def kind(self, rel: str) -> str | None:
+        """The kind of ``rel`` (never followed), or None when it is absent or out of reach."""
         parent, _, name = rel.rpartition("/")
         try:
-            return self._walk(parent), name
-        except OSError as exc:
+            return type_of_mode(
+                os.stat(name, dir_fd=self._path_fd(parent), follow_symlinks=False).st_mode
+            )
+        except OSError as exc:  # denied: a directory on the way cannot be searched
             self._note(parent, exc)
             return None
 
-    def kind(self, rel: str) -> str | None:
-        """The kind of ``rel`` (never followed), or None when it is absent or out of reach."""
-        reached = self._in_parent(rel)
-        if reached is None:
-            return None
-        fd, name = reached
-        try:
-            return type_of_mode(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
-        except OSError as exc:  # denied: the directory cannot be searched
-            self._note(rel.rpartition("/")[0], exc)
-            return None
-        finally:
-            os.close(fd)
-
     def try_reading(self, rel: str, kind: str) -> None:
-        """Open directory or regular file ``rel`` for reading and close it; a denial is noted."""
+        """Open directory or regular file ``rel`` for reading and close it; a denial is noted.
+        ``rel`` was found of ``kind`` just before: a file is a regular one, never a FIFO or a
+        device (opening one could block)."""
         if kind == "dir":
-            self.listing(rel)
+            fd = self._open_dir(rel)
+            if fd is not None:
+                os.close(fd)
             return
-        reached = self._in_parent(rel)
-        if reached is None:
-            return
-        fd, name = reached
+        parent, _, name = rel.rpartition("/")
         try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        except OSError as exc:  # denied: the directory cannot be searched
-            self._note(rel.rpartition("/")[0], exc)
-            return
-        finally:
-            os.close(fd)
-        if stat.S_ISREG(st.st_mode):  # never a FIFO or device: opening one could block
-            self._open_file(rel)
-
-    def _open_file(self, rel: str) -> None:
-        reached = self._in_parent(rel)
-        if reached is None:
-            return
-        fd, name = reached
-        try:
-            os.close(os.open(name, _FILE_FLAGS, dir_fd=fd))
+            os.close(os.open(name, _FILE_FLAGS, dir_fd=self._path_fd(parent)))
         except OSError as exc:
             self._note(rel, exc, is_dir=False)
-        finally:
-            os.close(fd)
 
     # -- patterns -----------------------------------------------------------------------------
 
-    def expand(self, base: str, pattern: str, kind: str) -> Iterator[str]:
+    def expand(self, base: str, pattern: str, kind: str, most: int) -> list[str]:
         """The paths under ``base`` that ``pattern`` names and that are of ``kind``; where it
-        says ``*``, ``<hex64>`` or another glob, at most :data:`SAMPLE` entries are taken."""
+        says ``*``, ``<hex64>`` or another glob, the first ``most`` entries that match."""
         nodes = [base]
         parts = pattern.split("/")
         for depth, part in enumerate(parts):
             wanted = kind if depth == len(parts) - 1 else "dir"
-            nodes = [child for node in nodes for child in self._children(node, part, wanted)]
-        yield from nodes
+            nodes = [child for node in nodes for child in self._children(node, part, wanted, most)]
+        return nodes
 
-    def _children(self, node: str, part: str, kind: str) -> list[str]:
+    def _children(self, node: str, part: str, kind: str, most: int) -> list[str]:
         prefix = f"{node}/" if node else ""
         if part != HEX64 and not any(c in part for c in "*?["):
             return [prefix + part] if self.kind(prefix + part) == kind else []
-        entries = self.listing(node) or {}
-        names = sorted(
-            name
-            for name, found in entries.items()
-            if found == kind
-            and (_HEX64.fullmatch(name) if part == HEX64 else fnmatchcase(name, part))
-        )
-        return [prefix + name for name in names[:SAMPLE]]
+        if part == HEX64:
+            names = self.scan(node, lambda n, k: k == kind and bool(_HEX64.fullmatch(n)), most)
+        elif part == "*":
+            names = self.scan(node, lambda n, k: k == kind, most)
+        else:
+            names = self.scan(node, lambda n, k: k == kind and fnmatchcase(n, part), most)
+        return [prefix + name for name in names]
 
     def first_mark(self, base: str) -> str | None:
         for pattern, kind in MARKS:
-            for path in self.expand(base, pattern, kind):
+            for path in self.expand(base, pattern, kind, 1):
                 return path.removeprefix(f"{base}/") if base else path
         return None
 
@@ -384,7 +378,7 @@ class _Probe:
         """The directories and files that the stores would read and that could not be read,
         without those inside a directory already named."""
         for pattern, kind in READ:
-            for path in self.expand("", pattern, kind):
+            for path in self.expand("", pattern, kind, SAMPLE):
                 self.try_reading(path, kind)
         names = [p for p in self.denied if p]
         names = [p for p in names if not any(p.startswith(f"{d}/") for d in names)]
@@ -402,7 +396,7 @@ def _roots_below(probe: _Probe) -> list[str]:
     listed = 0
     while queue and listed < SEARCH_DIRS and len(found) < 3:
         rel, depth = queue.popleft()
-        entries = probe.listing(rel, same_device=True)
+        entries = probe.listing(rel)
         listed += 1
         if entries is None:
             continue
