@@ -22,6 +22,7 @@ from forensics.stores.aufs import read_aufs
 from forensics.stores.buildkit import read_buildkit, record_buildkit
 from forensics.stores.containers import read_container, read_containers
 from forensics.stores.devicemapper import read_devicemapper
+from forensics.stores.dockerroot import is_docker_root
 from forensics.stores.imagestore import start_image_store, store_has_content
 from forensics.stores.legacy import (
     read_graph,
@@ -190,7 +191,12 @@ def _legacy_driver(ev: Evidence, votes: Counter[str | None]) -> str | None:
 
 
 def _looks_like_docker(ev: Evidence) -> bool:
-    return any(ev.is_dir(name) for name in ("containers", "image", "volumes", "tmp", "network"))
+    """A root with no store to read that still bears a mark of dockerd's (an empty layout), as
+    opposed to a directory that is no Docker root at all."""
+    try:
+        return is_docker_root(ev.root)
+    except OSError:
+        return False
 
 
 def _start_driver(ev: Evidence, host: Host, driver: str | None) -> Callable[[], None]:
