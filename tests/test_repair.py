@@ -252,9 +252,12 @@ def paths(sample_root: Path, truth: dict[str, Any]) -> SamplePaths:
 
 
 def dry_run(root: Path) -> dict[str, Any]:
+    """The plan; the exit status says whether errors remain that it does not fix (4) or not."""
     result = run_repair(root, "--dry-run", "--format", "json")
-    assert result.code == 0, result.stderr
-    return result.json()
+    assert result.code in (0, 4), result.stderr
+    doc = result.json()
+    assert result.code == (4 if doc["errors_left"] else 0), doc["errors_left"]
+    return doc
 
 
 # -- tests -------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from forensics.checks.common import short
-from forensics.evidence import Evidence, ReadFailure
+from forensics.evidence import Evidence, ReadFailure, type_of_mode
 from forensics.formats.ids import LINK_ID, MOUNT_ID
 from forensics.model import Host, Mount
 from forensics.repair.actions import Action, Plan, Skipped
@@ -460,4 +460,15 @@ def make_plan(ev: Evidence, host: Host, findings: list[Finding]) -> Plan:
         why = f"repair supports the modern and legacy layouts on {drivers}; this root: {what}"
         skipped = [Skipped(f.check, f.path, why) for f in findings if f.severity != "info"]
         return Plan(skipped=skipped)
-    return _Planner(ev, host, findings).plan()
+    plan = _Planner(ev, host, findings).plan()
+    _pin_identities(ev, plan.actions)
+    return plan
+
+
+def _pin_identities(ev: Evidence, actions: list[Action]) -> None:
+    """Record which entry each action plans to move or read (device and inode), so that the
+    run moves that entry and no other put in its place meanwhile."""
+    for action in actions:
+        st = ev.lstat(action.path) if action.kind is not None else None
+        if st is not None and type_of_mode(st.st_mode) == action.kind:
+            action.identity = (st.st_dev, st.st_ino)
