@@ -363,6 +363,42 @@ def test_orphans_wait_while_a_cache_id_cannot_be_read(paths: SamplePaths) -> Non
     assert "ownership in doubt" in skip["why"]
 
 
+@pytest.mark.parametrize("role", ["mount-id", "init-id"])
+def test_a_torn_mount_id_keeps_the_containers_own_layer(paths: SamplePaths, role: str) -> None:
+    """A mount-id torn to half its digits names no directory, but was meant to name one: the
+    container's own read-write (or init) layer then looks like an orphan, and must wait."""
+    cid = paths.container_id("exited")
+    mount = paths.mount_id("exited")
+    value = mount if role == "mount-id" else f"{mount}-init"
+    paths.path(f"{STORE}/layerdb/mounts/{cid}/{role}").write_text(value[:32])
+    orphan = f"overlay2/{value}"
+    assert ("driver.orphan-dir", orphan) in {(f["check"], f["path"]) for f in verify(paths.root)}
+    doc = dry_run(paths.root)
+    assert not [a for a in doc["actions"] if a["path"].startswith("overlay2/")], doc["actions"]
+    (skip,) = [s for s in doc["skipped"] if s["path"] == orphan]
+    assert f"the {role} of mount record {cid[:12]} cannot be read" in skip["why"]
+
+
+def test_a_torn_cache_id_keeps_orphans(paths: SamplePaths) -> None:
+    cache = paths.cache_id(paths.chain(APP)[-1])
+    paths.path(f"{paths.layer_dir(paths.chain(APP)[-1])}/cache-id").write_text(cache[:32])
+    orphan_with_link(paths)
+    doc = dry_run(paths.root)
+    assert not [a for a in doc["actions"] if a["path"].startswith("overlay2/")], doc["actions"]
+    assert any(
+        s["path"] == f"overlay2/{ORPHAN}" and "cache-id of layer" in s["why"]
+        for s in doc["skipped"]
+    )
+
+
+def test_buildkit_cache_ids_are_not_torn(paths: SamplePaths) -> None:
+    """BuildKit writes 25-digit base-36 cache-ids: they are read, and orphans still go."""
+    ids = [p.read_text() for p in paths.path(f"{STORE}/layerdb/sha256").glob("*/cache-id")]
+    assert any(len(i) == 25 for i in ids), "the sample has BuildKit's layers"
+    orphan_with_link(paths)
+    assert f"overlay2/{ORPHAN}" in {a["path"] for a in dry_run(paths.root)["actions"]}
+
+
 def test_driver_dir_shared_with_a_layer_keeps_the_container(paths: SamplePaths) -> None:
     """A mount-id that names an image layer's directory: the container is not removed."""
     damage.truncate_config(paths)
