@@ -3,7 +3,8 @@
 ``repair ROOT --dry-run`` prints the plan and changes nothing; ``repair ROOT`` applies it
 (quarantine, never delete; every step journaled first) or completes an interrupted run;
 ``repair --undo JOURNAL`` reverses a run. Exit codes as e2fsck: 0 nothing to do, 1 repaired
-(or undone), 4 errors left, 8 operational error, 16 usage.
+(or undone), 4 errors left (``--dry-run``: errors the plan does not fix, as ``e2fsck -n``), 8
+operational error, 16 usage, 32 interrupted.
 
 Registered on the main command by ``cli.add_command(repair)``.
 """

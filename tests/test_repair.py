@@ -491,3 +491,23 @@ def test_a_leftover_inside_a_container_moved_whole_goes_with_it(paths: SamplePat
     assert rel not in {a["path"] for a in doc["actions"]}
     assert f"containers/{paths.container_id('exited')}" in {a["path"] for a in doc["actions"]}
     assert not [s for s in doc["skipped"] if s["path"] == rel]
+
+
+def test_dry_run_exits_4_when_errors_remain_that_the_plan_does_not_fix(
+    paths: SamplePaths,
+) -> None:
+    """As e2fsck -n: 0 when the plan fixes every error found (or there is nothing to do), 4
+    when errors remain that it does not fix."""
+    assert run_repair(paths.root, "--dry-run").code == 0  # nothing to do
+    damage.truncate_config(paths)
+    fixed = run_repair(paths.root, "--dry-run", "--format", "json")
+    assert fixed.code == 0 and fixed.json()["errors_left"] == 0 and fixed.json()["actions"]
+    damage.edit_image_config(paths)  # image.digest-mismatch: no repair for it
+    left = run_repair(paths.root, "--dry-run", "--format", "json")
+    assert left.code == 4, left.stderr
+    doc = left.json()
+    assert doc["errors_left"] == 1 and doc["actions"]
+    assert any(s["check"] == "image.digest-mismatch" for s in doc["skipped"])
+    text = run_repair(paths.root, "--dry-run")
+    assert text.code == 4 and "errors the plan does not fix: 1" in text.stdout
+    assert not quarantine_of(paths.root).exists()
