@@ -203,6 +203,17 @@ def config_tmp_leftover(s: SamplePaths) -> str:
     return rel
 
 
+def flip_config_id(s: SamplePaths, name: str = "created") -> str:
+    """The ID inside the config of container ``name`` changed in place (its digits reversed),
+    as a bit flip leaves it: dockerd refuses to load the container from its directory."""
+    cid = s.container_id(name)
+    rel = f"containers/{cid}/config.v2.json"
+    data = s.path(rel).read_bytes()
+    s.path(rel).write_bytes(data.replace(f'"ID":"{cid}"'.encode(), f'"ID":"{cid[::-1]}"'.encode()))
+    assert s.path(rel).read_bytes() != data
+    return rel
+
+
 #: each repairable damage: how it is made, the check it raises, the action that answers it
 REPAIRABLE: list[tuple[Callable[[SamplePaths], str], str, str]] = [
     (damage.truncate_config, "container.config-damaged", "quarantine"),
@@ -220,6 +231,7 @@ REPAIRABLE: list[tuple[Callable[[SamplePaths], str], str, str]] = [
     (remove_link_file, "overlay2.link-missing", "create"),
     (damage.empty_link_file, "overlay2.link-damaged", "rewrite"),
     (config_tmp_leftover, "container.tmp-leftover", "quarantine"),
+    (flip_config_id, "container.id-mismatch", "rewrite"),
 ]
 REPAIRABLE_IDS = [d[0].__name__ for d in REPAIRABLE]
 

@@ -190,8 +190,9 @@ def test_journal_announces_each_step_before_it_is_made(paths: SamplePaths) -> No
     start = records[0]
     assert start["root"] == str(paths.root) and start["format"] == 1
     layer = os.lstat(paths.root / "overlay2" / mount)
+    identity = [layer.st_dev, layer.st_ino]  # the entry planned: the move takes no other
     assert start["steps"][0] == {"n": 1, "op": "move", "path": f"overlay2/{mount}", "action": 0,
-                                 "kind": "dir", "identity": [layer.st_dev, layer.st_ino]}  # fmt: skip
+                                 "kind": "dir", "identity": identity}  # fmt: skip
     assert [s["path"] for s in start["steps"]][-1] == f"containers/{cid}"
     assert "parent_times" in records[1] and "entry_times" in records[1]
     assert (paths.root / "overlay2" / mount).is_dir(), "announced, not yet made"
