@@ -245,7 +245,7 @@ def _apply(ev: Evidence, qbase: Path, out: _Output, force: bool, pidfiles: list[
                     return status
                 results = [start_run(ws, plan.actions, sys.argv[1:], switch)]
                 doc = plan.as_dict()
-    except (RepairError, UnsafePath) as exc:
+    except (RepairError, UnsafePath, JournalError) as exc:
         raise OperationalError(str(exc)) from None
     except OSError as exc:
         raise OperationalError(f"repair stopped: {exc}; the journal tells what was done") from None
