@@ -14,7 +14,7 @@ from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import is_hex64
-from forensics.formats.jsonfile import JsonDamage, decode_json
+from forensics.formats.jsonfile import JsonDamage, decode_json, field
 from forensics.model import Host, Image, Layer, Problem
 from forensics.progress import track
 from forensics.stores.reading import as_dict, as_str, bad_value, read_json_object, read_value
@@ -62,9 +62,9 @@ def _read_graph_files(d: DirHandle, layer: Layer, image: Image) -> None:
     doc = _read_v1_json(d, layer)
     if doc is not None:
         image.config_ok = True
-        image.created = layer.created = as_str(doc.get("created"))
-        image.os = as_str(doc.get("os"))
-        image.architecture = as_str(doc.get("architecture"))
+        image.created = layer.created = as_str(field(doc, "created"))
+        image.os = as_str(field(doc, "os"))
+        image.architecture = as_str(field(doc, "architecture"))
         layer.parent = _parent_of(d, doc, layer)
         image.parent = layer.parent
     size = read_value(d, "layersize", problems, "layersize", optional=True)
@@ -95,15 +95,15 @@ def _read_v1_json(d: DirHandle, layer: Layer) -> dict[str, Any] | None:
         return None
     layer.computed_digest = "sha256:" + hashlib.sha256(data).hexdigest()
     try:
-        doc = decode_json(data)
+        doc = decode_json(data, one_value=True)  # graph.loadImage: a json.Decoder
     except JsonDamage as damage:
         layer.problems["config"] = Problem(d.path_of("json"), damage.kind, damage.detail)
         return None
     if not isinstance(doc, dict):
         layer.problems["config"] = Problem(d.path_of("json"), "wrong-type", "not a JSON object")
         return None
-    layer.config_id = as_str(doc.get("id"))
-    layer.layer_digest = as_str(doc.get("layer_id"))
+    layer.config_id = as_str(field(doc, "id"))
+    layer.layer_digest = as_str(field(doc, "layer_id"))
     return doc
 
 
@@ -113,10 +113,10 @@ def _parent_of(d: DirHandle, doc: dict[str, Any], layer: Layer) -> str | None:
     if from_file:
         layer.parent_from_file = True
         return from_file
-    parent = as_str(doc.get("parent"))
+    parent = as_str(field(doc, "parent"))
     if parent:
         return parent
-    parent_id = as_str(doc.get("parent_id"))
+    parent_id = as_str(field(doc, "parent_id"))
     if parent_id and parent_id.startswith("sha256:"):
         return parent_id.split(":", 1)[1]
     return None
