@@ -448,6 +448,36 @@ def linkgraph_bytes(draw: Draw) -> None:
     assert set(host.problems) <= {"linkgraph"}
 
 
+@functools.cache
+def linkgraph_wal_example() -> tuple[bytes, bytes]:
+    """The real linkgraph.db switched to WAL mode by SQLite and renamed, not checkpointed: the
+    database file and its log."""
+    work = scratch_dir() / "wal-example"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    (work / "l.db").write_bytes(linkgraph_example())
+    db = sqlite3.connect(work / "l.db")
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute("UPDATE edge SET name = name || 'x'")
+        db.commit()
+        return (work / "l.db").read_bytes(), (work / "l.db-wal").read_bytes()
+    finally:
+        db.close()
+
+
+def linkgraph_wal(draw: Draw) -> None:
+    """A damaged write-ahead log (or any bytes) beside linkgraph.db: applied or left out,
+    never an exception."""
+    from forensics.formats.sqlite_wal import apply_wal
+
+    db, wal = linkgraph_wal_example()
+    log = mutate_bytes(draw, wal, 4) if draw.integer(0, 3) else draw.rest(600)
+    result = apply_wal(db if draw.integer(0, 3) else b"", log)
+    assert result.transactions >= 0 and (result.data[18:20] != b"\2\2")
+
+
 def linkgraph_mutations(draw: Draw) -> None:
     """The real linkgraph.db damaged: the reader gives edges or sqlite3's own error; the repair's
     purge gives new bytes or its own error."""
@@ -722,6 +752,7 @@ _ALL = (
     Target("json-files", json_files, "every JSON file kind through its store reader"),
     Target("tag-recovery", tag_recovery, "a damaged repositories.json through the repair", 600),
     Target("linkgraph-bytes", linkgraph_bytes, "any bytes as linkgraph.db", 2048),
+    Target("linkgraph-wal", linkgraph_wal, "a damaged write-ahead log beside linkgraph.db", 600),
     Target(
         "linkgraph-mutations", linkgraph_mutations, "the real linkgraph.db damaged: read, purge"
     ),

@@ -59,5 +59,10 @@ def test_linkgraph_mutations(data: st.DataObject) -> None:
 
 
 @given(st.data())
+def test_linkgraph_wal(data: st.DataObject) -> None:
+    targets.linkgraph_wal(HypothesisDraw(data))
+
+
+@given(st.data())
 def test_linkgraph_reader_never_raises(data: st.DataObject) -> None:
     targets.linkgraph_bytes(HypothesisDraw(data))
