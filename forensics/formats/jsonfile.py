@@ -45,6 +45,8 @@ __all__ = [
     "JsonDamage",
     "decode_json",
     "field",
+    "fold_key",
+    "go_object",
     "go_int",
     "go_uint",
     "reads_one_value",
@@ -65,30 +67,46 @@ class JsonDamage(Exception):
 class GoObject(dict[str, Any]):
     """A decoded JSON object. As a dict it is what a Go map reads (the last value of each exact
     key); :func:`field` reads it as a Go struct does. ``pairs`` keeps every key in document
-    order."""
+    order (made by :func:`go_object`)."""
 
     __slots__ = ("_folded", "pairs")
 
-    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
-        super().__init__(pairs)
-        self.pairs = pairs
-        self._folded: dict[str, tuple[Any, Any]] | None = None
+    pairs: list[tuple[str, Any]]
+    #: how :func:`field` looks keys up, worked out on first use: :data:`_PLAIN` when no two keys
+    #: fold alike (a lookup is then a dict lookup), else folded key → (last value, last value
+    #: that is not null)
+    _folded: Any
 
-    def folded(self) -> dict[str, tuple[Any, Any]]:
-        """Folded key → (last value, last value that is not null), built on first use."""
-        if self._folded is None:
-            table: dict[str, tuple[Any, Any]] = {}
-            for key, value in self.pairs:
-                name = fold_key(key)
-                if name is None:
-                    continue
-                last_set = table.get(name, (_MISSING, _MISSING))[1]
-                table[name] = (value, last_set if value is None else value)
-            self._folded = table
-        return self._folded
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (and deep-copied) as its pairs: the lookup cache is rebuilt on use."""
+        return (go_object, (self.pairs,))
+
+
+def go_object(pairs: list[tuple[str, Any]]) -> GoObject:
+    """The decoder's object hook (dict's own constructor: no Python ``__init__`` per object)."""
+    obj = GoObject(pairs)
+    obj.pairs = pairs
+    return obj
+
+
+def _lookup_table(obj: GoObject) -> Any:
+    """:data:`_PLAIN` when every key is ASCII, none repeats and none folds like another (nearly
+    always: then ``obj[name]`` is the field); else the table of folded keys."""
+    if len(obj) == len(obj.pairs) and "".join(obj).isascii():
+        if len({key.lower() for key in obj}) == len(obj):
+            return _PLAIN
+    table: dict[str, tuple[Any, Any]] = {}
+    for key, value in obj.pairs:
+        name = fold_key(key)
+        if name is None:
+            continue
+        last_set = table.get(name, (_MISSING, _MISSING))[1]
+        table[name] = (value, last_set if value is None else value)
+    return table
 
 
 _MISSING: Any = object()
+_PLAIN: Any = object()
 
 #: the two non-ASCII letters whose simple case folding reaches an ASCII letter (Go's orbits
 #: k → K (U+212A KELVIN SIGN) and s → ſ (U+017F LATIN SMALL LETTER LONG S)); no other non-ASCII
@@ -117,14 +135,20 @@ def field(obj: Any, name: str, *, nullable: bool = False) -> Any:
     Docker structs read here have none.)"""
     if not isinstance(obj, GoObject):
         return obj.get(name) if isinstance(obj, dict) else None
-    found = obj.folded().get(name.lower())
+    table = getattr(obj, "_folded", None)
+    if table is None:
+        table = obj._folded = _lookup_table(obj)
+    if table is _PLAIN:
+        value = obj.get(name, _MISSING)
+        if value is _MISSING:  # spelled in another case, or absent
+            low = name.lower()
+            value = next((v for k, v in obj.items() if k.lower() == low), None)
+        return value
+    found = table.get(name.lower())
     if found is None:
         return None
     value = found[0] if nullable else found[1]
     return None if value is _MISSING else value
-
-
-_INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
 def go_int(value: Any, bits: int = 64) -> int | None:
@@ -151,18 +175,16 @@ def go_uint(value: Any, bits: int = 64) -> int | None:
 #: ``TagStore.reload``: repositories-<driver>), 1.8/1.9 ``graph.loadImage`` (graph/<id>/json).
 #: Everything else (image configs: ``image.NewFromJSON``; devicemapper metadata; volume opts)
 #: goes through ``json.Unmarshal``, which refuses anything after the value.
-_ONE_VALUE_FILES = frozenset({"config.v2.json", "config.json", "hostconfig.json", "json"})
+_ONE_VALUE_FILES = frozenset(
+    {"config.v2.json", "config.json", "hostconfig.json", "repositories.json", "json"}
+)
 
 
 def reads_one_value(name: str) -> bool:
     """True when dockerd reads the file named ``name`` (a base name) with a ``json.Decoder``,
     which ignores what follows the first value; False for ``json.Unmarshal``."""
     base = name.rsplit("/", 1)[-1]
-    return (
-        base in _ONE_VALUE_FILES
-        or base == "repositories.json"
-        or (base.startswith("repositories-"))
-    )
+    return base in _ONE_VALUE_FILES or base.startswith("repositories-")
 
 
 # -- decoding -------------------------------------------------------------------------------------
@@ -177,13 +199,13 @@ def _constant(name: str) -> Any:
 
 
 def _integer(text: str) -> int | float:
-    """An integer literal. Past 20 digits no Go integer holds it: kept as the float64 that an
-    ``interface{}`` would get (Python refuses to make ints of more than 4300 digits)."""
-    return int(text) if len(text) <= 24 else float(text)
+    """An integer literal. One longer than a sign and 20 digits fits no Go integer: it is kept
+    as the float64 an ``interface{}`` would get (and Python makes no int of 4300 digits)."""
+    return int(text) if len(text) <= 21 else float(text)
 
 
 _DECODER = json.JSONDecoder(
-    object_pairs_hook=GoObject, parse_constant=_constant, parse_int=_integer
+    object_pairs_hook=go_object, parse_constant=_constant, parse_int=_integer
 )
 _SPACE = " \t\r\n"
 #: a ``\u`` escape of a surrogate (D800–DFFF) somewhere in the text
@@ -275,7 +297,7 @@ def _replace_surrogates(value: Any) -> Any:
     if isinstance(value, list):
         return [_replace_surrogates(v) for v in value]
     if isinstance(value, GoObject):
-        return GoObject([(_replace_surrogates(k), _replace_surrogates(v)) for k, v in value.pairs])
+        return go_object([(_replace_surrogates(k), _replace_surrogates(v)) for k, v in value.pairs])
     return value
 
 

@@ -21,13 +21,13 @@ from forensics.stores.thinpool import read_thin_pool
 BASE = "devicemapper"
 POOL_RECORDS = {"deviceset-metadata", "transaction-metadata"}
 POOL_FILES = ("data", "metadata")
-#: the fields of a device record as devmapper's ``devInfo`` types them (int, uint64, bool)
 
 
 def _bool(value: Any) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
+#: the fields of a device record as devmapper's ``devInfo`` types them (int, uint64, bool)
 DEVICE_FIELDS: dict[str, Callable[[Any], Any]] = {
     "device_id": go_int,
     "size": go_uint,

@@ -15,7 +15,6 @@ from typing import Any
 from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import is_hex64
 from forensics.formats.jsonfile import JsonDamage, decode_json, field
-from forensics.formats.sqlite_wal import apply_wal
 from forensics.model import Host, Image, Layer, Problem
 from forensics.progress import track
 from forensics.stores.reading import as_dict, as_str, bad_value, read_json_object, read_value
@@ -165,6 +164,8 @@ def _linkgraph_edges(data: bytes) -> list[tuple[str, str, str]]:
 def linkgraph_with_wal(ev: Evidence, data: bytes, problems: dict[str, Problem]) -> bytes:
     """The database as SQLite shows it: ``data`` with the committed frames of ``linkgraph.db-wal``
     (when there is one) applied; an unreadable log is recorded under ``linkgraph``."""
+    from forensics.formats.sqlite_wal import apply_wal  # construct: only for legacy roots
+
     wal = b""
     if ev.exists(LINKGRAPH_WAL):
         try:
