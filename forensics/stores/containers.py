@@ -83,15 +83,15 @@ def _fill_from_config(container: Container, config: dict[str, Any]) -> None:
 
 def state_of(state: dict[str, Any]) -> str:
     """Docker's own state word (``container/state.go StateString``) for a persisted State."""
-    if field(state, "Running"):
-        if field(state, "Paused"):
+    if field(state, "Running") is True:
+        if field(state, "Paused") is True:
             return "paused"
-        if field(state, "Restarting"):
+        if field(state, "Restarting") is True:
             return "restarting"
         return "running"
-    if field(state, "RemovalInProgress"):
+    if field(state, "RemovalInProgress") is True:
         return "removing"
-    if field(state, "Dead"):
+    if field(state, "Dead") is True:
         return "dead"
     if _time_or_none(field(state, "StartedAt")) is None:
         return "created"
