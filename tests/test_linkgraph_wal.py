@@ -117,3 +117,38 @@ def test_repair_leaves_a_database_with_a_log_alone(cli, dm_root: Path, tmp_path:
     doc = result.json()
     assert not [a for a in doc["actions"] if a["path"] == "linkgraph.db"]
     assert "write-ahead log" in result.stdout
+
+
+def _resealed(wal: bytearray) -> bytes:
+    """``wal`` with every frame's running checksum recomputed (as a crafted log would be)."""
+    from forensics.formats.sqlite_wal import FRAME_SIZE, _checksum
+
+    big = bool(int.from_bytes(wal[0:4], "big") & 1)
+    step = FRAME_SIZE + int.from_bytes(wal[8:12], "big")
+    s0, s1 = _checksum(bytes(wal[:24]), 0, 0, big)
+    for at in range(32, len(wal) - step + 1, step):
+        s0, s1 = _checksum(bytes(wal[at : at + 8] + wal[at + 24 : at + step]), s0, s1, big)
+        wal[at + 16 : at + 24] = s0.to_bytes(4, "big") + s1.to_bytes(4, "big")
+    return bytes(wal)
+
+
+def test_a_crafted_database_size_is_refused(dm_root: Path, tmp_path: Path) -> None:
+    """A commit frame that names a database of 2^31 pages (8 TiB) with valid checksums: the
+    log is left out, nothing that size is built."""
+    wal = bytearray(_wal_copy(dm_root, tmp_path / "scratch", "UPDATE edge SET name = 'x'"))
+    db = (dm_root / "linkgraph.db").read_bytes()
+    assert apply_wal(db, _resealed(bytearray(wal))).transactions == 1  # resealing alone is fine
+    step = 24 + int.from_bytes(wal[8:12], "big")
+    last = 32 + ((len(wal) - 32) // step - 1) * step
+    wal[last + 4 : last + 8] = (1 << 31).to_bytes(4, "big")
+    result = apply_wal(db, _resealed(wal))
+    assert result.transactions == 0 and "past what it holds" in (result.ignored or "")
+    assert len(result.data) == len(db)
+
+
+def test_the_log_of_an_empty_database_file_is_left_out(dm_root: Path, tmp_path: Path) -> None:
+    """SQLite deletes the log of an empty database file (pager.c pagerOpenWalIfPresent) and
+    sees an empty database: so does the reader, without deleting anything."""
+    wal = _wal_copy(dm_root, tmp_path / "scratch", "UPDATE edge SET name = 'x'")
+    result = apply_wal(b"", wal)
+    assert result.data == b"" and result.transactions == 0 and result.ignored

@@ -16,6 +16,10 @@ as SQLite's recovery applies it (https://www.sqlite.org/fileformat2.html §4 "Th
   to the last such commit frame are applied (a transaction cut short is not). A header whose
   checksum fails, or a log of another page size, is a log SQLite would not use either.
 
+SQLite opens a log whenever one exists beside a database file that is not empty, whatever the
+file's header says, and deletes the log of an empty file (``pager.c pagerOpenWalIfPresent``):
+the same here, but the log is only left out, never deleted.
+
 The result is the database as SQLite would show it, with the header's file format bytes set back
 to "legacy" (1) so that an in-memory copy opens without asking for a log of its own.
 """
@@ -88,8 +92,10 @@ def _checksum(payload: bytes, s0: int, s1: int, big: bool) -> tuple[int, int]:
 
 
 def apply_wal(db: bytes, wal: bytes) -> WalResult:
-    """``db`` with the committed frames of ``wal`` applied (``db`` may be empty: a database
-    whose every page is still in the log)."""
+    """``db`` with the committed frames of ``wal`` applied."""
+    if not db:
+        reason = "the database file is empty: SQLite discards its log" if wal else None
+        return WalResult(db, 0, 0, reason)
     if len(wal) < HEADER_SIZE:
         return WalResult(_legacy(db), 0, 0, "the log is shorter than its header" if wal else None)
     head = HEADER.parse(wal)
@@ -102,7 +108,7 @@ def apply_wal(db: bytes, wal: bytes) -> WalResult:
         return WalResult(_legacy(db), 0, 0, "the log header's checksum fails (an unused log)")
     if page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
         return WalResult(_legacy(db), 0, 0, f"the log's page size {page_size} is not valid")
-    if db and _page_size(db) != page_size:
+    if _page_size(db) != page_size:
         return WalResult(_legacy(db), 0, 0, "the log's page size is not the database's")
     pages: dict[int, bytes] = {}
     committed: dict[int, bytes] = {}
@@ -125,6 +131,11 @@ def apply_wal(db: bytes, wal: bytes) -> WalResult:
         at += step
     if not transactions:
         return WalResult(_legacy(db), 0, 0)
+    known = max(len(db) // page_size, max(committed))
+    if size_in_pages > known:  # pages neither the file nor the log holds: a crafted log
+        return WalResult(
+            _legacy(db), 0, 0, f"the log's database of {size_in_pages} pages is past what it holds"
+        )
     image = bytearray(db[: size_in_pages * page_size].ljust(size_in_pages * page_size, b"\0"))
     for pgno, page in committed.items():
         if pgno <= size_in_pages:
