@@ -761,10 +761,10 @@ def _drop_borrowed_trees(trees: _Trees, devices: dict[int, _Device]) -> None:
 
     Devices share a root legitimately (a snapshot not written to since), and then the metadata
     space map counts the root once per device. A root that more devices name than the space
-    map counts (or, with the counts unknown, that one device's ``mapped_blocks`` fits and
-    another's does not) was borrowed by the devices whose ``mapped_blocks`` it does not fit:
-    their trees are dropped here, to be looked for among the cut-off subtrees (whose size
-    then equals their ``mapped_blocks``) or reported lost, never written as theirs."""
+    map counts was borrowed by the devices whose ``mapped_blocks`` it does not fit: their trees
+    are dropped here, to be looked for among the cut-off subtrees (whose size then equals their
+    ``mapped_blocks``) or reported lost, never written as theirs. Without the counts nothing is
+    dropped (``mapped_blocks`` alone may be the damaged part)."""
     sharers: dict[int, list[_Device]] = {}
     for dev in devices.values():
         root = trees.roots.get(dev.dev_id)
@@ -776,17 +776,15 @@ def _drop_borrowed_trees(trees: _Trees, devices: dict[int, _Device]) -> None:
         fits = [d for d in group if d.details is not None and d.count() == d.details.mapped_blocks]
         misfits = [d for d in group if d.details is not None and d not in fits]
         counted = _count_of(trees.counts, root)
-        over = counted is not None and counted < len(group)
-        if not misfits or not (over or (counted is None and fits)):
-            continue
-        owners = ", ".join(str(d.dev_id) for d in fits) or "another device"
-        times = "?" if counted is None else str(counted)
+        if not fits or not misfits or counted is None or counted >= len(group):
+            continue  # shared as the space map says, or no telling whose it is
+        owners = ", ".join(str(d.dev_id) for d in fits)
         for dev in misfits:
             assert dev.details is not None
             dev.notes.append(
                 f"its mapping root (block {root}) is the tree of device {owners}, not its own: "
                 f"{dev.count()} mappings where its details count {dev.details.mapped_blocks}, "
-                f"and the space map counts the root {times} time(s) for {len(group)} devices"
+                f"and the space map counts the root {counted} time(s) for {len(group)} devices"
             )
             dev.keys, dev.values = [], []
             dev.tree = False
