@@ -57,7 +57,11 @@ def docker_recorded_size(metadata: Path, dev_id: int) -> RecordedSize | None:
     records = pool_dir.parent / "metadata"
     if (metadata.name, pool_dir.name) != ("metadata", "devicemapper") or not records.is_dir():
         return None
-    for entry in sorted(os.scandir(records), key=lambda e: e.name):
+    try:
+        entries = sorted(os.scandir(records), key=lambda e: e.name)
+    except OSError:
+        return None
+    for entry in entries:
         if entry.name.startswith(".") or entry.name in POOL_RECORDS:
             continue
         size = _record_size(Path(entry.path), dev_id)
