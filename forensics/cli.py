@@ -368,17 +368,20 @@ def plugin_metadata() -> int:
     return EXIT_OK
 
 
-def _plugin_arguments(argv: list[str]) -> list[str]:
-    """As a Docker CLI plugin (``docker forensics …``) we are called with our own name first."""
-    return argv[1:] if argv[:1] == ["forensics"] else argv
+def _plugin_arguments(argv: list[str]) -> tuple[list[str], str]:
+    """The arguments and the program's name in usage lines: as a Docker CLI plugin we are
+    called with our own name first (``docker forensics …``), and say ``docker forensics``."""
+    if argv[:1] == ["forensics"]:
+        return argv[1:], "docker forensics"
+    return argv, "docker-forensics"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns (and exits with) the e2fsck-style code."""
     try:
         python_handles_interrupts()
-        args = _plugin_arguments(sys.argv[1:] if argv is None else argv)
-        status = cli.main(args=args, prog_name="docker-forensics", standalone_mode=False)
+        args, prog_name = _plugin_arguments(sys.argv[1:] if argv is None else argv)
+        status = cli.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
         status = EXIT_USAGE

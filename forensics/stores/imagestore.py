@@ -13,7 +13,7 @@ from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import CACHE_ID, MOUNT_ID, chain_ids, is_digest, is_hex64
-from forensics.formats.jsonfile import JsonDamage, decode_json
+from forensics.formats.jsonfile import JsonDamage, decode_json, field
 from forensics.model import Host, Image, Layer, Mount, Problem
 from forensics.parallel import map_entries, submit
 from forensics.progress import track
@@ -121,11 +121,11 @@ def _read_image(d: DirHandle, name: str, image_id: str) -> Image:
 
 
 def _fill_image(image: Image, config: dict[str, Any]) -> None:
-    image.created = as_str(config.get("created"))
-    image.os = as_str(config.get("os"))
-    image.architecture = as_str(config.get("architecture"))
-    rootfs = config.get("rootfs")
-    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    image.created = as_str(field(config, "created"))
+    image.os = as_str(field(config, "os"))
+    image.architecture = as_str(field(config, "architecture"))
+    rootfs = field(config, "rootfs", nullable=True)
+    diff_ids = field(rootfs, "diff_ids", nullable=True)
     if isinstance(diff_ids, list) and all(isinstance(d, str) and is_digest(d) for d in diff_ids):
         image.has_rootfs = True
         image.diff_ids = list(diff_ids)
@@ -134,10 +134,10 @@ def _fill_image(image: Image, config: dict[str, Any]) -> None:
         image.problems["rootfs"] = Problem(
             image.path, "bad-value", "rootfs.diff_ids holds a non-digest"
         )
-    history = config.get("history")
+    history = field(config, "history", nullable=True)
     if isinstance(history, list):
         image.history_layers = sum(
-            1 for h in history if isinstance(h, dict) and not h.get("empty_layer")
+            1 for h in history if isinstance(h, dict) and not field(h, "empty_layer")
         )
 
 

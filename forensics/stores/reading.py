@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from forensics.evidence import SMALL_LIMIT, PlainDir, ReadFailure
 from forensics.formats.ids import id_problem
-from forensics.formats.jsonfile import JsonDamage, decode_json
+from forensics.formats.jsonfile import JsonDamage, decode_json, go_int, reads_one_value
 from forensics.model import Problem
 
 
@@ -33,7 +33,7 @@ def read_json(
             problems[role] = Problem(failure.path, failure.kind, failure.detail)
         return None
     try:
-        return decode_json(data)
+        return decode_json(data, one_value=reads_one_value(name))
     except JsonDamage as damage:
         problems[role] = Problem(src.path_of(name), damage.kind, damage.detail)
         return None
@@ -127,7 +127,8 @@ def as_str(value: Any) -> str | None:
 
 
 def as_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """``value`` as a Go ``int`` field reads it (None where Go refuses it)."""
+    return go_int(value)
 
 
 def as_dict(value: Any) -> dict[str, Any]:

@@ -30,8 +30,15 @@ def read_thin_pool(ev: Evidence, ds: DeviceSet) -> None:
 
     with meta:
         pool = read_pool(meta, space_maps=False)
+        state.errors = [
+            f"{'' if f.block is None else f'block {f.block}: '}{f.message}"
+            for f in pool.findings
+            if f.severity == "error"
+        ]
         if pool.superblock is None or not pool.usable:
             state.problem = "the superblock cannot be read"
+            if pool.not_metadata:
+                state.problem = f"not thin-pool metadata ({pool.not_metadata})"
             return
         state.readable = True
         state.damaged = pool.tree_damage()
