@@ -121,7 +121,7 @@ def _read_transaction(d: DirHandle, ds: DeviceSet) -> None:
     ds.transaction_device_id = go_int(field(doc, "device_id"))
     device_hash = field(doc, "device_hash")
     ds.transaction_hash = device_hash if isinstance(device_hash, str) else None
-    why = id_problem(device_hash, DRIVER_DIR_ID) if device_hash else None
+    why = id_problem(ds.transaction_hash, DRIVER_DIR_ID) if ds.transaction_hash else None
     if why is not None:  # it names the record metadata/<device_hash>: never a path out
         ds.transaction_hash = None
         ds.problems["transaction"] = Problem(d.path_of(name), "bad-value", f"device_hash is {why}")
