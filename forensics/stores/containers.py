@@ -12,6 +12,7 @@ from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import is_hex64
+from forensics.formats.jsonfile import field
 from forensics.model import Container, Host, MountPoint, Problem
 from forensics.parallel import map_entries
 from forensics.progress import track
@@ -62,37 +63,37 @@ def _read_container_files(d: DirHandle, container: Container, legacy_era: bool) 
 
 
 def _fill_from_config(container: Container, config: dict[str, Any]) -> None:
-    container.config_id = as_str(config.get("ID"))
-    name = as_str(config.get("Name"))
+    container.config_id = as_str(field(config, "ID"))
+    name = as_str(field(config, "Name"))
     container.name = name[1:] if name and name.startswith("/") else name
-    container.image_id = as_str(config.get("Image"))
-    container.created = as_str(config.get("Created"))
-    container.driver = as_str(config.get("Driver"))
-    run_config = as_dict(config.get("Config"))
-    container.image = as_str(run_config.get("Image"))
+    container.image_id = as_str(field(config, "Image"))
+    container.created = as_str(field(config, "Created"))
+    container.driver = as_str(field(config, "Driver"))
+    run_config = as_dict(field(config, "Config", nullable=True))
+    container.image = as_str(field(run_config, "Image"))
     container.command = _command_of(config)
-    state = as_dict(config.get("State"))
+    state = as_dict(field(config, "State", nullable=True))
     container.state = state_of(state) if state else "unknown"
-    container.exit_code = as_int(state.get("ExitCode"))
-    container.pid = as_int(state.get("Pid"))
-    container.started = _time_or_none(state.get("StartedAt"))
-    container.finished = _time_or_none(state.get("FinishedAt"))
-    container.mount_points = _mount_points(config.get("MountPoints"))
+    container.exit_code = as_int(field(state, "ExitCode"))
+    container.pid = as_int(field(state, "Pid"))
+    container.started = _time_or_none(field(state, "StartedAt"))
+    container.finished = _time_or_none(field(state, "FinishedAt"))
+    container.mount_points = _mount_points(field(config, "MountPoints", nullable=True))
 
 
 def state_of(state: dict[str, Any]) -> str:
     """Docker's own state word (``container/state.go StateString``) for a persisted State."""
-    if state.get("Running"):
-        if state.get("Paused"):
+    if field(state, "Running") is True:
+        if field(state, "Paused") is True:
             return "paused"
-        if state.get("Restarting"):
+        if field(state, "Restarting") is True:
             return "restarting"
         return "running"
-    if state.get("RemovalInProgress"):
+    if field(state, "RemovalInProgress") is True:
         return "removing"
-    if state.get("Dead"):
+    if field(state, "Dead") is True:
         return "dead"
-    if _time_or_none(state.get("StartedAt")) is None:
+    if _time_or_none(field(state, "StartedAt")) is None:
         return "created"
     return "exited"
 
@@ -104,8 +105,8 @@ def _time_or_none(value: Any) -> str | None:
 
 
 def _command_of(config: dict[str, Any]) -> str | None:
-    path = as_str(config.get("Path"))
-    args = config.get("Args")
+    path = as_str(field(config, "Path"))
+    args = field(config, "Args", nullable=True)
     parts = [path] if path else []
     if isinstance(args, list):
         parts += [a for a in args if isinstance(a, str)]
@@ -118,11 +119,11 @@ def _mount_points(value: Any) -> list[MountPoint]:
         spec = as_dict(spec)
         points.append(
             MountPoint(
-                destination=as_str(spec.get("Destination")) or dest,
-                type=as_str(spec.get("Type")),
-                name=as_str(spec.get("Name")),
-                driver=as_str(spec.get("Driver")),
-                source=as_str(spec.get("Source")),
+                destination=as_str(field(spec, "Destination")) or dest,
+                type=as_str(field(spec, "Type")),
+                name=as_str(field(spec, "Name")),
+                driver=as_str(field(spec, "Driver")),
+                source=as_str(field(spec, "Source")),
             )
         )
     return points
