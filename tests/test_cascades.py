@@ -322,6 +322,26 @@ def test_sqlite_carries_the_cause(cli, s: SamplePaths, tmp_path: Path) -> None:
     db.close()
 
 
+def test_text_shows_consequences_under_their_cause(cli, s: SamplePaths) -> None:
+    shutil.rmtree(s.path("overlay2/l"))
+    doc = verify(cli, s.root)
+    dangling = sum(1 for f in doc["findings"] if f["check"] == "overlay2.link-dangling")
+    result = cli("verify", s.root)
+    assert result.code == 4
+    lines = result.stdout.splitlines()
+    (heading,) = [n for n, line in enumerate(lines) if line.startswith("ERRORS")]
+    assert lines[heading] == "ERRORS (1)", "consequences are not counted"
+    assert lines[heading + 2].startswith("    overlay2.links-dir-missing  overlay2/l: ")
+    shown = lines[heading + 3 : heading + 6]
+    assert all(line.startswith("      error overlay2.link-dangling  overlay2/l/") for line in shown)
+    assert lines[heading + 6] == (
+        f"      … and {dangling - 3} more caused by overlay2.links-dir-missing "
+        "(--format json lists them)"
+    )
+    assert sum("overlay2.link-dangling" in line for line in lines) == 3
+    assert "1 error, 0 warnings, " in result.stdout
+
+
 def test_json_lines_keep_their_keys_and_gain_the_cause(cli, s: SamplePaths) -> None:
     shutil.rmtree(s.path("overlay2/l"))
     result = cli("verify", s.root, "--format", "jsonl")
