@@ -100,7 +100,7 @@ class StackedDirs:
 
 def driver_cascades(host: Host, index: FindingIndex, stacked: StackedDirs) -> Iterator[Cascade]:
     orphans = {f.object_id: f for f in index.of("driver.orphan-dir")}
-    yield from _layer_dirs_found_orphaned(host, index, stacked, orphans)
+    yield from _layer_dirs_found_orphaned(index, stacked, orphans)
     yield from _mount_dirs_found_orphaned(host, index, orphans)
     yield from _unrecorded_container_dirs(host, index, stacked, orphans)
     yield from _lost_dirs(host, index)
@@ -108,7 +108,7 @@ def driver_cascades(host: Host, index: FindingIndex, stacked: StackedDirs) -> It
 
 
 def _layer_dirs_found_orphaned(
-    host: Host, index: FindingIndex, stacked: StackedDirs, orphans: dict[str | None, Finding]
+    index: FindingIndex, stacked: StackedDirs, orphans: dict[str | None, Finding]
 ) -> Iterator[Cascade]:
     """A layer that lost its directory (cache-id changed, layerdb entry emptied), and the
     orphan that the directories stacked on the layer name as its directory."""
@@ -174,8 +174,8 @@ def _unrecorded_container_dirs(
 
 def _lost_dirs(host: Host, index: FindingIndex) -> Iterator[Cascade]:
     """What a lost driver directory (or record) leaves behind: its ``l/`` link, its mount point
-    under devicemapper's ``mnt/``, the layer contents ``--deep`` cannot rebuild, and the one
-    thin device without a record when exactly one record is lost."""
+    under devicemapper's ``mnt/``, the layer contents ``--deep`` cannot rebuild, and the thin
+    devices left without a record."""
     lost = _lost_dir_causes(host, index)
     for f in index.of("overlay2.link-orphan"):
         link = f.path.rpartition("/")[2]
@@ -208,15 +208,13 @@ def _lost_dir_causes(host: Host, index: FindingIndex) -> dict[str, Finding]:
         layer = host.layers.get(f.object_id or "")
         if layer and layer.cache_id:
             lost.setdefault(layer.cache_id, f)
-    for check, role in (
-        ("mount.driver-dir-missing", "mount_id"),
-        ("mount.init-dir-missing", "init_id"),
-    ):
-        for f in index.of(check):
-            mount = host.mounts.get(f.object_id or "")
-            name = getattr(mount, role) if mount else None
-            if name:
-                lost.setdefault(name, f)
+    for f in index.of("mount.driver-dir-missing", "mount.init-dir-missing"):
+        mount = host.mounts.get(f.object_id or "")
+        if mount is None:
+            continue
+        name = mount.mount_id if f.check == "mount.driver-dir-missing" else mount.init_id
+        if name:
+            lost.setdefault(name, f)
     for f in index.of("container.layer-missing"):
         for name in (f.object_id or "", f"{f.object_id}-init"):
             if name not in host.driver_dirs:
@@ -233,10 +231,10 @@ def _leaked_device(host: Host, index: FindingIndex, lost: dict[str, Finding]) ->
     the same devices (which record was which device the pool cannot tell)."""
     if host.driver != "devicemapper":
         return
-    causes = {id(f): f for name, f in lost.items() if name not in host.devices}
+    records = {name: f for name, f in lost.items() if name not in host.devices}
+    causes = {f.key: f for f in records.values()}
     leaked = index.of("thinpool.device-leaked")
-    records = sum(1 for name in lost if name not in host.devices)
-    if len(causes) != 1 or records != len(leaked):
+    if len(causes) != 1 or len(records) != len(leaked):
         return
     (cause,) = causes.values()
     cascade = Cascade(cause)
