@@ -66,7 +66,9 @@ def verify_deep(ev: Evidence, host: Host) -> DeepResult:
     for cid in sorted(host.containers):
         plan = diff_plan(host, cid)
         if not isinstance(plan, str):
-            result.diffs.append(container_diff(plan))
+            diff = container_diff(plan)
+            result.diffs.append(diff)
+            result.findings.extend(_diff_findings(diff))
     return result
 
 
@@ -103,6 +105,21 @@ def _failed(job: LayerJob, exc: Exception) -> LayerReport:
 
 def _debug() -> bool:
     return os.environ.get("DOCKER_FORENSICS_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def _diff_findings(diff: DiffResult) -> list[Finding]:
+    """What a container's diff could not compare because it lies too deep (a missing layer
+    directory is reported by the quick checks already)."""
+    return [
+        finding(
+            "layer.path-too-deep",
+            path,
+            f"container {diff.container_id}: {message}",
+            object_type="container",
+            object_id=diff.container_id,
+        )
+        for path, message in diff.too_deep
+    ]
 
 
 def _layer_findings(report: LayerReport) -> list[Finding]:

@@ -9,6 +9,7 @@ import contextlib
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -182,11 +183,16 @@ def memory_root(sample_master: Path, tmp_path: Path) -> Iterator[Path]:
             shutil.rmtree(base)
 
 
+def upper_of(root: Path, truth: dict[str, Any], name: str) -> Path:
+    s = SamplePaths(root, truth)
+    return s.path(f"overlay2/{s.mount_id(name)}/diff")
+
+
 def test_a_tree_100000_deep_is_a_finding_in_bounded_memory(
     memory_root: Path, truth: dict[str, Any]
 ) -> None:
     chain, _, diff = top_layer(memory_root, truth)
-    with deep_trees((diff, DEPTH, "d")):
+    with deep_trees((diff, DEPTH, "d"), (upper_of(memory_root, truth, "exited"), DEPTH, "d")):
         code, doc, _, peak = verify_deep(memory_root)
     assert code == 4
     found = layer_findings(doc, chain)
@@ -197,4 +203,32 @@ def test_a_tree_100000_deep_is_a_finding_in_bounded_memory(
     # the rest of the layer is still checked: each listed level is an extra directory
     extras = [f for f in found if f["check"] == "layer.file-extra"]
     assert len(extras) == 2047  # "/d" … up to 4,095 bytes from the layer root
+    container = SamplePaths(memory_root, truth).container_id("exited")
+    (upper,) = [
+        f
+        for f in doc["findings"]
+        if f["check"] == "layer.path-too-deep" and f.get("object_id") == container
+    ]
+    assert upper["object_type"] == "container"
+    assert peak < MEMORY_BOUND_MIB
+
+
+def test_diff_of_a_tree_100000_deep_is_a_problem_not_a_recursion_error(
+    memory_root: Path, truth: dict[str, Any]
+) -> None:
+    upper = upper_of(memory_root, truth, "exited")
+    with deep_trees((upper, DEPTH, "d")):
+        code, out, err, peak, _ = run_bounded("diff", "exited", memory_root)
+    assert "Traceback" not in err and "RecursionError" not in err, err[-2000:]
+    assert code == 4
+    (line,) = err.splitlines()
+    assert line.startswith(f"docker-forensics: {upper.relative_to(memory_root)}/d/d/d/")
+    assert "deeper than Linux allows" in line and "incomplete" in line
+    lines = out.splitlines()
+    assert "A /d" in lines and len(lines) == len(set(lines))
+    added = [x for x in lines if re.fullmatch(r"A (/d)+", x)]
+    assert len(added) == 2047  # up to /d/…/d of 4,094 bytes: with its NUL, within PATH_MAX
+    assert max(len(x) - len("A ") for x in added) + 1 <= 4096
+    expected = set(truth["diff"][SamplePaths(memory_root, truth).container_id("exited")])
+    assert expected <= set(lines)
     assert peak < MEMORY_BOUND_MIB
