@@ -506,7 +506,8 @@ class _Reassembly:
             if len(seen) == known:
                 self._problem("duplicate-path", rec.disk_path, f"/{shown} is in the tar twice")
             if deep:
-                rec.status, rec.detail = "too-deep", _too_deep_detail(len(joined), len(parts))
+                rec.status = "too-deep"
+                rec.detail = _too_deep_detail(len(joined), joined.count(b"/") + 1)
             elif self.cdir is None:
                 rec.status, rec.detail = "missing", "the layer directory is missing"
             elif size:
