@@ -8,7 +8,8 @@ bucket is marked incomplete, and the walk goes on with the rest of the tree.
 When the file cannot be opened on a meta page:
 
 - **truncated** (the meta counts more pages than the file has): the tree is walked; the pages
-  past the end are damage of their own buckets.
+  past the end are damage of their own buckets. When the root page itself is past the end, the
+  pages that remain are scanned as below.
 - **no valid meta page**: a meta page whose magic, version and page size are sound but whose
   checksum is wrong is used, as the better of the two; when neither has the magic, the pages
   are scanned for a leaf holding one of the root bucket's known keys (``root_keys``), and the
@@ -122,7 +123,11 @@ def _read_damaged(data: bytes, damage: BoltDamage, root_keys: tuple[bytes, ...])
         if db is not None:
             tree = BoltTree(Bucket(), [problem], db.page_size, db.meta.txid, db.fell_back)
             _walk(db, db.meta.root, tree)
-            return tree
+            if tree.root.count():
+                return tree
+            # the root itself is past the end (bbolt writes new pages at the end): older
+            # copies of the tree may still lie in the pages that remain
+            return _scan_for_root(memoryview(data), problem, root_keys)
     if damage.kind == "bad-meta":
         return _salvage(data, problem, root_keys)
     return BoltTree(Bucket(complete=False), [problem], unreadable=True)
