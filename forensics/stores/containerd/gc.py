@@ -263,17 +263,14 @@ def _snapshotter_cleanup(store: ContainerdStore, out: Collection) -> None:
         sn = store.snapshotters.get(name)
         if sn is None:
             continue
-        seen = {
-            s.name
-            for ns_name, ns in store.namespaces.items()
-            for (snapshotter, key), s in ns.snapshots.items()
-            if snapshotter == name and (snapshotter, key) not in set(out.snapshots[ns_name])
-        }
+        seen: set[str] = set()
+        for ns_name, ns in store.namespaces.items():
+            gone = set(out.snapshots[ns_name])
+            seen.update(s.name for k, s in ns.snapshots.items() if k[0] == name and k not in gone)
         removed = _prune(sn.snapshots, seen)
         out.backend_snapshots[name] = removed
-        ids = {
-            str(s.id) for n, s in sn.snapshots.items() if n not in set(removed) and s.id is not None
-        }
+        dropped = set(removed)
+        ids = {str(s.id) for n, s in sn.snapshots.items() if n not in dropped and s.id is not None}
         if sn.dirs:
             out.snapshot_dirs[name] = sorted((d for d in sn.dirs if d not in ids), key=_dir_order)
 
