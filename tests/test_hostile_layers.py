@@ -5,17 +5,12 @@ never with a traceback, a RecursionError or a worker's failure."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +18,7 @@ from typing import Any
 import pytest
 from conftest import copy_tree
 from deeptree import deep_trees
+from peak import measure
 from sample_paths import SamplePaths
 from test_reassembly import disassemble, make_tar
 
@@ -38,42 +34,14 @@ DEPTH = 100_000
 
 def run_bounded(*args: str | os.PathLike[str]) -> tuple[int, str, str, int, float]:
     """The console script in a child process (its own process group, with the workers it
-    forks), killed after TIME_BOUND_S: exit code, stdout, stderr, peak RSS in MiB
-    (``ru_maxrss`` of the child, from ``wait4``) and seconds."""
+    forks), killed after TIME_BOUND_S: exit code, stdout, stderr, peak RSS in MiB and seconds
+    (measured as tests/peak.py says)."""
     exe = shutil.which("docker-forensics")
     assert exe
-    env = {**os.environ, "DOCKER_FORENSICS_DEBUG": "1"}  # a traceback in full, if any
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(
-            [exe, "--no-progress", *map(str, args)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            env=env,
-            start_new_session=True,
-        )
-        killer = threading.Timer(TIME_BOUND_S, os.killpg, (proc.pid, signal.SIGKILL))
-        killer.start()
-        start = time.monotonic()
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        finally:
-            killer.cancel()
-        elapsed = time.monotonic() - start
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # workers left behind by a killed run
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read(), err.read()
-    assert elapsed < TIME_BOUND_S, f"killed after {TIME_BOUND_S} s"
-    return (
-        proc.returncode,
-        stdout.decode("utf-8", "replace"),
-        stderr.decode("utf-8", "replace"),
-        usage.ru_maxrss // 1024,
-        elapsed,
-    )
+    env = {"DOCKER_FORENSICS_DEBUG": "1"}  # a traceback in full, if any
+    run = measure([exe, "--no-progress", *args], timeout=TIME_BOUND_S, env=env)
+    assert not run.killed, f"killed after {TIME_BOUND_S} s"
+    return run.code, run.stdout, run.stderr, run.peak_mib, run.seconds
 
 
 def verify_deep(root: Path) -> tuple[int, dict[str, Any], str, int]:
