@@ -168,14 +168,14 @@ def search(trees: list[tuple[str, Tree]]) -> Search:
             data_roots.append((volume, data_root))
     seen: set[tuple[str, Parts]] = set()
     for volume, tree in trees:
-        places: list[tuple[Parts, str]] = [((), "")]
-        places += [(p, "") for p in KNOWN_PLACES]
+        places: list[tuple[Parts, str]] = []
         for origin, root in data_roots:
             where = "/" + b"/".join(root).decode("utf-8", "backslashreplace")
             for i in range(len(root)):
                 tail = root[i:]
                 note = f"; data-root {where} in /etc/docker/daemon.json of {origin}"
                 places.append((tail, note if i == 0 else f"{note}, as the volume mounted there"))
+        places += [((), ""), *((p, "") for p in KNOWN_PLACES)]
         places += [(p, "") for p in _named_dirs(tree, b"docker")]
         for parts, note in places:
             if (volume, parts) in seen:
