@@ -104,7 +104,9 @@ def test_reads_in_any_order_within_bounded_work(variants: dict[str, Path]) -> No
     for kind in ("tar", "gz", "zst", "zst-frames"):
         if kind not in variants:
             continue
-        limits = TarLimits(stream=StreamLimits(span=64 << 10, restart_distance=1 << 20))
+        limits = TarLimits(
+            stream=StreamLimits(span=64 << 10, restart_distance=1 << 20, cache_blocks=1)
+        )
         with open_path(variants[kind], tar_limits=limits) as tree:
             files = [w.parts for w in walk(tree, []) if stat.S_ISREG(w.stat.mode)]
             for parts in reversed(files):

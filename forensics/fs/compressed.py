@@ -11,14 +11,24 @@ same decompressor interface as the other three). Random access works thus:
   :attr:`StreamLimits.checkpoints` of them (past that, every other one is let go and the span
   doubled); for every codec, the start of each further frame, member or stream (pzstd, pigz
   ``-i``-less multi-member files, ``cat a.xz b.xz``), which needs no state at all;
-- a read decompresses from the nearest restart point at or before it (or from where the last
-  read stopped, when that is nearer), discarding what lies before its offset;
+- decoding is done in blocks of 1 MiB, the last :attr:`StreamLimits.cache_blocks` of them
+  kept: a read decompresses from the nearest restart point at or before its block (or from
+  where the last read stopped, when that is nearer), keeping the whole blocks it passes, so
+  that members read in any order within a few MiB of each other are decoded once;
 - a codec whose state cannot be copied (xz, zstd, bzip2: the Python bindings offer no copy)
   and whose nearest restart point lies more than :attr:`StreamLimits.restart_distance` before a
   read — a single-frame ``tar --zstd`` archive read out of order — switches to a **spill**: the
   stream is decompressed once more from the start into a private, unlinked temporary file
   (``tempfile.TemporaryFile``, under ``$TMPDIR``: never beside the evidence), and every read
-  from then on is served from it or extends it. At most two decompressions in all.
+  from then on is served from it or extends it. Any codec spills once reads out of order have
+  decoded again :attr:`StreamLimits.redecode_factor` times what the stream holds: the work of
+  any reading order stays within a few passes.
+
+Measured (a 194 MiB tar of 10,280 files; every file read front to back, then back to front;
+one core): gzip 117 MiB — index 1.5 s, all files 1.0 s / 0.7 s, no spill, 49 restart points;
+zstd 118 MiB — 1.0 s, 0.5 s / 1.0 s (spilled: one more pass); xz 77 MiB — 1.7 s, 0.9 s / 1.0 s
+(spilled); peak memory 80-104 MB. Without the block cache, gzip read backwards took 50 s
+(8,080 restarts, 17 GB decoded again).
 
 Expansion is capped (:attr:`StreamLimits.max_ratio` times the compressed file's size past
 :attr:`StreamLimits.ratio_floor`, and :attr:`StreamLimits.max_size` in all): a decompression
@@ -36,11 +46,14 @@ import os
 import tempfile
 import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 _CHUNK = 1 << 16
+#: the unit of decoding and of the cache of decoded bytes
+_BLOCK = 1 << 20
 
 
 class BombError(OSError):
@@ -63,6 +76,11 @@ class StreamLimits:
     checkpoints: int = 1024
     #: how far a read may lie past its restart point before a stateless codec spills
     restart_distance: int = 32 << 20
+    #: decoded again by reads out of order, in times the stream read so far, before any codec
+    #: spills (the work of a hostile reading order stays within a few passes)
+    redecode_factor: int = 2
+    #: decompressed blocks of 1 MiB kept for reads that come back to them
+    cache_blocks: int = 32
 
 
 @dataclass(frozen=True)
@@ -184,6 +202,7 @@ class DecodedStream:
         self._points: list[_Point] = [_Point(0, 0)]
         self._span = self.limits.span
         self._cursor = _Cursor(codec.new(), 0, 0)
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
         self._spill: BinaryIO | None = None
         self._spill_end = 0
         self._spill_cursor: _Cursor | None = None
@@ -198,6 +217,7 @@ class DecodedStream:
             self._spill.close()
             self._spill = None
         self._points.clear()
+        self._cache.clear()
 
     @property
     def spilled(self) -> bool:
@@ -218,23 +238,67 @@ class DecodedStream:
         with self._lock:
             if self._spill is not None:
                 return self._read_spilled(offset, size)
-            cursor = self._cursor_for(offset)
-            if cursor is None:
-                self._start_spill()
-                return self._read_spilled(offset, size)
-            self._cursor = cursor
-            self._skip(cursor, offset - cursor.out)
-            return self._take(cursor, size)
+            pieces: list[bytes] = []
+            while size > 0:
+                index, inner = divmod(offset, _BLOCK)
+                block = self._block(index)
+                if block is None:  # time to spill
+                    pieces.append(self._read_spilled(offset, size))
+                    break
+                piece = block[inner : inner + size]
+                if not piece:
+                    break
+                pieces.append(piece)
+                offset += len(piece)
+                size -= len(piece)
+                if len(block) < _BLOCK:
+                    break
+            return b"".join(pieces)
+
+    def _block(self, index: int) -> bytes | None:
+        """Decompressed block ``index`` (:data:`_BLOCK` bytes; fewer at the end), from the
+        cache or decoded (every whole block passed on the way cached too); None when the
+        stream must spill."""
+        cached = self._cache.get(index)
+        if cached is not None:
+            self._cache.move_to_end(index)
+            return cached
+        start = index * _BLOCK
+        cursor = self._cursor_for(start)
+        if cursor is None:
+            self._start_spill()
+            return None
+        self._cursor = cursor
+        while cursor.out < start and not cursor.ended:
+            here, inner = divmod(cursor.out, _BLOCK)
+            if inner:
+                self._skip(cursor, _BLOCK - inner)
+            else:
+                self._keep(here, self._take(cursor, _BLOCK))
+        if cursor.out != start:
+            return b""
+        block = self._take(cursor, _BLOCK)
+        self._keep(index, block)
+        return block
+
+    def _keep(self, index: int, block: bytes) -> None:
+        self._cache[index] = block
+        if len(self._cache) > self.limits.cache_blocks:
+            self._cache.popitem(last=False)
 
     def _cursor_for(self, offset: int) -> _Cursor | None:
         """The cursor to read ``offset`` from: the current one when it lies at or before it
         and no restart point lies nearer, else a new one from the nearest restart point;
-        None when a stateless codec would have to decode too far (time to spill)."""
+        None when it is time to spill: a stateless codec would have to decode too far, or
+        the reads out of order have decoded again twice what the stream holds."""
         current = self._cursor
         point = self._point_before(offset)
         if current.out <= offset and (current.out >= point.out or current.ended):
             return current
         if not self.codec.copyable and offset - point.out > self.limits.restart_distance:
+            return None
+        frontier = max(self._points[-1].out, current.out, 1)
+        if self.decompressed - frontier > self.limits.redecode_factor * frontier:
             return None
         self.restarts += 1
         decoder = point.state.copy() if point.state is not None else self.codec.new()
@@ -321,7 +385,8 @@ class DecodedStream:
     def _next_member(self, cursor: _Cursor) -> None:
         """The decoder reached the end of a frame, member or stream: go on with a fresh one
         if more of the codec follows, else the stream ends here."""
-        rest = cursor.decoder.unused_data + cursor.pending
+        # what follows the end (zlib repeats it in unconsumed_tail: not added twice)
+        rest = cursor.decoder.unused_data
         start = cursor.at - len(rest)
         head = (rest + read_at(self.fileobj, self._file_lock, cursor.at, 16))[:16]
         if self.codec.starts(head):
