@@ -302,6 +302,20 @@ def test_e01_with_a_bad_segment(disks: dict[str, Path], tmp_path: Path) -> None:
         disk.close()
 
 
+def test_opened_through_a_symlink_or_from_a_descriptor(
+    disks: dict[str, Path], tmp_path: Path
+) -> None:
+    link = tmp_path / "evidence.raw"
+    link.symlink_to(disks["gpt"])
+    before = set(os.listdir("/proc/self/fd"))
+    with open_source(link) as source:
+        assert choose(search(source.trees)).volume == "p1"
+    assert set(os.listdir("/proc/self/fd")) == before  # the evidence file closed with it
+    with open(disks["gpt-p2"], "rb") as f, open_source(disks["gpt-p2"], fileobj=f) as source:
+        assert choose(search(source.trees)).volume == "p2"
+        assert not f.closed
+
+
 def test_not_an_image_at_all(tmp_path: Path) -> None:
     junk = tmp_path / "junk.bin"
     junk.write_bytes(os.urandom(1 << 20))

@@ -65,13 +65,16 @@ class Source:
     trees: list[tuple[str, Tree]] = field(default_factory=list)
     archive: TarTree | None = None
     layout: DiskLayout | None = None
+    #: the evidence file when this opened it (closed with the source)
+    owned: BinaryIO | None = None
 
     def close(self) -> None:
         if self.archive is not None:
             self.archive.close()
-            self.archive.stream.fileobj.close()  # type: ignore[union-attr]
         if self.layout is not None:
             self.layout.close()
+        if self.owned is not None:
+            self.owned.close()
 
     def __enter__(self) -> Source:
         return self
@@ -90,26 +93,32 @@ def open_source(
     path: str | os.PathLike[str],
     limits: Limits | None = None,
     tar_limits: TarLimits | None = None,
+    fileobj: BinaryIO | None = None,
 ) -> Source:
-    """The evidence file at ``path``, opened read-only, as trees. Raises :class:`SourceError`."""
+    """The evidence file at ``path`` as trees: opened here read-only, or given as ``fileobj``
+    (opened read-only by the caller; ``path`` then names it, and finds an E01's further
+    segments). Raises :class:`SourceError`."""
     name = os.fspath(path)
-    try:
-        fileobj: BinaryIO = open_readonly(path)
-    except OSError as exc:
-        raise SourceError(f"{name}: {exc.strerror or exc}") from None
+    owned = None
+    if fileobj is None:
+        try:
+            fileobj = owned = open_readonly(path)
+        except OSError as exc:
+            raise SourceError(f"{name}: {exc.strerror or exc}") from None
     size = size_of(fileobj)
     head = read_at(fileobj, threading.Lock(), 0, 512)
     if is_archive(head):
         try:
             tree = open_tar(fileobj, size, limits, tar_limits)
         except TarOpenError as exc:
-            fileobj.close()
+            if owned is not None:
+                owned.close()
             raise SourceError(f"{name}: {exc}") from None
-        return Source("archive", name, size, [("archive", tree)], archive=tree)
+        return Source("archive", name, size, [("archive", tree)], archive=tree, owned=owned)
     try:
         disk = open_disk(path, fileobj)
     except ImageError as exc:
         raise SourceError(str(exc)) from None
     layout = open_volumes(disk, limits)
     trees: list[tuple[str, Tree]] = [(v.name, v.tree) for v in layout.volumes if v.tree is not None]
-    return Source("disk", name, size, trees, layout=layout)
+    return Source("disk", name, size, trees, layout=layout, owned=owned)

@@ -21,13 +21,14 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 
 def open_readonly(path: str | os.PathLike[str]) -> io.FileIO:
     """The evidence file opened for reading only (``O_NOATIME`` where the kernel lets us:
-    reading leaves its access time as it was). A symlink as the last component is followed
-    only when the caller resolved it: this opens with ``O_NOFOLLOW``."""
+    reading leaves its access time as it was). The path is resolved once, as a directory ROOT
+    is, and the file then opened with ``O_NOFOLLOW``: what is opened is what was resolved."""
+    real = os.path.realpath(path)
     flags = _OPEN_FLAGS | getattr(os, "O_NOATIME", 0)
     try:
-        fd = os.open(path, flags)
+        fd = os.open(real, flags)
     except PermissionError:  # O_NOATIME needs to own the file
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(real, _OPEN_FLAGS)
     return io.FileIO(fd, "rb", closefd=True)
 
 

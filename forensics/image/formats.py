@@ -40,9 +40,13 @@ class Disk:
     device: Device
     stored_hashes: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: the image file when :func:`open_disk` opened it (closed with the disk)
+    owned: BinaryIO | None = None
 
     def close(self) -> None:
         self.device.close()
+        if self.owned is not None:
+            self.owned.close()
 
 
 def sniff(head: bytes, tail: bytes) -> str:
@@ -65,11 +69,19 @@ def sniff(head: bytes, tail: bytes) -> str:
 
 
 def open_disk(path: str | os.PathLike[str] | None = None, fileobj: BinaryIO | None = None) -> Disk:
-    """The disk image at ``path`` (or in ``fileobj``, opened read-only by the caller)."""
+    """The disk image at ``path`` (or in ``fileobj``, opened read-only by the caller, who
+    closes it: the disk closes only the further segments it opened)."""
     if fileobj is None:
         if path is None:
             raise ValueError("a path or a file object")
-        fileobj = open_readonly(path)
+        owned = open_readonly(path)
+        try:
+            disk = open_disk(path, owned)
+        except BaseException:
+            owned.close()
+            raise
+        disk.owned = owned
+        return disk
     name = os.fspath(path) if path is not None else getattr(fileobj, "name", "image")
     size = size_of(fileobj)
     fileobj.seek(0)
@@ -90,7 +102,6 @@ def open_disk(path: str | os.PathLike[str] | None = None, fileobj: BinaryIO | No
             )
         return _OPENERS[kind](str(name), fileobj)
     except (OSError, ValueError, MemoryError) as exc:
-        fileobj.close()
         raise ImageError(
             f"{name}: the {kind} image cannot be opened: {library_reason(exc)}"
         ) from None
