@@ -327,3 +327,27 @@ def test_gzip_restart_points_cost_about_40_kb(tmp_path: Path) -> None:
         copies.append(d.copy())
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown / len(copies) < 60  # KiB per copy (maxrss may not grow if memory was free)
+
+
+def test_a_chain_of_extension_headers_is_bounded(tmp_path: Path) -> None:
+    """GNU long-name headers of 1 MiB each, one after another (GNU tar writes one per long
+    name): past 4 MiB of headers for one member the index stops with a problem."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x")
+    tar("--format=gnu", "-cf", tmp_path / "one.tar", "f", cwd=src)
+    header = (tmp_path / "one.tar").read_bytes()[:1024]
+    long_name = bytearray(512)
+    long_name[:13] = b"././@LongLink"
+    long_name[124:136] = b"%011o\0" % (1 << 20)
+    long_name[156:157] = b"L"
+    long_name[257:265] = b"ustar  \0"
+    long_name[148:156] = b" " * 8
+    long_name[148:155] = b"%06o\0" % sum(long_name)
+    chain = (bytes(long_name) + b"n" * (1 << 20)) * 6
+    path = tmp_path / "chain.tar"
+    path.write_bytes(header + chain + header + bytes(1024))
+    with open_path(path) as tree:
+        assert [p.kind for p in tree.problems] == ["header"]
+        assert "more than 4 MiB" in tree.problems[0].detail
+        assert tree.lstat((b"f",)) is not None

@@ -850,6 +850,8 @@ def _read_headers(tree: TarTree, pos: int) -> _Headers | str | None:
             return f"the header at byte {at - BLOCK} cannot be read: {exc}"
         if not 0 <= length <= _MAX_SPECIAL:
             return f"the extension header at byte {at - BLOCK} holds {length} bytes"
+        if len(buf) + length > 4 * _MAX_SPECIAL:
+            return f"the extension headers from byte {pos} on hold more than 4 MiB"
         data = stream.read_at(at, length)
         if len(data) < length:
             return f"the archive ends inside the extension header at byte {at - BLOCK}"
