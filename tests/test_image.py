@@ -33,6 +33,8 @@ def digest(path: Path, algorithm: str = "sha256") -> str:
     process's peak, which the children it forks later inherit in ``ru_maxrss``)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, algorithm).hexdigest()
+
+
 DOCKER = (b"var", b"lib", b"docker")
 
 
