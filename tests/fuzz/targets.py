@@ -833,6 +833,18 @@ def _fs(name: str) -> Callable[[Draw], None]:
     return run
 
 
+def _evidence(name: str) -> Callable[[Draw], None]:
+    """An evidence-source target, imported when first run (it makes real archives and disks
+    with GNU tar and sfdisk)."""
+
+    def run(draw: Draw) -> None:
+        import evidence_targets
+
+        getattr(evidence_targets, name)(draw)
+
+    return run
+
+
 _ALL = (
     Target("json-bytes", json_any_bytes, "any bytes through decode_json", 400),
     Target("go-json", go_json, "Docker's keys respelled, bad UTF-8 in a string: Go's reading"),
@@ -869,5 +881,10 @@ _ALL = (
     Target("pax-records", pax_records, "any bytes as PAX records", 300),
     Target("fs-ext4", _fs("ext4_image"), "a real ext4 image damaged, walked and read whole", 1024),
     Target("fs-xfs", _fs("xfs_image"), "a real xfs image damaged, walked and read whole", 1024),
+    Target("tar-index", _evidence("tar_mutations"), "a real archive damaged, indexed, read"),
+    Target("tar-bytes", _evidence("tar_bytes"), "any bytes as a tar archive", 4608),
+    Target("locator", _evidence("locator_trees"), "archives of drawn names: roots located"),
+    Target("partitions", _evidence("partition_tables"), "a real GPT or MBR disk damaged"),
+    Target("lvm-label", _evidence("lvm_label"), "any bytes or a drawn label as an LVM PV", 600),
 )
 TARGETS: dict[str, Target] = {t.name: t for t in _ALL}
