@@ -50,7 +50,6 @@ from forensics.report import (
     count_by_severity,
     findings_jsonl,
     printable,
-    sort_findings,
     to_json,
 )
 from forensics.stores import read_host
@@ -208,13 +207,12 @@ def verify(
             check_output_path(out, ev.root, overwrite)
     host = read_host(ev)
     keep_until_exit()
-    findings = run_checks(host)
     deep_result = None
     if deep:
         from forensics.deep import verify_deep
 
         deep_result = verify_deep(ev, host)
-        findings = sort_findings([*findings, *deep_result.findings])
+    findings = run_checks(host, deep_result.findings if deep_result else ())
     counts = count_by_severity(findings)
     status = EXIT_ERRORS if counts["error"] else EXIT_OK
     if sqlite_out is not None:
