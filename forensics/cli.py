@@ -27,13 +27,22 @@ from forensics.cliutil import (
     OperationalError,
     check_output_path,
     emit,
+    emit_chunks,
     now_iso,
     open_root,
 )
 from forensics.heap import keep_until_exit
-from forensics.inventory import build_inventory, inventory_text
+from forensics.inventory import (
+    container_record,
+    container_text,
+    inventory_document,
+    inventory_text,
+)
+from forensics.jsonstream import json_chunks
+from forensics.lookup import ContainerNotFound, resolve_container
 from forensics.model import Host
 from forensics.progress import set_enabled
+from forensics.psview import BadTime, reference_time
 from forensics.report import (
     Finding,
     count_by_severity,
@@ -92,12 +101,53 @@ def cli(no_progress: bool) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-def inventory(root: str, fmt: str) -> int:
+@click.option(
+    "-a", "--all", "all_images", is_flag=True, help="Also list the intermediate images (text)."
+)
+@click.option(
+    "--container",
+    "wanted",
+    metavar="ID|NAME",
+    help="Show one container whole: a full id, its name, or a unique id prefix (as docker).",
+)
+@click.option(
+    "--now",
+    metavar="TIME",
+    help="Say times as docker would have at TIME (ISO 8601 with zone, or 'now'): "
+    "'Exited (3) 2 hours ago'. Without it, times are absolute, in UTC.",
+)
+@click.option("--no-trunc", is_flag=True, help="Full ids and commands in the text tables.")
+def inventory(
+    root: str, fmt: str, all_images: bool, wanted: str | None, now: str | None, no_trunc: bool
+) -> int:
     """List the images, containers and volumes of ROOT (default /var/lib/docker)."""
+    reference = _reference_time(now)
     host = read_host(open_root(root))
-    doc = build_inventory(host)
-    emit(to_json(doc) if fmt == "json" else inventory_text(doc))
+    keep_until_exit()
+    if wanted is not None:
+        try:
+            cid = resolve_container(host, wanted)
+        except ContainerNotFound as exc:
+            raise click.UsageError(str(exc)) from None
+        container = host.containers[cid]
+        if fmt == "json":
+            emit(to_json(container_record(host, container, reference)))
+        else:
+            emit(container_text(host, container, reference))
+    elif fmt == "json":
+        emit_chunks(json_chunks(inventory_document(host, reference)))
+    else:
+        emit(inventory_text(host, now=reference, all_images=all_images, no_trunc=no_trunc))
     return EXIT_OK
+
+
+def _reference_time(now: str | None) -> int | None:
+    if now is None:
+        return None
+    try:
+        return reference_time(now)
+    except BadTime as exc:
+        raise click.BadParameter(str(exc), param_hint="--now") from None
 
 
 @cli.command()

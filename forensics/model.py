@@ -65,6 +65,66 @@ class Image:
     digests: list[str] = field(default_factory=list)
     has_rootfs: bool = False
     problems: dict[str, Problem] = field(default_factory=dict)
+    run_config: RunConfig | None = None  # the image config's ``config``
+
+
+@dataclass
+class RunConfig:
+    """Docker's ``container.Config`` as far as people ask for it: what an image says to run
+    (``config`` of an image config) and what a container was created with (``Config`` of its
+    config.v2.json). Only values of the right JSON type are kept."""
+
+    env: list[str] = field(default_factory=list)
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    working_dir: str = ""
+    user: str = ""
+    exposed_ports: list[str] = field(default_factory=list)  # "80/tcp", sorted
+    healthcheck: list[str] | None = None  # Healthcheck.Test
+
+
+@dataclass
+class PortBinding:
+    """A container port and where it is published (``NetworkSettings.Ports``,
+    ``HostConfig.PortBindings``); host_ip and host_port are None for a port not published."""
+
+    container_port: str  # "80/tcp"
+    host_ip: str | None = None
+    host_port: str | None = None
+
+
+@dataclass
+class Network:
+    """One network the container is attached to (``NetworkSettings.Networks``)."""
+
+    name: str
+    ip_address: str | None = None
+    mac_address: str | None = None
+
+
+@dataclass
+class ContainerDetails:
+    """What a container's config and hostconfig say beyond its identity and state word, for
+    ``docker ps``/``docker inspect``-like views. Made only when a config could be read, so that a
+    container directory without one costs nothing here."""
+
+    process_path: str | None = None  # Path: the program that was run
+    args: list[str] = field(default_factory=list)  # Args
+    oom_killed: bool = False
+    error: str | None = None  # State.Error: why the last start failed
+    restart_count: int | None = None
+    health: str | None = None  # State.Health.Status as Docker reports it
+    health_failing_streak: int | None = None
+    log_path: str | None = None  # LogPath as recorded (a path on the original host)
+    log_driver: str | None = None  # HostConfig.LogConfig.Type
+    hostname: str | None = None
+    network_mode: str | None = None
+    restart_policy: str | None = None  # HostConfig.RestartPolicy.Name
+    restart_retries: int | None = None  # HostConfig.RestartPolicy.MaximumRetryCount
+    ports: list[PortBinding] = field(default_factory=list)  # what docker ps shows
+    port_bindings: list[PortBinding] = field(default_factory=list)  # what was asked for
+    networks: list[Network] = field(default_factory=list)
 
 
 @dataclass
@@ -86,6 +146,9 @@ class MountPoint:
     name: str | None
     driver: str | None
     source: str | None
+    rw: bool | None = None
+    mode: str | None = None  # Relabel ("z", "Z", ""), what docker inspect calls Mode
+    propagation: str | None = None
 
 
 @dataclass
@@ -111,6 +174,8 @@ class Container:
     mount_points: list[MountPoint] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)  # .tmp-* files of interrupted writes
     problems: dict[str, Problem] = field(default_factory=dict)
+    run_config: RunConfig | None = None  # Config of config.v2.json
+    details: ContainerDetails | None = None
 
 
 @dataclass

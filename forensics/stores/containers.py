@@ -12,10 +12,19 @@ from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import is_hex64
-from forensics.model import Container, Host, MountPoint, Problem
+from forensics.model import (
+    Container,
+    ContainerDetails,
+    Host,
+    MountPoint,
+    Network,
+    PortBinding,
+    Problem,
+)
 from forensics.parallel import map_entries
 from forensics.progress import track
 from forensics.stores.reading import as_dict, as_int, as_str, read_json_object
+from forensics.stores.runconfig import run_config_of
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -55,10 +64,13 @@ def _read_container_files(d: DirHandle, container: Container, legacy_era: bool) 
     config_name = "config.json" if legacy else "config.v2.json"
     container.config_file = d.path_of(config_name)
     config = read_json_object(d, config_name, container.problems, "config")
+    hostconfig = read_json_object(
+        d, "hostconfig.json", container.problems, "hostconfig", optional=True
+    )
     if config is not None:
         container.config_ok = True
         _fill_from_config(container, config)
-    read_json_object(d, "hostconfig.json", container.problems, "hostconfig", optional=True)
+        container.details = _details_of(config, hostconfig or {})
 
 
 def _fill_from_config(container: Container, config: dict[str, Any]) -> None:
@@ -78,6 +90,7 @@ def _fill_from_config(container: Container, config: dict[str, Any]) -> None:
     container.started = _time_or_none(state.get("StartedAt"))
     container.finished = _time_or_none(state.get("FinishedAt"))
     container.mount_points = _mount_points(config.get("MountPoints"))
+    container.run_config = run_config_of(config.get("Config"))
 
 
 def state_of(state: dict[str, Any]) -> str:
@@ -123,6 +136,92 @@ def _mount_points(value: Any) -> list[MountPoint]:
                 name=as_str(spec.get("Name")),
                 driver=as_str(spec.get("Driver")),
                 source=as_str(spec.get("Source")),
+                rw=_bool_or_none(spec.get("RW")),
+                mode=as_str(spec.get("Relabel")) or "",  # omitted when empty, as in Go
+                propagation=as_str(spec.get("Propagation")) or "",
             )
         )
     return points
+
+
+def _bool_or_none(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _details_of(config: dict[str, Any], hostconfig: dict[str, Any]) -> ContainerDetails:
+    """What ``docker ps`` and ``docker inspect`` show beyond identity and state."""
+    state = as_dict(config.get("State"))
+    health = as_dict(state.get("Health"))
+    args = config.get("Args")
+    restart = as_dict(hostconfig.get("RestartPolicy"))
+    settings = as_dict(config.get("NetworkSettings"))
+    network_mode = as_str(hostconfig.get("NetworkMode"))
+    return ContainerDetails(
+        process_path=as_str(config.get("Path")),
+        args=[a for a in args if isinstance(a, str)] if isinstance(args, list) else [],
+        oom_killed=state.get("OOMKilled") is True,
+        error=as_str(state.get("Error")) or None,
+        restart_count=as_int(config.get("RestartCount")),
+        health=health_status(health) if state.get("Health") is not None else None,
+        health_failing_streak=as_int(health.get("FailingStreak")),
+        log_path=as_str(config.get("LogPath")) or None,
+        log_driver=as_str(as_dict(hostconfig.get("LogConfig")).get("Type")) or None,
+        hostname=as_str(as_dict(config.get("Config")).get("Hostname")) or None,
+        network_mode=network_mode,
+        restart_policy=as_str(restart.get("Name")) or None,
+        restart_retries=as_int(restart.get("MaximumRetryCount")),
+        ports=_port_map(settings.get("Ports")),
+        port_bindings=_port_map(hostconfig.get("PortBindings")),
+        networks=_networks(settings, network_mode),
+    )
+
+
+def health_status(health: dict[str, Any]) -> str:
+    """``State.Health.Status`` as the daemon reports it: an empty status (the monitor not yet
+    set up) is ``unhealthy`` (``container/health.go``)."""
+    return as_str(health.get("Status")) or "unhealthy"
+
+
+def _port_map(value: Any) -> list[PortBinding]:
+    """A ``nat.PortMap`` (``"80/tcp": [{"HostIp": …, "HostPort": …}]`` or ``null``): one
+    entry per binding, one without a host side for a port bound nowhere, sorted by port."""
+    out = []
+    for port, bindings in sorted(as_dict(value).items(), key=lambda item: _port_key(item[0])):
+        if not isinstance(bindings, list) or not bindings:
+            out.append(PortBinding(port))
+            continue
+        for binding in bindings:
+            binding = as_dict(binding)
+            ip, host_port = as_str(binding.get("HostIp")), as_str(binding.get("HostPort"))
+            out.append(PortBinding(port, ip, host_port))
+    return out
+
+
+def _port_key(port: str) -> tuple[int, str]:
+    number, _, proto = port.partition("/")
+    return (int(number) if number.isdigit() else -1, proto)
+
+
+def _networks(settings: dict[str, Any], network_mode: str | None) -> list[Network]:
+    """Attached networks: ``Networks`` (1.9+), else the flat settings of 1.8 under the mode."""
+    networks = settings.get("Networks")
+    if isinstance(networks, dict):
+        return [
+            Network(
+                name, _address(as_dict(n).get("IPAddress")), _address(as_dict(n).get("MacAddress"))
+            )
+            for name, n in sorted(networks.items())
+        ]
+    if "IPAddress" in settings and network_mode:
+        return [
+            Network(
+                network_mode,
+                _address(settings.get("IPAddress")),
+                _address(settings.get("MacAddress")),
+            )
+        ]
+    return []
+
+
+def _address(value: Any) -> str | None:
+    return as_str(value) or None

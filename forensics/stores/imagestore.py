@@ -18,6 +18,7 @@ from forensics.model import Host, Image, Layer, Mount, Problem
 from forensics.parallel import map_entries, submit
 from forensics.progress import track
 from forensics.stores.reading import as_str, bad_value, plain_values, read_value
+from forensics.stores.runconfig import run_config_of
 from forensics.stores.tags import attach_tags, read_tag_store
 
 
@@ -124,6 +125,7 @@ def _fill_image(image: Image, config: dict[str, Any]) -> None:
     image.created = as_str(config.get("created"))
     image.os = as_str(config.get("os"))
     image.architecture = as_str(config.get("architecture"))
+    image.run_config = run_config_of(config.get("config"))
     rootfs = config.get("rootfs")
     diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if isinstance(diff_ids, list) and all(isinstance(d, str) and is_digest(d) for d in diff_ids):
