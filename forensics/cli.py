@@ -6,6 +6,11 @@ Exit codes follow e2fsck: 0 clean, 1 repaired, 4 errors found, 8 operational err
 
 from __future__ import annotations
 
+# isort: off
+# first of all, before the imports that take most of the start-up: Ctrl-C from here on exits 32
+from forensics.interrupt import python_handles_interrupts
+
+# isort: on
 import importlib
 import json
 import os
@@ -14,8 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from click.core import ParameterSource
 
-from forensics import __version__
+from forensics import __version__, textreport
 from forensics.checks import run_checks
 from forensics.cliutil import (
     DEFAULT_ROOT,
@@ -31,6 +37,7 @@ from forensics.cliutil import (
     now_iso,
     open_root,
 )
+from forensics.evidence import Evidence
 from forensics.heap import keep_until_exit
 from forensics.inventory import (
     container_record,
@@ -39,20 +46,23 @@ from forensics.inventory import (
     inventory_text,
 )
 from forensics.jsonstream import json_chunks
-from forensics.lookup import ContainerNotFound, resolve_container
+from forensics.lookup import NoSuchContainer, find_container
 from forensics.model import Host
+from forensics.nextstep import fixable, repair_command
 from forensics.progress import set_enabled
 from forensics.psview import BadTime, reference_time
 from forensics.report import (
+    SEVERITIES,
     Finding,
+    at_least,
     count_by_severity,
     findings_jsonl,
-    findings_text,
     printable,
     sort_findings,
     to_json,
 )
 from forensics.stores import read_host
+from forensics.terminal import Terminal
 
 if TYPE_CHECKING:  # the layer checks load construct: imported only where they are used
     from forensics.deep import DeepResult
@@ -69,9 +79,38 @@ PLUGIN_METADATA = {
 root_argument = click.argument("root", default=DEFAULT_ROOT, required=False)
 
 
+def _no_progress(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        set_enabled(False)
+
+
+NO_PROGRESS_HELP = "Never show progress bars."
+
+
+def accept_global_options(command: click.Command) -> click.Command:
+    """Let ``command`` (and a group's subcommands) take the global options after its name too:
+    ``verify --no-progress`` as well as ``--no-progress verify``."""
+    names = {name for p in command.params if isinstance(p, click.Option) for name in p.opts}
+    if "--no-progress" not in names:
+        command.params.append(
+            click.Option(
+                ["--no-progress"],
+                is_flag=True,
+                expose_value=False,
+                callback=_no_progress,
+                help=f"{NO_PROGRESS_HELP} (Also accepted before the command.)",
+            )
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_global_options(sub)
+    return command
+
+
 class LazyGroup(click.Group):
     """A group whose heavier subcommands (``repair``, ``thin``: numpy, construct, the pool
-    writer) are imported only when they run, so that every other command starts quicker."""
+    writer) are imported only when they run, so that every other command starts quicker.
+    Every subcommand also takes the global options after its name."""
 
     #: command name -> "module:attribute"
     LAZY = {"repair": "forensics.cli_repair:repair", "thin": "forensics.cli_thin:thin"}
@@ -82,15 +121,16 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = self.LAZY.get(cmd_name)
         if target is None:
-            return super().get_command(ctx, cmd_name)
+            found = super().get_command(ctx, cmd_name)
+            return None if found is None else accept_global_options(found)
         module, attribute = target.split(":")
         command: click.Command = getattr(importlib.import_module(module), attribute)
-        return command
+        return accept_global_options(command)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="docker-forensics")
-@click.option("--no-progress", is_flag=True, help="Never show progress bars.")
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
 def cli(no_progress: bool) -> None:
     """Examine Docker's storage directory offline: what is there, what is broken, and why."""
     set_enabled(not no_progress)
@@ -126,8 +166,8 @@ def inventory(
     keep_until_exit()
     if wanted is not None:
         try:
-            cid = resolve_container(host, wanted)
-        except ContainerNotFound as exc:
+            cid = find_container(host, wanted)
+        except NoSuchContainer as exc:
             raise click.UsageError(str(exc)) from None
         container = host.containers[cid]
         if fmt == "json":
@@ -177,6 +217,21 @@ def _reference_time(now: str | None) -> int | None:
     is_flag=True,
     help="Also rebuild every layer from its tar-split and files: DiffIDs and per-file crc64.",
 )
+@click.option(
+    "--severity",
+    type=click.Choice(SEVERITIES),
+    default="info",
+    show_default=True,
+    help="Show the findings of this severity and the more severe ones (the summary still "
+    "counts them all).",
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="Text: the findings alone, one line each (no header, summary or advice); no "
+    "progress bars.",
+)
 def verify(
     root: str,
     fmt: str,
@@ -184,8 +239,12 @@ def verify(
     metadata_out: Path | None,
     overwrite: bool,
     deep: bool,
+    severity: str,
+    quiet: bool,
 ) -> int:
     """Cross-check everything in ROOT and report each problem with its check id and path."""
+    if quiet:
+        set_enabled(False)
     started = now_iso()
     if metadata_out is not None:
         if sqlite_out is None:
@@ -224,13 +283,36 @@ def verify(
                 write_datasette_metadata(metadata_out, sqlite_out, overwrite=overwrite)
             except OSError as exc:
                 raise OperationalError(f"{metadata_out}: {exc.strerror or exc}") from None
+    shown = at_least(findings, severity)
     if fmt == "json":
-        emit(to_json(_verify_document(host, findings, counts, deep_result)))
+        emit(to_json(_verify_document(host, shown, counts, deep_result)))
     elif fmt == "jsonl":
-        emit(findings_jsonl(findings))
+        emit(findings_jsonl(shown))
+    elif quiet:
+        emit("".join(line + "\n" for line in textreport.plain(shown)))
     else:
-        emit(findings_text(findings))
+        emit(_verify_text(root, ev, host, findings, shown, deep_result))
     return status
+
+
+def _verify_text(
+    root: str,
+    ev: Evidence,
+    host: Host,
+    findings: list[Finding],
+    shown: list[Finding],
+    deep: DeepResult | None,
+) -> str:
+    """The report for people: what was checked, the findings shown, what to do next."""
+    checked = textreport.Checked.of(host)
+    if deep is not None:
+        checked.deep_layers = len(deep.layers)
+        checked.files_read = sum(r.files_read for r in deep.layers)
+        checked.bytes_read = sum(r.bytes_read for r in deep.layers)
+    advice = None
+    if any(f.severity in ("error", "warning") for f in findings):
+        advice = textreport.Advice(repair_command(root), fixable(ev, host, findings))
+    return textreport.render(host, findings, shown, checked, advice, Terminal.of_stdout())
 
 
 def _verify_document(
@@ -259,11 +341,20 @@ def _layer_key(report: LayerReport) -> str:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-def diff_command(container: str, root: str, fmt: str) -> int:
+@click.pass_context
+def diff_command(ctx: click.Context, container: str, root: str, fmt: str) -> int:
     """What CONTAINER's writable layer added (A), changed (C) and deleted (D), as docker diff."""
+    if ctx.get_parameter_source("root") is ParameterSource.DEFAULT and _is_a_path(container):
+        raise click.UsageError(
+            f"Missing argument 'CONTAINER' ({container} is ROOT: name the container first, "
+            "as in: diff CONTAINER ROOT)"
+        )
     ev = open_root(root)
     host = read_host(ev)
-    cid = _resolve_container(host, container)
+    try:
+        cid = find_container(host, container)
+    except NoSuchContainer as exc:
+        raise ContainerNotFound(str(exc)) from None
     from forensics.layers import container_diff, diff_plan
 
     plan = diff_plan(host, cid)
@@ -271,13 +362,25 @@ def diff_command(container: str, root: str, fmt: str) -> int:
         raise OperationalError(plan)
     result = container_diff(plan)
     for path, message in result.problems:
-        click.echo(f"docker-forensics: {path}: {message}", err=True)
+        click.echo(printable(f"docker-forensics: {path}: {message}"), err=True)
     if fmt == "json":
         changes = [{"kind": c.kind, "path": c.path} for c in result.changes]
         emit(to_json({"container": cid, "changes": changes, "problems": result.problems}))
     else:
         emit("".join(printable(line) + "\n" for line in result.lines()))
     return EXIT_ERRORS if result.problems else EXIT_OK
+
+
+class ContainerNotFound(click.ClickException):
+    """CONTAINER names no container of ROOT, or several: a usage error, said in one line."""
+
+    exit_code = EXIT_USAGE
+
+
+def _is_a_path(argument: str) -> bool:
+    """A container name never holds a ``/`` but its leading one: an argument that does is a
+    path (ROOT given in CONTAINER's place)."""
+    return "/" in argument.removeprefix("/") or argument in (".", "..")
 
 
 @cli.command()
@@ -307,23 +410,6 @@ def timeline(root: str, fmt: str, no_file_times: bool) -> int:
     return EXIT_OK
 
 
-def _resolve_container(host: Host, wanted: str) -> str:
-    """A full id, a unique id prefix, or a name (with or without its leading slash)."""
-    if wanted in host.containers:
-        return wanted
-    name = wanted.removeprefix("/")
-    by_name = [c.id for c in host.containers.values() if c.name == name]
-    by_prefix = (
-        [cid for cid in host.containers if cid.startswith(wanted)] if len(wanted) >= 4 else []
-    )
-    matches = by_name or by_prefix
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise click.UsageError(f"no such container: {wanted}")
-    raise click.UsageError(f"{wanted} names {len(matches)} containers: give more of the id")
-
-
 @cli.command("docker-cli-plugin-metadata", hidden=True)
 def plugin_metadata() -> int:
     """What the Docker CLI asks a plugin before it lists or runs it."""
@@ -331,24 +417,29 @@ def plugin_metadata() -> int:
     return EXIT_OK
 
 
-def _plugin_arguments(argv: list[str]) -> list[str]:
-    """As a Docker CLI plugin (``docker forensics …``) we are called with our own name first."""
-    return argv[1:] if argv[:1] == ["forensics"] else argv
+def _plugin_arguments(argv: list[str]) -> tuple[list[str], str]:
+    """The arguments and the program's name in usage lines: as a Docker CLI plugin we are
+    called with our own name first (``docker forensics …``), and say ``docker forensics``."""
+    if argv[:1] == ["forensics"]:
+        return argv[1:], "docker forensics"
+    return argv, "docker-forensics"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns (and exits with) the e2fsck-style code."""
-    args = _plugin_arguments(sys.argv[1:] if argv is None else argv)
     try:
-        status = cli.main(args=args, prog_name="docker-forensics", standalone_mode=False)
+        python_handles_interrupts()
+        args, prog_name = _plugin_arguments(sys.argv[1:] if argv is None else argv)
+        status = cli.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
         status = EXIT_USAGE
     except click.UsageError as exc:
+        exc.message = printable(exc.message)
         exc.show()
         status = EXIT_USAGE
     except click.ClickException as exc:
-        click.echo(f"docker-forensics: {exc.format_message()}", err=True)
+        click.echo(f"docker-forensics: {printable(exc.format_message())}", err=True)
         status = exc.exit_code
     except click.exceptions.Exit as exc:
         status = exc.exit_code
@@ -358,8 +449,20 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: say so in one line, and show the trace only on request
         if os.environ.get("DOCKER_FORENSICS_DEBUG", "").lower() in ("1", "true", "yes"):
             raise
-        click.echo(f"docker-forensics: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo(
+            printable(f"docker-forensics: internal error: {type(exc).__name__}: {exc}"), err=True
+        )
         click.echo("(set DOCKER_FORENSICS_DEBUG=1 to see the traceback)", err=True)
         status = EXIT_OPERATIONAL
     code = status if isinstance(status, int) else EXIT_OK
     sys.exit(code)
+
+
+def _run_as_the_program() -> bool:
+    """True when this process is docker-forensics itself (its console script, the Docker CLI
+    plugin, ``python -m forensics``), not a program that imports the library."""
+    return Path(sys.argv[0] if sys.argv else "").name in ("docker-forensics", "__main__.py")
+
+
+if not _run_as_the_program():
+    python_handles_interrupts()  # a library import leaves Ctrl-C as Python has it

@@ -3,7 +3,8 @@
 ``repair ROOT --dry-run`` prints the plan and changes nothing; ``repair ROOT`` applies it
 (quarantine, never delete; every step journaled first) or completes an interrupted run;
 ``repair --undo JOURNAL`` reverses a run. Exit codes as e2fsck: 0 nothing to do, 1 repaired
-(or undone), 4 errors left, 8 operational error, 16 usage.
+(or undone), 4 errors left (``--dry-run``: errors the plan does not fix, as ``e2fsck -n``), 8
+operational error, 16 usage, 32 interrupted.
 
 Registered on the main command by ``cli.add_command(repair)``.
 """
@@ -43,11 +44,19 @@ from forensics.repair.apply import (
     workspace,
 )
 from forensics.repair.fsops import UnsafePath
-from forensics.repair.journal import JournalError, find_journals, read_journal
+from forensics.repair.journal import JournalError, JournalState
 from forensics.repair.manifest import MANIFEST_NAME
 from forensics.repair.plan import Plan, make_plan
 from forensics.repair.safety import describe, root_in_use
-from forensics.repair.undo import journal_run_dir, quarantine_changes, undo_run
+from forensics.repair.undo import (
+    QUARANTINE_SUFFIX,
+    Located,
+    locate_journal,
+    opened_run,
+    quarantine_changes,
+    root_beside,
+    undo_run,
+)
 from forensics.report import Finding, count_by_severity, printable, to_json
 from forensics.stores import read_host
 
@@ -165,9 +174,17 @@ class _Output:
 
 
 def _quarantine_dir(root: Path, given: Path | None) -> Path:
-    path = Path(os.path.realpath(given if given is not None else f"{root}.quarantine"))
+    """The quarantine's absolute path, as given: it is opened without following a symlink at
+    any component (a symlink planted as ``ROOT.quarantine`` is refused, never resolved)."""
+    beside = Path(f"{root}{QUARANTINE_SUFFIX}")
+    path = Path(os.path.abspath(given)) if given is not None else beside
     if path == root or root in path.parents:
         raise RepairUsageError(f"{path} is inside ROOT: the quarantine must lie outside it")
+    if path.name.endswith(QUARANTINE_SUFFIX) and path != beside:
+        raise RepairUsageError(
+            f"{path}: a quarantine named *{QUARANTINE_SUFFIX} must be {beside} (an undo tells "
+            "the ROOT of a journal by that name); choose another name"
+        )
     return path
 
 
@@ -181,14 +198,25 @@ def _dry_run(ev: Evidence, qbase: Path, out: _Output, pidfiles: list[Path]) -> i
     usage = root_in_use(ev.root, pidfiles)
     if usage:
         _warn(f"warning: {describe(usage, ev.root)} (the plan may be out of date)")
-    for state in find_journals(qbase):
+    for state in _existing_journals(ev.root, qbase):
         if state.incomplete and state.root == str(ev.root):
             _warn(f"note: run {state.run} was interrupted; a repair completes it first")
     plan, host, findings = _plan(ev)
-    doc = {"root": str(ev.root), "dry_run": True, **plan.as_dict()}
-    out.export(ev, host, findings, doc, EXIT_NOTHING)
+    left = plan.errors_left(findings)
+    doc = {"root": str(ev.root), "dry_run": True, **plan.as_dict(), "errors_left": len(left)}
+    status = EXIT_ERRORS_LEFT if left else EXIT_NOTHING
+    out.export(ev, host, findings, doc, status)
     out.emit(doc)
-    return EXIT_NOTHING
+    return status
+
+
+def _existing_journals(root: Path, qbase: Path) -> list[JournalState]:
+    """The journals of an existing quarantine (none when it cannot be opened safely)."""
+    try:
+        with workspace(root, qbase, create=False) as ws:
+            return ws.journals()
+    except (RepairError, OSError):
+        return []
 
 
 # -- apply ------------------------------------------------------------------------------------
@@ -218,7 +246,7 @@ def _apply(ev: Evidence, qbase: Path, out: _Output, force: bool, pidfiles: list[
                     return status
                 results = [start_run(ws, plan.actions, sys.argv[1:], switch)]
                 doc = plan.as_dict()
-    except (RepairError, UnsafePath) as exc:
+    except (RepairError, UnsafePath, JournalError) as exc:
         raise OperationalError(str(exc)) from None
     except OSError as exc:
         raise OperationalError(f"repair stopped: {exc}; the journal tells what was done") from None
@@ -240,16 +268,10 @@ def _applied(root: Path, results: list[RunResult], left: list[Finding]) -> dict[
         "journal": str(last.journal),
         "quarantine": str(last.run_dir),
         "manifest": str(last.run_dir / MANIFEST_NAME),
-        "copies": [str(last.run_dir / s["target"]) for s in _copy_steps(results)],
+        "copies": last.copies,
         "errors_left": len(left),
         "findings_left": [f.as_dict() for f in left],
     }
-
-
-def _copy_steps(results: list[RunResult]) -> list[dict[str, Any]]:
-    """The repaired copies the last run wrote into the quarantine."""
-    state = read_journal(results[-1].journal)
-    return [s for s in state.steps if s["op"] == "copyout"]
 
 
 def _refuse_if_in_use(root: Path, pidfiles: list[Path], force: bool) -> None:
@@ -270,22 +292,28 @@ def _undo(
     root: str | None, journal: Path, dry_run: bool, fmt: str, force: bool, pidfiles: list[Path]
 ) -> int:
     try:
-        state = read_journal(Path(os.path.abspath(journal)))
+        located = locate_journal(journal)
     except JournalError as exc:
         raise OperationalError(str(exc)) from None
-    if root is not None and os.path.realpath(root) != state.root:
-        raise RepairUsageError(f"{journal} is the journal of a repair of {state.root}, not {root}")
-    qbase, _ = journal_run_dir(state.path)
+    state = located.state
+    root_path = _undo_root(root, journal, located)
     if dry_run:
+        try:
+            with opened_run(located.quarantine, located.run) as run_fd:
+                changes = quarantine_changes(run_fd, state)
+        except JournalError as exc:
+            raise OperationalError(str(exc)) from None
         doc = _undo_doc(state.root, state.run, _undo_steps(state), done=False)
-        doc["quarantine_changed"] = _warn_changes(quarantine_changes(state))
+        doc["quarantine_changed"] = _warn_changes(changes)
         emit(to_json(doc) if fmt == "json" else _undo_text(doc))
         return EXIT_NOTHING
-    _refuse_if_in_use(Path(state.root), pidfiles, force)
+    _refuse_if_in_use(root_path, pidfiles, force)
     try:
-        with workspace(Path(state.root), qbase) as ws:
+        with workspace(root_path, located.quarantine, create=False) as ws:
             ws.lock()
-            state = read_journal(state.path)
+            state = ws.read_journal(located.run)  # again, now that nothing else can change it
+            if state.root != str(root_path):
+                raise RepairError(f"{journal} changed while it was read; nothing was undone")
             listed = _undo_steps(state)
             result = undo_run(ws, state, StopSwitch.from_env())
     except (RepairError, UnsafePath, JournalError) as exc:
@@ -299,6 +327,29 @@ def _undo(
     return EXIT_REPAIRED if result.undone else EXIT_NOTHING
 
 
+def _undo_root(root: str | None, journal: Path, located: Located) -> Path:
+    """The ROOT an undo works on: the one the quarantine lies beside (``ROOT.quarantine``), or
+    for a quarantine of another name the one given. Never taken from the journal alone: the
+    root it names must be that one, or the journal is refused."""
+    named = located.state.root
+    beside = root_beside(located.quarantine)
+    if beside is not None and str(beside) != named:
+        raise OperationalError(
+            f"{journal} names the root {named}, but lies in the quarantine of {beside}: refused"
+        )
+    if root is not None:
+        given = os.path.realpath(root)
+        if given != named:
+            raise RepairUsageError(f"{journal} is the journal of a repair of {named}, not {root}")
+        return Path(given)
+    if beside is None:
+        raise RepairUsageError(
+            f"{journal} lies in {located.quarantine}, which is not named ROOT.quarantine: "
+            "give the ROOT it was made for (repair ROOT --undo JOURNAL)"
+        )
+    return beside
+
+
 def _warn_changes(changes: list[str]) -> list[str]:
     """Say on stderr how the quarantine differs from the run's manifest; return the list."""
     if changes:
@@ -308,7 +359,7 @@ def _warn_changes(changes: list[str]) -> list[str]:
     return changes
 
 
-def _undo_steps(state: Any) -> list[dict[str, Any]]:
+def _undo_steps(state: JournalState) -> list[dict[str, Any]]:
     if state.undo_ended:
         return []
     return [
@@ -353,6 +404,8 @@ def _plan_text(doc: dict[str, Any]) -> str:
     verb = "applied" if doc.get("applied") else "planned"
     n = len(doc["actions"])
     lines.append(f"{n} action{'s' if n != 1 else ''} {verb}, {len(doc['skipped'])} left alone")
+    if doc.get("dry_run") and doc.get("errors_left"):
+        lines.append(f"errors the plan does not fix: {doc['errors_left']}")
     if doc.get("applied"):
         if doc.get("resumed"):
             lines.append(f"completed the interrupted run {doc['run']}")

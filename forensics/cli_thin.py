@@ -3,9 +3,10 @@
 ``check`` reports damage, ``dump`` writes thin_dump 0.9.0's XML, ``ls`` lists devices with their
 exclusive and shared blocks, ``extract`` copies one device out of the data file into a sparse
 image, ``repair`` writes a repaired copy to a new file; ``files``, ``cat`` and ``export`` read
-the ext4 or xfs filesystem inside a device. Exit codes as the rest of the tool:
-0 clean, 4 damage, 8 unreadable, 16 usage; ``repair``: 0 nothing lost, 1 written with losses,
-4 nothing written.
+the ext4 or xfs filesystem inside a device. Exit codes as the rest of the tool: 0 clean,
+4 damage, 8 unreadable or not thin-pool metadata at all (too small, or no superblock magic:
+e2fsck exits 8 on a bad magic), 16 usage; ``repair``: 0 nothing to repair, 1 a repaired copy
+written, 4 nothing written, 8.
 
 The group is registered on the main command by ``cli.add_command(thin)``.
 """
@@ -68,6 +69,10 @@ def _finish(status: int) -> int:
     return status  # not reached
 
 
+def _not_metadata(metadata: Path, pool: Pool) -> OperationalError:
+    return OperationalError(f"{metadata}: not thin-pool metadata ({pool.not_metadata})")
+
+
 def _warn(pool: Pool, command: str) -> None:
     for f in pool.findings:
         if f.severity == ERROR:
@@ -96,6 +101,8 @@ def check(metadata: Path, fmt: str) -> int:
             emit(json.dumps(report_json(result), indent=2, sort_keys=True) + "\n")
         else:
             emit(report_text(result))
+        if result.pool.not_metadata:
+            raise _not_metadata(metadata, result.pool)
         return _finish(EXIT_DAMAGE if result.exit_damage() else EXIT_OK)
 
 
@@ -107,6 +114,8 @@ def dump(metadata: Path) -> int:
 
     with _open(metadata) as meta:
         pool = _read_pool(meta, space_maps=False)
+        if pool.not_metadata:
+            raise _not_metadata(metadata, pool)
         if pool.usable:
             for chunk in dump_chunks(pool):
                 emit(chunk)
@@ -127,6 +136,8 @@ def ls(metadata: Path, fmt: str) -> int:
 
     with _open(metadata) as meta:
         pool = _read_pool(meta, space_maps=False)
+        if pool.not_metadata:
+            raise _not_metadata(metadata, pool)
         usage = device_usage(pool) if pool.usable else []
         if fmt == "json":
             doc: dict[str, Any] = {
@@ -158,20 +169,26 @@ def ls(metadata: Path, fmt: str) -> int:
     "--size",
     type=click.IntRange(0),
     default=None,
-    help="Make the image at least this many bytes (the device's virtual size).",
+    help="Make the image at least this many bytes (the device's virtual size; by default the "
+    "size in Docker's record of the device).",
 )
 def extract(metadata: Path, data: Path, dev_id: int, image: Path, size: int | None) -> int:
     """Copy thin device --dev out of the pool's DATA file into a sparse raw IMAGE."""
-    from forensics.thin.extract import ExtractError, extract_device
+    from forensics.thin.extract import ExtractError, docker_recorded_size, extract_device
 
     _check_image_path(image, metadata, data)
     with _open(metadata) as meta:
         pool = _read_pool(meta, space_maps=False)
+        if pool.not_metadata:
+            raise _not_metadata(metadata, pool)
         if not pool.usable:
             _warn(pool, "extract")
             raise OperationalError(f"{metadata}: the superblock is unusable")
+        recorded = docker_recorded_size(metadata, dev_id) if size is None else None
         try:
-            result = extract_device(pool, dev_id, data, image, size=size)
+            result = extract_device(
+                pool, dev_id, data, image, size=recorded.size if recorded else size
+            )
         except ExtractError as exc:
             raise OperationalError(str(exc)) from None
         except OSError as exc:
@@ -183,9 +200,18 @@ def extract(metadata: Path, data: Path, dev_id: int, image: Path, size: int | No
                 f"map past the end of {data}; left as holes",
                 err=True,
             )
+        if size is not None:
+            how = "as given"
+        elif recorded is not None:
+            how = f"the device's size in Docker's record {recorded.record}"
+        else:
+            how = (
+                "a guess: the end of its last mapped block, and the device may be larger; "
+                'give --size (Docker records it as "size" in devicemapper/metadata/)'
+            )
         click.echo(
             f"{image}: {result.copied} of {result.mapped} mapped blocks written, "
-            f"{result.size} bytes",
+            f"{result.size} bytes ({how})",
             err=True,
         )
         damaged = result.skipped or any(f.severity == ERROR for f in pool.findings)
@@ -272,13 +298,15 @@ def repair(
             emit(json.dumps({**doc, "needs": list(exc.needs)}, indent=2, sort_keys=True) + "\n")
         click.echo(f"docker-forensics thin repair: nothing written: {exc.reason}", err=True)
         return _finish(EXIT_DAMAGE)
-    steps = install_steps(metadata, out)
+    repaired = bool(summary.damage)  # a clean input is copied, not repaired
+    steps = install_steps(metadata, out) if repaired else []
     if fmt == "json":
-        doc = {**summary.as_dict(), "written": True, "steps": [s.as_dict() for s in steps]}
+        doc = {**summary.as_dict(), "written": True, "repaired": repaired}
+        doc["steps"] = [s.as_dict() for s in steps]
         emit(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     else:
         emit(repair_text(summary, steps))
-    return _finish(EXIT_REPAIRED if summary.losses else EXIT_OK)
+    return _finish(EXIT_REPAIRED if repaired else EXIT_OK)
 
 
 def repair_text(summary: RepairSummary, steps: list[InstallStep]) -> str:
@@ -309,6 +337,12 @@ def repair_text(summary: RepairSummary, steps: list[InstallStep]) -> str:
             f"the input had {errors} errors and {warnings} warnings "
             f"(docker-forensics thin check {summary.metadata} lists them)"
         )
+    if not summary.damage:
+        lines.append(
+            f"{summary.metadata} has no damage: nothing to repair ({summary.output} is a fresh "
+            "copy of the same pool, with no need to put it in place)"
+        )
+        return "\n".join(lines) + "\n"
     verdict = "some devices or mappings are lost" if summary.losses else "nothing is lost"
     lines.append(f"{verdict}; {summary.metadata} is unchanged")
     lines += ["", "To put the copy in place:"]

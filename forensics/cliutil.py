@@ -14,6 +14,7 @@ import click
 from forensics.clock import now_iso as now_iso  # re-exported: the commands time their runs
 from forensics.evidence import Evidence, RootError
 from forensics.outfile import check_replaceable
+from forensics.stores.dockerroot import judge_root
 
 DEFAULT_ROOT = "/var/lib/docker"
 #: e2fsck's exit codes
@@ -32,10 +33,20 @@ class OperationalError(click.ClickException):
 
 
 def open_root(root: str, *, record_reads: bool = False) -> Evidence:
+    """ROOT opened as evidence, once it is known to be a Docker root that can be read whole:
+    a directory that is none (naming any Docker root below it), or one with parts that cannot
+    be read, is an operational error rather than an empty, clean report."""
     try:
-        return Evidence(root, record_reads=record_reads)
+        ev = Evidence(root, record_reads=record_reads)
     except RootError as exc:
         raise OperationalError(str(exc)) from None
+    try:
+        complaint = judge_root(ev.root).complaint(root)
+    except OSError as exc:  # ROOT went away or changed since it was opened
+        raise OperationalError(f"{root}: {exc.strerror or exc}") from None
+    if complaint is not None:
+        raise OperationalError(complaint)
+    return ev
 
 
 def emit(text: str) -> None:

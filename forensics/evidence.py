@@ -5,6 +5,13 @@ symlink (neither in the final component nor in any directory on the way, so noth
 can be reached), refuses FIFOs and device nodes where a file is expected (opening a FIFO would
 block), and caps how much it reads. Failures are raised as :class:`ReadFailure`, which the stores
 turn into problems of the object they were reading.
+
+Confinement does not rest on checks made before an open: ROOT is opened once and held, and every
+path below it is reached from that descriptor, one directory descriptor at a time, each opened
+with ``O_NOFOLLOW`` relative to the one above it (:mod:`forensics.dirchain`). A directory swapped
+for a symlink while the tree is read is refused when it is reached, never followed; a name that
+climbs (``..``) is refused before anything is opened. Directories that are read again and again
+(``containers/``, ``layerdb/sha256/``, …) are kept open in a small cache.
 """
 
 from __future__ import annotations
@@ -17,14 +24,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from forensics.dirchain import (
+    DIR_FLAGS,
+    DirChain,
+    UnsafePath,
+    WalkError,
+    open_file_at,
+)
+
 #: metadata files larger than this are not read (a 1 GiB "JSON" file is damage, not data)
 DEFAULT_READ_LIMIT = 64 * 1024 * 1024
 #: small single-value files (ids, sizes, link names) are never longer than this
 SMALL_LIMIT = 64 * 1024
-
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_NOATIME = getattr(os, "O_NOATIME", 0)
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class RootError(Exception):
@@ -36,7 +47,8 @@ class ReadFailure(Exception):
     """A file or directory under ROOT that could not be read as expected.
 
     ``kind`` is one of: ``missing``, ``symlink``, ``not-regular``, ``not-directory``,
-    ``unreadable``, ``too-large``.
+    ``unreadable``, ``too-large``, ``unsafe-path`` (a name that climbs out of ROOT: never
+    opened).
     """
 
     kind: str
@@ -67,7 +79,11 @@ class PlainDir:
 
 
 class Evidence:
-    """A Docker root opened for reading only. Paths given to its methods are relative to ROOT."""
+    """A Docker root opened for reading only. Paths given to its methods are relative to ROOT.
+
+    ROOT is resolved once (it may be given through a symlink) and its directory held open; every
+    read below it goes through that descriptor. :meth:`close` (or the end of a ``with`` block)
+    lets the descriptors go."""
 
     def __init__(self, root: str | os.PathLike[str], *, record_reads: bool = False) -> None:
         path = Path(root)
@@ -80,45 +96,72 @@ class Evidence:
         if not os.access(real, os.R_OK | os.X_OK):
             raise RootError(f"{root}: permission denied")
         try:
-            os.listdir(real)
+            fd = os.open(real, DIR_FLAGS)
         except OSError as exc:
+            raise RootError(f"{root}: {_reason(exc)}") from None
+        try:
+            os.listdir(fd)
+        except OSError as exc:
+            os.close(fd)
             raise RootError(f"{root}: {_reason(exc)}") from None
         self.root = real
         self._prefix = str(real).rstrip("/") + "/"
+        self._chain = DirChain(fd)
         self.record_reads = record_reads
         self.reads: dict[str, FileRead] = {}
-        self._dir_ok: dict[str, bool] = {"": True}
+
+    def __enter__(self) -> Evidence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close ROOT's descriptor and the directories kept open (idempotent)."""
+        chain = getattr(self, "_chain", None)
+        if chain is not None:
+            chain.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # at interpreter exit: nothing left to tell
+            pass
 
     # -- paths ---------------------------------------------------------------------------
 
     def abspath(self, rel: str) -> str:
+        """ROOT/rel as a string, for messages and for programs run on the evidence; never
+        opened by this reader (a path is resolved again by whoever opens it)."""
         return self._prefix + rel if rel else str(self.root)
 
-    def _parents_are_real_dirs(self, rel: str) -> bool:
-        """True when every directory on the way to ``rel`` is a real directory, not a symlink."""
-        parent = rel.rpartition("/")[0]
-        known = self._dir_ok.get(parent)
-        if known is not None:
-            return known
-        ok = self._parents_are_real_dirs(parent) and self._is_real_dir(parent)
-        self._dir_ok[parent] = ok
-        return ok
-
-    def _is_real_dir(self, rel: str) -> bool:
+    def _dir_fd(self, rel: str, for_path: str) -> int:
+        """The descriptor of directory ``rel`` (kept open by the cache: do not close it),
+        reached without following a symlink. Raises ReadFailure naming ``for_path``."""
         try:
-            return stat.S_ISDIR(os.lstat(self.abspath(rel)).st_mode)
-        except OSError:
-            return False
+            return self._chain.dir_fd(rel)
+        except UnsafePath as exc:
+            raise ReadFailure("unsafe-path", for_path, str(exc)) from None
+        except WalkError as exc:
+            raise _failure_on_the_way(for_path, exc) from None
+
+    def _parent_fd(self, rel: str) -> tuple[int, str]:
+        """The descriptor of the directory holding ``rel`` and ``rel``'s last name."""
+        parent, _, name = rel.rpartition("/")
+        if name in ("", ".", "..") or "\0" in name:
+            raise ReadFailure("unsafe-path", rel, "not a name below ROOT (never opened)")
+        return self._dir_fd(parent, rel), name
 
     # -- metadata ------------------------------------------------------------------------
 
     def lstat(self, rel: str) -> os.stat_result | None:
         """lstat of ``rel``, or None when it (or a directory on the way) is absent or unsafe."""
-        if not self._parents_are_real_dirs(rel):
-            return None
         try:
-            return os.lstat(self.abspath(rel))
-        except OSError:
+            if not rel:
+                return os.fstat(self._chain.root_fd)
+            dir_fd, name = self._parent_fd(rel)
+            return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except (ReadFailure, OSError):
             return None
 
     def exists(self, rel: str) -> bool:
@@ -138,25 +181,22 @@ class Evidence:
 
     def readlink(self, rel: str) -> str | None:
         """The target of the symlink ``rel`` (never followed), or None."""
-        if not self.is_symlink(rel):
-            return None
         try:
-            return os.readlink(self.abspath(rel))
-        except OSError:
+            dir_fd, name = self._parent_fd(rel)
+            return os.readlink(name, dir_fd=dir_fd)
+        except (ReadFailure, OSError):  # EINVAL: not a symlink
             return None
 
     def _open_dir(self, rel: str) -> int:
-        """A file descriptor of directory ``rel``, opened without following a symlink."""
-        if not self._parents_are_real_dirs(rel):
-            raise ReadFailure(
-                "missing", rel, "no such directory (or a directory on the way is a symlink)"
-            )
+        """A new descriptor of directory ``rel`` (the caller closes it), opened without
+        following a symlink, relative to the directory above it."""
+        dir_fd, name = self._parent_fd(rel) if rel else (self._chain.root_fd, ".")
         try:
-            return os.open(self.abspath(rel), _DIR_FLAGS)
+            return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 raise ReadFailure("missing", rel, "no such directory") from None
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and self.is_symlink(rel):
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink_at(dir_fd, name):
                 raise ReadFailure("symlink", rel, "is a symlink (not followed)") from None
             if exc.errno == errno.ENOTDIR:
                 raise ReadFailure("not-directory", rel, "not a directory") from None
@@ -215,10 +255,7 @@ class Evidence:
 
     def read_bytes(self, rel: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
         """Contents of the regular file ``rel`` (no symlink followed anywhere on the way)."""
-        st = self._regular_stat(rel)
-        if st.st_size > limit:
-            raise ReadFailure("too-large", rel, f"{st.st_size} bytes, over the {limit} limit")
-        fd = self._open(rel)
+        fd, st = self._open_regular(rel, limit)
         try:
             data = _read_all(fd, st.st_size, limit, rel)
         finally:
@@ -226,26 +263,40 @@ class Evidence:
         self._record(rel, data)
         return data
 
-    def _regular_stat(self, rel: str) -> os.stat_result:
-        """The lstat of ``rel`` when it is a regular file reached without a symlink; refused
-        before anything is opened (no FIFO or device is ever opened)."""
-        st = self.lstat(rel)
-        if st is None:
-            raise ReadFailure(
-                "missing", rel, "no such file (or a directory on the way is a symlink)"
-            )
-        if stat.S_ISLNK(st.st_mode):
-            raise ReadFailure("symlink", rel, "is a symlink (not followed)")
-        if not stat.S_ISREG(st.st_mode):
-            raise ReadFailure("not-regular", rel, f"not a regular file ({_kind_of(st.st_mode)})")
-        return st
+    def open_regular(self, rel: str, limit: int | None = None) -> tuple[int, os.stat_result]:
+        """An open descriptor of the regular file ``rel`` and its fstat; the caller closes it.
+        For readers that need the file itself (a memory map): a program given
+        ``/proc/self/fd/N`` of it opens this very file, whatever happens to the path. Checks and
+        failures as :meth:`read_bytes` (``limit``: the largest size accepted, if any)."""
+        return self._open_regular(rel, limit)
+
+    def _open_regular(self, rel: str, limit: int | None) -> tuple[int, os.stat_result]:
+        """The file ``rel`` opened when it is a regular file reached without a symlink: its kind
+        is looked at before anything is opened (no FIFO or device is ever opened), and again
+        on the descriptor (it may have been swapped in between)."""
+        dir_fd, name = self._parent_fd(rel)
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError as exc:
+            raise _failure_for(rel, exc) from None
+        _require_regular(rel, st, limit)
+        try:
+            fd = open_file_at(name, dir_fd)
+        except OSError as exc:
+            raise _failure_for(rel, exc) from None
+        try:
+            st = os.fstat(fd)
+            _require_regular(rel, st, limit)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, st
 
     def read_ends(self, rel: str, window: int) -> tuple[bytes, bytes]:
         """The first and the last ``window`` bytes of the regular file ``rel`` (of any size:
         a log), with the checks of :meth:`read_bytes`. Not recorded as a file read: only
         whole files are."""
-        st = self._regular_stat(rel)
-        fd = self._open(rel)
+        fd, st = self._open_regular(rel, None)
         try:
             head = os.pread(fd, window, 0)
             tail = os.pread(fd, window, max(0, st.st_size - window))
@@ -289,11 +340,9 @@ class Evidence:
         directory the careful way, which names the damage and records the provenance; here
         the reads are recorded only when the whole directory was plain.
         """
-        if not self._parents_are_real_dirs(rel):
-            return None
         try:
-            fd = os.open(self.abspath(rel), _DIR_FLAGS)
-        except OSError:
+            fd = self._open_dir(rel)
+        except ReadFailure:
             return None
         try:
             return _plain_dir(self, rel, fd, read, probe, limit)
@@ -309,22 +358,35 @@ class Evidence:
         if self.record_reads:
             self.reads[rel] = FileRead(rel, len(data), hashlib.sha256(data).hexdigest())
 
-    def _open(self, rel: str) -> int:
-        path = self.abspath(rel)
-        try:
-            return os.open(path, _OPEN_FLAGS | _NOATIME)
-        except PermissionError:
-            if not _NOATIME:
-                raise ReadFailure("unreadable", rel, "permission denied") from None
-        except OSError as exc:
-            raise _failure_for(rel, exc) from None
-        try:  # O_NOATIME is refused for files we do not own; retry without it
-            return os.open(path, _OPEN_FLAGS)
-        except OSError as exc:
-            raise _failure_for(rel, exc) from None
-
     def read_text(self, rel: str, limit: int = DEFAULT_READ_LIMIT) -> str:
         return self.read_bytes(rel, limit).decode("utf-8", "surrogateescape")
+
+
+def _require_regular(rel: str, st: os.stat_result, limit: int | None) -> None:
+    if stat.S_ISLNK(st.st_mode):
+        raise ReadFailure("symlink", rel, "is a symlink (not followed)")
+    if not stat.S_ISREG(st.st_mode):
+        raise ReadFailure("not-regular", rel, f"not a regular file ({_kind_of(st.st_mode)})")
+    if limit is not None and st.st_size > limit:
+        raise ReadFailure("too-large", rel, f"{st.st_size} bytes, over the {limit} limit")
+
+
+def _failure_on_the_way(for_path: str, exc: WalkError) -> ReadFailure:
+    """Why ``for_path`` cannot be reached: a directory on its way could not be opened (it is
+    absent, a symlink, not a directory: ``missing`` all three, as nothing is there to read)."""
+    if exc.reason == "missing":
+        return ReadFailure("missing", for_path, f"{exc.where} does not exist")
+    if exc.reason in ("symlink", "not-directory"):
+        what = "a symlink (not followed)" if exc.reason == "symlink" else "not a directory"
+        return ReadFailure("missing", for_path, f"a directory on the way ({exc.where}) is {what}")
+    return ReadFailure("unreadable", for_path, f"{exc.where}: {exc.detail}")
+
+
+def _is_symlink_at(dir_fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 class DirHandle:
@@ -370,12 +432,7 @@ class DirHandle:
         if kind != "file":
             return self.ev.read_bytes(rel, limit)  # let the full check say what it is
         try:
-            fd = os.open(name, _OPEN_FLAGS | _NOATIME, dir_fd=self.fd)
-        except PermissionError:
-            try:
-                fd = os.open(name, _OPEN_FLAGS, dir_fd=self.fd)
-            except OSError as exc:
-                raise _failure_for(rel, exc) from None
+            fd = open_file_at(name, self.fd)
         except OSError as exc:
             raise _failure_for(rel, exc) from None
         try:
@@ -425,10 +482,7 @@ def _plain_dir(
 def _read_at(dir_fd: int, name: str, size: int) -> bytes | None:
     """The ``size`` bytes of the regular file ``name`` in ``dir_fd``; None when it has more
     (it grew since it was looked at). Raises OSError."""
-    try:
-        fd = os.open(name, _OPEN_FLAGS | _NOATIME, dir_fd=dir_fd)
-    except PermissionError:  # O_NOATIME is refused for files we do not own
-        fd = os.open(name, _OPEN_FLAGS, dir_fd=dir_fd)
+    fd = open_file_at(name, dir_fd)
     try:
         data = os.read(fd, size + 1)
     finally:

@@ -1,11 +1,8 @@
-"""A container named on the command line, found as the Docker daemon finds it.
+"""A container named on the command line, found as the docker CLI finds it.
 
-``daemon.GetContainer`` tries, in order: the full id; the exact name, with or without its
-leading ``/``; a unique id prefix of any length. An empty argument is refused before anything is
-looked up. The messages are Docker's own, so that an examiner reads what ``docker`` would say.
-
-A root read offline may hold what a daemon never does: two containers with the same name (the
-daemon's name index keeps one). That is said as such instead of picking one.
+dockerd's ``GetContainer`` tries, in this order: the full id; an exact name (with or without its
+leading ``/``); a unique id prefix of any length. A name thus wins over an id prefix. The
+messages are dockerd's own, so that a user of docker reads what they know.
 """
 
 from __future__ import annotations
@@ -13,26 +10,26 @@ from __future__ import annotations
 from forensics.model import Host
 
 
-class ContainerNotFound(LookupError):
-    """No container, or more than one, answers to the name given; the message says which."""
+class NoSuchContainer(LookupError):
+    """The argument names no container, or several: the message says which, in docker's
+    words."""
 
 
-def resolve_container(host: Host, wanted: str) -> str:
-    """The id of the container that ``wanted`` names on ``host`` (Docker's rules)."""
+def find_container(host: Host, wanted: str) -> str:
+    """The full id of the container that ``wanted`` names. Raises NoSuchContainer."""
     if not wanted:
-        raise ContainerNotFound("invalid container name or ID: value is empty")
+        raise NoSuchContainer("invalid container name or ID: value is empty")
     if wanted in host.containers:
         return wanted
     name = wanted.removeprefix("/")
     named = sorted(c.id for c in host.containers.values() if c.name == name)
     if len(named) == 1:
         return named[0]
-    if named:
-        short = ", ".join(cid[:12] for cid in named)
-        raise ContainerNotFound(f"{len(named)} containers are named {name}: {short}")
-    by_prefix = [cid for cid in host.containers if cid.startswith(wanted)]
-    if len(by_prefix) == 1:
-        return by_prefix[0]
-    if by_prefix:
-        raise ContainerNotFound(f"multiple IDs found with provided prefix: {wanted}")
-    raise ContainerNotFound(f"No such container: {wanted}")
+    if named:  # dockerd never lets two containers share a name; a damaged root may
+        raise NoSuchContainer(f"{len(named)} containers are named {name}: give the id")
+    prefixed = [cid for cid in host.containers if cid.startswith(wanted)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    if prefixed:
+        raise NoSuchContainer(f"multiple IDs found with provided prefix: {wanted}")
+    raise NoSuchContainer(f"No such container: {wanted}")

@@ -241,6 +241,9 @@ class PoolState:
     readable: bool = False
     problem: str | None = None  # why it could not be read, when it could not
     damaged: bool = False  # the trees have damage (thin check tells what)
+    #: the errors met reading the superblock and the trees, in thin check's words
+    #: ("block 111: bad checksum in btree node 111; the mapping tree of device 2: …")
+    errors: list[str] = field(default_factory=list)
     transaction_id: int | None = None
     data_block_size: int | None = None  # in 512-byte sectors
     nr_data_blocks: int | None = None

@@ -43,8 +43,23 @@ def count_by_severity(findings: Iterable[Finding]) -> dict[str, int]:
     return {s: counts.get(s, 0) for s in SEVERITIES}
 
 
+#: code points that a terminal acts on or that reorder or break what is shown, beyond the C0
+#: controls and DEL: the C1 controls (U+009B is CSI, U+009D OSC: xterm and others obey them when
+#: decoded from UTF-8), the line and paragraph separators (a new line to some terminals and
+#: editors), and the bidirectional embeddings, overrides, isolates and marks that make a name
+#: read otherwise than its characters go ("Trojan Source", CVE-2021-42574)
+_UNSAFE = frozenset(
+    [*range(0x80, 0xA0), 0x061C, 0x200E, 0x200F, 0x2028, 0x2029, *range(0x202A, 0x202F)]
+    + [*range(0x2066, 0x206A)]
+)
+
+
 def printable(text: str) -> str:
-    """``text`` safe for a terminal: control characters and undecodable bytes escaped."""
+    """``text`` safe for a terminal: C0 controls and DEL as ``\\xNN``, a byte that was not
+    UTF-8 (kept as a surrogate escape) as ``\\xNN`` of that byte, and the other unsafe code
+    points (:data:`_UNSAFE`) as ``\\uNNNN``, the escape JSON gives them."""
+    if text.isprintable() and text.isascii():
+        return text
     out = []
     for ch in text:
         code = ord(ch)
@@ -52,15 +67,27 @@ def printable(text: str) -> str:
             out.append(f"\\x{code:02x}")
         elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
             out.append(f"\\x{code - 0xDC00:02x}")
+        elif code in _UNSAFE:
+            out.append(f"\\u{code:04x}")
         else:
             out.append(ch)
     return "".join(out)
 
 
+def at_least(findings: Iterable[Finding], severity: str) -> list[Finding]:
+    """The findings of ``severity`` and the more severe ones (``--severity``)."""
+    most = SEVERITIES.index(severity)
+    return [f for f in findings if SEVERITIES.index(f.severity) <= most]
+
+
+def finding_line(f: Finding) -> str:
+    """``severity check path: message`` on one line, safe for a terminal."""
+    return printable(f"{f.severity:<7} {f.check:<30} {f.path or '.'}: {f.message}")
+
+
 def findings_text(findings: list[Finding]) -> str:
-    lines = [
-        printable(f"{f.severity:<7} {f.check:<30} {f.path or '.'}: {f.message}") for f in findings
-    ]
+    """The findings one a line, then their count by severity (the plain text rendering)."""
+    lines = [finding_line(f) for f in findings]
     counts = count_by_severity(findings)
     lines.append(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))
     return "\n".join(lines) + "\n"

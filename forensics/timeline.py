@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 from forensics.checks.common import short
 from forensics.evidence import Evidence, ReadFailure
+from forensics.formats.jsonfile import JsonDamage, decode_json, field
 from forensics.model import Container, Host, Image
 from forensics.report import printable
 
@@ -132,27 +133,26 @@ def _history_steps(ev: Evidence, image: Image, legacy: bool) -> Iterator[Event]:
     if not image.config_ok:
         return
     try:
-        config = json.loads(ev.read_bytes(image.path))
-    except (ReadFailure, ValueError, RecursionError):
+        config = decode_json(ev.read_bytes(image.path), one_value=legacy)
+    except (ReadFailure, JsonDamage):
         return
     if not isinstance(config, dict):
         return
     if legacy:
-        container_config = config.get("container_config")
-        cmd = container_config.get("Cmd") if isinstance(container_config, dict) else None
-        when = utc(config.get("created"))
+        cmd = field(field(config, "container_config", nullable=True), "Cmd", nullable=True)
+        when = utc(field(config, "created"))
         if when is not None and isinstance(cmd, list) and cmd:
             text = " ".join(str(part) for part in cmd)
             yield Event(when, "Image build step", text, "image", image.id, image.path)
         return
-    history = config.get("history")
+    history = field(config, "history", nullable=True)
     for step in history if isinstance(history, list) else ():
         if not isinstance(step, dict):
             continue
-        when = utc(step.get("created"))
-        command = step.get("created_by") or step.get("comment")
+        when = utc(field(step, "created"))
+        command = field(step, "created_by") or field(step, "comment")
         if when is not None and isinstance(command, str):
-            text = command + (" (no layer)" if step.get("empty_layer") else "")
+            text = command + (" (no layer)" if field(step, "empty_layer") else "")
             yield Event(when, "Image build step", text, "image", image.id, image.path)
 
 

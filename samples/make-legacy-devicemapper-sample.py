@@ -8,38 +8,47 @@ after ``docker pull nginx`` and after a container was started. This script write
 (top), base thin device 1 and the layers on devices 2…11, a container ``814ec8083966…`` named
 ``nginx`` running ``nginx -g 'daemon off;'`` on devices 12 (``<cid>-init``) and 13 (``<cid>``),
 ``repositories-devicemapper``, ``linkgraph.db``, and the two loopback files of the thin pool.
-The pool metadata is written by Debian's ``thin_restore`` from an XML generated here, then
-judged by ``thin_check`` and read back with ``thin_dump``.
+
+The thin devices hold real ext4 filesystems, made without a kernel: the base device by
+``mkfs.ext4`` as Docker 1.8 called it (CentOS 7's e2fsprogs 1.42 features, 100 GiB), every later
+device a copy of its origin changed with ``debugfs -w`` exactly as Docker 1.8 changed it (a
+layer's diff tar unpacked into ``rootfs/``, the init layer's files, what the container wrote and
+deleted), then checked with ``e2fsck -fn``. Each layer is one list of tar members (:data:`LAYERS`)
+from which the layer tar (as Go 1.4's archive/tar wrote it), its tar-split, its TarSum, the
+debugfs commands and the truth file are all derived. The pool shares every 64 KiB block a
+snapshot did not change with its origin; its metadata is written by Debian's ``thin_restore``
+from an XML generated here, judged by ``thin_check`` and read back with ``thin_dump``.
 
 Every value the article does not show is chosen here, deterministically (ids are sha256 of fixed
-seed strings, times are fixed); ``CHOSEN`` lists them and the truth file repeats the list.
+seed strings, times are fixed, mkfs runs with a fake time and fixed UUIDs); ``CHOSEN`` lists them
+and the truth file repeats the list. Two runs write the same bytes.
 
 Usage: python3 samples/make-legacy-devicemapper-sample.py [OUTDIR]     (default: samples/)
 
-Needs Python 3.11 (stdlib only), GNU tar and gzip, and thin-provisioning-tools
-(``apt-get install -y thin-provisioning-tools``: thin_restore, thin_check, thin_dump 0.9.0).
-Writes OUTDIR/legacy-1.8-devicemapper.tar.gz and OUTDIR/legacy-1.8-devicemapper.truth.json.
+Needs Python 3.11 (stdlib only), GNU tar and gzip, e2fsprogs (mkfs.ext4, tune2fs, debugfs,
+e2fsck), strace and thin-provisioning-tools (``apt-get install -y e2fsprogs strace
+thin-provisioning-tools``). No root, no kernel module, nothing mounted. Writes
+OUTDIR/legacy-1.8-devicemapper.tar.gz and OUTDIR/legacy-1.8-devicemapper.truth.json.
 """
 
 from __future__ import annotations
 
-import base64
 import calendar
 import gzip
 import hashlib
-import io
 import json
 import os
 import re
 import shutil
 import sqlite3
-import subprocess
 import sys
-import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dmsample as dm  # noqa: E402
 
 NAME = "legacy-1.8-devicemapper"
 SEED = "docker-forensics/" + NAME
@@ -47,15 +56,37 @@ DOCKER_VERSION = "1.8.2"
 DEVICE_SIZE = 107374182400  # dm.basesize default of Docker 1.8/1.9 (100 GiB)
 DATA_FILE_SIZE = 107374182400  # loopback data file, 100 GiB sparse
 METADATA_FILE_SIZE = 2147483648  # loopback metadata file, 2 GiB sparse
-DATA_BLOCK_SIZE = 128  # sectors (64 KiB), dm.blocksize default
-BLOCK_BYTES = DATA_BLOCK_SIZE * 512
-NR_DATA_BLOCKS = DATA_FILE_SIZE // BLOCK_BYTES
+DATA_BLOCK_SIZE = dm.BLOCK_SECTORS  # sectors (64 KiB), dm.blocksize default
+NR_DATA_BLOCKS = DATA_FILE_SIZE // dm.BLOCK_BYTES
 POOL_VERSION = 2  # what thin-provisioning-tools write by default
-EMPTY_BLOB = "sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 NGINX_VERSION = "1.9.5-1~jessie"
 MAINTAINER = 'NGINX Docker Maintainers "docker-maint@nginx.com"'
 ROOT = "/var/lib/docker"
+#: the pid in the names of the PAX headers Go 1.4's tar writer made ("PaxHeaders.<pid>")
+PAX_PID = 1180
+
+#: CentOS 7's /etc/mke2fs.conf (e2fsprogs 1.42.9): what `mkfs.ext4` on the article's host used
+MKE2FS_CONF = """[defaults]
+	base_features = sparse_super,filetype,resize_inode,dir_index,ext_attr
+	default_mntopts = acl,user_xattr
+	enable_periodic_fsck = 0
+	blocksize = 4096
+	inode_size = 256
+	inode_ratio = 16384
+
+[fs_types]
+	ext3 = {
+		features = has_journal
+	}
+	ext4 = {
+		features = has_journal,extent,huge_file,flex_bg,uninit_bg,dir_nlink,extra_isize
+		auto_64-bit_support = 1
+		inode_size = 256
+	}
+"""
+#: e2fsprogs 1.42's journal for a 100 GiB filesystem (1.47 would make 512 MiB)
+JOURNAL_MB = 128
 
 # What the issue quotes from the article's listings (only prefixes of the three ids).
 ARTICLE = {
@@ -107,35 +138,39 @@ def uuid_from(seed: str) -> str:
     return f"{s[:8]}-{s[8:12]}-{s[12:16]}-{s[16:20]}-{s[20:]}"
 
 
-def epoch(ts: str) -> int:
-    """Seconds of an RFC 3339 UTC time such as 2015-10-13T02:16:41.078420312Z."""
-    m = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.\d+)?Z", ts)
+def epoch_ns(ts: str) -> int:
+    """Nanoseconds of an RFC 3339 UTC time such as 2015-10-13T02:16:41.078420312Z."""
+    m = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d+))?Z", ts)
     assert m, ts
-    return calendar.timegm(tuple(int(x) for x in m.groups()) + (0, 0, 0))
+    sec = calendar.timegm(tuple(int(x) for x in m.groups()[:6]) + (0, 0, 0))
+    return sec * dm.NS + int((m[7] or "0").ljust(9, "0")[:9])
 
 
-def gojson(obj: Any) -> str:
-    """encoding/json.Marshal: compact, keys in the given order, HTML-safe escapes."""
-    s = json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+def epoch(ts: str) -> int:
+    return epoch_ns(ts) // dm.NS
 
+
+gojson = dm.gojson
 
 # --- the host's timeline (UTC; the host clock is CST, UTC+8) -------------------------------
 T_START = "2015-10-13T02:10:23Z"  # first `systemctl start docker`: pool, base device
 T_RUN_CREATE = "2015-10-13T02:16:40.418337615Z"
 T_RUN_START = "2015-10-13T02:16:41.078420312Z"
+T_EXEC = "2015-10-13T02:17:30.512604033Z"  # `docker exec nginx sh -c …` (see CONTAINER_STORY)
 T_LOG = "2015-10-13T02:18:02.664013847Z"  # one `curl` from the host
 T_POOL_LAST_WRITE = "2015-10-13T02:16:46Z"
 CONTAINER_PID = 2936
 
 CID = with_prefix(ARTICLE["container_id_prefix"], "container")
-BASE_UUID = uuid_from("base-fs-uuid")
+BASE_UUID = uuid_from("base-fs-uuid")  # the base filesystem's UUID, which Docker records
+HASH_SEED = uuid_from("base-fs-hash-seed")
 NETWORK_ID = hexid("bridge-network-id")
 ENDPOINT_ID = hexid("container-endpoint-id")
 CONTAINER_IP = "172.17.0.1"
 GATEWAY = "172.17.42.1"
 MAC = "02:42:ac:11:00:01"
 RESOLV_CONF = "# Generated by NetworkManager\nnameserver 114.114.114.114\n"
+NGINX_UID, NGINX_GID = 104, 107
 
 
 # --- runconfig.Config of Docker 1.8 (no omitempty anywhere) ---------------------------------
@@ -176,21 +211,15 @@ def run_config(
 
 
 # --- the layers ---------------------------------------------------------------------------
-@dataclass
-class Member:
-    name: str
-    kind: str = "file"  # file, dir, symlink
-    data: bytes = b""
-    mode: int = 0o644
-    target: str = ""
 
 
+# --- the layers: one list of tar members each --------------------------------------------
 @dataclass
 class Layer:
     key: str
     created: str
     created_by: list[str]
-    members: list[Member]
+    members: list[dm.Member]
     build: str  # "debian" or "nginx": which build the layer came from
     id: str = ""
     parent: str = ""
@@ -225,11 +254,43 @@ DEFAULT_CONF = (
     b"server {\n    listen       80;\n    server_name  localhost;\n\n    location / {\n"
     b"        root   /usr/share/nginx/html;\n        index  index.html index.htm;\n    }\n}\n"
 )
+EXAMPLE_SSL_CONF = (
+    b"# HTTPS server\n#\n#server {\n#    listen       443 ssl;\n#    server_name  localhost;\n"
+    b"\n#    ssl_certificate      cert.pem;\n#    ssl_certificate_key  cert.key;\n#}\n"
+)
 INDEX_HTML = (
     b"<!DOCTYPE html>\n<html>\n<head>\n<title>Welcome to nginx!</title>\n</head>\n<body>\n"
     b"<h1>Welcome to nginx!</h1>\n<p>Synthetic stand-in for the packaged page.</p>\n"
     b"</body>\n</html>\n"
 )
+PASSWD = (
+    b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n"
+    b"bin:x:2:2:bin:/bin:/usr/sbin/nologin\nsys:x:3:3:sys:/dev:/usr/sbin/nologin\n"
+    b"sync:x:4:65534:sync:/bin:/bin/sync\nwww-data:x:33:33:www-data:/var/www:/usr/sbin/nologin\n"
+    b"nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
+GROUP = (
+    b"root:x:0:\ndaemon:x:1:\nbin:x:2:\nsys:x:3:\nadm:x:4:\ntty:x:5:\nshadow:x:42:\n"
+    b"www-data:x:33:\nnogroup:x:65534:\n"
+)
+SHADOW = b"".join(
+    name + b":*:16699:0:99999:7:::\n"
+    for name in (b"root", b"daemon", b"bin", b"sys", b"sync", b"www-data", b"nobody")
+)
+NGINX_PASSWD = PASSWD + b"nginx:x:%d:%d:nginx user,,,:/nonexistent:/bin/false\n" % (
+    NGINX_UID,
+    NGINX_GID,
+)
+NGINX_GROUP = GROUP + b"nginx:x:%d:\n" % NGINX_GID
+NGINX_SHADOW = SHADOW + b"nginx:!:16700:0:99999:7:::\n"
+HOSTS = (
+    b"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    b"fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+    b"ff02::2\tip6-allrouters\n"
+)
+GUNZIP = b"#!/bin/sh\nPATH=${GZIP_BINDIR-'/bin'}:$PATH\nexec gzip -d \"$@\"\n"
+#: struct vfs_cap_data, revision 2, effective: cap_net_raw+ep (what jessie's ping carried)
+CAP_NET_RAW = bytes.fromhex("0100000200200000000000000000000000000000")
 
 
 def synthetic_bytes(label: str, size: int) -> bytes:
@@ -242,40 +303,126 @@ def synthetic_bytes(label: str, size: int) -> bytes:
     return bytes(out[:size])
 
 
-def d(name: str, mode: int = 0o755) -> Member:
-    return Member(name, "dir", mode=mode)
+def elf_like(label: str) -> bytes:
+    """600 KiB standing in for /usr/sbin/nginx: code with two runs of zero pages, as a
+    linked binary has (debugfs leaves all-zero 4 KiB blocks as holes: a sparse file across
+    ten 64 KiB blocks)."""
+    return (
+        synthetic_bytes(label + "/text", 131072)
+        + bytes(131072)
+        + synthetic_bytes(label + "/rodata", 196608)
+        + bytes(65536)
+        + synthetic_bytes(label + "/data", 90112)
+    )
 
 
-def f(name: str, data: bytes, mode: int = 0o644) -> Member:
-    return Member(name, "file", data=data, mode=mode)
+# Member constructors. mtime 0 means: the layer's time for files, and for directories the
+# layer's time when a child of theirs changes in the layer, else their mtime in the parent.
+def d(path: str, mode: int = 0o755, *, mtime: str = "") -> dm.Member:
+    return dm.Member(f"{path}/", b"5", dm.TYPE_BITS["dir"] | mode, mtime=_t(mtime))
 
 
-def ln(name: str, target: str) -> Member:
-    return Member(name, "symlink", mode=0o777, target=target)
+def f(
+    path: str,
+    data: bytes,
+    mode: int = 0o644,
+    *,
+    mtime: str = "",
+    uid: int = 0,
+    gid: int = 0,
+    xattrs: dict[str, bytes] | None = None,
+) -> dm.Member:
+    return dm.Member(
+        path,
+        b"0",
+        dm.TYPE_BITS["file"] | mode,
+        uid,
+        gid,
+        len(data),
+        _t(mtime),
+        xattrs=xattrs or {},
+        data=data,
+    )
+
+
+def ln(path: str, target: str, *, mtime: str = "") -> dm.Member:
+    return dm.Member(path, b"2", dm.TYPE_BITS["symlink"] | 0o777, mtime=_t(mtime), linkname=target)
+
+
+def hard(path: str, target: str, mode: int, *, mtime: str = "") -> dm.Member:
+    return dm.Member(path, b"1", dm.TYPE_BITS["file"] | mode, mtime=_t(mtime), linkname=target)
+
+
+def char(path: str, major: int, minor: int, mode: int, *, mtime: str = "") -> dm.Member:
+    m = dm.Member(path, b"3", dm.TYPE_BITS["char"] | mode, mtime=_t(mtime))
+    m.devmajor, m.devminor = major, minor
+    return m
+
+
+def fifo(path: str, mode: int, *, mtime: str = "") -> dm.Member:
+    return dm.Member(path, b"6", dm.TYPE_BITS["fifo"] | mode, mtime=_t(mtime))
+
+
+def wh(path: str) -> dm.Member:
+    """A whiteout as Docker 1.8's ExportChanges wrote it: a bare header (typeflag NUL, mode 0)
+    named ``.wh.<name>``, mtime the time of the export."""
+    parent, _, name = path.rpartition("/")
+    return dm.Member(f"{parent}/.wh.{name}" if parent else f".wh.{name}", b"\0", 0)
+
+
+def _t(ts: str) -> int:
+    return epoch(ts) if ts else 0
 
 
 ADD_FILE = hexid("debian-add-file")
+T_DEB = "2015-09-21T20:14:58Z"  # when the debian rootfs tarball was made
 LAYERS: list[Layer] = [
     Layer(
         "debian-add",
         "2015-09-21T20:15:47.433616227Z",
         ["/bin/sh", "-c", f"#(nop) ADD file:{ADD_FILE} in /"],
         [
-            d("bin"),
-            f("bin/dash", synthetic_bytes("dash", 1800), 0o755),
-            ln("bin/sh", "dash"),
-            d("etc"),
-            f("etc/debian_version", b"8.2\n"),
-            f("etc/hostname", b"localhost\n"),
-            f("etc/os-release", OS_RELEASE),
-            d("etc/apt"),
-            f("etc/apt/sources.list", SOURCES_LIST),
-            d("root", 0o700),
-            d("tmp", 0o1777),
-            d("usr"),
-            d("usr/sbin"),
-            d("var"),
-            d("var/log"),
+            d("bin", mtime=T_DEB),
+            f("bin/dash", synthetic_bytes("dash", 1800), 0o755, mtime="2014-11-08T00:15:57Z"),
+            f("bin/gunzip", GUNZIP, 0o755, mtime="2015-01-21T03:22:47Z"),
+            f(
+                "bin/ping",
+                synthetic_bytes("ping", 2400),
+                0o755,
+                mtime="2014-10-04T12:42:40Z",
+                xattrs={"security.capability": CAP_NET_RAW},
+            ),
+            ln("bin/sh", "dash", mtime=T_DEB),
+            f("bin/su", synthetic_bytes("su", 1500), 0o4755, mtime="2014-11-19T12:53:09Z"),
+            hard("bin/uncompress", "bin/gunzip", 0o755, mtime="2015-01-21T03:22:47Z"),
+            d("dev", mtime=T_DEB),
+            char("dev/null", 1, 3, 0o666, mtime=T_DEB),
+            d("etc", mtime=T_DEB),
+            f("etc/.pwd.lock", b"", 0o600, mtime=T_DEB),
+            d("etc/apt", mtime=T_DEB),
+            f("etc/apt/sources.list", SOURCES_LIST, mtime=T_DEB),
+            f("etc/debian_version", b"8.2\n", mtime="2015-09-05T20:00:00Z"),
+            f("etc/group", GROUP, mtime=T_DEB),
+            f("etc/hostname", b"localhost\n", mtime=T_DEB),
+            f("etc/hosts", HOSTS, mtime=T_DEB),
+            f("etc/os-release", OS_RELEASE, mtime="2015-09-05T20:00:00Z"),
+            f("etc/passwd", PASSWD, mtime=T_DEB),
+            f("etc/shadow", SHADOW, 0o640, gid=42, mtime=T_DEB),
+            d("proc", 0o555, mtime=T_DEB),
+            d("root", 0o700, mtime=T_DEB),
+            d("run", mtime=T_DEB),
+            fifo("run/initctl", 0o600, mtime=T_DEB),
+            d("tmp", 0o1777, mtime=T_DEB),
+            d("usr", mtime=T_DEB),
+            d("usr/sbin", mtime=T_DEB),
+            d("var", mtime=T_DEB),
+            d("var/lib", mtime=T_DEB),
+            d("var/lib/apt", mtime=T_DEB),
+            d("var/lib/apt/lists", mtime=T_DEB),
+            f("var/lib/apt/lists/lock", b"", 0o640, mtime=T_DEB),
+            d("var/lib/apt/lists/partial", 0o700, mtime=T_DEB),
+            d("var/log", mtime=T_DEB),
+            ln("var/run", "/run", mtime=T_DEB),
         ],
         "debian",
     ),
@@ -335,13 +482,17 @@ LAYERS: list[Layer] = [
         ],
         [
             d("etc"),
+            f("etc/group", NGINX_GROUP),
             d("etc/nginx"),
             d("etc/nginx/conf.d"),
             f("etc/nginx/conf.d/default.conf", DEFAULT_CONF),
+            f("etc/nginx/conf.d/example_ssl.conf", EXAMPLE_SSL_CONF),
             f("etc/nginx/nginx.conf", NGINX_CONF),
+            f("etc/passwd", NGINX_PASSWD),
+            f("etc/shadow", NGINX_SHADOW, 0o640, gid=42),
             d("usr"),
             d("usr/sbin"),
-            f("usr/sbin/nginx", synthetic_bytes("nginx", 3000), 0o755),
+            f("usr/sbin/nginx", elf_like("nginx"), 0o755),
             d("usr/share"),
             d("usr/share/nginx"),
             d("usr/share/nginx/html"),
@@ -349,6 +500,11 @@ LAYERS: list[Layer] = [
             d("var"),
             d("var/cache"),
             d("var/cache/nginx"),
+            d("var/lib"),
+            d("var/lib/apt"),
+            d("var/lib/apt/lists"),
+            wh("var/lib/apt/lists/lock"),
+            wh("var/lib/apt/lists/partial"),
             d("var/log"),
             d("var/log/nginx"),
         ],
@@ -400,6 +556,9 @@ PULL_TIMES = [
     "2015-10-13T02:14:32Z",
     "2015-10-13T02:14:33Z",
 ]
+#: the layer tars were exported by the builder's daemon this long after each layer was made
+#: (the whiteout headers carry that time)
+EXPORT_DELAY = 95
 
 
 def assign_ids() -> None:
@@ -414,152 +573,79 @@ def assign_ids() -> None:
         layer.device_id = i + 2
 
 
-# --- layer tars and tar-split (vbatts/tar-split v0.9.4, as vendored by Docker 1.8.0–1.8.2) ---
-def make_tar(layer: Layer) -> bytes:
-    if not layer.members:
-        return bytes(1024)  # what Docker's Go tar writer makes of an empty layer
-    mtime = epoch(layer.created)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
-        for m in layer.members:
-            ti = tarfile.TarInfo(m.name)
-            ti.mtime = mtime
-            ti.mode = m.mode
-            ti.uid = ti.gid = 0
-            ti.uname = ti.gname = ""
-            if m.kind == "dir":
-                ti.type = tarfile.DIRTYPE
-                tf.addfile(ti)
-            elif m.kind == "symlink":
-                ti.type = tarfile.SYMTYPE
-                ti.linkname = m.target
-                tf.addfile(ti)
-            else:
-                ti.size = len(m.data)
-                tf.addfile(ti, io.BytesIO(m.data))
-    return buf.getvalue()
+# --- layer tars as Go 1.4's archive/tar wrote them (Docker 1.8's ExportChanges) ------------
+def _go_octal(buf: bytearray, off: int, width: int, value: int) -> None:
+    """tw.octal: zero-padded octal digits and a NUL (checksum: 6 digits, NUL, space)."""
+    digits = format(value, "o").rjust(width - 1, "0").encode()
+    assert len(digits) < width, value
+    buf[off : off + len(digits)] = digits
 
 
-def _crc64_table() -> list[int]:
-    table = []
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xD800000000000000 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
+def _go_str(buf: bytearray, off: int, width: int, text: str) -> None:
+    raw = text.encode()
+    assert len(raw) <= width and raw.isascii(), text  # else Go 1.4 would add a PAX record
+    buf[off : off + len(raw)] = raw
 
 
-CRC64_TABLE = _crc64_table()
+def go14_header(m: dm.Member) -> bytes:
+    h = bytearray(512)
+    _go_str(h, 0, 100, m.name)
+    for off, width, value in (
+        (100, 8, m.mode),
+        (108, 8, m.uid),
+        (116, 8, m.gid),
+        (124, 12, m.size),
+        (136, 12, m.mtime),
+    ):
+        _go_octal(h, off, width, value)
+    h[156] = m.typeflag[0]
+    _go_str(h, 157, 100, m.linkname)
+    h[257:265] = b"ustar\x0000"
+    _go_octal(h, 329, 8, m.devmajor)
+    _go_octal(h, 337, 8, m.devminor)
+    _go_octal(h, 148, 7, sum(h[:148]) + 8 * 0x20 + sum(h[156:]))
+    h[155] = 0x20
+    return bytes(h)
 
 
-def crc64_iso(data: bytes) -> bytes:
-    """Go hash/crc64 with the ISO table, Sum(nil): 8 bytes big-endian."""
-    crc = 0xFFFFFFFFFFFFFFFF
-    for b in data:
-        crc = CRC64_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return (crc ^ 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+def _pax_record(key: str, value: bytes) -> bytes:
+    msg = key.encode() + b"=" + value
+    size = len(msg) + 2
+    size += len(str(size))
+    rec = b"%d %s\n" % (size, msg)
+    if len(rec) != size:
+        rec = b"%d %s\n" % (len(rec), msg)
+    return rec
 
 
-assert crc64_iso(b"123456789").hex() == "b90956c775a41001"
+def _padded(data: bytes) -> bytes:
+    return data + bytes(-len(data) % 512)
 
 
-def _octal(field_bytes: bytes) -> int:
-    text = field_bytes.split(b"\0", 1)[0].strip()
-    return int(text, 8) if text else 0
-
-
-def tar_split(tar: bytes) -> list[dict[str, Any]]:
-    """The entries tar-split v0.9.4's NewInputTarStream packs for ``tar``.
-
-    Segment entries carry the raw header blocks (with the previous member's padding in front);
-    file entries carry the name, the size and the crc64 of the data (null for size 0). v0.9.4's
-    struct tags were broken (`json:"name",omitempty`), so every entry has "name" and "size";
-    the remainder after the end-of-archive blocks is always written, even when empty.
-    """
-    entries: list[dict[str, Any]] = []
-    raw = bytearray()
-    pos = 0
-    long_name: str | None = None
-    pax_path: str | None = None
-    while True:
-        block = tar[pos : pos + 512]
-        raw += block
-        pos += 512
-        if block == bytes(512):
-            raw += tar[pos : pos + 512]
-            pos += 512
-            entries.append({"type": 2, "payload": bytes(raw)})
-            break
-        size = _octal(block[124:136])
-        typeflag = block[156:157]
-        if typeflag in (b"x", b"g", b"L", b"K"):
-            padded = size + (-size) % 512
-            data = tar[pos : pos + size]
-            raw += tar[pos : pos + padded]
-            pos += padded
-            if typeflag == b"L":
-                long_name = data.rstrip(b"\0").decode()
-            elif typeflag == b"x":
-                for rec in data.decode().split("\n"):
-                    if " path=" in rec:
-                        pax_path = rec.split(" path=", 1)[1]
-            continue
-        name = block[0:100].split(b"\0", 1)[0].decode()
-        prefix = block[345:500].split(b"\0", 1)[0].decode()
-        if block[257:263] == b"ustar\0" and prefix:
-            name = prefix + "/" + name
-        name = pax_path or long_name or name
-        pax_path = long_name = None
-        entries.append({"type": 2, "payload": bytes(raw)})
-        raw = bytearray()
-        data = tar[pos : pos + size]
-        pos += size
-        entries.append(
-            {
-                "type": 1,
-                "name": name,
-                "size": size,
-                "payload": crc64_iso(data) if size > 0 else None,
-            }
-        )
-        pad = (-size) % 512
-        raw += tar[pos : pos + pad]
-        pos += pad
-    entries.append({"type": 2, "payload": tar[pos:]})  # the remainder, e.g. record padding
-    return entries
-
-
-def tar_split_stream(entries: list[dict[str, Any]]) -> bytes:
-    lines = []
-    for i, e in enumerate(entries):
-        p = e["payload"]
-        obj = {
-            "type": e["type"],
-            "name": e.get("name", ""),
-            "size": e.get("size", 0),
-            "payload": None if p is None else base64.b64encode(p).decode(),
-            "position": i,
-        }
-        lines.append(gojson(obj) + "\n")
-    return "".join(lines).encode()
-
-
-def reassemble(entries: list[dict[str, Any]], members: list[Member]) -> bytes:
-    files = {m.name.rstrip("/"): m.data for m in members if m.kind == "file"}
+def go14_tar(members: list[dm.Member]) -> bytes:
+    """The tar Go 1.4's tar.Writer makes of these headers: ustar with ``ustar\\x0000``, octal
+    fields, xattrs in a PAX header named ``<dir>/PaxHeaders.<pid>/<name>``, two zero blocks at
+    the end and no record padding (an empty layer is 1024 zero bytes)."""
     out = bytearray()
-    for e in entries:
-        if e["type"] == 2:
-            out += e["payload"]
-        elif e["size"]:
-            data = files[e["name"].rstrip("/")]
-            assert crc64_iso(data) == e["payload"], e["name"]
-            out += data
-    return bytes(out)
+    for m in members:
+        if m.xattrs:
+            records = b"".join(
+                _pax_record(f"SCHILY.xattr.{k}", v) for k, v in sorted(m.xattrs.items())
+            )
+            parent, _, name = m.name.rstrip("/").rpartition("/")
+            pax_name = "/".join(p for p in (parent, f"PaxHeaders.{PAX_PID}", name) if p)[:100]
+            ext = dm.Member(pax_name, b"x", 0, size=len(records), mtime=m.mtime)
+            out += go14_header(ext) + _padded(records)
+        out += go14_header(m) + _padded(m.data)
+    return bytes(out + bytes(1024))
 
 
-def gzip_n(data: bytes) -> bytes:
-    return subprocess.run(["gzip", "-9n"], input=data, capture_output=True, check=True).stdout
+def change_path(m: dm.Member) -> str:
+    """The path ExportChanges sorted by: a whiteout sorts as the path it deletes."""
+    parent, _, name = m.path.rpartition("/")
+    if name.startswith(".wh."):
+        name = name[4:]
+    return "/" + "/".join(p for p in (parent, name) if p)
 
 
 def go_gzip(data: bytes) -> bytes:
@@ -569,227 +655,470 @@ def go_gzip(data: bytes) -> bytes:
     return bytes(out)
 
 
-def build_layers() -> None:
-    assign_ids()
-    debian_host = hexid("debian-build-hostname")[:12]
-    nginx_host = hexid("nginx-build-hostname")[:12]
-    env: list[str] | None = None
-    cmd: list[str] | None = None
-    exposed: dict[str, dict[str, Any]] | None = None
-    author = ""
-    for i, layer in enumerate(LAYERS):
-        layer.tar = make_tar(layer)
-        layer.entries = tar_split(layer.tar)
-        assert reassemble(layer.entries, layer.members) == layer.tar, layer.key
-        # devicemapper is a naive-diff driver: ApplyDiff returns the sum of the header sizes
-        layer.size = sum(len(m.data) for m in layer.members if m.kind == "file")
-        layer.checksum = (
-            EMPTY_BLOB
-            if not layer.members
-            else ("sha256:" + hashlib.sha256(gzip_n(layer.tar)).hexdigest())
-        )
-        by = layer.created_by[2]
-        if layer.build == "nginx" and env is None:
-            env = [PATH_ENV]
-        if by.startswith("#(nop) CMD"):
-            cmd = (
-                json.loads(by.removeprefix("#(nop) CMD "))
-                if "/bin/bash" in by
-                else ["nginx", "-g", "daemon off;"]
-            )
-        if by.startswith("#(nop) ENV") and env is not None:
-            env = [*env, f"NGINX_VERSION={NGINX_VERSION}"]
-        if by.startswith("#(nop) EXPOSE"):
-            exposed = {"443/tcp": {}, "80/tcp": {}}
-        if by.startswith("#(nop) MAINTAINER"):
-            author = MAINTAINER
-        host = debian_host if layer.build == "debian" else nginx_host
-        on_build: list[str] | None = [] if layer.build == "nginx" else None
-        parent_image = layer.parent
-        image: dict[str, Any] = {"id": layer.id}
-        if layer.parent:
-            image["parent"] = layer.parent
-        image["created"] = layer.created
-        image["container"] = hexid(f"build-container/{i}")
-        image["container_config"] = run_config(
-            host,
-            env=env,
-            cmd=layer.created_by,
-            image=parent_image,
-            exposed=exposed,
-            on_build=on_build,
-        )
-        image["docker_version"] = DOCKER_VERSION
-        if author:
-            image["author"] = author
-        image["config"] = run_config(
-            host, env=env, cmd=cmd, image=parent_image, exposed=exposed, on_build=on_build
-        )
-        image["architecture"] = "amd64"
-        image["os"] = "linux"
-        image["Size"] = layer.size
-        layer.json_text = gojson(image) + "\n"  # graph.storeImage: json.NewEncoder(f).Encode
+def resolve_times(layer: Layer, image: dm.Tree) -> None:
+    """Fill in the headers' unset mtimes from the builder's tree before the layer (``image``):
+    files get the layer's time; a directory the layer's time when a name directly in it
+    changes in this layer, else the mtime it had."""
+    when = epoch(layer.created)
+    changed_parents = {dm.parent_of(m.path) for m in layer.members if m.kind != "dir"}
+    changed_parents |= {dm.parent_of(m.path) for m in layer.members if m.path not in image}
+    for m in layer.members:
+        if m.name.rpartition("/")[2].startswith(".wh.") and m.typeflag == b"\0":
+            m.mtime = when + EXPORT_DELAY
+        elif not m.mtime:
+            if m.kind == "dir" and m.path in image and m.path not in changed_parents:
+                m.mtime = image[m.path].mtime // dm.NS
+            else:
+                m.mtime = when
+        if m.kind == "hardlink":
+            target = next(x for x in layer.members if x.path == dm.clean_path(m.linkname))
+            m.mode, m.uid, m.gid, m.mtime = target.mode, target.uid, target.gid, target.mtime
 
 
-# --- devicemapper: device JSON and the pool ------------------------------------------------
+def build_layer_tar(layer: Layer, image: dm.Tree) -> None:
+    resolve_times(layer, image)
+    layer.members.sort(key=change_path)
+    layer.tar = go14_tar(layer.members)
+    back = dm.read_tar(layer.tar)
+    assert [(m.name, m.mode, m.size, m.data, m.xattrs) for m in back] == [
+        (m.name, m.mode, m.size, m.data, m.xattrs) for m in layer.members
+    ], layer.key
+    layer.entries = dm.tar_split_entries(layer.tar)
+    by_name = {m.name: m.data for m in layer.members}
+    assert dm.reassemble(layer.entries, by_name.__getitem__) == layer.tar, layer.key
+    # devicemapper is a naive-diff driver: ApplyDiff returns the sum of the header sizes
+    layer.size = sum(m.size for m in back)
+
+
+def build_layer_json(i: int, layer: Layer, state: dict[str, Any]) -> None:
+    """The v1 image JSON (1.8.0–1.8.2 v2 pull: re-marshalled from v1Compatibility)."""
+    by = layer.created_by[2]
+    if layer.build == "nginx" and state["env"] is None:
+        state["env"] = [PATH_ENV]
+    if by.startswith("#(nop) CMD"):
+        state["cmd"] = (
+            json.loads(by.removeprefix("#(nop) CMD "))
+            if "/bin/bash" in by
+            else ["nginx", "-g", "daemon off;"]
+        )
+    if by.startswith("#(nop) ENV") and state["env"] is not None:
+        state["env"] = [*state["env"], f"NGINX_VERSION={NGINX_VERSION}"]
+    if by.startswith("#(nop) EXPOSE"):
+        state["exposed"] = {"443/tcp": {}, "80/tcp": {}}
+    if by.startswith("#(nop) MAINTAINER"):
+        state["author"] = MAINTAINER
+    host = hexid(f"{layer.build}-build-hostname")[:12]
+    on_build: list[str] | None = [] if layer.build == "nginx" else None
+    env, cmd, exposed = state["env"], state["cmd"], state["exposed"]
+    image: dict[str, Any] = {"id": layer.id}
+    if layer.parent:
+        image["parent"] = layer.parent
+    image["created"] = layer.created
+    image["container"] = hexid(f"build-container/{i}")
+    image["container_config"] = run_config(
+        host, env=env, cmd=layer.created_by, image=layer.parent, exposed=exposed, on_build=on_build
+    )
+    image["docker_version"] = DOCKER_VERSION
+    if state["author"]:
+        image["author"] = state["author"]
+    image["config"] = run_config(
+        host, env=env, cmd=cmd, image=layer.parent, exposed=exposed, on_build=on_build
+    )
+    image["architecture"] = "amd64"
+    image["os"] = "linux"
+    image["Size"] = layer.size
+    layer.json_text = gojson(image) + "\n"  # graph.storeImage: json.NewEncoder(f).Encode
+
+
+# --- the devices' filesystems, as trees -----------------------------------------------------
+class Clock:
+    """Kernel times of one run of work: each step a little later (nanoseconds)."""
+
+    def __init__(self, start: int, step: int = 1_250_311) -> None:
+        self.now = start
+        self.step = step
+
+    def __call__(self) -> int:
+        self.now += self.step
+        return self.now
+
+
 @dataclass
-class Device:
-    hash: str  # "" for the base device
+class Stage:
+    """One device's filesystem: its tree after each step of work, and what that work was."""
+
+    name: str  # the metadata file name
     device_id: int
-    origin: int  # 0 for a thin device made with create_thin
-    created: str
-    transaction_id: int = 0  # metadata/<hash>: pool trans_id after the creating transaction
-    initialized: bool = False
-    mappings: dict[int, tuple[int, int]] = field(default_factory=dict)  # vblock -> data, time
-    creation_time: int = 0
-    snap_time: int = 0
+    origin: int
+    record_time: str
+    mount_ns: int  # 0: never mounted (the base)
+    trees: list[dm.Tree]  # before, then after each phase of work
+    done_ns: int  # when the device was unmounted (the superblock's last write time)
+    mount_count: int = 0
+    last_mounted: str = ""
+    deleted: list[dict[str, Any]] = field(default_factory=list)
+
+    phase_ns: list[int] = field(default_factory=list)  # when each phase began
 
     @property
-    def file_name(self) -> str:
-        return self.hash or "base"
+    def tree(self) -> dm.Tree:
+        return self.trees[-1]
 
 
-# A scaled-down ext4 footprint on the base device (64 KiB virtual blocks): superblock and group
-# descriptors, bitmaps, the first inode-table blocks, 16 journal blocks, and the sparse_super
-# backups in block groups 1, 3, 5, 7, 9, 25, 27, 49, 81, 125, 243, 343, 625, 729 (128 MiB each).
-BASE_EXTENTS = [(0, 4), (16, 2), (32, 8), (1024, 16)] + [
-    (g * 2048, 1) for g in (1, 3, 5, 7, 9, 25, 27, 49, 81, 125, 243, 343, 625, 729)
+def _gone(tree: dm.Tree, path: str, why: str, t: int) -> list[dict[str, Any]]:
+    """The inodes that removing ``path`` frees (a hardlinked file keeps its inode)."""
+    out = []
+    for p in [path, *tree.below(path)]:
+        inode = tree[p]
+        if inode.kind != "dir" and sum(1 for i in tree.paths.values() if i is inode) > 1:
+            continue
+        rec: dict[str, Any] = {"path": p.removeprefix("rootfs/"), "type": inode.kind, "why": why}
+        if inode.kind == "file":
+            rec |= {"size": inode.size, "sha256": dm.sha256hex(inode.data)}
+        rec["deleted"], rec["deleted_ns"] = dm.split_ns(t)
+        out.append(rec)
+    return out
+
+
+def apply_layer(tree: dm.Tree, members: list[dm.Member], clock: Clock) -> list[dict[str, Any]]:
+    """Docker 1.8's UnpackLayer into ``rootfs/`` (chrooted there): a whiteout removes its
+    path; an existing path is removed unless both are directories; a new inode gets the
+    header's mode, owner, xattrs and mtime (atime: UTIME_OMIT, so the time of creation);
+    directories get their mtime back at the end. ``ctime`` is when each entry was written."""
+    deleted: list[dict[str, Any]] = []
+    dirs: list[tuple[dm.Inode, int]] = []
+    for m in members:
+        t = clock()
+        path = f"rootfs/{m.path}"
+        parent, _, name = path.rpartition("/")
+        if name.startswith(".wh..wh."):
+            continue
+        if name.startswith(".wh."):
+            victim = f"{parent}/{name[4:]}"
+            if victim in tree:
+                deleted += _gone(tree, victim, "whiteout", t)
+                tree.remove(victim, t)
+            continue
+        if path in tree and not (tree[path].kind == "dir" and m.kind == "dir"):
+            deleted += _gone(tree, path, "replaced", t)
+            tree.remove(path, t)
+        perm = m.mode & 0o7777
+        if m.kind == "hardlink":
+            tree.link(path, f"rootfs/{dm.clean_path(m.linkname)}", t)
+            inode = tree[path]
+        elif m.kind == "dir" and path in tree:
+            inode = tree[path]
+        else:
+            inode = dm.Inode(
+                m.kind,
+                perm,
+                data=m.data,
+                target=m.linkname if m.kind == "symlink" else "",
+                rdev=(m.devmajor, m.devminor),
+                xattrs=dict(m.xattrs),
+            )
+            tree.add(path, inode, t)
+        inode.uid, inode.gid, inode.ctime = m.uid, m.gid, t
+        if m.kind != "symlink":
+            inode.mode = perm
+        if m.kind == "dir":
+            dirs.append((inode, m.mtime * dm.NS))
+        else:
+            inode.mtime = m.mtime * dm.NS
+    for inode, mtime in dirs:
+        inode.mtime = mtime
+    return deleted
+
+
+def mkfs_tree(t: int) -> dm.Tree:
+    """What mkfs.ext4 leaves: the root and lost+found, all times the (fake) mkfs time."""
+    tree = dm.Tree(dm.Inode("dir", 0o755, mtime=t, atime=t, ctime=t, crtime=t))
+    tree.add("lost+found", dm.Inode("dir", 0o700), t)
+    tree[""].mtime = tree[""].ctime = t
+    return tree
+
+
+def mount_point(name: str) -> str:
+    """The mount point as ext4 records it in s_last_mounted: strlcpy into 64 bytes, so the
+    first 63 characters of ``/var/lib/docker/devicemapper/mnt/<id>``."""
+    return f"{ROOT}/devicemapper/mnt/{name}"[:63]
+
+
+def first_get(tree: dm.Tree, layer_id: str, clock: Clock) -> None:
+    """The devmapper driver's Get on a device without them: ``rootfs/`` (0755) and ``id``
+    (0600, the id of the device being mounted; written once, so descendants inherit it)."""
+    tree.add("rootfs", dm.Inode("dir", 0o755), clock())
+    tree.add("id", dm.Inode("file", 0o600, data=layer_id.encode()), clock())
+
+
+# What Docker 1.8's graph.SetupInitLayer makes in the container's -init layer, in this order
+# (Go iterates its map in a random order): each path's components are unlinked first (which
+# removes a file the image has there), then, when nothing is there, a directory (0755), an
+# empty file (created 0755) or the symlink /etc/mtab -> /proc/mounts.
+INIT_LAYER = [
+    ("dev/pts", "dir"),
+    ("dev/shm", "dir"),
+    ("proc", "dir"),
+    ("sys", "dir"),
+    (".dockerinit", "file"),
+    (".dockerenv", "file"),
+    ("etc/resolv.conf", "file"),
+    ("etc/hosts", "file"),
+    ("etc/hostname", "file"),
+    ("dev/console", "file"),
+    ("etc/mtab", "/proc/mounts"),
 ]
 
 
-def build_devices() -> list[Device]:
-    devices = [Device("", 1, 0, T_START, initialized=True)]
-    for layer, when in zip(LAYERS, PULL_TIMES, strict=True):
-        devices.append(Device(layer.id, layer.device_id, layer.device_id - 1, when))
-    devices.append(Device(CID + "-init", 12, 11, T_RUN_CREATE))
-    devices.append(Device(CID, 13, 12, T_RUN_CREATE))
-    # Docker's protocol: each create is one transaction T -> T+1 (details keep T, JSON T+1)
-    for n, dev in enumerate(devices):
-        dev.transaction_id = n + 1
-    # the pool: data blocks handed out in write order; `time` grows with every snapshot
-    next_data = 0
-    pool_time = 0
-    by_id = {dev.device_id: dev for dev in devices}
-    for dev in devices:
-        if dev.origin:
-            origin = by_id[dev.origin]
-            pool_time += 1
-            origin.snap_time = pool_time
-            dev.mappings = dict(origin.mappings)
-        dev.creation_time = dev.snap_time = pool_time
-        own: list[int] = []
-        if not dev.origin:
-            for start, length in BASE_EXTENTS:
-                own.extend(range(start, start + length))
+def setup_init_layer(tree: dm.Tree, clock: Clock) -> list[dict[str, Any]]:
+    deleted: list[dict[str, Any]] = []
+    for rel, kind in INIT_LAYER:
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            path = "rootfs/" + "/".join(parts[:i])
+            if path in tree and tree[path].kind != "dir":  # syscall.Unlink
+                t = clock()
+                deleted += _gone(tree, path, "init layer", t)
+                tree.remove(path, t)
+        path = f"rootfs/{rel}"
+        if path in tree:
+            continue
+        t = clock()
+        if kind == "dir":
+            tree.add(path, dm.Inode("dir", 0o755), t)
+        elif kind == "file":
+            tree.add(path, dm.Inode("file", 0o755), t)
         else:
-            own = [0, 1024]  # mount rewrites the ext4 superblock and the journal head
-            members = next((la.members for la in LAYERS if la.id == dev.hash), None)
-            if dev.hash == CID + "-init":
-                own += [32, 40]  # .dockerinit, .dockerenv, /etc/hosts & co.
-            elif dev.hash == CID:
-                own += [16, 32, 41, 42]  # nginx.pid, /var/cache/nginx/*
-            elif members:
-                payload = sum(len(m.data) for m in members if m.kind == "file")
-                new = max(1, -(-payload // BLOCK_BYTES))
-                base_v = 4096 + 256 * dev.device_id
-                own += [16, 32] + list(range(base_v, base_v + new))
-        for vblock in sorted(set(own)):
-            dev.mappings[vblock] = (next_data, pool_time)
-            next_data += 1
-    return devices
+            tree.add(path, dm.Inode("symlink", 0o777, target=kind), t)
+    return deleted
 
 
-def pool_xml(devices: list[Device], transaction: int, time: int) -> str:
-    out = [
-        f'<superblock uuid="" time="{time}" transaction="{transaction}" flags="0" '
-        f'version="{POOL_VERSION}" data_block_size="{DATA_BLOCK_SIZE}" '
-        f'nr_data_blocks="{NR_DATA_BLOCKS}">'
-    ]
-    for dev in sorted(devices, key=lambda x: x.device_id):
-        out.append(
-            f'  <device dev_id="{dev.device_id}" mapped_blocks="{len(dev.mappings)}" '
-            f'transaction="{dev.transaction_id - 1}" creation_time="{dev.creation_time}" '
-            f'snap_time="{dev.snap_time}">'
+EXEC_COMMAND = (
+    "docker exec nginx sh -c 'echo x > /tmp/upload.tmp && rm /tmp/upload.tmp && "
+    'sed -i "s/Synthetic stand-in/Edited stand-in/" /usr/share/nginx/html/index.html && '
+    "rm /etc/nginx/conf.d/example_ssl.conf && echo checked > /root/notes.txt'"
+)
+CONTAINER_STORY = [
+    f"{T_RUN_START}: nginx (pid 1 in the container) makes its five temp dirs under "
+    "/var/cache/nginx (0700, owner nginx) and writes /var/run/nginx.pid (/run is where "
+    "/var/run points)",
+    f"{T_EXEC}: {EXEC_COMMAND}: a file written and deleted in /tmp, index.html rewritten by "
+    "sed -i (a new inode renamed over the old), an image file deleted, a new file in /root",
+]
+
+
+def container_work(tree: dm.Tree, start: int, exec_at: int) -> tuple[list[dm.Tree], list[dict]]:
+    """What the container wrote and deleted, as successive trees (each step a debugfs phase,
+    so a file written and then deleted leaves a deleted inode behind)."""
+    trees = [tree]
+    deleted: list[dict[str, Any]] = []
+    clock = Clock(start)
+    tree = tree.clone()
+    for name in ("client", "proxy", "fastcgi", "uwsgi", "scgi"):
+        inode = tree.add(f"rootfs/var/cache/nginx/{name}_temp", dm.Inode("dir", 0o700), clock())
+        inode.uid = NGINX_UID
+        inode.ctime = clock()
+    tree.add("rootfs/run/nginx.pid", dm.Inode("file", 0o644, data=b"1\n"), clock())
+    trees.append(tree)
+    clock = Clock(exec_at)
+    tree = tree.clone()
+    tree.add("rootfs/tmp/upload.tmp", dm.Inode("file", 0o644, data=b"x\n"), clock())
+    trees.append(tree)
+    tree = tree.clone()
+    t = clock()
+    deleted += _gone(tree, "rootfs/tmp/upload.tmp", "container", t)
+    tree.remove("rootfs/tmp/upload.tmp", t)
+    page = "rootfs/usr/share/nginx/html/index.html"
+    edited = tree[page].data.replace(b"Synthetic stand-in", b"Edited stand-in")
+    tmp = "rootfs/usr/share/nginx/html/sedXq3Lc1"
+    tree.add(tmp, dm.Inode("file", 0o644, data=edited), clock())
+    t = clock()
+    deleted += _gone(tree, page, "container", t)
+    tree.paths[page] = tree.paths.pop(tmp)  # rename(2) over the page
+    tree[page].ctime = t
+    tree.touch_parent(page, t)
+    t = clock()
+    deleted += _gone(tree, "rootfs/etc/nginx/conf.d/example_ssl.conf", "container", t)
+    tree.remove("rootfs/etc/nginx/conf.d/example_ssl.conf", t)
+    tree.add("rootfs/root/notes.txt", dm.Inode("file", 0o644, data=b"checked\n"), clock())
+    trees.append(tree)
+    return trees, deleted
+
+
+def build_stages() -> list[Stage]:
+    """The filesystems of all 13 devices, as Docker 1.8 left them (see the module doc)."""
+    base_t = epoch_ns(T_START)
+    stages = [Stage("base", 1, 0, T_START, 0, [mkfs_tree(base_t)], base_t)]
+    image = dm.Tree(dm.Inode("dir", 0o755))  # the builder's view, for the headers' times
+    state: dict[str, Any] = {"env": None, "cmd": None, "exposed": None, "author": ""}
+    for i, (layer, pulled) in enumerate(zip(LAYERS, PULL_TIMES, strict=True)):
+        build_layer_tar(layer, image)
+        build_layer_json(i, layer, state)
+        parent = stages[-1]
+        tree = parent.tree.clone()
+        mount = epoch_ns(pulled) + 203_117_000 + i * 1_000_003
+        clock = Clock(mount)
+        if i == 0:
+            first_get(tree, layer.id, clock)
+        deleted = apply_layer(tree, layer.members, clock)
+        stages.append(
+            Stage(
+                layer.id,
+                layer.device_id,
+                parent.device_id,
+                pulled,
+                mount,
+                [parent.tree, tree],
+                clock() + 40_000_000,
+                parent.mount_count + 1,
+                mount_point(layer.id),
+                deleted,
+                [mount],
+            )
         )
-        runs: list[list[int]] = []  # [origin_begin, data_begin, length, time]
-        for vb in sorted(dev.mappings):
-            db, t = dev.mappings[vb]
-            last = runs[-1] if runs else None
-            if last and last[0] + last[2] == vb and last[1] + last[2] == db and last[3] == t:
-                last[2] += 1
-            else:
-                runs.append([vb, db, 1, t])
-        for ob, db, length, t in runs:
-            if length == 1:
-                out.append(
-                    f'    <single_mapping origin_block="{ob}" data_block="{db}" time="{t}"/>'
-                )
-            else:
-                out.append(
-                    f'    <range_mapping origin_begin="{ob}" data_begin="{db}" '
-                    f'length="{length}" time="{t}"/>'
-                )
-        out.append("  </device>")
-    out.append("</superblock>")
-    return "\n".join(out) + "\n"
-
-
-def superblock_fields(metadata: Path) -> dict[str, int]:
-    with metadata.open("rb") as fh:
-        sb = fh.read(512)
-    return {
-        "version": int.from_bytes(sb[0x28:0x2C], "little"),
-        "time": int.from_bytes(sb[0x2C:0x30], "little"),
-        "transaction_id": int.from_bytes(sb[0x30:0x38], "little"),
-        "data_block_size": int.from_bytes(sb[0x150:0x154], "little"),
-        "metadata_nr_blocks": int.from_bytes(sb[0x158:0x160], "little"),
-        "nr_data_blocks": int.from_bytes(sb[0x40:0x48], "little"),
-        "data_blocks_allocated": int.from_bytes(sb[0x48:0x50], "little"),
-    }
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name) or (
-        f"/usr/sbin/{name}" if os.access(f"/usr/sbin/{name}", os.X_OK) else None
+        before = image
+        image = dm.subtree(tree, "rootfs").clone()
+        check_layer_is_its_diff(layer, before, image)
+    top = stages[-1]
+    create = epoch_ns(T_RUN_CREATE) + 31_000_117
+    clock = Clock(create)
+    init_tree = top.tree.clone()
+    init_deleted = setup_init_layer(init_tree, clock)
+    init = Stage(
+        f"{CID}-init",
+        12,
+        top.device_id,
+        T_RUN_CREATE,
+        create,
+        [top.tree, init_tree],
+        clock() + 20_000_000,
+        top.mount_count + 1,
+        mount_point(f"{CID}-init"),
+        init_deleted,
+        [create],
     )
-    if not path:
-        sys.exit(f"{name} not found: apt-get install -y thin-provisioning-tools")
-    return path
+    stages.append(init)
+    start = epoch_ns(T_RUN_START) + 12_345_013
+    trees, deleted = container_work(init.tree, start + 8_000_000, epoch_ns(T_EXEC))
+    stages.append(
+        Stage(
+            CID,
+            13,
+            12,
+            T_RUN_CREATE,
+            start,
+            trees,
+            epoch_ns(T_EXEC) + 90_000_000,
+            init.mount_count + 1,
+            mount_point(CID),
+            deleted,
+            [start, epoch_ns(T_EXEC), epoch_ns(T_EXEC)],
+        )
+    )
+    return stages
 
 
-def write_pool(dm: Path, devices: list[Device], xml: str, tmp: Path) -> dict[str, Any]:
-    pool_dir = dm / "devicemapper"
+def check_layer_is_its_diff(layer: Layer, before: dm.Tree, after: dm.Tree) -> None:
+    """The layer's members are exactly what Docker's naive diff of the two trees exports."""
+    want = []
+    for m in layer.members:
+        path = change_path(m)
+        kind = "D" if m.typeflag == b"\0" and m.name.rpartition("/")[2].startswith(".wh.") else ""
+        want.append((kind or ("C" if path[1:] in before else "A"), path))
+    got = sorted(dm.naive_changes(before, after), key=lambda c: c[1])
+    assert got == want, (layer.key, got, want)
+
+
+# --- the device images: mkfs.ext4, then debugfs ---------------------------------------------
+def make_base_fs(image: Path, work: Path) -> set[int]:
+    """Docker 1.8's createFilesystem on the base device, with CentOS 7's mke2fs.conf; returns
+    the 64 KiB blocks mkfs and tune2fs wrote (zeroed inode tables and journal included)."""
+    with image.open("wb") as fh:
+        fh.truncate(DEVICE_SIZE)
+    conf = work / "mke2fs.conf"
+    conf.write_text(MKE2FS_CONF)
+    env = {"MKE2FS_CONFIG": str(conf), "E2FSPROGS_FAKE_TIME": str(epoch(T_START)), "TZ": "UTC"}
+    options = "nodiscard,lazy_itable_init=0,lazy_journal_init=0"
+    mkfs = [
+        dm.tool("mkfs.ext4", "e2fsprogs"),
+        "-q",
+        "-F",
+        "-U",
+        BASE_UUID,
+        "-J",
+        f"size={JOURNAL_MB}",
+        "-E",
+        f"{options},hash_seed={HASH_SEED},root_owner=0:0",
+        str(image),
+    ]
+    log = work / "strace.log"
+    written = dm.traced_writes(mkfs, image, env, log)
+    tune = [dm.tool("tune2fs", "e2fsprogs"), "-c", "-1", "-i", "0", str(image)]
+    written |= dm.traced_writes(tune, image, env, log)
+    # mkfs "wrote" its zeros with fallocate: copy to drop those extents from the scratch file
+    compact = image.with_suffix(".compact")
+    dm.run(["cp", "--sparse=always", str(image), str(compact)])
+    compact.replace(image)
+    return written
+
+
+def build_images(stages: list[Stage], work: Path) -> tuple[dict[int, Path], set[int]]:
+    images: dict[int, Path] = {}
+    staging = work / "staging"
+    staging.mkdir()
+    base = work / "device-1.img"
+    written = make_base_fs(base, work)
+    images[1] = base
+    for st in stages[1:]:
+        image = work / f"device-{st.device_id}.img"
+        dm.run(["cp", "--sparse=always", str(images[st.origin]), str(image)])
+        script = dm.Ext4Script(staging)
+        script.emit(f"set_current_time @{st.mount_ns // dm.NS}")
+        script.emit(f"ssv mnt_count {st.mount_count}")
+        script.emit(f"ssv mtime @{st.mount_ns // dm.NS}")
+        script.emit(f"ssv last_mounted {st.last_mounted}")
+        for before, after, when in zip(st.trees[:-1], st.trees[1:], st.phase_ns, strict=True):
+            script.emit(f"set_current_time @{when // dm.NS}")
+            script.transition(before, after)
+        script.run(image, st.done_ns)
+        dm.e2fsck_clean(image)
+        images[st.device_id] = image
+    return images, written
+
+
+# --- the pool ------------------------------------------------------------------------------
+def build_pool(stages: list[Stage], images: dict[int, Path], written: set[int]) -> dm.Pool:
+    pool = dm.Pool()
+    for n, st in enumerate(stages):
+        dev = dm.Device(
+            "" if st.name == "base" else st.name,
+            st.device_id,
+            st.origin,
+            st.record_time,
+            DEVICE_SIZE,
+            image=images[st.device_id],
+            initialized=st.name == "base",
+            written=written if st.name == "base" else set(),
+        )
+        # Docker's protocol: each create is one transaction T -> T+1 (details keep T, JSON T+1)
+        dev.transaction_id = n + 1
+        pool.add(dev)
+    return pool
+
+
+def write_pool(dm_dir: Path, pool: dm.Pool, scratch: Path) -> dict[str, Any]:
+    pool_dir = dm_dir / "devicemapper"
     pool_dir.mkdir(mode=0o700)
     data = pool_dir / "data"
     metadata = pool_dir / "metadata"
-    for path, size in ((data, DATA_FILE_SIZE), (metadata, METADATA_FILE_SIZE)):
-        with path.open("wb") as fh:
-            fh.truncate(size)
+    last = max(dev.transaction_id for dev in pool.devices)
+    xml = pool.xml(last, NR_DATA_BLOCKS, POOL_VERSION)
+    result = dm.write_pool_metadata(metadata, xml, METADATA_FILE_SIZE, scratch)
+    result["data_blocks_written"] = pool.write_data(data, DATA_FILE_SIZE)
+    for path in (data, metadata):
         path.chmod(0o600)
-    xml_path = tmp / "pool.xml"
-    xml_path.write_text(xml)
-    subprocess.run(
-        [tool("thin_restore"), "-i", str(xml_path), "-o", str(metadata)],
-        check=True,
-        capture_output=True,
-    )
-    check = subprocess.run([tool("thin_check"), str(metadata)], capture_output=True, text=True)
-    if check.returncode != 0:
-        sys.exit(f"thin_check failed ({check.returncode}):\n{check.stdout}{check.stderr}")
-    dump = subprocess.run(
-        [tool("thin_dump"), str(metadata)], capture_output=True, text=True, check=True
-    ).stdout
-    if dump != xml:
-        sys.exit("thin_dump does not reproduce the generated XML")
-    dumped_ids = [int(x) for x in re.findall(r'<device dev_id="(\d+)"', dump)]
-    assert dumped_ids == sorted(dev.device_id for dev in devices), dumped_ids
-    xml_path.unlink()
-    return {
-        "thin_check_rc": check.returncode,
-        "thin_check_stderr": check.stderr.strip().splitlines(),
-        "thin_dump_device_ids": dumped_ids,
-        "superblock": superblock_fields(metadata),
-    }
+    assert result["thin_dump_device_ids"] == sorted(d.device_id for d in pool.devices)
+    return result
 
 
 # --- containers/ and linkgraph.db ----------------------------------------------------------
@@ -950,7 +1279,7 @@ def write_linkgraph(path: Path) -> None:
     path.chmod(0o644)
 
 
-# --- the tree --------------------------------------------------------------------------------
+# --- the tree ------------------------------------------------------------------------------
 def put(path: Path, data: bytes, mode: int, when: str, stamps: dict[Path, str]) -> None:
     path.write_bytes(data)
     path.chmod(mode)
@@ -963,7 +1292,10 @@ def mkdir(path: Path, mode: int, when: str, stamps: dict[Path, str]) -> None:
     stamps[path] = when
 
 
-def build_tree(top: Path, tmp: Path) -> dict[str, Any]:
+def build_tree(top: Path, work: Path) -> dict[str, Any]:
+    stages = build_stages()
+    images, written = build_images(stages, work)
+    pool = build_pool(stages, images, written)
     stamps: dict[Path, str] = {}
     root = top / "docker"
     mkdir(root, 0o700, T_START, stamps)
@@ -978,7 +1310,9 @@ def build_tree(top: Path, tmp: Path) -> dict[str, Any]:
         mkdir(g, 0o700, when, stamps)
         put(g / "json", layer.json_text.encode(), 0o600, when, stamps)
         put(g / "layersize", str(layer.size).encode(), 0o600, when, stamps)
-        put(g / "tar-data.json.gz", go_gzip(tar_split_stream(layer.entries)), 0o600, when, stamps)
+        stream = dm.tar_split_stream(layer.entries, legacy_keys=True)
+        put(g / "tar-data.json.gz", go_gzip(stream), 0o600, when, stamps)
+        layer.checksum = dm.tarsum(dm.read_tar(layer.tar), layer.json_text.encode())
         put(g / "checksum", layer.checksum.encode(), 0o600, when, stamps)
 
     top_id = LAYERS[-1].id
@@ -993,24 +1327,18 @@ def build_tree(top: Path, tmp: Path) -> dict[str, Any]:
     write_linkgraph(root / "linkgraph.db")
     stamps[root / "linkgraph.db"] = T_RUN_CREATE
 
-    dm = root / "devicemapper"
-    mkdir(dm, 0o700, PULL_TIMES[0], stamps)  # mnt/ appeared with the first mount
-    meta = dm / "metadata"
+    dm_dir = root / "devicemapper"
+    mkdir(dm_dir, 0o700, PULL_TIMES[0], stamps)  # mnt/ appeared with the first mount
+    meta = dm_dir / "metadata"
     mkdir(meta, 0o700, T_RUN_CREATE, stamps)
-    mnt = dm / "mnt"
+    mnt = dm_dir / "mnt"
     mkdir(mnt, 0o755, T_RUN_CREATE, stamps)
-    devices = build_devices()
-    for dev in devices:
-        record: dict[str, Any] = {
-            "device_id": dev.device_id,
-            "size": DEVICE_SIZE,
-            "transaction_id": dev.transaction_id,
-            "initialized": dev.initialized,
-        }
+    for dev in pool.devices:
+        record = dev.record()
         put(meta / dev.file_name, gojson(record).encode(), 0o600, dev.created, stamps)
         if dev.hash:  # driver.Get made the mount point; Put unmounts but leaves the directory
             mkdir(mnt / dev.hash, 0o755, dev.created, stamps)
-    last = devices[-1]
+    last = pool.devices[-1]
     txn = {
         "open_transaction_id": last.transaction_id,
         "device_hash": last.hash,
@@ -1021,46 +1349,21 @@ def build_tree(top: Path, tmp: Path) -> dict[str, Any]:
     dsm = {"next_device_id": 1, "BaseDeviceUUID": BASE_UUID}
     put(meta / "deviceset-metadata", gojson(dsm).encode(), 0o600, T_START, stamps)
 
-    pool_time = max(dev.creation_time for dev in devices)
-    xml = pool_xml(devices, last.transaction_id, pool_time)
-    pool = write_pool(dm, devices, xml, tmp)
-    stamps[dm / "devicemapper"] = T_START
-    stamps[dm / "devicemapper" / "data"] = T_POOL_LAST_WRITE
-    stamps[dm / "devicemapper" / "metadata"] = T_POOL_LAST_WRITE
+    pool_result = write_pool(dm_dir, pool, work)
+    stamps[dm_dir / "devicemapper"] = T_START
+    stamps[dm_dir / "devicemapper" / "data"] = T_POOL_LAST_WRITE
+    stamps[dm_dir / "devicemapper" / "metadata"] = T_POOL_LAST_WRITE
 
     for path in sorted(stamps, key=lambda p: len(p.parts), reverse=True):
         t = epoch(stamps[path])
         os.utime(path, (t, t), follow_symlinks=False)
-    return {"devices": devices, "pool": pool, "xml": xml, "deviceset": dsm, "transaction": txn}
-
-
-def pack(top: Path, out: Path) -> None:
-    part = out.with_name(out.name + ".part")
-    tar = subprocess.Popen(
-        [
-            "tar",
-            "--format=gnu",
-            "--sparse",
-            "--numeric-owner",
-            "--owner=0",
-            "--group=0",
-            "--sort=name",
-            "-C",
-            str(top),
-            "-cf",
-            "-",
-            "docker",
-        ],
-        stdout=subprocess.PIPE,
-    )
-    assert tar.stdout is not None
-    with part.open("wb") as fh:
-        gz = subprocess.run(["gzip", "-9n"], stdin=tar.stdout, stdout=fh, check=False)
-    tar.stdout.close()
-    if tar.wait() != 0 or gz.returncode != 0:
-        part.unlink(missing_ok=True)
-        sys.exit("tar | gzip failed")
-    part.replace(out)
+    return {
+        "stages": stages,
+        "pool": pool,
+        "pool_result": pool_result,
+        "deviceset": dsm,
+        "transaction": txn,
+    }
 
 
 CHOSEN = {
@@ -1071,28 +1374,55 @@ CHOSEN = {
     "image history": "modelled on docker-library/nginx 1.9.5 on debian:jessie (Sept 2015), shaped "
     "to the article's ten layers: the two ln -sf are one RUN and there is no VOLUME "
     "(volumes/ stays empty, as in the article's tree)",
-    "layer content": "small synthetic tars (Python tarfile, ustar, padded to 10240 bytes); empty "
-    "layers are 1024 zero bytes as Docker's Go tar writer made them",
-    "checksum": "sha256 of `gzip -9n` of the synthetic tar (the registry blobs are not "
-    "recoverable); empty layers carry the registry's real empty blob a3ed95caeb02…",
+    "layer content": "small synthetic trees (LAYERS in the script): a debian-like base with a "
+    "setuid su, a ping with security.capability cap_net_raw+ep, a hardlink pair, a char device, "
+    "a fifo, empty files, a /var/run symlink; apt-key, sources.list, an apt-get layer that "
+    "changes passwd/group/shadow, adds nginx (a 600 KiB binary with zero pages) and whiteouts "
+    "two apt lists entries; two log symlinks; five metadata-only layers",
+    "layer tars": "what Docker 1.8's naive-diff ExportChanges writes with Go 1.4's archive/tar: "
+    "changes sorted by path, parents of changes as entries, ustar headers with type bits in the "
+    "mode, empty uname/gname, xattrs in a PAX header named <dir>/PaxHeaders.1180/<name>, "
+    "whiteouts as bare headers (typeflag NUL, mode 0, the export time), no record padding; the "
+    "script checks that the naive diff of the two device trees gives exactly these entries",
+    "checksum": "TarSum version 0 of the layer tar with the image json as extra payload "
+    "(tarsum+sha256:…), as a v1 registry push computed it; a real 1.8.2 v2 pull would have "
+    "written the registry's compressed blob digest, which cannot be recomputed locally",
     "tar-data.json.gz": "tar-split v0.9.4 stream (Docker 1.8.0–1.8.2): every entry has name and "
     "size keys, final remainder segment always written; gzip header as Go's gzip.NewWriter",
     "created times, build containers, build hostnames": "chosen",
     "host timeline": f"start {T_START}, pull 02:14:21–02:14:33, create {T_RUN_CREATE}, "
-    f"start {T_RUN_START}, one curl at {T_LOG} (UTC; host clock CST)",
+    f"start {T_RUN_START}, exec {T_EXEC}, one curl at {T_LOG} (UTC; host clock CST)",
     "docker run": "docker run -d --name nginx nginx (no -p, no restart policy); json-file log",
+    "container work": " | ".join(CONTAINER_STORY),
     "container network": f"IP {CONTAINER_IP}, gateway {GATEWAY} (docker0 of 1.8), "
     "NetworkID/EndpointID chosen",
     "Pid": str(CONTAINER_PID),
     "HasBeenStartedBefore": "false: 1.8 sets it only in Container.Run (builder), not on API start",
     "resolv.conf": "nameserver 114.114.114.114 under a NetworkManager header",
-    "BaseDeviceUUID": BASE_UUID,
+    "BaseDeviceUUID": f"{BASE_UUID}: the base ext4's UUID (mkfs.ext4 -U), which 1.8 records",
     "deviceset-metadata next_device_id": "1: 1.8 saves this file when it stores the base UUID and "
     "at shutdown; the daemon has not been stopped since the first start",
-    "pool layout": "base maps a scaled-down ext4 footprint (44 blocks); each snapshot shares its "
-    "origin's mappings and CoWs the superblock and journal head, layers with files also an "
-    "inode-table and a bitmap block plus new blocks for their data; data blocks handed out in "
-    "write order; pool time +1 per snapshot",
+    "filesystems": "ext4 by mkfs.ext4 -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 + "
+    "tune2fs -c -1 -i 0 (Docker 1.8's createFilesystem) under CentOS 7's mke2fs.conf (no "
+    f"metadata_csum, no 64bit, uninit_bg), a {JOURNAL_MB} MiB journal as e2fsprogs 1.42 sized it, "
+    f"UUID {BASE_UUID}, hash seed {HASH_SEED}, e2fsprogs' fake time {T_START}; every later "
+    "device is a copy of its origin changed by debugfs -w, then e2fsck -fn clean",
+    "inode times": "the kernel's: ctime (and a new inode's atime and crtime) when Docker wrote "
+    "it, nanoseconds included; mtime from the tar header (whole seconds), atime left as it "
+    "was (Docker 1.8 passes UTIME_OMIT for a ustar header's zero access time); a directory in "
+    "the tar gets its header mtime back at the end; rootfs/ keeps the kernel's mtime",
+    "superblocks": "each mount counted (mnt_count), its time as last mount time, the mount point "
+    "as last mounted on, the unmount as last write time; the base device was never mounted",
+    "mounted container": "the container is running in the records, but its device is shown "
+    "cleanly unmounted (no needs_recovery, an idle journal): debugfs does not write a journal",
+    "debugfs differences": "debugfs rewrites the backup superblocks and group descriptors (the "
+    "kernel does not), leaves the journal idle, keeps a deleted file's extents (the kernel "
+    "clears them) and stores all-zero 4 KiB blocks of a file as holes",
+    "pool layout": "device 1 maps every 64 KiB block mkfs.ext4 and tune2fs wrote (strace of "
+    "their pwrite64 and fallocate calls: zeroed inode tables and journal included, as on a thin "
+    "device); each snapshot shares its origin's mappings and maps a new data block for every "
+    "64 KiB block its image changed; data blocks handed out in write order; pool time +1 per "
+    "snapshot; blocks of zeros are holes in the data file",
     "pool superblock version": f"{POOL_VERSION} (thin-provisioning-tools' default)",
     "mount points": "devicemapper/mnt/<id>/ for every device Docker mounted (ten layers during "
     "the pull, <cid>-init, <cid>), all empty: nothing is mounted in an offline copy",
@@ -1101,8 +1431,36 @@ CHOSEN = {
 }
 
 
+def _member_record(m: dm.Member) -> dict[str, Any]:
+    rec: dict[str, Any] = {
+        "name": m.name,
+        "typeflag": m.typeflag.decode("latin-1"),
+        "mode": f"{m.mode:o}",
+        "uid": m.uid,
+        "gid": m.gid,
+        "size": m.size,
+        "mtime": m.mtime,
+    }
+    if m.linkname:
+        rec["linkname"] = m.linkname
+    if m.typeflag in (b"3", b"4"):
+        rec["devmajor"], rec["devminor"] = m.devmajor, m.devminor
+    if m.xattrs:
+        rec["xattrs"] = {k: v.hex() for k, v in sorted(m.xattrs.items())}
+    if m.size:
+        rec["sha256"] = dm.sha256hex(m.data)
+    return rec
+
+
+def _outside_rootfs(tree: dm.Tree) -> dict[str, Any]:
+    """The driver's own files of a device: its root, ``id``, ``lost+found``, ``rootfs`` itself."""
+    return {p: dm.record(tree, p) for p in sorted(tree.paths) if not p.startswith("rootfs/")}
+
+
 def truth(built: dict[str, Any]) -> dict[str, Any]:
-    devices: list[Device] = built["devices"]
+    stages: list[Stage] = built["stages"]
+    pool: dm.Pool = built["pool"]
+    by_name = {st.name: st for st in stages}
     layers = [
         {
             "id": la.id,
@@ -1115,10 +1473,15 @@ def truth(built: dict[str, Any]) -> dict[str, Any]:
             "diff_id": "sha256:" + hashlib.sha256(la.tar).hexdigest(),
             "tar_size": len(la.tar),
             "tar_split_entries": len(la.entries),
-            "files": [m.name for m in la.members if m.kind == "file"],
+            "files": [m.name for m in la.members if m.typeflag in (b"0", b"7")],
+            "tar_members": [_member_record(m) for m in la.members],
+            "rootfs": dm.listing(by_name[la.id].tree, "rootfs"),
         }
         for la in LAYERS
     ]
+    init, ctr = by_name[f"{CID}-init"], by_name[CID]
+    top_rootfs = dm.subtree(by_name[LAYERS[-1].id].tree, "rootfs")
+    init_rootfs = dm.subtree(init.tree, "rootfs")
     return {
         "sample": NAME,
         "docker_version": DOCKER_VERSION,
@@ -1145,42 +1508,70 @@ def truth(built: dict[str, Any]) -> dict[str, Any]:
                 "started_at": T_RUN_START,
                 "init_device": CID + "-init",
                 "device_ids": {"init": 12, "rw": 13},
+                "diff": dm.diff_lines(
+                    dm.naive_changes(init_rootfs, dm.subtree(ctr.tree, "rootfs"))
+                ),
+                "init_changes": dm.diff_lines(dm.naive_changes(top_rootfs, init_rootfs)),
+                "story": CONTAINER_STORY,
+                "rootfs": dm.listing(ctr.tree, "rootfs"),
+                "init_rootfs": dm.listing(init.tree, "rootfs"),
             }
         ],
         "devices": {
-            dev.file_name: {
-                "device_id": dev.device_id,
-                "size": DEVICE_SIZE,
-                "transaction_id": dev.transaction_id,
-                "initialized": dev.initialized,
-                "origin_device_id": dev.origin or None,
-                "pool_transaction_id": dev.transaction_id - 1,
-                "mapped_blocks": len(dev.mappings),
-                "creation_time": dev.creation_time,
-                "snap_time": dev.snap_time,
-            }
-            for dev in devices
+            dev.file_name: _device_truth(dev, by_name[dev.file_name], pool) for dev in pool.devices
+        },
+        "filesystem": {
+            "type": "ext4",
+            "uuid": BASE_UUID,
+            "hash_seed": HASH_SEED,
+            "mke2fs_conf": MKE2FS_CONF,
+            "journal_mb": JOURNAL_MB,
+            "mkfs_time": T_START,
         },
         "transaction_metadata": built["transaction"],
         "deviceset_metadata": built["deviceset"],
         "pool": {
-            "transaction_id": devices[-1].transaction_id,
-            "time": max(dev.creation_time for dev in devices),
+            "transaction_id": pool.devices[-1].transaction_id,
+            "time": pool.time,
             "data_block_size": DATA_BLOCK_SIZE,
             "nr_data_blocks": NR_DATA_BLOCKS,
-            "data_blocks_used": len({m[0] for dev in devices for m in dev.mappings.values()}),
+            "data_blocks_used": pool.next_data,
+            "data_blocks_written": built["pool_result"]["data_blocks_written"],
             "data_file_size": DATA_FILE_SIZE,
             "metadata_file_size": METADATA_FILE_SIZE,
             "version": POOL_VERSION,
             "thin_check": {
-                "rc": built["pool"]["thin_check_rc"],
-                "stderr": built["pool"]["thin_check_stderr"],
+                "rc": built["pool_result"]["thin_check_rc"],
+                "stderr": built["pool_result"]["thin_check_stderr"],
             },
-            "thin_dump_device_ids": built["pool"]["thin_dump_device_ids"],
-            "superblock": built["pool"]["superblock"],
+            "thin_dump_device_ids": built["pool_result"]["thin_dump_device_ids"],
+            "superblock": built["pool_result"]["superblock"],
         },
         "chosen": CHOSEN,
         "chosen_ids": chosen_ids(),
+    }
+
+
+def _device_truth(dev: dm.Device, st: Stage, pool: dm.Pool) -> dict[str, Any]:
+    return {
+        "device_id": dev.device_id,
+        "size": DEVICE_SIZE,
+        "transaction_id": dev.transaction_id,
+        "initialized": dev.initialized,
+        "origin_device_id": dev.origin or None,
+        "pool_transaction_id": dev.transaction_id - 1,
+        "mapped_blocks": len(dev.mappings),
+        "creation_time": dev.creation_time,
+        "snap_time": dev.snap_time,
+        "mappings": pool.runs(dev),
+        "superblock": {
+            "mount_count": st.mount_count,
+            "last_mount_time": st.mount_ns // dm.NS if st.mount_ns else None,
+            "last_write_time": st.done_ns // dm.NS,
+            "last_mounted": st.last_mounted or None,
+        },
+        "outside_rootfs": _outside_rootfs(st.tree),
+        "deleted_inodes": st.deleted,
     }
 
 
@@ -1205,6 +1596,7 @@ def chosen_ids() -> dict[str, Any]:
         "network_id": NETWORK_ID,
         "endpoint_id": ENDPOINT_ID,
         "base_device_uuid": BASE_UUID,
+        "hash_seed": HASH_SEED,
     }
 
 
@@ -1215,14 +1607,24 @@ def main(argv: list[str]) -> int:
     here = Path(__file__).resolve().parent
     outdir = Path(argv[1]) if len(argv) == 2 else here
     outdir.mkdir(parents=True, exist_ok=True)
-    for name in ("thin_restore", "thin_check", "thin_dump"):
-        tool(name)
-    build_layers()
+    for name, package in (
+        ("thin_restore", "thin-provisioning-tools"),
+        ("thin_check", "thin-provisioning-tools"),
+        ("thin_dump", "thin-provisioning-tools"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+        ("strace", "strace"),
+    ):
+        dm.tool(name, package)
+    assign_ids()
     tmp = Path(tempfile.mkdtemp(prefix="dfx-legacy-dm."))
     try:
-        built = build_tree(tmp, tmp)
+        top, work = tmp / "top", tmp / "work"
+        top.mkdir()
+        work.mkdir()
+        built = build_tree(top, work)
         tarball = outdir / f"{NAME}.tar.gz"
-        pack(tmp, tarball)
+        dm.pack(top, tarball, root_owned=True)
         (outdir / f"{NAME}.truth.json").write_text(
             json.dumps(truth(built), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
         )

@@ -130,6 +130,32 @@ def dm_root(dm_master: Path, tmp_path: Path) -> Path:
     return copy_tree(dm_master, tmp_path / "docker")
 
 
+MODERN_DM_SAMPLE = "modern-devicemapper"
+
+
+@pytest.fixture(scope="session")
+def modern_dm_truth() -> dict[str, Any]:
+    """The truth file of the Docker 20.10 devicemapper sample (xfs devices)."""
+    return json.loads((SAMPLES / f"{MODERN_DM_SAMPLE}.truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def modern_dm_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Docker 20.10 devicemapper sample, unpacked once. Never modify it: use
+    ``modern_dm_root``."""
+    tarball = SAMPLES / f"{MODERN_DM_SAMPLE}.tar.gz"
+    assert tarball.is_file(), (
+        f"{tarball} is missing: run samples/make-modern-devicemapper-sample.py"
+    )
+    return unpack(tarball, tmp_path_factory.mktemp(MODERN_DM_SAMPLE))
+
+
+@pytest.fixture
+def modern_dm_root(modern_dm_master: Path, tmp_path: Path) -> Path:
+    """A private copy of the Docker 20.10 devicemapper sample that a test may damage."""
+    return copy_tree(modern_dm_master, tmp_path / "docker")
+
+
 @pytest.fixture(scope="session")
 def truth() -> dict[str, Any]:
     return json.loads((SAMPLES / f"{MODERN_SAMPLE}.truth.json").read_text())

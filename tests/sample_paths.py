@@ -64,3 +64,39 @@ class SamplePaths:
 
     def path(self, rel: str) -> Path:
         return self.root / rel
+
+
+@dataclass
+class DmSamplePaths:
+    """Where things are in a devicemapper sample (legacy or modern), found from its truth."""
+
+    root: Path
+    truth: dict[str, Any]
+
+    POOL = "devicemapper/devicemapper"
+
+    @property
+    def data(self) -> Path:
+        return self.root / self.POOL / "data"
+
+    @property
+    def metadata(self) -> Path:
+        return self.root / self.POOL / "metadata"
+
+    def record(self, name: str) -> Path:
+        """``devicemapper/metadata/<name>`` (``base`` for the base device)."""
+        return self.root / "devicemapper" / "metadata" / name
+
+    def device_id(self, name: str) -> int:
+        return int(self.truth["devices"][name]["device_id"])
+
+    def layer_devices(self) -> dict[str, int]:
+        """Each layer's device id, by graph id (legacy) or chain id (modern)."""
+        return {
+            layer.get("id") or layer["chain_id"]: layer["device_id"]
+            for layer in self.truth["layers"]
+        }
+
+    def container(self, name: str) -> dict[str, Any]:
+        (found,) = [c for c in self.truth["containers"] if c["name"] == name]
+        return found

@@ -12,9 +12,11 @@ import subprocess
 import sys
 import termios
 from pathlib import Path
+from typing import Any
 
-import pytest
-from conftest import run_cli
+from conftest import Result, run_cli
+from sample_paths import SamplePaths
+from unprivileged import reachable_tmpdir, run_cli_unprivileged
 
 
 def test_missing_root_is_operational_error(tmp_path: Path) -> None:
@@ -33,17 +35,14 @@ def test_root_that_is_a_file_is_operational_error(tmp_path: Path) -> None:
     assert result.code == 8 and "not a directory" in result.stderr
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any directory")
-def test_unreadable_root_is_operational_error(tmp_path: Path) -> None:
-    root = tmp_path / "locked"
-    root.mkdir()
-    root.chmod(0)
-    try:
-        result = run_cli("verify", root)
+def test_unreadable_root_is_operational_error() -> None:
+    with reachable_tmpdir() as base:
+        root = base / "locked"
+        root.mkdir()
+        root.chmod(0)
+        result = run_cli_unprivileged("verify", root)
         assert result.code == 8, result.stderr
-        assert "permission denied" in result.stderr
-    finally:
-        root.chmod(0o755)
+        assert result.stderr == f"docker-forensics: {root}: permission denied\n"
 
 
 def test_usage_errors_exit_16(sample_master: Path) -> None:
@@ -141,6 +140,39 @@ def test_names_with_control_characters_are_escaped_in_text(sample_root: Path) ->
     assert "\x1b" not in result.stdout
 
 
+#: what a hostile name may carry that a terminal obeys or that reorders what it shows: CSI and
+#: OSC as C1 controls, a line separator, a right-to-left override and a first-strong isolate
+UNSAFE = "\u009b31m\u009d0;pwned\u0007\u2028\u202e\u2068"
+UNSAFE_CODES = set("\u009b\u009d\u0007\u2028\u202e\u2068")
+UNSAFE_ESCAPED = "\\u009b31m\\u009d0;pwned\\x07\\u2028\\u202e\\u2068"
+
+
+def test_c1_and_bidi_controls_are_escaped_in_every_text_output(
+    sample_root: Path, truth: dict[str, Any]
+) -> None:
+    """A name is shown by verify, inventory, timeline, ``repair -n`` and diff: none of them may
+    write a C1 control, a line separator or a bidi override raw to the terminal."""
+    s = SamplePaths(sample_root, truth)
+    (sample_root / "overlay2" / f"orphan{UNSAFE}").mkdir()
+    config = sample_root / "containers" / s.container_id("exited") / "config.v2.json"
+    doc = json.loads(config.read_text())
+    doc["Name"] = f"/named{UNSAFE}"
+    config.write_text(json.dumps(doc))
+    (sample_root / "overlay2" / s.mount_id("exited") / "diff" / f"added{UNSAFE}").write_text("x")
+    for args in (
+        ["verify", sample_root],
+        ["inventory", sample_root],
+        ["timeline", sample_root],
+        ["repair", sample_root, "--dry-run"],
+        ["diff", s.container_id("exited"), sample_root],
+    ):
+        result = run_cli(*args)
+        assert result.code in (0, 4), (args, result.stderr)
+        assert UNSAFE_ESCAPED in result.stdout, (args, result.stdout)
+        unsafe = sorted({f"U+{ord(c):04X}" for c in result.stdout if c in UNSAFE_CODES})
+        assert not unsafe, (args, unsafe)
+
+
 def test_closed_stdout_keeps_the_exit_status_and_the_database(
     sample_root: Path, tmp_path: Path
 ) -> None:
@@ -177,3 +209,45 @@ def test_startup_leaves_heavy_modules_for_the_commands_that_need_them() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[-1] == "heavy:", out.stdout
+
+
+def _diff_lines(root: Path, container: str) -> Result:
+    return run_cli("diff", container, root)
+
+
+def test_diff_without_container_says_so(sample_master: Path) -> None:
+    """``diff ROOT`` forgets the container: not ``/var/lib/docker: no such file``."""
+    for root in (str(sample_master), f"{sample_master}/", "."):
+        result = run_cli("diff", root)
+        assert result.code == 16 and result.stdout == ""
+        assert "Missing argument 'CONTAINER'" in result.stderr
+        assert "/var/lib/docker" not in result.stderr
+
+
+def test_diff_finds_containers_as_docker_does(sample_root: Path, truth: dict[str, Any]) -> None:
+    """A full id, a name with or without its slash, or a unique prefix of any length; a name
+    before a prefix; docker's own words when none or several match."""
+    ids = sorted(c["Id"] for c in truth["inspect_containers"])
+    s = SamplePaths(sample_root, truth)
+    exited = s.container_id("exited")
+    expected = _diff_lines(sample_root, exited)
+    assert expected.code == 0 and expected.stdout
+    shortest = next(n for n in range(1, 65) if sum(o.startswith(exited[:n]) for o in ids) == 1)
+    for wanted in ("exited", "/exited", exited[:shortest], exited[:12]):
+        assert _diff_lines(sample_root, wanted).stdout == expected.stdout, wanted
+    shared = next(cid[:1] for cid in ids if sum(o.startswith(cid[:1]) for o in ids) > 1)
+    for wanted, message in (
+        (shared, f"multiple IDs found with provided prefix: {shared}"),
+        ("nothing-here", "No such container: nothing-here"),
+        ("", "invalid container name or ID: value is empty"),
+    ):
+        result = _diff_lines(sample_root, wanted)
+        assert (result.code, result.stdout) == (16, ""), wanted
+        assert result.stderr == f"docker-forensics: {message}\n"
+    # a container named like the prefix of another's id is found by its name
+    other = next(cid for cid in ids if cid != exited)
+    config = sample_root / "containers" / exited / "config.v2.json"
+    doc = json.loads(config.read_text())
+    doc["Name"] = f"/{other[:3]}"
+    config.write_text(json.dumps(doc))
+    assert _diff_lines(sample_root, other[:3]).stdout == expected.stdout

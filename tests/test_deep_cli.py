@@ -59,7 +59,7 @@ def test_tampered_file_is_named(
 
 def test_diff_of_unknown_container_is_a_usage_error(cli, sample_master: Path) -> None:
     result = cli("diff", "no-such-container", sample_master)
-    assert result.code == 16 and "no such container" in result.stderr
+    assert result.code == 16 and "No such container: no-such-container" in result.stderr
 
 
 def test_every_layer_check_is_in_the_catalogue() -> None:

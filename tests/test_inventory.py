@@ -315,15 +315,15 @@ def test_ambiguous_and_unknown_containers_say_so_as_docker(
 def test_a_name_wins_over_an_id_prefix(sample_master: Path, truth: dict[str, Any]) -> None:
     """docker looks for the exact name before it looks for a prefix."""
     from forensics.evidence import Evidence
-    from forensics.lookup import resolve_container
+    from forensics.lookup import find_container
     from forensics.stores import read_host
 
     host = read_host(Evidence(sample_master))
     running = next(c["Id"] for c in truth["inspect_containers"] if c["Name"] == "/running")
     other = next(c for c in host.containers.values() if c.id != running)
     other.name = running[:6]
-    assert resolve_container(host, running[:6]) == other.id
-    assert resolve_container(host, running[:7]) == running
+    assert find_container(host, running[:6]) == other.id
+    assert find_container(host, running[:7]) == running
 
 
 # -- the Docker 1.8 sample and the docker-explorer corpus -------------------------------------

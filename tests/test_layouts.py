@@ -9,6 +9,10 @@ from typing import Any
 
 from sample_paths import SamplePaths
 
+from forensics.checks import run_checks
+from forensics.evidence import Evidence
+from forensics.stores import read_host
+
 
 def _as_containerd_store(s: SamplePaths) -> None:
     """What the same host looks like with Docker's containerd image store: no image/<driver>
@@ -55,12 +59,14 @@ def test_stale_store_is_noted_not_used(cli, corpus_roots: dict[str, Path]) -> No
 
 
 def test_a_directory_that_is_no_docker_root(cli, tmp_path: Path) -> None:
+    """The library reads it as an unknown layout; the command line refuses it (exit 8)."""
     (tmp_path / "photos").mkdir()
+    host = read_host(Evidence(tmp_path))
+    assert host.layout == "unknown"
+    assert [f.check for f in run_checks(host)] == ["layout.unknown-root"]
     result = cli("verify", tmp_path, "--format", "json")
-    assert result.code == 0
-    doc = result.json()
-    assert doc["layout"] == "unknown"
-    assert [f["check"] for f in doc["findings"]] == ["layout.unknown-root"]
+    assert (result.code, result.stdout) == (8, "")
+    assert "not a Docker root" in result.stderr
 
 
 def test_layout_is_not_taken_from_the_first_entry(cli, sample_root: Path) -> None:

@@ -70,7 +70,8 @@ def pool(root: Path) -> ET.Element:
 
 
 def test_tarball_is_small() -> None:
-    assert TARBALL.stat().st_size < 1_000_000
+    """Real ext4 filesystems in 13 devices of 100 GiB: about 2 MB packed."""
+    assert TARBALL.stat().st_size < 3_000_000
 
 
 def test_unpacks_with_the_tree_of_the_article(root: Path) -> None:
@@ -98,8 +99,9 @@ def test_loopback_files_are_sparse_at_nominal_size(root: Path, truth: dict[str, 
     metadata = root / "devicemapper" / "devicemapper" / "metadata"
     assert data.stat().st_size == truth["pool"]["data_file_size"] == 107374182400
     assert metadata.stat().st_size == truth["pool"]["metadata_file_size"] == 2 * 1024**3
-    assert data.stat().st_blocks * 512 < 1024 * 1024  # a hole, not 100 GiB of zeros
-    assert metadata.stat().st_blocks * 512 < 8 * 1024 * 1024
+    # the ext4 metadata and files the devices hold, not 100 GiB of zeros (zero pages are holes)
+    assert data.stat().st_blocks * 512 < 16 * 1024 * 1024
+    assert metadata.stat().st_blocks * 512 < 32 * 1024 * 1024
 
 
 @needs("thin_check")

@@ -58,3 +58,13 @@ def test_shell_completion_script(shell: str) -> None:
     result = run_cli(env={"_DOCKER_FORENSICS_COMPLETE": f"{shell}_source"})
     assert result.code == 0
     assert "_DOCKER_FORENSICS_COMPLETE" in result.stdout
+
+
+def test_plugin_help_says_docker_forensics() -> None:
+    """Called as a plugin (our own name first), the usage lines name ``docker forensics``;
+    called as itself, ``docker-forensics``."""
+    plugin = run_cli("forensics", "thin", "--help")
+    assert plugin.code == 0 and "Usage: docker forensics thin" in plugin.stdout
+    assert "docker-forensics" not in plugin.stdout
+    assert "Usage: docker forensics verify" in run_cli("forensics", "verify", "--help").stdout
+    assert "Usage: docker-forensics thin" in run_cli("thin", "--help").stdout

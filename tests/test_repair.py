@@ -203,6 +203,17 @@ def config_tmp_leftover(s: SamplePaths) -> str:
     return rel
 
 
+def flip_config_id(s: SamplePaths, name: str = "created") -> str:
+    """The ID inside the config of container ``name`` changed in place (its digits reversed),
+    as a bit flip leaves it: dockerd refuses to load the container from its directory."""
+    cid = s.container_id(name)
+    rel = f"containers/{cid}/config.v2.json"
+    data = s.path(rel).read_bytes()
+    s.path(rel).write_bytes(data.replace(f'"ID":"{cid}"'.encode(), f'"ID":"{cid[::-1]}"'.encode()))
+    assert s.path(rel).read_bytes() != data
+    return rel
+
+
 #: each repairable damage: how it is made, the check it raises, the action that answers it
 REPAIRABLE: list[tuple[Callable[[SamplePaths], str], str, str]] = [
     (damage.truncate_config, "container.config-damaged", "quarantine"),
@@ -220,6 +231,7 @@ REPAIRABLE: list[tuple[Callable[[SamplePaths], str], str, str]] = [
     (remove_link_file, "overlay2.link-missing", "create"),
     (damage.empty_link_file, "overlay2.link-damaged", "rewrite"),
     (config_tmp_leftover, "container.tmp-leftover", "quarantine"),
+    (flip_config_id, "container.id-mismatch", "rewrite"),
 ]
 REPAIRABLE_IDS = [d[0].__name__ for d in REPAIRABLE]
 
@@ -252,9 +264,12 @@ def paths(sample_root: Path, truth: dict[str, Any]) -> SamplePaths:
 
 
 def dry_run(root: Path) -> dict[str, Any]:
+    """The plan; the exit status says whether errors remain that it does not fix (4) or not."""
     result = run_repair(root, "--dry-run", "--format", "json")
-    assert result.code == 0, result.stderr
-    return result.json()
+    assert result.code in (0, 4), result.stderr
+    doc = result.json()
+    assert result.code == (4 if doc["errors_left"] else 0), doc["errors_left"]
+    return doc
 
 
 # -- tests -------------------------------------------------------------------------------------
@@ -360,6 +375,42 @@ def test_orphans_wait_while_a_cache_id_cannot_be_read(paths: SamplePaths) -> Non
     assert "ownership in doubt" in skip["why"]
 
 
+@pytest.mark.parametrize("role", ["mount-id", "init-id"])
+def test_a_torn_mount_id_keeps_the_containers_own_layer(paths: SamplePaths, role: str) -> None:
+    """A mount-id torn to half its digits names no directory, but was meant to name one: the
+    container's own read-write (or init) layer then looks like an orphan, and must wait."""
+    cid = paths.container_id("exited")
+    mount = paths.mount_id("exited")
+    value = mount if role == "mount-id" else f"{mount}-init"
+    paths.path(f"{STORE}/layerdb/mounts/{cid}/{role}").write_text(value[:32])
+    orphan = f"overlay2/{value}"
+    assert ("driver.orphan-dir", orphan) in {(f["check"], f["path"]) for f in verify(paths.root)}
+    doc = dry_run(paths.root)
+    assert not [a for a in doc["actions"] if a["path"].startswith("overlay2/")], doc["actions"]
+    (skip,) = [s for s in doc["skipped"] if s["path"] == orphan]
+    assert f"the {role} of mount record {cid[:12]} cannot be read" in skip["why"]
+
+
+def test_a_torn_cache_id_keeps_orphans(paths: SamplePaths) -> None:
+    cache = paths.cache_id(paths.chain(APP)[-1])
+    paths.path(f"{paths.layer_dir(paths.chain(APP)[-1])}/cache-id").write_text(cache[:32])
+    orphan_with_link(paths)
+    doc = dry_run(paths.root)
+    assert not [a for a in doc["actions"] if a["path"].startswith("overlay2/")], doc["actions"]
+    assert any(
+        s["path"] == f"overlay2/{ORPHAN}" and "cache-id of layer" in s["why"]
+        for s in doc["skipped"]
+    )
+
+
+def test_buildkit_cache_ids_are_not_torn(paths: SamplePaths) -> None:
+    """BuildKit writes 25-digit base-36 cache-ids: they are read, and orphans still go."""
+    ids = [p.read_text() for p in paths.path(f"{STORE}/layerdb/sha256").glob("*/cache-id")]
+    assert any(len(i) == 25 for i in ids), "the sample has BuildKit's layers"
+    orphan_with_link(paths)
+    assert f"overlay2/{ORPHAN}" in {a["path"] for a in dry_run(paths.root)["actions"]}
+
+
 def test_driver_dir_shared_with_a_layer_keeps_the_container(paths: SamplePaths) -> None:
     """A mount-id that names an image layer's directory: the container is not removed."""
     damage.truncate_config(paths)
@@ -452,3 +503,23 @@ def test_a_leftover_inside_a_container_moved_whole_goes_with_it(paths: SamplePat
     assert rel not in {a["path"] for a in doc["actions"]}
     assert f"containers/{paths.container_id('exited')}" in {a["path"] for a in doc["actions"]}
     assert not [s for s in doc["skipped"] if s["path"] == rel]
+
+
+def test_dry_run_exits_4_when_errors_remain_that_the_plan_does_not_fix(
+    paths: SamplePaths,
+) -> None:
+    """As e2fsck -n: 0 when the plan fixes every error found (or there is nothing to do), 4
+    when errors remain that it does not fix."""
+    assert run_repair(paths.root, "--dry-run").code == 0  # nothing to do
+    damage.truncate_config(paths)
+    fixed = run_repair(paths.root, "--dry-run", "--format", "json")
+    assert fixed.code == 0 and fixed.json()["errors_left"] == 0 and fixed.json()["actions"]
+    damage.edit_image_config(paths)  # image.digest-mismatch: no repair for it
+    left = run_repair(paths.root, "--dry-run", "--format", "json")
+    assert left.code == 4, left.stderr
+    doc = left.json()
+    assert doc["errors_left"] == 1 and doc["actions"]
+    assert any(s["check"] == "image.digest-mismatch" for s in doc["skipped"])
+    text = run_repair(paths.root, "--dry-run")
+    assert text.code == 4 and "errors the plan does not fix: 1" in text.stdout
+    assert not quarantine_of(paths.root).exists()

@@ -37,7 +37,7 @@ from treehash import tree_hash
 from forensics.formats.ids import LINK_ID
 from forensics.repair.apply import STOP_ENV, StopSwitch
 from forensics.repair.journal import read_journal
-from forensics.repair.undo import quarantine_changes
+from forensics.repair.undo import opened_run, quarantine_changes
 
 
 class SimulatedKill(BaseException):
@@ -72,7 +72,8 @@ def run_dir_state(root: Path) -> str:
     run = only_run(root)
     state = read_journal(run / "journal.jsonl")
     if state.ended:
-        assert quarantine_changes(state) == []
+        with opened_run(run.parent, run.name) as run_fd:
+            assert quarantine_changes(run_fd, state) == []
     aside = [(p, p.rename(run.parent / f"{p.name}.aside")) for p in run.glob("*.jsonl")]
     try:
         return state_hash(run)
@@ -167,7 +168,11 @@ def test_custom_quarantine(paths: SamplePaths, tmp_path: Path) -> None:
     assert journal.parent.parent == q and not quarantine_of(paths.root).exists()
     assert (journal.parent / "overlay2" / damage.NEW_HEX / "link").is_file()
     assert oct((q).stat().st_mode & 0o777) == "0o700"
-    assert run_repair("--undo", journal).code == 1
+    # a quarantine not beside its ROOT says nothing of which ROOT it serves: ROOT is asked for
+    unsaid = run_repair("--undo", journal)
+    assert unsaid.code == 16 and "give the ROOT it was made for" in unsaid.stderr
+    assert tree_hash(paths.root) != damaged
+    assert run_repair(paths.root, "--undo", journal).code == 1
     assert tree_hash(paths.root) == damaged
 
 
@@ -184,8 +189,10 @@ def test_journal_announces_each_step_before_it_is_made(paths: SamplePaths) -> No
     assert [r["record"] for r in records] == ["start", "begin"]
     start = records[0]
     assert start["root"] == str(paths.root) and start["format"] == 1
+    layer = os.lstat(paths.root / "overlay2" / mount)
+    identity = [layer.st_dev, layer.st_ino]  # the entry planned: the move takes no other
     assert start["steps"][0] == {"n": 1, "op": "move", "path": f"overlay2/{mount}", "action": 0,
-                                 "kind": "dir"}  # fmt: skip
+                                 "kind": "dir", "identity": identity}  # fmt: skip
     assert [s["path"] for s in start["steps"]][-1] == f"containers/{cid}"
     assert "parent_times" in records[1] and "entry_times" in records[1]
     assert (paths.root / "overlay2" / mount).is_dir(), "announced, not yet made"

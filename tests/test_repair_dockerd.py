@@ -16,7 +16,15 @@ import pytest
 from conftest import copy_tree
 from dockerd_util import private_dockerd, require_dockerd
 from sample_paths import SamplePaths
-from test_repair import ORPHAN, damage_many, errors, orphan_with_link, run_repair, verify
+from test_repair import (
+    ORPHAN,
+    damage_many,
+    errors,
+    flip_config_id,
+    orphan_with_link,
+    run_repair,
+    verify,
+)
 from treehash import tree_hash
 
 pytestmark = pytest.mark.dockerd
@@ -105,3 +113,39 @@ def test_a_real_dockerd_starts_on_each_driver_sample_after_repair(
         assert dict(line.split() for line in listed.stdout.splitlines()) == intact
         started = daemon.docker("start", "created")
         assert started.returncode == 0, started.stderr
+
+
+def test_a_real_dockerd_loads_containers_whose_config_id_was_set_back(
+    sample_root: Path, truth: dict[str, Any], tmp_path: Path
+) -> None:
+    """The ID inside the configs of "created" and "exited" changed: dockerd skips both ("is
+    stored at"); after repair it lists them under their own IDs and starts one."""
+    s = SamplePaths(sample_root, truth)
+    flipped = {s.container_id(name): name for name in ("created", "exited")}
+    for name in flipped.values():
+        flip_config_id(s, name)
+    damaged = tree_hash(sample_root)
+    everyone = {c["Id"]: c["Name"][1:] for c in truth["inspect_containers"]}
+
+    before = copy_tree(sample_root, tmp_path / "before")
+    with private_dockerd(before, tmp_path / "d0") as daemon:
+        listed = daemon.docker("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}")
+        assert listed.returncode == 0, listed.stderr
+    seen = dict(line.split() for line in listed.stdout.splitlines())
+    assert not set(seen) & set(flipped), "dockerd skips a config whose ID is not its directory's"
+
+    result = run_repair(sample_root, "--format", "json")
+    assert result.code == 1, result.stdout + result.stderr
+    assert {a["action"] for a in result.json()["actions"]} == {"rewrite"}
+    assert errors(sample_root) == set()
+    run_root = copy_tree(sample_root, tmp_path / "run-root")
+    with private_dockerd(run_root, tmp_path / "d") as daemon:
+        listed = daemon.docker("ps", "-a", "--no-trunc", "--format", "{{.ID}} {{.Names}}")
+        assert listed.returncode == 0, listed.stderr
+        assert dict(line.split() for line in listed.stdout.splitlines()) == everyone
+        started = daemon.docker("start", "-a", "created")
+        assert started.returncode == 0 and started.stdout.strip() == "never-started", started
+        log = daemon.log_path.read_text(errors="replace")
+    assert "is stored at" not in log
+    assert run_repair("--undo", result.json()["journal"]).code == 1
+    assert tree_hash(sample_root) == damaged

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import copy_tree
-from test_repair import errors, run_repair, verify
+from test_repair import dry_run, errors, run_repair, verify
 from treehash import tree_hash
 
 DM = "legacy-1.8-devicemapper"
@@ -50,9 +50,7 @@ def _names(root: Path) -> set[str]:
 
 
 def _plan(root: Path) -> dict[str, Any]:
-    result = run_repair(root, "--dry-run", "--format", "json")
-    assert result.code == 0, result.stderr
-    return result.json()
+    return dry_run(root)
 
 
 def _repair_verify_undo(root: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:

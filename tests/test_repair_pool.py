@@ -37,7 +37,10 @@ def test_lost_superblock_is_rebuilt_from_dockers_records(dm_root: Path) -> None:
     original = _dump(dm_root / POOL)
     _zero_superblock(dm_root)
     damaged = _sha(dm_root / POOL)
-    plan = run_repair(dm_root, "--dry-run", "--format", "json").json()
+    planned = run_repair(dm_root, "--dry-run", "--format", "json")
+    assert planned.code == 4, "a copy written aside leaves the pool in ROOT damaged"
+    plan = planned.json()
+    assert plan["errors_left"] >= 1
     (copy,) = [a for a in plan["actions"] if a["action"] == "copy-out"]
     assert copy["path"] == POOL and copy["checks"] == ["thinpool.unreadable"]
     assert copy["details"]["superblock_from_docker"] == {

@@ -362,3 +362,79 @@ def test_a_symlink_on_the_way_before_the_run_changes_nothing(
             start_run(ws, plan.actions, [], StopSwitch(None))
     assert tree_hash(decoy) == decoy_hash
     assert [p for p in quarantine_of(paths.root).iterdir() if p.is_dir()] == []
+
+
+# -- the quarantine is never reached through a symlink ---------------------------------------
+
+
+def _refused_quarantine(result: Any, root: Path, before: str, words: str) -> None:
+    assert result.code == 8, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], lines
+    assert tree_hash(root) == before
+
+
+def test_a_planted_quarantine_symlink_is_refused(
+    paths: SamplePaths, tmp_path: Path, decoy: Path
+) -> None:
+    """ROOT.quarantine planted as a symlink beside ROOT: never followed, nothing written."""
+    damage.add_orphan_overlay2_dir(paths)
+    before, decoy_hash = tree_hash(paths.root), tree_hash(decoy)
+    os.symlink(decoy, quarantine_of(paths.root))
+    result = run_repair(paths.root)
+    _refused_quarantine(result, paths.root, before, "a symlink (not followed)")
+    assert tree_hash(decoy) == decoy_hash and sorted(os.listdir(decoy)) == sorted(
+        ["diff", "link", "config.v2.json", "mounts", "tmp"]
+    )
+    dangling = tmp_path / "nowhere"
+    quarantine_of(paths.root).unlink()
+    os.symlink(dangling, quarantine_of(paths.root))  # a dangling link is not made real either
+    _refused_quarantine(run_repair(paths.root), paths.root, before, "not followed")
+    assert not dangling.exists()
+
+
+def test_a_symlink_anywhere_on_the_quarantine_path_is_refused(
+    paths: SamplePaths, tmp_path: Path
+) -> None:
+    damage.add_orphan_overlay2_dir(paths)
+    before = tree_hash(paths.root)
+    real = tmp_path / "real"
+    real.mkdir()
+    os.symlink(real, tmp_path / "via")
+    result = run_repair(paths.root, "--quarantine", tmp_path / "via" / "q")
+    _refused_quarantine(result, paths.root, before, f"{tmp_path / 'via'}: a symlink")
+    assert list(real.iterdir()) == []
+    # a symlink into ROOT is refused the same way, never resolved to a path inside it
+    os.symlink(paths.root / "tmp", tmp_path / "into-root")
+    inside = run_repair(paths.root, "--quarantine", tmp_path / "into-root")
+    _refused_quarantine(inside, paths.root, before, "a symlink")
+
+
+def test_a_quarantine_others_may_write_is_refused(paths: SamplePaths, tmp_path: Path) -> None:
+    damage.add_orphan_overlay2_dir(paths)
+    before = tree_hash(paths.root)
+    q = quarantine_of(paths.root)
+    q.mkdir()
+    q.chmod(0o777)
+    _refused_quarantine(run_repair(paths.root), paths.root, before, "writable by others")
+    q.chmod(0o700)
+    os.chown(q, 12345, 12345)
+    if os.geteuid() == 0:  # only root can give the directory away
+        _refused_quarantine(run_repair(paths.root), paths.root, before, "owned by uid 12345")
+
+
+def test_a_lock_file_that_is_not_a_plain_file_is_refused(
+    paths: SamplePaths, tmp_path: Path
+) -> None:
+    damage.add_orphan_overlay2_dir(paths)
+    before = tree_hash(paths.root)
+    q = quarantine_of(paths.root)
+    q.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    os.symlink(victim, q / ".lock")
+    _refused_quarantine(run_repair(paths.root), paths.root, before, ".lock")
+    (q / ".lock").unlink()
+    os.link(victim, q / ".lock")  # a hard link: the lock would truncate the file it names
+    _refused_quarantine(run_repair(paths.root), paths.root, before, "not a plain file")
+    assert victim.read_text() == "precious\n"

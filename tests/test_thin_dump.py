@@ -119,8 +119,8 @@ def test_check_is_clean(fixture: Path) -> None:
     """thin check passes every valid pool; a set NEEDS_CHECK flag is its only complaint."""
     result = CliRunner().invoke(thin, ["check", "--format", "json", str(fixture)])
     doc = json.loads(result.stdout)
-    flagged = {e["check"] for e in doc["errors"] if e["severity"] != "info"}
+    flagged = {e["check"] for e in doc["findings"] if e["severity"] != "info"}
     if doc["superblock"]["flags"] & 1:
         assert flagged == {"superblock.needs-check"} and result.exit_code == 4
     else:
-        assert not flagged and result.exit_code == 0, doc["errors"]
+        assert not flagged and result.exit_code == 0, doc["findings"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,35 @@ def test_extract_short_data_file_leaves_holes_and_exits_4(pool_files, tmp_path: 
     assert "past the end" in result.stderr
     words = np.memmap(image, dtype="<u8", mode="r").reshape(-1, BLOCK // 8)
     assert (words[99] == 99).all() and not words[1000].any()
+
+
+def test_extract_without_size_says_it_guessed(pool_files, tmp_path: Path) -> None:
+    """A metadata file that is not Docker's: no record of the device's size, so the image
+    ends at its last mapped block, and the command says that this is a guess."""
+    pool, meta, data = pool_files
+    image = tmp_path / "dev.img"
+    result = CliRunner().invoke(
+        thin, ["extract", str(meta), str(data), "--dev", "2", "-o", str(image)]
+    )
+    assert result.exit_code == 0
+    assert image.stat().st_size == (int(pool.devices[2].origin[-1]) + 1) * BLOCK
+    assert "a guess" in result.stderr and "--size" in result.stderr
+
+
+def test_extract_sizes_the_image_from_dockers_record(
+    dm_master: Path, dm_truth, tmp_path: Path
+) -> None:
+    """Docker's own metadata file: the device's record in devicemapper/metadata/ gives its
+    virtual size (the Docker 1.8 sample's devices are 100 GiB, their last block far below)."""
+    pool_dir = dm_master / "devicemapper" / "devicemapper"
+    container = dm_truth["containers"][0]
+    dev_id = container["device_ids"]["rw"]
+    record = dm_master / "devicemapper" / "metadata" / container["id"]
+    recorded = json.loads(record.read_text())
+    assert recorded["device_id"] == dev_id
+    image = tmp_path / "rw.img"
+    args = ["extract", str(pool_dir / "metadata"), str(pool_dir / "data"), "--dev", str(dev_id)]
+    result = CliRunner().invoke(thin, [*args, "-o", str(image)])
+    assert result.exit_code == 0, result.stderr
+    assert image.stat().st_size == recorded["size"]
+    assert f"Docker's record {record}" in result.stderr

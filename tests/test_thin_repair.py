@@ -113,8 +113,9 @@ UNREADABLE = "not metadata"
 @dataclass(frozen=True)
 class Expect:
     kind: str
-    #: the exit status of ``thin repair`` (0 nothing lost, 1 losses, 4 nothing written, 8)
-    status: int
+    #: what ``thin repair`` does: 0 a copy without losses, 1 a copy with losses, 4 nothing
+    #: written, 8 not metadata. Its exit status: 1 for a copy (a repaired copy is written), 4, 8
+    outcome: int
     #: for NEEDS: the options asked for, and the values that let the repair go on
     needs: tuple[str, ...] = ()
     overrides: Overrides | None = None
@@ -202,7 +203,7 @@ def test_repair_case(case: Case, pristine: dict[str, Path], tmp_path: Path) -> N
     ours, theirs = tmp_path / "ours.bin", tmp_path / "theirs.bin"
     status, doc = run_repair(path, ours)
     assert sha256(path) == before, "the input is never written"
-    assert status == expect.status, doc
+    assert status == (1 if expect.outcome in (0, 1) else expect.outcome), doc
     if expect.kind == UNREADABLE:
         assert not ours.exists()
         assert thin_repair(path, theirs) != 0
@@ -212,10 +213,10 @@ def test_repair_case(case: Case, pristine: dict[str, Path], tmp_path: Path) -> N
         assert tuple(doc["needs"]) == expect.needs
         assert expect.overrides is not None
         status, doc = run_repair(path, ours, *_override_args(expect.overrides))
-        assert status == 0 and doc["written"], doc
+        assert status == 1 and doc["written"] and doc["repaired"], doc
         assert sha256(path) == before
     assert tf.run_tool("thin_check", ours).returncode == 0
-    assert doc["losses"] is (expect.status == 1)
+    assert doc["losses"] is (expect.outcome == 1)
     _compare(case, expect, path, ours, theirs, pristine[case.fixture])
     with MetadataFile(ours) as meta:
         findings = check_pool(read_pool(meta)).findings
@@ -357,10 +358,25 @@ def test_bytes_in_library_call(pristine: dict[str, Path], tmp_path: Path) -> Non
 # -- the command -----------------------------------------------------------------------------------
 
 
-def test_clean_pool_exits_0_with_steps(pristine: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+def test_clean_pool_exits_0_nothing_to_repair(pristine: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    """No damage: nothing to repair (exit 0); the copy is written all the same, and there is
+    nothing to put in place."""
     out = tmp_path / "out.bin"
     result = CliRunner().invoke(thin, ["repair", str(pristine["three"]), "-o", str(out)])
     assert result.exit_code == 0, result.output
+    assert "has no damage: nothing to repair" in result.stdout
+    assert "systemctl stop docker" not in result.stdout
+    assert thin_dump(out) == thin_dump(pristine["three"])
+    status, doc = run_repair(pristine["three"], tmp_path / "again.bin")
+    assert status == 0 and doc["written"] and not doc["repaired"] and doc["steps"] == []
+
+
+def test_a_repaired_copy_exits_1_with_steps(pristine: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    """Damage repaired without a loss still exits 1: a repaired copy was written."""
+    path = derive(pristine, _case("data count 1 -> 2"), tmp_path)
+    out = tmp_path / "out.bin"
+    result = CliRunner().invoke(thin, ["repair", str(path), "-o", str(out)])
+    assert result.exit_code == 1, result.output
     assert "nothing is lost" in result.stdout
     assert f"cp --sparse=always {out.absolute()} " in result.stdout
     assert "thin_check" in result.stdout and "systemctl stop docker" in result.stdout
@@ -454,3 +470,59 @@ def test_random_damage_repairs_or_refuses(pristine: dict[str, Path], tmp_path: P
         assert result.returncode == 0, result.stderr.decode()
         out.unlink()
     assert written > 30
+
+
+def _borrow_root(path: Path, dev_id: int, lender: int) -> int:
+    """The top level's value for ``dev_id`` pointed at ``lender``'s mapping root (checksum
+    recomputed); returns ``dev_id``'s own root, now cut off."""
+    from test_thin_check import device_root, node_keys, node_value_offset
+
+    top = int(fmt.parse_superblock(bytes(tf.read_block(path, 0))).data_mapping_root)
+    own = device_root(path, dev_id)
+    offset = node_value_offset(path, top, node_keys(path, top).index(dev_id))
+    tf.edit_block(path, top, tf.put("Q", offset, device_root(path, lender)), xor=fmt.BTREE_CSUM_XOR)
+    return own
+
+
+def test_a_borrowed_mapping_root_is_not_kept(pristine: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    """Device 2's mapping root points at device 1's tree: thin check reports device 2's
+    mapped_blocks and the root counted once for two devices. The copy must not give device 2
+    device 1's mappings as its own: its real tree (cut off, the size its details count) is
+    put back, and the copy dumps as the original."""
+    path = tmp_path / "meta.bin"
+    path.write_bytes(pristine["three"].read_bytes())
+    _borrow_root(path, 2, 1)
+    with MetadataFile(path) as meta:
+        found = {f.check for f in check_pool(read_pool(meta)).findings}
+    assert {"device.mapped-blocks", "metasm.count"} <= found
+    status, doc = run_repair(path, tmp_path / "out.bin")
+    assert status == 1 and doc["repaired"] and not doc["losses"], doc
+    (dev2,) = [d for d in doc["devices"] if d["dev_id"] == 2]
+    assert dev2["complete"] and dev2["written"] == 104
+    assert any("not its own" in note for note in dev2["notes"])
+    assert thin_dump(tmp_path / "out.bin") == thin_dump(pristine["three"])
+
+
+def test_a_borrowed_root_without_its_own_tree_is_a_loss(
+    pristine: dict[str, Path],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The same, with device 2's own tree gone too: device 2 is written empty and reported
+    lost (104 mappings), never with device 1's mappings; the exit status says a copy was
+    written."""
+    path = tmp_path / "meta.bin"
+    path.write_bytes(pristine["three"].read_bytes())
+    own = _borrow_root(path, 2, 1)
+    tf.write_block(path, own, bytes(fmt.BLOCK_SIZE))
+    status, doc = run_repair(path, tmp_path / "out.bin")
+    assert status == 1 and doc["losses"], doc
+    (dev2,) = [d for d in doc["devices"] if d["dev_id"] == 2]
+    assert (dev2["written"], dev2["expected"], dev2["lost"], dev2["complete"]) == (
+        0,
+        104,
+        104,
+        False,
+    )
+    copy = parse_dump(thin_dump(tmp_path / "out.bin"))
+    assert not [key for key in copy.mappings if key[0] == 2]
+    assert tf.run_tool("thin_check", tmp_path / "out.bin").returncode == 0

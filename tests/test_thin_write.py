@@ -76,7 +76,7 @@ def assert_thin_check_silent(path: Path) -> None:
 
 def our_findings(path: Path) -> list[str]:
     result = CliRunner().invoke(thin, ["check", "--format", "json", str(path)])
-    return [f"{e['check']}: {e['message']}" for e in json.loads(result.stdout)["errors"]]
+    return [f"{e['check']}: {e['message']}" for e in json.loads(result.stdout)["findings"]]
 
 
 @pytest.mark.parametrize("share", [True, False], ids=["shared", "unshared"])

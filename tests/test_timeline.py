@@ -198,7 +198,8 @@ def test_empty_and_missing_roots(cli: Any, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     result = cli("timeline", empty)
-    assert (result.code, result.stdout) == (0, "0 events\n")
+    assert (result.code, result.stdout) == (8, "")
+    assert "not a Docker root" in result.stderr
     assert cli("timeline", tmp_path / "nowhere").code == 8
 
 

@@ -56,7 +56,11 @@ _CHECKS = [
     Check("layer.size-missing", "error", "a layer has no size file"),
     Check("layer.size-damaged", "error", "a layer's size file is empty or not a number"),
     Check("layer.cache-id-missing", "error", "a layer has no cache-id file"),
-    Check("layer.cache-id-damaged", "error", "a layer's cache-id file is empty or unreadable"),
+    Check(
+        "layer.cache-id-damaged",
+        "error",
+        "a layer's cache-id file is empty, unreadable or holds no layer id",
+    ),
     Check("layer.parent-damaged", "error", "a layer's parent file is empty or not a ChainID"),
     Check("layer.config-missing", "error", "a legacy graph image has no json file"),
     Check(
@@ -230,7 +234,11 @@ _CHECKS = [
         "error",
         "l/<link> is missing or does not point to the layer's diff",
     ),
-    Check("overlay2.lower-damaged", "error", "an overlay2 lower file that is empty"),
+    Check(
+        "overlay2.lower-damaged",
+        "error",
+        "an overlay2 lower file that is empty or has an entry that is no l/<link id>",
+    ),
     Check(
         "overlay2.lower-mismatch",
         "error",
@@ -240,9 +248,17 @@ _CHECKS = [
     Check(
         "aufs.layers-missing", "error", "a layer without aufs/layers/<id>: the daemon sees no layer"
     ),
-    Check("aufs.layers-damaged", "error", "aufs/layers/<id> cannot be read"),
+    Check(
+        "aufs.layers-damaged",
+        "error",
+        "aufs/layers/<id> cannot be read or lists something that is no layer id",
+    ),
     Check("aufs.lower-mismatch", "error", "aufs/layers/<id> differs from the layer's parent chain"),
-    Check("overlay.lower-id-damaged", "error", "an overlay lower-id file that is empty"),
+    Check(
+        "overlay.lower-id-damaged",
+        "error",
+        "an overlay lower-id file that is empty or holds no layer id",
+    ),
     Check(
         "overlay.data-missing",
         "error",
@@ -312,7 +328,7 @@ _CHECKS = [
     Check(
         "devicemapper.transaction-damaged",
         "error",
-        "transaction-metadata cannot be parsed: no start",
+        "transaction-metadata cannot be parsed (no start), or its device_hash names no device",
     ),
     Check(
         "devicemapper.metadata-dir-damaged",

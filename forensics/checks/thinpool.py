@@ -23,17 +23,31 @@ def check_thin_pool(host: Host) -> Iterator[Finding]:
         return
     pool = ds.pool
     if not pool.readable:
-        yield finding("thinpool.unreadable", pool.path, f"{pool.problem}: run thin check", **POOL)
+        said = _what_thin_check_says(pool, skip=pool.problem)
+        yield finding("thinpool.unreadable", pool.path, f"{pool.problem}{said}", **POOL)
         return
     if pool.damaged:
-        yield finding(
-            "thinpool.damaged", pool.path, "the pool's trees are damaged: run thin check", **POOL
-        )
+        said = _what_thin_check_says(pool)
+        yield finding("thinpool.damaged", pool.path, f"the pool's trees are damaged{said}", **POOL)
     pending = _pending_device(ds, pool)
     yield from _check_transaction(ds, pool)
     yield from _check_records(host, pool, pending)
     yield from _check_leaks(host, pool, pending)
     yield from _check_data_file(ds, pool)
+
+
+#: errors quoted in a finding; thin check lists the rest
+SHOWN_ERRORS = 3
+
+
+def _what_thin_check_says(pool: PoolState, skip: str | None = None) -> str:
+    """The pool's errors as thin check words them (which node, which device, which blocks are
+    unreadable), the first few, and where the rest are."""
+    errors = [e for e in pool.errors if e != skip]
+    shown = "; ".join(errors[:SHOWN_ERRORS])
+    more = f" and {len(errors) - SHOWN_ERRORS} more" if len(errors) > SHOWN_ERRORS else ""
+    where = f"docker-forensics thin check {pool.path}"
+    return f": {shown}{more} ({where} lists everything)" if shown else f" ({where} tells more)"
 
 
 def _pending_device(ds: DeviceSet, pool: PoolState) -> int | None:

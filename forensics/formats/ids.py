@@ -1,4 +1,12 @@
-"""Docker's content identifiers: digests, DiffIDs, ChainIDs."""
+"""Docker's identifiers: digests, DiffIDs, ChainIDs, and the ids that name directories.
+
+Several files under ROOT hold the name of another directory: a layer's ``cache-id``, a mount
+record's ``mount-id`` and ``init-id``, an overlay2 ``link`` and the ``l/<link>`` entries of
+``lower``, an overlay ``lower-id``, aufs ``layers/<id>``, devicemapper's ``device_hash``. Such a
+value becomes a path component, so it is judged by the grammar of the ids Docker (or BuildKit)
+writes there before it is used (``../../../etc`` is damage, never a path); :func:`id_problem`
+says what is wrong with one, for the finding at the file that holds it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,32 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 #: overlay2 link ids: 26 characters of base32 (A–Z, 2–7)
 LINK_ID = re.compile(r"[A-Z2-7]{26}")
+#: a container's read-write layer (random 64 hex; a 1.10 migration kept the container id) and
+#: its init layer, ``<mount-id>-init``
 MOUNT_ID = re.compile(r"[0-9a-f]{64}(-init)?")
+#: a BuildKit snapshot key (``identity.NewID``: 128 random bits in base36, 25 characters),
+#: which moby's BuildKit adapter also registers as a layer's cache-id
+BUILDKIT_ID = re.compile(r"[0-9a-z]{25}")
+#: a layer's driver directory: a random 64-hex id (the graph id on migrated and legacy roots)
+#: or a BuildKit snapshot key
+CACHE_ID = re.compile(rf"{HEX64.pattern}|{BUILDKIT_ID.pattern}")
+#: any driver directory that a layer, a container or BuildKit owns
+DRIVER_DIR_ID = re.compile(rf"{MOUNT_ID.pattern}|{BUILDKIT_ID.pattern}")
+#: an overlay2 ``lower`` entry: the short link of a lower layer
+LOWER_ENTRY = re.compile(rf"l/{LINK_ID.pattern}")
+#: a storage driver's name (``overlay2``, ``devicemapper``, …): it names files and directories
+DRIVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+#: what each grammar is called in a finding
+_WHAT = {
+    HEX64: "a 64-hex id",
+    DIGEST: "a sha256 digest",
+    LINK_ID: "an overlay2 link id",
+    MOUNT_ID: "a 64-hex layer id",
+    CACHE_ID: "a layer id (64 hex or a BuildKit key)",
+    DRIVER_DIR_ID: "a layer id (64 hex, <id>-init or a BuildKit key)",
+    LOWER_ENTRY: "l/<link id>",
+}
 
 
 def is_hex64(value: str) -> bool:
@@ -18,6 +51,14 @@ def is_hex64(value: str) -> bool:
 
 def is_digest(value: str) -> bool:
     return DIGEST.fullmatch(value) is not None
+
+
+def id_problem(value: str, grammar: re.Pattern[str]) -> str | None:
+    """None when ``value`` is a whole match of ``grammar``; else why not, with the value shown
+    (cut to 80 characters), for a finding."""
+    if grammar.fullmatch(value):
+        return None
+    return f"not {_WHAT.get(grammar, 'a valid id')}: {value[:80]!r}"
 
 
 def sha256_digest(data: bytes) -> str:

@@ -79,6 +79,9 @@ def diff_plan(host: Host, container_id: str) -> DiffPlan | str:
     """The trees to compare for ``container_id`` on ``host``, or why there are none."""
     container = host.containers.get(container_id)
     mount = host.mounts.get(container_id)
+    damaged = _damaged_reference(host, container_id)
+    if damaged is not None:
+        return f"container {container_id}: {damaged}"
     mount_id = (mount.mount_id if mount else None) or (container.mount_id if container else None)
     init_id = (mount.init_id if mount else None) or (container.init_id if container else None)
     if not mount_id:
@@ -104,8 +107,33 @@ def diff_plan(host: Host, container_id: str) -> DiffPlan | str:
     return f"container {container_id}: the {driver or 'unknown'} driver's files cannot be read"
 
 
+def _damaged_reference(host: Host, container_id: str) -> str | None:
+    """Why a layer directory of the container cannot be named: its mount record's mount-id
+    or init-id, or the cache-id of a layer below it, is unreadable or no layer id (the store
+    keeps such a value out of the model)."""
+    mount = host.mounts.get(container_id)
+    for role in ("mount-id", "init-id"):
+        problem = mount.problems.get(role) if mount else None
+        if problem is not None and problem.damage != "missing":
+            return f"{problem.path}: {problem.detail}"
+    for layer_id in _layer_chain(host, container_id):
+        problem = host.layers[layer_id].problems.get("cache-id")
+        if problem is not None:
+            return f"{problem.path}: {problem.detail}"
+    return None
+
+
 def _image_layers(host: Host, container_id: str) -> list[str | None]:
     """Cache ids of the container's image layers, top first."""
+    out: list[str | None] = []
+    for layer_id in _layer_chain(host, container_id):
+        layer = host.layers[layer_id]
+        out.append(layer.cache_id or (layer.id if layer.path.startswith("graph/") else None))
+    return out
+
+
+def _layer_chain(host: Host, container_id: str) -> list[str]:
+    """Ids of the container's image layers that the layer store holds, top first."""
     mount = host.mounts.get(container_id)
     top = mount.parent if mount else None
     if top is None:
@@ -115,13 +143,12 @@ def _image_layers(host: Host, container_id: str) -> list[str | None]:
             top = image.layers[-1]
         elif container is not None and container.image_id in host.layers:
             top = container.image_id  # legacy: the image is the top layer
-    out: list[str | None] = []
+    out: list[str] = []
     seen: set[str] = set()
     while top and top not in seen and top in host.layers:
         seen.add(top)
-        layer = host.layers[top]
-        out.append(layer.cache_id or (layer.id if layer.path.startswith("graph/") else None))
-        top = layer.parent
+        out.append(top)
+        top = host.layers[top].parent
     return out
 
 

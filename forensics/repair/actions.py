@@ -7,6 +7,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from forensics.report import Finding
+
 #: the name of the repaired pool metadata copy (action ``copy-out``) in the quarantine run
 POOL_COPY = "devicemapper-metadata.repaired"
 
@@ -27,6 +29,8 @@ class Action:
     content: bytes | None = None  # rewrite, create: the new contents
     mode: int | None = None  # rewrite, create: the new file's mode
     details: dict[str, Any] = field(default_factory=dict)
+    #: (st_dev, st_ino) of ``path`` when it was planned: the entry the steps may move or read
+    identity: tuple[int, int] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -65,6 +69,18 @@ class Skipped:
 class Plan:
     actions: list[Action] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+
+    def errors_left(self, findings: list[Finding]) -> list[Finding]:
+        """The findings of severity error the plan does not fix: those it leaves alone, and
+        those only a copy written into the quarantine answers (ROOT keeps the damage until the
+        copy is put in place)."""
+        left = {(s.check, s.path) for s in self.skipped}
+        copied = {c for a in self.actions if a.action == "copy-out" for c in a.checks}
+        return [
+            f
+            for f in findings
+            if f.severity == "error" and ((f.check, f.path) in left or f.check in copied)
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -8,9 +8,11 @@ An action becomes one or more low-level steps:
 ``symlink``  create the symlink ``ROOT/<path>`` (a relink)
 
 A rewrite is ``stage``, ``move`` (the original), ``put``; a create (a file that is missing) is
-``stage``, ``put``. Nothing is ever deleted. Every path is
-reached from descriptors of ROOT and of the run directory, one component at a time, without
-following a symlink (see :mod:`forensics.repair.fsops`), and renames never replace anything.
+``stage``, ``put``. Nothing is ever deleted. ROOT and the quarantine are opened from ``/``, and
+every path below them is reached from their descriptors, one component at a time, without
+following a symlink (see :mod:`forensics.repair.fsops`); renames never replace anything, and each
+checks after the fact that it moved the entry it held and that no directory on the way moved: a
+swap by another process is reversed and refused, never followed.
 
 Each step is idempotent against the state a crash can leave: a ``move`` whose source is gone and
 whose destination exists was made. A rerun after a crash therefore resumes the journal where it
@@ -22,13 +24,15 @@ from __future__ import annotations
 import base64
 import fcntl
 import hashlib
+import json
 import os
 import secrets
 import signal
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,21 +40,35 @@ from forensics import __version__
 from forensics.evidence import type_of_mode
 from forensics.repair.actions import Action
 from forensics.repair.fsops import (
-    DIR_FLAGS,
+    READ_FLAGS,
+    Held,
+    Swapped,
     UnsafePath,
     entry,
+    held,
+    move_checked,
     open_dir,
+    open_path_dir,
     parent_of,
     read_file,
     rename_noreplace,
     times_of,
     write_new_file,
 )
-from forensics.repair.journal import FORMAT, Journal, JournalState, find_journals
+from forensics.repair.journal import (
+    FORMAT,
+    JOURNAL_LIMIT,
+    Journal,
+    JournalError,
+    JournalState,
+    read_journal_at,
+)
 from forensics.repair.manifest import MANIFEST_NAME, write_manifest
 
 STAGED = ".staged"
 UNDONE = ".undone"
+#: where an entry goes that arrived in place of the one a step held and could not be put back
+SWAPPED = ".swapped"
 LOCK_NAME = ".lock"
 #: test switch: stop (SIGKILL) after the N-th journal event; ``N:stop`` sends SIGSTOP instead
 STOP_ENV = "DOCKER_FORENSICS_REPAIR_STOP_AFTER"
@@ -72,6 +90,7 @@ class Step:
     sha256: str | None = None  # stage, put: of the contents
     mode: int | None = None  # stage
     values: dict[str, Any] | None = None  # copyout: superblock values from Docker's records
+    identity: list[int] | None = None  # move, copyout: [st_dev, st_ino] of the entry planned
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Step:
@@ -89,20 +108,29 @@ def expand(actions: list[Action]) -> list[Step]:
         steps.append(Step(n=len(steps) + 1, **kw))
 
     for i, a in enumerate(actions):
+        identity = list(a.identity) if a.identity else None
         if a.action == "quarantine":
-            add(op="move", path=a.path, action=i, kind=a.kind)
+            add(op="move", path=a.path, action=i, kind=a.kind, identity=identity)
         elif a.action == "relink":
             add(op="symlink", path=a.path, action=i, target=a.target)
         elif a.action == "copy-out":
             values = a.details.get("superblock_from_docker")
-            add(op="copyout", path=a.path, action=i, kind=a.kind, target=a.target, values=values)
+            add(
+                op="copyout",
+                path=a.path,
+                action=i,
+                kind=a.kind,
+                target=a.target,
+                values=values,
+                identity=identity,
+            )
         elif a.action in ("rewrite", "create"):
             content = a.content or b""
             digest = hashlib.sha256(content).hexdigest()
             data = base64.b64encode(content).decode()
             add(op="stage", path=a.path, action=i, data=data, sha256=digest, mode=a.mode)
             if a.action == "rewrite":
-                add(op="move", path=a.path, action=i, kind=a.kind)
+                add(op="move", path=a.path, action=i, kind=a.kind, identity=identity)
             add(op="put", path=a.path, action=i, sha256=digest)
         else:
             raise ValueError(f"unknown action {a.action!r}")
@@ -143,39 +171,35 @@ def _kill_self() -> None:
 
 
 class Workspace:
-    """ROOT and the quarantine directory, opened without following symlinks, and locked."""
+    """ROOT and the quarantine directory, opened from ``/`` without following a symlink at any
+    component, and locked. The quarantine must be this user's own and writable by nobody else:
+    whoever else can write into it could plant what a repair or an undo then trusts."""
 
-    def __init__(self, root: Path, quarantine: Path) -> None:
+    def __init__(self, root: Path, quarantine: Path, *, create: bool = True) -> None:
         self.root, self.quarantine = root, quarantine
         self._stack = ExitStack()
-        self.root_fd = self._open(root)
         try:
-            self.q_fd = self._open_quarantine(quarantine)
+            self.root_fd = self._open(root, "ROOT", create=False)
+            self.q_fd = self._open(quarantine, "the quarantine", create=create)
+            if os.fstat(self.q_fd).st_dev != os.fstat(self.root_fd).st_dev:
+                raise RepairError(
+                    f"the quarantine {quarantine} is on another file system than ROOT: nothing "
+                    "can be moved there without copying; give --quarantine DIR on ROOT's file "
+                    "system"
+                )
+            trust_dir(self.q_fd, f"the quarantine {quarantine}")
         except BaseException:
             self.close()
             raise
 
-    def _open(self, path: Path) -> int:
+    def _open(self, path: Path, what: str, *, create: bool) -> int:
         try:
-            fd = os.open(path, DIR_FLAGS)
+            fd = open_path_dir(str(path), create=create)
+        except UnsafePath as exc:
+            raise RepairError(f"{what} {path} is refused: {exc}") from None
         except OSError as exc:
-            raise RepairError(f"{path}: {exc.strerror or exc}") from None
+            raise RepairError(f"{what} {path}: {exc.strerror or exc}") from None
         self._stack.callback(os.close, fd)
-        return fd
-
-    def _open_quarantine(self, path: Path) -> int:
-        try:
-            os.mkdir(path, 0o700)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise RepairError(f"cannot make the quarantine {path}: {exc.strerror or exc}") from None
-        fd = self._open(path)
-        if os.fstat(fd).st_dev != os.fstat(self.root_fd).st_dev:
-            raise RepairError(
-                f"the quarantine {path} is on another file system than ROOT: nothing can be "
-                "moved there without copying; give --quarantine DIR on ROOT's file system"
-            )
         return fd
 
     def lock(self) -> None:
@@ -185,12 +209,17 @@ class Workspace:
             fcntl.flock(self.root_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RepairError(f"another repair is running on {self.root}") from None
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             fd = os.open(LOCK_NAME, flags, 0o600, dir_fd=self.q_fd)
         except OSError as exc:
             raise RepairError(f"{self.quarantine}/{LOCK_NAME}: {exc.strerror or exc}") from None
         self._stack.callback(os.close, fd)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise RepairError(
+                f"{self.quarantine}/{LOCK_NAME} is not a plain file of its own: refused"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -210,9 +239,32 @@ class Workspace:
         return run, self.open_run(run)
 
     def open_run(self, run: str) -> int:
-        fd = open_dir(self.q_fd, [run])
+        """The run directory ``run`` of the quarantine, held open until the workspace closes."""
+        fd = open_run_dir(self.q_fd, self.quarantine, run)
         self._stack.callback(os.close, fd)
         return fd
+
+    def read_journal(self, run: str) -> JournalState:
+        """The journal of run ``run``, read and validated (see
+        :func:`~forensics.repair.journal.read_journal_at`)."""
+        fd = open_run_dir(self.q_fd, self.quarantine, run)
+        try:
+            return read_journal_at(fd, self.quarantine / run, run)
+        finally:
+            os.close(fd)
+
+    def journals(self) -> list[JournalState]:
+        """The valid journals of the runs in the quarantine, oldest first."""
+        out = []
+        for name in sorted(os.listdir(self.q_fd)):
+            st = entry(self.q_fd, name)
+            if st is None or not stat.S_ISDIR(st.st_mode) or name.startswith("."):
+                continue
+            try:
+                out.append(self.read_journal(name))
+            except (RepairError, JournalError):
+                continue
+        return out
 
     def close(self) -> None:
         self._stack.close()
@@ -222,6 +274,32 @@ class Workspace:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_run_dir(q_fd: int, quarantine: Path, run: str) -> int:
+    """The run directory ``run`` of the quarantine held at ``q_fd``, opened without following a
+    symlink, and trusted (:func:`trust_dir`); the caller closes it."""
+    try:
+        fd = open_dir(q_fd, [run])
+    except UnsafePath as exc:
+        raise RepairError(f"{quarantine}/{run} is refused: {exc}") from None
+    try:
+        trust_dir(fd, f"{quarantine}/{run}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def trust_dir(fd: int, what: str) -> None:
+    """Refuse a directory of the quarantine that another user owns or that others may write."""
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        raise RepairError(f"{what} is owned by uid {st.st_uid}, not by this user: refused")
+    if st.st_mode & 0o022:
+        raise RepairError(
+            f"{what} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): refused"
+        )
 
 
 # -- the run -----------------------------------------------------------------------------------
@@ -234,6 +312,7 @@ class RunResult:
     run_dir: Path
     steps: int
     resumed: bool = False
+    copies: list[str] = field(default_factory=list)
 
 
 class Runner:
@@ -249,39 +328,51 @@ class Runner:
         for step in steps:
             if step.n in done:
                 continue
-            getattr(self, f"_{step.op}")(step, step.n in begun)
+            try:
+                getattr(self, f"_{step.op}")(step, step.n in begun)
+            except Swapped as exc:
+                self.journal.append({"record": "refused", "step": step.n, "why": str(exc)})
+                raise
             self.journal.append({"record": "done", "step": step.n})
         moved = [s.path for s in steps if s.op == "move"]
-        digest = write_manifest(self.ws.quarantine / self.run_name, moved)
+        digest = write_manifest(self.run_fd, moved)
         self.journal.append({"record": "manifest", "file": MANIFEST_NAME, "sha256": digest})
         self.journal.append({"record": "end", "time": _now()})
 
-    def _begin(self, step: Step, parent_fd: int | None, name: str | None) -> None:
+    def _begin(self, step: Step, parent_fd: int | None, st: os.stat_result | None) -> None:
+        """Journal the step; keep the times of the directory it changes, and of the entry it
+        moves (taken from the entry held, not from its name)."""
         record: dict[str, Any] = {"record": "begin", "step": step.n, "time": _now()}
         if parent_fd is not None:
             record["parent_times"] = times_of(os.fstat(parent_fd))
-            st = entry(parent_fd, name) if name else None
             if st is not None:
                 record["entry_times"] = times_of(st)
         self.journal.append(record)
 
+    def _park(self, from_fd: int, name: str) -> str:
+        return park_in_run(self.run_fd, from_fd, name)
+
     def _move(self, step: Step, begun: bool) -> None:
-        with parent_of(self.ws.root_fd, step.path) as (rfd, name):
-            if not begun:
-                self._begin(step, rfd, name)
-            with parent_of(self.run_fd, step.path, create=True) as (qfd, _):
-                src, dst = entry(rfd, name), entry(qfd, name)
-                if src is not None and dst is None:
-                    if type_of_mode(src.st_mode) != step.kind:
-                        raise RepairError(
-                            f"{step.path}: is a {type_of_mode(src.st_mode)} now, was a {step.kind} "
-                            "when planned; stopped"
-                        )
-                    rename_noreplace(rfd, name, qfd, name)
-                    _sync(qfd, rfd)
+        with held(self.ws.root_fd, step.path) as src:
+            with held(self.run_fd, step.path, create=True) as dst:
+                in_root, in_q = entry(src.fd, src.name), entry(dst.fd, dst.name)
+                if in_root is not None and in_q is None:
+                    self._move_held(step, begun, src, dst)
+                    _sync(dst.fd, src.fd)
                     self.switch.event()
-                elif src is not None or dst is None:
-                    raise RepairError(_conflict(step.path, src is not None, dst is not None))
+                    return
+                if not begun:
+                    self._begin(step, src.fd, None)
+                if in_root is not None or in_q is None:
+                    raise RepairError(_conflict(step.path, in_root is not None, in_q is not None))
+
+    def _move_held(self, step: Step, begun: bool, src: Held, dst: Held) -> None:
+        def check(_fd: int, st: os.stat_result) -> None:
+            _is_as_planned(step, st)
+            if not begun:
+                self._begin(step, src.fd, st)
+
+        move_checked(src, dst, check, park=self._park)
 
     def _stage(self, step: Step, begun: bool) -> None:
         if not begun:
@@ -294,17 +385,17 @@ class Runner:
             self.switch.event()
 
     def _put(self, step: Step, begun: bool) -> None:
-        with parent_of(self.ws.root_fd, step.path) as (rfd, name):
+        with held(self.ws.root_fd, step.path) as dst:
             if not begun:
-                self._begin(step, rfd, name)
-            with parent_of(self.run_fd, f"{STAGED}/{step.path}") as (sfd, _):
-                src, dst = entry(sfd, name), entry(rfd, name)
-                if src is not None and dst is None:
-                    rename_noreplace(sfd, name, rfd, name)
-                    _sync(rfd, sfd)
+                self._begin(step, dst.fd, entry(dst.fd, dst.name))
+            with held(self.run_fd, f"{STAGED}/{step.path}") as src:
+                staged, there = entry(src.fd, src.name), entry(dst.fd, dst.name)
+                if staged is not None and there is None:
+                    move_checked(src, dst, _regular_file(step.path), park=self._park)
+                    _sync(dst.fd, src.fd)
                     self.switch.event()
-                elif src is not None or dst is None:
-                    raise RepairError(_conflict(step.path, dst is not None, src is not None))
+                elif staged is not None or there is None:
+                    raise RepairError(_conflict(step.path, there is not None, staged is not None))
 
     def _copyout(self, step: Step, begun: bool) -> None:
         """Write a repaired copy of the file at ``step.path`` into the run (ROOT is only
@@ -312,13 +403,16 @@ class Runner:
         with parent_of(self.ws.root_fd, step.path) as (rfd, name):
             if not begun:
                 self._begin(step, None, None)
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=rfd)
+            try:
+                fd = os.open(name, READ_FLAGS, dir_fd=rfd)
+            except OSError as exc:
+                raise RepairError(f"{step.path}: {exc.strerror or exc}") from None
         try:
+            _is_as_planned(step, os.fstat(fd))
             from forensics.repair.poolcopy import PoolCopyError, write_pool_copy
 
-            out = self.ws.quarantine / self.run_name / (step.target or "copy")
             try:
-                write_pool_copy(fd, str(out), step.values)
+                write_pool_copy(fd, self.run_fd, step.target or "copy", step.values)
             except PoolCopyError as exc:
                 raise RepairError(f"{step.path}: {exc}") from None
         finally:
@@ -326,19 +420,54 @@ class Runner:
         self.switch.event()
 
     def _symlink(self, step: Step, begun: bool) -> None:
-        with parent_of(self.ws.root_fd, step.path) as (rfd, name):
+        with held(self.ws.root_fd, step.path) as dst:
             if not begun:
-                self._begin(step, rfd, name)
-            st = entry(rfd, name)
+                self._begin(step, dst.fd, entry(dst.fd, dst.name))
+            st = entry(dst.fd, dst.name)
             if st is None:
-                os.symlink(step.target or "", name, dir_fd=rfd)
-                os.fsync(rfd)
+                if not dst.still_there():
+                    raise Swapped(f"{step.path}: a directory on its way moved; not linked")
+                os.symlink(step.target or "", dst.name, dir_fd=dst.fd)
+                if not dst.still_there():
+                    where = self._park(dst.fd, dst.name)
+                    raise Swapped(f"{step.path}: a directory on its way moved; {where}")
+                os.fsync(dst.fd)
                 self.switch.event()
             elif (
                 type_of_mode(st.st_mode) != "symlink"
-                or os.readlink(name, dir_fd=rfd) != step.target
+                or os.readlink(dst.name, dir_fd=dst.fd) != step.target
             ):
                 raise RepairError(f"{step.path}: exists and is not the link planned; stopped")
+
+
+def park_in_run(run_fd: int, from_fd: int, name: str) -> str:
+    """Move ``name`` of ``from_fd`` — what arrived in place of the entry a step held, and
+    could not be put back — into ``.swapped/`` of the run held at ``run_fd``; say where."""
+    with held(run_fd, f"{SWAPPED}/{name}", create=True) as park:
+        aside = name
+        while entry(park.fd, aside) is not None:
+            aside += ".again"
+        rename_noreplace(from_fd, name, park.fd, aside)
+    return f"what arrived was set apart as {SWAPPED}/{aside} in the run"
+
+
+def _is_as_planned(step: Step, st: os.stat_result) -> None:
+    """The entry held for ``step`` is the one planned: of its kind, and the same entry."""
+    now = type_of_mode(st.st_mode)
+    if now != step.kind:
+        raise RepairError(f"{step.path}: is a {now} now, was a {step.kind} when planned; stopped")
+    if step.identity is not None and [st.st_dev, st.st_ino] != step.identity:
+        raise RepairError(
+            f"{step.path}: is another {now} now than the one planned (replaced meanwhile); stopped"
+        )
+
+
+def _regular_file(path: str) -> Callable[[int, os.stat_result], None]:
+    def check(_fd: int, st: os.stat_result) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            raise RepairError(f"{path}: is a {type_of_mode(st.st_mode)}, not a file; stopped")
+
+    return check
 
 
 def preflight(ws: Workspace, steps: list[Step]) -> None:
@@ -368,6 +497,10 @@ def preflight(ws: Workspace, steps: list[Step]) -> None:
                 f"{step.path}: is {now or 'absent'} now, {expected or 'absent'} when planned; "
                 "nothing was changed"
             )
+        if st is not None and step.identity and [st.st_dev, st.st_ino] != step.identity:
+            raise RepairError(
+                f"{step.path}: is another {now} now than the one planned; nothing was changed"
+            )
 
 
 def start_run(
@@ -379,40 +512,41 @@ def start_run(
     """Carry out ``actions`` in a new run of the quarantine (the workspace must be locked)."""
     steps = expand(actions)
     preflight(ws, steps)
+    start: dict[str, Any] = {
+        "record": "start",
+        "format": FORMAT,
+        "tool": "docker-forensics",
+        "version": __version__,
+        "root": str(ws.root),
+        "argv": argv,
+        "pid": os.getpid(),
+        "actions": [a.as_dict() for a in actions],
+        "steps": [s.as_dict() for s in steps],
+    }
+    if len(json.dumps(start)) > JOURNAL_LIMIT // 2:
+        raise RepairError(
+            "the plan's new file contents are too large to be journaled; nothing was changed"
+        )
     run, run_fd = ws.new_run()
     run_dir = ws.quarantine / run
     journal = Journal.create(run_fd, run_dir / "journal.jsonl", switch.event)
     try:
-        journal.append(
-            {
-                "record": "start",
-                "format": FORMAT,
-                "run": run,
-                "tool": "docker-forensics",
-                "version": __version__,
-                "root": str(ws.root),
-                "quarantine": str(run_dir),
-                "argv": argv,
-                "pid": os.getpid(),
-                "time": _now(),
-                "actions": [a.as_dict() for a in actions],
-                "steps": [s.as_dict() for s in steps],
-            }
-        )
+        start.update(run=run, quarantine=str(run_dir), time=_now())
+        journal.append(start)
         _run_or_explain(Runner(ws, run, run_fd, journal, switch), steps, set(), set())
     finally:
         journal.close()
-    return RunResult(run, journal.path, run_dir, len(steps))
+    return RunResult(run, journal.path, run_dir, len(steps), copies=_copies(run_dir, steps))
 
 
 def pending_runs(ws: Workspace) -> list[JournalState]:
     """Runs on this ROOT that stopped before their end (a crash) and were not undone."""
-    return [s for s in find_journals(ws.quarantine) if s.incomplete and s.root == str(ws.root)]
+    return [s for s in ws.journals() if s.incomplete and s.root == str(ws.root)]
 
 
 def resume_run(ws: Workspace, state: JournalState, switch: StopSwitch) -> RunResult:
     """Complete an interrupted run from its journal."""
-    run_fd = ws.open_run(state.run_dir.name)
+    run_fd = ws.open_run(state.run)
     journal = Journal.reopen(run_fd, state.path, switch.event)
     try:
         steps = [Step.from_dict(s) for s in state.steps]
@@ -421,7 +555,14 @@ def resume_run(ws: Workspace, state: JournalState, switch: StopSwitch) -> RunRes
         _run_or_explain(runner, steps, set(state.begun), state.done)
     finally:
         journal.close()
-    return RunResult(state.run, state.path, state.run_dir, len(state.steps), resumed=True)
+    steps = [Step.from_dict(s) for s in state.steps]
+    copies = _copies(state.run_dir, steps)
+    return RunResult(state.run, state.path, state.run_dir, len(steps), True, copies)
+
+
+def _copies(run_dir: Path, steps: list[Step]) -> list[str]:
+    """The repaired copies a run writes into its directory."""
+    return [str(run_dir / (s.target or "copy")) for s in steps if s.op == "copyout"]
 
 
 def _run_or_explain(runner: Runner, steps: list[Step], begun: set[int], done: set[int]) -> None:
@@ -456,8 +597,8 @@ def _now() -> str:
 
 
 @contextmanager
-def workspace(root: Path, quarantine: Path) -> Iterator[Workspace]:
-    ws = Workspace(root, quarantine)
+def workspace(root: Path, quarantine: Path, *, create: bool = True) -> Iterator[Workspace]:
+    ws = Workspace(root, quarantine, create=create)
     try:
         yield ws
     finally:

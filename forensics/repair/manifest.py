@@ -17,18 +17,31 @@ import json
 import os
 import stat
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from forensics.evidence import type_of_mode
+from forensics.repair.fsops import (
+    DIR_FLAGS,
+    READ_FLAGS,
+    UnsafePath,
+    entry,
+    open_dir,
+    parent_of,
+    read_file,
+    same_entry,
+    write_new_file,
+)
 
 MANIFEST_NAME = "manifest.jsonl"
 CHUNK = 1 << 20
+#: the largest manifest read back (one line of ~200 bytes per entry quarantined)
+MANIFEST_LIMIT = 512 << 20
 
 
-def entry_record(path: Path, rel: str) -> dict[str, Any]:
-    """The manifest record of the entry at ``path`` (``rel``: its path relative to ROOT)."""
-    st = os.lstat(path)
+def entry_record(dir_fd: int, name: str, rel: str) -> dict[str, Any]:
+    """The manifest record of the entry ``name`` in ``dir_fd`` (``rel``: its path relative to
+    ROOT)."""
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     record: dict[str, Any] = {
         "path": rel,
         "type": type_of_mode(st.st_mode),
@@ -39,69 +52,98 @@ def entry_record(path: Path, rel: str) -> dict[str, Any]:
     }
     if stat.S_ISREG(st.st_mode):
         record["size"] = st.st_size
-        record["sha256"] = _file_sha256(path)
+        record["sha256"] = _file_sha256(dir_fd, name, st)
     elif stat.S_ISLNK(st.st_mode):
-        record["target"] = os.readlink(path)
+        record["target"] = os.readlink(name, dir_fd=dir_fd)
     return record
 
 
-def records_under(run_dir: Path, moved: list[str]) -> Iterator[dict[str, Any]]:
-    """Records of every moved entry and everything below it, sorted by path."""
+def records_under(run_fd: int, moved: list[str]) -> Iterator[dict[str, Any]]:
+    """Records of every moved entry and everything below it, sorted by path; every entry is
+    reached from the run's descriptor, nothing followed."""
     for rel in sorted(moved):
-        top = run_dir / rel
-        if not os.path.lexists(top):
-            continue
-        yield entry_record(top, rel)
-        if stat.S_ISDIR(os.lstat(top).st_mode):
-            yield from _records_below(top, rel)
+        try:
+            with parent_of(run_fd, rel) as (fd, name):
+                st = entry(fd, name)
+                if st is None:
+                    continue
+                yield entry_record(fd, name, rel)
+                if stat.S_ISDIR(st.st_mode):
+                    yield from _records_below(fd, name, rel)
+        except UnsafePath:
+            continue  # not in the quarantine (a step that never took effect)
 
 
-def _records_below(top: Path, rel: str) -> Iterator[dict[str, Any]]:
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
-        dirnames.sort()
-        base = Path(dirpath)
-        sub = os.path.relpath(dirpath, top)
-        prefix = rel if sub == "." else f"{rel}/{sub}"
-        for name in sorted([*dirnames, *filenames]):
-            yield entry_record(base / name, f"{prefix}/{name}")
-
-
-def write_manifest(run_dir: Path, moved: list[str]) -> str:
-    """Write the manifest of ``moved`` (paths relative to ROOT, now under ``run_dir``) durably
-    and return its sha256."""
-    lines = [_line(r) for r in records_under(run_dir, moved)]
-    data = "".join(lines).encode()
-    tmp = run_dir / f".{MANIFEST_NAME}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+def _records_below(parent_fd: int, name: str, rel: str) -> Iterator[dict[str, Any]]:
+    """Records of everything below the directory ``name``, in the order of a top-down walk
+    with sorted names. Iterative, holding one descriptor at a time (a deep tree needs neither
+    recursion nor a descriptor per level); a directory is left through ``..``, checked to be
+    the one entered from."""
+    fd = open_dir(parent_fd, [name])
+    frames: list[tuple[os.stat_result, str, list[str]]] = []
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        prefix = rel
+        while True:
+            subdirs = []
+            for child in sorted(os.listdir(fd)):
+                record = entry_record(fd, child, f"{prefix}/{child}")
+                yield record
+                if record["type"] == "dir":
+                    subdirs.append(child)
+            frames.append((os.fstat(fd), prefix, subdirs[::-1]))
+            while frames and not frames[-1][2]:
+                frames.pop()
+                if frames:
+                    fd = _up(fd, frames[-1][0])
+            if not frames:
+                return
+            _, prefix, todo = frames[-1]
+            child = todo.pop()
+            fd = _down(fd, child)
+            prefix = f"{prefix}/{child}"
     finally:
         os.close(fd)
-    os.replace(tmp, run_dir / MANIFEST_NAME)
-    dfd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+
+
+def _down(fd: int, child: str) -> int:
+    new = open_dir(fd, [child])
+    os.close(fd)
+    return new
+
+
+def _up(fd: int, expected: os.stat_result) -> int:
+    new = os.open("..", DIR_FLAGS, dir_fd=fd)
+    if not same_entry(os.fstat(new), expected):
+        os.close(new)
+        raise UnsafePath("a directory of the quarantine moved while it was walked")
+    os.close(fd)
+    return new
+
+
+def write_manifest(run_fd: int, moved: list[str]) -> str:
+    """Write the manifest of ``moved`` (paths relative to ROOT, now in the run held at
+    ``run_fd``) durably and return its sha256."""
+    data = "".join(_line(r) for r in records_under(run_fd, moved)).encode()
+    write_new_file(run_fd, MANIFEST_NAME, data, 0o600)
     return hashlib.sha256(data).hexdigest()
 
 
-def check_manifest(run_dir: Path, moved: list[str], expected_sha256: str) -> list[str]:
+def check_manifest(run_fd: int, moved: list[str], expected_sha256: str) -> list[str]:
     """Differences between the quarantine and its manifest, in words (empty: it is intact)."""
     try:
-        data = (run_dir / MANIFEST_NAME).read_bytes()
-    except OSError as exc:
-        return [f"{MANIFEST_NAME}: cannot be read ({exc.strerror or exc})"]
+        data = read_file(run_fd, MANIFEST_NAME, MANIFEST_LIMIT)
+    except (OSError, UnsafePath) as exc:
+        return [f"{MANIFEST_NAME}: cannot be read ({getattr(exc, 'strerror', None) or exc})"]
     if hashlib.sha256(data).hexdigest() != expected_sha256:
         return [f"{MANIFEST_NAME}: changed since the journal recorded its sha256"]
     recorded = {}
     for line in data.decode("utf-8", "surrogateescape").splitlines():
-        record = json.loads(line)
-        recorded[record["path"]] = record
-    now = {r["path"]: r for r in records_under(run_dir, moved)}
+        try:
+            record = json.loads(line)
+            recorded[str(record["path"])] = record
+        except (ValueError, TypeError, KeyError):
+            return [f"{MANIFEST_NAME}: not a manifest"]
+    now = {r["path"]: r for r in records_under(run_fd, moved)}
     problems = []
     for path in sorted(recorded.keys() | now.keys()):
         was, is_ = recorded.get(path), now.get(path)
@@ -119,10 +161,12 @@ def _line(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, ensure_ascii=True, separators=(",", ":")) + "\n"
 
 
-def _file_sha256(path: Path) -> str:
+def _file_sha256(dir_fd: int, name: str, st: os.stat_result) -> str:
     h = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(name, READ_FLAGS, dir_fd=dir_fd)
     try:
+        if not same_entry(os.fstat(fd), st):
+            raise UnsafePath(f"{name}: replaced while it was read")
         while chunk := os.read(fd, CHUNK):
             h.update(chunk)
     finally:

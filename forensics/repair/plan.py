@@ -18,8 +18,9 @@ directory goes last, so its mount record is never left without a container while
 a link goes after its directory, so a referenced layer never loses its link.
 
 This module plans what every driver shares; overlay2's links (:mod:`.plan_overlay2`),
-devicemapper's records and pool (:mod:`.plan_devicemapper`) and the legacy ``linkgraph.db``
-(:mod:`.plan_legacy`) are planned by the parts the planner is made of.
+devicemapper's records and pool (:mod:`.plan_devicemapper`), the legacy ``linkgraph.db``
+(:mod:`.plan_legacy`) and configs that name another ID than their directory
+(:mod:`.plan_config_id`) are planned by the parts the planner is made of.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from forensics.checks.common import short
-from forensics.evidence import Evidence, ReadFailure
+from forensics.evidence import Evidence, ReadFailure, type_of_mode
 from forensics.formats.ids import LINK_ID, MOUNT_ID
 from forensics.model import Host, Mount
 from forensics.repair.actions import Action, Plan, Skipped
+from forensics.repair.plan_config_id import MISMATCH_SAFETY, ConfigIdPlanning
 from forensics.repair.plan_devicemapper import DeviceMapperPlanning
 from forensics.repair.plan_legacy import LegacyPlanning
 from forensics.repair.plan_overlay2 import Overlay2Planning
@@ -109,7 +111,7 @@ LEFT_ALONE = {
 }
 
 
-class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning):
+class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning, ConfigIdPlanning):
     """The whole plan: containers and mount records whole, orphans, leftovers, the tag store,
     and what each driver's own part adds."""
 
@@ -123,6 +125,7 @@ class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning):
             u.name.split()[1]: u.primary.check for u in units if u.name.startswith("container ")
         }
         actions = self._rewrite_repositories() + self._rewrite_linkgraph(purged)
+        actions += self._config_id_rewrites()
         actions += self._link_files(removed) + self._relinks(removed)
         for unit in sorted(units, key=lambda u: u.order):
             actions += self._unit_actions(unit)
@@ -160,6 +163,8 @@ class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning):
         for check in BROKEN_CONTAINER:
             for f in self.by_check[check]:
                 yield f, f.object_id or "", UNLOADABLE_SAFETY
+        for m in self._config_id_whole():
+            yield m.finding, m.container.id, f"{MISMATCH_SAFETY}; in doubt: {m.why}"
         for f in self.by_check["thinpool.device-missing"]:
             cid = self._container_of_device(f.object_id or "")
             if cid is not None:
@@ -460,4 +465,15 @@ def make_plan(ev: Evidence, host: Host, findings: list[Finding]) -> Plan:
         why = f"repair supports the modern and legacy layouts on {drivers}; this root: {what}"
         skipped = [Skipped(f.check, f.path, why) for f in findings if f.severity != "info"]
         return Plan(skipped=skipped)
-    return _Planner(ev, host, findings).plan()
+    plan = _Planner(ev, host, findings).plan()
+    _pin_identities(ev, plan.actions)
+    return plan
+
+
+def _pin_identities(ev: Evidence, actions: list[Action]) -> None:
+    """Record which entry each action plans to move or read (device and inode), so that the
+    run moves that entry and no other put in its place meanwhile."""
+    for action in actions:
+        st = ev.lstat(action.path) if action.kind is not None else None
+        if st is not None and type_of_mode(st.st_mode) == action.kind:
+            action.identity = (st.st_dev, st.st_ino)

@@ -8,7 +8,7 @@ from forensics.evidence import ReadFailure
 from forensics.repair.actions import Action
 from forensics.repair.linkgraph import LinkgraphError, purge_entities
 from forensics.repair.planbase import PlannerBase, plural
-from forensics.stores.legacy import LINKGRAPH, LINKGRAPH_LIMIT
+from forensics.stores.legacy import LINKGRAPH, LINKGRAPH_LIMIT, LINKGRAPH_WAL
 
 
 class LegacyPlanning(PlannerBase):
@@ -30,6 +30,11 @@ class LegacyPlanning(PlannerBase):
         if self._kind(LINKGRAPH) != "file":
             for f in findings:
                 self._skip(f, f"{LINKGRAPH} is no regular file: left alone")
+            return []
+        if self._kind(LINKGRAPH_WAL) is not None:
+            # a rewrite of the file alone would be overlaid by the log's stale frames
+            for f in findings:
+                self._skip(f, f"{LINKGRAPH} has a write-ahead log ({LINKGRAPH_WAL}): left alone")
             return []
         try:
             new, removed = purge_entities(self.ev.read_bytes(LINKGRAPH, LINKGRAPH_LIMIT), entities)

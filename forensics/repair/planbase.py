@@ -3,6 +3,7 @@ each driver directory, which directories stack on which, and the wording of reas
 
 from __future__ import annotations
 
+import re
 import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from typing import Any
 
 from forensics.checks.common import short
 from forensics.evidence import Evidence, type_of_mode
+from forensics.formats.ids import MOUNT_ID
 from forensics.model import Host
 from forensics.repair.actions import Skipped
 from forensics.report import Finding
@@ -136,15 +138,25 @@ def lower_users_of(host: Host) -> dict[str, set[str]]:
     return users
 
 
+#: a layer's cache-id as dockerd writes it (a random 64-hex id) or as BuildKit does (its
+#: identity.NewID: 25 base-36 digits)
+CACHE_ID = re.compile(r"[0-9a-f]{64}|[0-9a-z]{25}")
+
+
 def ownership_doubt(host: Host) -> str | None:
     """Why an unreferenced directory may still be somebody's: a layer or mount record whose
-    reference to its directory cannot be read, or a BuildKit database that cannot be decoded."""
+    reference to its directory cannot be read — missing, empty, or no id of the form the
+    daemon writes (a value torn to half its digits names nothing, but was meant to name one of
+    the directories) — or a BuildKit database that cannot be decoded."""
     for layer in sorted(host.layers.values(), key=lambda x: x.id):
-        if "cache-id" in layer.problems or "dir" in layer.problems:
+        torn = layer.cache_id is not None and CACHE_ID.fullmatch(layer.cache_id) is None
+        if "cache-id" in layer.problems or "dir" in layer.problems or torn:
             return f"the cache-id of layer {short(layer.id)} cannot be read"
     for mount in sorted(host.mounts.values(), key=lambda m: m.container_id):
         for role in ("mount-id", "init-id", "dir"):
-            if role in mount.problems:
+            value = {"mount-id": mount.mount_id, "init-id": mount.init_id}.get(role)
+            torn = value is not None and MOUNT_ID.fullmatch(value) is None
+            if role in mount.problems or torn:
                 return f"the {role} of mount record {short(mount.container_id)} cannot be read"
     return buildkit_doubt(host)
 

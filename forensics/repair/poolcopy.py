@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from forensics.model import Host
+from forensics.repair.fsops import write_new_file
 from forensics.thin.repair import (
     NothingSalvageable,
     Overrides,
@@ -21,8 +22,8 @@ from forensics.thin.repair import (
     Salvage,
     install_steps,
     salvage_metadata,
-    write_repaired_copy,
 )
+from forensics.thin.write import WriteError, encode_metadata
 
 #: Docker's default thin pool block size (dm.blocksize=64K), in 512-byte sectors
 DOCKER_BLOCK_SECTORS = 128
@@ -51,16 +52,24 @@ def salvage_pool(metadata: str, host: Host) -> tuple[Salvage, dict[str, Any]]:
         raise PoolCopyError(f"no copy can be made, even with Docker's values: {exc}") from None
 
 
-def write_pool_copy(metadata_fd: int, out: str, values: dict[str, Any] | None) -> RepairSummary:
-    """Write the repaired copy of the metadata open at ``metadata_fd`` to ``out`` (replaced if
-    a crashed run left part of it), with the superblock ``values`` the plan took from Docker's
-    records, if any."""
+def write_pool_copy(
+    metadata_fd: int, run_fd: int, name: str, values: dict[str, Any] | None
+) -> RepairSummary:
+    """Write the repaired copy of the metadata open at ``metadata_fd`` as ``name`` into the run
+    directory held at ``run_fd`` (replaced if a crashed run left part of it), with the
+    superblock ``values`` the plan took from Docker's records, if any."""
     source = f"/proc/self/fd/{metadata_fd}"
     overrides = Overrides(**values) if values else None
     try:
-        return write_repaired_copy(source, out, force=True, overrides=overrides)
-    except (NothingSalvageable, RepairError) as exc:
+        salvage = salvage_metadata(source, overrides)
+        encoded = encode_metadata(salvage.model)
+    except (NothingSalvageable, RepairError, WriteError) as exc:
         raise PoolCopyError(f"the repaired copy cannot be written: {exc}") from None
+    data = encoded.blocks.reshape(-1).data.cast("B")
+    write_new_file(run_fd, name, data, 0o600, size=encoded.size)
+    salvage.summary.output = name
+    salvage.summary.stats = encoded.stats
+    return salvage.summary
 
 
 def _overrides(host: Host) -> Overrides | None:

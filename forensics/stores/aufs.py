@@ -4,6 +4,7 @@ one per line; its existence is what the daemon calls "exists") and ``mnt/<id>/``
 from __future__ import annotations
 
 from forensics.evidence import Evidence, ReadFailure
+from forensics.formats.ids import DRIVER_DIR_ID, id_problem
 from forensics.model import DriverDir, Host, Problem
 from forensics.progress import track
 
@@ -23,9 +24,17 @@ def read_aufs(ev: Evidence, host: Host, base: str = "aufs") -> None:
 
 
 def _parents(ev: Evidence, rel: str, ddir: DriverDir) -> list[str] | None:
+    """The parent ids that ``layers/<id>`` lists; None with a problem recorded when it cannot
+    be read or names something that is no layer id (each names a directory of the driver)."""
     try:
         text = ev.read_text(rel, LAYERS_LIMIT)
     except ReadFailure as failure:
         ddir.problems["layers"] = Problem(rel, failure.kind, failure.detail)
         return None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    parents = [line.strip() for line in text.splitlines() if line.strip()]
+    for parent in parents:
+        why = id_problem(parent, DRIVER_DIR_ID)
+        if why is not None:
+            ddir.problems["layers"] = Problem(rel, "bad-value", f"a parent is {why}")
+            return None
+    return parents

@@ -12,6 +12,7 @@ from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import is_hex64
+from forensics.formats.jsonfile import field
 from forensics.model import (
     Container,
     ContainerDetails,
@@ -74,38 +75,38 @@ def _read_container_files(d: DirHandle, container: Container, legacy_era: bool) 
 
 
 def _fill_from_config(container: Container, config: dict[str, Any]) -> None:
-    container.config_id = as_str(config.get("ID"))
-    name = as_str(config.get("Name"))
+    container.config_id = as_str(field(config, "ID"))
+    name = as_str(field(config, "Name"))
     container.name = name[1:] if name and name.startswith("/") else name
-    container.image_id = as_str(config.get("Image"))
-    container.created = as_str(config.get("Created"))
-    container.driver = as_str(config.get("Driver"))
-    run_config = as_dict(config.get("Config"))
-    container.image = as_str(run_config.get("Image"))
+    container.image_id = as_str(field(config, "Image"))
+    container.created = as_str(field(config, "Created"))
+    container.driver = as_str(field(config, "Driver"))
+    run_config = as_dict(field(config, "Config", nullable=True))
+    container.image = as_str(field(run_config, "Image"))
     container.command = _command_of(config)
-    state = as_dict(config.get("State"))
+    state = as_dict(field(config, "State", nullable=True))
     container.state = state_of(state) if state else "unknown"
-    container.exit_code = as_int(state.get("ExitCode"))
-    container.pid = as_int(state.get("Pid"))
-    container.started = _time_or_none(state.get("StartedAt"))
-    container.finished = _time_or_none(state.get("FinishedAt"))
-    container.mount_points = _mount_points(config.get("MountPoints"))
-    container.run_config = run_config_of(config.get("Config"))
+    container.exit_code = as_int(field(state, "ExitCode"))
+    container.pid = as_int(field(state, "Pid"))
+    container.started = _time_or_none(field(state, "StartedAt"))
+    container.finished = _time_or_none(field(state, "FinishedAt"))
+    container.mount_points = _mount_points(field(config, "MountPoints", nullable=True))
+    container.run_config = run_config_of(field(config, "Config", nullable=True))
 
 
 def state_of(state: dict[str, Any]) -> str:
     """Docker's own state word (``container/state.go StateString``) for a persisted State."""
-    if state.get("Running"):
-        if state.get("Paused"):
+    if field(state, "Running") is True:
+        if field(state, "Paused") is True:
             return "paused"
-        if state.get("Restarting"):
+        if field(state, "Restarting") is True:
             return "restarting"
         return "running"
-    if state.get("RemovalInProgress"):
+    if field(state, "RemovalInProgress") is True:
         return "removing"
-    if state.get("Dead"):
+    if field(state, "Dead") is True:
         return "dead"
-    if _time_or_none(state.get("StartedAt")) is None:
+    if _time_or_none(field(state, "StartedAt")) is None:
         return "created"
     return "exited"
 
@@ -117,8 +118,8 @@ def _time_or_none(value: Any) -> str | None:
 
 
 def _command_of(config: dict[str, Any]) -> str | None:
-    path = as_str(config.get("Path"))
-    args = config.get("Args")
+    path = as_str(field(config, "Path"))
+    args = field(config, "Args", nullable=True)
     parts = [path] if path else []
     if isinstance(args, list):
         parts += [a for a in args if isinstance(a, str)]
@@ -131,14 +132,14 @@ def _mount_points(value: Any) -> list[MountPoint]:
         spec = as_dict(spec)
         points.append(
             MountPoint(
-                destination=as_str(spec.get("Destination")) or dest,
-                type=as_str(spec.get("Type")),
-                name=as_str(spec.get("Name")),
-                driver=as_str(spec.get("Driver")),
-                source=as_str(spec.get("Source")),
-                rw=_bool_or_none(spec.get("RW")),
-                mode=as_str(spec.get("Relabel")) or "",  # omitted when empty, as in Go
-                propagation=as_str(spec.get("Propagation")) or "",
+                destination=as_str(field(spec, "Destination")) or dest,
+                type=as_str(field(spec, "Type")),
+                name=as_str(field(spec, "Name")),
+                driver=as_str(field(spec, "Driver")),
+                source=as_str(field(spec, "Source")),
+                rw=_bool_or_none(field(spec, "RW")),
+                mode=as_str(field(spec, "Relabel")) or "",  # omitted when empty, as in Go
+                propagation=as_str(field(spec, "Propagation")) or "",
             )
         )
     return points
@@ -150,28 +151,28 @@ def _bool_or_none(value: Any) -> bool | None:
 
 def _details_of(config: dict[str, Any], hostconfig: dict[str, Any]) -> ContainerDetails:
     """What ``docker ps`` and ``docker inspect`` show beyond identity and state."""
-    state = as_dict(config.get("State"))
-    health = as_dict(state.get("Health"))
-    args = config.get("Args")
-    restart = as_dict(hostconfig.get("RestartPolicy"))
-    settings = as_dict(config.get("NetworkSettings"))
-    network_mode = as_str(hostconfig.get("NetworkMode"))
+    state = as_dict(field(config, "State", nullable=True))
+    health = as_dict(field(state, "Health", nullable=True))
+    args = field(config, "Args", nullable=True)
+    restart = as_dict(field(hostconfig, "RestartPolicy"))
+    settings = as_dict(field(config, "NetworkSettings", nullable=True))
+    network_mode = as_str(field(hostconfig, "NetworkMode"))
     return ContainerDetails(
-        process_path=as_str(config.get("Path")),
+        process_path=as_str(field(config, "Path")),
         args=[a for a in args if isinstance(a, str)] if isinstance(args, list) else [],
-        oom_killed=state.get("OOMKilled") is True,
-        error=as_str(state.get("Error")) or None,
-        restart_count=as_int(config.get("RestartCount")),
-        health=health_status(health) if state.get("Health") is not None else None,
-        health_failing_streak=as_int(health.get("FailingStreak")),
-        log_path=as_str(config.get("LogPath")) or None,
-        log_driver=as_str(as_dict(hostconfig.get("LogConfig")).get("Type")) or None,
-        hostname=as_str(as_dict(config.get("Config")).get("Hostname")) or None,
+        oom_killed=field(state, "OOMKilled") is True,
+        error=as_str(field(state, "Error")) or None,
+        restart_count=as_int(field(config, "RestartCount")),
+        health=health_status(health) if field(state, "Health", nullable=True) is not None else None,
+        health_failing_streak=as_int(field(health, "FailingStreak")),
+        log_path=as_str(field(config, "LogPath")) or None,
+        log_driver=as_str(field(field(hostconfig, "LogConfig"), "Type")) or None,
+        hostname=as_str(field(field(config, "Config", nullable=True), "Hostname")) or None,
         network_mode=network_mode,
-        restart_policy=as_str(restart.get("Name")) or None,
-        restart_retries=as_int(restart.get("MaximumRetryCount")),
-        ports=_port_map(settings.get("Ports")),
-        port_bindings=_port_map(hostconfig.get("PortBindings")),
+        restart_policy=as_str(field(restart, "Name")) or None,
+        restart_retries=as_int(field(restart, "MaximumRetryCount")),
+        ports=_port_map(field(settings, "Ports", nullable=True)),
+        port_bindings=_port_map(field(hostconfig, "PortBindings", nullable=True)),
         networks=_networks(settings, network_mode),
     )
 
@@ -179,7 +180,7 @@ def _details_of(config: dict[str, Any], hostconfig: dict[str, Any]) -> Container
 def health_status(health: dict[str, Any]) -> str:
     """``State.Health.Status`` as the daemon reports it: an empty status (the monitor not yet
     set up) is ``unhealthy`` (``container/health.go``)."""
-    return as_str(health.get("Status")) or "unhealthy"
+    return as_str(field(health, "Status")) or "unhealthy"
 
 
 def _port_map(value: Any) -> list[PortBinding]:
@@ -192,7 +193,7 @@ def _port_map(value: Any) -> list[PortBinding]:
             continue
         for binding in bindings:
             binding = as_dict(binding)
-            ip, host_port = as_str(binding.get("HostIp")), as_str(binding.get("HostPort"))
+            ip, host_port = as_str(field(binding, "HostIp")), as_str(field(binding, "HostPort"))
             out.append(PortBinding(port, ip, host_port))
     return out
 
@@ -204,20 +205,22 @@ def _port_key(port: str) -> tuple[int, str]:
 
 def _networks(settings: dict[str, Any], network_mode: str | None) -> list[Network]:
     """Attached networks: ``Networks`` (1.9+), else the flat settings of 1.8 under the mode."""
-    networks = settings.get("Networks")
+    networks = field(settings, "Networks", nullable=True)
     if isinstance(networks, dict):
         return [
             Network(
-                name, _address(as_dict(n).get("IPAddress")), _address(as_dict(n).get("MacAddress"))
+                name,
+                _address(field(as_dict(n), "IPAddress")),
+                _address(field(as_dict(n), "MacAddress")),
             )
             for name, n in sorted(networks.items())
         ]
-    if "IPAddress" in settings and network_mode:
+    if field(settings, "IPAddress") is not None and network_mode:
         return [
             Network(
                 network_mode,
-                _address(settings.get("IPAddress")),
-                _address(settings.get("MacAddress")),
+                _address(field(settings, "IPAddress")),
+                _address(field(settings, "MacAddress")),
             )
         ]
     return []

@@ -8,9 +8,12 @@ Layer contents live inside the thin pool (its binary metadata is read elsewhere)
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
+from forensics.formats.ids import DRIVER_DIR_ID, id_problem
+from forensics.formats.jsonfile import field, go_int, go_uint
 from forensics.model import Device, DeviceSet, DriverDir, Host, PoolFile, Problem
 from forensics.progress import track
 from forensics.stores.reading import read_json_object
@@ -19,7 +22,19 @@ from forensics.stores.thinpool import read_thin_pool
 BASE = "devicemapper"
 POOL_RECORDS = {"deviceset-metadata", "transaction-metadata"}
 POOL_FILES = ("data", "metadata")
-DEVICE_FIELDS = {"device_id": int, "size": int, "transaction_id": int, "initialized": bool}
+
+
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+#: the fields of a device record as devmapper's ``devInfo`` types them (int, uint64, bool)
+DEVICE_FIELDS: dict[str, Callable[[Any], Any]] = {
+    "device_id": go_int,
+    "size": go_uint,
+    "transaction_id": go_uint,
+    "initialized": _bool,
+}
 
 
 def read_devicemapper(ev: Evidence, host: Host, base: str = BASE) -> None:
@@ -62,23 +77,22 @@ def _fill_device(device: Device, doc: dict[str, Any] | None) -> None:
     if doc is None:
         return
     wrong = []
-    for key, kind in DEVICE_FIELDS.items():
-        value = doc.get(key)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+    for key, convert in DEVICE_FIELDS.items():
+        if convert(field(doc, key)) is None:
             wrong.append(key)
-    deleted = doc.get("deleted", False)  # absent before 1.9
+    deleted = field(doc, "deleted")
+    if deleted is None:
+        deleted = False  # absent before 1.9
     if not isinstance(deleted, bool):
         wrong.append("deleted")
     if wrong:
         device.problems["record"] = Problem(
             device.path, "bad-value", f"missing or mistyped field(s): {', '.join(wrong)}"
         )
-    device.device_id = _int(doc.get("device_id"))
-    device.size = _int(doc.get("size"))
-    device.transaction_id = _int(doc.get("transaction_id"))
-    device.initialized = (
-        doc.get("initialized") if isinstance(doc.get("initialized"), bool) else None
-    )
+    device.device_id = go_int(field(doc, "device_id"))
+    device.size = go_uint(field(doc, "size"))
+    device.transaction_id = go_uint(field(doc, "transaction_id"))
+    device.initialized = _bool(field(doc, "initialized"))
     device.deleted = deleted if isinstance(deleted, bool) else None
 
 
@@ -86,14 +100,14 @@ def _read_deviceset(d: DirHandle, ds: DeviceSet) -> None:
     doc = read_json_object(d, "deviceset-metadata", ds.problems, "deviceset", optional=True)
     if doc is None:
         return
-    ds.next_device_id = _int(doc.get("next_device_id"))
+    ds.next_device_id = go_int(field(doc, "next_device_id"))
     if ds.next_device_id is None:
         ds.problems["deviceset"] = Problem(
             d.path_of("deviceset-metadata"), "bad-value", "no integer next_device_id"
         )
-    uuid = doc.get("BaseDeviceUUID")
+    uuid = field(doc, "BaseDeviceUUID")
     ds.base_uuid = uuid if isinstance(uuid, str) else None
-    fs = doc.get("BaseDeviceFilesystem")
+    fs = field(doc, "BaseDeviceFilesystem")
     ds.base_filesystem = fs if isinstance(fs, str) else None
 
 
@@ -103,10 +117,15 @@ def _read_transaction(d: DirHandle, ds: DeviceSet) -> None:
     doc = read_json_object(d, name, ds.problems, "transaction", optional=True)
     if doc is None:
         return
-    ds.open_transaction_id = _int(doc.get("open_transaction_id"))
-    ds.transaction_device_id = _int(doc.get("device_id"))
-    device_hash = doc.get("device_hash")
+    ds.open_transaction_id = go_uint(field(doc, "open_transaction_id"))
+    ds.transaction_device_id = go_int(field(doc, "device_id"))
+    device_hash = field(doc, "device_hash")
     ds.transaction_hash = device_hash if isinstance(device_hash, str) else None
+    why = id_problem(ds.transaction_hash, DRIVER_DIR_ID) if ds.transaction_hash else None
+    if why is not None:  # it names the record metadata/<device_hash>: never a path out
+        ds.transaction_hash = None
+        ds.problems["transaction"] = Problem(d.path_of(name), "bad-value", f"device_hash is {why}")
+        return
     if (
         ds.open_transaction_id is None
         or ds.transaction_hash is None
@@ -126,7 +145,3 @@ def _read_pool_files(ev: Evidence, ds: DeviceSet, base: str) -> None:
         if st is None or not stat.S_ISREG(st.st_mode):
             continue
         ds.pool_files[name] = PoolFile(rel, st.st_size, st.st_blocks * 512)
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

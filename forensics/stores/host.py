@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from forensics.evidence import Evidence
-from forensics.formats.ids import is_hex64
+from forensics.formats.ids import DRIVER_NAME, is_hex64
 from forensics.heap import no_cycle_collection
 from forensics.model import Host
 from forensics.parallel import shared_workers
@@ -22,6 +22,7 @@ from forensics.stores.aufs import read_aufs
 from forensics.stores.buildkit import read_buildkit, record_buildkit
 from forensics.stores.containers import read_container, read_containers
 from forensics.stores.devicemapper import read_devicemapper
+from forensics.stores.dockerroot import is_docker_root
 from forensics.stores.imagestore import start_image_store, store_has_content
 from forensics.stores.legacy import (
     read_graph,
@@ -179,6 +180,8 @@ def _legacy_driver(ev: Evidence, votes: Counter[str | None]) -> str | None:
     for name in ev.listdir_or_empty(""):
         if name.startswith("repositories-"):
             named[name.removeprefix("repositories-")] += 1
+    for name in [d for d in named if not DRIVER_NAME.fullmatch(d)]:
+        del named[name]  # it names repositories-<driver>: a config's "../x" is no driver
     for driver in DRIVER_PRIORITY:
         if _driver_has_data(ev, driver):
             named[driver] += 1
@@ -188,7 +191,12 @@ def _legacy_driver(ev: Evidence, votes: Counter[str | None]) -> str | None:
 
 
 def _looks_like_docker(ev: Evidence) -> bool:
-    return any(ev.is_dir(name) for name in ("containers", "image", "volumes", "tmp", "network"))
+    """A root with no store to read that still bears a mark of dockerd's (an empty layout), as
+    opposed to a directory that is no Docker root at all."""
+    try:
+        return is_docker_root(ev.root)
+    except OSError:
+        return False
 
 
 def _start_driver(ev: Evidence, host: Host, driver: str | None) -> Callable[[], None]:

@@ -12,12 +12,12 @@ from functools import partial
 from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
-from forensics.formats.ids import chain_ids, is_digest, is_hex64
-from forensics.formats.jsonfile import JsonDamage, decode_json
+from forensics.formats.ids import CACHE_ID, MOUNT_ID, chain_ids, is_digest, is_hex64
+from forensics.formats.jsonfile import JsonDamage, decode_json, field
 from forensics.model import Host, Image, Layer, Mount, Problem
 from forensics.parallel import map_entries, submit
 from forensics.progress import track
-from forensics.stores.reading import as_str, bad_value, plain_values, read_value
+from forensics.stores.reading import as_str, bad_value, checked_id, plain_values, read_value
 from forensics.stores.runconfig import run_config_of
 from forensics.stores.tags import attach_tags, read_tag_store
 
@@ -122,12 +122,12 @@ def _read_image(d: DirHandle, name: str, image_id: str) -> Image:
 
 
 def _fill_image(image: Image, config: dict[str, Any]) -> None:
-    image.created = as_str(config.get("created"))
-    image.os = as_str(config.get("os"))
-    image.architecture = as_str(config.get("architecture"))
-    image.run_config = run_config_of(config.get("config"))
-    rootfs = config.get("rootfs")
-    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    image.created = as_str(field(config, "created"))
+    image.os = as_str(field(config, "os"))
+    image.architecture = as_str(field(config, "architecture"))
+    image.run_config = run_config_of(field(config, "config", nullable=True))
+    rootfs = field(config, "rootfs", nullable=True)
+    diff_ids = field(rootfs, "diff_ids", nullable=True)
     if isinstance(diff_ids, list) and all(isinstance(d, str) and is_digest(d) for d in diff_ids):
         image.has_rootfs = True
         image.diff_ids = list(diff_ids)
@@ -136,10 +136,10 @@ def _fill_image(image: Image, config: dict[str, Any]) -> None:
         image.problems["rootfs"] = Problem(
             image.path, "bad-value", "rootfs.diff_ids holds a non-digest"
         )
-    history = config.get("history")
+    history = field(config, "history", nullable=True)
     if isinstance(history, list):
         image.history_layers = sum(
-            1 for h in history if isinstance(h, dict) and not h.get("empty_layer")
+            1 for h in history if isinstance(h, dict) and not field(h, "empty_layer")
         )
 
 
@@ -238,7 +238,7 @@ def _fill_layer(
     layer.diff_id = diff_id
     if diff_id is not None and not is_digest(diff_id):
         bad_value(problems, "diff", f"{rel}/diff", f"not a sha256 digest: {diff_id[:80]!r}")
-    layer.cache_id = cache_id
+    layer.cache_id = checked_id(cache_id, CACHE_ID, problems, "cache-id", f"{rel}/cache-id")
     if size is not None:
         if size.isdigit():
             layer.size = int(size)
@@ -275,17 +275,30 @@ MOUNT_REQUIRED = ("mount-id",)
 def _read_mount(ev: Evidence, mount: Mount, rel: str) -> None:
     values = plain_values(ev.read_plain_dir(rel, MOUNT_FILES), MOUNT_REQUIRED)
     if values is not None:  # a healthy record, read without listing its directory
-        mount.mount_id = values["mount-id"]
-        mount.init_id, mount.parent = values.get("init-id"), values.get("parent")
+        _fill_mount(mount, values["mount-id"], values.get("init-id"), values.get("parent"))
         return
     problems = mount.problems
     try:
         with ev.opendir(rel) as d:
-            mount.mount_id = read_value(d, "mount-id", problems, "mount-id")
-            mount.init_id = read_value(d, "init-id", problems, "init-id", optional=True)
-            mount.parent = read_value(d, "parent", problems, "parent", optional=True)
+            mount_id = read_value(d, "mount-id", problems, "mount-id")
+            init_id = read_value(d, "init-id", problems, "init-id", optional=True)
+            parent = read_value(d, "parent", problems, "parent", optional=True)
     except ReadFailure as failure:
         problems["dir"] = Problem(rel, failure.kind, failure.detail)
+        return
+    _fill_mount(mount, mount_id, init_id, parent)
+
+
+def _fill_mount(
+    mount: Mount, mount_id: str | None, init_id: str | None, parent: str | None
+) -> None:
+    """The values of a mount record's files; a mount-id or init-id that is no layer id (a
+    torn or hostile one) is recorded as damage and kept out of the model: it names a
+    directory."""
+    rel, problems = mount.path, mount.problems
+    mount.mount_id = checked_id(mount_id, MOUNT_ID, problems, "mount-id", f"{rel}/mount-id")
+    mount.init_id = checked_id(init_id, MOUNT_ID, problems, "init-id", f"{rel}/init-id")
+    mount.parent = parent
 
 
 def store_has_content(ev: Evidence, store: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import is_hex64
-from forensics.formats.jsonfile import JsonDamage, decode_json
+from forensics.formats.jsonfile import JsonDamage, decode_json, field
 from forensics.model import Host, Image, Layer, Problem
 from forensics.progress import track
 from forensics.stores.reading import as_dict, as_str, bad_value, read_json_object, read_value
@@ -25,6 +25,9 @@ from forensics.stores.tags import attach_tags, read_tag_store
 CHECKSUM = re.compile(r"(sha256:|tarsum(\.v1|\.dev)?\+sha256:)[0-9a-f]{64}")
 LINKGRAPH = "linkgraph.db"
 LINKGRAPH_LIMIT = 256 * 1024 * 1024
+#: its write-ahead log in WAL mode (SQLite's default autocheckpoint keeps it near 4 MiB)
+LINKGRAPH_WAL = LINKGRAPH + "-wal"
+LINKGRAPH_WAL_LIMIT = 64 * 1024 * 1024
 
 
 def read_graph(ev: Evidence, host: Host) -> None:
@@ -63,10 +66,10 @@ def _read_graph_files(d: DirHandle, layer: Layer, image: Image) -> None:
     doc = _read_v1_json(d, layer)
     if doc is not None:
         image.config_ok = True
-        image.created = layer.created = as_str(doc.get("created"))
-        image.os = as_str(doc.get("os"))
-        image.architecture = as_str(doc.get("architecture"))
-        image.run_config = run_config_of(doc.get("config"))
+        image.created = layer.created = as_str(field(doc, "created"))
+        image.os = as_str(field(doc, "os"))
+        image.architecture = as_str(field(doc, "architecture"))
+        image.run_config = run_config_of(field(doc, "config", nullable=True))
         layer.parent = _parent_of(d, doc, layer)
         image.parent = layer.parent
     size = read_value(d, "layersize", problems, "layersize", optional=True)
@@ -97,15 +100,15 @@ def _read_v1_json(d: DirHandle, layer: Layer) -> dict[str, Any] | None:
         return None
     layer.computed_digest = "sha256:" + hashlib.sha256(data).hexdigest()
     try:
-        doc = decode_json(data)
+        doc = decode_json(data, one_value=True)  # graph.loadImage: a json.Decoder
     except JsonDamage as damage:
         layer.problems["config"] = Problem(d.path_of("json"), damage.kind, damage.detail)
         return None
     if not isinstance(doc, dict):
         layer.problems["config"] = Problem(d.path_of("json"), "wrong-type", "not a JSON object")
         return None
-    layer.config_id = as_str(doc.get("id"))
-    layer.layer_digest = as_str(doc.get("layer_id"))
+    layer.config_id = as_str(field(doc, "id"))
+    layer.layer_digest = as_str(field(doc, "layer_id"))
     return doc
 
 
@@ -115,10 +118,10 @@ def _parent_of(d: DirHandle, doc: dict[str, Any], layer: Layer) -> str | None:
     if from_file:
         layer.parent_from_file = True
         return from_file
-    parent = as_str(doc.get("parent"))
+    parent = as_str(field(doc, "parent"))
     if parent:
         return parent
-    parent_id = as_str(doc.get("parent_id"))
+    parent_id = as_str(field(doc, "parent_id"))
     if parent_id and parent_id.startswith("sha256:"):
         return parent_id.split(":", 1)[1]
     return None
@@ -160,13 +163,33 @@ def _linkgraph_edges(data: bytes) -> list[tuple[str, str, str]]:
     return [(str(e), str(p), str(n)) for e, p, n in rows if p is not None]
 
 
+def linkgraph_with_wal(ev: Evidence, data: bytes, problems: dict[str, Problem]) -> bytes:
+    """The database as SQLite shows it: ``data`` with the committed frames of ``linkgraph.db-wal``
+    (when there is one) applied; an unreadable log is recorded under ``linkgraph``."""
+    from forensics.formats.sqlite_wal import apply_wal  # construct: only for legacy roots
+
+    wal = b""
+    if ev.exists(LINKGRAPH_WAL):
+        try:
+            wal = ev.read_bytes(LINKGRAPH_WAL, LINKGRAPH_WAL_LIMIT)
+        except ReadFailure as failure:
+            problems["linkgraph"] = Problem(
+                LINKGRAPH_WAL,
+                failure.kind,
+                f"{failure.detail}: the names are read without the log, and may be stale",
+            )
+    return apply_wal(data, wal).data
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
 def read_linkgraph(ev: Evidence, host: Host) -> None:
     """Container names and links from ``linkgraph.db``, read through the evidence reader (so it
-    is hashed like every other file). Names are the edges under the root entity ``0``."""
+    is hashed like every other file). Names are the edges under the root entity ``0``. A
+    database in WAL mode is read with the transactions of its ``-wal`` applied in memory
+    (:mod:`forensics.formats.sqlite_wal`): SQLite never opens a file in ROOT."""
     if not ev.exists(LINKGRAPH):
         return
     try:
@@ -174,6 +197,7 @@ def read_linkgraph(ev: Evidence, host: Host) -> None:
     except ReadFailure as failure:
         host.problems["linkgraph"] = Problem(LINKGRAPH, failure.kind, failure.detail)
         return
+    data = linkgraph_with_wal(ev, data, host.problems)
     try:
         host.link_edges = _linkgraph_edges(data)
     except (sqlite3.Error, MemoryError) as exc:  # sqlite3 says MemoryError for some bad input

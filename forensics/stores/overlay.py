@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from forensics.evidence import Evidence
+from forensics.formats.ids import CACHE_ID
 from forensics.model import DriverDir, Host
 from forensics.progress import track
-from forensics.stores.reading import read_value
+from forensics.stores.reading import checked_id, read_value
 
 
 def read_overlay(ev: Evidence, host: Host, base: str = "overlay") -> None:
@@ -21,5 +22,6 @@ def read_overlay(ev: Evidence, host: Host, base: str = "overlay") -> None:
         ddir.has_diff = inner.get("root") == "dir" or inner.get("upper") == "dir"
         if "lower-id" in inner:
             lower = read_value(ev, f"{rel}/lower-id", ddir.problems, "lower-id")
+            lower = checked_id(lower, CACHE_ID, ddir.problems, "lower-id", f"{rel}/lower-id")
             ddir.lower = [lower] if lower else None
         host.driver_dirs[name] = ddir

@@ -9,10 +9,11 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
 from forensics.evidence import Evidence, ReadFailure
+from forensics.formats.ids import LINK_ID, LOWER_ENTRY
 from forensics.model import DriverDir, Host, Problem
 from forensics.parallel import map_entries, submit
 from forensics.progress import track
-from forensics.stores.reading import plain_values, read_value
+from forensics.stores.reading import bad_value, checked_id, plain_values, read_value
 
 
 def read_overlay2(ev: Evidence, host: Host, base: str = "overlay2") -> None:
@@ -78,11 +79,12 @@ def _read_layer_dir(ev: Evidence, name: str, rel: str) -> DriverDir:
         with ev.opendir(rel) as d:
             ddir.has_diff = d.types.get("diff") == "dir"
             ddir.committed = "committed" in d.types
-            ddir.link = read_value(d, "link", ddir.problems, "link", optional=True)
+            link = read_value(d, "link", ddir.problems, "link", optional=True)
             lower = read_value(d, "lower", ddir.problems, "lower", optional=True)
-            ddir.lower = lower.split(":") if lower else None
     except ReadFailure as failure:
         ddir.problems["dir"] = Problem(rel, failure.kind, failure.detail)
+        return ddir
+    _fill_link_and_lower(ddir, link, lower)
     return ddir
 
 
@@ -95,7 +97,22 @@ def _read_plain_layer_dir(ev: Evidence, ddir: DriverDir) -> bool:
         return False
     ddir.has_diff = found.kinds.get("diff") == "dir"
     ddir.committed = "committed" in found.kinds
-    ddir.link = values.get("link")
-    lower = values.get("lower")
-    ddir.lower = lower.split(":") if lower else None
+    _fill_link_and_lower(ddir, values.get("link"), values.get("lower"))
     return True
+
+
+def _fill_link_and_lower(ddir: DriverDir, link: str | None, lower: str | None) -> None:
+    """The ``link`` and ``lower`` values of a layer directory. Both name files under
+    ``overlay2/`` (``l/<link>``): a link that is no link id, or a lower with an entry that is no
+    ``l/<link id>``, is recorded as damage of its file and kept out of the model."""
+    ddir.link = checked_id(link, LINK_ID, ddir.problems, "link", f"{ddir.path}/link")
+    ddir.lower = None
+    if lower is None:
+        return
+    entries = lower.split(":")
+    for entry in entries:
+        if not LOWER_ENTRY.fullmatch(entry):
+            detail = f"entry {entry[:80]!r} is not l/<link id>"
+            bad_value(ddir.problems, "lower", f"{ddir.path}/lower", detail)
+            return
+    ddir.lower = entries

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from forensics.evidence import SMALL_LIMIT, PlainDir, ReadFailure
-from forensics.formats.jsonfile import JsonDamage, decode_json
+from forensics.formats.ids import id_problem
+from forensics.formats.jsonfile import JsonDamage, decode_json, go_int, reads_one_value
 from forensics.model import Problem
 
 
@@ -31,7 +33,7 @@ def read_json(
             problems[role] = Problem(failure.path, failure.kind, failure.detail)
         return None
     try:
-        return decode_json(data)
+        return decode_json(data, one_value=reads_one_value(name))
     except JsonDamage as damage:
         problems[role] = Problem(src.path_of(name), damage.kind, damage.detail)
         return None
@@ -105,12 +107,28 @@ def bad_value(problems: dict[str, Problem], role: str, rel: str, detail: str) ->
     problems[role] = Problem(rel, "bad-value", detail)
 
 
+def checked_id(
+    value: str | None, grammar: re.Pattern[str], problems: dict[str, Problem], role: str, rel: str
+) -> str | None:
+    """``value`` when it is an id of ``grammar`` (or None); otherwise None, with the damage
+    recorded under ``role`` at ``rel``, the file that holds it. For values that name a file or
+    directory: the model never carries one that could lead out of its directory."""
+    if value is None:
+        return None
+    why = id_problem(value, grammar)
+    if why is None:
+        return value
+    bad_value(problems, role, rel, why)
+    return None
+
+
 def as_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
 def as_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """``value`` as a Go ``int`` field reads it (None where Go refuses it)."""
+    return go_int(value)
 
 
 def as_dict(value: Any) -> dict[str, Any]:

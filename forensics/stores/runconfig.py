@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from forensics.formats.jsonfile import field
 from forensics.model import RunConfig
 from forensics.stores.reading import as_dict, as_str
 
@@ -17,21 +18,21 @@ def run_config_of(value: Any) -> RunConfig | None:
     """The run configuration in ``value``, or None when it is no JSON object."""
     if not isinstance(value, dict):
         return None
-    health = as_dict(value.get("Healthcheck"))
+    health = field(value, "Healthcheck", nullable=True)
     return RunConfig(
-        env=_strings(value.get("Env")) or [],
-        entrypoint=_strslice(value.get("Entrypoint")),
-        cmd=_strslice(value.get("Cmd")),
-        labels={k: v for k, v in sorted(as_dict(value.get("Labels")).items()) if _is_str(v)},
-        working_dir=as_str(value.get("WorkingDir")) or "",  # omitted when empty, as in Go
-        user=as_str(value.get("User")) or "",
-        exposed_ports=sorted(as_dict(value.get("ExposedPorts"))),
-        healthcheck=_strings(health.get("Test")),
+        env=_strings(field(value, "Env", nullable=True)) or [],
+        entrypoint=_strslice(field(value, "Entrypoint", nullable=True)),
+        cmd=_strslice(field(value, "Cmd", nullable=True)),
+        labels=_labels(field(value, "Labels", nullable=True)),
+        working_dir=as_str(field(value, "WorkingDir")) or "",  # omitted when empty, as in Go
+        user=as_str(field(value, "User")) or "",
+        exposed_ports=sorted(as_dict(field(value, "ExposedPorts", nullable=True))),
+        healthcheck=_strings(field(health, "Test", nullable=True)),
     )
 
 
-def _is_str(value: Any) -> bool:
-    return isinstance(value, str)
+def _labels(value: Any) -> dict[str, str]:
+    return {k: v for k, v in sorted(as_dict(value).items()) if isinstance(v, str)}
 
 
 def _strings(value: Any) -> list[str] | None:

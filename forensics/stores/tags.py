@@ -5,6 +5,7 @@ modern key is already a full reference, the legacy key a tag or digest under ``n
 from __future__ import annotations
 
 from forensics.evidence import Evidence
+from forensics.formats.jsonfile import field
 from forensics.model import Host
 from forensics.stores.reading import bad_value, read_json_object
 
@@ -14,7 +15,7 @@ def read_tag_store(ev: Evidence, host: Host, rel: str, *, legacy: bool) -> None:
     doc = read_json_object(ev, rel, host.problems, "repositories", optional=True)
     if doc is None:
         return
-    repos = doc.get("Repositories")
+    repos = field(doc, "Repositories", nullable=True)
     if not isinstance(repos, dict):
         bad_value(host.problems, "repositories", rel, 'no "Repositories" object')
         return

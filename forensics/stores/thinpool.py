@@ -1,14 +1,21 @@
 """The thin pool's own metadata, read for the cross-check with Docker's device records.
 
-The pool file is opened only when it is a regular file reached without any symlink (checked by
-the evidence reader first); it is mapped read-only. The space maps are not read here: that is
+The pool file is opened by the evidence reader (a regular file reached without any symlink) and
+mapped read-only through ``/proc/self/fd`` of that descriptor: the very file that was checked,
+whatever happens to its path meanwhile. The space maps are not read here: that is
 ``thin check``'s job, and verify only needs the devices, their mappings and the transaction id.
 """
 
 from __future__ import annotations
 
-from forensics.evidence import Evidence
+import os
+from typing import TYPE_CHECKING
+
+from forensics.evidence import Evidence, ReadFailure
 from forensics.model import DeviceSet, PoolDevice, PoolState
+
+if TYPE_CHECKING:  # the thin reader loads numpy: imported when a pool file exists
+    from forensics.thin.blocks import MetadataFile
 
 
 def read_thin_pool(ev: Evidence, ds: DeviceSet) -> None:
@@ -16,21 +23,22 @@ def read_thin_pool(ev: Evidence, ds: DeviceSet) -> None:
     if pool_file is None:
         return
     state = ds.pool = PoolState(path=pool_file.path)
-    if not ev.is_file(pool_file.path):  # a symlink or special file: never opened
-        state.problem = "not a regular file"
+    meta = _open_metadata(ev, pool_file.path, state)
+    if meta is None:
         return
-    from forensics.thin.blocks import MetadataFile, MetadataOpenError
     from forensics.thin.pool import read_pool
 
-    try:
-        meta = MetadataFile(ev.abspath(pool_file.path))
-    except MetadataOpenError as exc:
-        state.problem = str(exc)
-        return
     with meta:
         pool = read_pool(meta, space_maps=False)
+        state.errors = [
+            f"{'' if f.block is None else f'block {f.block}: '}{f.message}"
+            for f in pool.findings
+            if f.severity == "error"
+        ]
         if pool.superblock is None or not pool.usable:
             state.problem = "the superblock cannot be read"
+            if pool.not_metadata:
+                state.problem = f"not thin-pool metadata ({pool.not_metadata})"
             return
         state.readable = True
         state.damaged = pool.tree_damage()
@@ -45,3 +53,24 @@ def read_thin_pool(ev: Evidence, ds: DeviceSet) -> None:
                 transaction_id=details.transaction_id,
                 highest_block=int(blocks.max()) if len(blocks) else None,
             )
+
+
+def _open_metadata(ev: Evidence, rel: str, state: PoolState) -> MetadataFile | None:
+    """The pool's metadata file mapped read-only; None with ``state.problem`` said when it is
+    no regular file (never opened then) or cannot be mapped."""
+    from forensics.thin.blocks import MetadataFile, MetadataOpenError
+
+    try:
+        fd, _st = ev.open_regular(rel)
+    except ReadFailure as failure:
+        regular = failure.kind not in ("symlink", "not-regular")
+        state.problem = failure.detail if regular else "not a regular file"
+        return None
+    handle = f"/proc/self/fd/{fd}"
+    try:
+        return MetadataFile(handle)
+    except MetadataOpenError as exc:
+        state.problem = str(exc).removeprefix(f"{handle}: ")
+        return None
+    finally:
+        os.close(fd)  # the map keeps the file

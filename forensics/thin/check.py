@@ -404,13 +404,20 @@ def summary(pool: Pool) -> dict[str, Any]:
     return out
 
 
+def count_line(findings: Findings) -> str:
+    """``1 error, 2 warnings, 0 infos``: each severity counted, worded as ``verify`` words it."""
+    counts = {s: findings.of_severity(s) for s in (ERROR, WARNING, INFO)}
+    return ", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items())
+
+
 def report_json(result: CheckResult) -> dict[str, Any]:
     findings = result.findings
     return {
         "metadata": str(result.pool.meta.path),
         "superblock": summary(result.pool),
         "summary": {s: findings.of_severity(s) for s in (ERROR, WARNING, INFO)},
-        "errors": [f.as_dict() for f in findings],
+        "findings": [f.as_dict() for f in findings],
+        "errors": [f.as_dict() for f in findings if f.severity == ERROR],
     }
 
 
@@ -426,6 +433,5 @@ def report_text(result: CheckResult) -> str:
     for f in result.findings:
         where = f"block {f.block}" if f.block is not None else "-"
         lines.append(f"{f.severity:<7} {f.check:<26} {where}: {f.message}")
-    counts = {s: result.findings.of_severity(s) for s in (ERROR, WARNING, INFO)}
-    lines.append(", ".join(f"{n} {s}{'s' if n != 1 else ''}" for s, n in counts.items()))
+    lines.append(count_line(result.findings))
     return "\n".join(lines) + "\n"

@@ -8,11 +8,13 @@ is skipped and reported; the rest is still written.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from forensics.formats import jsonfile
 from forensics.formats import thin as fmt
 from forensics.thin.pool import Pool
 
@@ -31,6 +33,61 @@ class ExtractResult:
 
 class ExtractError(Exception):
     """The device is unknown, or the image cannot be written."""
+
+
+@dataclass(frozen=True)
+class RecordedSize:
+    """A thin device's virtual size as Docker's devicemapper driver recorded it."""
+
+    size: int
+    record: Path
+
+
+#: the pool's own records beside the device records in ``devicemapper/metadata/``
+POOL_RECORDS = ("deviceset-metadata", "transaction-metadata")
+RECORD_LIMIT = 64 * 1024
+
+
+def docker_recorded_size(metadata: Path, dev_id: int) -> RecordedSize | None:
+    """The size of thin device ``dev_id`` in Docker's records, when ``metadata`` is Docker's
+    ``devicemapper/devicemapper/metadata``: the JSON record in ``devicemapper/metadata/`` whose
+    ``device_id`` is ``dev_id`` (and not ``deleted``) gives its ``size`` in bytes. None when
+    there is no such record (a copy of the metadata elsewhere, a device Docker does not know)."""
+    pool_dir = metadata.absolute().parent
+    records = pool_dir.parent / "metadata"
+    if (metadata.name, pool_dir.name) != ("metadata", "devicemapper") or not records.is_dir():
+        return None
+    try:
+        entries = sorted(os.scandir(records), key=lambda e: e.name)
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name in POOL_RECORDS:
+            continue
+        size = _record_size(Path(entry.path), dev_id)
+        if size is not None:
+            return RecordedSize(size, Path(entry.path))
+    return None
+
+
+def _record_size(path: Path, dev_id: int) -> int | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        doc = jsonfile.decode_json(os.read(fd, RECORD_LIMIT))  # devmapper: json.Unmarshal
+    except (OSError, jsonfile.JsonDamage):
+        return None
+    finally:
+        os.close(fd)
+    if jsonfile.go_int(jsonfile.field(doc, "device_id")) != dev_id:
+        return None
+    if jsonfile.field(doc, "deleted") is True:
+        return None
+    return jsonfile.go_uint(jsonfile.field(doc, "size"))
 
 
 def device_runs(vblocks: np.ndarray, block_times: np.ndarray) -> list[tuple[int, int, int]]:

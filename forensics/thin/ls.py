@@ -147,7 +147,10 @@ def device_usage(pool: Pool) -> list[DeviceUsage]:
 
 
 def usage_text(usage: list[DeviceUsage]) -> str:
-    """thin_ls's grid: every field right-aligned to its column and followed by a space."""
+    """thin_ls's grid: every field right-aligned to its column and followed by a space. No
+    devices, no grid (not even its header)."""
+    if not usage:
+        return ""
     rows = [list(HEADERS)] + [[str(v) for v in u.row()] for u in usage]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADERS))]
     return "".join(

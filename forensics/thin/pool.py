@@ -35,6 +35,9 @@ class Pool:
     superblock: cs.Container | None = None
     #: the superblock is sound enough to follow its roots
     usable: bool = False
+    #: why the file is no thin-pool metadata at all (too small, or block 0 has not the
+    #: superblock's magic number), as e2fsck refuses a bad magic; None for metadata
+    not_metadata: str | None = None
     limit: int = 0
     details: dict[int, DeviceDetails] = field(default_factory=dict)
     details_forest: Forest | None = None
@@ -102,6 +105,8 @@ def _read_superblock(pool: Pool) -> bool:
             None,
             f"the metadata file has {meta.size} bytes, less than one 4096-byte block.{xml}",
         )
+        looks = "; it looks like XML, thin_dump's output" if xml else ""
+        pool.not_metadata = f"{meta.size} bytes, less than one 4096-byte block{looks}"
         return False
     block = meta.block(0)
     if not any(block):
@@ -115,6 +120,7 @@ def _read_superblock(pool: Pool) -> bool:
     sb = fmt.parse_superblock(block)
     pool.superblock = sb
     checksum_ok = fmt.checksum_ok(block, fmt.SUPERBLOCK_CSUM_XOR)
+    also = ""
     if not checksum_ok:
         kind = fmt.block_type(block)
         also = f" (block 0 checksums as a {kind}: not a thin pool)" if kind else ""
@@ -125,6 +131,7 @@ def _read_superblock(pool: Pool) -> bool:
         findings.add(
             "superblock.magic", 0, f"superblock magic is {sb.magic}, not {fmt.SUPERBLOCK_MAGIC}"
         )
+        pool.not_metadata = f"block 0 has not the superblock's magic number{also}"
         return False
     if sb.blocknr != 0:
         findings.add("superblock.blocknr", 0, f"the superblock claims to be block {sb.blocknr}")

@@ -741,6 +741,7 @@ def _assemble(
                     dev.holes.append((d.lo, d.hi, d.block))
                     dev.add(*_lenient_leaf(meta, d))
         devices[dev_id] = dev
+    _drop_borrowed_trees(trees, devices)
     lost: list[str] = []
     if any(d.holes for d in devices.values()):
         lost += _reattach(meta, trees, devices)
@@ -753,6 +754,48 @@ def _assemble(
         records.append(record)
         outcomes.append(outcome)
     return records, outcomes, lost
+
+
+def _drop_borrowed_trees(trees: _Trees, devices: dict[int, _Device]) -> None:
+    """A mapping root that points at another device's tree is no tree of this device.
+
+    Devices share a root legitimately (a snapshot not written to since), and then the metadata
+    space map counts the root once per device. A root that more devices name than the space
+    map counts was borrowed by the devices whose ``mapped_blocks`` it does not fit: their trees
+    are dropped here, to be looked for among the cut-off subtrees (whose size then equals their
+    ``mapped_blocks``) or reported lost, never written as theirs. Without the counts nothing is
+    dropped (``mapped_blocks`` alone may be the damaged part)."""
+    sharers: dict[int, list[_Device]] = {}
+    for dev in devices.values():
+        root = trees.roots.get(dev.dev_id)
+        if root is not None and dev.tree and not dev.holes:
+            sharers.setdefault(root, []).append(dev)
+    for root, group in sharers.items():
+        if len(group) < 2:
+            continue
+        fits = [d for d in group if d.details is not None and d.count() == d.details.mapped_blocks]
+        misfits = [d for d in group if d.details is not None and d not in fits]
+        counted = _count_of(trees.counts, root)
+        if not fits or not misfits or counted is None or counted >= len(group):
+            continue  # shared as the space map says, or no telling whose it is
+        owners = ", ".join(str(d.dev_id) for d in fits)
+        for dev in misfits:
+            assert dev.details is not None
+            dev.notes.append(
+                f"its mapping root (block {root}) is the tree of device {owners}, not its own: "
+                f"{dev.count()} mappings where its details count {dev.details.mapped_blocks}, "
+                f"and the space map counts the root {counted} time(s) for {len(group)} devices"
+            )
+            dev.keys, dev.values = [], []
+            dev.tree = False
+            dev.holes = [(0, KEY_MAX, None)]
+
+
+def _count_of(counts: np.ndarray | None, block: int) -> int | None:
+    if counts is None or not 0 <= block < counts.size:
+        return None
+    value = int(counts[block])
+    return value if value >= 0 else None
 
 
 def _lenient_leaf(meta: MetadataFile, damage: Damage) -> tuple[np.ndarray, np.ndarray]:

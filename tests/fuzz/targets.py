@@ -182,6 +182,73 @@ def json_any_bytes(draw: Draw) -> None:
         assert damage.kind in JSON_DAMAGE and str(damage)
 
 
+#: spellings of a key that Go's decoder takes for the same struct field
+_FOLDS = {"k": ("k", "K", "\u212a"), "s": ("s", "S", "\u017f")}
+#: bytes that are never part of valid UTF-8 next to ASCII: each is one U+FFFD in a string
+_NOT_UTF8 = bytes(range(0x80, 0xC0)) + bytes(range(0xF8, 0x100))
+
+
+def _respelled(draw: Draw, key: str) -> str:
+    """``key`` with letters in another case, k and s maybe as the non-ASCII runes that fold
+    to them."""
+    out = []
+    for ch in key:
+        low = ch.lower()
+        if low in _FOLDS and ch.isascii():
+            out.append(draw.choice(_FOLDS[low]))
+        elif ch.isascii() and ch.isalpha() and draw.boolean():
+            out.append(ch.swapcase())
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def go_json(draw: Draw) -> None:
+    """A document of Docker's keys, respelled as Go's decoder still matches them, with bytes
+    that are not UTF-8 in one string and something after it: Go's reading holds (every field
+    found by :func:`field`, U+FFFD per bad byte, the decoder stopping after the value), and a
+    NaN or a BOM is refused."""
+    from forensics.formats.jsonfile import JsonDamage, decode_json, field
+
+    marker = "\u0001"  # written as an escape, then replaced by the bad bytes
+    # one key per field: "id" and "ID" are one field to Go (the last wins; tested elsewhere)
+    keys = {k.lower(): k for k in (draw.choice(KEYS) for _ in range(draw.integer(1, 6)))}.values()
+    original = {key: draw.text(8).replace(marker, "") for key in keys}
+    spelled = {_respelled(draw, k): v for k, v in original.items()}
+    target = draw.choice(sorted(spelled))
+    spelled[target] = spelled[target] + marker
+    text = json.dumps(spelled, ensure_ascii=draw.boolean())
+    bad = bytes(draw.choice(_NOT_UTF8) for _ in range(draw.integer(1, 4)))
+    data = text.encode().replace(b"\\u0001", bad, 1)
+    doc = decode_json(data)
+    for key, value in original.items():
+        found = field(doc, key)
+        want = value + "\ufffd" * len(bad) if _respelled_key(spelled, key) == target else value
+        assert found == want, (key, found, want)
+    tail = draw.choice((b"", b" ", b"\x00" * 3, b"x", b'{"a":1}', draw.bytes(8)))
+    assert decode_json(data + tail, one_value=True) == doc
+    how = draw.integer(0, 2)
+    broken = (
+        data.replace(b"{", b'{"NaN":NaN,', 1) if how == 0
+        else b"\xef\xbb\xbf" + data if how == 1
+        else data + b"]"
+    )  # fmt: skip
+    for one_value in (False, True) if how < 2 else (False,):
+        try:
+            decode_json(broken, one_value=one_value)
+        except JsonDamage as damage:
+            assert damage.kind == "invalid", damage
+        else:
+            raise AssertionError(f"Go refuses {broken[:60]!r}")
+
+
+def _respelled_key(spelled: dict[str, str], key: str) -> str:
+    from forensics.formats.jsonfile import fold_key
+
+    (match,) = [k for k in spelled if fold_key(k) == key.lower()]
+    return match
+
+
 def value_readers(draw: Draw) -> None:
     from forensics.model import Problem
     from forensics.stores.reading import read_json_object, read_value
@@ -379,6 +446,36 @@ def linkgraph_bytes(draw: Draw) -> None:
     host = Host(root=str(root))
     read_linkgraph(Evidence(root), host)
     assert set(host.problems) <= {"linkgraph"}
+
+
+@functools.cache
+def linkgraph_wal_example() -> tuple[bytes, bytes]:
+    """The real linkgraph.db switched to WAL mode by SQLite and renamed, not checkpointed: the
+    database file and its log."""
+    work = scratch_dir() / "wal-example"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    (work / "l.db").write_bytes(linkgraph_example())
+    db = sqlite3.connect(work / "l.db")
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute("UPDATE edge SET name = name || 'x'")
+        db.commit()
+        return (work / "l.db").read_bytes(), (work / "l.db-wal").read_bytes()
+    finally:
+        db.close()
+
+
+def linkgraph_wal(draw: Draw) -> None:
+    """A damaged write-ahead log (or any bytes) beside linkgraph.db: applied or left out,
+    never an exception."""
+    from forensics.formats.sqlite_wal import apply_wal
+
+    db, wal = linkgraph_wal_example()
+    log = mutate_bytes(draw, wal, 4) if draw.integer(0, 3) else draw.rest(600)
+    result = apply_wal(db if draw.integer(0, 3) else b"", log)
+    assert result.transactions >= 0 and (result.data[18:20] != b"\2\2")
 
 
 def linkgraph_mutations(draw: Draw) -> None:
@@ -660,11 +757,13 @@ def _fs(name: str) -> Callable[[Draw], None]:
 
 _ALL = (
     Target("json-bytes", json_any_bytes, "any bytes through decode_json", 400),
+    Target("go-json", go_json, "Docker's keys respelled, bad UTF-8 in a string: Go's reading"),
     Target("value-readers", value_readers, "any bytes as a value file and a JSON object", 200),
     Target("json-shapes", json_shapes, "JSON of any shape taken apart (container, image, device)"),
     Target("json-files", json_files, "every JSON file kind through its store reader"),
     Target("tag-recovery", tag_recovery, "a damaged repositories.json through the repair", 600),
     Target("linkgraph-bytes", linkgraph_bytes, "any bytes as linkgraph.db", 2048),
+    Target("linkgraph-wal", linkgraph_wal, "a damaged write-ahead log beside linkgraph.db", 600),
     Target(
         "linkgraph-mutations", linkgraph_mutations, "the real linkgraph.db damaged: read, purge"
     ),

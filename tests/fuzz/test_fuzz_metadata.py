@@ -17,6 +17,11 @@ def test_decode_json_any_bytes(data: st.DataObject) -> None:
 
 
 @given(st.data())
+def test_go_json_rules(data: st.DataObject) -> None:
+    targets.go_json(HypothesisDraw(data))
+
+
+@given(st.data())
 def test_value_and_object_readers(data: st.DataObject) -> None:
     targets.value_readers(HypothesisDraw(data))
 
@@ -51,6 +56,11 @@ def test_tag_store_recovery(data: st.DataObject) -> None:
 @given(st.data())
 def test_linkgraph_mutations(data: st.DataObject) -> None:
     targets.linkgraph_mutations(HypothesisDraw(data))
+
+
+@given(st.data())
+def test_linkgraph_wal(data: st.DataObject) -> None:
+    targets.linkgraph_wal(HypothesisDraw(data))
 
 
 @given(st.data())

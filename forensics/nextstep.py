@@ -1,0 +1,30 @@
+"""What verify's text report advises next: how many of its errors and warnings a repair would
+fix, counted from the repair planner's own plan (made read-only, as ``repair --dry-run`` makes
+it), never guessed from the check ids."""
+
+from __future__ import annotations
+
+import shlex
+
+from forensics.cliutil import DEFAULT_ROOT
+from forensics.evidence import Evidence
+from forensics.model import Host
+from forensics.report import Finding
+
+
+def repair_command(root: str) -> str:
+    """The command line that shows the repair plan of ``root`` (as the user named it)."""
+    where = "" if root == DEFAULT_ROOT else f" {shlex.quote(root)}"
+    return f"docker-forensics repair --dry-run{where}"
+
+
+def fixable(ev: Evidence, host: Host, findings: list[Finding]) -> int:
+    """How many of the errors and warnings in ``findings`` the repair plan answers: every one
+    that the planner does not list among those it leaves alone."""
+    from forensics.repair.plan import make_plan  # the planner's modules load only when needed
+
+    plan = make_plan(ev, host, findings)
+    left = {(s.check, s.path) for s in plan.skipped}
+    return sum(
+        1 for f in findings if f.severity in ("error", "warning") and (f.check, f.path) not in left
+    )

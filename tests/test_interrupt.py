@@ -1,0 +1,79 @@
+"""Ctrl-C at any moment of a run, from the first import on, exits 32 (interrupted) with one line
+on stderr and no traceback."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from inotify_watch import IN_OPEN, Watch
+
+import forensics
+
+PACKAGE = Path(forensics.__file__).parent
+#: imported by forensics.cli right after the SIGINT handler is in place (and by nothing before)
+AFTER_THE_HANDLER = PACKAGE / "checks"
+
+
+def _console_script() -> list[str]:
+    """The console script as pip installs it (not a shell shim in front of it), else -m."""
+    beside = Path(sys.executable).parent / "docker-forensics"
+    exe = str(beside) if beside.is_file() else shutil.which("docker-forensics")
+    return [exe] if exe else [sys.executable, "-m", "forensics"]
+
+
+def _interrupt(args: list[str], delay: float) -> subprocess.CompletedProcess[bytes]:
+    """Start docker-forensics, wait until it imports what comes after the handler, wait
+    ``delay`` seconds more, and send SIGINT."""
+    dirs = [d for d in (AFTER_THE_HANDLER, AFTER_THE_HANDLER / "__pycache__") if d.is_dir()]
+    watch = Watch(*dirs)
+    try:
+        proc = subprocess.Popen(
+            [*_console_script(), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not [m for m in watch.events() if m & IN_OPEN]:
+            assert proc.poll() is None, "ended before importing forensics.checks"
+            assert time.monotonic() < deadline, "forensics.checks never imported"
+            select.select([watch.fd], [], [], 0.5)
+    finally:
+        watch.close()
+    time.sleep(delay)
+    assert proc.poll() is None, f"ended before the signal (after {delay} s): pick a longer run"
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.005, 0.02, 0.05, 0.1, 0.2])
+def test_ctrl_c_while_starting_or_working_exits_32(sample_master: Path, delay: float) -> None:
+    result = _interrupt(["verify", "--deep", str(sample_master)], delay)
+    assert b"Traceback" not in result.stderr, result.stderr.decode()
+    assert result.stderr.endswith(b"docker-forensics: interrupted\n"), result.stderr.decode()
+    assert result.returncode == 32
+
+
+def test_a_library_import_leaves_ctrl_c_to_python() -> None:
+    """A program that imports the command line (without running it) keeps Python's own
+    KeyboardInterrupt."""
+    code = (
+        "import os, signal\n"
+        "import forensics.cli\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    signal.pause()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('caught')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (0, "caught\n"), out.stderr
