@@ -285,7 +285,7 @@ def verify(
                 raise OperationalError(f"{metadata_out}: {exc.strerror or exc}") from None
     shown = at_least(findings, severity)
     if fmt == "json":
-        emit(to_json(_verify_document(host, shown, counts, deep_result)))
+        emit_chunks(json_chunks(_verify_document(host, shown, counts, deep_result)))
     elif fmt == "jsonl":
         emit(findings_jsonl(shown))
     elif quiet:
@@ -323,7 +323,7 @@ def _verify_document(
         "layout": host.layout,
         "driver": host.driver,
         "summary": counts,
-        "findings": [f.as_dict() for f in findings],
+        "findings": (f.as_dict() for f in findings),  # written one at a time (jsonstream)
     }
     if deep is not None:
         doc["layers"] = [r.to_dict(files=False) for r in sorted(deep.layers, key=_layer_key)]

@@ -33,9 +33,13 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 def read_containers(ev: Evidence, host: Host) -> None:
     base = "containers"
     entries = ev.scandir_types(base)
-    names = [n for n in sorted(entries) if is_hex64(n) and entries[n] == "dir"]
-    for name in sorted(set(entries) - set(names)):
-        host.add_leftover("containers-stray", f"{base}/{name}")
+    names = []
+    for name in sorted(entries):  # one pass: no set of every name beside the list of them
+        if is_hex64(name) and entries[name] == "dir":
+            names.append(name)
+        else:
+            host.add_leftover("containers-stray", f"{base}/{name}")
+    del entries
 
     read_one = partial(_read_container_in, base)
     for container in track(map_entries(ev, read_one, names), "containers", total=len(names)):
@@ -60,11 +64,12 @@ def read_container(ev: Evidence, rel: str, cid: str, *, legacy_era: bool = False
 
 def _read_container_files(d: DirHandle, container: Container, legacy_era: bool) -> None:
     entries = d.types
-    container.leftovers = [d.path_of(n) for n in sorted(entries) if n.startswith(".tmp-")]
+    container.leftovers = tuple(d.path_of(n) for n in sorted(entries) if n.startswith(".tmp-"))
     legacy = "config.json" in entries and (legacy_era or "config.v2.json" not in entries)
     config_name = "config.json" if legacy else "config.v2.json"
     container.config_file = d.path_of(config_name)
     config = read_json_object(d, config_name, container.problems, "config")
+    _share_config_path(container)
     hostconfig = read_json_object(
         d, "hostconfig.json", container.problems, "hostconfig", optional=True
     )
@@ -72,6 +77,16 @@ def _read_container_files(d: DirHandle, container: Container, legacy_era: bool) 
         container.config_ok = True
         _fill_from_config(container, config)
         container.details = _details_of(config, hostconfig or {})
+
+
+def _share_config_path(container: Container) -> None:
+    """A problem with the config names the config's path: one string for both, not two (a root
+    of a million container directories without a config holds a million such problems)."""
+    problem = container.problems.get("config")
+    if problem is not None and problem.path == container.config_file:
+        container.problems["config"] = Problem(
+            container.config_file, problem.damage, problem.detail
+        )
 
 
 def _fill_from_config(container: Container, config: dict[str, Any]) -> None:
@@ -126,7 +141,7 @@ def _command_of(config: dict[str, Any]) -> str | None:
     return " ".join(parts) if parts else None
 
 
-def _mount_points(value: Any) -> list[MountPoint]:
+def _mount_points(value: Any) -> tuple[MountPoint, ...]:
     points = []
     for dest, spec in sorted(as_dict(value).items()):
         spec = as_dict(spec)
@@ -142,7 +157,7 @@ def _mount_points(value: Any) -> list[MountPoint]:
                 propagation=as_str(field(spec, "Propagation")) or "",
             )
         )
-    return points
+    return tuple(points)
 
 
 def _bool_or_none(value: Any) -> bool | None:
