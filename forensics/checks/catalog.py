@@ -151,6 +151,16 @@ _CHECKS = [
         "warning",
         "a tar-split entry of a type tar-split never writes (skipped, as Docker skips it)",
     ),
+    Check(
+        "layer.path-too-deep",
+        "error",
+        "a layer path longer than Linux allows (PATH_MAX from the layer root): not followed",
+    ),
+    Check(
+        "layer.check-failed",
+        "error",
+        "the check of a layer stopped on an internal error (the other layers were checked)",
+    ),
     # mounts
     Check("mount.container-missing", "error", "a mount record whose container is gone"),
     Check("mount.dir-missing", "error", "a mount record path is not a directory"),
