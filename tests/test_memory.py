@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
+
+from peak import measure
 
 #: empty container directories added to the sample
 COUNT = 20_000
@@ -21,18 +21,13 @@ COUNT = 20_000
 BYTES_PER_DIRECTORY = 2_500
 
 
-def _peak(root: Path, verb: str, out: Path) -> tuple[int, int]:
-    """Exit code and peak RSS in bytes of ``verb ROOT --format json`` in a child process."""
+def _peak(root: Path, verb: str) -> tuple[int, str, int]:
+    """Exit code, stdout and peak RSS in bytes of ``verb ROOT --format json`` (tests/peak.py:
+    measured from a launcher of its own, not inheriting pytest's peak)."""
     exe = shutil.which("docker-forensics")
     assert exe
-    with open(out, "wb") as stdout:
-        proc = subprocess.Popen(
-            [exe, "--no-progress", verb, str(root), "--format", "json"],
-            stdout=stdout,
-            stderr=subprocess.DEVNULL,
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-    return os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024
+    run = measure([exe, "--no-progress", verb, root, "--format", "json"])
+    return run.code, run.stdout, run.peak_mib * 1024 * 1024
 
 
 def _add_empty_containers(root: Path, count: int) -> set[str]:
@@ -42,23 +37,22 @@ def _add_empty_containers(root: Path, count: int) -> set[str]:
     return ids
 
 
-def test_an_empty_container_directory_costs_little(sample_root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out.json"
-    before = {verb: _peak(sample_root, verb, out)[1] for verb in ("verify", "inventory")}
+def test_an_empty_container_directory_costs_little(sample_root: Path) -> None:
+    before = {verb: _peak(sample_root, verb)[2] for verb in ("verify", "inventory")}
     added = _add_empty_containers(sample_root, COUNT)
 
-    code, verify_peak = _peak(sample_root, "verify", out)
+    code, out, verify_peak = _peak(sample_root, "verify")
     assert code == 4
     missing = [
         f["object_id"]
-        for f in json.loads(out.read_text())["findings"]
+        for f in json.loads(out)["findings"]
         if f["check"] == "container.config-missing"
     ]
     assert sorted(missing) == sorted(added)  # one finding per such container, no more
 
-    code, inventory_peak = _peak(sample_root, "inventory", out)
+    code, out, inventory_peak = _peak(sample_root, "inventory")
     assert code == 0
-    listed = {c["id"] for c in json.loads(out.read_text())["containers"]}
+    listed = {c["id"] for c in json.loads(out)["containers"]}
     assert added <= listed
 
     per_directory = {
