@@ -20,6 +20,7 @@ from forensics.model import (
     Host,
     Image,
     MountPoint,
+    Network,
     PortBinding,
     RunConfig,
 )
@@ -103,7 +104,7 @@ def layer_record(host: Host, layer_id: str) -> dict[str, Any]:
 def container_record(host: Host, c: Container, now: int | None = None) -> dict[str, Any]:
     """One container; ``now`` (ns since the epoch) makes ``status`` docker's relative words."""
     devices = [host.devices.get(i or "") for i in (c.mount_id, c.init_id)]
-    d = c.details
+    details = c.details
     return {
         "id": c.id,
         "name": c.name,
@@ -131,21 +132,21 @@ def container_record(host: Host, c: Container, now: int | None = None) -> dict[s
         "upper_dir": upper_dir(host, c),
         "config": run_config_record(c.run_config),
         "mounts": [mount_record(p) for p in c.mount_points],
-        "oom_killed": d.oom_killed if d else None,
-        "error": d.error if d else None,
-        "restart_count": d.restart_count if d else None,
+        "oom_killed": details.oom_killed if details else None,
+        "error": details.error if details else None,
+        "restart_count": details.restart_count if details else None,
         "restart_policy": _restart_policy(c),
         "health": _health(c),
-        "log_path": d.log_path if d else None,
-        "log_driver": d.log_driver if d else None,
-        "hostname": d.hostname if d else None,
-        "network_mode": d.network_mode if d else None,
+        "log_path": details.log_path if details else None,
+        "log_driver": details.log_driver if details else None,
+        "hostname": details.hostname if details else None,
+        "network_mode": details.network_mode if details else None,
         "networks": [
             {"name": n.name, "ip_address": n.ip_address, "mac_address": n.mac_address}
-            for n in (d.networks if d else ())
+            for n in (details.networks if details else ())
         ],
-        "ports": [port_record(p) for p in (d.ports if d else ())],
-        "port_bindings": [port_record(p) for p in (d.port_bindings if d else ())],
+        "ports": [port_record(p) for p in (details.ports if details else ())],
+        "port_bindings": [port_record(p) for p in (details.port_bindings if details else ())],
     }
 
 
@@ -478,7 +479,7 @@ def _bindings_line(bindings: list[PortBinding]) -> str:
     )
 
 
-def _network_text(n: Any) -> str:
+def _network_text(n: Network) -> str:
     address = f" {n.ip_address}" if n.ip_address else ""
     return f"{n.name}{address}"
 

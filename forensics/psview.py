@@ -123,9 +123,7 @@ def status(c: Container, now: int | None = None) -> str:
 
 def _up(c: Container, now: int | None) -> str:
     return (
-        _since(c.started, now, ago=False)
-        if now is not None
-        else f"since {_since(c.started, None, ago=False)}"
+        _since(c.started, now, ago=False) if now is not None else f"since {display_time(c.started)}"
     )
 
 
