@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import click
@@ -51,8 +52,27 @@ def open_root(root: str, *, record_reads: bool = False) -> Evidence:
 def emit(text: str) -> None:
     """Write the requested output. A reader that went away (``| head``) does not change the exit
     status: the rest of the output is dropped."""
+    emit_chunks((text,))
+
+
+#: how much of a long output is gathered before it is written
+_EMIT_BATCH = 1 << 16
+
+
+def emit_chunks(chunks: Iterable[str]) -> None:
+    """Write the requested output as it is made, in batches: a long document is never held
+    whole (as text nor as bytes). A reader that went away ends the writing as :func:`emit`."""
+    out = sys.stdout.buffer
+    batch: list[str] = []
+    size = 0
     try:
-        sys.stdout.buffer.write(text.encode("utf-8", "backslashreplace"))
+        for chunk in chunks:
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= _EMIT_BATCH:
+                out.write("".join(batch).encode("utf-8", "backslashreplace"))
+                batch, size = [], 0
+        out.write("".join(batch).encode("utf-8", "backslashreplace"))
         sys.stdout.flush()
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)

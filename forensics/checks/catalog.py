@@ -406,10 +406,12 @@ def finding(
     object_id: str | None = None,
     damage: str | None = None,
 ) -> Finding:
-    """A finding of ``check``, with the severity the catalogue gives it."""
+    """A finding of ``check``, with the severity the catalogue gives it. The check id is the
+    catalogue's own string, not the one built for the call: a million findings share it."""
+    spec = CHECKS[check]
     return Finding(
-        check=check,
-        severity=CHECKS[check].severity,
+        check=spec.id,
+        severity=spec.severity,
         path=path,
         message=message,
         object_type=object_type,
