@@ -23,6 +23,8 @@ import numpy as np
 from forensics.formats import thin as fmt
 
 _DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
+#: 64-bit words in a block, as :attr:`MetadataFile.words` sees the file
+WORDS_PER_BLOCK = fmt.BLOCK_SIZE // 8
 
 
 class MetadataOpenError(Exception):
@@ -118,8 +120,9 @@ class MetadataFile:
         mm = self._map
         out = np.empty(blocks.size, dtype=bool)
         value = fmt.google_crc32c.value
+        csum = fmt.CSUM_SIZE
         for i, b in enumerate(blocks.tolist()):
             start = b * fmt.BLOCK_SIZE
-            stored = int.from_bytes(mm[start : start + 4], "little")  # type: ignore[index]
-            out[i] = stored == value(mm[start + 4 : start + fmt.BLOCK_SIZE]) ^ 0xFFFFFFFF ^ xor  # type: ignore[index]
+            stored = int.from_bytes(mm[start : start + csum], "little")  # type: ignore[index]
+            out[i] = stored == value(mm[start + csum : start + fmt.BLOCK_SIZE]) ^ 0xFFFFFFFF ^ xor  # type: ignore[index]
         return out

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from forensics.formats import thin as fmt
-from forensics.thin.btree import KEY_MAX, WORDS_PER_BLOCK
+from forensics.thin.btree import KEY_MAX
 from forensics.thin.pool import Pool
 
 SECTOR = 512
@@ -125,9 +125,7 @@ class ThinDevice(io.RawIOBase):
         owner = pool.mappings.owners.index(dev_id)
         leaves = self._forest.leaves_of(owner)
         self._leaves = leaves[self._forest.leaf_nr[leaves] > 0]
-        blocks = self._forest.leaf_blocks[self._leaves].astype(np.int64)
-        first = self._forest.meta.words[blocks * WORDS_PER_BLOCK + 4] if blocks.size else blocks
-        self._first: list[int] = np.asarray(first, dtype=np.uint64).tolist()
+        self._first: list[int] = self._forest.first_keys(self._leaves).tolist()
         self._damage = sorted(
             ((d.lo, d.hi, d.block) for d in self._forest.damage if d.owner == owner),
         )

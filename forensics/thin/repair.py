@@ -41,9 +41,26 @@ import numpy as np
 
 from forensics.formats import thin as fmt
 from forensics.thin.blocks import MetadataFile, MetadataOpenError
-from forensics.thin.btree import KEY_MAX, Damage, Forest, ForestWalker, key_range
+from forensics.thin.btree import (
+    KEY_MAX,
+    Damage,
+    Forest,
+    ForestWalker,
+    key_range,
+    keys_at,
+    values_at,
+)
 from forensics.thin.check import check_pool
 from forensics.thin.findings import ERROR, WARNING, Findings, ThinFinding
+from forensics.thin.node import (
+    WRITTEN,
+    WRITTEN_MAPPING_LEAF,
+    NodeError,
+    keys_ascend,
+    keys_within,
+    node_error,
+    sound_nodes,
+)
 from forensics.thin.pool import DeviceDetails, Pool, read_pool
 from forensics.thin.spacemap import read_metadata_space_map
 from forensics.thin.write import (
@@ -55,9 +72,6 @@ from forensics.thin.write import (
     encode_metadata,
     write_encoded,
 )
-
-WORDS = fmt.BLOCK_SIZE // 8
-LEAF_WIDTH = fmt.max_entries(8)
 
 
 class RepairError(Exception):
@@ -554,9 +568,7 @@ def _found_counts(meta: MetadataFile, sb: cs.Container | None, limit: int) -> np
 
 def _is_index(meta: MetadataFile, block: int) -> bool:
     data = meta.block(block)
-    return fmt.checksum_ok(data, fmt.INDEX_CSUM_XOR) and int.from_bytes(data[8:16], "little") == (
-        block
-    )
+    return fmt.checksum_ok(data, fmt.INDEX_CSUM_XOR) and fmt.stored_blocknr(data) == block
 
 
 def _self_located(meta: MetadataFile, limit: int) -> np.ndarray:
@@ -577,21 +589,9 @@ class _NodeScan:
 
     @classmethod
     def of(cls, meta: MetadataFile, limit: int, counts: np.ndarray | None) -> _NodeScan:
-        h = meta.headers[:limit]
         blocks = _self_located(meta, limit)
-        vs = h["value_size"][blocks].astype(np.int64)
-        width = h["max_entries"][blocks].astype(np.int64)
-        flags = h["flags"][blocks]
-        expected = np.array([_width(int(v)) for v in vs.tolist()], dtype=np.int64)
-        sane = (
-            ((flags == fmt.LEAF_NODE) | ((flags == fmt.INTERNAL_NODE) & (vs == 8)))
-            & (width == expected)
-            & (h["nr_entries"][blocks] <= width)
-        )
-        blocks = blocks[sane]
-        ok = meta.checksums_ok(blocks, fmt.BTREE_CSUM_XOR) if blocks.size else np.zeros(0, bool)
         valid = np.zeros(limit, dtype=bool)
-        valid[blocks[ok]] = True
+        valid[blocks[sound_nodes(meta, blocks, WRITTEN)]] = True
         live = valid.copy()
         if counts is not None:
             known = np.full(limit, -1, dtype=np.int64)
@@ -607,11 +607,7 @@ class _NodeScan:
 
     def entries(self, block: int) -> tuple[np.ndarray, np.ndarray]:
         """Keys and 64-bit values of a node (internal, or a leaf of value size 8)."""
-        nr = int(self.meta.headers["nr_entries"][block])
-        width = int(self.meta.headers["max_entries"][block])
-        base = block * WORDS + 4
-        words = self.meta.words
-        return words[base : base + nr], words[base + width : base + width + nr]
+        return _node_entries(self.meta, block)
 
     def leaf_kind(self, block: int, depth: int = 0) -> int:
         """The value size of the leftmost leaf under ``block`` (0: none found)."""
@@ -648,10 +644,6 @@ class _NodeScan:
                 children = children[children < np.uint64(self.limit)].astype(np.int64)
                 pointed[children] = True
         return np.flatnonzero(among & ~pointed).tolist()
-
-
-def _width(value_size: int) -> int:
-    return fmt.max_entries(value_size) if 0 < value_size <= 4064 else -1
 
 
 def _pick_root(meta: MetadataFile, scan: _NodeScan, hint: int | None, kind: str) -> int | None:
@@ -806,25 +798,23 @@ def _lenient_leaf(meta: MetadataFile, damage: Damage) -> tuple[np.ndarray, np.nd
     block = damage.block
     if not meta.contains(block):
         return empty, empty
-    h = meta.headers[block]
-    nr = int(h["nr_entries"])
-    if (
-        int(h["blocknr"]) != block
-        or int(h["flags"]) != fmt.LEAF_NODE
-        or int(h["value_size"]) != 8
-        or int(h["max_entries"]) != LEAF_WIDTH
-        or nr > LEAF_WIDTH
-        or not meta.checksum_ok(block, fmt.BTREE_CSUM_XOR)
-    ):
+    if node_error(meta, block, WRITTEN_MAPPING_LEAF, root=True) != NodeError.NONE:
         return empty, empty
-    base = block * WORDS + 4
-    keys = meta.words[base : base + nr]
-    values = meta.words[base + LEAF_WIDTH : base + LEAF_WIDTH + nr]
-    if nr == 0 or bool((keys[1:] <= keys[:-1]).any()):
+    keys, values = _node_entries(meta, block)
+    if keys.size == 0 or not keys_ascend(keys):
         return empty, empty
-    if int(keys[0]) < damage.lo or int(keys[-1]) > damage.hi:
+    if not keys_within(int(keys[0]), int(keys[-1]), damage.lo, damage.hi):
         return empty, empty
     return keys.copy(), values.copy()
+
+
+def _node_entries(meta: MetadataFile, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keys and 64-bit values of a node (internal, or a leaf of value size 8)."""
+    nr = int(meta.headers["nr_entries"][block])
+    width = int(meta.headers["max_entries"][block])
+    keys = keys_at(block)
+    values = values_at(block, width, fmt.ChildPointer.sizeof())
+    return meta.words[keys : keys + nr], meta.words[values : values + nr]
 
 
 @dataclass

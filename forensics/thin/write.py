@@ -530,8 +530,8 @@ def _write_nodes(out: np.ndarray, layout: _Layout, data_bitmap0: int) -> None:
         ):
             header[name].append(value)
         header["value_size"].append(values.dtype.itemsize)
-        words[node.block, 4 : 4 + n] = node.keys
-        start = fmt.NODE_HEADER_SIZE + 8 * width
+        words[node.block, fmt.NODE_KEYS_WORD : fmt.NODE_KEYS_WORD + n] = node.keys
+        start = fmt.node_values_offset(width)
         raw = np.frombuffer(values.tobytes(), dtype=np.uint8)
         out[node.block, start : start + raw.size] = raw
     headers = out.reshape(-1).view(fmt.NODE_BLOCK_DTYPE)
@@ -564,7 +564,7 @@ def _write_bitmaps(
     raw = fmt.COUNT_TO_BITMAP_RAW[np.minimum(counts, 3)]
     shift = (2 * (blocks % 4)).astype(np.uint8)
     np.bitwise_or.at(area, blocks // 4, raw << shift)
-    out[first : first + n, 16:] = area.reshape(n, ENTRY_BYTES)
+    out[first : first + n, fmt.BITMAP_ENTRIES_OFFSET :] = area.reshape(n, ENTRY_BYTES)
     headers = out[first : first + n].reshape(-1).view(fmt.BITMAP_BLOCK_DTYPE)
     headers["blocknr"] = np.arange(first, first + n, dtype=np.uint64)
     xor[first : first + n] = fmt.BITMAP_CSUM_XOR
@@ -630,9 +630,10 @@ def _write_superblock(out: np.ndarray, layout: _Layout) -> None:
 def _seal(out: np.ndarray, xor: np.ndarray) -> None:
     value = fmt.google_crc32c.value
     csum = np.empty(out.shape[0], dtype="<u4")
+    assert csum.itemsize == fmt.CSUM_SIZE
     for b, salt in enumerate(xor.tolist()):
-        csum[b] = value(out[b, 4:].tobytes()) ^ 0xFFFFFFFF ^ salt
-    out[:, :4] = csum.view(np.uint8).reshape(-1, 4)
+        csum[b] = value(out[b, fmt.CSUM_SIZE :].tobytes()) ^ 0xFFFFFFFF ^ salt
+    out[:, : fmt.CSUM_SIZE] = csum.view(np.uint8).reshape(-1, fmt.CSUM_SIZE)
 
 
 # -- files ----------------------------------------------------------------------------------------
