@@ -27,6 +27,14 @@ _DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
 WORDS_PER_BLOCK = fmt.BLOCK_SIZE // 8
 
 
+def fd_size(fd: int) -> int:
+    """The size of the file or block device open as ``fd``."""
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    return os.lseek(fd, 0, os.SEEK_END)  # a block device: its size is where its end is
+
+
 class MetadataOpenError(Exception):
     """The metadata cannot be opened or read at all (missing, a directory, no permission)."""
 
@@ -62,12 +70,9 @@ class MetadataFile:
 
     @staticmethod
     def _size(fd: int) -> int:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
             raise OSError(21, "is a directory")
-        if stat.S_ISREG(st.st_mode):
-            return st.st_size
-        return os.lseek(fd, 0, os.SEEK_END)  # a block device: its size is where its end is
+        return fd_size(fd)
 
     def __enter__(self) -> MetadataFile:
         return self

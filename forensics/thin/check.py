@@ -24,6 +24,7 @@ import numpy as np
 from forensics.formats import thin as fmt
 from forensics.thin.btree import Forest
 from forensics.thin.findings import ERROR, INFO, WARNING, Findings
+from forensics.thin.mappings import data_blocks
 from forensics.thin.pool import Pool
 from forensics.thin.spacemap import CHUNK_BITMAPS, SpaceMap
 
@@ -247,7 +248,7 @@ def expected_data_counts(pool: Pool, lo: int, hi: int) -> np.ndarray:
     for forest in (pool.mappings, pool.snapshot_mappings):
         if forest is not None:
             for _, _, values in forest.chunks():
-                data = values >> np.uint64(fmt.TIME_BITS)
+                data = data_blocks(values)
                 data = data[(data >= np.uint64(lo)) & (data < np.uint64(hi))]
                 # by sorting the run: np.bincount would need 8 bytes per block of the span
                 blocks, uses = np.unique(data, return_counts=True)

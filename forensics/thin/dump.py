@@ -14,8 +14,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from forensics.formats import thin as fmt
 from forensics.thin.btree import CHUNK_LEAVES
+from forensics.thin.mappings import data_blocks, run_lengths, run_starts, times
 from forensics.thin.pool import Pool
 
 
@@ -88,27 +88,17 @@ def mapping_runs(vblocks: np.ndarray, block_times: np.ndarray) -> list[Run]:
     n = vblocks.size
     if n == 0:
         return []
-    data = block_times >> np.uint64(fmt.TIME_BITS)
-    times = block_times & np.uint64(fmt.TIME_MASK)
-    cont = (
-        (vblocks[1:] - vblocks[:-1] == 1) & (data[1:] - data[:-1] == 1) & (times[1:] == times[:-1])
-    )
-    starts = np.flatnonzero(np.concatenate(([True], ~cont)))
-    lengths = np.diff(np.append(starts, n))
+    data, stamps = data_blocks(block_times), times(block_times)
+    starts = run_starts(vblocks, data, stamps)
     return list(
         zip(
             vblocks[starts].tolist(),
             data[starts].tolist(),
-            lengths.tolist(),
-            times[starts].tolist(),
+            run_lengths(starts, n).tolist(),
+            stamps[starts].tolist(),
             strict=True,
         )
     )
-
-
-def mapping_lines(vblocks: np.ndarray, block_times: np.ndarray) -> list[str]:
-    """The ``range_mapping``/``single_mapping`` lines of one device's sorted mappings."""
-    return [_line(run) for run in mapping_runs(vblocks, block_times)]
 
 
 def write_dump(pool: Pool, out: BinaryIO) -> None:

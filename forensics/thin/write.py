@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from forensics.formats import thin as fmt
+from forensics.thin.mappings import data_blocks
 
 if TYPE_CHECKING:
     from forensics.thin.pool import Pool
@@ -312,7 +313,7 @@ def _check_device(dev: DeviceRecord, nr_data_blocks: int) -> None:
         raise WriteError(f"device {dev.dev_id}: as many block_time values as virtual blocks")
     if dev.vblocks.size > 1 and bool((dev.vblocks[1:] <= dev.vblocks[:-1]).any()):
         raise WriteError(f"device {dev.dev_id}: virtual blocks must be strictly ascending")
-    data = dev.block_times.astype(np.uint64) >> np.uint64(fmt.TIME_BITS)
+    data = data_blocks(dev.block_times.astype(np.uint64))
     if data.size and int(data.max()) >= nr_data_blocks:
         raise WriteError(
             f"device {dev.dev_id}: data block {int(data.max())} is past the end of the data "
@@ -384,7 +385,7 @@ def _details(layout: _Layout) -> None:
 def _data_counts(layout: _Layout) -> None:
     """A data block counts once per distinct leaf that maps it."""
     parts = [
-        (n.values >> np.uint64(fmt.TIME_BITS)).astype(np.int64)
+        data_blocks(n.values).astype(np.int64)
         for n in layout.mapping_nodes
         if n.leaf and n.values is not None
     ]

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from forensics.formats import thin as fmt
 from forensics.thin.blocks import MetadataFile
 from forensics.thin.btree import KEY_MAX, Damage, key_range
+from forensics.thin.mappings import data_blocks, times
 from forensics.thin.node import (
     WRITTEN_MAPPING_LEAF,
     NodeError,
@@ -337,7 +337,7 @@ def _entries(dev: Device) -> tuple[np.ndarray, np.ndarray]:
 def _finish(dev: Device, header: Header) -> tuple[DeviceRecord, DeviceOutcome]:
     """The device as written, and the account of it."""
     keys, values = _entries(dev)
-    past = (values >> np.uint64(fmt.TIME_BITS)) >= np.uint64(header.nr_data_blocks)
+    past = data_blocks(values) >= np.uint64(header.nr_data_blocks)
     notes = list(dev.notes)
     if past.any():
         notes.append(
@@ -402,5 +402,5 @@ def _latest_time(devices: list[Device]) -> int:
         if dev.details is not None:
             latest = max(latest, dev.details.creation_time, dev.details.snapshotted_time)
         for values in dev.values:
-            latest = max(latest, int((values & np.uint64(fmt.TIME_MASK)).max()))
+            latest = max(latest, int(times(values).max()))
     return latest
