@@ -8,7 +8,8 @@ the ext4 or xfs filesystem inside a device. Exit codes as the rest of the tool: 
 e2fsck exits 8 on a bad magic), 16 usage; ``repair``: 0 nothing to repair, 1 a repaired copy
 written, 4 nothing written, 8.
 
-The group is registered on the main command by ``cli.add_command(thin)``.
+The main command loads the group when it is first asked for (``forensics.cli``'s ``LAZY``):
+numpy and construct load only for ``thin``.
 """
 
 from __future__ import annotations

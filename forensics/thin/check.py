@@ -5,9 +5,9 @@ and the metadata space map. It never compares the data space map (its comparison
 map twice), nor ``mapped_blocks``, nor data blocks against the end of the data device, nor times
 and transaction ids. This checker does all of it.
 
-Reference counts are recomputed the way the kernel keeps them (thin-metadata.md §8): a metadata
-block counts once per pointer from a node visited for the first time (a subtree shared by
-snapshots is walked once); a data block counts once per distinct leaf that maps it.
+Reference counts are recomputed the way the kernel keeps them (``dm-thin-metadata.c``): a
+metadata block counts once per pointer from a node visited for the first time (a subtree shared
+by snapshots is walked once); a data block counts once per distinct leaf that maps it.
 
 When a node is unreadable, what lies below it is invisible: its blocks look leaked. Those leaks
 are summed up in one finding that names the damage, instead of one finding per block.

@@ -3,7 +3,8 @@
 Both keep two bits per block in bitmap blocks (count 0, 1, 2, or 3 = "see the ref-count tree")
 and an overflow btree (block → u32 count) for counts of 3 and more. The metadata space map
 indexes its bitmaps with one index block; the data space map with a btree keyed by bitmap
-number. See thin-metadata.md §7.
+number (the kernel's ``drivers/md/persistent-data/dm-space-map-common.c`` and
+``dm-space-map-metadata.c``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ per device, its details and its sorted mappings. :func:`encode_metadata` lays ou
 new metadata device and :func:`write_metadata` puts it in a new (sparse) file; nothing is ever
 written over an existing file unless asked, and never in place.
 
-What is written, block by block (thin-metadata.md §3–§8):
+What is written, block by block (the layout of the kernel's ``dm-thin-metadata.c`` and
+``persistent-data/``):
 
 * block 0, the superblock; block 1, the metadata space map's index block; then the metadata
   bitmaps, the data bitmaps, the data space map's index btree, the data and metadata ref-count
