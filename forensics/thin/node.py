@@ -66,12 +66,15 @@ class NodeRule:
     ``value_size``: the tree's; None for a scan that takes any leaf (internal nodes hold 8-byte
     child pointers whatever the tree). ``flags``: the flag values allowed. ``kernel_width``:
     ``max_entries`` must be the kernel's for the value size, not merely fit the block in
-    multiples of 3. ``nonempty``: an internal node must hold an entry."""
+    multiples of 3. ``nonempty``: an internal node must hold an entry. ``third_full``: a
+    non-root node must be at least a third full (thin_check's rule; the kernel reads a node
+    that is not, and so does a scan for the nodes it wrote)."""
 
     value_size: int | None
     flags: tuple[int, ...]
     kernel_width: bool = False
     nonempty: bool = False
+    third_full: bool = True
 
     def expected_value_size(self) -> int:
         """The value size named in messages (a rule of one tree has one)."""
@@ -82,11 +85,16 @@ class NodeRule:
 #: an internal node of any tree, as the walker reaches it (its flags have the internal bit)
 INTERNAL = NodeRule(value_size=fmt.ChildPointer.sizeof(), flags=(1, 2, 3), nonempty=True)
 #: a node as the kernel writes it, of any tree: the scan of ``thin repair``
-WRITTEN = NodeRule(value_size=None, flags=(fmt.LEAF_NODE, fmt.INTERNAL_NODE), kernel_width=True)
+WRITTEN = NodeRule(
+    value_size=None,
+    flags=(fmt.LEAF_NODE, fmt.INTERNAL_NODE),
+    kernel_width=True,
+    third_full=False,
+)
 #: a mapping leaf as the kernel writes it (``thin repair`` reads one whose only fault is that
 #: it holds too few entries)
 WRITTEN_MAPPING_LEAF = NodeRule(
-    value_size=fmt.BLOCK_TIME_SIZE, flags=(fmt.LEAF_NODE,), kernel_width=True
+    value_size=fmt.BLOCK_TIME_SIZE, flags=(fmt.LEAF_NODE,), kernel_width=True, third_full=False
 )
 
 
@@ -127,8 +135,9 @@ def header_errors(
         (vs != expected, NodeError.VALUE_SIZE),
         (bad_width, NodeError.MAX_ENTRIES),
         (nr > width, NodeError.NR_ENTRIES),
-        (~np.asarray(root, dtype=bool) & (nr < width // 3), NodeError.UNDERFULL),
     ]
+    if rule.third_full:
+        failures.append((~np.asarray(root, dtype=bool) & (nr < width // 3), NodeError.UNDERFULL))
     if rule.nonempty:
         failures.append((nr == 0, NodeError.EMPTY))
     conditions = [np.broadcast_to(c, blocks.shape) for c, _ in failures]
@@ -154,10 +163,10 @@ def node_error(meta: MetadataFile, block: int, rule: NodeRule, *, root: bool) ->
 
 
 def sound_nodes(meta: MetadataFile, blocks: np.ndarray, rule: NodeRule) -> np.ndarray:
-    """Which of ``blocks`` (inside the file) pass every check of ``rule`` as roots (a root may
-    hold few entries); checksums are computed for the nodes whose header passes."""
+    """Which of ``blocks`` (inside the file, none a known root) pass every check of ``rule``;
+    checksums are computed for the nodes whose header passes."""
     blocks = np.asarray(blocks, dtype=np.int64)
-    sound = header_errors(blocks, header_fields(meta, blocks), rule, True) == NodeError.NONE
+    sound = header_errors(blocks, header_fields(meta, blocks), rule, False) == NodeError.NONE
     if sound.any():
         sound[sound] = meta.checksums_ok(blocks[sound], fmt.BTREE_CSUM_XOR)
     return sound

@@ -169,7 +169,7 @@ def _lenient_leaf(meta: MetadataFile, damage: Damage) -> tuple[np.ndarray, np.nd
     block = damage.block
     if not meta.contains(block):
         return empty, empty
-    if node_error(meta, block, WRITTEN_MAPPING_LEAF, root=True) != NodeError.NONE:
+    if node_error(meta, block, WRITTEN_MAPPING_LEAF, root=False) != NodeError.NONE:
         return empty, empty
     keys, values = node_entries(meta, block)
     if keys.size == 0 or not keys_ascend(keys):
