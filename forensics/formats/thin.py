@@ -196,12 +196,6 @@ def max_entries(value_size: int) -> int:
     return ((BLOCK_SIZE - NODE_HEADER_SIZE) // (KEY_SIZE + value_size)) // 3 * 3
 
 
-def node_fits(max_entries: Any, value_size: Any) -> Any:
-    """Whether ``max_entries`` keys and values of ``value_size`` fit in a node (numbers or
-    numpy arrays)."""
-    return NODE_HEADER_SIZE + max_entries * (KEY_SIZE + value_size) <= BLOCK_SIZE
-
-
 def node_values_offset(max_entries: Any) -> Any:
     """Where a node's values start: after its ``max_entries`` keys (a number or an array)."""
     return NODE_KEYS_OFFSET + KEY_SIZE * max_entries

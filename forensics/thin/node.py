@@ -106,6 +106,38 @@ def leaf_rule(value_size: int) -> NodeRule:
 _HEADER_FIELDS = ("blocknr", "flags", "nr_entries", "max_entries", "value_size")
 
 
+def _failures(block: Any, h: dict[str, Any], rule: NodeRule, below_root: Any) -> list[tuple]:
+    """The header checks of ``rule`` in thin_check's order, each as ``(failed, error)``. Written
+    with operators that numbers and numpy arrays share: for one node (``block``, ``h`` and
+    ``below_root`` numbers) each ``failed`` is a bool, for many an array."""
+    flags, nr, width, vs = h["flags"], h["nr_entries"], h["max_entries"], h["value_size"]
+    bad_flags: Any = True
+    for allowed in rule.flags:
+        bad_flags = bad_flags & (flags != allowed)
+    if rule.value_size is None:  # internal nodes hold child pointers, leaves anything
+        expected = vs + (flags == fmt.INTERNAL_NODE) * (fmt.ChildPointer.sizeof() - vs)
+    else:
+        expected = rule.value_size
+    if rule.kernel_width:  # the kernel's max_entries for the value size; -1 if none fits
+        writable = (vs > 0) & (vs <= fmt.BLOCK_SIZE - fmt.NODE_HEADER_SIZE)
+        bad_width = width != writable * (fmt.max_entries(vs) + 1) - 1
+    else:
+        fits = fmt.NODE_HEADER_SIZE + width * (fmt.KEY_SIZE + vs) <= fmt.BLOCK_SIZE
+        bad_width = np.logical_not(fits) | (width % 3 != 0)
+    failures = [
+        (h["blocknr"] != block, NodeError.BLOCKNR),
+        (bad_flags, NodeError.FLAGS),
+        (vs != expected, NodeError.VALUE_SIZE),
+        (bad_width, NodeError.MAX_ENTRIES),
+        (nr > width, NodeError.NR_ENTRIES),
+    ]
+    if rule.third_full:
+        failures.append((below_root & (nr < width // 3), NodeError.UNDERFULL))
+    if rule.nonempty:
+        failures.append((nr == 0, NodeError.EMPTY))
+    return failures
+
+
 def header_fields(meta: MetadataFile, blocks: np.ndarray) -> dict[str, np.ndarray]:
     """The header fields of ``blocks`` (inside the file) as int64, gathered field by field (an
     item of the headers' view is a whole 4 KiB block)."""
@@ -119,29 +151,12 @@ def header_errors(
     """The first header check that each node fails (a :class:`NodeError` value, 0 if none),
     the checksum aside. ``h``: :func:`header_fields`; ``root``: whether each node is a root
     (a root may hold few entries)."""
-    flags, nr, width, vs = h["flags"], h["nr_entries"], h["max_entries"], h["value_size"]
-    if rule.value_size is None:
-        expected = np.where(flags == fmt.INTERNAL_NODE, fmt.ChildPointer.sizeof(), vs)
-    else:
-        expected = np.full(vs.shape, rule.value_size, dtype=np.int64)
-    if rule.kernel_width:
-        writable = (vs > 0) & (vs <= fmt.BLOCK_SIZE - fmt.NODE_HEADER_SIZE)
-        bad_width = width != np.where(writable, fmt.max_entries(np.maximum(vs, 0)), -1)
-    else:
-        bad_width = ~fmt.node_fits(width, vs) | (width % 3 != 0)
-    failures = [
-        (h["blocknr"] != blocks, NodeError.BLOCKNR),
-        (~np.isin(flags, rule.flags), NodeError.FLAGS),
-        (vs != expected, NodeError.VALUE_SIZE),
-        (bad_width, NodeError.MAX_ENTRIES),
-        (nr > width, NodeError.NR_ENTRIES),
-    ]
-    if rule.third_full:
-        failures.append((~np.asarray(root, dtype=bool) & (nr < width // 3), NodeError.UNDERFULL))
-    if rule.nonempty:
-        failures.append((nr == 0, NodeError.EMPTY))
-    conditions = [np.broadcast_to(c, blocks.shape) for c, _ in failures]
-    return np.select(conditions, [int(e) for _, e in failures], 0).astype(np.uint8)
+    errors = np.zeros(blocks.shape, dtype=np.uint8)
+    for failed, error in reversed(_failures(blocks, h, rule, np.logical_not(root))):
+        if not isinstance(failed, np.ndarray) or failed.shape != blocks.shape:
+            failed = np.broadcast_to(failed, blocks.shape)
+        errors[failed] = error  # the checks run backwards: the first failed is kept
+    return errors
 
 
 def node_errors(
@@ -157,9 +172,16 @@ def node_errors(
 
 
 def node_error(meta: MetadataFile, block: int, rule: NodeRule, *, root: bool) -> NodeError:
-    """The first check that node ``block`` fails (``NONE`` if it is sound)."""
-    errors, _ = node_errors(meta, np.array([block], dtype=np.int64), rule, root)
-    return NodeError(int(errors[0]))
+    """The first check that node ``block`` (inside the file) fails, ``NONE`` if it is sound:
+    the same checks as :func:`node_errors`, on numbers."""
+    if not meta.checksum_ok(block, fmt.BTREE_CSUM_XOR):
+        return NodeError.CHECKSUM
+    record = meta.headers[block]
+    h = {name: int(record[name]) for name in _HEADER_FIELDS}
+    for failed, error in _failures(block, h, rule, not root):
+        if failed:
+            return error
+    return NodeError.NONE
 
 
 def sound_nodes(meta: MetadataFile, blocks: np.ndarray, rule: NodeRule) -> np.ndarray:
