@@ -20,7 +20,7 @@ from forensics.thin.node import (
     leaf_rule,
     node_error,
     sound_nodes,
-    unordered_nodes,
+    unordered_rows,
 )
 
 MAPPING = leaf_rule(fmt.BLOCK_TIME_SIZE)
@@ -115,6 +115,7 @@ def test_the_kernels_width_is_stricter_than_thin_checks(leaf) -> None:
 
 
 def test_keys_out_of_order_name_their_node() -> None:
-    keys = np.array([1, 2, 3, 7, 5, 9, 10, 10], dtype=np.uint64)
-    node = np.array([0, 0, 0, 1, 1, 2, 3, 3])
-    assert unordered_nodes(keys, node).tolist() == [1, 3]
+    """Only the keys in use count: a node's unused slots after its entries do not."""
+    keys = np.array([[1, 2, 3, 0], [7, 5, 0, 0], [9, 0, 0, 0], [10, 10, 0, 0], [4, 6, 8, 1]])
+    nr = np.array([3, 2, 1, 2, 3])
+    assert unordered_rows(keys.astype(np.uint64), nr).tolist() == [False, True, False, True, False]

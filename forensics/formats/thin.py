@@ -292,12 +292,16 @@ BITMAP_RAW_TO_COUNT = np.array([0, 2, 1, 3], dtype=np.uint8)
 COUNT_TO_BITMAP_RAW = np.array([0, 2, 1, 3], dtype=np.uint8)
 
 
+#: each byte of a bitmap → the counts of its four entries, lowest bits first
+_BYTE_TO_COUNTS = BITMAP_RAW_TO_COUNT[
+    (np.arange(256, dtype=np.uint8)[:, None] >> np.array([0, 2, 4, 6], dtype=np.uint8)) & 3
+]
+
+
 def decode_bitmaps(areas: np.ndarray) -> np.ndarray:
     """Counts (0, 1, 2, or 3 meaning "look in the ref-count tree") of the bitmap entry areas
     ``areas`` (shape ``(n, 4080)`` uint8: the blocks from ``BITMAP_ENTRIES_OFFSET`` on)."""
-    shifts = np.array([0, 2, 4, 6], dtype=np.uint8)
-    raw = (areas[..., None] >> shifts) & 3
-    return BITMAP_RAW_TO_COUNT[raw.reshape(areas.shape[0], -1)]
+    return _BYTE_TO_COUNTS[areas].reshape(areas.shape[0], -1)
 
 
 def parse_superblock(block: bytes) -> cs.Container:

@@ -43,7 +43,7 @@ from forensics.thin.node import (
     leaf_rule,
     node_error,
     node_errors,
-    unordered_nodes,
+    unordered_rows,
 )
 
 KEY_MAX = (1 << 64) - 1
@@ -146,27 +146,52 @@ class Forest:
     def gather(self, leaves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keys and values of ``leaves`` (indices of distinct leaves), flat, in that order; the
         file's pages are released every ``READ_RUN`` leaves."""
+        keys, values = self._collect(leaves, with_keys=True)
+        assert keys is not None
+        return keys, values
+
+    def values_of(self, leaves: np.ndarray) -> np.ndarray:
+        """The values of ``leaves``, as :meth:`gather` (the keys are not read)."""
+        return self._collect(leaves, with_keys=False)[1]
+
+    def _collect(
+        self, leaves: np.ndarray, *, with_keys: bool
+    ) -> tuple[np.ndarray | None, np.ndarray]:
         if leaves.size <= READ_RUN:
-            out = self._gather_run(leaves)
-            self.meta.release()
+            out = self._gather_run(leaves, with_keys)
+            self._release(leaves)
             return out
         total = int(self.leaf_nr[leaves].sum())
-        keys = np.empty(total, dtype=np.uint64)
+        keys = np.empty(total, dtype=np.uint64) if with_keys else None
         values = np.empty(total, dtype=_value_dtype(self.value_size))
         at = 0
         for i in range(0, leaves.size, READ_RUN):
-            run_keys, run_values = self._gather_run(leaves[i : i + READ_RUN])
-            keys[at : at + run_keys.size] = run_keys
-            values[at : at + run_keys.size] = run_values
-            at += run_keys.size
-            self.meta.release()
+            run = leaves[i : i + READ_RUN]
+            run_keys, run_values = self._gather_run(run, with_keys)
+            if keys is not None and run_keys is not None:
+                keys[at : at + run_keys.size] = run_keys
+            values[at : at + run_values.size] = run_values
+            at += run_values.size
+            self._release(run)
         return keys, values
 
-    def _gather_run(self, leaves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        blocks, nr = self.leaf_blocks[leaves], self.leaf_nr[leaves]
-        keys = self.meta.words[_segments(keys_at(blocks), nr)]
-        values = gather_values(self.meta, self.value_size, blocks, self.leaf_width[leaves], nr)
-        return keys, values
+    def _gather_run(
+        self, leaves: np.ndarray, with_keys: bool
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        return node_entries(
+            self.meta,
+            self.leaf_blocks[leaves],
+            self.leaf_width[leaves],
+            self.leaf_nr[leaves],
+            self.value_size,
+            with_keys=with_keys,
+        )
+
+    def _release(self, leaves: np.ndarray) -> None:
+        """Hand back the pages of the blocks of ``leaves`` just read."""
+        if leaves.size:
+            blocks = self.leaf_blocks[leaves]
+            self.meta.release(int(blocks.min()), int(blocks.max()) + 1)
 
     def first_keys(self, leaves: np.ndarray) -> np.ndarray:
         """The first key of each of ``leaves`` (indices of distinct leaves holding entries)."""
@@ -191,19 +216,15 @@ class Forest:
             keys, values = self.gather(np.arange(part.start, part.stop))
             yield part, keys, values
 
+    def value_chunks(self, size: int = CHUNK_LEAVES) -> Iterator[tuple[slice, np.ndarray]]:
+        """As :meth:`chunks`, without the keys."""
+        for start in range(0, self.leaf_nr.size, size):
+            part = slice(start, min(start + size, self.leaf_nr.size))
+            yield part, self.values_of(np.arange(part.start, part.stop))
+
     def chunk_leaf_of_entry(self, part: slice) -> np.ndarray:
         """For each entry of the run ``part`` of :meth:`chunks`, the index of its leaf."""
         return np.repeat(np.arange(part.start, part.stop), self.leaf_nr[part])
-
-
-def _segments(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The concatenation of ``arange(s, s + n)`` for each start and length, without a loop."""
-    lengths = lengths.astype(np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.cumsum(lengths) - lengths
-    return np.repeat(starts.astype(np.int64) - offsets, lengths) + np.arange(total)
 
 
 @dataclass
@@ -381,16 +402,15 @@ class ForestWalker:
         inside = (children >= 0) & (children < self.limit)
         flags = np.zeros(nr, dtype=np.uint32)
         flags[inside] = self.meta.headers["flags"][children[inside]]
-        plain = not self._seen_any(children) and not (
-            self.stop_at and any(c in self.stop_at for c in children.tolist())
-        )
+        child_list = children.tolist()
+        plain = self._seen.isdisjoint(child_list) and self.stop_at.isdisjoint(child_list)
         if inside.all() and not (flags & fmt.INTERNAL_NODE).any() and plain:
             child_hi = np.append(keys[1:] - np.uint64(1), np.uint64(hi))
             self._refs.add_run(children, keys.copy(), child_hi, owner)
         else:
             child_lo = keys.tolist()
             child_hi_list = [k - 1 for k in child_lo[1:]] + [hi]
-            for child, clo, chi in zip(children.tolist(), child_lo, child_hi_list, strict=True):
+            for child, clo, chi in zip(child_list, child_lo, child_hi_list, strict=True):
                 self._child(owner, child, clo, chi, root=False, depth=depth + 1)
         if self.share:
             self._memo[block] = (start, len(self._refs), dstart, len(self._damage))
@@ -402,9 +422,6 @@ class ForestWalker:
         if self._read_since_release >= READ_RUN:
             self.meta.release()
             self._read_since_release = 0
-
-    def _seen_any(self, children: np.ndarray) -> bool:
-        return bool(self._seen) and any(c in self._seen for c in children.tolist())
 
     def _header_problem(self, block: int, *, root: bool) -> tuple[str, str] | None:
         """The check id and message of what internal node ``block`` fails, if anything."""
@@ -604,46 +621,72 @@ class _LeafScan:
             last=np.zeros(n, dtype=np.uint64),
         )
         for start in range(0, n, READ_RUN):
-            scan._read(meta, uniq, slice(start, min(start + READ_RUN, n)))
-            meta.release()
+            part = slice(start, min(start + READ_RUN, n))
+            scan._read(meta, uniq, part)
+            meta.release(int(uniq[part.start]), int(uniq[part.stop - 1]) + 1)  # uniq ascends
         return scan
 
     def _read(self, meta: MetadataFile, uniq: np.ndarray, part: slice) -> None:
         blocks = uniq[part]
         errors, h = node_errors(meta, blocks, self.rule, self.all_root[part])
-        sane = errors == NodeError.NONE
-        nr = np.where(sane, h["nr_entries"], 0)
+        nr = np.where(errors == NodeError.NONE, h["nr_entries"], 0)
         self.errors[part], self.nr[part] = errors, nr
         self.width[part] = h["max_entries"]
-        keys = meta.words[_segments(keys_at(blocks), nr)]
-        if keys.size == 0:
+        take = int(nr.max()) if nr.size else 0
+        if take == 0:
             return
-        leaf = np.repeat(np.arange(blocks.size), nr)
-        self.ordered[part][unordered_nodes(keys, leaf)] = False
-        end = np.cumsum(nr)
-        has = nr > 0
-        self.first[part][has] = keys[(end - nr)[has]]
-        self.last[part][has] = keys[end[has] - 1]
+        keys = _window(meta, blocks, fmt.NODE_KEYS_OFFSET, take, _KEY_DTYPE)
+        self.ordered[part] = ~unordered_rows(keys, nr)
+        has = np.flatnonzero(nr > 0)
+        self.first[part][has] = keys[has, 0]
+        self.last[part][has] = keys[has, nr[has] - 1]
 
 
-def gather_values(
-    meta: MetadataFile, value_size: int, leaves: np.ndarray, width: np.ndarray, nr: np.ndarray
+def node_entries(
+    meta: MetadataFile,
+    blocks: np.ndarray,
+    width: np.ndarray,
+    nr: np.ndarray,
+    value_size: int,
+    *,
+    with_keys: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The keys (unless not ``with_keys``) and values of nodes ``blocks``, ``nr`` entries each,
+    values after ``width`` keys; flat, node after node. Each node's keys and values are copied
+    as one window of its block (a row of the file), then cut to its entries."""
+    blocks = blocks.astype(np.int64)
+    take = int(nr.max()) if nr.size else 0
+    inside = np.arange(take) < nr[:, None]
+    keys = None
+    if with_keys:
+        keys = _window(meta, blocks, fmt.NODE_KEYS_OFFSET, take, _KEY_DTYPE)[inside]
+    dtype = _value_dtype(value_size)
+    first = int(width[0]) if width.size else 0
+    if bool((width == first).all()):  # one width (every node of a tree, as written): one window
+        start = fmt.node_values_offset(first)
+        return keys, _window(meta, blocks, start, take, dtype)[inside]
+    values = np.empty(int(nr.sum()), dtype=dtype)
+    at = np.cumsum(nr) - nr
+    for w in np.unique(width).tolist():
+        group = np.flatnonzero(width == w)
+        count = int(nr[group].max())
+        got = _window(meta, blocks[group], fmt.node_values_offset(w), count, dtype)
+        for row, node in enumerate(group.tolist()):
+            n = int(nr[node])
+            values[at[node] : at[node] + n] = got[row, :n]
+    return keys, values
+
+
+def _window(
+    meta: MetadataFile, blocks: np.ndarray, start: int, count: int, dtype: np.dtype
 ) -> np.ndarray:
-    """The values of leaf blocks ``leaves`` (``nr`` entries each, values after ``width`` keys)."""
-    leaves, width = leaves.astype(np.int64), width.astype(np.int64)
-    at = values_at(leaves, width, value_size)
-    if value_size == 8:
-        return meta.words[_segments(at, nr)]
-    if value_size == 4:  # the ref-count trees: 32-bit words, gathered without a byte matrix
-        return meta.words32[_segments(at, nr)]
-    entry = _segments(np.zeros(leaves.size, dtype=np.int64), nr)
-    offsets = np.repeat(at, nr) + entry * value_size
-    flat = meta.bytes.reshape(-1)
-    raw = flat[offsets[:, None] + np.arange(value_size)]
-    return np.ascontiguousarray(raw).view(_VALUE_DTYPES[value_size]).reshape(-1)
+    """``count`` items of ``dtype`` from byte ``start`` of each of ``blocks``: one row each."""
+    rows = meta.bytes[blocks, start : start + count * dtype.itemsize]
+    return rows.view(dtype).reshape(blocks.size, count)
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
+_KEY_DTYPE = np.dtype("<u8")
 _VALUE_DTYPES = {
     fmt.RefCount.sizeof(): np.dtype("<u4"),
     fmt.IndexEntry.sizeof(): fmt.INDEX_ENTRY_DTYPE,

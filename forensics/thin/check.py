@@ -186,7 +186,7 @@ def _bad_entries_per_leaf(forest: Forest, checks: tuple[_EntryCheck, ...]) -> li
     """For each check, how many entries of each distinct leaf fail it (one pass over the leaves,
     a run at a time)."""
     out = [np.zeros(forest.leaf_nr.size, dtype=np.int64) for _ in checks]
-    for part, _, values in forest.chunks():
+    for part, values in forest.value_chunks():
         leaf = forest.chunk_leaf_of_entry(part)
         for counts, check in zip(out, checks, strict=True):
             counts += np.bincount(leaf[check.fails(values)], minlength=counts.size)
@@ -247,7 +247,7 @@ def expected_data_counts(pool: Pool, lo: int, hi: int) -> np.ndarray:
     counts = np.zeros(hi - lo, dtype=np.uint32)
     for forest in (pool.mappings, pool.snapshot_mappings):
         if forest is not None:
-            for _, _, values in forest.chunks():
+            for _, values in forest.value_chunks():
                 data = data_blocks(values)
                 data = data[(data >= np.uint64(lo)) & (data < np.uint64(hi))]
                 # by sorting the run: np.bincount would need 8 bytes per block of the span

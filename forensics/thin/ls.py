@@ -74,7 +74,7 @@ def exclusive_per_owner(pool: Pool) -> tuple[np.ndarray, np.ndarray]:
     refs_per_leaf = np.bincount(forest.ref_leaf, minlength=forest.leaf_nr.size)
     table = _EntryTable.of(forest, pool.nr_data_blocks)
     exclusive_per_leaf = np.zeros(forest.leaf_nr.size, dtype=np.int64)
-    for part, _, values in forest.chunks():
+    for part, values in forest.value_chunks():
         leaf = forest.chunk_leaf_of_entry(part)
         once = table.once(data_blocks(values)) & (refs_per_leaf[leaf] == 1)
         exclusive_per_leaf += np.bincount(leaf[once], minlength=exclusive_per_leaf.size)
@@ -99,7 +99,7 @@ class _EntryTable:
         size = min(nr_data_blocks, max(TABLE_MIN, 4 * forest.nr_entries))
         counts = np.zeros(size, dtype=np.uint8)
         beyond: list[np.ndarray] = []
-        for _, _, values in forest.chunks():
+        for _, values in forest.value_chunks():
             data = data_blocks(values)
             inside = data < np.uint64(size)
             # by sorting the run: np.bincount would need 8 bytes per block of the table

@@ -235,11 +235,13 @@ def keys_ascend(keys: np.ndarray) -> bool:
     return not bool((keys[1:] <= keys[:-1]).any())
 
 
-def unordered_nodes(keys: np.ndarray, node_of_key: np.ndarray) -> np.ndarray:
-    """The nodes (values of ``node_of_key``) whose keys, laid end to end in ``keys``, do not
-    strictly ascend."""
-    bad = np.flatnonzero((keys[1:] <= keys[:-1]) & (node_of_key[1:] == node_of_key[:-1]))
-    return np.unique(node_of_key[bad + 1])
+def unordered_rows(keys: np.ndarray, nr: np.ndarray) -> np.ndarray:
+    """For nodes whose keys are the rows of ``keys`` (the first ``nr`` of each in use), whether
+    they fail to ascend strictly."""
+    if keys.shape[1] < 2:
+        return np.zeros(keys.shape[0], dtype=bool)
+    in_use = np.arange(1, keys.shape[1]) < nr[:, None]
+    return ((keys[:, 1:] <= keys[:, :-1]) & in_use).any(axis=1)
 
 
 def keys_within(first: Any, last: Any, lo: Any, hi: Any) -> Any:
