@@ -178,7 +178,7 @@ class Forest:
     def _gather_run(
         self, leaves: np.ndarray, with_keys: bool
     ) -> tuple[np.ndarray | None, np.ndarray]:
-        return node_entries(
+        return leaf_entries(
             self.meta,
             self.leaf_blocks[leaves],
             self.leaf_width[leaves],
@@ -642,7 +642,7 @@ class _LeafScan:
         self.last[part][has] = keys[has, nr[has] - 1]
 
 
-def node_entries(
+def leaf_entries(
     meta: MetadataFile,
     blocks: np.ndarray,
     width: np.ndarray,
@@ -651,9 +651,10 @@ def node_entries(
     *,
     with_keys: bool = True,
 ) -> tuple[np.ndarray | None, np.ndarray]:
-    """The keys (unless not ``with_keys``) and values of nodes ``blocks``, ``nr`` entries each,
-    values after ``width`` keys; flat, node after node. Each node's keys and values are copied
-    as one window of its block (a row of the file), then cut to its entries."""
+    """The keys (unless not ``with_keys``) and values of sound leaves ``blocks`` (their header
+    checked: ``nr`` entries each, values after ``width`` keys, all inside the block); flat, leaf
+    after leaf. Each leaf's keys and values are copied as one window of its block (a row of the
+    file), then cut to its entries."""
     blocks = blocks.astype(np.int64)
     take = int(nr.max()) if nr.size else 0
     inside = np.arange(take) < nr[:, None]

@@ -193,7 +193,9 @@ def kind_fits(scan: NodeScan, root: int, kind: str) -> bool:
 
 
 def node_entries(meta: MetadataFile, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keys and 64-bit values of a node (internal, or a leaf of value size 8)."""
+    """Keys and 64-bit values of a node (internal, or a leaf of value size 8), as its header
+    says, cut at the end of the file: the scan also follows pointers to nodes it has not
+    judged."""
     nr = int(meta.headers["nr_entries"][block])
     width = int(meta.headers["max_entries"][block])
     keys = keys_at(block)
