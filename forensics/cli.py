@@ -33,16 +33,24 @@ from forensics.cliutil import (
     OperationalError,
     check_output_path,
     emit,
+    emit_chunks,
     now_iso,
     open_root,
 )
 from forensics.evidence import Evidence
 from forensics.heap import keep_until_exit
-from forensics.inventory import build_inventory, inventory_text
+from forensics.inventory import (
+    container_record,
+    container_text,
+    inventory_document,
+    inventory_text,
+)
+from forensics.jsonstream import json_chunks
 from forensics.lookup import NoSuchContainer, find_container
 from forensics.model import Host
 from forensics.nextstep import fixable, repair_command
 from forensics.progress import set_enabled
+from forensics.psview import BadTime, reference_time
 from forensics.report import (
     SEVERITIES,
     Finding,
@@ -50,7 +58,6 @@ from forensics.report import (
     count_by_severity,
     findings_jsonl,
     printable,
-    sort_findings,
     to_json,
 )
 from forensics.stores import read_host
@@ -133,12 +140,53 @@ def cli(no_progress: bool) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-def inventory(root: str, fmt: str) -> int:
+@click.option(
+    "-a", "--all", "all_images", is_flag=True, help="Also list the intermediate images (text)."
+)
+@click.option(
+    "--container",
+    "wanted",
+    metavar="ID|NAME",
+    help="Show one container whole: a full id, its name, or a unique id prefix (as docker).",
+)
+@click.option(
+    "--now",
+    metavar="TIME",
+    help="Say times as docker would have at TIME (ISO 8601 with zone, or 'now'): "
+    "'Exited (3) 2 hours ago'. Without it, times are absolute, in UTC.",
+)
+@click.option("--no-trunc", is_flag=True, help="Full ids and commands in the text tables.")
+def inventory(
+    root: str, fmt: str, all_images: bool, wanted: str | None, now: str | None, no_trunc: bool
+) -> int:
     """List the images, containers and volumes of ROOT (default /var/lib/docker)."""
+    reference = _reference_time(now)
     host = read_host(open_root(root))
-    doc = build_inventory(host)
-    emit(to_json(doc) if fmt == "json" else inventory_text(doc))
+    keep_until_exit()
+    if wanted is not None:
+        try:
+            cid = find_container(host, wanted)
+        except NoSuchContainer as exc:
+            raise click.UsageError(str(exc)) from None
+        container = host.containers[cid]
+        if fmt == "json":
+            emit(to_json(container_record(host, container, reference)))
+        else:
+            emit(container_text(host, container, reference))
+    elif fmt == "json":
+        emit_chunks(json_chunks(inventory_document(host, reference)))
+    else:
+        emit(inventory_text(host, now=reference, all_images=all_images, no_trunc=no_trunc))
     return EXIT_OK
+
+
+def _reference_time(now: str | None) -> int | None:
+    if now is None:
+        return None
+    try:
+        return reference_time(now)
+    except BadTime as exc:
+        raise click.BadParameter(str(exc), param_hint="--now") from None
 
 
 @cli.command()
@@ -208,13 +256,12 @@ def verify(
             check_output_path(out, ev.root, overwrite)
     host = read_host(ev)
     keep_until_exit()
-    findings = run_checks(host)
     deep_result = None
     if deep:
         from forensics.deep import verify_deep
 
         deep_result = verify_deep(ev, host)
-        findings = sort_findings([*findings, *deep_result.findings])
+    findings = run_checks(host, deep_result.findings if deep_result else ())
     counts = count_by_severity(findings)
     status = EXIT_ERRORS if counts["error"] else EXIT_OK
     if sqlite_out is not None:
@@ -236,7 +283,7 @@ def verify(
                 raise OperationalError(f"{metadata_out}: {exc.strerror or exc}") from None
     shown = at_least(findings, severity)
     if fmt == "json":
-        emit(to_json(_verify_document(host, shown, counts, deep_result)))
+        emit_chunks(json_chunks(_verify_document(host, shown, counts, deep_result)))
     elif fmt == "jsonl":
         emit(findings_jsonl(shown))
     elif quiet:
@@ -274,7 +321,7 @@ def _verify_document(
         "layout": host.layout,
         "driver": host.driver,
         "summary": counts,
-        "findings": [f.as_dict() for f in findings],
+        "findings": (f.as_dict() for f in findings),  # written one at a time (jsonstream)
     }
     if deep is not None:
         doc["layers"] = [r.to_dict(files=False) for r in sorted(deep.layers, key=_layer_key)]

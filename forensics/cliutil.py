@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,9 +56,28 @@ def open_root(root: str, *, record_reads: bool = False) -> Evidence:
 def emit(text: str | bytes) -> None:
     """Write the requested output (text, or bytes as they are). A reader that went away
     (``| head``) does not change the exit status: the rest of the output is dropped."""
+    emit_chunks((text,))
+
+
+#: how much of a long output is gathered before it is written
+_EMIT_BATCH = 1 << 16
+
+
+def emit_chunks(chunks: Iterable[str | bytes]) -> None:
+    """Write the requested output as it is made, in batches: a long document is never held
+    whole (as text nor as bytes). A reader that went away ends the writing as :func:`emit`."""
+    out = sys.stdout.buffer
+    batch: list[bytes] = []
+    size = 0
     try:
-        data = text if isinstance(text, bytes) else text.encode("utf-8", "backslashreplace")
-        sys.stdout.buffer.write(data)
+        for chunk in chunks:
+            data = chunk if isinstance(chunk, bytes) else chunk.encode("utf-8", "backslashreplace")
+            batch.append(data)
+            size += len(data)
+            if size >= _EMIT_BATCH:
+                out.write(b"".join(batch))
+                batch, size = [], 0
+        out.write(b"".join(batch))
         sys.stdout.flush()
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -4,10 +4,17 @@ The per-layer work is in :mod:`forensics.layers`; this module runs it over a hos
 workers, a progress bar in bytes), turns what it found into findings with the catalogue's
 severities (and says which layers it could not rebuild), and computes what each container
 changed, for the report and the SQLite export.
+
+A layer whose check raises (a bug) does not end the run: it is reported as
+``layer.check-failed`` on that layer, and the other layers are checked
+(``DOCKER_FORENSICS_DEBUG=1`` prints the traceback on stderr).
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -16,6 +23,7 @@ from forensics.evidence import Evidence
 from forensics.layers import (
     DiffResult,
     LayerJob,
+    LayerProblem,
     LayerReport,
     Skipped,
     container_diff,
@@ -58,12 +66,60 @@ def verify_deep(ev: Evidence, host: Host) -> DeepResult:
     for cid in sorted(host.containers):
         plan = diff_plan(host, cid)
         if not isinstance(plan, str):
-            result.diffs.append(container_diff(plan))
+            diff = container_diff(plan)
+            result.diffs.append(diff)
+            result.findings.extend(_diff_findings(diff))
     return result
 
 
 def _verify_one(ev: Evidence, job: LayerJob) -> LayerReport:
-    return verify_layer(job, ev=ev)
+    """One layer checked; an exception (a bug: bad evidence is reported, never raised) is
+    a finding on that layer, so that a worker's failure never ends the run."""
+    try:
+        return verify_layer(job, ev=ev)
+    except Exception as exc:  # any bug in one layer's check
+        return _failed(job, exc)
+
+
+def _failed(job: LayerJob, exc: Exception) -> LayerReport:
+    if _debug():
+        traceback.print_exc(file=sys.stderr)
+    report = LayerReport(
+        layer_id=job.layer_id,
+        driver=job.driver,
+        tar_split=job.tar_split,
+        content_dir=job.content_dir,
+        recorded_diff_id=job.recorded_diff_id,
+    )
+    what = f"{type(exc).__name__}: {exc}"[:300]
+    report.problems.append(
+        LayerProblem(
+            "check-failed",
+            job.tar_split,
+            f"layer {job.layer_id}: the check stopped on an internal error ({what}); "
+            "its files were not all checked (set DOCKER_FORENSICS_DEBUG=1 to see the traceback)",
+        )
+    )
+    return report
+
+
+def _debug() -> bool:
+    return os.environ.get("DOCKER_FORENSICS_DEBUG", "").lower() in ("1", "true", "yes")
+
+
+def _diff_findings(diff: DiffResult) -> list[Finding]:
+    """What a container's diff could not compare because it lies too deep (a missing layer
+    directory is reported by the quick checks already)."""
+    return [
+        finding(
+            "layer.path-too-deep",
+            path,
+            f"container {diff.container_id}: {message}",
+            object_type="container",
+            object_id=diff.container_id,
+        )
+        for path, message in diff.too_deep
+    ]
 
 
 def _layer_findings(report: LayerReport) -> list[Finding]:

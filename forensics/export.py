@@ -325,13 +325,16 @@ def _container_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _finding_rows(host: Host, findings: list[Finding], run_id: int) -> list[dict[str, Any]]:
-    """One row per finding: its fields (``check`` in the column ``check_id``), and the object
-    it concerns again in the column that is a foreign key to that object's table."""
+    """One row per finding: its fields (``check`` in the column ``check_id``), the object it
+    concerns again in the column that is a foreign key to that object's table, and for a
+    consequence the row of its cause (``cause_id``, numbered here: one run per database)."""
+    numbers = {f.key: n for n, f in enumerate(findings, 1) if f.caused_by is None}
     rows = []
-    for f in findings:
+    for n, f in enumerate(findings, 1):
         kind, oid = f.object_type, f.object_id
         rows.append(
             {
+                "id": n,
                 "run_id": run_id,
                 "check_id": f.check,
                 "severity": f.severity,
@@ -347,6 +350,9 @@ def _finding_rows(host: Host, findings: list[Finding], run_id: int) -> list[dict
                 ),
                 "volume_name": oid if kind == "volume" else None,
                 "device_hash": oid if kind == "device" else None,
+                "caused_by": f.caused_by,
+                "cause_id": numbers.get(f.caused_by) if f.caused_by else None,
+                "affects": json.dumps(list(f.affects)) if f.affects else None,
             }
         )
     return rows

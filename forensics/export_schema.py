@@ -167,6 +167,9 @@ TABLES: tuple[Table, ...] = (
             "container_id": str,
             "volume_name": str,
             "device_hash": str,
+            "caused_by": str,
+            "cause_id": int,
+            "affects": str,
         },
         "id",
         [
@@ -176,6 +179,7 @@ TABLES: tuple[Table, ...] = (
             ("container_id", "containers", "id"),
             ("volume_name", "volumes", "name"),
             ("device_hash", "devices", "hash"),
+            ("cause_id", "findings", "id"),
         ],
     ),
     Table(
@@ -290,6 +294,7 @@ INDEXES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("findings", ("object_type", "object_id")),
     ("findings", ("container_id",)),
     ("findings", ("layer_id",)),
+    ("findings", ("cause_id",)),
     ("containers", ("name",)),
     ("tags", ("image_id",)),
     ("image_layers", ("layer_id",)),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Problem:
     """A file that a store could not read or decode.
 
@@ -23,7 +23,7 @@ class Problem:
     detail: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Layer:
     """One read-only layer: a modern layerdb entry, or a legacy graph image (which is a layer)."""
 
@@ -47,7 +47,7 @@ class Layer:
     problems: dict[str, Problem] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Image:
     id: str  # "sha256:<hex>" (modern) or 64 hex (legacy graph id)
     path: str  # the config file, relative to ROOT
@@ -65,9 +65,69 @@ class Image:
     digests: list[str] = field(default_factory=list)
     has_rootfs: bool = False
     problems: dict[str, Problem] = field(default_factory=dict)
+    run_config: RunConfig | None = None  # the image config's ``config``
 
 
-@dataclass
+@dataclass(slots=True)
+class RunConfig:
+    """Docker's ``container.Config`` as far as people ask for it: what an image says to run
+    (``config`` of an image config) and what a container was created with (``Config`` of its
+    config.v2.json). Only values of the right JSON type are kept."""
+
+    env: list[str] = field(default_factory=list)
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    working_dir: str = ""
+    user: str = ""
+    exposed_ports: list[str] = field(default_factory=list)  # "80/tcp", sorted
+    healthcheck: list[str] | None = None  # Healthcheck.Test
+
+
+@dataclass(slots=True)
+class PortBinding:
+    """A container port and where it is published (``NetworkSettings.Ports``,
+    ``HostConfig.PortBindings``); host_ip and host_port are None for a port not published."""
+
+    container_port: str  # "80/tcp"
+    host_ip: str | None = None
+    host_port: str | None = None
+
+
+@dataclass(slots=True)
+class Network:
+    """One network the container is attached to (``NetworkSettings.Networks``)."""
+
+    name: str
+    ip_address: str | None = None
+    mac_address: str | None = None
+
+
+@dataclass(slots=True)
+class ContainerDetails:
+    """What a container's config and hostconfig say beyond its identity and state word, for
+    ``docker ps``/``docker inspect``-like views. Made only when a config could be read, so that a
+    container directory without one costs nothing here."""
+
+    process_path: str | None = None  # Path: the program that was run
+    args: list[str] = field(default_factory=list)  # Args
+    oom_killed: bool = False
+    error: str | None = None  # State.Error: why the last start failed
+    restart_count: int | None = None
+    health: str | None = None  # State.Health.Status as Docker reports it
+    health_failing_streak: int | None = None
+    log_path: str | None = None  # LogPath as recorded (a path on the original host)
+    log_driver: str | None = None  # HostConfig.LogConfig.Type
+    hostname: str | None = None
+    network_mode: str | None = None
+    restart_policy: str | None = None  # HostConfig.RestartPolicy.Name
+    restart_retries: int | None = None  # HostConfig.RestartPolicy.MaximumRetryCount
+    ports: list[PortBinding] = field(default_factory=list)  # what docker ps shows
+    port_bindings: list[PortBinding] = field(default_factory=list)  # what was asked for
+    networks: list[Network] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Mount:
     """``layerdb/mounts/<cid>``: a container's read-write layer record."""
 
@@ -79,16 +139,19 @@ class Mount:
     problems: dict[str, Problem] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class MountPoint:
     destination: str
     type: str | None
     name: str | None
     driver: str | None
     source: str | None
+    rw: bool | None = None
+    mode: str | None = None  # Relabel ("z", "Z", ""), what docker inspect calls Mode
+    propagation: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Container:
     id: str  # the directory name
     path: str
@@ -108,12 +171,16 @@ class Container:
     command: str | None = None
     mount_id: str | None = None
     init_id: str | None = None
-    mount_points: list[MountPoint] = field(default_factory=list)
-    leftovers: list[str] = field(default_factory=list)  # .tmp-* files of interrupted writes
+    #: set once, and a tuple: a container without any costs no list (a million empty
+    #: container directories would otherwise hold two million empty lists)
+    mount_points: tuple[MountPoint, ...] = ()
+    leftovers: tuple[str, ...] = ()  # .tmp-* files of interrupted writes
     problems: dict[str, Problem] = field(default_factory=dict)
+    run_config: RunConfig | None = None  # Config of config.v2.json
+    details: ContainerDetails | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class Volume:
     name: str
     path: str
@@ -122,7 +189,7 @@ class Volume:
     anonymous: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class DriverDir:
     """A directory of the storage driver (overlay2/<id>, aufs/diff/<id>, vfs/dir/<id>, …)."""
 
@@ -135,7 +202,7 @@ class DriverDir:
     problems: dict[str, Problem] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Device:
     """A devicemapper thin device as Docker records it: ``devicemapper/metadata/<hash>``."""
 
@@ -149,7 +216,7 @@ class Device:
     problems: dict[str, Problem] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class PoolFile:
     """A loop-lvm pool file (``devicemapper/devicemapper/{data,metadata}``), as a file."""
 
@@ -158,7 +225,7 @@ class PoolFile:
     allocated: int  # bytes really on disk: st_blocks × 512
 
 
-@dataclass
+@dataclass(slots=True)
 class PoolDevice:
     """A thin device as the pool's own metadata records it."""
 
@@ -168,7 +235,7 @@ class PoolDevice:
     highest_block: int | None  # the highest virtual block mapped, None when none
 
 
-@dataclass
+@dataclass(slots=True)
 class PoolState:
     """What the thin pool's binary metadata says (``devicemapper/devicemapper/metadata``)."""
 
@@ -185,7 +252,7 @@ class PoolState:
     devices: dict[int, PoolDevice] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class DeviceSet:
     """devicemapper's ``deviceset-metadata`` and ``transaction-metadata``."""
 
@@ -202,7 +269,7 @@ class DeviceSet:
     problems: dict[str, Problem] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Host:
     """Everything read from one Docker root."""
 

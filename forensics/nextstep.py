@@ -5,6 +5,7 @@ it), never guessed from the check ids."""
 from __future__ import annotations
 
 import shlex
+from collections import defaultdict
 
 from forensics.cliutil import DEFAULT_ROOT
 from forensics.evidence import Evidence
@@ -20,11 +21,27 @@ def repair_command(root: str) -> str:
 
 def fixable(ev: Evidence, host: Host, findings: list[Finding]) -> int:
     """How many of the errors and warnings in ``findings`` the repair plan answers: every one
-    that the planner does not list among those it leaves alone."""
+    that the planner does not list among those it leaves alone. Counted as the summary counts,
+    each cause once: a cause is fixed when the plan answers it, or answers every one of its
+    consequences (``caused_by``)."""
     from forensics.repair.plan import make_plan  # the planner's modules load only when needed
 
     plan = make_plan(ev, host, findings)
     left = {(s.check, s.path) for s in plan.skipped}
+    consequences: dict[str, list[Finding]] = defaultdict(list)
+    for f in findings:
+        if f.caused_by is not None:
+            consequences[f.caused_by].append(f)
+
+    def answered(f: Finding) -> bool:
+        return (f.check, f.path) not in left
+
+    def fixed(f: Finding) -> bool:
+        these = consequences.get(f.key, [])
+        return answered(f) or (bool(these) and all(answered(c) for c in these))
+
     return sum(
-        1 for f in findings if f.severity in ("error", "warning") and (f.check, f.path) not in left
+        1
+        for f in findings
+        if f.severity in ("error", "warning") and f.caused_by is None and fixed(f)
     )

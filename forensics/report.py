@@ -5,18 +5,25 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 SEVERITIES = ("error", "warning", "info")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     """One problem: a stable check id, a severity, the path at fault (relative to ROOT).
 
     ``object_type``/``object_id`` name the image, layer, container, mount or volume concerned;
     ``damage`` says how a file is damaged (missing, empty, truncated, …) where that applies.
+
+    One damage often shows in several places (a missing layer in every image that stacks on it).
+    Such a cascade is reported under its cause: each consequence keeps its own finding, with
+    ``caused_by`` the :attr:`key` of the cause (``<check>:<path>``); the cause lists in
+    ``affects`` every object it breaks, disagrees with or orphans, as ``<type>:<id>``
+    (``image:sha256:…``, ``container:<id>``, ``link:<LINK>``, …), and names them in its message.
+    Summaries count causes only (see :func:`count_by_severity`).
     """
 
     check: str
@@ -26,12 +33,26 @@ class Finding:
     object_type: str | None = None
     object_id: str | None = None
     damage: str | None = None
+    caused_by: str | None = None
+    affects: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """How a consequence names this finding in ``caused_by``: its check id, a colon, its
+        path (split at the first colon: check ids hold none)."""
+        return f"{self.check}:{self.path}"
 
     def sort_key(self) -> tuple[str, str, str, str]:
         return (self.path, self.check, self.object_id or "", self.message)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        doc = {name: getattr(self, name) for name in FINDING_FIELDS}
+        doc["affects"] = list(self.affects)
+        return doc
+
+
+#: the fields of a Finding, in order (``asdict`` without its deep copy of each value)
+FINDING_FIELDS = tuple(f.name for f in fields(Finding))
 
 
 def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
@@ -39,7 +60,8 @@ def sort_findings(findings: Iterable[Finding]) -> list[Finding]:
 
 
 def count_by_severity(findings: Iterable[Finding]) -> dict[str, int]:
-    counts = Counter(f.severity for f in findings)
+    """Findings by severity, each cause once: a consequence (``caused_by`` set) is not counted."""
+    counts = Counter(f.severity for f in findings if f.caused_by is None)
     return {s: counts.get(s, 0) for s in SEVERITIES}
 
 

@@ -30,6 +30,8 @@ OBJECT_ORDER = (
     "container-name",
 )
 _HEADINGS = {"error": "ERRORS", "warning": "WARNINGS", "info": "INFOS"}
+#: consequences listed under their cause before "… and N more"
+CONSEQUENCES_SHOWN = 3
 
 
 @dataclass
@@ -86,10 +88,13 @@ def header(host: Host, checked: Checked, term: Terminal) -> list[str]:
 
 
 def grouped(findings: list[Finding], host: Host, term: Terminal) -> list[str]:
-    """The findings by severity (errors first), then by object, each object once."""
+    """The findings by severity (errors first), then by object, each object once; the
+    consequences of a cause under it (see :mod:`forensics.checks.cascade`), not counted in the
+    headings, as the summary counts them not."""
+    under = _consequences(findings)
     lines: list[str] = []
     for severity in SEVERITIES:
-        these = [f for f in findings if f.severity == severity]
+        these = [f for f in findings if f.severity == severity and not _shown_under_cause(f, under)]
         if not these:
             continue
         lines += ["", term.style(f"{_HEADINGS[severity]} ({len(these)})", severity)]
@@ -98,6 +103,34 @@ def grouped(findings: list[Finding], host: Host, term: Terminal) -> list[str]:
             lines += [term.style(line, "heading") for line in title]
             for f in group:
                 lines += term.fit(printable(f"{f.check}  {f.path or '.'}: {f.message}"), 4, 4)
+                lines += _consequence_lines(f, under.get(f.key, []), term)
+    return lines
+
+
+def _consequences(findings: list[Finding]) -> dict[str, list[Finding]]:
+    """Cause key → its consequences among ``findings``, for the causes that are among them."""
+    causes = {f.key for f in findings if f.caused_by is None}
+    out: dict[str, list[Finding]] = {}
+    for f in findings:
+        if f.caused_by in causes:
+            out.setdefault(f.caused_by, []).append(f)
+    return out
+
+
+def _shown_under_cause(f: Finding, under: dict[str, list[Finding]]) -> bool:
+    return f.caused_by is not None and f.caused_by in under
+
+
+def _consequence_lines(cause: Finding, consequences: list[Finding], term: Terminal) -> list[str]:
+    """A handful of a cause's consequences, indented under it, then how many more."""
+    lines: list[str] = []
+    for f in consequences[:CONSEQUENCES_SHOWN]:
+        text = f"{f.severity} {f.check}  {f.path or '.'}: {f.message}"
+        lines += term.fit(printable(text), 6, 8)
+    more = len(consequences) - CONSEQUENCES_SHOWN
+    if more > 0:
+        text = f"… and {more} more caused by {cause.check} (--format json lists them)"
+        lines += term.fit(printable(text), 6, 8)
     return lines
 
 

@@ -197,3 +197,38 @@ def run_cli(*args: str | os.PathLike[str], env: dict[str, str] | None = None) ->
 @pytest.fixture
 def cli() -> Iterator[Any]:
     yield run_cli
+
+
+CONTAINERD_SAMPLE = "containerd-store"
+
+
+@pytest.fixture(scope="session")
+def containerd_truth() -> dict[str, Any]:
+    """What ctr listed in the containerd-store sample, and the files Docker 29 would keep."""
+    return json.loads((SAMPLES / f"{CONTAINERD_SAMPLE}.truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def containerd_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The containerd-store sample (a Docker 29 root), unpacked once. Never modify it: use
+    ``containerd_root``."""
+    tarball = SAMPLES / f"{CONTAINERD_SAMPLE}.tar.xz"
+    assert tarball.is_file(), f"{tarball} is missing: run samples/make-containerd-sample.py"
+    return unpack(tarball, tmp_path_factory.mktemp(CONTAINERD_SAMPLE))
+
+
+@pytest.fixture
+def containerd_root(containerd_master: Path, tmp_path: Path) -> Path:
+    """A private copy of the containerd-store sample that a test may damage."""
+    return copy_tree(containerd_master, tmp_path / "docker")
+
+
+@pytest.fixture(scope="session")
+def containerd_garbage_master(
+    containerd_master: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The sample after ``ctr images rm`` with containerd's collector paused: a copy with the
+    garbage variant's files (its meta.db) laid over it. Never modify it."""
+    dest = tmp_path_factory.mktemp(f"{CONTAINERD_SAMPLE}-garbage")
+    copy_tree(containerd_master, dest / "docker")
+    return unpack(SAMPLES / f"{CONTAINERD_SAMPLE}-garbage.tar.xz", dest)

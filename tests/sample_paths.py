@@ -100,3 +100,10 @@ class DmSamplePaths:
     def container(self, name: str) -> dict[str, Any]:
         (found,) = [c for c in self.truth["containers"] if c["name"] == name]
         return found
+
+
+#: the containerd-store sample: a Docker 29 root whose containerd root is containerd/daemon
+CONTAINERD_SAMPLE = "containerd-store"
+CONTAINERD_ROOT = "containerd/daemon"
+CONTAINERD_META_DB = f"{CONTAINERD_ROOT}/io.containerd.metadata.v1.bolt/meta.db"
+CONTAINERD_SNAPSHOTTER_DB = f"{CONTAINERD_ROOT}/io.containerd.snapshotter.v1.overlayfs/metadata.db"

@@ -160,3 +160,44 @@ def test_devicemapper_layers_are_said_to_be_not_deep_checked(cli, tmp_path: Path
     assert hit["severity"] == "info" and hit["path"] == "devicemapper"
     assert f"{len(graph)} layers not deep-checked" in hit["message"]
     assert doc["layers"] == []
+
+
+# -- a layer whose check fails ---------------------------------------------------------------------
+
+
+def test_a_layer_whose_check_raises_is_a_finding_and_the_others_are_checked(
+    sample_root: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A bug in one layer's check (here: a RecursionError raised for two of the layers, one
+    in each task of the forked workers) is a finding on that layer, never ``internal error:
+    WorkerError``; with DOCKER_FORENSICS_DEBUG=1 its traceback is printed all the same."""
+    from forensics import deep
+    from forensics.evidence import Evidence
+    from forensics.layers import plan_layers
+    from forensics.stores.host import read_host
+
+    ev = Evidence(sample_root)
+    host = read_host(ev)
+    jobs, _ = plan_layers(host)
+    assert len(jobs) > 4  # two tasks of four layers: a helper process takes one of them
+    victims = {jobs[0].layer_id, jobs[-1].layer_id}
+    real = deep.verify_layer
+
+    def buggy(job: Any, **kwargs: Any) -> Any:
+        if job.layer_id in victims:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(job, **kwargs)
+
+    monkeypatch.setattr(deep, "verify_layer", buggy)
+    monkeypatch.setenv("DOCKER_FORENSICS_WORKERS", "2")
+    result = deep.verify_deep(ev, host)
+    hits = [f for f in result.findings if f.check == "layer.check-failed"]
+    assert {h.object_id for h in hits} == victims
+    assert all(h.severity == "error" and "RecursionError" in h.message for h in hits)
+    matched = {r.layer_id for r in result.layers if r.diff_id_matches}
+    assert matched == {j.layer_id for j in jobs} - victims
+    assert "Traceback" not in capfd.readouterr().err
+    monkeypatch.setenv("DOCKER_FORENSICS_DEBUG", "1")
+    again = deep.verify_deep(ev, host)
+    assert {f.object_id for f in again.findings if f.check == "layer.check-failed"} == victims
+    assert capfd.readouterr().err.count("RecursionError: maximum recursion depth") == 2

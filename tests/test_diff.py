@@ -249,3 +249,29 @@ def test_diff_of_the_example_containers(tmp_path: Path) -> None:
         found[scenario] = container_diff(plan).lines()
     assert "D /etc/os-release" in found[LEGACY]
     assert {"A /app/output.log", "A /root", "A /root/.ash_history"} <= set(found[MODERN])
+
+
+def test_a_deep_tree_is_compared_without_recursion_up_to_path_max(tmp_path: Path) -> None:
+    """1,500 levels (3,001 bytes: a path Linux can hold) are compared to the bottom; a chain of
+    200-byte names is compared as far as PATH_MAX reaches, and the rest is one problem."""
+    from deeptree import deep_trees
+
+    lower, top = "overlay2/L/diff", "overlay2/T/diff"
+    image_layer(tmp_path, lower)
+    upper = tmp_path / top
+    upper.mkdir(parents=True)
+    long = "x" * 200
+    with deep_trees((upper, 1500, "d"), (upper, 30, long)):
+        plan = DiffPlan(str(tmp_path), "c", "overlay2", (top, lower), (lower,))
+        result = container_diff(plan)
+    lines = result.lines()
+    assert [x for x in lines if x.startswith("A /d")] == ["A " + "/d" * n for n in range(1, 1501)]
+    fitting = (4096 - 2) // (len(long) + 1)  # "/" + name per level, and the NUL
+    assert [x for x in lines if x.startswith("A /x")] == [
+        "A " + f"/{long}" * n for n in range(1, fitting + 1)
+    ]
+    ((where, message),) = result.problems
+    assert result.too_deep == result.problems
+    assert where.startswith(f"{top}/xxxx") and where.endswith("xxxx") and "…" in where
+    assert "1 entry lies deeper than Linux allows" in message
+    assert f"({fitting + 1} components)" in message

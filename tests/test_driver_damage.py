@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from conftest import DRIVER_SAMPLES, SAMPLES, copy_tree, unpack
 from sample_paths import SamplePaths
+from test_verify_damage import assert_one_cause
 
 APP = "sample/app:1.0"
 NEW_HEX = "a" * 64
@@ -99,3 +100,4 @@ def test_driver_damage(cli, masters, tmp_path: Path, driver: str, damage) -> Non
     assert result.code == 4, result.stdout
     found = [(f["check"], f["path"]) for f in result.json()["findings"]]
     assert (check, path) in found, found
+    assert_one_cause(result.json())

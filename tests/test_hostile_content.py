@@ -69,8 +69,8 @@ def _run_everything(root: Path, out: Path) -> list[Any]:
     ev = Evidence(root, record_reads=True)
     host = read_host(ev)
     findings = run_checks(host)
-    doc = build_inventory(host)
-    inventory_text(doc)
+    build_inventory(host)
+    inventory_text(host)
     findings_text(findings)
     findings_jsonl(findings)
     run = RunInfo(

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from inotify_watch import Watch
+from peak import measure
 from sample_paths import STORE, SamplePaths
 
 #: peak memory that verify may use on these roots (the sample alone needs about 60 MiB)
@@ -32,15 +33,12 @@ def decoy(tmp_path: Path) -> Path:
 
 
 def _verify(root: Path, tmp_path: Path) -> tuple[int, dict[str, Any], int]:
-    """verify in a child process: exit code, JSON document, peak RSS in MiB."""
+    """verify in a child process: exit code, JSON document, peak RSS in MiB (measured as
+    tests/peak.py says)."""
     exe = shutil.which("docker-forensics")
     assert exe
-    out = tmp_path / "verify.json"
-    with open(out, "w") as stdout:
-        proc = subprocess.Popen([exe, "verify", str(root), "--format", "json"], stdout=stdout)
-        _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, json.loads(out.read_text()), usage.ru_maxrss // 1024
+    run = measure([exe, "verify", str(root), "--format", "json"])
+    return run.code, json.loads(run.stdout), run.peak_mib
 
 
 def _plant_escapes(s: SamplePaths, decoy: Path) -> None:

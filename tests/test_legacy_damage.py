@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import LAYOUT_EXAMPLES, copy_tree
+from test_verify_damage import assert_one_cause
 
 TOP = "1cee97b18f87b5fa91633db35f587e2c65c093facfa2cbbe83d5ebe06e1d9125"
 BASE = "df557f39d413a1408f5c28d8aab2892f927237ec22e903ef04b331305130ab38"
@@ -145,6 +146,8 @@ def test_legacy_damage(
     assert result.code == 4, result.stdout
     found = [(f["check"], f["path"], f["severity"]) for f in result.json()["findings"]]
     assert (check, path, "error") in found, found
+    # a malformed graph/<id> and the image its containers and tags miss: no record joins them
+    assert_one_cause(result.json(), 2 if damage is malformed_graph_id else 1)
 
 
 def test_graph_tmp_leftover_is_a_warning(

@@ -14,11 +14,13 @@ import shutil
 import stat
 import subprocess
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import LAYOUT_EXAMPLES
+from deeptree import remove_tree, write_at
 
 from forensics.evidence import Evidence
 from forensics.formats import ustar
@@ -487,6 +489,42 @@ def test_rebuilt_stream_is_the_original_tar_byte_for_byte(tmp_path: Path, fmt: i
     assert report.diff_id == job.recorded_diff_id
     assert report.ok, [*report.problems, *report.bad_files()]
     assert report.tar_bytes == len(tar_bytes)
+
+
+def test_names_of_1500_components_are_read_without_recursion(tmp_path: Path) -> None:
+    """Each component is opened in turn (3,001 bytes from the layer root: a path Linux
+    holds); a name longer than PATH_MAX is named too deep and not looked up."""
+    deep = "a/" * 1500
+    members: list[tuple[str | bytes, bytes | None, str]] = [
+        (deep + "f", b"F\n", "file"),
+        (deep + "g", b"G\n", "file"),
+        ("a/" * 1400 + "b/h", b"H\n", "file"),
+        ("x", b"X\n", "file"),
+    ]
+    tar_bytes = make_tar(members)
+    job = make_layer(tmp_path, make_tar([]))  # tarfile's extraction would recurse: by hand
+    diff = Path(job.root) / job.content_dir
+    for name, data, _ in members:
+        assert isinstance(name, str) and data
+        write_at(diff, name, data)
+    (Path(job.root) / job.tar_split).write_bytes(disassemble(tar_bytes))
+    job = replace(job, recorded_diff_id="sha256:" + hashlib.sha256(tar_bytes).hexdigest())
+    try:
+        report, _ = stream_of(job)
+        assert report.diff_id == job.recorded_diff_id
+        assert report.ok, [*report.problems, *report.bad_files()]
+        assert report.files_read == 4
+        too_long = b"y/" * 2100 + b"x"
+        rewrite_names(job, {b"x": too_long})
+        report, _ = stream_of(job)
+    finally:
+        remove_tree(diff / "a")
+    by_status = {f.status: f for f in report.files}
+    bad = by_status["too-deep"]
+    assert "…" in bad.path and len(bad.path) < 200 and "PATH_MAX" in bad.detail
+    assert f"{len(too_long) + 1:,} bytes in 2,101 components" in bad.detail
+    assert by_status["extra"].path == "x"  # still on disk, now accounted for by no member
+    assert {f.status for f in report.files} == {"ok", "too-deep", "extra"}
 
 
 def test_a_name_climbing_out_is_refused_and_never_read(tmp_path: Path) -> None:

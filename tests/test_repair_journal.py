@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import test_verify_damage as damage
+from peak import measure
 from sample_paths import SamplePaths
 from test_repair import BOOTSTRAP, quarantine_of, repair_process, run_repair
 from treehash import tree_hash
@@ -125,28 +126,12 @@ def test_a_journal_that_is_a_fifo_does_not_hang(repaired: tuple[SamplePaths, Pat
     assert tree_hash(paths.root) == after
 
 
-#: runs a command and prints its exit status and peak RSS (KiB); a process of its own, so that
-#: the figure is the command's (a child's ru_maxrss starts from the RSS of whoever spawned it)
-MEASURE = (
-    "import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); "
-    "_, status, usage = os.wait4(p.pid, 0); "
-    "print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)"
-)
-
-
 def _max_rss_of(*args: str | os.PathLike[str]) -> tuple[int, str, int]:
-    """Run ``repair ARGS`` as its own process: its exit status, stderr and peak RSS in MiB."""
-    command = [sys.executable, "-c", BOOTSTRAP, "repair", *map(str, args)]
-    proc = subprocess.run(
-        [sys.executable, "-c", MEASURE, *command],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-        check=True,
-    )
-    code, kib = proc.stdout.split()[-2:]
-    return int(code), proc.stderr, int(kib) // 1024
+    """Run ``repair ARGS`` as its own process: its exit status, stderr and peak RSS in MiB
+    (measured as tests/peak.py says)."""
+    run = measure([sys.executable, "-c", BOOTSTRAP, "repair", *args], timeout=120)
+    assert not run.killed
+    return run.code, run.stderr, run.peak_mib
 
 
 def test_a_huge_journal_is_refused_and_blank_lines_cost_nothing(

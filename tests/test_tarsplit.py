@@ -10,6 +10,7 @@ import json
 import struct
 import tarfile
 import zlib
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,15 @@ from conftest import LAYOUT_EXAMPLES
 
 from forensics.formats import ustar
 from forensics.formats.crc64 import CHECK_VALUE, Crc64, crc64_iso, to_bytes
-from forensics.formats.tarsplit import FILE, SEGMENT, TarSplitDamage, iter_entries
+from forensics.formats.tarsplit import (
+    FILE,
+    FREE_MEMBERS,
+    NO_SIZE,
+    SEGMENT,
+    Limits,
+    TarSplitDamage,
+    iter_entries,
+)
 
 MODERN = LAYOUT_EXAMPLES / "modern_28.x_overlay2/image/overlay2/layerdb/sha256"
 BASE = MODERN / "85a9aa0b50367c436af24d88c410f963fb63e0665f55b40f2e981d5f9f339cf1"
@@ -225,6 +234,75 @@ def test_damage_names_the_line() -> None:
     data = gz(['{"type":2,"payload":"","position":0}', "{oops", '{"type":2,"position":2}'])
     damage, got = damage_of(data)
     assert (damage.kind, damage.line, got) == ("bad-json", 2, 1)
+
+
+# -- bounds: what a layer of its recorded size can need ----------------------------------------
+
+
+def test_limits_follow_from_the_recorded_size_and_the_listing() -> None:
+    free = Limits.for_layer(0)
+    assert free.lines == 2 * FREE_MEMBERS + 2
+    assert "0 bytes recorded" in free.reason and f"{FREE_MEMBERS:,} tar members" in free.reason
+    big = Limits.for_layer(512 * 1000, listed=7)
+    assert big.lines == 2 * (1000 + FREE_MEMBERS + 14) + 2
+    assert big.json_bytes > 2 * 512 * 1000 and "7 entries on disk" in big.reason
+    for unknown in (None, -1):
+        cap = Limits.for_layer(unknown)
+        assert (cap.lines, cap.json_bytes) == astuple(Limits.for_layer(NO_SIZE))[:2]
+        assert cap.reason.startswith(f"a layer of no size recorded: taken as {NO_SIZE:,} bytes")
+
+
+def test_the_examples_decode_within_the_bounds_of_their_recorded_size() -> None:
+    for layer in (BASE, SECOND):
+        data = (layer / "tar-split.json.gz").read_bytes()
+        limits = Limits.for_layer(int((layer / "size").read_text()))
+        assert list(iter_entries(io.BytesIO(data), limits)) == entries_of(data)
+        exact = Limits(len(entries_of(data)), len(gzip.decompress(data)), "exactly this")
+        assert list(iter_entries(io.BytesIO(data), exact)) == entries_of(data)
+
+
+def damage_within(data: bytes, limits: Limits) -> tuple[TarSplitDamage, int]:
+    got = []
+    with pytest.raises(TarSplitDamage) as info:
+        for entry in iter_entries(io.BytesIO(data), limits):
+            got.append(entry)
+    assert info.value.entries == len(got)
+    return info.value, len(got)
+
+
+SEGMENT_LINE = '{"type":2,"payload":"","position":0}'
+
+
+def test_blank_lines_count_as_lines() -> None:
+    limits = Limits(lines=10, json_bytes=1 << 20, reason="ten lines")
+    assert len(list(iter_entries(io.BytesIO(gz([SEGMENT_LINE] * 10)), limits))) == 10
+    damage, got = damage_within(gz([SEGMENT_LINE] * 2 + [""] * 9), limits)
+    assert damage.kind == "too-large" and "more than 10 lines: ten lines" in str(damage)
+    assert got == 0  # the chunk over the bound is not decoded
+
+
+def test_several_values_on_a_line_count_as_lines() -> None:
+    limits = Limits(lines=3, json_bytes=1 << 20, reason="three")
+    damage, got = damage_within(gz([" ".join([SEGMENT_LINE] * 5)]), limits)
+    assert damage.kind == "too-large" and got == 5  # known once the line is read
+
+
+def test_inflated_bytes_are_bounded_whitespace_included() -> None:
+    limits = Limits(lines=1000, json_bytes=4096, reason="4 KiB")
+    damage, _ = damage_within(gzip.compress(b" " * 8192 + b"\n"), limits)
+    assert damage.kind == "too-large" and "more than 4,096 bytes of JSON" in str(damage)
+
+
+def test_filler_on_a_line_is_damage_beyond_its_values() -> None:
+    """Go ignores unknown keys and whitespace, so they could pad a line to any length; a line
+    may be a few times what its payload and name take as JSON, no more."""
+    limits = Limits(lines=1000, json_bytes=1 << 30, reason="")
+    padded = '{"type":2,"payload":"QUFB","position":0,"pad":"' + "x" * 10_000 + '"}'
+    damage, got = damage_within(gz([padded]), limits)
+    assert damage.kind == "too-large" and damage.line == 1 and got == 1
+    assert "filler" in str(damage)
+    spaced = '{"type": 2, "payload": "QUFB", "position": 0}'  # Go-readable, not verbatim
+    assert len(list(iter_entries(io.BytesIO(gz([spaced])), limits))) == 1
 
 
 # -- ustar headers ------------------------------------------------------------------------------

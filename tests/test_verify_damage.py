@@ -246,6 +246,18 @@ def test_damage_is_reported(
     assert all(f["severity"] == "error" for f in hits)
     if how is not None:
         assert hits[0]["damage"] == how
+    assert_one_cause(result.json(), 2 if damage is duplicate_name else 1)
+
+
+def assert_one_cause(doc: dict[str, Any], causes: int = 1) -> None:
+    """One damage, one error: every other error names its cause in ``caused_by`` (two
+    containers with one name are both at fault)."""
+    errors = [f for f in doc["findings"] if f["severity"] == "error" and f["caused_by"] is None]
+    assert len(errors) == doc["summary"]["error"] == causes, [
+        (f["check"], f["path"]) for f in errors
+    ]
+    keys = {f"{f['check']}:{f['path']}" for f in errors}
+    assert all(f["caused_by"] in keys for f in doc["findings"] if f["caused_by"]), "no stray cause"
 
 
 LEFTOVERS = [

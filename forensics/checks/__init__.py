@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 
+from forensics.checks.cascade import FindingIndex, link_cascades
+from forensics.checks.causes import find_cascades, object_name
 from forensics.checks.containers import check_containers, check_mounts
 from forensics.checks.devicemapper import check_devicemapper
 from forensics.checks.drivers import check_driver_dirs
@@ -34,7 +37,11 @@ RULES: list[Callable[[Host], Iterable[Finding]]] = [
 ]
 
 
-def run_checks(host: Host) -> list[Finding]:
-    """Every rule over ``host``, findings sorted by path then check id."""
+def run_checks(host: Host, deep: Iterable[Finding] = ()) -> list[Finding]:
+    """Every rule over ``host``, with the findings of ``verify --deep`` (``deep``), each
+    consequence linked to its cause (see :mod:`forensics.checks.cascade`); sorted by path then
+    check id."""
     with no_cycle_collection():
-        return sort_findings(f for rule in RULES for f in rule(host))
+        findings = [f for rule in RULES for f in rule(host)] + list(deep)
+        cascades = find_cascades(host, FindingIndex(findings))
+        return sort_findings(link_cascades(findings, cascades, partial(object_name, host)))

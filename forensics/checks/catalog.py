@@ -49,6 +49,11 @@ _CHECKS = [
     Check("image.last-updated-damaged", "warning", "imagedb metadata lastUpdated file is damaged"),
     Check("image.metadata-damaged", "warning", "imagedb metadata entry is no readable directory"),
     Check("image.layer-missing", "error", "a ChainID of the image is not in the layer store"),
+    Check(
+        "image.missing",
+        "error",
+        "an image that two or more containers or tags name is not in the image store",
+    ),
     # layers
     Check("layer.empty-dir", "error", "an empty layerdb directory (breaks pulls of that layer)"),
     Check("layer.diff-missing", "error", "a layer has no diff file"),
@@ -80,6 +85,11 @@ _CHECKS = [
         "layer.parent-mismatch", "error", "a layer's parent differs from the image's layer chain"
     ),
     Check("layer.parent-missing", "error", "a layer's parent is not in the layer store"),
+    Check(
+        "layer.missing",
+        "error",
+        "a layer that two or more images, layers or containers name is not in the layer store",
+    ),
     Check("layer.driver-dir-missing", "error", "the driver has no data for a layer's cache-id"),
     Check("layer.unreferenced", "warning", "a layer that no image and no container uses"),
     Check(
@@ -150,6 +160,16 @@ _CHECKS = [
         "layer.unknown-entry",
         "warning",
         "a tar-split entry of a type tar-split never writes (skipped, as Docker skips it)",
+    ),
+    Check(
+        "layer.path-too-deep",
+        "error",
+        "a layer path longer than Linux allows (PATH_MAX from the layer root): not followed",
+    ),
+    Check(
+        "layer.check-failed",
+        "error",
+        "the check of a layer stopped on an internal error (the other layers were checked)",
     ),
     # mounts
     Check("mount.container-missing", "error", "a mount record whose container is gone"),
@@ -246,6 +266,16 @@ _CHECKS = [
     ),
     Check("overlay2.link-orphan", "warning", "an l/ link that no layer's link file names"),
     Check(
+        "overlay2.links-dir-missing",
+        "error",
+        "overlay2's l/ directory of short links is missing: no layer can be mounted",
+    ),
+    Check(
+        "overlay2.links-dir-damaged",
+        "error",
+        "overlay2's l/ is not a directory or cannot be read: no layer can be mounted",
+    ),
+    Check(
         "aufs.layers-missing", "error", "a layer without aufs/layers/<id>: the daemon sees no layer"
     ),
     Check(
@@ -282,6 +312,11 @@ _CHECKS = [
         "a v2-pulled graph json no longer hashes to its directory name",
     ),
     Check("graph.parent-loop", "error", "a graph parent chain that loops"),
+    Check(
+        "graph.image-missing",
+        "error",
+        "a graph image that two or more images, tags or containers name is not in graph/",
+    ),
     Check(
         "graph.tag-target-missing", "error", "a tag of repositories-<driver> names a missing image"
     ),
@@ -371,10 +406,12 @@ def finding(
     object_id: str | None = None,
     damage: str | None = None,
 ) -> Finding:
-    """A finding of ``check``, with the severity the catalogue gives it."""
+    """A finding of ``check``, with the severity the catalogue gives it. The check id is the
+    catalogue's own string, not the one built for the call: a million findings share it."""
+    spec = CHECKS[check]
     return Finding(
-        check=check,
-        severity=CHECKS[check].severity,
+        check=spec.id,
+        severity=spec.severity,
         path=path,
         message=message,
         object_type=object_type,

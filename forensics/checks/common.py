@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import lru_cache
 
 from forensics.checks.catalog import CHECKS, finding
 from forensics.model import Problem
@@ -30,11 +31,18 @@ def problem_findings(
         yield finding(
             check,
             problem.path,
-            f"{labels.get(role, role)}: {problem.detail}",
+            _problem_message(labels.get(role, role), problem.detail),
             object_type=object_type,
             object_id=object_id,
             damage=problem.damage,
         )
+
+
+@lru_cache(maxsize=4096)
+def _problem_message(label: str, detail: str) -> str:
+    """``label: detail``, one string for every finding that says the same (a million
+    container directories without a config give a million equal messages)."""
+    return f"{label}: {detail}"
 
 
 def short(value: str, n: int = 12) -> str:

@@ -83,14 +83,14 @@ def _check_container_refs(host: Host, c: Container, config: str) -> Iterator[Fin
             **ident,
         )
     elif host.layout == "legacy" and host.driver:
-        for layer in (c.id, f"{c.id}-init"):
-            if layer not in host.driver_dirs:
-                yield finding(
-                    "container.layer-missing",
-                    c.path,
-                    f"{host.driver} has no layer {layer}",
-                    **ident,
-                )
+        missing = [layer for layer in (c.id, f"{c.id}-init") if layer not in host.driver_dirs]
+        if missing:  # one finding for both: a later cause names it by its path
+            yield finding(
+                "container.layer-missing",
+                c.path,
+                f"{host.driver} has no layer {' and no layer '.join(missing)}",
+                **ident,
+            )
     for point in c.mount_points:
         local = point.driver in (None, "", "local")
         if (

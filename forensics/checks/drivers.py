@@ -47,7 +47,7 @@ def expected_lowers(host: Host, refs: dict[str, str]) -> dict[str, list[str]]:
             out[name] = chains.below(host.layers[ident].parent)
         else:
             chain = chains.below(_container_image_top(host, ident))
-            init = host.containers[ident].init_id if ident in host.containers else None
+            init = _init_id(host, ident)
             out[name] = ([init] + chain) if kind == "mount" and init else chain
     return out
 
@@ -58,6 +58,16 @@ def _container_image_top(host: Host, cid: str) -> str | None:
         return mount.parent if mount else None
     container = host.containers.get(cid)
     return container.image_id if container else None
+
+
+def _init_id(host: Host, cid: str) -> str | None:
+    """The init layer of container ``cid``: from its mount record where there is one (the
+    record stays when the container's own directory is gone)."""
+    if host.layout == "modern":
+        mount = host.mounts.get(cid)
+        return mount.init_id if mount else None
+    container = host.containers.get(cid)
+    return container.init_id if container else None
 
 
 class _CacheChains:
@@ -137,6 +147,7 @@ def _check_orphans(host: Host, refs: dict[str, str]) -> Iterator[Finding]:
 
 
 def _check_overlay2(host: Host, refs: dict[str, str]) -> Iterator[Finding]:
+    yield from _check_links_dir(host)
     named_links: set[str] = set()
     lowers = _Overlay2Lowers(host)
     for name in sorted(refs):
@@ -158,6 +169,24 @@ def _check_overlay2(host: Host, refs: dict[str, str]) -> Iterator[Finding]:
         yield finding(
             "overlay2.link-orphan", f"{base}/l/{link}", "no layer's link file names this link"
         )
+
+
+def _check_links_dir(host: Host) -> Iterator[Finding]:
+    """``l/`` itself: without it no layer can be mounted (each link is then dangling too, and
+    reported as a consequence of this finding)."""
+    problem = host.problems.get("overlay2-links")
+    if problem is None or not host.driver_dirs:
+        return
+    how = "missing" if problem.damage == "missing" else "damaged"
+    check = f"overlay2.links-dir-{how}"
+    yield finding(
+        check,
+        problem.path,
+        f"the directory of short links: {problem.detail}: no layer can be mounted",
+        object_type="driver",
+        object_id=host.driver,
+        damage=problem.damage,
+    )
 
 
 #: a lower chain that cannot be known (see :class:`_Overlay2Lowers`)
@@ -203,8 +232,7 @@ class _Overlay2Lowers:
         if kind == "layer":
             return self.chain(self.host.layers[ident].parent)
         chain = self.chain(_container_image_top(self.host, ident))
-        container = self.host.containers.get(ident)
-        init = container.init_id if container is not None else None
+        init = _init_id(self.host, ident)
         if kind != "mount" or not init or chain is UNKNOWN:
             return chain
         link = self._link_of(init)

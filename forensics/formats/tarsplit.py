@@ -17,6 +17,10 @@ Quirks of older writers that are accepted:
 Damage is raised as :class:`TarSplitDamage` *after* every entry before it was yielded, with the
 count reached, so a caller can report how far a truncated file goes.
 
+A stream is untrusted input: a few megabytes of gzip can inflate to gigabytes of newlines or to
+millions of entries. :class:`Limits` bounds what one layer's stream may hold, from the layer's
+recorded size and the tar format (see there); beyond them the stream is damage (``too-large``).
+
 Two paths decode a line. :func:`fast_line` takes the lines exactly as Go's ``json.Encoder``
 writes them (nearly all of them) with a few byte operations and pybase64; anything else goes
 to the JSON path (:func:`json_line`, :func:`entry_fields`), which reads every spelling Go's
@@ -43,6 +47,7 @@ __all__ = [
     "SEGMENT",
     "Entry",
     "Fields",
+    "Limits",
     "TarSplitDamage",
     "decode_entry",
     "entry_fields",
@@ -63,6 +68,77 @@ _INFLATE = 1024 * 1024
 #: no tar-split line is longer: a segment of trailing bytes is cut at 1 MiB (base64: 1.4 MiB);
 #: a PAX header with big xattrs is the largest legitimate case
 MAX_LINE = 64 * 1024 * 1024
+
+#: a tar block: every member takes one header block at least, its data whole blocks
+BLOCK = 512
+#: members that a layer may hold beyond those its recorded size pays for (see :class:`Limits`)
+FREE_MEMBERS = 100_000
+#: the data a layer is taken to hold when no size is recorded: a generous fixed cap
+NO_SIZE = 256 * 1024 * 1024
+#: tar bytes per member besides its data: the header, one extension header (PAX or GNU long
+#: name) and the padding of the data before it
+MEMBER_OVERHEAD = 3 * BLOCK
+#: the end of a tar: two zero blocks, then padding up to the default 10 KiB record
+TAR_END = 20 * BLOCK
+#: what Go's encoder adds to a line besides its values: the keys, position, size, quotes
+LINE_KEYS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one layer's tar-split stream may hold, derived from the tar format.
+
+    ``S`` is the layer's recorded size: layerdb ``size`` (legacy: ``layersize``; a migrated
+    layer: the sum of its file sizes), the bytes of *file data* the layer holds — not the
+    length of its tar, which Docker does not record. Hence:
+
+    * **Members.** A member's data takes whole 512-byte blocks, so at most ``S // 512``
+      members carry a block of data or more. Members with less (directories, links, devices,
+      whiteouts, empty and small files) are not counted by ``S``: :data:`FREE_MEMBERS` of
+      them are allowed beyond it, plus two per entry of the layer's directory when it holds
+      exactly the layer's diff (overlay2, aufs: every member is there, an opaque directory
+      adds a marker member) — ``members = S // 512 + FREE_MEMBERS + 2 × listed``.
+    * **Lines.** tar-split writes a member as at most two lines (the segment of its header,
+      the entry of its file) and ends with a segment or two: ``lines = 2 × members + 2``.
+      Blank lines count as lines (Go's encoder writes none; they are input all the same), and
+      so does every value of a line holding several.
+    * **JSON bytes.** The tar stream holds at most ``tar = S + members × 1536 + 10240``
+      bytes (:data:`MEMBER_OVERHEAD`, :data:`TAR_END`); its JSON is base64 of the segments
+      (4/3 of their bytes), the names (at most 6× as ``\\u`` escapes) and a few keys per
+      line: ``json = 2 × tar + 256 × lines`` bytes inflated, blank lines included.
+    * **Per line.** A line decoded by the JSON path (anything Go's encoder did not write
+      verbatim) may be at most ``8 × (payload + name) + 256`` bytes per value: whitespace
+      and unknown keys, which Go ignores, are no cover for filler.
+
+    When no size is recorded (no ``size`` file, a legacy ``layersize`` of -1), ``S`` is
+    :data:`NO_SIZE` (256 MiB), and :attr:`reason` says so. A stream beyond any bound raises
+    :class:`TarSplitDamage` of kind ``too-large`` before the lines beyond it are decoded, so
+    the time and memory spent on a layer stay proportional to what its size allows.
+    """
+
+    lines: int
+    json_bytes: int
+    #: how the bounds were derived, for the damage message
+    reason: str
+
+    @classmethod
+    def for_layer(cls, recorded_size: int | None, listed: int = 0) -> Limits:
+        """The bounds of a layer of ``recorded_size`` bytes (None: none recorded) whose diff
+        directory holds ``listed`` entries (0: unknown, or a full root file system)."""
+        if recorded_size is None or recorded_size < 0:
+            data, said = NO_SIZE, f"no size recorded: taken as {NO_SIZE:,} bytes"
+        else:
+            data, said = recorded_size, f"{recorded_size:,} bytes recorded"
+        members = data // BLOCK + FREE_MEMBERS + 2 * listed
+        lines = 2 * members + 2
+        tar = data + members * MEMBER_OVERHEAD + TAR_END
+        if listed:
+            said += f", {listed:,} entries on disk"
+        return cls(
+            lines,
+            2 * tar + LINE_KEYS * lines,
+            f"a layer of {said} holds at most {members:,} tar members",
+        )
 
 
 @dataclass(slots=True)
@@ -94,7 +170,8 @@ class TarSplitDamage(Exception):
 
     ``kind``: ``empty``, ``not-gzip``, ``corrupt-gzip`` (bad deflate data or trailer CRC),
     ``truncated`` (the gzip or the last line ends early), ``bad-json``, ``bad-entry`` (a value
-    of the wrong type, bad base64, …), ``line-too-long``.
+    of the wrong type, bad base64, …), ``line-too-long``, ``too-large`` (beyond the
+    :class:`Limits` of its layer).
     ``entries`` counts the entries decoded before it; ``line`` is the 1-based line at fault.
     """
 
@@ -108,27 +185,31 @@ class TarSplitDamage(Exception):
         return f"{where}{self.detail} (after {self.entries} entries)"
 
 
-def iter_entries(stream: BinaryIO) -> Iterator[Entry]:
+def iter_entries(stream: BinaryIO, limits: Limits | None = None) -> Iterator[Entry]:
     """The entries of the gzip-compressed tar-split ``stream``, in order.
 
-    Raises :class:`TarSplitDamage` where the stream stops being decodable.
+    Raises :class:`TarSplitDamage` where the stream stops being decodable, or goes beyond
+    ``limits`` (None: only :data:`MAX_LINE` bounds a line).
     """
-    for fields in iter_fields(stream):
+    for fields in iter_fields(stream, limits):
         yield Entry(*fields)
 
 
-def iter_fields(stream: BinaryIO) -> Iterator[Fields]:
+def iter_fields(stream: BinaryIO, limits: Limits | None = None) -> Iterator[Fields]:
     """What :func:`iter_entries` yields, as plain tuples (:data:`Fields`): the hot loop of a
     layer of many small files unpacks these instead of building an :class:`Entry` each.
 
     Each line goes through :func:`fast_line` first; whatever it does not take (another
-    spelling, damage) is decoded by the JSON path, which alone reports damage.
+    spelling, damage) is decoded by the JSON path, which alone reports damage. ``limits`` are
+    checked per inflated chunk (lines and bytes, before its lines are decoded) and per line of
+    the JSON path (its length against its values).
     """
     count = 0
     lineno = 0
     fast = fast_line
+    tally = _Tally(limits)
     try:
-        for batch in _line_batches(stream):
+        for batch in _line_batches(stream, tally):
             for line in batch:
                 fields = fast(line)
                 if fields is not None:
@@ -139,35 +220,84 @@ def iter_fields(stream: BinaryIO) -> Iterator[Fields]:
                 if not line or line.isspace():
                     continue
                 lineno += 1
+                values = useful = 0
                 for fields in json_line(line, lineno):
                     count += 1
+                    values += 1
+                    useful += len(fields[2] or b"") + len(fields[3] or b"")
                     yield fields
+                if limits is not None:
+                    tally.json_line(len(line), values, useful, lineno)
     except TarSplitDamage as exc:
-        raise TarSplitDamage(exc.kind, exc.detail, count, exc.line or lineno + 1) from None
+        line = exc.line or (lineno + 1 if exc.kind != "too-large" else 0)
+        raise TarSplitDamage(exc.kind, exc.detail, count, line) from None
+
+
+class _Tally:
+    """What a stream has held so far, against its :class:`Limits` (None: unbounded)."""
+
+    __slots__ = ("bytes", "limits", "lines")
+
+    def __init__(self, limits: Limits | None) -> None:
+        self.limits = limits
+        self.lines = 0
+        self.bytes = 0
+
+    def chunk(self, inflated: int, lines: int) -> None:
+        """An inflated chunk of ``inflated`` bytes that completes ``lines`` lines."""
+        limits = self.limits
+        if limits is None:
+            return
+        self.bytes += inflated
+        self.lines += lines
+        if self.lines > limits.lines:
+            raise TarSplitDamage("too-large", f"more than {limits.lines:,} lines: {limits.reason}")
+        if self.bytes > limits.json_bytes:
+            raise TarSplitDamage(
+                "too-large", f"more than {limits.json_bytes:,} bytes of JSON: {limits.reason}"
+            )
+
+    def json_line(self, length: int, values: int, useful: int, lineno: int) -> None:
+        """A line of the JSON path: ``values`` values (each beyond the first counts as a line)
+        holding ``useful`` bytes of payload and name."""
+        if length > 8 * useful + LINE_KEYS * max(values, 1):
+            raise TarSplitDamage(
+                "too-large",
+                f"a line of {length:,} bytes that holds {useful:,} bytes of payload and name: "
+                "filler that no tar-split writer produces",
+                0,
+                lineno,
+            )
+        if values > 1:
+            self.chunk(0, values - 1)
 
 
 def iter_lines(stream: BinaryIO) -> Iterator[bytes]:
     """The non-blank lines of the gzip ``stream`` (all gzip members), without the newline."""
-    for batch in _line_batches(stream):
+    for batch in _line_batches(stream, _Tally(None)):
         for line in batch:
             if line and not line.isspace():
                 yield line
 
 
-def _line_batches(stream: BinaryIO) -> Iterator[list[bytes]]:
+def _line_batches(stream: BinaryIO, tally: _Tally) -> Iterator[list[bytes]]:
     """The lines of the gzip ``stream``, a list per inflated chunk (one generator step per
-    chunk, not per line); blank lines included."""
+    chunk, not per line); blank lines included. Each chunk is held against ``tally`` before
+    its lines are handed out."""
     pending = b""
     for chunk in _inflate(stream):
         pending += chunk
         if b"\n" not in chunk:
+            tally.chunk(len(chunk), 0)
             if len(pending) > MAX_LINE:
                 raise TarSplitDamage("line-too-long", f"a line longer than {MAX_LINE} bytes")
             continue
         lines = pending.split(b"\n")
         pending = lines.pop()
+        tally.chunk(len(chunk), len(lines))
         yield lines
     if pending:
+        tally.chunk(0, 1)
         yield [pending]  # the last line need not end in a newline
 
 

@@ -9,6 +9,11 @@ opened for reading (no FIFO, no device).
 
 The content directory itself is opened through :class:`forensics.evidence.Evidence`, which
 guarantees that no directory between ROOT and it is a symlink.
+
+Nothing here recurses: a name of thousands of components is opened one ``openat`` at a time
+from the nearest directory held open. Paths are bounded by what Linux allows (:data:`PATH_MAX`
+from the layer's root, :func:`too_deep`): a layer cannot hold a deeper path that dockerd could
+have written or read, and the callers report one as a finding rather than follow it.
 """
 
 from __future__ import annotations
@@ -21,13 +26,22 @@ from dataclasses import dataclass
 
 from forensics.evidence import Evidence
 
-__all__ = ["ConfinedDir", "Refusal", "clean_name"]
+__all__ = ["PATH_MAX", "ConfinedDir", "Refusal", "clean_name", "shorten", "too_deep"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NOATIME = getattr(os, "O_NOATIME", 0)
 #: directories kept open: tar members come in directory order, so a few suffice
 _CACHE = 64
+#: levels above a directory searched for one held open, and levels of a walk down kept open
+_NEAR = 8
+#: Linux's bound on a path name, its terminating NUL included (``linux/limits.h``)
+PATH_MAX = 4096
+#: a name longer than this is not even cleaned: no tar writer produces one that would clean
+#: to a path within PATH_MAX (only a stream of ``..`` and ``.`` components could)
+_NAME_MAX_RAW = 16 * PATH_MAX
+#: characters of a path kept at each end when it is shown shortened
+_SHOWN_ENDS = 60
 
 Parts = tuple[bytes, ...]
 
@@ -49,6 +63,8 @@ def clean_name(name: bytes) -> Parts | None:
     ``..`` inside the tree is resolved, as Go's ``filepath.Join`` does."""
     if b"\0" in name:
         return None
+    if len(name) > _NAME_MAX_RAW:
+        return (name,)  # one component as long as the name: too_deep says so, nothing opens it
     fast = tuple(name.split(b"/"))  # the usual name: nothing to drop or resolve
     if b"" not in fast and b"." not in fast and b".." not in fast:
         return fast
@@ -63,6 +79,20 @@ def clean_name(name: bytes) -> Parts | None:
         else:
             parts.append(comp)
     return tuple(parts)
+
+
+def too_deep(length: int) -> bool:
+    """True when a cleaned path of ``length`` bytes (relative to the layer root, components
+    joined by ``/``) is longer than Linux allows a path from that root: ``/`` + path + NUL
+    beyond :data:`PATH_MAX` bytes. (It bounds the components too: each takes two bytes.)"""
+    return length + 2 > PATH_MAX
+
+
+def shorten(path: str) -> str:
+    """``path`` fit for a message: a long one keeps its two ends around an ellipsis."""
+    if len(path) <= 2 * _SHOWN_ENDS + 1:
+        return path
+    return f"{path[:_SHOWN_ENDS]}…{path[-_SHOWN_ENDS:]}"
 
 
 class ConfinedDir:
@@ -101,25 +131,50 @@ class ConfinedDir:
     # -- lookups -----------------------------------------------------------------------------
 
     def dir_fd(self, parts: Parts) -> int | Refusal:
-        """A descriptor of directory ``parts`` (owned by the cache: do not close it)."""
+        """A descriptor of directory ``parts`` (owned by the cache: do not close it).
+
+        Opened one component at a time from the nearest directory held open within
+        :data:`_NEAR` levels above (else from the top); the last :data:`_NEAR` levels walked
+        are kept open, since the members that follow are mostly their neighbours."""
         if not parts:
             return self.fd
-        fd = self._dirs.get(parts)
+        dirs = self._dirs
+        fd = dirs.get(parts)
         if fd is not None:
-            self._dirs.move_to_end(parts)
+            dirs.move_to_end(parts)
             return fd
-        parent = self.dir_fd(parts[:-1])
-        if isinstance(parent, Refusal):
-            return parent
-        try:
-            fd = os.open(parts[-1], _DIR_FLAGS, dir_fd=parent)
-        except OSError as exc:
-            return self._why_not_dir(parent, parts, exc)
+        depth = len(parts)
+        start, fd = 0, self.fd
+        for level in range(depth - 1, max(0, depth - _NEAR), -1):
+            above = parts[:level]
+            held = dirs.get(above)
+            if held is not None:
+                dirs.move_to_end(above)
+                start, fd = level, held
+                break
+        owned = False  # whether fd is ours to close (not held in the cache)
+        for level in range(start, depth):
+            try:
+                child = os.open(parts[level], _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                refusal = self._why_not_dir(fd, parts[: level + 1], exc)
+                if owned:
+                    os.close(fd)
+                return refusal
+            if owned:
+                os.close(fd)
+            fd = child
+            owned = level + 1 < depth - _NEAR
+            if not owned:
+                self._hold(parts[: level + 1], fd)
+        return fd
+
+    def _hold(self, parts: Parts, fd: int) -> None:
+        """Keep ``fd`` open as directory ``parts``; the least recently used one is closed."""
         self._dirs[parts] = fd
         if len(self._dirs) > _CACHE:
             _, old = self._dirs.popitem(last=False)
             os.close(old)
-        return fd
 
     def lstat(self, parts: Parts) -> os.stat_result | Refusal:
         """lstat of the member (never following it), its directories walked without follow."""

@@ -17,18 +17,25 @@ differ, so only those are looked at (the container's upper dir on overlay2, not 
 dockerd lists children in Go map order (random); here they come sorted.
 
 Every directory is walked through :class:`~forensics.layers.confine.ConfinedDir` (no symlink
-followed). :func:`diff_plan` builds the plain inputs from a read Host; :func:`container_diff`
-computes the changes from them.
+followed), with an explicit stack (one frame per level, never recursion). Each directory of a
+view carries down the layers that make it up (the merge of overlay: a whiteout, a file or an
+opaque directory hides the layers below), so an entry is looked up in those layers alone, not
+from the top again. A path longer than Linux allows from the layer root (``PATH_MAX``) is not
+compared: dockerd's own diff fails there; here the rest is compared, and the entries beyond
+are named in one problem. :func:`diff_plan` builds the plain inputs from a read Host;
+:func:`container_diff` computes the changes from them.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from forensics.evidence import Evidence, ReadFailure
-from forensics.layers.confine import ConfinedDir, Parts, Refusal
+from forensics.layers.confine import PATH_MAX, ConfinedDir, Parts, Refusal, shorten, too_deep
 from forensics.layers.reassemble import is_opaque
 from forensics.model import Host
 
@@ -68,8 +75,11 @@ class DiffPlan:
 class DiffResult:
     container_id: str
     changes: list[Change] = field(default_factory=list)
-    #: (path relative to ROOT, message): layer directories that could not be read
+    #: (path relative to ROOT, message): layer directories that could not be read, and paths
+    #: too deep to compare
     problems: list[tuple[str, str]] = field(default_factory=list)
+    #: the problems that say paths were too deep to compare (also in ``problems``)
+    too_deep: list[tuple[str, str]] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         return [c.line() for c in self.changes]
@@ -164,19 +174,35 @@ def container_diff(plan: DiffPlan) -> DiffResult:
             opened[rel] = None
             result.problems.append((rel, str(failure)))
     try:
-        new = _Stack([opened[r] for r in plan.new], plan.whiteouts)
-        old = _Stack([opened[r] for r in plan.old], plan.whiteouts)
+        new = _View([opened[r] for r in plan.new], plan.whiteouts)
+        old = _View([opened[r] for r in plan.old], plan.whiteouts)
         differing = [
             opened[r] for r in (*plan.new, *plan.old) if (r in plan.new) != (r in plan.old)
         ]
         if opened.get(plan.new[0] if plan.new else "") is None:
             return result  # no read-write layer: nothing can be said
-        _Differ(new, old, [d for d in differing if d is not None], plan.whiteouts).run(result)
+        differ = _Differ(new, old, [d for d in differing if d is not None], plan.whiteouts)
+        differ.run(result.changes)
+        if differ.deep:
+            _too_deep_problem(result, plan.new[0], differ)
     finally:
         for cdir in opened.values():
             if cdir is not None:
                 cdir.close()
     return result
+
+
+def _too_deep_problem(result: DiffResult, upper: str, differ: _Differ) -> None:
+    first = _show(differ.first_deep)
+    count = f"{differ.deep:,} entr{'ies lie' if differ.deep != 1 else 'y lies'}"
+    problem = (
+        f"{upper}{shorten(first)}",
+        f"{count} deeper than Linux allows (a path from the layer root longer than PATH_MAX, "
+        f"{PATH_MAX} bytes), the first {shorten(first)} ({len(differ.first_deep):,} "
+        "components): not compared, nor anything below (the list of changes is incomplete)",
+    )
+    result.problems.append(problem)
+    result.too_deep.append(problem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,85 +212,58 @@ class _Node:
     opaque: bool = False
 
 
-class _Stack:
-    """A merged (overlay) view of layer directories, top first."""
+#: the layers of a view that make up one directory, top first
+Layers = list[ConfinedDir]
+
+
+class _View:
+    """A merged (overlay) view of layer directories, top first, read one directory at a time."""
 
     def __init__(self, layers: list[ConfinedDir | None], whiteouts: str) -> None:
         self.layers = [c for c in layers if c is not None]
         self.aufs = whiteouts == "aufs"
-        self._cache: dict[Parts, _Node | None] = {}
 
-    def lookup(self, parts: Parts) -> _Node | None:
-        """The entry at ``parts`` in the merged view, or None when absent or whited out."""
-        if parts in self._cache:
-            return self._cache[parts]
-        found = self._lookup(parts)
-        self._cache[parts] = found
-        return found
-
-    def _lookup(self, parts: Parts) -> _Node | None:
-        if not parts:
-            return self._root()
-        for cdir in self.layers:
-            state = _entry(cdir, parts, self.aufs)
-            if state == "whiteout":
-                return None
-            if isinstance(state, _Node):
-                return state
-            if state == "hidden":  # a whiteout, a file or an opaque dir above hides the rest
-                return None
-        return None
-
-    def _root(self) -> _Node | None:
+    def root(self) -> tuple[_Node | None, Layers]:
+        """The root of the view, and the layers that make it up (all of them)."""
         for cdir in self.layers:
             st = cdir.lstat(())
             if not isinstance(st, Refusal):
-                return _Node(st, cdir)
-        return None
+                return _Node(st, cdir), list(self.layers)
+        return None, []
 
-    def names(self, parts: Parts) -> set[bytes]:
-        """Names in the merged directory ``parts`` (whited-out ones included; lookups tell)."""
-        out: set[bytes] = set()
-        for cdir in self.layers:
-            state = _entry(cdir, parts, self.aufs) if parts else _Node(os.fstat(cdir.fd), cdir)
-            if state in ("whiteout", "hidden"):
-                break
-            if state is None:
+    def child(self, layers: Layers, parts: Parts) -> tuple[_Node | None, Layers]:
+        """The entry ``parts`` of the directory made up of ``layers``: its node (None when
+        absent or whited out) and, for a directory, the layers that make it up — from the
+        top down, until a whiteout, a non-directory or an opaque directory hides the rest."""
+        node: _Node | None = None
+        below: Layers = []
+        for cdir in layers:
+            st = cdir.lstat(parts)
+            if isinstance(st, Refusal):
+                if self.aufs and _aufs_whiteout(cdir, parts):
+                    break
                 continue
-            assert isinstance(state, _Node)
-            if not stat.S_ISDIR(state.st.st_mode):
+            if not self.aufs and _is_whiteout(st):
                 break
+            if not stat.S_ISDIR(st.st_mode):
+                if node is None:
+                    node = _Node(st, cdir)
+                break  # a file hides everything below, and a directory above hides it
+            opaque = _is_opaque_dir(cdir, parts, self.aufs)
+            if node is None:
+                node = _Node(st, cdir, opaque)
+            below.append(cdir)
+            if opaque:
+                break
+        return node, below
+
+    def names(self, layers: Layers, parts: Parts) -> set[bytes]:
+        """Names in the directory ``parts`` made up of ``layers`` (whited-out ones included:
+        :meth:`child` tells)."""
+        out: set[bytes] = set()
+        for cdir in layers:
             out |= _listdir(cdir, parts, self.aufs)
-            if state.opaque:
-                break
         return out
-
-
-def _entry(cdir: ConfinedDir, parts: Parts, aufs: bool) -> _Node | str | None:
-    """What one layer says about ``parts``: a node, ``whiteout``, ``hidden`` (lower layers
-    must not be looked at: a whiteout, non-dir or opaque dir on the way), or None (absent
-    here: look lower)."""
-    for i in range(1, len(parts)):
-        above = parts[:i]
-        st = cdir.lstat(above)
-        if isinstance(st, Refusal):
-            if _aufs_whiteout(cdir, above) if aufs else False:
-                return "hidden"
-            return None
-        if not stat.S_ISDIR(st.st_mode):
-            return "hidden"  # a whiteout device or a file hides everything below
-        if _is_opaque_dir(cdir, above, aufs):
-            below = cdir.lstat(parts)
-            if isinstance(below, Refusal) or _is_whiteout(below):
-                return "hidden"
-            return _Node(below, cdir, _is_opaque_dir(cdir, parts, aufs))
-    st = cdir.lstat(parts)
-    if isinstance(st, Refusal):
-        return "whiteout" if aufs and _aufs_whiteout(cdir, parts) else None
-    if not aufs and _is_whiteout(st):
-        return "whiteout"
-    opaque = stat.S_ISDIR(st.st_mode) and _is_opaque_dir(cdir, parts, aufs)
-    return _Node(st, cdir, opaque)
 
 
 def _is_whiteout(st: os.stat_result) -> bool:
@@ -297,18 +296,107 @@ def _listdir(cdir: ConfinedDir, parts: Parts, aufs: bool) -> set[bytes]:
     return names
 
 
+@dataclass(slots=True)
+class _Frame:
+    """A directory present in the new view, being compared (moby ``addChanges``): its nodes,
+    the layers of each view that make it up, and what is left to do."""
+
+    new: _Node
+    old: _Node | None
+    added: bool  # its own line is out (A or C): no C to insert for a change inside
+    length: int  # bytes of its path from the layer root
+    new_layers: Layers
+    old_layers: Layers
+    names: Iterator[bytes]
+    prune: bool
+    start: int  # where its lines begin in the output
+    deleted: list[bytes] = field(default_factory=list)
+
+
 class _Differ:
     def __init__(
-        self, new: _Stack, old: _Stack, differing: list[ConfinedDir], whiteouts: str
+        self, new: _View, old: _View, differing: list[ConfinedDir], whiteouts: str
     ) -> None:
         self.new, self.old, self.differing = new, old, differing
         self.aufs = whiteouts == "aufs"
+        #: entries beyond PATH_MAX: how many, and the first
+        self.deep = 0
+        self.first_deep: Parts = ()
 
-    def run(self, result: DiffResult) -> None:
-        root_new = self.new.lookup(())
+    def run(self, out: list[Change]) -> None:
+        """The changes, parents first, into ``out``: depth first over the new view with an
+        explicit stack; ``parts`` is the path of the innermost frame."""
+        root_new, new_layers = self.new.root()
         if root_new is None:
             return
-        self._dir((), root_new, self.old.lookup(()), False, result.changes)
+        root_old, old_layers = self.old.root()
+        parts: Parts = ()
+        stack = [self._frame(parts, root_new, root_old, False, 0, new_layers, old_layers, out)]
+        while stack:
+            frame = stack[-1]
+            entered = self._step(parts, frame, out)
+            if entered is not None:
+                parts = (*parts, entered.name)
+                stack.append(entered.frame)
+                continue
+            stack.pop()
+            out.extend(Change(_show((*parts, name)), "D") for name in frame.deleted)
+            if len(out) > frame.start and not frame.added and parts:
+                out.insert(frame.start, Change(_show(parts), "C"))
+            parts = parts[:-1]
+
+    def _frame(
+        self,
+        parts: Parts,
+        new: _Node,
+        old: _Node | None,
+        added: bool,
+        length: int,
+        new_layers: Layers,
+        old_layers: Layers,
+        out: list[Change],
+    ) -> _Frame:
+        old_dir = old is not None and stat.S_ISDIR(old.st.st_mode)
+        if not old_dir:
+            old_layers = []
+        names = self.new.names(new_layers, parts) | self.old.names(old_layers, parts)
+        # below an opaque dir a view may hide what no differing layer holds: look at all
+        prune = old_dir and not new.opaque and not (old is not None and old.opaque)
+        return _Frame(
+            new, old, added, length, new_layers, old_layers, iter(sorted(names)), prune, len(out)
+        )
+
+    def _step(self, parts: Parts, frame: _Frame, out: list[Change]) -> _Entered | None:
+        """Compare the next children of ``frame`` (directory ``parts``) until one is a
+        directory to enter (returned) or none is left (None)."""
+        base = frame.length + 1 if parts else 0
+        for name in frame.names:
+            child = (*parts, name)
+            if too_deep(base + len(name)):
+                if not self.deep:
+                    self.first_deep = child
+                self.deep += 1
+                continue
+            if frame.prune and not self._touched(child):
+                continue  # the same layers show it in both views: identical
+            n, new_layers = self.new.child(frame.new_layers, child)
+            o, old_layers = self.old.child(frame.old_layers, child)
+            if n is None:
+                if o is not None:
+                    frame.deleted.append(name)
+                continue
+            marked = True
+            if o is None:
+                out.append(Change(_show(child), "A"))
+            elif _stat_different(o, n) or _capability(o, child) != _capability(n, child):
+                out.append(Change(_show(child), "C"))
+            else:
+                marked = False
+            if stat.S_ISDIR(n.st.st_mode):
+                length = base + len(name)
+                entered = self._frame(child, n, o, marked, length, new_layers, old_layers, out)
+                return _Entered(name, entered)
+        return None
 
     def _touched(self, parts: Parts) -> bool:
         """True when a differing layer holds ``parts`` (or its whiteout): only then can the
@@ -320,41 +408,10 @@ class _Differ:
                 return True
         return False
 
-    def _dir(
-        self, parts: Parts, new: _Node, old: _Node | None, added: bool, out: list[Change]
-    ) -> None:
-        """moby ``FileInfo.addChanges`` for directory ``parts`` present in the new view."""
-        start = len(out)
-        old_dir = old is not None and stat.S_ISDIR(old.st.st_mode)
-        names = self.new.names(parts) | (self.old.names(parts) if old_dir else set())
-        # below an opaque dir a view may hide what no differing layer holds: look at all
-        prune = old_dir and not new.opaque and not (old is not None and old.opaque)
-        deleted = []
-        for name in sorted(names):
-            child = (*parts, name)
-            if prune and not self._touched(child):
-                continue  # the same layers show it in both views: identical
-            n = self.new.lookup(child)
-            o = self.old.lookup(child) if old_dir else None
-            if n is None:
-                if o is not None:
-                    deleted.append(child)
-                continue
-            self._child(child, n, o, out)
-        out.extend(Change(_show(p), "D") for p in deleted)
-        if len(out) > start and not added and parts:
-            out.insert(start, Change(_show(parts), "C"))
 
-    def _child(self, parts: Parts, new: _Node, old: _Node | None, out: list[Change]) -> None:
-        marked = False
-        if old is None:
-            out.append(Change(_show(parts), "A"))
-            marked = True
-        elif _stat_different(old, new) or _capability(old, parts) != _capability(new, parts):
-            out.append(Change(_show(parts), "C"))
-            marked = True
-        if stat.S_ISDIR(new.st.st_mode):
-            self._dir(parts, new, old, marked, out)
+class _Entered(NamedTuple):
+    name: bytes
+    frame: _Frame
 
 
 def _stat_different(old: _Node, new: _Node) -> bool:

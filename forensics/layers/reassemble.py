@@ -11,6 +11,12 @@ looked up, permission bits compared, and — where the directory holds exactly t
 Every read goes through :class:`~forensics.layers.confine.ConfinedDir`: a name that climbs out
 of the layer directory, or a symlink anywhere on the way, is reported and never read.
 
+What a crafted layer can make this cost is bounded: the tar-split stream by
+:class:`~forensics.formats.tarsplit.Limits` (from the layer's recorded size), paths by
+``PATH_MAX`` (a deeper member is reported, not looked up), and nothing recurses; per member
+the pass keeps its record and its cleaned name, and the diff directory's listing is a tree of
+names (:mod:`forensics.layers.listing`).
+
 :func:`verify_layer` takes plain, picklable inputs (a :class:`LayerJob`) and opens its own
 :class:`~forensics.evidence.Evidence`, so layers can be spread over worker processes.
 """
@@ -21,15 +27,25 @@ import hashlib
 import io
 import os
 import stat
-import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from forensics.evidence import Evidence, ReadFailure, RootError, entry_type
+from forensics.evidence import Evidence, ReadFailure, RootError
 from forensics.formats.crc64 import crc64_iso as _crc64
-from forensics.formats.tarsplit import FILE, SEGMENT, TarSplitDamage, iter_fields
+from forensics.formats.tarsplit import FILE, SEGMENT, Limits, TarSplitDamage, iter_fields
 from forensics.formats.ustar import BLOCK, HeaderError, Member, plain_member, read_member
-from forensics.layers.confine import ConfinedDir, Parts, Refusal, clean_name, kind_of
+from forensics.layers.confine import (
+    PATH_MAX,
+    ConfinedDir,
+    Parts,
+    Refusal,
+    clean_name,
+    kind_of,
+    shorten,
+    too_deep,
+)
+from forensics.layers.listing import Listing, walk
 from forensics.layers.report import FileRecord, LayerProblem, LayerReport
 from forensics.layers.tarsum import TarSum, TarSumError, parse_label
 from forensics.model import Host, Layer
@@ -51,6 +67,9 @@ CHUNK = 1024 * 1024
 _PENDING_LIMIT = 16 * 1024 * 1024
 #: the image JSON hashed into a pushed TarSum is metadata too
 _JSON_LIMIT = 64 * 1024 * 1024
+#: problems of one kind named per layer (duplicates, damaged headers: one per member of a
+#: crafted stream); the rest are counted in one more
+_PROBLEMS_PER_KIND = 1000
 
 #: where each driver keeps a layer's files, and whether that is the layer's diff only
 #: (``diff``) or the full root file system as of that layer (``rootfs``)
@@ -64,8 +83,6 @@ _CONTENT = {
     "zfs": ("zfs/graph/{id}", "rootfs"),
 }
 _OPAQUE = b".wh..wh..opq"
-#: what os.fsencode does, without a call of it per directory entry
-_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 #: names as text: bytes that are not UTF-8 kept as surrogate escapes
 _ESCAPED = ("utf-8", "surrogateescape")
 _WH = b".wh."
@@ -94,6 +111,10 @@ class LayerJob:
 
     ``tarsum`` (legacy layers): the TarSum that the file ``checksum`` records, and
     ``tarsum_payload`` the image JSON file that a v1 registry push hashed with it.
+
+    ``recorded_size``: the layer's recorded size (layerdb ``size``, legacy ``layersize``),
+    None when none is recorded; it bounds what the tar-split may hold
+    (:class:`~forensics.formats.tarsplit.Limits`).
     """
 
     root: str
@@ -105,6 +126,7 @@ class LayerJob:
     tarsum: str | None = None
     checksum: str | None = None
     tarsum_payload: str | None = None
+    recorded_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +192,7 @@ def _job_for(host: Host, layer: Layer) -> LayerJob | Skipped | None:
         tarsum=str(label) if label else None,
         checksum=f"{layer.path}/checksum" if label else None,
         tarsum_payload=f"{layer.path}/json" if label else None,
+        recorded_size=layer.size if layer.size is not None and layer.size >= 0 else None,
     )
 
 
@@ -219,7 +242,9 @@ def verify_layer(
     if tarsum is not None:
         sink = _tee(tarsum, sink)
     try:
-        _Reassembly(report, cdir, style, job.driver, progress, sink).run(io.BytesIO(data))
+        _Reassembly(report, cdir, style, job.driver, progress, sink).run(
+            io.BytesIO(data), job.recorded_size
+        )
     finally:
         if cdir is not None:
             cdir.close()
@@ -318,22 +343,28 @@ class _Reassembly:
         self.view = memoryview(self.buf)
         self.pending = bytearray()
         self.pad = 0  # padding that follows the previous file's data
-        self.seen: set[Parts] = set()
+        #: the cleaned name of every member (``a/b``): duplicates, and at the end extras
+        self.seen: set[bytes] = set()
         #: the diff dir's entries and their types (overlay2, aufs): for extras, and to open
         #: listed regular files without an lstat each
-        self.listing = walk(cdir) if cdir is not None and style == "diff" else None
+        self.listing: Listing | None = walk(cdir) if cdir is not None and style == "diff" else None
         self.lossy = 0
         self.unknown_entries = 0
+        self.position_gap = False
+        #: problems by kind, named or not (:data:`_PROBLEMS_PER_KIND`)
+        self.problem_counts: Counter[str] = Counter()
 
     # -- the stream --------------------------------------------------------------------------
 
-    def run(self, stream: io.BytesIO) -> None:
-        """The entries in order. Segments are handled inline (one per member, and the hot
-        loop of a layer of many small files): hashed, passed on, kept for the next header."""
+    def run(self, stream: io.BytesIO, recorded_size: int | None) -> None:
+        """The entries in order, within the bounds that the layer's ``recorded_size`` and
+        its listing set. Segments are handled inline (one per member, and the hot loop of a
+        layer of many small files): hashed, passed on, kept for the next header."""
         r = self.r
         update, sink, pending, file_entry = self.hash.update, self.sink, self.pending, self._file
+        limits = Limits.for_layer(recorded_size, self.listing.count if self.listing else 0)
         try:
-            for kind, position, payload, name, size, lossy in iter_fields(stream):
+            for kind, position, payload, name, size, lossy in iter_fields(stream, limits):
                 if position != r.entries:
                     self._position_gap(position)
                 r.entries += 1
@@ -385,7 +416,8 @@ class _Reassembly:
 
     def _position_gap(self, position: int) -> None:
         r = self.r
-        if not any(p.kind == "position-gap" for p in r.problems):
+        if not self.position_gap:
+            self.position_gap = True
             r.problems.append(
                 LayerProblem(
                     "position-gap",
@@ -447,7 +479,11 @@ class _Reassembly:
         self, crc: bytes | None, name: bytes, size: int, member: Member | None, header_error: str
     ) -> FileRecord:
         parts = clean_name(name)
-        shown = (b"/".join(parts) if parts is not None else name).decode("utf-8", "surrogateescape")
+        joined = b"/".join(parts) if parts is not None else name
+        deep = parts is not None and too_deep(len(joined))
+        shown = joined.decode("utf-8", "surrogateescape")
+        if deep:
+            shown = shorten(shown)
         kind = _entry_type(name, member, size)
         base = self.r.content_dir
         rec = FileRecord(  # positional (FileRecord's field order): one per member, hot
@@ -466,10 +502,13 @@ class _Reassembly:
         else:
             seen = self.seen
             known = len(seen)
-            seen.add(parts)
+            seen.add(joined)
             if len(seen) == known:
                 self._problem("duplicate-path", rec.disk_path, f"/{shown} is in the tar twice")
-            if self.cdir is None:
+            if deep:
+                rec.status = "too-deep"
+                rec.detail = _too_deep_detail(len(joined), joined.count(b"/") + 1)
+            elif self.cdir is None:
                 rec.status, rec.detail = "missing", "the layer directory is missing"
             elif size:
                 self._check_data(rec, parts, member)
@@ -482,12 +521,28 @@ class _Reassembly:
         return rec
 
     def _problem(self, kind: str, path: str, message: str) -> None:
-        self.r.problems.append(LayerProblem(kind, path, f"layer {self.r.layer_id}: {message}"))
+        counts = self.problem_counts
+        counts[kind] += 1
+        if counts[kind] <= _PROBLEMS_PER_KIND:
+            self.r.problems.append(LayerProblem(kind, path, f"layer {self.r.layer_id}: {message}"))
+
+    def _problems_not_named(self) -> None:
+        """One more problem per kind that had more than :data:`_PROBLEMS_PER_KIND`."""
+        for kind, count in self.problem_counts.items():
+            if count > _PROBLEMS_PER_KIND:
+                self.r.problems.append(
+                    LayerProblem(
+                        kind,
+                        self.r.tar_split,
+                        f"layer {self.r.layer_id}: {count - _PROBLEMS_PER_KIND:,} more "
+                        f"{kind} problems (the first {_PROBLEMS_PER_KIND:,} are named)",
+                    )
+                )
 
     def _check_data(self, rec: FileRecord, parts: Parts, member: Member | None) -> None:
         """A member with data: read it into the stream; crc64, size and mode compared."""
         assert self.cdir is not None
-        listed = self.listing is not None and self.listing.get(parts) == "file"
+        listed = self.listing is not None and self.listing.kind(parts) == "file"
         opened = self.cdir.open_regular(parts, listed_regular=listed)
         if isinstance(opened, Refusal):
             _refused(rec, opened)
@@ -661,31 +716,44 @@ class _Reassembly:
                 self.r.tar_split,
                 f"{self.lossy} names were stored with replacement characters (tar-split < 0.9.10)",
             )
-        if self.cdir is not None and self.style == "diff" and self.r.complete:
-            self.r.files.extend(self._extras())
+        listing = self.listing
+        if listing is not None and listing.deep:
+            self._listed_too_deep(listing)
+        if listing is not None and self.cdir is not None and self.r.complete:
+            self._expect_members(listing)
+            self.r.files.extend(self._extras(listing))
+        self._problems_not_named()
 
-    def _expected(self) -> set[Parts]:
-        """What the diff directory should hold: every member (an overlay whiteout as the
-        name it hides, an opaque marker as its directory) and every directory above one."""
-        if self.whiteouts == "overlay":
-            expected = {_on_overlay(p) if p and p[-1].startswith(_WH) else p for p in self.seen}
-        else:
-            expected = set(self.seen)
-        expected.add(())
-        for parts in list(expected):
-            parent = parts[:-1]
-            while parent not in expected:
-                expected.add(parent)
-                parent = parent[:-1]
-        return expected
+    def _listed_too_deep(self, listing: Listing) -> None:
+        """Entries of the diff directory beyond PATH_MAX: one problem names the first."""
+        first = _text(b"/".join(listing.first_deep))
+        where = f"{self.r.content_dir}/{shorten(first)}"
+        count = f"{listing.deep:,} entr{'ies lie' if listing.deep != 1 else 'y lies'}"
+        self._problem(
+            "path-too-deep",
+            where,
+            f"{count} deeper than Linux allows (a path from the layer root longer than "
+            f"PATH_MAX, {PATH_MAX} bytes), the first /{shorten(first)} "
+            f"({len(listing.first_deep):,} components): not checked, nor anything below",
+        )
 
-    def _extras(self) -> Iterator[FileRecord]:
+    def _expect_members(self, listing: Listing) -> None:
+        """Mark in the listing what the members account for: every member (an overlay
+        whiteout as the name it hides, an opaque marker as its directory) and every directory
+        above one."""
+        overlay = self.whiteouts == "overlay"
+        expect = listing.expect
+        for joined in self.seen:
+            parts = tuple(joined.split(b"/")) if joined else ()
+            if overlay and parts and parts[-1].startswith(_WH):
+                parts = _on_overlay(parts)
+            expect(parts)
+
+    def _extras(self, listing: Listing) -> Iterator[FileRecord]:
         """Files in the diff directory that the tar-split does not account for."""
-        assert self.cdir is not None and self.listing is not None
-        extra = self.listing.keys() - self._expected()
-        for parts in (p for p in self.listing if p in extra) if extra else ():
-            if self.whiteouts == "aufs" and parts[0] in _AUFS_META:
-                continue
+        assert self.cdir is not None
+        skip = _AUFS_META if self.whiteouts == "aufs" else ()
+        for parts in listing.unexpected(skip):
             st = self.cdir.lstat(parts)
             if isinstance(st, Refusal):
                 continue  # gone since the listing
@@ -704,40 +772,12 @@ class _Reassembly:
             )
 
 
-def walk(cdir: ConfinedDir) -> dict[Parts, str]:
-    """Every entry under the content directory → ``file``, ``dir``, ``symlink`` or ``other``,
-    from the directory listings (no stat per entry), depth first with sorted names; symlinks
-    are never followed."""
-    out: dict[Parts, str] = {}
-    stack: list[Parts] = [()]
-    while stack:
-        parts = stack.pop()
-        fd = cdir.dir_fd(parts)
-        if isinstance(fd, Refusal):
-            continue
-        try:
-            with os.scandir(fd) as it:
-                found = sorted([(e.name.encode(_FS_ENCODING, _FS_ERRORS), _kind(e)) for e in it])
-        except OSError:
-            continue
-        subdirs = []
-        for name, kind in found:
-            child = (*parts, name)
-            out[child] = kind
-            if kind == "dir":
-                subdirs.append(child)
-        stack.extend(reversed(subdirs))
-    return out
-
-
-def _kind(entry: os.DirEntry[str]) -> str:
-    """:func:`~forensics.evidence.entry_type`, asking first what most entries are."""
-    try:
-        if entry.is_file(follow_symlinks=False):
-            return "file"
-    except OSError:  # entry_type would meet the same failing lstat
-        return "other"
-    return entry_type(entry)
+def _too_deep_detail(length: int, components: int) -> str:
+    return (
+        f"its path from the layer root is {length + 1:,} bytes in {components:,} components, "
+        f"longer than Linux allows (PATH_MAX, {PATH_MAX} bytes): dockerd could not have "
+        "written it; not looked up"
+    )
 
 
 def is_opaque(dir_fd: int) -> bool:

@@ -38,6 +38,8 @@ __all__ = [
 #:                      does not match the entry (another name or size)
 #: ``unsafe-path``      its name climbs out of the layer dir, or a directory on the way is a
 #:                      symlink: refused, never read
+#: ``too-deep``         its path from the layer root is longer than Linux allows (PATH_MAX):
+#:                      dockerd could not have written it; not looked up
 STATUSES = (
     "ok",
     "unverifiable",
@@ -50,6 +52,7 @@ STATUSES = (
     "unreadable",
     "unreadable-header",
     "unsafe-path",
+    "too-deep",
 )
 BAD_STATUSES = frozenset(STATUSES) - {"ok", "unverifiable"}
 
@@ -65,6 +68,7 @@ _FILE_CHECKS = {
     "unreadable": "layer.file-unreadable",
     "unreadable-header": "layer.tar-header-damaged",
     "unsafe-path": "layer.unsafe-path",
+    "too-deep": "layer.path-too-deep",
     "unverifiable": "layer.file-unverifiable",
 }
 
@@ -103,7 +107,9 @@ class LayerProblem:
     ``tar-split-damaged`` (``damage`` says how: truncated, corrupt-gzip, bad-json, …),
     ``content-dir-missing``, ``diff-id-mismatch``, ``tarsum-mismatch``, ``position-gap``,
     ``duplicate-path``, ``lossy-name``, ``unknown-entry``, ``tar-header-damaged``,
-    ``tar-trailer-damaged``, ``root-unreadable``."""
+    ``tar-trailer-damaged``, ``root-unreadable``, ``path-too-deep`` (entries of the layer's
+    directory beyond PATH_MAX), ``check-failed`` (the check of the layer stopped on an
+    internal error)."""
 
     kind: str
     path: str

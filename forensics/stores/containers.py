@@ -13,10 +13,19 @@ from typing import Any
 from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import is_hex64
 from forensics.formats.jsonfile import field
-from forensics.model import Container, Host, MountPoint, Problem
+from forensics.model import (
+    Container,
+    ContainerDetails,
+    Host,
+    MountPoint,
+    Network,
+    PortBinding,
+    Problem,
+)
 from forensics.parallel import map_entries
 from forensics.progress import track
 from forensics.stores.reading import as_dict, as_int, as_str, read_json_object
+from forensics.stores.runconfig import run_config_of
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -24,9 +33,13 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 def read_containers(ev: Evidence, host: Host) -> None:
     base = "containers"
     entries = ev.scandir_types(base)
-    names = [n for n in sorted(entries) if is_hex64(n) and entries[n] == "dir"]
-    for name in sorted(set(entries) - set(names)):
-        host.add_leftover("containers-stray", f"{base}/{name}")
+    names = []
+    for name in sorted(entries):  # one pass: no set of every name beside the list of them
+        if is_hex64(name) and entries[name] == "dir":
+            names.append(name)
+        else:
+            host.add_leftover("containers-stray", f"{base}/{name}")
+    del entries
 
     read_one = partial(_read_container_in, base)
     for container in track(map_entries(ev, read_one, names), "containers", total=len(names)):
@@ -51,15 +64,29 @@ def read_container(ev: Evidence, rel: str, cid: str, *, legacy_era: bool = False
 
 def _read_container_files(d: DirHandle, container: Container, legacy_era: bool) -> None:
     entries = d.types
-    container.leftovers = [d.path_of(n) for n in sorted(entries) if n.startswith(".tmp-")]
+    container.leftovers = tuple(d.path_of(n) for n in sorted(entries) if n.startswith(".tmp-"))
     legacy = "config.json" in entries and (legacy_era or "config.v2.json" not in entries)
     config_name = "config.json" if legacy else "config.v2.json"
     container.config_file = d.path_of(config_name)
     config = read_json_object(d, config_name, container.problems, "config")
+    _share_config_path(container)
+    hostconfig = read_json_object(
+        d, "hostconfig.json", container.problems, "hostconfig", optional=True
+    )
     if config is not None:
         container.config_ok = True
         _fill_from_config(container, config)
-    read_json_object(d, "hostconfig.json", container.problems, "hostconfig", optional=True)
+        container.details = _details_of(config, hostconfig or {})
+
+
+def _share_config_path(container: Container) -> None:
+    """A problem with the config names the config's path: one string for both, not two (a root
+    of a million container directories without a config holds a million such problems)."""
+    problem = container.problems.get("config")
+    if problem is not None and problem.path == container.config_file:
+        container.problems["config"] = Problem(
+            container.config_file, problem.damage, problem.detail
+        )
 
 
 def _fill_from_config(container: Container, config: dict[str, Any]) -> None:
@@ -79,6 +106,7 @@ def _fill_from_config(container: Container, config: dict[str, Any]) -> None:
     container.started = _time_or_none(field(state, "StartedAt"))
     container.finished = _time_or_none(field(state, "FinishedAt"))
     container.mount_points = _mount_points(field(config, "MountPoints", nullable=True))
+    container.run_config = run_config_of(field(config, "Config", nullable=True))
 
 
 def state_of(state: dict[str, Any]) -> str:
@@ -113,7 +141,7 @@ def _command_of(config: dict[str, Any]) -> str | None:
     return " ".join(parts) if parts else None
 
 
-def _mount_points(value: Any) -> list[MountPoint]:
+def _mount_points(value: Any) -> tuple[MountPoint, ...]:
     points = []
     for dest, spec in sorted(as_dict(value).items()):
         spec = as_dict(spec)
@@ -124,6 +152,94 @@ def _mount_points(value: Any) -> list[MountPoint]:
                 name=as_str(field(spec, "Name")),
                 driver=as_str(field(spec, "Driver")),
                 source=as_str(field(spec, "Source")),
+                rw=_bool_or_none(field(spec, "RW")),
+                mode=as_str(field(spec, "Relabel")) or "",  # omitted when empty, as in Go
+                propagation=as_str(field(spec, "Propagation")) or "",
             )
         )
-    return points
+    return tuple(points)
+
+
+def _bool_or_none(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _details_of(config: dict[str, Any], hostconfig: dict[str, Any]) -> ContainerDetails:
+    """What ``docker ps`` and ``docker inspect`` show beyond identity and state."""
+    state = as_dict(field(config, "State", nullable=True))
+    health = as_dict(field(state, "Health", nullable=True))
+    args = field(config, "Args", nullable=True)
+    restart = as_dict(field(hostconfig, "RestartPolicy"))
+    settings = as_dict(field(config, "NetworkSettings", nullable=True))
+    network_mode = as_str(field(hostconfig, "NetworkMode"))
+    return ContainerDetails(
+        process_path=as_str(field(config, "Path")),
+        args=[a for a in args if isinstance(a, str)] if isinstance(args, list) else [],
+        oom_killed=field(state, "OOMKilled") is True,
+        error=as_str(field(state, "Error")) or None,
+        restart_count=as_int(field(config, "RestartCount")),
+        health=health_status(health) if field(state, "Health", nullable=True) is not None else None,
+        health_failing_streak=as_int(field(health, "FailingStreak")),
+        log_path=as_str(field(config, "LogPath")) or None,
+        log_driver=as_str(field(field(hostconfig, "LogConfig"), "Type")) or None,
+        hostname=as_str(field(field(config, "Config", nullable=True), "Hostname")) or None,
+        network_mode=network_mode,
+        restart_policy=as_str(field(restart, "Name")) or None,
+        restart_retries=as_int(field(restart, "MaximumRetryCount")),
+        ports=_port_map(field(settings, "Ports", nullable=True)),
+        port_bindings=_port_map(field(hostconfig, "PortBindings", nullable=True)),
+        networks=_networks(settings, network_mode),
+    )
+
+
+def health_status(health: dict[str, Any]) -> str:
+    """``State.Health.Status`` as the daemon reports it: an empty status (the monitor not yet
+    set up) is ``unhealthy`` (``container/health.go``)."""
+    return as_str(field(health, "Status")) or "unhealthy"
+
+
+def _port_map(value: Any) -> list[PortBinding]:
+    """A ``nat.PortMap`` (``"80/tcp": [{"HostIp": …, "HostPort": …}]`` or ``null``): one
+    entry per binding, one without a host side for a port bound nowhere, sorted by port."""
+    out = []
+    for port, bindings in sorted(as_dict(value).items(), key=lambda item: _port_key(item[0])):
+        if not isinstance(bindings, list) or not bindings:
+            out.append(PortBinding(port))
+            continue
+        for binding in bindings:
+            binding = as_dict(binding)
+            ip, host_port = as_str(field(binding, "HostIp")), as_str(field(binding, "HostPort"))
+            out.append(PortBinding(port, ip, host_port))
+    return out
+
+
+def _port_key(port: str) -> tuple[int, str]:
+    number, _, proto = port.partition("/")
+    return (int(number) if number.isdigit() else -1, proto)
+
+
+def _networks(settings: dict[str, Any], network_mode: str | None) -> list[Network]:
+    """Attached networks: ``Networks`` (1.9+), else the flat settings of 1.8 under the mode."""
+    networks = field(settings, "Networks", nullable=True)
+    if isinstance(networks, dict):
+        return [
+            Network(
+                name,
+                _address(field(as_dict(n), "IPAddress")),
+                _address(field(as_dict(n), "MacAddress")),
+            )
+            for name, n in sorted(networks.items())
+        ]
+    if field(settings, "IPAddress") is not None and network_mode:
+        return [
+            Network(
+                network_mode,
+                _address(field(settings, "IPAddress")),
+                _address(field(settings, "MacAddress")),
+            )
+        ]
+    return []
+
+
+def _address(value: Any) -> str | None:
+    return as_str(value) or None

@@ -18,6 +18,7 @@ from forensics.model import Host, Image, Layer, Mount, Problem
 from forensics.parallel import map_entries, submit
 from forensics.progress import track
 from forensics.stores.reading import as_str, bad_value, checked_id, plain_values, read_value
+from forensics.stores.runconfig import run_config_of
 from forensics.stores.tags import attach_tags, read_tag_store
 
 
@@ -124,6 +125,7 @@ def _fill_image(image: Image, config: dict[str, Any]) -> None:
     image.created = as_str(field(config, "created"))
     image.os = as_str(field(config, "os"))
     image.architecture = as_str(field(config, "architecture"))
+    image.run_config = run_config_of(field(config, "config", nullable=True))
     rootfs = field(config, "rootfs", nullable=True)
     diff_ids = field(rootfs, "diff_ids", nullable=True)
     if isinstance(diff_ids, list) and all(isinstance(d, str) and is_digest(d) for d in diff_ids):

@@ -18,6 +18,7 @@ from forensics.formats.jsonfile import JsonDamage, decode_json, field
 from forensics.model import Host, Image, Layer, Problem
 from forensics.progress import track
 from forensics.stores.reading import as_dict, as_str, bad_value, read_json_object, read_value
+from forensics.stores.runconfig import run_config_of
 from forensics.stores.tags import attach_tags, read_tag_store
 
 #: graph checksum files: a registry blob digest, or a TarSum of the 1.3–1.5 era
@@ -68,6 +69,7 @@ def _read_graph_files(d: DirHandle, layer: Layer, image: Image) -> None:
         image.created = layer.created = as_str(field(doc, "created"))
         image.os = as_str(field(doc, "os"))
         image.architecture = as_str(field(doc, "architecture"))
+        image.run_config = run_config_of(field(doc, "config", nullable=True))
         layer.parent = _parent_of(d, doc, layer)
         image.parent = layer.parent
     size = read_value(d, "layersize", problems, "layersize", optional=True)

@@ -24,7 +24,7 @@ def start_overlay2(ev: Evidence, host: Host, base: str = "overlay2") -> Callable
     """Start reading the layer directories and links of ``base`` into ``host`` (handed to the
     workers); the function returned finishes it."""
     entries = ev.scandir_types(base)
-    links = _start_links(ev, f"{base}/l")
+    links = _start_links(ev, host, f"{base}/l")
     names = [n for n in sorted(entries) if n != "l" and entries[n] == "dir"]
     strays = sorted(set(entries) - set(names) - {"l"})
     dirs = map_entries(ev, partial(_read_layer_dir_in, base), names)
@@ -40,12 +40,14 @@ def start_overlay2(ev: Evidence, host: Host, base: str = "overlay2") -> Callable
     return finish
 
 
-def _start_links(ev: Evidence, rel: str) -> Iterator[tuple[str, str | None]]:
-    """Every ``l/<LINK>`` and its target (None when it is no symlink), being read."""
+def _start_links(ev: Evidence, host: Host, rel: str) -> Iterator[tuple[str, str | None]]:
+    """Every ``l/<LINK>`` and its target (None when it is no symlink), being read. An ``l/``
+    that cannot be listed is recorded in ``host.problems`` as ``overlay2-links``."""
     try:
         with ev.opendir(rel) as d:
             types = d.types
-    except ReadFailure:
+    except ReadFailure as failure:
+        host.problems["overlay2-links"] = Problem(rel, failure.kind, failure.detail)
         return iter(())
     return submit(ev, partial(_read_links_in, rel), sorted(types.items()))
 

@@ -67,6 +67,8 @@ def main(argv: list[str]) -> int:
         import forensics.repair.linkgraph  # noqa: F401
         import forensics.repair.tags  # noqa: F401
         import forensics.stores.buildkit  # noqa: F401
+        import forensics.stores.containerd.metadata  # noqa: F401
+        import forensics.stores.containerd.snapshotter  # noqa: F401
         import forensics.stores.containers  # noqa: F401
         import forensics.stores.devicemapper  # noqa: F401
         import forensics.stores.imagestore  # noqa: F401

@@ -624,6 +624,84 @@ def bolt_pages(draw: Draw) -> None:
     bolt_walk(metas[0] + metas[1] + body)
 
 
+# -- containerd's bolt files -------------------------------------------------------------------
+
+CONTAINERD_SAMPLE = REPO / "samples/containerd-store.tar.xz"
+CONTAINERD_DBS = (
+    "containerd/daemon/io.containerd.metadata.v1.bolt/meta.db",
+    "containerd/daemon/io.containerd.snapshotter.v1.overlayfs/metadata.db",
+)
+
+
+@functools.cache
+def containerd_db(rel: str) -> bytes:
+    """One of the containerd-store sample's real bolt files, out of its tarball."""
+    with tarfile.open(CONTAINERD_SAMPLE) as tar:
+        member = tar.extractfile(f"docker/{rel}")
+        assert member is not None
+        return member.read()
+
+
+def containerd_walk(data: bytes, snapshotter: bool) -> None:
+    """Read ``data`` as containerd reads it here: the salvaging walk, then the metadata's
+    namespaces or the snapshotter's records. Nothing may raise: damage is a problem."""
+    from forensics.containerd_model import Snapshotter, StoreProblem
+    from forensics.stores.containerd.boltread import read_tree
+    from forensics.stores.containerd.metadata import decode_namespaces
+    from forensics.stores.containerd.snapshotter import decode_snapshotter_db
+
+    tree = read_tree(data)
+    assert all(p.kind and "\n" not in p.detail for p in tree.problems)
+    problems: list[StoreProblem] = []
+    if snapshotter:
+        decode_snapshotter_db(Snapshotter("overlayfs", "sn"), tree.root, problems)
+    else:
+        decode_namespaces(tree.root, "meta.db", problems)
+    assert all(isinstance(p, StoreProblem) for p in problems)
+
+
+def containerd_mutations(draw: Draw) -> None:
+    """Random bytes and fields over the sample's meta.db or the snapshotter's metadata.db;
+    half the time the meta pages are spared, so the damage lands in the tree."""
+    which = draw.integer(0, 1)
+    data = bytearray(containerd_db(CONTAINERD_DBS[which]))
+    start = draw.choice((0, 2 * BOLT_PAGE))
+    for _ in range(draw.integer(1, 16)):
+        at = draw.integer(start, len(data) - 1)
+        if draw.boolean():
+            data[at] = draw.integer(0, 255)
+        else:
+            width = draw.choice((2, 4, 8))
+            value = field_value(draw, width).to_bytes(width, "little")
+            data[at : at + width] = value[: len(data) - at]
+    if draw.boolean():
+        del data[draw.integer(0, len(data)) :]
+    containerd_walk(bytes(data), which == 1)
+
+
+def containerd_values(draw: Draw) -> None:
+    """The real meta.db with one value of a record replaced by any bytes (a time, a size, a
+    spec): the records' decoders on every shape of value."""
+    from forensics.containerd_model import StoreProblem
+    from forensics.stores.containerd.boltread import Bucket, read_tree
+    from forensics.stores.containerd.metadata import decode_namespaces
+
+    tree = read_tree(containerd_db(CONTAINERD_DBS[0]))
+    buckets: list[Bucket] = []
+    stack = [tree.root]
+    while stack:
+        node = stack.pop()
+        buckets.append(node)
+        stack.extend(node.buckets.values())
+    for _ in range(draw.integer(1, 4)):
+        node = draw.choice(buckets)
+        if node.values:
+            key = draw.choice(sorted(node.values))
+            node.values[key] = draw.bytes(24)
+    problems: list[StoreProblem] = []
+    decode_namespaces(tree.root, "meta.db", problems)
+
+
 # -- tar-split streams and tar headers -------------------------------------------------------
 
 TAR_SPLIT_EXAMPLE = (
@@ -755,6 +833,18 @@ def _fs(name: str) -> Callable[[Draw], None]:
     return run
 
 
+def _evidence(name: str) -> Callable[[Draw], None]:
+    """An evidence-source target, imported when first run (it makes real archives and disks
+    with GNU tar and sfdisk)."""
+
+    def run(draw: Draw) -> None:
+        import evidence_targets
+
+        getattr(evidence_targets, name)(draw)
+
+    return run
+
+
 _ALL = (
     Target("json-bytes", json_any_bytes, "any bytes through decode_json", 400),
     Target("go-json", go_json, "Docker's keys respelled, bad UTF-8 in a string: Go's reading"),
@@ -770,6 +860,8 @@ _ALL = (
     Target("bolt-bytes", bolt_bytes, "any bytes (or a pattern over 3 pages) as a bbolt file", 1024),
     Target("bolt-mutations", bolt_mutations, "the sample's real bbolt files damaged"),
     Target("bolt-pages", bolt_pages, "random pages behind valid meta pages"),
+    Target("containerd-bolt", containerd_mutations, "containerd's meta.db and metadata.db damaged"),
+    Target("containerd-values", containerd_values, "meta.db records with values of any bytes"),
     Target("thin-superblock", _thin("superblock"), "a real pool's block 0 damaged or any bytes"),
     Target(
         "thin-node", _thin("node"), "one tree of a real pool, nodes damaged, walked alone", 8192
@@ -789,5 +881,10 @@ _ALL = (
     Target("pax-records", pax_records, "any bytes as PAX records", 300),
     Target("fs-ext4", _fs("ext4_image"), "a real ext4 image damaged, walked and read whole", 1024),
     Target("fs-xfs", _fs("xfs_image"), "a real xfs image damaged, walked and read whole", 1024),
+    Target("tar-index", _evidence("tar_mutations"), "a real archive damaged, indexed, read"),
+    Target("tar-bytes", _evidence("tar_bytes"), "any bytes as a tar archive", 4608),
+    Target("locator", _evidence("locator_trees"), "archives of drawn names: roots located"),
+    Target("partitions", _evidence("partition_tables"), "a real GPT or MBR disk damaged"),
+    Target("lvm-label", _evidence("lvm_label"), "any bytes or a drawn label as an LVM PV", 600),
 )
 TARGETS: dict[str, Target] = {t.name: t for t in _ALL}
