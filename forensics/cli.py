@@ -76,6 +76,27 @@ PLUGIN_METADATA = {
 
 
 root_argument = click.argument("root", default=DEFAULT_ROOT, required=False)
+path_option = click.option(
+    "--path",
+    "pick",
+    metavar="[VOLUME:]/PATH",
+    help="With ROOT an archive or disk image holding several Docker roots: the one to read "
+    "(e.g. p2:/var/lib/docker, as the message listing them spells it).",
+)
+
+
+def with_origin(doc: dict[str, Any], ev: Evidence) -> dict[str, Any]:
+    """``doc`` with, after its ``root``, the ``evidence`` key saying where in an archive or
+    disk image the root was read (nothing added for a directory)."""
+    if ev.origin is None:
+        return doc
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        out[key] = value
+        if key == "root":
+            out["evidence"] = ev.origin.as_dict()
+    out.setdefault("evidence", ev.origin.as_dict())
+    return out
 
 
 def _no_progress(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -156,12 +177,21 @@ def cli(no_progress: bool) -> None:
     "'Exited (3) 2 hours ago'. Without it, times are absolute, in UTC.",
 )
 @click.option("--no-trunc", is_flag=True, help="Full ids and commands in the text tables.")
+@path_option
 def inventory(
-    root: str, fmt: str, all_images: bool, wanted: str | None, now: str | None, no_trunc: bool
+    root: str,
+    fmt: str,
+    all_images: bool,
+    wanted: str | None,
+    now: str | None,
+    no_trunc: bool,
+    pick: str | None,
 ) -> int:
-    """List the images, containers and volumes of ROOT (default /var/lib/docker)."""
+    """List the images, containers and volumes of ROOT (default /var/lib/docker; or an
+    archive or disk image holding it)."""
     reference = _reference_time(now)
-    host = read_host(open_root(root))
+    ev = open_root(root, pick=pick)
+    host = read_host(ev)
     keep_until_exit()
     if wanted is not None:
         try:
@@ -174,7 +204,7 @@ def inventory(
         else:
             emit(container_text(host, container, reference))
     elif fmt == "json":
-        emit_chunks(json_chunks(inventory_document(host, reference)))
+        emit_chunks(json_chunks(with_origin(inventory_document(host, reference), ev)))
     else:
         emit(inventory_text(host, now=reference, all_images=all_images, no_trunc=no_trunc))
     return EXIT_OK
@@ -231,6 +261,7 @@ def _reference_time(now: str | None) -> int | None:
     help="Text: the findings alone, one line each (no header, summary or advice); no "
     "progress bars.",
 )
+@path_option
 def verify(
     root: str,
     fmt: str,
@@ -240,6 +271,7 @@ def verify(
     deep: bool,
     severity: str,
     quiet: bool,
+    pick: str | None,
 ) -> int:
     """Cross-check everything in ROOT and report each problem with its check id and path."""
     if quiet:
@@ -250,7 +282,7 @@ def verify(
             raise click.UsageError("--datasette-metadata describes the --sqlite database")
         if metadata_out.absolute() == sqlite_out.absolute():
             raise click.UsageError("--datasette-metadata and --sqlite name the same file")
-    ev = open_root(root, record_reads=sqlite_out is not None)
+    ev = open_root(root, record_reads=sqlite_out is not None, pick=pick)
     for out in (sqlite_out, metadata_out):
         if out is not None:
             check_output_path(out, ev.root, overwrite)
@@ -283,7 +315,8 @@ def verify(
                 raise OperationalError(f"{metadata_out}: {exc.strerror or exc}") from None
     shown = at_least(findings, severity)
     if fmt == "json":
-        emit_chunks(json_chunks(_verify_document(host, shown, counts, deep_result)))
+        doc = _verify_document(host, shown, counts, deep_result)
+        emit_chunks(json_chunks(with_origin(doc, ev)))
     elif fmt == "jsonl":
         emit(findings_jsonl(shown))
     elif quiet:
@@ -339,15 +372,16 @@ def _layer_key(report: LayerReport) -> str:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@path_option
 @click.pass_context
-def diff_command(ctx: click.Context, container: str, root: str, fmt: str) -> int:
+def diff_command(ctx: click.Context, container: str, root: str, fmt: str, pick: str | None) -> int:
     """What CONTAINER's writable layer added (A), changed (C) and deleted (D), as docker diff."""
     if ctx.get_parameter_source("root") is ParameterSource.DEFAULT and _is_a_path(container):
         raise click.UsageError(
             f"Missing argument 'CONTAINER' ({container} is ROOT: name the container first, "
             "as in: diff CONTAINER ROOT)"
         )
-    ev = open_root(root)
+    ev = open_root(root, pick=pick)
     host = read_host(ev)
     try:
         cid = find_container(host, container)
@@ -358,12 +392,15 @@ def diff_command(ctx: click.Context, container: str, root: str, fmt: str) -> int
     plan = diff_plan(host, cid)
     if isinstance(plan, str):
         raise OperationalError(plan)
-    result = container_diff(plan)
+    result = container_diff(plan, ev=ev)
     for path, message in result.problems:
         click.echo(printable(f"docker-forensics: {path}: {message}"), err=True)
     if fmt == "json":
         changes = [{"kind": c.kind, "path": c.path} for c in result.changes]
-        emit(to_json({"container": cid, "changes": changes, "problems": result.problems}))
+        doc = {"container": cid, "changes": changes, "problems": result.problems}
+        if ev.origin is not None:
+            doc["evidence"] = ev.origin.as_dict()
+        emit(to_json(doc))
     else:
         emit("".join(printable(line) + "\n" for line in result.lines()))
     return EXIT_ERRORS if result.problems else EXIT_OK
@@ -396,12 +433,13 @@ def _is_a_path(argument: str) -> bool:
     is_flag=True,
     help="Only the times Docker recorded, no modification times of its files.",
 )
-def timeline(root: str, fmt: str, no_file_times: bool) -> int:
+@path_option
+def timeline(root: str, fmt: str, no_file_times: bool, pick: str | None) -> int:
     """When ROOT's images were built and tagged and its containers created, started, stopped
     and last logged: every time Docker recorded, oldest first, with the file it came from."""
     from forensics.timeline import build_timeline, timeline_csv, timeline_jsonl, timeline_text
 
-    ev = open_root(root)
+    ev = open_root(root, pick=pick)
     events = build_timeline(ev, read_host(ev), file_times=not no_file_times)
     render = {"text": timeline_text, "jsonl": timeline_jsonl, "csv": timeline_csv}[fmt]
     emit(render(events))

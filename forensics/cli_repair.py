@@ -31,6 +31,7 @@ from forensics.cliutil import (
     emit,
     now_iso,
     open_root,
+    refuse_file_root,
 )
 from forensics.evidence import Evidence
 from forensics.model import Host
@@ -124,6 +125,7 @@ def repair(
         if quarantine is not None or sqlite_out is not None:
             raise RepairUsageError("--quarantine and --sqlite have no meaning with --undo")
         return _finish(_undo(root, undo_journal, dry_run, fmt, force, list(pidfiles)))
+    refuse_file_root(root or DEFAULT_ROOT, "repair")
     out = _Output(fmt, sqlite_out, now_iso(), overwrite)
     ev = open_root(root or DEFAULT_ROOT, record_reads=sqlite_out is not None)
     if sqlite_out is not None:

@@ -33,13 +33,24 @@ class OperationalError(click.ClickException):
     exit_code = EXIT_OPERATIONAL
 
 
-def open_root(root: str, *, record_reads: bool = False) -> Evidence:
+def open_root(root: str, *, record_reads: bool = False, pick: str | None = None) -> Evidence:
     """ROOT opened as evidence, once it is known to be a Docker root that can be read whole:
     a directory that is none (naming any Docker root below it), or one with parts that cannot
-    be read, is an operational error rather than an empty, clean report."""
+    be read, is an operational error rather than an empty, clean report.
+
+    ROOT may be a file: a tar archive or a disk image, read in place, in which the Docker root
+    is located (``pick``, the ``--path`` option, names one when several are found); which
+    root was read is said on stderr."""
     from forensics.evidence import Evidence, RootError
+    from forensics.image.root import is_evidence_file
     from forensics.stores.dockerroot import judge_root
 
+    if is_evidence_file(root):
+        return _open_file_root(root, pick, record_reads)
+    if pick is not None:
+        raise click.UsageError(
+            f"--path picks a Docker root inside an archive or disk image; {root} is no file"
+        )
     try:
         ev = Evidence(root, record_reads=record_reads)
     except RootError as exc:
@@ -51,6 +62,50 @@ def open_root(root: str, *, record_reads: bool = False) -> Evidence:
     if complaint is not None:
         raise OperationalError(complaint)
     return ev
+
+
+class RootChoiceError(click.ClickException):
+    """An evidence file holding several Docker roots, and no ``--path`` to say which."""
+
+    exit_code = EXIT_USAGE
+
+
+#: problems of the evidence file's container said on stderr, at most
+_PROBLEMS_SHOWN = 20
+
+
+def _open_file_root(root: str, pick: str | None, record_reads: bool) -> Evidence:
+    from forensics.image.root import LocateError, SourceError, open_file_root
+    from forensics.report import printable
+
+    try:
+        ev, origin = open_file_root(root, pick, record_reads=record_reads)
+    except SourceError as exc:
+        raise OperationalError(str(exc)) from None
+    except LocateError as exc:
+        if exc.code == EXIT_USAGE:
+            raise RootChoiceError(str(exc)) from None
+        raise OperationalError(str(exc)) from None
+    ev.origin = origin
+    click.echo(printable(f"docker-forensics: {origin.describe()}"), err=True)
+    for problem in origin.problems[:_PROBLEMS_SHOWN]:
+        click.echo(printable(f"docker-forensics: warning: {root}: {problem}"), err=True)
+    if len(origin.problems) > _PROBLEMS_SHOWN:
+        more = len(origin.problems) - _PROBLEMS_SHOWN
+        click.echo(f"docker-forensics: warning: {root}: and {more} more problems", err=True)
+    return ev
+
+
+def refuse_file_root(root: str, command: str) -> None:
+    """``command`` writes into ROOT: an archive or disk image is read in place, never written."""
+    from forensics.image.root import is_evidence_file
+
+    if is_evidence_file(root):
+        raise OperationalError(
+            f"{root} is a file (an archive or disk image), which is read in place and never "
+            f"written: {command} works on a directory (unpack or restore the root first, "
+            "then repair the copy)"
+        )
 
 
 def emit(text: str | bytes) -> None:

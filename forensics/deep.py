@@ -66,7 +66,7 @@ def verify_deep(ev: Evidence, host: Host) -> DeepResult:
     for cid in sorted(host.containers):
         plan = diff_plan(host, cid)
         if not isinstance(plan, str):
-            diff = container_diff(plan)
+            diff = container_diff(plan, ev)
             result.diffs.append(diff)
             result.findings.extend(_diff_findings(diff))
     return result

@@ -23,6 +23,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from forensics.dirchain import (
     DIR_FLAGS,
@@ -83,7 +84,12 @@ class Evidence:
 
     ROOT is resolved once (it may be given through a symlink) and its directory held open; every
     read below it goes through that descriptor. :meth:`close` (or the end of a ``with`` block)
-    lets the descriptors go."""
+    lets the descriptors go. (A root inside an archive or disk image is read by the subclass
+    :class:`~forensics.treeevidence.TreeEvidence`, whose ``origin`` says where it lies.)"""
+
+    #: where the root lies in an evidence file (:class:`forensics.image.root.Origin`); None
+    #: for a directory
+    origin: Any = None
 
     def __init__(self, root: str | os.PathLike[str], *, record_reads: bool = False) -> None:
         path = Path(root)

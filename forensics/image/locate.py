@@ -18,12 +18,11 @@ Each tree (a volume's filesystem, or the archive) is searched:
 A directory is a Docker root when the project's own detection (``detect_layout`` of
 :mod:`forensics.stores.host`, which decides the layout of every root the tool reads) says it
 is one: a layout other than ``unknown``. That function reads through an
-:class:`~forensics.evidence.Evidence`; :class:`TreeView` is the minimal adapter that gives it
-the three calls it makes (``listdir_or_empty``, ``names``, ``is_dir``) over a tree, until
-``Evidence`` reads trees itself.
+:class:`~forensics.evidence.Evidence`: the directory of the tree as
+:class:`~forensics.treeevidence.TreeEvidence`.
 
 :func:`choose` turns the candidates into the one to read: one found is used; several need a
-pick (``VOLUME:/PATH`` or ``/PATH``, as ``IMAGE:/path`` and ``--path`` will spell it); none is
+pick (``--path VOLUME:/PATH`` or ``--path /PATH``); none is
 an error that says what was searched.
 """
 
@@ -89,42 +88,18 @@ class Search:
         return [c for c in self.candidates if c.kind == "containerd"]
 
 
-class TreeView:
-    """A directory of a tree seen through the three calls of :class:`~forensics.evidence.
-    Evidence` that the layout detection makes (paths relative to ``top``, ``/``-separated)."""
-
-    def __init__(self, tree: Tree, top: Parts) -> None:
-        self.tree, self.top = tree, top
-        self.root = "/" + "/".join(p.decode("utf-8", "surrogateescape") for p in top)
-
-    def _parts(self, rel: str) -> Parts:
-        return self.top + tuple(p.encode("utf-8", "surrogateescape") for p in rel.split("/") if p)
-
-    def listdir_or_empty(self, rel: str) -> list[str]:
-        listing = self.tree.listdir(self._parts(rel))
-        if isinstance(listing, Refusal):
-            return []
-        return sorted(e.name.decode("utf-8", "surrogateescape") for e in listing.entries)
-
-    def names(self, rel: str) -> set[str]:
-        return set(self.listdir_or_empty(rel))
-
-    def is_dir(self, rel: str) -> bool:
-        st = self.tree.lstat(self._parts(rel))
-        return not isinstance(st, Refusal) and stat.S_ISDIR(st.mode)
-
-
 def docker_root_reason(tree: Tree, parts: Parts) -> str | None:
     """What makes ``parts`` of ``tree`` a Docker root (the layout detection's verdict), or
     None when it is none."""
     from forensics.model import Host
     from forensics.stores.host import detect_layout
+    from forensics.treeevidence import TreeEvidence
 
     st = tree.lstat(parts)
     if isinstance(st, Refusal) or not stat.S_ISDIR(st.mode):
         return None
-    view = TreeView(tree, parts)
-    found = detect_layout(view, Host(root=view.root))  # type: ignore[arg-type]
+    view = TreeEvidence(tree, parts, "evidence")
+    found = detect_layout(view, Host(root=str(view.root)))
     if found.layout == "unknown":
         return None
     if found.layout == "modern":
@@ -300,7 +275,7 @@ def choose(found: Search, pick: str | None = None, evidence: str = "IMAGE") -> C
         raise LocateError(
             8, f"{evidence}: no Docker root found. Searched: " + "; ".join(found.searched)
         )
-    how = f"pick one as {evidence}:VOLUME:/PATH or with --path VOLUME:/PATH"
+    how = "pick one with --path VOLUME:/PATH"
     lines = [f"{evidence}: {len(docker)} Docker roots; {how}:"]
     lines += [f"  {c.spec}  ({c.reason})" for c in docker]
     raise LocateError(16, "\n".join(lines))

@@ -162,10 +162,12 @@ def _layer_chain(host: Host, container_id: str) -> list[str]:
     return out
 
 
-def container_diff(plan: DiffPlan) -> DiffResult:
-    """The changes of ``plan``'s container, in ``docker diff`` order (parents first)."""
+def container_diff(plan: DiffPlan, ev: Evidence | None = None) -> DiffResult:
+    """The changes of ``plan``'s container, in ``docker diff`` order (parents first).
+    ``ev``: the root already opened (an archive's or disk image's cannot be opened again from
+    ``plan.root``)."""
     result = DiffResult(plan.container_id)
-    ev = Evidence(plan.root)
+    ev = Evidence(plan.root) if ev is None else ev
     opened: dict[str, ConfinedDir | None] = {}
     for rel in {*plan.new, *plan.old}:
         try:

@@ -32,7 +32,7 @@ from fnmatch import fnmatchcase
 from itertools import islice
 from pathlib import Path
 
-from forensics.evidence import entry_type, type_of_mode
+from forensics.evidence import Evidence, entry_type, type_of_mode
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -222,13 +222,73 @@ def judge_root(root: Path) -> RootVerdict:
     return RootVerdict(mark, unreadable, below)
 
 
-def is_docker_root(root: Path) -> bool:
-    """True when ``root`` holds any mark of a Docker root (readable or not in full)."""
+def is_docker_root(root: Path | Evidence) -> bool:
+    """True when ``root`` (a directory, or a root already opened as evidence: a directory
+    inside an archive or disk image) holds any mark of a Docker root (readable or not in
+    full)."""
+    if isinstance(root, Evidence):
+        return _EvidenceProbe(root).first_mark("") is not None
     with _Probe(root) as probe:
         return probe.first_mark("") is not None
 
 
-class _Probe:
+class _Patterns:
+    """The marks' patterns expanded through two calls that a probe gives: the kind of a path,
+    and the names of a directory's entries that a test wants."""
+
+    def kind(self, rel: str) -> str | None:
+        raise NotImplementedError
+
+    def scan(self, rel: str, wanted: Callable[[str, str], bool], most: int) -> list[str]:
+        raise NotImplementedError
+
+    def expand(self, base: str, pattern: str, kind: str, most: int) -> list[str]:
+        """The paths under ``base`` that ``pattern`` names and that are of ``kind``; where it
+        says ``*``, ``<hex64>`` or another glob, the first ``most`` entries that match."""
+        nodes = [base]
+        parts = pattern.split("/")
+        for depth, part in enumerate(parts):
+            wanted = kind if depth == len(parts) - 1 else "dir"
+            nodes = [child for node in nodes for child in self._children(node, part, wanted, most)]
+        return nodes
+
+    def _children(self, node: str, part: str, kind: str, most: int) -> list[str]:
+        prefix = f"{node}/" if node else ""
+        if part != HEX64 and not any(c in part for c in "*?["):
+            return [prefix + part] if self.kind(prefix + part) == kind else []
+        if part == HEX64:
+            names = self.scan(node, lambda n, k: k == kind and bool(_HEX64.fullmatch(n)), most)
+        elif part == "*":
+            names = self.scan(node, lambda n, k: k == kind, most)
+        else:
+            names = self.scan(node, lambda n, k: k == kind and fnmatchcase(n, part), most)
+        return [prefix + name for name in names]
+
+    def first_mark(self, base: str) -> str | None:
+        for pattern, kind in MARKS:
+            for path in self.expand(base, pattern, kind, 1):
+                return path.removeprefix(f"{base}/") if base else path
+        return None
+
+
+class _EvidenceProbe(_Patterns):
+    """The marks looked for through an opened :class:`~forensics.evidence.Evidence` (a root
+    inside a file: nothing there is denied to the reader)."""
+
+    def __init__(self, ev: Evidence) -> None:
+        self.ev = ev
+
+    def kind(self, rel: str) -> str | None:
+        st = self.ev.lstat(rel)
+        return None if st is None else type_of_mode(st.st_mode)
+
+    def scan(self, rel: str, wanted: Callable[[str, str], bool], most: int) -> list[str]:
+        found = self.ev.scandir_types(rel)
+        names = [n for n, k in islice(found.items(), ENTRY_LIMIT) if wanted(n, k)]
+        return sorted(names[:most])
+
+
+class _Probe(_Patterns):
     """Directories and files under ROOT, reached one component at a time from ROOT's
     descriptor without following a symlink; what is denied is noted."""
 
@@ -343,36 +403,6 @@ class _Probe:
             os.close(os.open(name, _FILE_FLAGS, dir_fd=self._path_fd(parent)))
         except OSError as exc:
             self._note(rel, exc, is_dir=False)
-
-    # -- patterns -----------------------------------------------------------------------------
-
-    def expand(self, base: str, pattern: str, kind: str, most: int) -> list[str]:
-        """The paths under ``base`` that ``pattern`` names and that are of ``kind``; where it
-        says ``*``, ``<hex64>`` or another glob, the first ``most`` entries that match."""
-        nodes = [base]
-        parts = pattern.split("/")
-        for depth, part in enumerate(parts):
-            wanted = kind if depth == len(parts) - 1 else "dir"
-            nodes = [child for node in nodes for child in self._children(node, part, wanted, most)]
-        return nodes
-
-    def _children(self, node: str, part: str, kind: str, most: int) -> list[str]:
-        prefix = f"{node}/" if node else ""
-        if part != HEX64 and not any(c in part for c in "*?["):
-            return [prefix + part] if self.kind(prefix + part) == kind else []
-        if part == HEX64:
-            names = self.scan(node, lambda n, k: k == kind and bool(_HEX64.fullmatch(n)), most)
-        elif part == "*":
-            names = self.scan(node, lambda n, k: k == kind, most)
-        else:
-            names = self.scan(node, lambda n, k: k == kind and fnmatchcase(n, part), most)
-        return [prefix + name for name in names]
-
-    def first_mark(self, base: str) -> str | None:
-        for pattern, kind in MARKS:
-            for path in self.expand(base, pattern, kind, 1):
-                return path.removeprefix(f"{base}/") if base else path
-        return None
 
     def unreadable_parts(self) -> list[str]:
         """The directories and files that the stores would read and that could not be read,

@@ -34,6 +34,7 @@ from forensics.stores.overlay import read_overlay
 from forensics.stores.overlay2 import start_overlay2
 from forensics.stores.plaindirs import LAYER_DIRS, read_plain_dirs
 from forensics.stores.volumes import read_volumes
+from forensics.treeevidence import TreeEvidence
 
 #: the daemon's own order of preference (28.x), then the drivers removed since
 DRIVER_PRIORITY = [
@@ -194,7 +195,7 @@ def _looks_like_docker(ev: Evidence) -> bool:
     """A root with no store to read that still bears a mark of dockerd's (an empty layout), as
     opposed to a directory that is no Docker root at all."""
     try:
-        return is_docker_root(ev.root)
+        return is_docker_root(ev if isinstance(ev, TreeEvidence) else ev.root)
     except OSError:
         return False
 

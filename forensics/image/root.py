@@ -1,0 +1,151 @@
+"""A Docker root read from an evidence file: the archive or disk image opened read-only
+(:func:`~forensics.image.open_source`), the root located in it (:mod:`~forensics.image.locate`)
+and served as :class:`~forensics.treeevidence.TreeEvidence`, with its :class:`Origin` — which
+file, which archive member or partition and volume, which path — for stderr, the JSON
+documents and the SQLite ``runs`` table.
+
+Nothing is mounted, no loop device is made, nothing is written: the file is opened with
+``O_RDONLY`` (``O_NOATIME`` where the kernel lets us), and an E01's further segments likewise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any
+
+from forensics.image import Source, SourceError, open_source
+from forensics.image.locate import Candidate, LocateError, choose, search
+from forensics.treeevidence import TreeEvidence
+
+__all__ = [
+    "LocateError",
+    "Origin",
+    "SourceError",
+    "file_digests",
+    "is_evidence_file",
+    "open_file_root",
+]
+
+
+@dataclass
+class Origin:
+    """Where a Docker root read from a file lies: ``file`` (its real path) of ``size`` bytes,
+    ``container`` (``tar``, ``tar+gzip``, …, ``raw``, ``ewf``, ``qcow``, ``vmdk``, ``vhd``,
+    ``vhdx``), the ``volume`` (``archive``, ``p2``, ``vg0/root``, ``whole``) and what it is,
+    its ``filesystem`` (``tar``, ``ext4``, ``xfs``) and the root's ``path`` in it."""
+
+    file: str
+    size: int
+    container: str
+    volume: str
+    volume_what: str
+    filesystem: str
+    path: str
+    reason: str
+    #: what the container stores of its own media (an E01's MD5/SHA1)
+    stored_hashes: dict[str, str] = field(default_factory=dict)
+    #: what is wrong in the container: damaged archive members, partitions past the end
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The top-level ``evidence`` key of the JSON documents."""
+        return {
+            "file": self.file,
+            "size": self.size,
+            "container": self.container,
+            "volume": self.volume,
+            "volume_description": self.volume_what,
+            "filesystem": self.filesystem,
+            "path": self.path,
+        }
+
+    def describe(self) -> str:
+        """One line for stderr: which root was read, where."""
+        if self.volume == "archive":
+            return (
+                f"reading the Docker root {self.path} of the archive {self.file} ({self.container})"
+            )
+        return (
+            f"reading the Docker root {self.path} on {self.volume} ({self.volume_what}, "
+            f"{self.filesystem}) of the disk image {self.file} ({self.container})"
+        )
+
+
+def is_evidence_file(path: str) -> bool:
+    """Whether ROOT names a file (a regular file or a block device, through symlinks) rather
+    than a directory."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISBLK(mode)
+
+
+def open_file_root(
+    path: str, pick: str | None = None, *, record_reads: bool = False
+) -> tuple[TreeEvidence, Origin]:
+    """The Docker root in the evidence file ``path`` (the one found, or the one ``pick``
+    names: ``VOLUME:/PATH`` or ``/PATH``). Raises :class:`SourceError` (the file cannot be
+    read as an archive or a disk image) or :class:`LocateError` (no root, or several)."""
+    source = open_source(path)
+    try:
+        found = choose(search(source.trees), pick, evidence=path)
+        tree = dict(source.trees)[found.volume]
+        origin = _origin(source, found)
+    except BaseException:
+        source.close()
+        raise
+    ev = TreeEvidence(tree, found.parts, path, record_reads=record_reads, on_close=source.close)
+    return ev, origin
+
+
+def _origin(source: Source, found: Candidate) -> Origin:
+    real = os.path.realpath(source.path)
+    if source.archive is not None:
+        codec = source.archive.codec
+        problems = [f"{p.path!r}: {p.detail}" for p in source.archive.problems]
+        problems += list(source.archive.stream.problems)
+        return Origin(
+            real,
+            source.size,
+            f"tar+{codec}" if codec else "tar",
+            "archive",
+            "the archive's members",
+            "tar",
+            found.path,
+            found.reason,
+            problems=problems,
+        )
+    layout = source.layout
+    assert layout is not None
+    volume = layout.volume(found.volume)
+    what = volume.what if volume is not None else found.volume
+    problems = list(layout.problems)
+    if volume is not None:
+        problems += volume.problems
+    return Origin(
+        real,
+        source.size,
+        layout.disk.format,
+        found.volume,
+        what,
+        (volume.filesystem if volume is not None else None) or "unknown",
+        found.path,
+        found.reason,
+        stored_hashes=dict(layout.disk.stored_hashes),
+        problems=problems,
+    )
+
+
+def file_digests(path: str) -> dict[str, str]:
+    """The sha256 of the evidence file (read whole, read-only)."""
+    from forensics.image.device import open_readonly
+
+    digest = hashlib.sha256()
+    with open_readonly(path) as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return {"sha256": digest.hexdigest()}
