@@ -318,12 +318,14 @@ def _read_v1_json(ev: Any, host: Any) -> None:
 
 
 def _read_devicemapper_records(ev: Any, host: Any) -> None:
+    from forensics.drivers import DEVICEMAPPER
     from forensics.model import DeviceSet
     from forensics.stores.devicemapper import _read_records
 
+    assert DEVICEMAPPER.thin is not None
     host.deviceset = DeviceSet()
-    with ev.opendir("devicemapper/metadata") as d:
-        _read_records(d, host)
+    with ev.opendir(DEVICEMAPPER.thin.records) as d:
+        _read_records(d, host, DEVICEMAPPER.thin)
 
 
 def _read_tags(legacy: bool) -> Callable[[Any, Any], None]:
