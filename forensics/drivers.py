@@ -103,6 +103,11 @@ class Template:
         return name
 
 
+#: a short link as a ``lower`` entry names it, relative to the driver's home (overlay2 and
+#: fuse-overlayfs): ``l/<link id>``
+LINK_ENTRY = Template(f"l/{ID}")
+
+
 @dataclass(frozen=True, slots=True)
 class Part:
     """What a driver keeps of a layer, as repair quarantines it and calls it."""
@@ -138,11 +143,6 @@ class Links:
     target: Template
     key: str = "link"
     words: str = "link file"
-
-    @property
-    def entry_prefix(self) -> str:
-        """What a ``lower`` entry holds before the link id (relative to the driver's home)."""
-        return self.link.prefix.split("/", 1)[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,9 +265,10 @@ def _overlay2(name: str, preference: int, *, repair: bool, probed: bool) -> Driv
     ``probed``: its link and lower files are among those tried for readability."""
     home = name
     layer = Template(f"{home}/{ID}")
+    link = Template(f"{home}/{LINK_ENTRY.text}")
     links = Links(
-        f"{home}/l",
-        Template(f"{home}/l/{ID}"),
+        link.directory,
+        link,
         Template(f"{home}/{ID}/link"),
         Template(f"../{ID}/diff"),
     )
@@ -276,7 +277,7 @@ def _overlay2(name: str, preference: int, *, repair: bool, probed: bool) -> Driv
         Template(f"{home}/{ID}/lower"),
         "lower",
         "lower file",
-        Template(f"{links.entry_prefix}{ID}"),
+        LINK_ENTRY,
         "link",
         "chain",
     )

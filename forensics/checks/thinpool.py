@@ -10,16 +10,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from forensics.checks.catalog import finding
+from forensics.drivers import DEVICEMAPPER
 from forensics.model import Device, DeviceSet, Host, PoolState
 from forensics.report import Finding
 
-POOL = {"object_type": "pool", "object_id": "devicemapper"}
-TRANSACTION = "devicemapper/metadata/transaction-metadata"
+assert DEVICEMAPPER.thin is not None
+POOL = {"object_type": "pool", "object_id": DEVICEMAPPER.name}
+TRANSACTION = DEVICEMAPPER.thin.transaction
 
 
 def check_thin_pool(host: Host) -> Iterator[Finding]:
     ds = host.deviceset
-    if host.driver != "devicemapper" or ds is None or ds.pool is None:
+    if host.driver != DEVICEMAPPER.name or ds is None or ds.pool is None:
         return
     pool = ds.pool
     if not pool.readable:

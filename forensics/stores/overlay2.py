@@ -67,8 +67,8 @@ def _read_links_in(
 
 class _DirNames(NamedTuple):
     """What a worker needs of the row, as plain strings: the directory of the layers, the
-    value files of a layer directory (link, lower: both optional) and the names probed in it
-    (its diff and its committed marker)."""
+    value files of a layer directory (link, lower: both optional) and the roles their damage
+    is recorded under, and the names probed in it (its diff and its committed marker)."""
 
     base: str
     link: str
@@ -77,6 +77,8 @@ class _DirNames(NamedTuple):
     committed: str
     files: tuple[str, str]
     probes: tuple[str, str]
+    link_key: str
+    lower_key: str
 
 
 def _dir_names(layout: DriverLayout) -> _DirNames:
@@ -84,7 +86,17 @@ def _dir_names(layout: DriverLayout) -> _DirNames:
     assert layout.content is not None and layout.committed is not None
     link, lower = layout.links.file.leaf, layout.lower.file.leaf
     diff, committed = layout.content.leaf, layout.committed.leaf
-    return _DirNames(layout.layers, link, lower, diff, committed, (link, lower), (diff, committed))
+    return _DirNames(
+        layout.layers,
+        link,
+        lower,
+        diff,
+        committed,
+        (link, lower),
+        (diff, committed),
+        layout.links.key,
+        layout.lower.key,
+    )
 
 
 def _read_layer_dir_in(names: _DirNames, ev: Evidence, name: str) -> DriverDir:
@@ -99,8 +111,8 @@ def _read_layer_dir(ev: Evidence, name: str, rel: str, names: _DirNames) -> Driv
         with ev.opendir(rel) as d:
             ddir.has_diff = d.types.get(names.diff) == "dir"
             ddir.committed = names.committed in d.types
-            link = read_value(d, names.link, ddir.problems, "link", optional=True)
-            lower = read_value(d, names.lower, ddir.problems, "lower", optional=True)
+            link = read_value(d, names.link, ddir.problems, names.link_key, optional=True)
+            lower = read_value(d, names.lower, ddir.problems, names.lower_key, optional=True)
     except ReadFailure as failure:
         ddir.problems["dir"] = Problem(rel, failure.kind, failure.detail)
         return ddir
@@ -128,7 +140,7 @@ def _fill_link_and_lower(
     ``overlay2/`` (``l/<link>``): a link that is no link id, or a lower with an entry that is no
     ``l/<link id>``, is recorded as damage of its file and kept out of the model."""
     rel = f"{ddir.path}/{names.link}"
-    ddir.link = checked_id(link, LINK_ID, ddir.problems, "link", rel)
+    ddir.link = checked_id(link, LINK_ID, ddir.problems, names.link_key, rel)
     ddir.lower = None
     if lower is None:
         return
@@ -136,6 +148,6 @@ def _fill_link_and_lower(
     for entry in entries:
         if not LOWER_ENTRY.fullmatch(entry):
             detail = f"entry {entry[:80]!r} is not l/<link id>"
-            bad_value(ddir.problems, "lower", f"{ddir.path}/{names.lower}", detail)
+            bad_value(ddir.problems, names.lower_key, f"{ddir.path}/{names.lower}", detail)
             return
     ddir.lower = entries
