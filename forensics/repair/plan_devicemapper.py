@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from forensics.drivers import DEVICEMAPPER
 from forensics.repair.actions import POOL_COPY, Action
 from forensics.repair.planbase import PlannerBase, plural, reason_of
 
-TRANSACTION_FILE = "devicemapper/metadata/transaction-metadata"
+assert DEVICEMAPPER.thin is not None
+TRANSACTION_FILE = DEVICEMAPPER.thin.transaction
 
 
 class DeviceMapperPlanning(PlannerBase):
@@ -19,7 +21,7 @@ class DeviceMapperPlanning(PlannerBase):
         """For a device record: the thin device it names, which stays in the pool."""
         device = self.host.devices.get(name)
         ds = self.host.deviceset
-        if self.base != "devicemapper" or device is None or device.device_id is None:
+        if self.layout.thin is None or device is None or device.device_id is None:
             return {}
         pool = ds.pool if ds is not None else None
         if pool is None or not pool.readable or device.device_id not in pool.devices:
@@ -60,7 +62,8 @@ class DeviceMapperPlanning(PlannerBase):
             return []
         checks = sorted({f.check for f in findings})
         actions = []
-        record = f"devicemapper/metadata/{ds.transaction_hash}" if ds.transaction_hash else None
+        thin = self.layout.thin
+        record = thin.record(ds.transaction_hash) if thin and ds.transaction_hash else None
         if record and self._kind(record) == "file" and record not in planned:
             actions.append(
                 Action(
