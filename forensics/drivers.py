@@ -152,27 +152,49 @@ class ThinPool:
     whole root file system under ``rootfs/``. The pool keeps no origins: a layer's parent comes
     from Docker's records."""
 
+    #: the directory of the records: one per device, named by its hash, and the pool's own
     records: str
     record: Template
-    pool: str
-    pool_files: tuple[str, ...]
-    pool_records: tuple[str, ...]
+    #: the pool's own records beside the devices' (the next device id and the base device's
+    #: file system; the transaction in progress)
+    deviceset_name: str
+    transaction_name: str
+    #: the record of the base device, from which every layer's device is snapshotted
     base: str
+    #: the loop-lvm pool's directory and its two sparse files (none on a direct-lvm pool)
+    pool: str
+    data_name: str
+    metadata_name: str
     #: the directory of a device's file system that holds the layer's files
     rootfs: str
 
     @property
+    def pool_records(self) -> tuple[str, str]:
+        """The names of the pool's own records (deviceset, transaction)."""
+        return (self.deviceset_name, self.transaction_name)
+
+    @property
+    def pool_files(self) -> tuple[str, str]:
+        """The names of the loop-lvm pool's files (data, metadata)."""
+        return (self.data_name, self.metadata_name)
+
+    @property
     def deviceset(self) -> str:
-        return f"{self.records}/{self.pool_records[0]}"
+        return f"{self.records}/{self.deviceset_name}"
 
     @property
     def transaction(self) -> str:
-        return f"{self.records}/{self.pool_records[1]}"
+        return f"{self.records}/{self.transaction_name}"
 
     @property
     def pool_metadata(self) -> str:
         """The loop-lvm pool's metadata file."""
-        return f"{self.pool}/{self.pool_files[1]}"
+        return f"{self.pool}/{self.metadata_name}"
+
+    @property
+    def pool_data(self) -> str:
+        """The loop-lvm pool's data file."""
+        return f"{self.pool}/{self.data_name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,47 +429,50 @@ BTRFS = _plain("btrfs", "btrfs/subvolumes", 2, diff="rootfs", repair=False)
 ZFS = _plain("zfs", "zfs/graph", 3, diff=None, repair=False)
 
 
-def _devicemapper() -> DriverLayout:
+#: devicemapper's thin pool: Docker's records of its devices and the loop-lvm pool's files
+DEVICEMAPPER_POOL = ThinPool(
+    records="devicemapper/metadata",
+    record=Template(f"devicemapper/metadata/{ID}"),
+    deviceset_name="deviceset-metadata",
+    transaction_name="transaction-metadata",
+    base="base",
+    pool="devicemapper/devicemapper",
+    data_name="data",
+    metadata_name="metadata",
+    rootfs="rootfs",
+)
+
+
+def _devicemapper(thin: ThinPool) -> DriverLayout:
     """devicemapper: ``metadata/<id>`` the record of the layer's thin device (beside the
     pool's ``base``, ``deviceset-metadata`` and ``transaction-metadata``), ``mnt/<id>/`` its
     mount point, ``devicemapper/{data,metadata}`` the loop-lvm pool files; the layer's files
-    are inside its device."""
-    records = "devicemapper/metadata"
-    record = Template(f"{records}/{ID}")
-    pool = "devicemapper/devicemapper"
+    are inside its device (``thin``)."""
     mnt = Template(f"devicemapper/mnt/{ID}")
     return DriverLayout(
         name="devicemapper",
         reader="devicemapper",
         checks="devicemapper",
         home="devicemapper",
-        layer=record,
+        layer=thin.record,
         content=None,
         holds="rootfs",
         upper=None,
         whiteouts=None,
         diff="rootfs",
-        evidence=records,
+        evidence=thin.records,
         preference=7,
         mount_point=mnt,
-        thin=ThinPool(
-            records=records,
-            record=record,
-            pool=pool,
-            pool_files=("data", "metadata"),
-            pool_records=("deviceset-metadata", "transaction-metadata"),
-            base="base",
-            rootfs="rootfs",
-        ),
-        parts=(Part(record, "device record"), Part(mnt, "mount point")),
+        thin=thin,
+        parts=(Part(thin.record, "device record"), Part(mnt, "mount point")),
         repair=True,
-        marks=((records, "dir"), (pool, "dir")),
-        lists=("devicemapper", records, pool),
-        reads=(record.glob,),
+        marks=((thin.records, "dir"), (thin.pool, "dir")),
+        lists=("devicemapper", thin.records, thin.pool),
+        reads=(thin.record.glob,),
     )
 
 
-DEVICEMAPPER = _devicemapper()
+DEVICEMAPPER = _devicemapper(DEVICEMAPPER_POOL)
 
 #: Docker's storage drivers, in the order of the table (repair names them in it)
 DRIVERS: dict[str, DriverLayout] = {

@@ -8,14 +8,14 @@ from collections.abc import Iterator
 
 from forensics.checks.catalog import finding
 from forensics.checks.common import problem_findings
-from forensics.drivers import DEVICEMAPPER
+from forensics.drivers import DEVICEMAPPER, DEVICEMAPPER_POOL
 from forensics.model import DeviceSet, Host
 from forensics.report import Finding
 
 MAX_DEVICE_ID = 0xFFFFFF
-THIN = DEVICEMAPPER.thin
+THIN = DEVICEMAPPER_POOL
 MOUNT_POINT = DEVICEMAPPER.mount_point
-assert THIN is not None and MOUNT_POINT is not None
+assert MOUNT_POINT is not None
 
 
 def check_devicemapper(host: Host) -> Iterator[Finding]:
@@ -24,14 +24,14 @@ def check_devicemapper(host: Host) -> Iterator[Finding]:
         return
     for device in host.devices.values():
         yield from problem_findings(
-            "devicemapper", device.problems, {"record": "device record"}, "device", device.hash
+            DEVICEMAPPER.checks, device.problems, {"record": "device record"}, "device", device.hash
         )
     yield from problem_findings(
-        "devicemapper",
+        DEVICEMAPPER.checks,
         ds.problems,
-        {"deviceset": "deviceset-metadata", "transaction": "transaction-metadata"},
+        {"deviceset": THIN.deviceset_name, "transaction": THIN.transaction_name},
         "pool",
-        "devicemapper",
+        DEVICEMAPPER.name,
     )
     yield from _check_device_ids(host)
     yield from _check_next_id(host, ds)
@@ -78,7 +78,7 @@ def _check_next_id(host: Host, ds: DeviceSet) -> Iterator[Finding]:
         f"next_device_id {ds.next_device_id} is below the highest id in use, {max(ids)} "
         "(saved only at shutdown; the daemon skips ids in use)",
         object_type="pool",
-        object_id="devicemapper",
+        object_id=DEVICEMAPPER.name,
     )
 
 
@@ -89,7 +89,7 @@ def _check_transaction(host: Host, ds: DeviceSet) -> Iterator[Finding]:
         return
     if ds.pool is not None and ds.pool.readable:
         return  # the pool's own transaction id says it better (checks/thinpool.py)
-    name = ds.transaction_hash or "base"
+    name = ds.transaction_hash or THIN.base
     device = host.devices.get(name)
     if device is not None and device.transaction_id is not None:
         if device.transaction_id >= ds.open_transaction_id:
@@ -120,13 +120,13 @@ def _check_mount_points(host: Host, ds: DeviceSet) -> Iterator[Finding]:
 
 
 def _check_base_and_files(host: Host, ds: DeviceSet) -> Iterator[Finding]:
-    if host.devices and "base" not in host.devices:
+    if host.devices and THIN.base not in host.devices:
         yield finding(
             "devicemapper.base-missing",
             THIN.records,
             "no base device record: the daemon will create a new base device",
             object_type="pool",
-            object_id="devicemapper",
+            object_id=DEVICEMAPPER.name,
         )
     if host.devices and not ds.pool_files:
         yield finding(
@@ -135,5 +135,5 @@ def _check_base_and_files(host: Host, ds: DeviceSet) -> Iterator[Finding]:
             "no loop-lvm data and metadata files: the pool was a real LV (direct-lvm) or the files "
             "are lost",
             object_type="pool",
-            object_id="devicemapper",
+            object_id=DEVICEMAPPER.name,
         )

@@ -10,13 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from forensics.checks.catalog import finding
-from forensics.drivers import DEVICEMAPPER
+from forensics.drivers import DEVICEMAPPER, DEVICEMAPPER_POOL
 from forensics.model import Device, DeviceSet, Host, PoolState
 from forensics.report import Finding
 
-assert DEVICEMAPPER.thin is not None
 POOL = {"object_type": "pool", "object_id": DEVICEMAPPER.name}
-TRANSACTION = DEVICEMAPPER.thin.transaction
+TRANSACTION = DEVICEMAPPER_POOL.transaction
 
 
 def check_thin_pool(host: Host) -> Iterator[Finding]:
@@ -146,7 +145,7 @@ def _check_leaks(host: Host, pool: PoolState, pending: int | None) -> Iterator[F
 
 
 def _check_data_file(ds: DeviceSet, pool: PoolState) -> Iterator[Finding]:
-    data = ds.pool_files.get("data")
+    data = ds.pool_files.get(DEVICEMAPPER_POOL.data_name)
     if data is None or not pool.nr_data_blocks or not pool.data_block_size:
         return
     needed = pool.nr_data_blocks * pool.data_block_size * 512

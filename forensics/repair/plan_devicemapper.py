@@ -10,12 +10,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from forensics.drivers import DEVICEMAPPER
+from forensics.drivers import DEVICEMAPPER_POOL
 from forensics.repair.actions import POOL_COPY, Action
 from forensics.repair.planbase import PlannerBase, plural, reason_of
 
-assert DEVICEMAPPER.thin is not None
-TRANSACTION_FILE = DEVICEMAPPER.thin.transaction
+THIN = DEVICEMAPPER_POOL
+TRANSACTION_FILE = THIN.transaction
 
 
 class DeviceMapperPlanning(PlannerBase):
@@ -152,8 +152,10 @@ class DeviceMapperPlanning(PlannerBase):
 
 # -- putting a repaired copy of the pool's metadata in place -------------------------------------
 
-#: where Docker keeps a loop-lvm pool's metadata
-DOCKER_METADATA = Path("/var/lib/docker/devicemapper/devicemapper/metadata")
+#: where Docker keeps a loop-lvm pool's metadata (under its default root)
+DOCKER_METADATA = Path("/var/lib/docker", THIN.pool_metadata)
+#: the pool metadata file's path in a Docker root, as components
+_POOL_METADATA_PARTS = tuple(THIN.pool_metadata.split("/"))
 
 
 @dataclass(frozen=True)
@@ -175,9 +177,9 @@ def install_steps(
     (``…/devicemapper/devicemapper/metadata``); for a copy of it, Docker's default path is
     shown."""
     source = Path(metadata).absolute()
-    docker = source.parts[-3:] == ("devicemapper", "devicemapper", "metadata")
+    docker = source.parts[-len(_POOL_METADATA_PARTS) :] == _POOL_METADATA_PARTS
     target = source if docker else DOCKER_METADATA
-    data = target.with_name("data")
+    data = target.with_name(THIN.data_name)
     copy = Path(out).absolute()
     return [
         InstallStep(
