@@ -78,6 +78,8 @@ class Template:
     def ident(self, path: str) -> str | None:
         """The name that ``path`` holds in the place of ``{id}``; None when ``path`` is not of
         this form (no check that the name is a plain one)."""
+        if len(path) < len(self.prefix) + len(self.suffix):
+            return None
         if not path.startswith(self.prefix) or not path.endswith(self.suffix):
             return None
         return path[len(self.prefix) : len(path) - len(self.suffix)]
@@ -261,6 +263,8 @@ class DriverLayout:
     links: Links | None = None
     #: the marker a layer gets when a child is made on it
     committed: Template | None = None
+    #: overlayfs' work directory beside a layer's upper (its own scratch: nothing reads it)
+    work: Template | None = None
     #: where a layer is mounted (relative to the Docker root)
     mount_point: Template | None = None
     thin: ThinPool | None = None
@@ -319,6 +323,7 @@ def _overlay2(name: str, preference: int, *, repair: bool, probed: bool) -> Driv
         lower=lower,
         links=links,
         committed=Template(f"{home}/{ID}/committed"),
+        work=Template(f"{home}/{ID}/work"),
         mount_point=Template(f"{home}/{ID}/merged"),
         parts=(Part(layer, "directory"),),
         repair=repair,
@@ -355,6 +360,7 @@ def _overlay() -> DriverLayout:
         evidence="overlay",
         preference=6,
         lower=lower,
+        work=Template(f"overlay/{ID}/work"),
         mount_point=Template(f"overlay/{ID}/merged"),
         parts=(Part(layer, "directory"),),
         repair=True,
@@ -502,6 +508,7 @@ CONTAINERD_OVERLAYFS = DriverLayout(
     diff="layers",
     evidence=f"{DOCKERS_CONTAINERD}/{_SNAPSHOTTER}/snapshots",
     preference=None,
+    work=Template(f"{_SNAPSHOTTER}/snapshots/{ID}/work"),
     mount_point=Template(f"rootfs/overlayfs/{ID}"),
     marks=(("rootfs/overlayfs", "dir"),),
 )

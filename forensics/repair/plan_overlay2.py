@@ -26,7 +26,7 @@ class Overlay2Planning(PlannerBase):
             target = self.host.links.get(link)
             owner = link_owner(target, self.links)
             if owner is None:
-                self._skip(f, "not a symlink of the form ../<id>/diff: left alone")
+                self._skip(f, f"not a symlink of the form {self.links.target('<id>')}: left alone")
             elif owner in removed:
                 continue  # quarantined with its directory
             elif self.ev.lstat(self.layout.layer(owner)) is not None:

@@ -32,7 +32,13 @@ from fnmatch import fnmatchcase
 from itertools import islice
 from pathlib import Path
 
-from forensics.drivers import HEX64, SNAPSHOTTERS, driver_marks, driver_reads
+from forensics.drivers import (
+    DOCKERS_CONTAINERD,
+    HEX64,
+    SNAPSHOTTERS,
+    driver_marks,
+    driver_reads,
+)
 from forensics.evidence import entry_type, type_of_mode
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -78,7 +84,7 @@ MARKS: tuple[tuple[str, str], ...] = (
     *driver_marks(),
     ("volumes/metadata.db", "file"),
     ("network/files/local-kv.db", "file"),
-    ("containerd/daemon/io.containerd.metadata.v1.bolt/meta.db", "file"),
+    (f"{DOCKERS_CONTAINERD}/io.containerd.metadata.v1.bolt/meta.db", "file"),
     *(mark for row in SNAPSHOTTERS.values() for mark in row.marks),
 )
 #: the names at the top of a Docker root that a mark starts with: a directory without any of
@@ -117,7 +123,7 @@ READ: tuple[tuple[str, str], ...] = (
             "network",
             "network/files",
             "containerd",
-            "containerd/daemon",
+            DOCKERS_CONTAINERD,
             "rootfs",
         )
     ),

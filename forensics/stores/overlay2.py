@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import NamedTuple
 
-from forensics.drivers import DriverLayout
+from forensics.drivers import LINK_ENTRY, DriverLayout
 from forensics.evidence import Evidence, ReadFailure
 from forensics.formats.ids import LINK_ID, LOWER_ENTRY
 from forensics.model import DriverDir, Host, Problem
@@ -147,7 +147,7 @@ def _fill_link_and_lower(
     entries = lower.split(":")
     for entry in entries:
         if not LOWER_ENTRY.fullmatch(entry):
-            detail = f"entry {entry[:80]!r} is not l/<link id>"
+            detail = f"entry {entry[:80]!r} is not {LINK_ENTRY('<link id>')}"
             bad_value(ddir.problems, names.lower_key, f"{ddir.path}/{names.lower}", detail)
             return
     ddir.lower = entries
