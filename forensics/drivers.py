@@ -1,16 +1,40 @@
 """One table of the storage drivers' layouts: where each keeps what of a layer.
 
-Every path of a driver's layout is spelled here and nowhere else: the stores read the rows to
-know what to list and read, the checks to name the file at fault, ``verify --deep`` where a
-layer's files are and whether they are the layer's diff or a whole root file system, ``diff``
-how to stack a container's layers, repair what to quarantine and how to call it, and the Docker
-root detection what only Docker's drivers leave behind. A new driver is a new row (see
-docs/ARCHITECTURE-drivers.md).
+Every path of a driver's layout is spelled here and nowhere else (``tests/test_driver_table.py``
+searches the package for them). Paths are relative to the Docker root (a containerd
+snapshotter's: to the containerd root, but for ``mount_point`` and ``evidence``), with ``{id}``
+where a name goes: a layer's directory name (a cache-id, a mount-id, ``<mount-id>-init``), or a
+link id in a short link. The facts are those of moby's ``daemon/graphdriver/*`` and
+containerd's ``snapshots/overlay``.
 
-Paths are relative to the Docker root (containerd's snapshotter: to the containerd root, but
-for ``mount_point`` and ``evidence``), with ``{id}`` where a name goes: a layer's directory
-name (a cache-id, a mount-id, ``<mount-id>-init``), or a link id in a short link. The facts are
-those of moby's ``daemon/graphdriver/*`` and containerd's ``snapshots/overlay``.
+A row (:class:`DriverLayout`) holds, and is read by:
+
+- ``layer``, ``lists``, ``reads``, ``lower``, ``links``, ``committed``, ``thin``: where a
+  layer's entry is and what names the layers below it: the store named by ``reader``
+  (``forensics/stores/<reader>.py``, dispatched in ``stores/host.py``) lists and reads them,
+  and ``stores/dockerroot.py`` probes ``lists``/``reads`` for readability;
+- ``evidence``, ``preference``, ``marks``: the detection of the driver in use and of a Docker
+  root (``stores/host.py``, ``stores/dockerroot.py``);
+- ``checks``, ``lower.key``/``words``, ``links``: the check ids and the files that the driver
+  rules (``checks/drivers.py``, ``checks/devicemapper.py``) name; the ids themselves are in
+  ``checks/catalog.py``;
+- ``content``, ``holds``, ``whiteouts``: where ``verify --deep`` finds a layer's files and how
+  it compares them with the layer's tar stream (``layers/reassemble.py``); ``content`` None
+  means the files are inside a thin device (``thin``: the pool's records and files, and the
+  device's ``rootfs/``);
+- ``upper``, ``diff``, ``whiteouts``: how ``diff`` stacks a container's layers
+  (``layers/diff.py``) and where inventory says a container's changes are;
+- ``parts``, ``repair``, ``links``: what repair quarantines of a layer, in the order the
+  driver's ``Remove`` deletes them, and on which drivers it plans at all (``repair/plan*.py``).
+
+To add a driver: write its row (a builder like :func:`_plain` when it shares a layout), put
+it in :data:`DRIVERS` (or :data:`SNAPSHOTTERS`), and give it a ``reader``: an existing store
+when the layout is one it reads, else a new ``stores/<reader>.py`` taking
+``(ev, host, layout)`` and registered in ``stores/host.py``. Checks of its own bookkeeping go
+in ``checks/drivers.py`` (by what the row has: ``links``, ``lower.reach``), their ids in
+``checks/catalog.py`` under the row's ``checks`` prefix. ``repair=True`` only with a repair
+test on a real sample of it. ``tests/test_driver_table.py`` then holds the new row's paths to
+the rule above.
 """
 
 from __future__ import annotations
