@@ -38,21 +38,20 @@ from forensics.drivers import (
 PACKAGE = Path(drivers.__file__).parent
 ROWS = [*DRIVERS.values(), *SNAPSHOTTERS.values()]
 
+#: the layer store's own ``diff`` file (``layerdb/sha256/<chain id>/diff``): no driver's
+LAYERDB_DIFF = "the layer store's diff file, not a driver's"
 #: (file under forensics/, what is spelled) → why it may be: kept short, each one justified
 ALLOWED: dict[tuple[str, str], str] = {
-    (
-        "stores/imagestore.py",
-        "/diff",
-    ): "the layer store's own diff file (layerdb/sha256/<chain>/diff)",
-    ("timeline.py", "/diff"): "the layer store's own diff file (layerdb/sha256/<chain>/diff)",
-    ("stores/dockerroot.py", "/diff"): "the layer store's own diff file, read when there",
+    ("stores/imagestore.py", "/diff"): LAYERDB_DIFF,
+    ("timeline.py", "/diff"): LAYERDB_DIFF,
+    ("stores/dockerroot.py", "/diff"): LAYERDB_DIFF,
 }
 #: files not searched, and why
 NOT_SEARCHED = {
     "drivers.py": "the table itself",
-    "checks/catalog.py": "the checks' descriptions: prose for the reader, like a docstring",
-    "stores/containerd": "the containerd store reads its snapshotters generically (any "
-    "io.containerd.snapshotter.v1.* plugin); its overlayfs row is in the table for it to read",
+    "checks/catalog.py": "the checks' descriptions: prose for the reader, as a docstring is",
+    "stores/containerd": "reads any directory snapshotter by its plugin's name "
+    "(io.containerd.snapshotter.v1.*); reading the SNAPSHOTTERS rows instead is its next step",
 }
 
 
