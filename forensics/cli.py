@@ -302,6 +302,12 @@ def verify(
 
         events = build_timeline(ev, host)  # before the run's files are collected: it reads too
         run = RunInfo.collect("verify", ev, started, status)
+        if run.evidence.get("evidence_hash_verified") == 0:
+            click.echo(
+                f"docker-forensics: warning: {root}: the media's hash differs from the one the "
+                f"image stores ({run.evidence['evidence_stored_hash']})",
+                err=True,
+            )
         try:
             export_sqlite(
                 sqlite_out, host, findings, run, deep_result, timeline=events, overwrite=overwrite

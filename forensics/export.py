@@ -56,6 +56,8 @@ class RunInfo:
     exit_status: int | None = None
     reads: dict[str, FileRead] = field(default_factory=dict)
     uid: int | None = None
+    #: when ROOT is an archive or disk image: its provenance (:func:`evidence_provenance`)
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def collect(cls, command: str, ev: Evidence, started: str, status: int) -> RunInfo:
@@ -74,7 +76,34 @@ class RunInfo:
             exit_status=status,
             reads=ev.reads,
             uid=uid,
+            evidence=evidence_provenance(ev),
         )
+
+
+def evidence_provenance(ev: Evidence) -> dict[str, Any]:
+    """The ``evidence_*`` columns of the run when ROOT is an archive or disk image: where the
+    root lies in it, the file's size and sha256 (read whole), and an E01's stored hash checked
+    against its media read now. Empty for a directory."""
+    origin = ev.origin
+    if origin is None:
+        return {}
+    from forensics.image.root import file_digests, stored_hash_check
+
+    out = {
+        "evidence_file": origin.file,
+        "evidence_size": origin.size,
+        "evidence_sha256": file_digests(origin.file)["sha256"],
+        "evidence_container": origin.container,
+        "evidence_volume": origin.volume,
+        "evidence_filesystem": origin.filesystem,
+        "evidence_path": origin.path,
+    }
+    checked = stored_hash_check(origin)
+    if checked is not None:
+        algorithm, stored, computed = checked
+        out["evidence_stored_hash"] = f"{algorithm}:{stored}"
+        out["evidence_hash_verified"] = int(stored == computed)
+    return out
 
 
 def user_name(uid: int) -> str:
@@ -259,6 +288,7 @@ def _insert_run(
         "warnings": counts["warning"],
         "infos": counts["info"],
         "files_read": len(run.reads),
+        **run.evidence,
     }
     table = db["runs"]
     table.insert(_utf8_row(row))

@@ -437,10 +437,9 @@ class DecodedStream:
             got = self._produce(self._spill_cursor, 1 << 20)
             if not got:
                 break
-            self._spill.seek(self._spill_end)
-            self._spill.write(got)
+            # pwrite, not seek and write: a forked reader shares the file's offset
+            os.pwrite(self._spill.fileno(), got, self._spill_end)
             self._spill_end += len(got)
-        self._spill.flush()
         return os.pread(self._spill.fileno(), max(0, min(size, self._spill_end - offset)), offset)
 
 

@@ -118,13 +118,21 @@ def _open_ewf(name: str, path: str | os.PathLike[str] | None, fileobj: BinaryIO)
             segments = []
         files += [open_readonly(s) for s in segments if not _same_file(s, fileobj)]
     handle = pyewf.handle()
-    handle.open_file_objects(files)
+    handle.open_file_objects([positional(f, name) for f in files])
     size = int(handle.get_media_size())
     disk = Disk("ewf", LibyalDevice(name, handle, size, files[1:]))
     disk.stored_hashes = _ewf_hashes(handle)
     if len(files) > 1:
         disk.notes.append(f"{len(files)} segment files read")
     return disk
+
+
+def positional(fileobj: BinaryIO, name: str) -> BinaryIO:
+    """``fileobj`` as the libyal libraries are given it: a file object that keeps its own
+    position and reads with ``pread``. A library seeks and reads the object it is given; a
+    file's own offset is shared with the processes forked while it is open (the helpers of a
+    run), which would move it under each other's reads."""
+    return FileDevice(name, fileobj)  # type: ignore[return-value]
 
 
 def _same_file(path: str, fileobj: BinaryIO) -> bool:
@@ -151,7 +159,7 @@ def _open_qcow(name: str, fileobj: BinaryIO) -> Disk:
     import pyqcow
 
     handle = pyqcow.file()
-    handle.open_file_object(fileobj)
+    handle.open_file_object(positional(fileobj, name))
     backing = handle.get_backing_filename()
     if backing:
         handle.close()
@@ -166,6 +174,7 @@ def _open_vmdk(name: str, fileobj: BinaryIO) -> Disk:
     import pyvmdk
 
     handle = pyvmdk.handle()
+    fileobj = positional(fileobj, name)
     handle.open_file_object(fileobj)
     if handle.get_parent_content_identifier() not in (None, 0xFFFFFFFF):
         handle.close()
@@ -178,7 +187,7 @@ def _open_vhdi(name: str, fileobj: BinaryIO, kind: str) -> Disk:
     import pyvhdi
 
     handle = pyvhdi.file()
-    handle.open_file_object(fileobj)
+    handle.open_file_object(positional(fileobj, name))
     if handle.get_parent_identifier():
         handle.close()
         raise ImageError(f"{name}: a differencing VHD: its media is not whole without its parent")

@@ -27,6 +27,7 @@ __all__ = [
     "file_digests",
     "is_evidence_file",
     "open_file_root",
+    "stored_hash_check",
 ]
 
 
@@ -149,3 +150,22 @@ def file_digests(path: str) -> dict[str, str]:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
     return {"sha256": digest.hexdigest()}
+
+
+def stored_hash_check(origin: Origin) -> tuple[str, str, str] | None:
+    """An E01's stored hash of its media and the one computed now (reading the whole media
+    through the container, read-only): (algorithm, stored, computed); None when the container
+    stores none."""
+    from forensics.image.formats import ewf_hash_check, open_disk
+
+    algorithm = next((a for a in ("md5", "sha1") if a in origin.stored_hashes), None)
+    if algorithm is None:
+        return None
+    disk = open_disk(origin.file)
+    try:
+        checked = ewf_hash_check(disk, algorithm)
+    finally:
+        disk.close()
+    if checked is None:
+        return None
+    return algorithm, checked[0], checked[1]
