@@ -23,6 +23,11 @@ NOBODY = 65534
 
 _AS_NOBODY = f"""
 import importlib, os, pkgutil, sys
+# what reading an evidence file loads when it needs it: the libyal bindings, the codecs
+import bz2, lzma, encodings.utf_16_le, pyewf, pyqcow, pyvmdk, pyvhdi, pyvslvm, pyfsext, pyfsxfs
+import multiprocessing.synchronize, multiprocessing.sharedctypes, multiprocessing.popen_fork
+import forensics.fs.compressed
+forensics.fs.compressed._zstd_decoder()
 import forensics
 for module in pkgutil.walk_packages(forensics.__path__, "forensics."):
     if module.name != "forensics.__main__":
