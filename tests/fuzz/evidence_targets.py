@@ -11,6 +11,7 @@ anything else propagates as a crash.
 
 from __future__ import annotations
 
+import copy
 import functools
 import gzip
 import io
@@ -206,3 +207,88 @@ def lvm_label(draw: Draw) -> None:
         sector[24:32] = b"LVM2 001"
     data = bytes(512) + bytes(sector)
     find_label(FileDevice("pv", io.BytesIO(data), len(data)))
+
+
+# -- a Docker root read from an archive -----------------------------------------------------------
+
+#: the sample's members that the stores read (layer contents left out: small and quick)
+_ROOT_PARTS = ("containers/", "image/", "volumes/", "network/", "buildkit/", "overlay2/l/")
+
+
+@functools.cache
+def _root_members() -> list[tuple[tarfile.TarInfo, bytes]]:
+    """The real-daemon sample's metadata members (and each overlay2 directory's ``link``,
+    ``lower`` and empty ``diff/``), with their contents."""
+    sample = Path(__file__).resolve().parents[2] / "samples/modern-overlay2.tar.gz"
+    out = []
+    with tarfile.open(sample) as tar:
+        for info in tar:
+            rel = info.name.removeprefix("docker/")
+            parts = rel.split("/")
+            keep = info.name == "docker" or rel.startswith(_ROOT_PARTS)
+            keep = keep or (parts[0] == "overlay2" and len(parts) <= 3)
+            if not keep:
+                continue
+            f = tar.extractfile(info) if info.isfile() else None
+            out.append((info, f.read() if f is not None else b""))
+    return out
+
+
+def tree_root(draw: Draw) -> None:
+    """The sample's root as an archive, members damaged (contents, types, a symlink out, a
+    name that climbs, one gone): read whole through TreeEvidence — the stores, the checks, the
+    inventory and the timeline. Allowed: no root found (LocateError)."""
+    from forensics.checks import run_checks
+    from forensics.inventory import inventory_document
+    from forensics.stores import read_host
+    from forensics.timeline import build_timeline
+    from forensics.treeevidence import TreeEvidence
+
+    members = list(_root_members())
+    for _ in range(draw.integer(1, 6)):
+        index = draw.integer(0, len(members) - 1)
+        original, data = members[index]
+        info = copy.copy(original)  # the cached members are never changed
+        how = draw.integer(0, 5)
+        if how == 0 and data:
+            data = mutate_bytes(draw, data, 4)
+        elif how == 1:
+            info.type, info.linkname = (
+                tarfile.SYMTYPE,
+                draw.choice(
+                    ["/etc/passwd", "../../../../etc", "/", ".", info.name.rsplit("/", 1)[-1]]
+                ),
+            )
+            data = b""
+        elif how == 2:
+            info.type, data = draw.choice([tarfile.DIRTYPE, tarfile.FIFOTYPE, tarfile.CHRTYPE]), b""
+        elif how == 3:
+            info.name = draw.choice(["../", "/", "docker/../", "docker/./"]) + info.name
+        elif how == 4:
+            del members[index]
+            continue
+        else:
+            data = draw.bytes(64)
+        info.size = len(data) if info.type in (tarfile.REGTYPE, tarfile.AREGTYPE) else 0
+        members[index] = (info, data)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.size else None)
+    archive = buf.getvalue()
+    try:
+        tree = open_tar(io.BytesIO(archive), len(archive), LIMITS, TAR_LIMITS)
+    except TarOpenError:
+        return
+    with tree:
+        try:
+            found = choose(search([("archive", tree)]))
+        except LocateError:
+            return
+        ev = TreeEvidence(tree, found.parts, "evidence.tar")
+        host = read_host(ev)
+        run_checks(host)
+        for value in inventory_document(host).values():
+            if not isinstance(value, (str, list, dict, type(None))):
+                list(value)
+        build_timeline(ev, host)

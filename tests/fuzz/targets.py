@@ -887,5 +887,6 @@ _ALL = (
     Target("locator", _evidence("locator_trees"), "archives of drawn names: roots located"),
     Target("partitions", _evidence("partition_tables"), "a real GPT or MBR disk damaged"),
     Target("lvm-label", _evidence("lvm_label"), "any bytes or a drawn label as an LVM PV", 600),
+    Target("tree-root", _evidence("tree_root"), "the sample's root as a damaged archive, read"),
 )
 TARGETS: dict[str, Target] = {t.name: t for t in _ALL}

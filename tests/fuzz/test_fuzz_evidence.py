@@ -9,7 +9,7 @@ import shutil
 import pytest
 import targets
 from draw import HypothesisDraw
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 needs_sfdisk = pytest.mark.skipif(
@@ -41,3 +41,9 @@ def test_partition_tables_damaged(data: st.DataObject) -> None:
 @given(st.data())
 def test_lvm_label_of_any_bytes(data: st.DataObject) -> None:
     targets.TARGETS["lvm-label"].run(HypothesisDraw(data))
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_docker_root_read_from_a_damaged_archive(data: st.DataObject) -> None:
+    targets.TARGETS["tree-root"].run(HypothesisDraw(data))
