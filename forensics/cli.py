@@ -85,6 +85,14 @@ path_option = click.option(
 )
 
 
+def note_evidence_damage(ev: Evidence, host: Host) -> None:
+    """The parts of a root read from an archive or disk image that the file holds damaged,
+    as notes that become ``layout.evidence-damaged`` findings (none for a directory)."""
+    for rel, detail in sorted(getattr(ev, "damage", {}).items()):
+        message = f"the evidence file holds it damaged ({detail}): it is not read whole"
+        host.notes.append(("layout.evidence-damaged", rel, message))
+
+
 def with_origin(doc: dict[str, Any], ev: Evidence) -> dict[str, Any]:
     """``doc`` with, after its ``root``, the ``evidence`` key saying where in an archive or
     disk image the root was read (nothing added for a directory)."""
@@ -293,6 +301,7 @@ def verify(
         from forensics.deep import verify_deep
 
         deep_result = verify_deep(ev, host)
+    note_evidence_damage(ev, host)
     findings = run_checks(host, deep_result.findings if deep_result else ())
     counts = count_by_severity(findings)
     status = EXIT_ERRORS if counts["error"] else EXIT_OK

@@ -360,6 +360,20 @@ class Evidence:
     def path_of(self, rel: str) -> str:
         return rel
 
+    # -- what a forked helper hands back (forensics.parallel) ------------------------------
+
+    def start_task(self) -> None:
+        """A helper process starts a task: what it records from now on is the task's."""
+        self.reads = {}
+
+    def task_record(self) -> Any:
+        """What the task recorded (the files it read), to send to the process that merges."""
+        return self.reads
+
+    def merge_record(self, record: Any) -> None:
+        """Take in what a helper's task recorded."""
+        self.reads.update(record)
+
     def _record(self, rel: str, data: bytes) -> None:
         if self.record_reads:
             self.reads[rel] = FileRead(rel, len(data), hashlib.sha256(data).hexdigest())

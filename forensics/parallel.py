@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, TypeVar
 
-from forensics.evidence import Evidence, FileRead
+from forensics.evidence import Evidence
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -111,8 +111,8 @@ class _Team:
             self.conns.append(mine)
             self.procs.append(proc)
         self.next_job = 1
-        #: results that came from helpers: (job, task) -> (values, provenance)
-        self.arrived: dict[tuple[int, int], tuple[list[Any], dict[str, FileRead]]] = {}
+        #: results that came from helpers: (job, task) -> (values, what the task recorded)
+        self.arrived: dict[tuple[int, int], tuple[list[Any], Any]] = {}
         #: results computed here ahead of their turn: job -> task -> values
         self.done_here: dict[int, dict[int, list[Any]]] = {}
         self.failure: str | None = None
@@ -163,8 +163,8 @@ class _Team:
             with self.changed:
                 arrived = self.arrived.pop((job, index), None)
             if arrived is not None:
-                values, reads = arrived
-                self.ev.reads.update(reads)
+                values, record = arrived
+                self.ev.merge_record(record)
                 return values
             mine = self.counters.take(job, len(tasks))
             if mine is not None:
@@ -224,8 +224,8 @@ def _helper(conn: Connection, ev: Evidence, counters: _Counters) -> None:
                 return
             job, fn, tasks = message
             while (index := counters.take(job, len(tasks))) is not None:
-                ev.reads = {}
-                conn.send(("done", job, index, fn(ev, tasks[index]), ev.reads))
+                ev.start_task()
+                conn.send(("done", job, index, fn(ev, tasks[index]), ev.task_record()))
     except (EOFError, KeyboardInterrupt):
         return
     except BaseException:

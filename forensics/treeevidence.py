@@ -30,7 +30,7 @@ import stat
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from forensics.evidence import (
     DEFAULT_READ_LIMIT,
@@ -50,6 +50,8 @@ __all__ = ["STAT_CACHE", "TreeDirHandle", "TreeEvidence", "stat_result"]
 
 #: members whose metadata is kept (a tree does not change under the reader)
 STAT_CACHE = 4096
+#: damaged paths kept (a hostile image can hold millions)
+DAMAGE_KEPT = 1000
 #: the block size a tree's stat reports (allocation is counted in these)
 _BLOCK = 4096
 
@@ -116,6 +118,8 @@ class TreeEvidence(Evidence):
         self.reads: dict[str, FileRead] = {}
         self._on_close = on_close
         self._stats: OrderedDict[Parts, Stat | Refusal] = OrderedDict()
+        #: what the evidence file holds damaged below the root: path → what was met there
+        self.damage: dict[str, str] = {}
 
     def close(self) -> None:
         self._stats.clear()
@@ -163,7 +167,7 @@ class TreeEvidence(Evidence):
         self._check_way(parent, rel)
         if found.kind == MISSING:
             raise ReadFailure("missing", rel, "no such file")
-        raise ReadFailure("unreadable", rel, found.detail)
+        raise self._damaged(rel, found.detail)
 
     def _check_way(self, parent: str, for_path: str) -> None:
         """Raise the ReadFailure of the first directory on the way to ``for_path`` that is
@@ -177,6 +181,7 @@ class TreeEvidence(Evidence):
             if isinstance(st, Refusal):
                 if st.kind == MISSING:
                     raise ReadFailure("missing", for_path, f"{where} does not exist")
+                self._damaged(where, st.detail)
                 raise ReadFailure("unreadable", for_path, f"{where}: {st.detail}")
             if not stat.S_ISDIR(st.mode):
                 what = "a symlink (not followed)" if stat.S_ISLNK(st.mode) else "not a directory"
@@ -191,7 +196,7 @@ class TreeEvidence(Evidence):
         if not rel:
             st = self._tree_stat(parts)
             if isinstance(st, Refusal):
-                raise ReadFailure("unreadable", rel, st.detail)
+                raise self._damaged(rel, st.detail)
             return parts
         try:
             st = self._member(rel)
@@ -229,7 +234,10 @@ class TreeEvidence(Evidence):
         parts = self._directory(rel)
         listing = self.tree.listdir(parts)
         if isinstance(listing, Refusal):
-            raise ReadFailure("unreadable", rel, listing.detail)
+            raise self._damaged(rel, listing.detail)
+        if listing.problems:  # the entries that could be read are given all the same
+            more = f" (and {len(listing.problems) - 1} more)" if len(listing.problems) > 1 else ""
+            self._damaged(rel, f"{listing.problems[0]}{more}")
         out: dict[str, str] = {}
         for entry in listing.entries:
             mode = entry.type
@@ -267,13 +275,15 @@ class TreeEvidence(Evidence):
             raise ReadFailure("too-large", rel, f"{st.size} bytes, over the {limit} limit")
         opened = self.tree.open_file(self.tree_parts(rel))
         if isinstance(opened, Refusal):
-            raise ReadFailure("unreadable", rel, opened.detail)
+            raise self._damaged(rel, opened.detail)
         return opened, st
 
     def read_bytes(self, rel: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
         f, st = self._open(rel, limit)
         try:
             data = _read_member(f, st.size, rel)
+        except ReadFailure as failure:
+            raise self._damaged(rel, failure.detail) from None
         finally:
             f.close()
         self._record(rel, data)
@@ -337,7 +347,8 @@ class TreeEvidence(Evidence):
                 return None
             try:
                 files[name] = _read_member(f, st.size, name)
-            except ReadFailure:
+            except ReadFailure as failure:
+                self._damaged(f"{rel}/{name}", failure.detail)
                 return None
             finally:
                 f.close()
@@ -356,6 +367,29 @@ class TreeEvidence(Evidence):
     def _record(self, rel: str, data: bytes) -> None:
         if self.record_reads:
             self.reads[rel] = FileRead(rel, len(data), hashlib.sha256(data).hexdigest())
+
+    def _damaged(self, rel: str, detail: str) -> ReadFailure:
+        """Note that the evidence file holds ``rel`` damaged (the first :data:`DAMAGE_KEPT`
+        paths); the ReadFailure to raise."""
+        if len(self.damage) < DAMAGE_KEPT:
+            self.damage.setdefault(rel, detail)
+        return ReadFailure("unreadable", rel, detail)
+
+    # -- what a forked helper hands back -------------------------------------------------
+
+    def start_task(self) -> None:
+        super().start_task()
+        self.damage = {}
+
+    def task_record(self) -> Any:
+        return super().task_record(), self.damage
+
+    def merge_record(self, record: Any) -> None:
+        reads, damage = record
+        super().merge_record(reads)
+        for rel, detail in damage.items():
+            if len(self.damage) < DAMAGE_KEPT:
+                self.damage.setdefault(rel, detail)
 
 
 class TreeDirHandle(DirHandle):

@@ -28,6 +28,11 @@ _CHECKS = [
         "layout.legacy-graph", "info", "a pre-1.10 graph/ is still present beside the modern store"
     ),
     Check("layout.stale-store", "info", "an image/<driver> store of a driver that is not in use"),
+    Check(
+        "layout.evidence-damaged",
+        "error",
+        "a part of the root that the archive or disk image holds damaged: it is not read whole",
+    ),
     # repositories
     Check(
         "repositories.damaged",

@@ -93,7 +93,13 @@ def open_file_root(
     read as an archive or a disk image) or :class:`LocateError` (no root, or several)."""
     source = open_source(path)
     try:
-        found = choose(search(source.trees), pick, evidence=path)
+        try:
+            found = choose(search(source.trees), pick, evidence=path)
+        except LocateError as exc:
+            unread = _volumes_not_read(source)
+            if exc.code == 8 and unread:
+                raise LocateError(8, f"{exc}; not read: {unread}") from None
+            raise
         tree = dict(source.trees)[found.volume]
         origin = _origin(source, found)
     except BaseException:
@@ -101,6 +107,19 @@ def open_file_root(
         raise
     ev = TreeEvidence(tree, found.parts, path, record_reads=record_reads, on_close=source.close)
     return ev, origin
+
+
+def _volumes_not_read(source: Source) -> str:
+    """The volumes whose filesystem could not be read, each with why (its last problem), for
+    the message that says no root was found; empty when all were read."""
+    if source.layout is None:
+        return "; ".join(source.archive.stream.problems[:1]) if source.archive else ""
+    out = []
+    for volume in source.layout.volumes:
+        if volume.tree is None and volume.problems and "LVM2 PV" not in volume.what:
+            out.append(f"{volume.name} ({volume.problems[-1]})")
+    out += source.layout.problems[:3]
+    return "; ".join(out)
 
 
 def _origin(source: Source, found: Candidate) -> Origin:
