@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass, field
 from typing import Any
 
+from forensics.fs.tree import display
 from forensics.image import Source, SourceError, open_source
 from forensics.image.locate import Candidate, LocateError, choose, search
 from forensics.treeevidence import TreeEvidence
@@ -93,12 +94,15 @@ def open_file_root(
     read as an archive or a disk image) or :class:`LocateError` (no root, or several)."""
     source = open_source(path)
     try:
+        if not source.trees:
+            why = _volume_problems(source) or "none was found"
+            raise LocateError(8, f"{path}: no filesystem that this tool reads: {why}")
         try:
             found = choose(search(source.trees), pick, evidence=path)
         except LocateError as exc:
-            unread = _volumes_not_read(source)
+            unread = _volume_problems(source)
             if exc.code == 8 and unread:
-                raise LocateError(8, f"{exc}; not read: {unread}") from None
+                raise LocateError(8, f"{exc}; {unread}") from None
             raise
         tree = dict(source.trees)[found.volume]
         origin = _origin(source, found)
@@ -109,15 +113,16 @@ def open_file_root(
     return ev, origin
 
 
-def _volumes_not_read(source: Source) -> str:
-    """The volumes whose filesystem could not be read, each with why (its last problem), for
-    the message that says no root was found; empty when all were read."""
+def _volume_problems(source: Source) -> str:
+    """What is wrong with the volumes (each with its first problem: why its filesystem could
+    not be read, or how it is damaged), for the message that says no root was found; empty
+    when nothing is."""
     if source.layout is None:
         return "; ".join(source.archive.stream.problems[:1]) if source.archive else ""
     out = []
     for volume in source.layout.volumes:
-        if volume.tree is None and volume.problems and "LVM2 PV" not in volume.what:
-            out.append(f"{volume.name} ({volume.problems[-1]})")
+        if volume.problems and "LVM2 PV" not in volume.what:
+            out.append(f"{volume.name}: {volume.problems[0]}")
     out += source.layout.problems[:3]
     return "; ".join(out)
 
@@ -126,7 +131,7 @@ def _origin(source: Source, found: Candidate) -> Origin:
     real = os.path.realpath(source.path)
     if source.archive is not None:
         codec = source.archive.codec
-        problems = [f"{p.path!r}: {p.detail}" for p in source.archive.problems]
+        problems = [f"{display(p.path)}: {p.detail}" for p in source.archive.problems]
         problems += list(source.archive.stream.problems)
         return Origin(
             real,
