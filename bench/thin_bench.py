@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"  # the fixture builders of the tests
 
 WORK = HERE / "work"
-OURS = [sys.executable, "-c", "from forensics.cli_thin import thin; thin()"]
+OURS = [sys.executable, "-c", "from forensics.cli.thin import thin; thin()"]
 PAIRS = {
     "dump": (["dump"], ["thin_dump"]),
     "check": (["check"], ["thin_check"]),

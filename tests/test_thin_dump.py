@@ -11,7 +11,7 @@ import pytest
 import thin_fixtures as tf
 from click.testing import CliRunner
 
-from forensics.cli_thin import thin
+from forensics.cli.thin import thin
 from forensics.thin.blocks import MetadataFile
 from forensics.thin.dump import dump_chunks, write_dump
 from forensics.thin.pool import read_pool

@@ -23,7 +23,7 @@ import thin_fixtures as tf
 from click.testing import CliRunner
 from test_thin_check import CASES, Case, derive, pristine  # noqa: F401 (pristine: a fixture)
 
-from forensics.cli_thin import thin
+from forensics.cli.thin import thin
 from forensics.formats import thin as fmt
 from forensics.thin.blocks import MetadataFile
 from forensics.thin.check import check_pool
