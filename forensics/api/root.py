@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from forensics.errors import OperationalError, UsageError
-from forensics.evidence import Evidence, RootError
-from forensics.outfile import check_replaceable
-from forensics.stores.dockerroot import judge_root
+
+if TYPE_CHECKING:  # loaded when a command opens ROOT: ``thin`` never does (a quicker start)
+    from forensics.evidence import Evidence
 
 #: where dockerd keeps its root unless told otherwise
 DEFAULT_ROOT = "/var/lib/docker"
@@ -19,6 +20,9 @@ def open_root(root: str, *, record_reads: bool = False) -> Evidence:
     """ROOT opened as evidence, once it is known to be a Docker root that can be read whole:
     a directory that is none (naming any Docker root below it), or one with parts that cannot
     be read, is an operational error rather than an empty, clean report."""
+    from forensics.evidence import Evidence, RootError
+    from forensics.stores.dockerroot import judge_root
+
     try:
         ev = Evidence(root, record_reads=record_reads)
     except RootError as exc:
@@ -37,6 +41,8 @@ def check_output_path(out: Path, root: Path, overwrite: bool) -> None:
     may replace only a regular file, and that only when ``overwrite`` asks for it: a symlink,
     a device node, a FIFO, a socket or a directory at OUT is refused. Checked before the run,
     and again when the file is moved into place (:mod:`forensics.outfile`)."""
+    from forensics.outfile import check_replaceable
+
     placed = Path(os.path.realpath(out.parent)) / out.name
     for target in (placed, Path(os.path.realpath(out))):  # a symlink at OUT into ROOT, too
         if target == root or root in target.parents:

@@ -21,6 +21,7 @@ from forensics.exitstatus import EXIT_ERRORS, EXIT_OK, EXIT_REPAIRED
 
 if TYPE_CHECKING:
     from forensics.fs import Stat
+    from forensics.repair.plan_devicemapper import InstallStep
     from forensics.thin.blocks import MetadataFile
     from forensics.thin.check import CheckResult
     from forensics.thin.extract import ExtractResult
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from forensics.thin.findings import ThinFinding
     from forensics.thin.ls import DeviceUsage
     from forensics.thin.pool import Pool
-    from forensics.thin.repair import InstallStep, RepairSummary
+    from forensics.thin.repair import RepairSummary
 
 Notify = Callable[[str], None]
 
@@ -116,8 +117,8 @@ class PoolRead:
     def status(self) -> int:
         return _status(not self.pool.usable or bool(self.errors))
 
-    def xml_chunks(self) -> Iterator[str]:
-        """thin_dump 0.9.0's XML of the pool, as it is read (nothing when unusable)."""
+    def xml_chunks(self) -> Iterator[bytes]:
+        """thin_dump 0.9.0's XML (ASCII) of the pool, as it is read (nothing when unusable)."""
         from forensics.thin.dump import dump_chunks
 
         if self.pool.usable:
@@ -298,11 +299,11 @@ def repair(
     """Write a repaired copy of METADATA to the new file ``out`` (replaced only with
     ``force``); METADATA is never written. The superblock values given replace a damaged
     superblock's."""
+    from forensics.repair.plan_devicemapper import install_steps
     from forensics.thin.repair import (
         NothingSalvageable,
         Overrides,
         RepairError,
-        install_steps,
         write_repaired_copy,
     )
 

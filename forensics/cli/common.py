@@ -73,9 +73,9 @@ def warn(message: str, command: str | None = None) -> None:
     click.echo(printable(f"{where}: {message}"), err=True)
 
 
-def emit(text: str) -> None:
-    """Write the requested output. A reader that went away (``| head``) does not change the exit
-    status: the rest of the output is dropped."""
+def emit(text: str | bytes) -> None:
+    """Write the requested output (text, or bytes as they are). A reader that went away
+    (``| head``) does not change the exit status: the rest of the output is dropped."""
     emit_chunks((text,))
 
 
@@ -83,20 +83,21 @@ def emit(text: str) -> None:
 _EMIT_BATCH = 1 << 16
 
 
-def emit_chunks(chunks: Iterable[str]) -> None:
+def emit_chunks(chunks: Iterable[str | bytes]) -> None:
     """Write the requested output as it is made, in batches: a long document is never held
     whole (as text nor as bytes). A reader that went away ends the writing as :func:`emit`."""
     out = sys.stdout.buffer
-    batch: list[str] = []
+    batch: list[bytes] = []
     size = 0
     try:
         for chunk in chunks:
-            batch.append(chunk)
-            size += len(chunk)
+            data = chunk if isinstance(chunk, bytes) else chunk.encode("utf-8", "backslashreplace")
+            batch.append(data)
+            size += len(data)
             if size >= _EMIT_BATCH:
-                out.write("".join(batch).encode("utf-8", "backslashreplace"))
+                out.write(b"".join(batch))
                 batch, size = [], 0
-        out.write("".join(batch).encode("utf-8", "backslashreplace"))
+        out.write(b"".join(batch))
         sys.stdout.flush()
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 import click
 
 from forensics.api import thin as api
-from forensics.cli.common import Group, emit, warn
+from forensics.cli.common import Group, emit, emit_chunks, warn
 
 if TYPE_CHECKING:
-    from forensics.thin.repair import InstallStep, RepairSummary
+    from forensics.repair.plan_devicemapper import InstallStep
+    from forensics.thin.repair import RepairSummary
 
 metadata_argument = click.argument(
     "metadata", type=click.Path(dir_okay=True, path_type=Path), metavar="METADATA"
@@ -81,8 +82,7 @@ def check(metadata: Path, fmt: str) -> int:
 def dump(metadata: Path) -> int:
     """Write METADATA as thin_dump 0.9.0's XML (byte-identical on valid metadata)."""
     with api.dump(metadata) as read:
-        for chunk in read.xml_chunks():
-            emit(chunk)
+        emit_chunks(read.xml_chunks())
         for finding in read.errors:
             warn(api.error_line(finding), "thin dump")
         return read.status

@@ -1,9 +1,13 @@
 """devicemapper in a repair plan: the thin device behind a record, mount points without a
 record, a pending transaction settled, and a repaired copy of damaged pool metadata. The pool's
-metadata is never written."""
+metadata is never written: the steps that put a repaired copy in place on a Docker host
+(:func:`install_steps`, also printed by ``thin repair``) are left to the operator."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from forensics.repair.actions import POOL_COPY, Action
@@ -98,7 +102,7 @@ class DeviceMapperPlanning(PlannerBase):
         if not findings or ds is None or ds.pool is None:
             return []
         path = ds.pool.path
-        from forensics.repair.poolcopy import PoolCopyError, install_steps, salvage_pool
+        from forensics.repair.poolcopy import PoolCopyError, salvage_pool
 
         if self._kind(path) != "file":
             for f in findings:
@@ -141,3 +145,62 @@ class DeviceMapperPlanning(PlannerBase):
                 details=details,
             )
         ]
+
+
+# -- putting a repaired copy of the pool's metadata in place -------------------------------------
+
+#: where Docker keeps a loop-lvm pool's metadata
+DOCKER_METADATA = Path("/var/lib/docker/devicemapper/devicemapper/metadata")
+
+
+@dataclass(frozen=True)
+class InstallStep:
+    """One step of putting a repaired copy in place: what to do, and a command for it."""
+
+    what: str
+    command: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+def install_steps(
+    metadata: str | os.PathLike[str], out: str | os.PathLike[str]
+) -> list[InstallStep]:
+    """The steps that put the repaired copy ``out`` in place of the pool's metadata, for a
+    Docker devicemapper pool. ``metadata`` names the pool's metadata file when it is Docker's
+    (``…/devicemapper/devicemapper/metadata``); for a copy of it, Docker's default path is
+    shown."""
+    source = Path(metadata).absolute()
+    docker = source.parts[-3:] == ("devicemapper", "devicemapper", "metadata")
+    target = source if docker else DOCKER_METADATA
+    data = target.with_name("data")
+    copy = Path(out).absolute()
+    return [
+        InstallStep(
+            "Stop the Docker daemon (and anything else that uses the pool)", "systemctl stop docker"
+        ),
+        InstallStep(
+            "If the pool is still active, remove its thin devices, then the pool itself "
+            "(Docker names them docker-MAJ:MIN-INODE-*)",
+            "dmsetup ls --target thin; dmsetup ls --target thin-pool; dmsetup remove NAME",
+        ),
+        InstallStep(
+            "Detach the loop devices of a loop-lvm pool",
+            f"losetup -j {target}; losetup -j {data}; losetup -d /dev/loopN",
+        ),
+        InstallStep(
+            "Keep the original metadata",
+            f"cp --sparse=always {target} {target}.before-repair",
+        ),
+        InstallStep(
+            "Put the repaired copy in place (for a direct-lvm pool, write it to a new volume "
+            "and swap it in: lvconvert --thinpool VG/POOL --poolmetadata VG/NEW)",
+            f"cp --sparse=always {copy} {target}",
+        ),
+        InstallStep("Check it", f"thin_check {target}"),
+        InstallStep(
+            "Start the Docker daemon, then compare Docker's records with the pool",
+            f"systemctl start docker; docker-forensics verify {target.parents[2]}",
+        ),
+    ]

@@ -20,7 +20,6 @@ from forensics.thin.repair import (
     RepairError,
     RepairSummary,
     Salvage,
-    install_steps,
     salvage_metadata,
 )
 from forensics.thin.write import WriteError, encode_metadata
@@ -28,7 +27,7 @@ from forensics.thin.write import WriteError, encode_metadata
 #: Docker's default thin pool block size (dm.blocksize=64K), in 512-byte sectors
 DOCKER_BLOCK_SECTORS = 128
 
-__all__ = ["PoolCopyError", "install_steps", "salvage_pool", "write_pool_copy"]
+__all__ = ["PoolCopyError", "salvage_pool", "write_pool_copy"]
 
 
 class PoolCopyError(Exception):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from forensics.formats import jsonfile
-from forensics.formats import thin as fmt
+from forensics.thin.mappings import data_blocks, run_lengths, run_starts
 from forensics.thin.pool import Pool
 
 SECTOR = 512
@@ -94,10 +94,9 @@ def device_runs(vblocks: np.ndarray, block_times: np.ndarray) -> list[tuple[int,
     """``(virtual start, data start, length)`` of each run of consecutive mappings."""
     if vblocks.size == 0:
         return []
-    data = block_times >> np.uint64(fmt.TIME_BITS)
-    cont = (vblocks[1:] - vblocks[:-1] == 1) & (data[1:] - data[:-1] == 1)
-    starts = np.flatnonzero(np.concatenate(([True], ~cont)))
-    lengths = np.diff(np.append(starts, vblocks.size))
+    data = data_blocks(block_times)
+    starts = run_starts(vblocks, data)
+    lengths = run_lengths(starts, vblocks.size)
     return list(zip(vblocks[starts].tolist(), data[starts].tolist(), lengths.tolist(), strict=True))
 
 
