@@ -30,9 +30,9 @@ from forensics.thin.blocks import MetadataFile
 from forensics.thin.check import check_pool
 from forensics.thin.pool import read_pool
 from forensics.thin.repair import (
+    CopyError,
     NothingSalvageable,
     Overrides,
-    RepairError,
     salvage_metadata,
     write_repaired_copy,
 )
@@ -462,7 +462,7 @@ def test_random_damage_repairs_or_refuses(pristine: dict[str, Path], tmp_path: P
         out = tmp_path / f"out{i}.bin"
         try:
             write_repaired_copy(path, out, overrides=THREE if i % 2 else None)
-        except (NothingSalvageable, RepairError):
+        except (NothingSalvageable, CopyError):
             assert not out.exists()
             continue
         written += 1

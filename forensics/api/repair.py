@@ -256,8 +256,8 @@ def apply(
                     return result
                 results = [start_run(ws, planned.actions, argv, switch)]
                 actions, skipped = planned.as_dict()["actions"], planned.as_dict()["skipped"]
-    except (RepairError, UnsafePath, JournalError) as exc:
-        raise OperationalError(str(exc)) from None
+    except (RepairError, UnsafePath, JournalError):
+        raise  # operational errors, said as they are; any other OSError is said below
     except OSError as exc:
         raise OperationalError(f"repair stopped: {exc}; the journal tells what was done") from None
     left = [f for f in run_checks(read_host(open_root(str(ev.root)))) if f.severity == "error"]
@@ -364,18 +364,12 @@ def undo(
     """Reverse the run that wrote ``journal`` (``dry_run``: say what would be reversed). ROOT
     is the one the quarantine lies beside, or for a quarantine of another name ``root``."""
     notes = _Notes(notify)
-    try:
-        located = locate_journal(journal)
-    except JournalError as exc:
-        raise OperationalError(str(exc)) from None
+    located = locate_journal(journal)
     state = located.state
     root_path = _undo_root(root, journal, located)
     if dry_run:
-        try:
-            with opened_run(located.quarantine, located.run) as run_fd:
-                changes = quarantine_changes(run_fd, state)
-        except JournalError as exc:
-            raise OperationalError(str(exc)) from None
+        with opened_run(located.quarantine, located.run) as run_fd:
+            changes = quarantine_changes(run_fd, state)
         _note_changes(changes, notes)
         steps = _undo_steps(state)
         return UndoResult(state.root, state.run, True, steps, changes, notes=notes.lines)
@@ -388,8 +382,8 @@ def undo(
                 raise RepairError(f"{journal} changed while it was read; nothing was undone")
             listed = _undo_steps(state)
             done = undo_run(ws, state, StopSwitch.from_env())
-    except (RepairError, UnsafePath, JournalError) as exc:
-        raise OperationalError(str(exc)) from None
+    except (RepairError, UnsafePath, JournalError):
+        raise  # operational errors, said as they are; any other OSError is said below
     except OSError as exc:
         raise OperationalError(f"undo stopped: {exc}; run it again to complete it") from None
     _note_changes(done.quarantine_changed, notes)

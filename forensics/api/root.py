@@ -20,13 +20,10 @@ def open_root(root: str, *, record_reads: bool = False) -> Evidence:
     """ROOT opened as evidence, once it is known to be a Docker root that can be read whole:
     a directory that is none (naming any Docker root below it), or one with parts that cannot
     be read, is an operational error rather than an empty, clean report."""
-    from forensics.evidence import Evidence, RootError
+    from forensics.evidence import Evidence
     from forensics.stores.dockerroot import judge_root
 
-    try:
-        ev = Evidence(root, record_reads=record_reads)
-    except RootError as exc:
-        raise OperationalError(str(exc)) from None
+    ev = Evidence(root, record_reads=record_reads)  # RootError: an operational error
     try:
         complaint = judge_root(ev.root).complaint(root)
     except OSError as exc:  # ROOT went away or changed since it was opened

@@ -44,12 +44,9 @@ def _status(damaged: bool) -> int:
 
 @contextmanager
 def _opened(path: Path) -> Iterator[MetadataFile]:
-    from forensics.thin.blocks import MetadataFile, MetadataOpenError
+    from forensics.thin.blocks import MetadataFile
 
-    try:
-        meta = MetadataFile(path)
-    except MetadataOpenError as exc:
-        raise OperationalError(str(exc)) from None
+    meta = MetadataFile(path)
     try:
         yield meta
     finally:
@@ -197,7 +194,7 @@ def extract(
     """Copy thin device ``dev_id`` out of the pool's DATA file into the new sparse file
     ``image``, at least ``size`` bytes long (by default the size in Docker's record of the
     device). The pool's fatal findings and the blocks left as holes go to ``notify``."""
-    from forensics.thin.extract import ExtractError, docker_recorded_size, extract_device
+    from forensics.thin.extract import docker_recorded_size, extract_device
 
     say = notify or (lambda line: None)
     _check_image_path(image, metadata, data)
@@ -214,8 +211,6 @@ def extract(
             result = extract_device(
                 pool, dev_id, data, image, size=recorded.size if recorded else size
             )
-        except ExtractError as exc:
-            raise OperationalError(str(exc)) from None
         except OSError as exc:
             raise OperationalError(f"{exc.filename or image}: {exc.strerror or exc}") from None
         errors = _errors(pool)
@@ -300,18 +295,11 @@ def repair(
     ``force``); METADATA is never written. The superblock values given replace a damaged
     superblock's."""
     from forensics.repair.plan_devicemapper import install_steps
-    from forensics.thin.repair import (
-        NothingSalvageable,
-        Overrides,
-        RepairError,
-        write_repaired_copy,
-    )
+    from forensics.thin.repair import NothingSalvageable, Overrides, write_repaired_copy
 
     overrides = Overrides(transaction_id, data_block_size, nr_data_blocks)
     try:
         summary = write_repaired_copy(metadata, out, force=force, overrides=overrides)
-    except RepairError as exc:
-        raise OperationalError(str(exc)) from None
     except NothingSalvageable as exc:
         return RepairedCopy(metadata, reason=exc.reason, needs=exc.needs)
     copy = RepairedCopy(metadata, summary)
@@ -372,13 +360,10 @@ def path_parts(path: str) -> tuple[bytes, ...]:
 
 @contextmanager
 def _device_tree(metadata: Path, data: Path, dev_id: int, size: int | None) -> Iterator[DeviceTree]:
-    from forensics.thin.files import FilesError, open_device_tree
+    from forensics.thin.files import open_device_tree
 
-    try:
-        with open_device_tree(metadata, data, dev_id, size=size) as opened:
-            yield opened
-    except FilesError as exc:
-        raise OperationalError(str(exc)) from None
+    with open_device_tree(metadata, data, dev_id, size=size) as opened:
+        yield opened
 
 
 def _problems(opened: DeviceTree, own: list[str]) -> list[str]:

@@ -42,6 +42,8 @@ from typing import Any, BinaryIO
 
 from pybase64 import b64decode as _b64decode
 
+from forensics.errors import Damage
+
 __all__ = [
     "FILE",
     "SEGMENT",
@@ -165,7 +167,7 @@ Fields = tuple[int, int, bytes | None, bytes | None, int, bool]
 
 
 @dataclass(frozen=True)
-class TarSplitDamage(Exception):
+class TarSplitDamage(Damage):
     """Why a tar-split stream cannot be decoded (further).
 
     ``kind``: ``empty``, ``not-gzip``, ``corrupt-gzip`` (bad deflate data or trailer CRC),

@@ -20,6 +20,8 @@ from zlib import adler32
 
 from construct import Bytes, Struct
 
+from forensics.errors import Damage
+
 __all__ = [
     "BLOCK",
     "HEADER",
@@ -100,7 +102,7 @@ _MAGIC_GNU, _VERSION_GNU = b"ustar ", b" \0"
 _TRAILER_STAR = b"tar\0"
 
 
-class HeaderError(ValueError):
+class HeaderError(Damage, ValueError):
     """A tar header that cannot be decoded: bad checksum, bad number, cut short."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forensics.errors import OperationalError
 from forensics.formats import jsonfile
 from forensics.thin.mappings import data_blocks, run_lengths, run_starts
 from forensics.thin.pool import Pool
@@ -31,7 +32,7 @@ class ExtractResult:
     skipped: list[tuple[int, int]] = field(default_factory=list)
 
 
-class ExtractError(Exception):
+class ExtractError(OperationalError):
     """The device is unknown, or the image cannot be written."""
 
 
