@@ -9,6 +9,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from forensics.catalog import FindingsByCheck
+from forensics.checks.catalog import CHECKS
 from forensics.checks.common import short
 from forensics.evidence import Evidence, type_of_mode
 from forensics.formats.ids import MOUNT_ID
@@ -45,10 +47,9 @@ class PlannerBase:
     def __init__(self, ev: Evidence, host: Host, findings: list[Finding]) -> None:
         self.ev, self.host, self.findings = ev, host, findings
         self.base = host.driver or "overlay2"
-        self.by_check: dict[str, list[Finding]] = defaultdict(list)
+        self.by_check = FindingsByCheck(CHECKS, findings)  # a misspelt id raises
         self.under: dict[str, list[Finding]] = defaultdict(list)  # path → findings at or below
         for f in findings:
-            self.by_check[f.check].append(f)
             for ancestor in ancestors(f.path):
                 self.under[ancestor].append(f)
         self.owners = owners_of(host)
