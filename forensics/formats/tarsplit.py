@@ -1,9 +1,10 @@
 """Decoding of tar-split metadata (``tar-split.json.gz``, legacy ``tar-data.json.gz``).
 
 A gzip stream of JSON objects, one per line (Go ``json.Encoder``), each a *segment* (raw tar
-bytes: headers, padding, end blocks) or a *file* entry (name, size, crc64 of the data). See
-``shared/reference/tar-split.md`` §2–3. Decoding is streaming: the gzip is inflated in bounded
-chunks and entries are yielded one by one, so a layer of a million files is never held whole.
+bytes: headers, padding, end blocks) or a *file* entry (name, size, crc64 of the data), as
+vbatts/tar-split's ``tar/storage`` packer writes them. Decoding is streaming: the gzip is
+inflated in bounded chunks and entries are yielded one by one, so a layer of a million files is
+never held whole.
 
 Quirks of older writers that are accepted:
 
