@@ -194,6 +194,7 @@ def extract(
     """Copy thin device ``dev_id`` out of the pool's DATA file into the new sparse file
     ``image``, at least ``size`` bytes long (by default the size in Docker's record of the
     device). The pool's fatal findings and the blocks left as holes go to ``notify``."""
+    from forensics.drivers import DEVICEMAPPER_POOL
     from forensics.thin.extract import docker_recorded_size, extract_device
 
     say = notify or (lambda line: None)
@@ -228,7 +229,7 @@ def extract(
         else:
             how = (
                 "a guess: the end of its last mapped block, and the device may be larger; "
-                'give --size (Docker records it as "size" in devicemapper/metadata/)'
+                f'give --size (Docker records it as "size" in {DEVICEMAPPER_POOL.records}/)'
             )
         return Extracted(result, how, bool(result.skipped) or bool(errors))
 
