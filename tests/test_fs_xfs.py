@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import stat
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,3 +206,32 @@ def test_hostile_short_form_names_and_a_loop(case: XfsCase) -> None:
         walked = list(walk(tree, problems))
         assert [(p.path, p.kind) for p in problems] == [((b"data", b"few", b"one"), "loop")]
         assert len(walked) == len({w.parts for w in walked})
+
+
+def test_a_data_block_whose_last_entry_starts_at_its_end_is_a_problem(case: XfsCase) -> None:
+    """Found by fuzzing: a free region that leaves the last 8 bytes of a data block as an
+    entry's start made the reader look for its name length past the block (IndexError)."""
+    image = _copy(case, "tail.img")
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        st = tree.lstat((b"leaf",))
+        assert isinstance(st, Stat)
+        entry = tree.entry_of(st.ino)
+        first = tree.device_offset(entry.get_extent(0)[0])  # type: ignore[attr-defined]
+        header, size = tree.data_header, tree.dir_block  # type: ignore[attr-defined]
+    with open(image, "r+b") as f:
+        f.seek(first)
+        block = bytearray(f.read(size))
+        assert block[:4] == b"XDD3"
+        free = size - header - 8
+        struct.pack_into(">HH", block, header, 0xFFFF, free)
+        struct.pack_into(">H", block, header + free - 2, header)
+        block[size - 8 :] = (12345).to_bytes(8, "big")
+        f.seek(first)
+        f.write(block)
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        listing = tree.listdir((b"leaf",))
+        assert not isinstance(listing, Refusal)
+        assert any("runs past the block" in p for p in listing.problems)
+        problems: list = []
+        walked = list(walk(tree, problems))
+        assert {p.kind for p in problems} == {"listing"} and len(walked) > 3000

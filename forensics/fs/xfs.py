@@ -275,8 +275,7 @@ def parse_dir_block(
                 return
             pos += length
             continue
-        ino = int.from_bytes(block[pos : pos + 8], "big")
-        name_len = block[pos + 8]
+        name_len = block[pos + 8] if pos + 8 < end else 0
         size = (8 + 1 + name_len + (1 if ftype else 0) + 2 + 7) // 8 * 8
         if name_len == 0 or pos + size > end:
             listing.problems.append(
@@ -284,6 +283,7 @@ def parse_dir_block(
                 "the rest of the block is skipped"
             )
             return
+        ino = int.from_bytes(block[pos : pos + 8], "big")
         name = block[pos + 9 : pos + 9 + name_len]
         kind = block[pos + 9 + name_len] if ftype else 0
         if name not in (b".", b"..") or pos >= header + 32:
