@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import fs_images as fi
+import google_crc32c
 import pytest
 
 from forensics.fs import FsOpenError, Refusal, Stat, open_tree, walk
@@ -208,6 +209,82 @@ def test_hostile_short_form_names_and_a_loop(case: XfsCase) -> None:
         assert len(walked) == len({w.parts for w in walked})
 
 
+def _remote_link_image(tmp: Path, *options: str) -> Path:
+    """An xfs whose ``long`` is a symlink too long for its inode (kept in a block of its own)
+    and ``short`` one kept in it, both targets not UTF-8."""
+    proto = tmp / "links.proto"
+    proto.write_bytes(
+        b"/dev/null\n0 0\nd--755 0 0\nlong l--777 0 0 " + LONG_TARGET + b"\n"
+        b"short l--777 0 0 " + fi.RAW_LINK + b"\n$\n"
+    )
+    image = tmp / "links.img"
+    with open(image, "wb") as f:
+        f.truncate(320 << 20)
+    fi.run("mkfs.xfs", "-q", "-f", *options, "-p", proto, image)
+    return image
+
+
+LONG_TARGET = b"/" + b"\xff\xfe/" * 200
+
+
+def test_symlink_targets_that_are_not_utf8_come_out_as_their_bytes(
+    case: XfsCase, tmp_path: Path
+) -> None:
+    """One kept in the inode's data fork (v5), one in a block of its own (v4: mkfs.xfs 6.1
+    writes a v5 symlink block without its header, below)."""
+    with device_tree(case.pool, 1) as tree:
+        assert tree.readlink((b"rawlink",)) == fi.RAW_LINK
+    image = _remote_link_image(tmp_path, "-m", "crc=0")
+    fi.run("xfs_repair", "-n", image)
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        assert tree.readlink((b"long",)) == LONG_TARGET
+        assert tree.readlink((b"short",)) == fi.RAW_LINK
+        long = tree.lstat((b"long",))
+        assert isinstance(long, Stat)
+    assert b"core.format = 2 (extents)" in xfs_db(image, f"inode {long.ino}", "print")
+
+
+def test_a_v5_symlink_block_without_its_header_is_refused(tmp_path: Path) -> None:
+    """mkfs.xfs 6.1's proto file writes a long symlink's block on a v5 filesystem without the
+    ``XSLM`` header that xfs_repair wants ("bad symlink header"): damage, not a target."""
+    image = _remote_link_image(tmp_path)
+    done = fi.subprocess.run(
+        [fi.program("xfs_repair"), "-n", str(image)], capture_output=True, check=False
+    )
+    assert b"bad symlink header" in done.stdout + done.stderr
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        refused = tree.readlink((b"long",))
+        assert isinstance(refused, Refusal) and refused.kind == "damaged"
+        assert "is not a symlink block" in refused.detail
+        assert tree.readlink((b"short",)) == fi.RAW_LINK
+
+
+def _extent_fork(tree: LibyalTree, name: bytes) -> int:
+    """The device offset of the first extent record in ``/name``'s data fork."""
+    st = tree.lstat((name,))
+    assert isinstance(st, Stat)
+    at = tree.inode_offset(st.ino)  # type: ignore[attr-defined]
+    assert at is not None
+    return at + 176  # after a version 3 inode's core
+
+
+def test_an_extent_over_an_allocation_group_header_is_refused(case: XfsCase) -> None:
+    """``hostname``'s one extent pointed at block 0 (the superblock and the allocation group
+    headers): refused, never read as the file's bytes."""
+    image = _copy(case, "over.img")
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        at = _extent_fork(tree, b"hostname")
+    with open(image, "r+b") as f:
+        f.seek(at)
+        high, low = struct.unpack(">QQ", f.read(16))
+        f.seek(at)
+        f.write(struct.pack(">QQ", high & ~0x1FF, low & 0x1FFFFF))  # startblock 0
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        refused = tree.open_file((b"hostname",))
+        assert isinstance(refused, Refusal) and refused.kind == "damaged", refused
+        assert "covers allocation group 0's headers" in refused.detail
+
+
 def test_a_data_block_whose_last_entry_starts_at_its_end_is_a_problem(case: XfsCase) -> None:
     """Found by fuzzing: a free region that leaves the last 8 bytes of a data block as an
     entry's start made the reader look for its name length past the block (IndexError)."""
@@ -235,3 +312,34 @@ def test_a_data_block_whose_last_entry_starts_at_its_end_is_a_problem(case: XfsC
         problems: list = []
         walked = list(walk(tree, problems))
         assert {p.kind for p in problems} == {"listing"} and len(walked) > 3000
+
+
+def _reseal_inode(image: Path, at: int, size: int) -> None:
+    """A v5 inode's crc32c (over the inode with its crc field zeroed, stored little-endian
+    at byte 100), after a test changed it."""
+    with open(image, "r+b") as f:
+        f.seek(at)
+        raw = bytearray(f.read(size))
+        raw[100:104] = bytes(4)
+        raw[100:104] = google_crc32c.value(bytes(raw)).to_bytes(4, "little")
+        f.seek(at)
+        f.write(raw)
+
+
+def test_an_unwritten_extent_reads_as_zeros(case: XfsCase) -> None:
+    """``group``'s extent marked unwritten (preallocated): xfs_repair finds the filesystem
+    clean, and the file reads as zeros, never as the bytes still under it."""
+    image = _copy(case, "unwritten.img")
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        at = _extent_fork(tree, b"group")
+        inode_size = int(tree.sb.inodesize)  # type: ignore[attr-defined]
+    with open(image, "r+b") as f:
+        f.seek(at)
+        high, low = struct.unpack(">QQ", f.read(16))
+        f.seek(at)
+        f.write(struct.pack(">QQ", high | 1 << 63, low))
+    _reseal_inode(image, at - 176, inode_size)
+    fi.run("xfs_repair", "-n", image)
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        data = tree.open_file((b"group",))
+        assert not isinstance(data, Refusal) and data.read() == bytes(9000)

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 import construct as cs
 
-from forensics.fs.ext4 import read_at
+from forensics.fs.content import Reserved, read_at
 from forensics.fs.libyal import LibyalTree
 from forensics.fs.tree import (
     DAMAGED,
@@ -43,12 +43,14 @@ Superblock = cs.Struct(
     "magic" / cs.Bytes(4),
     "blocksize" / cs.Int32ub,
     "dblocks" / cs.Int64ub,
-    cs.Padding(56 - 16),
+    cs.Padding(48 - 16),
+    "logstart" / cs.Int64ub,
     "rootino" / cs.Int64ub,
     cs.Padding(84 - 64),
     "agblocks" / cs.Int32ub,
     "agcount" / cs.Int32ub,
-    cs.Padding(100 - 92),
+    cs.Padding(96 - 92),
+    "logblocks" / cs.Int32ub,
     "versionnum" / cs.Int16ub,
     "sectsize" / cs.Int16ub,
     "inodesize" / cs.Int16ub,
@@ -93,6 +95,12 @@ OTHER_MAGICS_AT_8 = tuple(
 )
 _TAIL = struct.Struct(">II")
 _FREE_TAG = 0xFFFF
+#: a remote symlink block's header on v5 filesystems (magic, offset, bytes, crc, uuid,
+#: owner, block number, lsn), and its magic
+SYMLINK_HEADER = 56
+SYMLINK_MAGIC = b"XSLM"
+#: an allocation group's first sectors: superblock, free space, inode and free list headers
+AG_HEADER_SECTORS = 4
 
 
 class XfsTree(LibyalTree):
@@ -111,6 +119,61 @@ class XfsTree(LibyalTree):
         )
         self.dir_block = int(sb.blocksize) << int(sb.dirblklog)
         self.data_header = 64 if self.v5 else 16
+        self.inode_size = int(sb.inodesize)
+
+    # -- where data may lie ----------------------------------------------------------------
+
+    @property
+    def filesystem_size(self) -> int:
+        return int(self.sb.dblocks) * int(self.sb.blocksize)
+
+    def to_device(self, offset: int) -> int | None:
+        return self.device_offset(offset)
+
+    def _reserved(self) -> Reserved:
+        """Each allocation group's header sectors, and the log when it is internal."""
+        sb = self.sb
+        ag_bytes = int(sb.agblocks) * int(sb.blocksize)
+        groups = min(int(sb.agcount), self.device_size // ag_bytes + 1)
+        header = AG_HEADER_SECTORS * int(sb.sectsize)
+        ranges = [(g * ag_bytes, g * ag_bytes + header, f"allocation group {g}'s headers")
+                  for g in range(groups)]  # fmt: skip
+        if sb.logstart:
+            at = self.device_offset(int(sb.logstart) * int(sb.blocksize))
+            if at is not None:
+                ranges.append((at, at + int(sb.logblocks) * int(sb.blocksize), "the log"))
+        return Reserved(ranges)
+
+    # -- symlinks --------------------------------------------------------------------------
+
+    def _link_target(self, ino: int, entry: Any, size: int) -> bytes | Refusal:
+        found = self.raw_inode(ino)
+        if isinstance(found, Refusal):
+            return found
+        core, raw = found
+        if core.format == FORMAT_LOCAL:  # the target in the inode's data fork
+            return self._data_fork(core, raw)[:size]
+        if core.format not in (FORMAT_EXTENTS, FORMAT_BTREE):
+            return Refusal(DAMAGED, f"symlink inode {ino} has data fork format {core.format}")
+        bs = int(self.sb.blocksize)
+        header = SYMLINK_HEADER if self.v5 else 0
+        blocks = -(-size // (bs - header))
+        data = self.read_extents(ino, entry, blocks * bs)
+        if isinstance(data, Refusal):
+            return data
+        pieces = []
+        for at in range(0, len(data), bs):
+            if header and data[at : at + 4] != SYMLINK_MAGIC:
+                what = f"symlink inode {ino}: its block {at // bs} is not a symlink block"
+                return Refusal(DAMAGED, what)
+            pieces.append(data[at + header : at + bs])
+        return b"".join(pieces)[:size]
+
+    @staticmethod
+    def _data_fork(core: cs.Container, raw: bytes) -> bytes:
+        start = CORE_V3 if core.version >= 3 else CORE_V2
+        end = start + 8 * core.forkoff if core.forkoff else len(raw)
+        return raw[start:end]
 
     # -- raw inodes ------------------------------------------------------------------------
 
@@ -169,9 +232,7 @@ class XfsTree(LibyalTree):
             return found
         core, raw = found
         if core.format == FORMAT_LOCAL:
-            start = CORE_V3 if core.version >= 3 else CORE_V2
-            end = start + 8 * core.forkoff if core.forkoff else len(raw)
-            return parse_shortform(raw[start:end], self.ftype, self.limits)
+            return parse_shortform(self._data_fork(core, raw), self.ftype, self.limits)
         if core.format not in (FORMAT_EXTENTS, FORMAT_BTREE):
             return Refusal(DAMAGED, f"directory inode {ino} has data fork format {core.format}")
         extents = self._library(
