@@ -134,7 +134,7 @@ class Ext4Tree(LibyalTree):
         """An extent-mapped inode's extents walked here, from its own bytes, with every check
         of :mod:`~forensics.fs.ext4_extents`; a block-mapped one's as the library lists them;
         none for data kept inside the inode."""
-        raw = self._own_bytes(ino)
+        raw = entry.raw if isinstance(entry, DecodedInode) else self._own_bytes(ino)
         if raw is None:
             return super().extents_of(ino, entry, size)
         if isinstance(raw, Refusal):

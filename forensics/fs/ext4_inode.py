@@ -141,7 +141,7 @@ def decode(raw: bytes, ino: int, block_size: int, volume: Any) -> DecodedInode |
     if flags & FLAG_EXTENTS and not flags & FLAG_INLINE_DATA:
         if root_depth(block) != 0:
             return None  # index blocks, or a damaged root: the library reads or refuses it
-    return DecodedInode(volume, st)
+    return DecodedInode(volume, st, raw)
 
 
 def _time(seconds: int, extra: int, has_extra: bool) -> int:

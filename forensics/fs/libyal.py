@@ -64,11 +64,13 @@ class DecodedInode:
     (``file_mode``, ``size``, ``inode_number``); any other is the library entry's, fetched
     when first asked for."""
 
-    __slots__ = ("_entry", "_volume", "file_mode", "inode_number", "size", "stat")
+    __slots__ = ("_entry", "_volume", "file_mode", "inode_number", "raw", "size", "stat")
 
-    def __init__(self, volume: Any, st: Stat) -> None:
+    def __init__(self, volume: Any, st: Stat, raw: bytes = b"") -> None:
         self._volume = volume
         self._entry: Any = None
+        #: the inode's bytes it was decoded from
+        self.raw = raw
         self.inode_number = st.ino
         self.file_mode = st.mode
         self.size = st.size
