@@ -24,6 +24,7 @@ import construct as cs
 
 from forensics.fs.ext4_extents import root_depth
 from forensics.fs.libyal import DecodedInode
+from forensics.fs.structs import layout_of
 from forensics.fs.tree import Stat
 
 Inode = cs.Struct(
@@ -65,22 +66,7 @@ _KNOWN_TYPES = frozenset(
 )  # fmt: skip
 
 
-def _layout_of(declaration: cs.Struct) -> struct.Struct:
-    """A ``struct`` layout of ``declaration``'s fields (integers, byte strings; padding
-    skipped) for decoding many inodes fast."""
-    codes = []
-    for sub in declaration.subcons:
-        inner = sub.subcon if isinstance(sub, cs.Renamed) else sub
-        if isinstance(inner, cs.FormatField):
-            codes.append(inner.fmtstr[1:])
-        elif sub.name is None:
-            codes.append(f"{sub.sizeof()}x")
-        else:
-            codes.append(f"{sub.sizeof()}s")
-    return struct.Struct("<" + "".join(codes))
-
-
-_INODE = _layout_of(Inode)
+_INODE = layout_of(Inode)
 _WORD = struct.Struct("<I")
 #: where each time's ``_extra`` field (and the birth time) ends in the inode: a field is there
 #: when the inode's extra size reaches it
@@ -174,7 +160,7 @@ XattrEntry = cs.Struct(
     "value_size" / cs.Int32ul,
     "hash" / cs.Int32ul,
 )
-_XATTR = _layout_of(XattrEntry)
+_XATTR = layout_of(XattrEntry)
 
 
 def in_inode_xattr(raw: bytes, name_index: int, name: bytes) -> bytes | None:
