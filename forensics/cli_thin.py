@@ -8,7 +8,8 @@ the ext4 or xfs filesystem inside a device. Exit codes as the rest of the tool: 
 e2fsck exits 8 on a bad magic), 16 usage; ``repair``: 0 nothing to repair, 1 a repaired copy
 written, 4 nothing written, 8.
 
-The group is registered on the main command by ``cli.add_command(thin)``.
+The main command loads the group when it is first asked for (``forensics.cli``'s ``LAZY``):
+numpy and construct load only for ``thin``.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ from forensics.cliutil import (
 )
 
 if TYPE_CHECKING:
+    from forensics.repair.plan_devicemapper import InstallStep
     from forensics.thin.blocks import MetadataFile
     from forensics.thin.files import DeviceTree
     from forensics.thin.pool import Pool
-    from forensics.thin.repair import InstallStep, RepairSummary
+    from forensics.thin.repair import RepairSummary
 
 #: severity of a fatal finding (forensics.thin.findings.ERROR; the thin modules load numpy,
 #: so they are imported only when a thin command runs)
@@ -174,6 +176,7 @@ def ls(metadata: Path, fmt: str) -> int:
 )
 def extract(metadata: Path, data: Path, dev_id: int, image: Path, size: int | None) -> int:
     """Copy thin device --dev out of the pool's DATA file into a sparse raw IMAGE."""
+    from forensics.drivers import DEVICEMAPPER_POOL
     from forensics.thin.extract import ExtractError, docker_recorded_size, extract_device
 
     _check_image_path(image, metadata, data)
@@ -207,7 +210,7 @@ def extract(metadata: Path, data: Path, dev_id: int, image: Path, size: int | No
         else:
             how = (
                 "a guess: the end of its last mapped block, and the device may be larger; "
-                'give --size (Docker records it as "size" in devicemapper/metadata/)'
+                f'give --size (Docker records it as "size" in {DEVICEMAPPER_POOL.records}/)'
             )
         click.echo(
             f"{image}: {result.copied} of {result.mapped} mapped blocks written, "
@@ -279,11 +282,11 @@ def repair(
     """Write a repaired copy of METADATA to the new file OUT: what is readable, salvaged, with
     new space maps; print what was lost and the steps that put the copy in place. METADATA is
     never written."""
+    from forensics.repair.plan_devicemapper import install_steps
     from forensics.thin.repair import (
         NothingSalvageable,
         Overrides,
         RepairError,
-        install_steps,
         write_repaired_copy,
     )
 

@@ -8,13 +8,14 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from forensics.clock import now_iso as now_iso  # re-exported: the commands time their runs
-from forensics.evidence import Evidence, RootError
-from forensics.outfile import check_replaceable
-from forensics.stores.dockerroot import judge_root
+
+if TYPE_CHECKING:  # loaded when a command opens ROOT: ``thin`` never does (a quicker start)
+    from forensics.evidence import Evidence
 
 DEFAULT_ROOT = "/var/lib/docker"
 #: e2fsck's exit codes
@@ -36,6 +37,9 @@ def open_root(root: str, *, record_reads: bool = False) -> Evidence:
     """ROOT opened as evidence, once it is known to be a Docker root that can be read whole:
     a directory that is none (naming any Docker root below it), or one with parts that cannot
     be read, is an operational error rather than an empty, clean report."""
+    from forensics.evidence import Evidence, RootError
+    from forensics.stores.dockerroot import judge_root
+
     try:
         ev = Evidence(root, record_reads=record_reads)
     except RootError as exc:
@@ -49,9 +53,9 @@ def open_root(root: str, *, record_reads: bool = False) -> Evidence:
     return ev
 
 
-def emit(text: str) -> None:
-    """Write the requested output. A reader that went away (``| head``) does not change the exit
-    status: the rest of the output is dropped."""
+def emit(text: str | bytes) -> None:
+    """Write the requested output (text, or bytes as they are). A reader that went away
+    (``| head``) does not change the exit status: the rest of the output is dropped."""
     emit_chunks((text,))
 
 
@@ -59,20 +63,21 @@ def emit(text: str) -> None:
 _EMIT_BATCH = 1 << 16
 
 
-def emit_chunks(chunks: Iterable[str]) -> None:
+def emit_chunks(chunks: Iterable[str | bytes]) -> None:
     """Write the requested output as it is made, in batches: a long document is never held
     whole (as text nor as bytes). A reader that went away ends the writing as :func:`emit`."""
     out = sys.stdout.buffer
-    batch: list[str] = []
+    batch: list[bytes] = []
     size = 0
     try:
         for chunk in chunks:
-            batch.append(chunk)
-            size += len(chunk)
+            data = chunk if isinstance(chunk, bytes) else chunk.encode("utf-8", "backslashreplace")
+            batch.append(data)
+            size += len(data)
             if size >= _EMIT_BATCH:
-                out.write("".join(batch).encode("utf-8", "backslashreplace"))
+                out.write(b"".join(batch))
                 batch, size = [], 0
-        out.write("".join(batch).encode("utf-8", "backslashreplace"))
+        out.write(b"".join(batch))
         sys.stdout.flush()
     except BrokenPipeError:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -85,6 +90,8 @@ def check_output_path(out: Path, root: Path, overwrite: bool) -> None:
     may replace only a regular file, and that only when ``--overwrite`` asks for it: a symlink,
     a device node, a FIFO, a socket or a directory at OUT is refused. Checked before the run,
     and again when the file is moved into place (:mod:`forensics.outfile`)."""
+    from forensics.outfile import check_replaceable
+
     placed = Path(os.path.realpath(out.parent)) / out.name
     for target in (placed, Path(os.path.realpath(out))):  # a symlink at OUT into ROOT, too
         if target == root or root in target.parents:

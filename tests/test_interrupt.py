@@ -3,6 +3,7 @@ on stderr and no traceback."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import select
 import shutil
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import copy_tree
 from inotify_watch import IN_OPEN, Watch
 
 import forensics
@@ -55,9 +57,25 @@ def _interrupt(args: list[str], delay: float) -> subprocess.CompletedProcess[byt
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.005, 0.02, 0.05, 0.1, 0.2])
-def test_ctrl_c_while_starting_or_working_exits_32(sample_master: Path, delay: float) -> None:
-    result = _interrupt(["verify", "--deep", str(sample_master)], delay)
+#: empty container directories added to the sample so that a run lasts (a second or more on a
+#: fast machine), well past the longest delay: the sample alone is checked in a fraction of one
+EXTRA_CONTAINERS = 40_000
+
+
+@pytest.fixture(scope="module")
+def long_root(sample_master: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the sample with EXTRA_CONTAINERS container directories whose config is
+    missing (one finding each): a run that works long enough to be interrupted at any delay."""
+    root = copy_tree(sample_master, tmp_path_factory.mktemp("long") / "docker")
+    containers = root / "containers"
+    for n in range(EXTRA_CONTAINERS):
+        os.mkdir(containers / hashlib.sha256(b"interrupted %d" % n).hexdigest())
+    return root
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.005, 0.02, 0.05, 0.1, 0.2, 0.5])
+def test_ctrl_c_while_starting_or_working_exits_32(long_root: Path, delay: float) -> None:
+    result = _interrupt(["verify", "--deep", str(long_root)], delay)
     assert b"Traceback" not in result.stderr, result.stderr.decode()
     assert result.stderr.endswith(b"docker-forensics: interrupted\n"), result.stderr.decode()
     assert result.returncode == 32

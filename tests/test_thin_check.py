@@ -613,7 +613,7 @@ def test_random_damage_never_raises(pristine: dict[str, Path], tmp_path: Path) -
             pool = read_pool(meta)
             check_pool(pool)
             if pool.usable:
-                "".join(dump_chunks(pool))
+                b"".join(dump_chunks(pool))
                 device_usage(pool)
 
 

@@ -7,13 +7,14 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import thin_fixtures as tf
 from click.testing import CliRunner
 
 from forensics.cli_thin import thin
 from forensics.thin.blocks import MetadataFile
-from forensics.thin.dump import dump_chunks, write_dump
+from forensics.thin.dump import Runs, dump_chunks, mapping_lines, write_dump
 from forensics.thin.pool import read_pool
 
 
@@ -74,10 +75,10 @@ def test_dump_is_byte_identical(fixture: Path) -> None:
 def test_dump_in_runs_of_few_leaves(fixture: Path, leaves: int) -> None:
     """A device's mappings read a few leaves at a time: a range that goes on past the end of a
     run of leaves is still one ``range_mapping``, as thin_dump writes it."""
-    theirs = tf.run_tool("thin_dump", fixture).stdout.decode()
+    theirs = tf.run_tool("thin_dump", fixture).stdout
     with MetadataFile(fixture) as meta:
         pool = read_pool(meta, space_maps=False)
-        assert "".join(dump_chunks(pool, leaves_per_chunk=leaves)) == theirs
+        assert b"".join(dump_chunks(pool, leaves_per_chunk=leaves)) == theirs
 
 
 def test_dump_roundtrips_through_thin_restore(fixture: Path, tmp_path: Path) -> None:
@@ -124,3 +125,24 @@ def test_check_is_clean(fixture: Path) -> None:
         assert flagged == {"superblock.needs-check"} and result.exit_code == 4
     else:
         assert not flagged and result.exit_code == 0, doc["findings"]
+
+
+def test_mapping_lines_write_every_number_as_thin_dump_does() -> None:
+    """The lines are built as a byte matrix: every width of number (0, one digit, 2**64 - 1),
+    single and range lines mixed, each as thin_dump's format writes it."""
+    rng = np.random.default_rng(5)
+    n = 2000
+    big = np.array([0, 9, 10, 99, 100, (1 << 64) - 1, (1 << 40) - 1, 1], dtype=np.uint64)
+    origin = np.concatenate([big, rng.integers(0, 1 << 63, n, dtype=np.uint64)])
+    data = np.concatenate([big[::-1], rng.integers(0, 1 << 40, n, dtype=np.uint64)])
+    length = np.concatenate([big % np.uint64(3) + np.uint64(1), rng.integers(1, 4, n, np.uint64)])
+    stamp = np.concatenate([big % np.uint64(1 << 24), rng.integers(0, 1 << 24, n, np.uint64)])
+    expected = "".join(
+        f'    <single_mapping origin_block="{o}" data_block="{d}" time="{t}"/>\n'
+        if k == 1
+        else f'    <range_mapping origin_begin="{o}" data_begin="{d}" length="{k}" time="{t}"/>\n'
+        for o, d, k, t in zip(
+            origin.tolist(), data.tolist(), length.tolist(), stamp.tolist(), strict=True
+        )
+    )
+    assert mapping_lines(Runs(origin, data, length, stamp)) == expected.encode()

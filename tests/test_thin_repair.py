@@ -25,6 +25,7 @@ from test_thin_check import CASES, Case, derive, pristine  # noqa: F401 (pristin
 
 from forensics.cli_thin import thin
 from forensics.formats import thin as fmt
+from forensics.repair.plan_devicemapper import install_steps
 from forensics.thin.blocks import MetadataFile
 from forensics.thin.check import check_pool
 from forensics.thin.pool import read_pool
@@ -32,7 +33,6 @@ from forensics.thin.repair import (
     NothingSalvageable,
     Overrides,
     RepairError,
-    install_steps,
     salvage_metadata,
     write_repaired_copy,
 )

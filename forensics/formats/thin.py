@@ -13,7 +13,6 @@ converts the kernel's raw-register convention to the ordinary one.
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import construct as cs
@@ -46,10 +45,7 @@ NEEDS_CHECK = 1
 INTERNAL_NODE = 1
 LEAF_NODE = 2
 
-NODE_HEADER_SIZE = 32
-ENTRIES_PER_BITMAP = (BLOCK_SIZE - 16) * 4  # 16320 two-bit entries after a 16-byte header
 MAX_METADATA_BITMAPS = 255
-MAX_METADATA_BLOCKS = MAX_METADATA_BITMAPS * ENTRIES_PER_BITMAP
 MAX_DEV_ID = (1 << 24) - 1
 TIME_BITS = 24
 TIME_MASK = (1 << TIME_BITS) - 1
@@ -85,6 +81,8 @@ Superblock = cs.Struct(
     "incompat_flags" / cs.Int32ul,
 )
 
+#: a btree node: this header, then ``max_entries`` keys, then ``max_entries`` values (of the
+#: tree's value size); the first ``nr_entries`` of each are in use
 NodeHeader = cs.Struct(
     "csum" / cs.Int32ul,
     "flags" / cs.Int32ul,
@@ -94,8 +92,16 @@ NodeHeader = cs.Struct(
     "value_size" / cs.Int32ul,
     "padding" / cs.Int32ul,
 )
+#: a key of every btree (a virtual block, a device id, a bitmap or block number)
+NodeKey = cs.Int64ul
+#: the value of an internal node and of the top level of the mapping tree: a child's block
+ChildPointer = cs.Int64ul
+#: the value of the bottom level of the mapping tree: ``data_block << TIME_BITS | time``
+BlockTime = cs.Int64ul
+#: the value of a ref-count tree: a block's count, when it is 3 or more
+RefCount = cs.Int32ul
 
-#: value of the device details tree
+#: the value of the device details tree
 DeviceDetails = cs.Struct(
     "mapped_blocks" / cs.Int64ul,
     "transaction_id" / cs.Int64ul,
@@ -120,33 +126,79 @@ MetadataIndex = cs.Struct(
     "entries" / cs.Array(MAX_METADATA_BITMAPS, IndexEntry),
 )
 
+#: a space-map bitmap block: this header, then two bits per block to the end of the block
 BitmapHeader = cs.Struct(
     "csum" / cs.Int32ul,
     "not_used" / cs.Int32ul,
     "blocknr" / cs.Int64ul,
 )
 
-assert Superblock.sizeof() == SUPERBLOCK_USED
-assert NodeHeader.sizeof() == NODE_HEADER_SIZE
-assert MetadataIndex.sizeof() <= BLOCK_SIZE
-assert BitmapHeader.sizeof() + ENTRIES_PER_BITMAP // 4 == BLOCK_SIZE
 
-#: block_time values of the bottom mapping level
-BLOCK_TIME_SIZE = 8
+def field_offset(declaration: cs.Struct, name: str) -> int:
+    """Where field ``name`` of the struct ``declaration`` starts."""
+    offset = 0
+    for sub in declaration.subcons:
+        if sub.name == name:
+            return offset
+        offset += sub.sizeof()
+    raise KeyError(name)
+
+
+def field_size(declaration: cs.Struct, name: str) -> int:
+    (sub,) = [sub for sub in declaration.subcons if sub.name == name]
+    return int(sub.sizeof())
+
+
+# -- offsets, each from its declaration -----------------------------------------------------------
+
+NODE_HEADER_SIZE = NodeHeader.sizeof()
+KEY_SIZE = NodeKey.sizeof()
+#: where a node's keys start, in bytes and in 64-bit words (they follow the header)
+NODE_KEYS_OFFSET = NODE_HEADER_SIZE
+NODE_KEYS_WORD = NODE_KEYS_OFFSET // KEY_SIZE
+#: every metadata block starts with its checksum, which covers the rest of the block
+CSUM_SIZE = field_size(NodeHeader, "csum")
+#: every metadata block holds its own block number here (all the headers agree)
+BLOCKNR_OFFSET = field_offset(NodeHeader, "blocknr")
+BLOCKNR_SIZE = field_size(NodeHeader, "blocknr")
+#: the metadata space map index's entries, and a bitmap's two-bit entries
+INDEX_ENTRIES_OFFSET = field_offset(MetadataIndex, "entries")
+BITMAP_ENTRIES_OFFSET = BitmapHeader.sizeof()
+ENTRIES_PER_BITMAP = (BLOCK_SIZE - BITMAP_ENTRIES_OFFSET) * 4  # 16320 two-bit entries
+MAX_METADATA_BLOCKS = MAX_METADATA_BITMAPS * ENTRIES_PER_BITMAP
+BLOCK_TIME_SIZE = BlockTime.sizeof()
+
+assert Superblock.sizeof() == SUPERBLOCK_USED
+assert NODE_HEADER_SIZE == 32 and NODE_HEADER_SIZE % KEY_SIZE == 0
+assert MetadataIndex.sizeof() <= BLOCK_SIZE
+assert all(
+    field_offset(header, "blocknr") == BLOCKNR_OFFSET
+    for header in (Superblock, NodeHeader, MetadataIndexHeader, BitmapHeader)
+)
+assert all(
+    field_size(header, "csum") == CSUM_SIZE and field_offset(header, "csum") == 0
+    for header in (Superblock, NodeHeader, MetadataIndexHeader, BitmapHeader)
+)
+
 #: value sizes of the trees, as written in their nodes
 VALUE_SIZE = {
-    "internal": 8,
-    "top-level": 8,
+    "internal": ChildPointer.sizeof(),
+    "top-level": ChildPointer.sizeof(),
     "mapping": BLOCK_TIME_SIZE,
     "details": DeviceDetails.sizeof(),
     "data-index": IndexEntry.sizeof(),
-    "ref-count": 4,
+    "ref-count": RefCount.sizeof(),
 }
 
 
 def max_entries(value_size: int) -> int:
     """The ``max_entries`` that the kernel and the tools write for a node of ``value_size``."""
-    return ((BLOCK_SIZE - NODE_HEADER_SIZE) // (8 + value_size)) // 3 * 3
+    return ((BLOCK_SIZE - NODE_HEADER_SIZE) // (KEY_SIZE + value_size)) // 3 * 3
+
+
+def node_values_offset(max_entries: Any) -> Any:
+    """Where a node's values start: after its ``max_entries`` keys (a number or an array)."""
+    return NODE_KEYS_OFFSET + KEY_SIZE * max_entries
 
 
 # -- the checksum rule --------------------------------------------------------------------------
@@ -154,11 +206,16 @@ def max_entries(value_size: int) -> int:
 
 def block_checksum(block: bytes, xor: int) -> int:
     """The checksum that a block of the type of ``xor`` must store in its first four bytes."""
-    return google_crc32c.value(bytes(block[4:BLOCK_SIZE])) ^ 0xFFFFFFFF ^ xor
+    return google_crc32c.value(bytes(block[CSUM_SIZE:BLOCK_SIZE])) ^ 0xFFFFFFFF ^ xor
 
 
 def stored_checksum(block: bytes) -> int:
-    return int(struct.unpack_from("<I", block, 0)[0])
+    return int.from_bytes(block[:CSUM_SIZE], "little")
+
+
+def stored_blocknr(block: bytes) -> int:
+    """The block number that a metadata block (of any type) holds."""
+    return int.from_bytes(block[BLOCKNR_OFFSET : BLOCKNR_OFFSET + BLOCKNR_SIZE], "little")
 
 
 def checksum_ok(block: bytes, xor: int) -> bool:
@@ -176,7 +233,7 @@ def block_type(block: bytes) -> str | None:
 
 def seal_block(block: bytearray, xor: int) -> None:
     """Write the checksum of ``block`` (4096 bytes) into its first four bytes, in place."""
-    struct.pack_into("<I", block, 0, block_checksum(bytes(block), xor))
+    block[:CSUM_SIZE] = block_checksum(bytes(block), xor).to_bytes(CSUM_SIZE, "little")
 
 
 # -- bulk decoding from the declarations ----------------------------------------------------------
@@ -227,7 +284,6 @@ NODE_BLOCK_DTYPE = numpy_dtype(NodeHeader, BLOCK_SIZE)
 BITMAP_BLOCK_DTYPE = numpy_dtype(BitmapHeader, BLOCK_SIZE)
 DETAILS_DTYPE = numpy_dtype(DeviceDetails)
 INDEX_ENTRY_DTYPE = numpy_dtype(IndexEntry)
-NODE_HEADER_STRUCT = struct.Struct("<" + "".join(s.subcon.fmtstr[1:] for s in NodeHeader.subcons))
 
 #: 2-bit bitmap entries → reference count. The first bit of each pair is the *high* bit of the
 #: count, so the pair read as a little-endian number gives 0→0, 1→2, 2→1, 3→"3 or more".
@@ -236,12 +292,16 @@ BITMAP_RAW_TO_COUNT = np.array([0, 2, 1, 3], dtype=np.uint8)
 COUNT_TO_BITMAP_RAW = np.array([0, 2, 1, 3], dtype=np.uint8)
 
 
+#: each byte of a bitmap → the counts of its four entries, lowest bits first
+_BYTE_TO_COUNTS = BITMAP_RAW_TO_COUNT[
+    (np.arange(256, dtype=np.uint8)[:, None] >> np.array([0, 2, 4, 6], dtype=np.uint8)) & 3
+]
+
+
 def decode_bitmaps(areas: np.ndarray) -> np.ndarray:
     """Counts (0, 1, 2, or 3 meaning "look in the ref-count tree") of the bitmap entry areas
-    ``areas`` (shape ``(n, 4080)`` uint8: the blocks without their 16-byte header)."""
-    shifts = np.array([0, 2, 4, 6], dtype=np.uint8)
-    raw = (areas[..., None] >> shifts) & 3
-    return BITMAP_RAW_TO_COUNT[raw.reshape(areas.shape[0], -1)]
+    ``areas`` (shape ``(n, 4080)`` uint8: the blocks from ``BITMAP_ENTRIES_OFFSET`` on)."""
+    return _BYTE_TO_COUNTS[areas].reshape(areas.shape[0], -1)
 
 
 def parse_superblock(block: bytes) -> cs.Container:

@@ -1,15 +1,21 @@
 """devicemapper in a repair plan: the thin device behind a record, mount points without a
 record, a pending transaction settled, and a repaired copy of damaged pool metadata. The pool's
-metadata is never written."""
+metadata is never written: the steps that put a repaired copy in place on a Docker host
+(:func:`install_steps`, also printed by ``thin repair``) are left to the operator."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from forensics.drivers import DEVICEMAPPER_POOL
 from forensics.repair.actions import POOL_COPY, Action
 from forensics.repair.planbase import PlannerBase, plural, reason_of
 
-TRANSACTION_FILE = "devicemapper/metadata/transaction-metadata"
+THIN = DEVICEMAPPER_POOL
+TRANSACTION_FILE = THIN.transaction
 
 
 class DeviceMapperPlanning(PlannerBase):
@@ -19,7 +25,7 @@ class DeviceMapperPlanning(PlannerBase):
         """For a device record: the thin device it names, which stays in the pool."""
         device = self.host.devices.get(name)
         ds = self.host.deviceset
-        if self.base != "devicemapper" or device is None or device.device_id is None:
+        if self.layout.thin is None or device is None or device.device_id is None:
             return {}
         pool = ds.pool if ds is not None else None
         if pool is None or not pool.readable or device.device_id not in pool.devices:
@@ -60,7 +66,8 @@ class DeviceMapperPlanning(PlannerBase):
             return []
         checks = sorted({f.check for f in findings})
         actions = []
-        record = f"devicemapper/metadata/{ds.transaction_hash}" if ds.transaction_hash else None
+        thin = self.layout.thin
+        record = thin.record(ds.transaction_hash) if thin and ds.transaction_hash else None
         if record and self._kind(record) == "file" and record not in planned:
             actions.append(
                 Action(
@@ -98,7 +105,7 @@ class DeviceMapperPlanning(PlannerBase):
         if not findings or ds is None or ds.pool is None:
             return []
         path = ds.pool.path
-        from forensics.repair.poolcopy import PoolCopyError, install_steps, salvage_pool
+        from forensics.repair.poolcopy import PoolCopyError, salvage_pool
 
         if self._kind(path) != "file":
             for f in findings:
@@ -141,3 +148,64 @@ class DeviceMapperPlanning(PlannerBase):
                 details=details,
             )
         ]
+
+
+# -- putting a repaired copy of the pool's metadata in place -------------------------------------
+
+#: where Docker keeps a loop-lvm pool's metadata (under its default root)
+DOCKER_METADATA = Path("/var/lib/docker", THIN.pool_metadata)
+#: the pool metadata file's path in a Docker root, as components
+_POOL_METADATA_PARTS = tuple(THIN.pool_metadata.split("/"))
+
+
+@dataclass(frozen=True)
+class InstallStep:
+    """One step of putting a repaired copy in place: what to do, and a command for it."""
+
+    what: str
+    command: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+def install_steps(
+    metadata: str | os.PathLike[str], out: str | os.PathLike[str]
+) -> list[InstallStep]:
+    """The steps that put the repaired copy ``out`` in place of the pool's metadata, for a
+    Docker devicemapper pool. ``metadata`` names the pool's metadata file when it is Docker's
+    (``…/devicemapper/devicemapper/metadata``); for a copy of it, Docker's default path is
+    shown."""
+    source = Path(metadata).absolute()
+    docker = source.parts[-len(_POOL_METADATA_PARTS) :] == _POOL_METADATA_PARTS
+    target = source if docker else DOCKER_METADATA
+    data = target.with_name(THIN.data_name)
+    copy = Path(out).absolute()
+    return [
+        InstallStep(
+            "Stop the Docker daemon (and anything else that uses the pool)", "systemctl stop docker"
+        ),
+        InstallStep(
+            "If the pool is still active, remove its thin devices, then the pool itself "
+            "(Docker names them docker-MAJ:MIN-INODE-*)",
+            "dmsetup ls --target thin; dmsetup ls --target thin-pool; dmsetup remove NAME",
+        ),
+        InstallStep(
+            "Detach the loop devices of a loop-lvm pool",
+            f"losetup -j {target}; losetup -j {data}; losetup -d /dev/loopN",
+        ),
+        InstallStep(
+            "Keep the original metadata",
+            f"cp --sparse=always {target} {target}.before-repair",
+        ),
+        InstallStep(
+            "Put the repaired copy in place (for a direct-lvm pool, write it to a new volume "
+            "and swap it in: lvconvert --thinpool VG/POOL --poolmetadata VG/NEW)",
+            f"cp --sparse=always {copy} {target}",
+        ),
+        InstallStep("Check it", f"thin_check {target}"),
+        InstallStep(
+            "Start the Docker daemon, then compare Docker's records with the pool",
+            f"systemctl start docker; docker-forensics verify {target.parents[2]}",
+        ),
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from forensics.drivers import DEVICEMAPPER_POOL
 from forensics.model import Host
 from forensics.repair.fsops import write_new_file
 from forensics.thin.repair import (
@@ -20,7 +21,6 @@ from forensics.thin.repair import (
     RepairError,
     RepairSummary,
     Salvage,
-    install_steps,
     salvage_metadata,
 )
 from forensics.thin.write import WriteError, encode_metadata
@@ -28,7 +28,7 @@ from forensics.thin.write import WriteError, encode_metadata
 #: Docker's default thin pool block size (dm.blocksize=64K), in 512-byte sectors
 DOCKER_BLOCK_SECTORS = 128
 
-__all__ = ["PoolCopyError", "install_steps", "salvage_pool", "write_pool_copy"]
+__all__ = ["PoolCopyError", "salvage_pool", "write_pool_copy"]
 
 
 class PoolCopyError(Exception):
@@ -75,7 +75,7 @@ def write_pool_copy(
 def _overrides(host: Host) -> Overrides | None:
     ds = host.deviceset
     ids = [d.transaction_id for d in host.devices.values() if d.transaction_id is not None]
-    data = ds.pool_files.get("data") if ds is not None else None
+    data = ds.pool_files.get(DEVICEMAPPER_POOL.data_name) if ds is not None else None
     if not ids or data is None or not data.size:
         return None
     return Overrides(

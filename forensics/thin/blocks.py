@@ -23,6 +23,20 @@ import numpy as np
 from forensics.formats import thin as fmt
 
 _DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
+#: how far from a page read the kernel may map others (``fault_around_bytes``, 64 KiB)
+_FAULT_AROUND = 64 * 1024
+#: 64-bit words in a block, as :attr:`MetadataFile.words` sees the file
+WORDS_PER_BLOCK = fmt.BLOCK_SIZE // 8
+#: 32-bit words in a block: a block's checksum (the first field of every header) is word 0
+_WORDS32_PER_BLOCK = fmt.BLOCK_SIZE // fmt.CSUM_SIZE
+
+
+def fd_size(fd: int) -> int:
+    """The size of the file or block device open as ``fd``."""
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode):
+        return st.st_size
+    return os.lseek(fd, 0, os.SEEK_END)  # a block device: its size is where its end is
 
 
 class MetadataOpenError(Exception):
@@ -60,12 +74,9 @@ class MetadataFile:
 
     @staticmethod
     def _size(fd: int) -> int:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
             raise OSError(21, "is a directory")
-        if stat.S_ISREG(st.st_mode):
-            return st.st_size
-        return os.lseek(fd, 0, os.SEEK_END)  # a block device: its size is where its end is
+        return fd_size(fd)
 
     def __enter__(self) -> MetadataFile:
         return self
@@ -87,10 +98,19 @@ class MetadataFile:
                 pass
             self._map = None
 
-    def release(self) -> None:
-        """Hand the pages read so far back to the page cache (reads after this still work)."""
-        if self._map is not None and _DONTNEED is not None:
+    def release(self, first: int | None = None, end: int | None = None) -> None:
+        """Hand the pages read so far back to the page cache (reads after this still work):
+        all of them, or those of blocks ``first..end-1`` and the pages that the kernel's
+        fault-around mapped beside them (a range is quicker to hand back than the whole map)."""
+        if self._map is None or _DONTNEED is None:
+            return
+        if first is None or end is None:
             self._map.madvise(_DONTNEED)
+            return
+        start = max(0, first * fmt.BLOCK_SIZE - _FAULT_AROUND) // mmap.PAGESIZE * mmap.PAGESIZE
+        stop = min(self.size, end * fmt.BLOCK_SIZE + _FAULT_AROUND)
+        if stop > start:
+            self._map.madvise(_DONTNEED, start, stop - start)
 
     def contains(self, blocknr: int) -> bool:
         return 0 <= blocknr < self.nr_blocks
@@ -113,13 +133,14 @@ class MetadataFile:
         return fmt.checksum_ok(self.block(blocknr), xor)
 
     def checksums_ok(self, blocks: np.ndarray, xor: int) -> np.ndarray:
-        """The checksum verdict of each block in ``blocks`` (all inside the file)."""
-        assert self._map is not None or blocks.size == 0
-        mm = self._map
-        out = np.empty(blocks.size, dtype=bool)
+        """The checksum verdict of each block in ``blocks`` (all inside the file): the stored
+        checksums read at once, each block's computed over a row of :attr:`bytes` (a view, not
+        a copy; the C extension takes numpy arrays, not memoryviews of the map)."""
+        blocks = np.asarray(blocks, dtype=np.int64)
+        stored = self.words32[blocks * _WORDS32_PER_BLOCK]
+        body = self.bytes[:, fmt.CSUM_SIZE :]
         value = fmt.google_crc32c.value
-        for i, b in enumerate(blocks.tolist()):
-            start = b * fmt.BLOCK_SIZE
-            stored = int.from_bytes(mm[start : start + 4], "little")  # type: ignore[index]
-            out[i] = stored == value(mm[start + 4 : start + fmt.BLOCK_SIZE]) ^ 0xFFFFFFFF ^ xor  # type: ignore[index]
-        return out
+        computed = np.fromiter(
+            (value(body[b]) for b in blocks.tolist()), dtype=np.uint32, count=blocks.size
+        )
+        return stored == (computed ^ np.uint32(0xFFFFFFFF ^ xor))

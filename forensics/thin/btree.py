@@ -26,18 +26,41 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from forensics.formats import thin as fmt
-from forensics.thin.blocks import MetadataFile
+from forensics.thin.blocks import WORDS_PER_BLOCK, MetadataFile
 from forensics.thin.findings import Findings
+from forensics.thin.node import (
+    INTERNAL,
+    NodeError,
+    NodeRule,
+    describe,
+    keys_ascend,
+    keys_within,
+    leaf_rule,
+    node_error,
+    node_errors,
+    unordered_rows,
+)
 
 KEY_MAX = (1 << 64) - 1
 
 MAX_DEPTH = 16
-WORDS_PER_BLOCK = fmt.BLOCK_SIZE // 8
-HEADER_WORDS = fmt.NODE_HEADER_SIZE // 8
+
+
+def keys_at(blocks: Any) -> Any:
+    """Where the keys of nodes ``blocks`` start in the file's 64-bit words."""
+    return blocks * WORDS_PER_BLOCK + fmt.NODE_KEYS_WORD
+
+
+def values_at(blocks: Any, width: Any, value_size: int) -> Any:
+    """Where the values of nodes ``blocks`` (``width`` keys each) start, in units of
+    ``value_size``: 64-bit words for 8-byte values, 32-bit words for 4-byte ones, bytes else."""
+    start = blocks * fmt.BLOCK_SIZE + fmt.node_values_offset(width)
+    return start // value_size if value_size in (4, 8) else start
 
 
 @dataclass(frozen=True)
@@ -90,11 +113,6 @@ class Forest:
         return self.internal_nodes | set(self.walked_leaves.tolist())
 
     @property
-    def leaf_start(self) -> np.ndarray:
-        """Where each leaf's entries start in :attr:`keys`/:attr:`values`."""
-        return np.cumsum(self.leaf_nr) - self.leaf_nr
-
-    @property
     def keys(self) -> np.ndarray:
         """The keys of every distinct leaf, flat (for small trees: it gathers them all)."""
         return self._all_entries[0]
@@ -128,27 +146,56 @@ class Forest:
     def gather(self, leaves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keys and values of ``leaves`` (indices of distinct leaves), flat, in that order; the
         file's pages are released every ``READ_RUN`` leaves."""
+        keys, values = self._collect(leaves, with_keys=True)
+        assert keys is not None
+        return keys, values
+
+    def values_of(self, leaves: np.ndarray) -> np.ndarray:
+        """The values of ``leaves``, as :meth:`gather` (the keys are not read)."""
+        return self._collect(leaves, with_keys=False)[1]
+
+    def _collect(
+        self, leaves: np.ndarray, *, with_keys: bool
+    ) -> tuple[np.ndarray | None, np.ndarray]:
         if leaves.size <= READ_RUN:
-            out = self._gather_run(leaves)
-            self.meta.release()
+            out = self._gather_run(leaves, with_keys)
+            self._release(leaves)
             return out
         total = int(self.leaf_nr[leaves].sum())
-        keys = np.empty(total, dtype=np.uint64)
+        keys = np.empty(total, dtype=np.uint64) if with_keys else None
         values = np.empty(total, dtype=_value_dtype(self.value_size))
         at = 0
         for i in range(0, leaves.size, READ_RUN):
-            run_keys, run_values = self._gather_run(leaves[i : i + READ_RUN])
-            keys[at : at + run_keys.size] = run_keys
-            values[at : at + run_keys.size] = run_values
-            at += run_keys.size
-            self.meta.release()
+            run = leaves[i : i + READ_RUN]
+            run_keys, run_values = self._gather_run(run, with_keys)
+            if keys is not None and run_keys is not None:
+                keys[at : at + run_keys.size] = run_keys
+            values[at : at + run_values.size] = run_values
+            at += run_values.size
+            self._release(run)
         return keys, values
 
-    def _gather_run(self, leaves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        blocks, nr = self.leaf_blocks[leaves], self.leaf_nr[leaves]
-        keys = self.meta.words[_segments(blocks * WORDS_PER_BLOCK + HEADER_WORDS, nr)]
-        values = gather_values(self.meta, self.value_size, blocks, self.leaf_width[leaves], nr)
-        return keys, values
+    def _gather_run(
+        self, leaves: np.ndarray, with_keys: bool
+    ) -> tuple[np.ndarray | None, np.ndarray]:
+        return leaf_entries(
+            self.meta,
+            self.leaf_blocks[leaves],
+            self.leaf_width[leaves],
+            self.leaf_nr[leaves],
+            self.value_size,
+            with_keys=with_keys,
+        )
+
+    def _release(self, leaves: np.ndarray) -> None:
+        """Hand back the pages of the blocks of ``leaves`` just read."""
+        if leaves.size:
+            blocks = self.leaf_blocks[leaves]
+            self.meta.release(int(blocks.min()), int(blocks.max()) + 1)
+
+    def first_keys(self, leaves: np.ndarray) -> np.ndarray:
+        """The first key of each of ``leaves`` (indices of distinct leaves holding entries)."""
+        return self.meta.words[keys_at(self.leaf_blocks[leaves].astype(np.int64))]
 
     def entries(self, owner: int) -> tuple[np.ndarray, np.ndarray]:
         """Keys and values of tree ``owner``, in key order."""
@@ -169,19 +216,15 @@ class Forest:
             keys, values = self.gather(np.arange(part.start, part.stop))
             yield part, keys, values
 
+    def value_chunks(self, size: int = CHUNK_LEAVES) -> Iterator[tuple[slice, np.ndarray]]:
+        """As :meth:`chunks`, without the keys."""
+        for start in range(0, self.leaf_nr.size, size):
+            part = slice(start, min(start + size, self.leaf_nr.size))
+            yield part, self.values_of(np.arange(part.start, part.stop))
+
     def chunk_leaf_of_entry(self, part: slice) -> np.ndarray:
         """For each entry of the run ``part`` of :meth:`chunks`, the index of its leaf."""
         return np.repeat(np.arange(part.start, part.stop), self.leaf_nr[part])
-
-
-def _segments(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The concatenation of ``arange(s, s + n)`` for each start and length, without a loop."""
-    lengths = lengths.astype(np.int64)
-    total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.cumsum(lengths) - lengths
-    return np.repeat(starts.astype(np.int64) - offsets, lengths) + np.arange(total)
 
 
 @dataclass
@@ -312,7 +355,7 @@ class ForestWalker:
         memo = self._memo.get(block)
         if memo is not None:
             first, last = self._memo_keys[block]
-            if first < lo or last > hi:
+            if not keys_within(first, last, lo, hi):
                 what = (
                     f"shares btree node {block}, whose keys {first}..{last} lie outside the "
                     f"range {key_range(lo, hi)} its parent gives"
@@ -341,36 +384,33 @@ class ForestWalker:
         self._nodes += 1
         self._seen.add(block)
         self._visited.add(block)
-        problem = self._header_problem(block, root=root, internal=True)
-        base = block * WORDS_PER_BLOCK
+        problem = self._header_problem(block, root=root)
         nr = int(self.meta.headers["nr_entries"][block])
         width = int(self.meta.headers["max_entries"][block])
-        if problem is None and nr == 0:  # an empty tree is an empty leaf, never this
-            problem = "node.nr-entries", f"internal btree node {block} has no entries"
         if problem is None:
-            keys = self.meta.words[base + HEADER_WORDS : base + HEADER_WORDS + nr]
+            start = keys_at(block)
+            keys = self.meta.words[start : start + nr]
             problem = _key_problem(keys, lo, hi)
         if problem is not None:
             self._bad(problem[0], owner, block, lo, hi, problem[1])
             return
-        children = self.meta.words[base + HEADER_WORDS + width : base + HEADER_WORDS + width + nr]
-        children = children.astype(np.int64)
+        start = values_at(block, width, fmt.ChildPointer.sizeof())
+        children = self.meta.words[start : start + nr].astype(np.int64)
         self._references.append(children)
         self._note_read(nr)
         start, dstart = len(self._refs), len(self._damage)
         inside = (children >= 0) & (children < self.limit)
         flags = np.zeros(nr, dtype=np.uint32)
         flags[inside] = self.meta.headers["flags"][children[inside]]
-        plain = not self._seen_any(children) and not (
-            self.stop_at and any(c in self.stop_at for c in children.tolist())
-        )
+        child_list = children.tolist()
+        plain = self._seen.isdisjoint(child_list) and self.stop_at.isdisjoint(child_list)
         if inside.all() and not (flags & fmt.INTERNAL_NODE).any() and plain:
             child_hi = np.append(keys[1:] - np.uint64(1), np.uint64(hi))
             self._refs.add_run(children, keys.copy(), child_hi, owner)
         else:
             child_lo = keys.tolist()
             child_hi_list = [k - 1 for k in child_lo[1:]] + [hi]
-            for child, clo, chi in zip(children.tolist(), child_lo, child_hi_list, strict=True):
+            for child, clo, chi in zip(child_list, child_lo, child_hi_list, strict=True):
                 self._child(owner, child, clo, chi, root=False, depth=depth + 1)
         if self.share:
             self._memo[block] = (start, len(self._refs), dstart, len(self._damage))
@@ -383,18 +423,12 @@ class ForestWalker:
             self.meta.release()
             self._read_since_release = 0
 
-    def _seen_any(self, children: np.ndarray) -> bool:
-        return bool(self._seen) and any(c in self._seen for c in children.tolist())
-
-    def _header_problem(self, block: int, *, root: bool, internal: bool) -> tuple[str, str] | None:
-        h = self.meta.headers[block]
-        if not self.meta.checksum_ok(block, fmt.BTREE_CSUM_XOR):
-            return "node.checksum", f"bad checksum in btree node {block}{_kind(self.meta, block)}"
-        flags, nr, width = int(h["flags"]), int(h["nr_entries"]), int(h["max_entries"])
-        expected = 8 if internal else self.value_size
-        return _node_problem(
-            block, int(h["blocknr"]), flags, nr, width, int(h["value_size"]), expected, root
-        )
+    def _header_problem(self, block: int, *, root: bool) -> tuple[str, str] | None:
+        """The check id and message of what internal node ``block`` fails, if anything."""
+        error = node_error(self.meta, block, INTERNAL, root=root)
+        if error == NodeError.NONE:
+            return None
+        return error.check, describe(self.meta, block, error, INTERNAL)
 
     def _bad(self, check: str, owner: int, block: int, lo: int, hi: int, what: str) -> None:
         self._damage.append(Damage(owner, block, lo, hi))
@@ -412,7 +446,7 @@ class ForestWalker:
         uniq, inverse = np.unique(block, return_inverse=True)
         all_root = np.ones(uniq.size, dtype=bool)
         np.logical_and.at(all_root, inverse, is_root)
-        leaves = _LeafScan.of(self.meta, self.value_size, uniq, all_root)
+        leaves = _LeafScan.of(self.meta, leaf_rule(self.value_size), uniq, all_root)
         self._report_bad_headers(leaves, uniq, inverse, owner, lo, hi)
         self._report_key_order(leaves, uniq, inverse, owner, lo, hi)
         leaf_ok = leaves.sane & leaves.ordered
@@ -479,28 +513,11 @@ class ForestWalker:
         lo: np.ndarray,
         hi: np.ndarray,
     ) -> None:
-        headers = self.meta.headers
         for u in np.flatnonzero(~leaves.sane).tolist():
             b = int(uniq[u])
-            if not leaves.checksum_ok[u]:
-                problem: tuple[str, str] | None = (
-                    "node.checksum",
-                    f"bad checksum in btree node {b}{_kind(self.meta, b)}",
-                )
-            else:
-                problem = _node_problem(
-                    b,
-                    int(headers["blocknr"][b]),
-                    int(headers["flags"][b]),
-                    int(headers["nr_entries"][b]),
-                    int(headers["max_entries"][b]),
-                    int(headers["value_size"][b]),
-                    self.value_size,
-                    bool(leaves.all_root[u]),
-                    leaf=True,
-                )
-            assert problem is not None
-            self._report_leaf(problem[0], u, uniq, inverse, owner, lo, hi, problem[1])
+            error = NodeError(int(leaves.errors[u]))
+            what = describe(self.meta, b, error, leaves.rule)
+            self._report_leaf(error.check, u, uniq, inverse, owner, lo, hi, what)
 
     def _report_key_order(
         self,
@@ -528,7 +545,7 @@ class ForestWalker:
         has = leaves.nr[inverse] > 0
         first = leaves.first[inverse]
         last = leaves.last[inverse]
-        ok = ~has | ((first >= lo) & (last <= hi))
+        ok = ~has | keys_within(first, last, lo, hi)
         for r in np.flatnonzero(~ok).tolist():
             b = int(uniq[inverse[r]])
             d = Damage(int(owner[r]), b, int(lo[r]), int(hi[r]))
@@ -571,12 +588,12 @@ class ForestWalker:
 
 @dataclass
 class _LeafScan:
-    """What phase 2 learns of each distinct leaf, read ``READ_RUN`` leaves at a time: the
-    header checks, the number of entries and width, whether the keys ascend, the first and
-    last key."""
+    """What phase 2 learns of each distinct leaf, read ``READ_RUN`` leaves at a time: the first
+    check its header fails (:class:`NodeError`), the number of entries and width, whether the
+    keys ascend, the first and last key."""
 
-    checksum_ok: np.ndarray
-    sane: np.ndarray
+    rule: NodeRule
+    errors: np.ndarray
     all_root: np.ndarray
     nr: np.ndarray
     width: np.ndarray
@@ -584,14 +601,18 @@ class _LeafScan:
     first: np.ndarray
     last: np.ndarray
 
+    @property
+    def sane(self) -> np.ndarray:
+        return self.errors == NodeError.NONE
+
     @classmethod
     def of(
-        cls, meta: MetadataFile, value_size: int, uniq: np.ndarray, all_root: np.ndarray
+        cls, meta: MetadataFile, rule: NodeRule, uniq: np.ndarray, all_root: np.ndarray
     ) -> _LeafScan:
         n = uniq.size
         scan = cls(
-            checksum_ok=np.zeros(n, dtype=bool),
-            sane=np.zeros(n, dtype=bool),
+            rule=rule,
+            errors=np.zeros(n, dtype=np.uint8),
             all_root=all_root,
             nr=np.zeros(n, dtype=np.int64),
             width=np.zeros(n, dtype=np.int64),
@@ -600,65 +621,77 @@ class _LeafScan:
             last=np.zeros(n, dtype=np.uint64),
         )
         for start in range(0, n, READ_RUN):
-            scan._read(meta, value_size, uniq, slice(start, min(start + READ_RUN, n)))
-            meta.release()
+            part = slice(start, min(start + READ_RUN, n))
+            scan._read(meta, uniq, part)
+            meta.release(int(uniq[part.start]), int(uniq[part.stop - 1]) + 1)  # uniq ascends
         return scan
 
-    def _read(self, meta: MetadataFile, value_size: int, uniq: np.ndarray, part: slice) -> None:
+    def _read(self, meta: MetadataFile, uniq: np.ndarray, part: slice) -> None:
         blocks = uniq[part]
-        ok = meta.checksums_ok(blocks, fmt.BTREE_CSUM_XOR)
-        headers = meta.headers  # gather field by field: a whole item is a 4 KiB block
-        h = {name: headers[name][blocks] for name in _HEADER_FIELDS}
-        sane = (
-            ok
-            & (h["blocknr"] == blocks.astype(np.uint64))
-            & (h["flags"] == fmt.LEAF_NODE)
-            & (h["value_size"] == value_size)
-            & (h["max_entries"].astype(np.int64) * (8 + value_size) + 32 <= fmt.BLOCK_SIZE)
-            & (h["max_entries"] % 3 == 0)
-            & (h["nr_entries"] <= h["max_entries"])
-            & (self.all_root[part] | (h["nr_entries"] >= h["max_entries"] // 3))
-        )
-        nr = np.where(sane, h["nr_entries"], 0).astype(np.int64)
-        self.checksum_ok[part], self.sane[part], self.nr[part] = ok, sane, nr
+        errors, h = node_errors(meta, blocks, self.rule, self.all_root[part])
+        nr = np.where(errors == NodeError.NONE, h["nr_entries"], 0)
+        self.errors[part], self.nr[part] = errors, nr
         self.width[part] = h["max_entries"]
-        keys = meta.words[_segments(blocks * WORDS_PER_BLOCK + HEADER_WORDS, nr)]
-        if keys.size == 0:
+        take = int(nr.max()) if nr.size else 0
+        if take == 0:
             return
-        leaf = np.repeat(np.arange(blocks.size), nr)
-        bad = np.flatnonzero((keys[1:] <= keys[:-1]) & (leaf[1:] == leaf[:-1]))
-        self.ordered[part][np.unique(leaf[bad + 1])] = False
-        end = np.cumsum(nr)
-        has = nr > 0
-        self.first[part][has] = keys[(end - nr)[has]]
-        self.last[part][has] = keys[end[has] - 1]
+        keys = _window(meta, blocks, fmt.NODE_KEYS_OFFSET, take, _KEY_DTYPE)
+        self.ordered[part] = ~unordered_rows(keys, nr)
+        has = np.flatnonzero(nr > 0)
+        self.first[part][has] = keys[has, 0]
+        self.last[part][has] = keys[has, nr[has] - 1]
 
 
-def gather_values(
-    meta: MetadataFile, value_size: int, leaves: np.ndarray, width: np.ndarray, nr: np.ndarray
+def leaf_entries(
+    meta: MetadataFile,
+    blocks: np.ndarray,
+    width: np.ndarray,
+    nr: np.ndarray,
+    value_size: int,
+    *,
+    with_keys: bool = True,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """The keys (unless not ``with_keys``) and values of sound leaves ``blocks`` (their header
+    checked: ``nr`` entries each, values after ``width`` keys, all inside the block); flat, leaf
+    after leaf. Each leaf's keys and values are copied as one window of its block (a row of the
+    file), then cut to its entries."""
+    blocks = blocks.astype(np.int64)
+    take = int(nr.max()) if nr.size else 0
+    inside = np.arange(take) < nr[:, None]
+    keys = None
+    if with_keys:
+        keys = _window(meta, blocks, fmt.NODE_KEYS_OFFSET, take, _KEY_DTYPE)[inside]
+    dtype = _value_dtype(value_size)
+    first = int(width[0]) if width.size else 0
+    if bool((width == first).all()):  # one width (every node of a tree, as written): one window
+        start = fmt.node_values_offset(first)
+        return keys, _window(meta, blocks, start, take, dtype)[inside]
+    values = np.empty(int(nr.sum()), dtype=dtype)
+    at = np.cumsum(nr) - nr
+    for w in np.unique(width).tolist():
+        group = np.flatnonzero(width == w)
+        count = int(nr[group].max())
+        got = _window(meta, blocks[group], fmt.node_values_offset(w), count, dtype)
+        for row, node in enumerate(group.tolist()):
+            n = int(nr[node])
+            values[at[node] : at[node] + n] = got[row, :n]
+    return keys, values
+
+
+def _window(
+    meta: MetadataFile, blocks: np.ndarray, start: int, count: int, dtype: np.dtype
 ) -> np.ndarray:
-    """The values of leaf blocks ``leaves`` (``nr`` entries each, values after ``width`` keys)."""
-    leaves, width = leaves.astype(np.int64), width.astype(np.int64)
-    if value_size == 8:
-        at = _segments(leaves * WORDS_PER_BLOCK + HEADER_WORDS + width, nr)
-        return meta.words[at]
-    if value_size == 4:  # the ref-count trees: 32-bit words, gathered without a byte matrix
-        at = _segments(2 * (leaves * WORDS_PER_BLOCK + HEADER_WORDS + width), nr)
-        return meta.words32[at]
-    starts = leaves * fmt.BLOCK_SIZE + fmt.NODE_HEADER_SIZE + 8 * width
-    entry = _segments(np.zeros(leaves.size, dtype=np.int64), nr)
-    offsets = np.repeat(starts, nr) + entry * value_size
-    flat = meta.bytes.reshape(-1)
-    raw = flat[offsets[:, None] + np.arange(value_size)]
-    return np.ascontiguousarray(raw).view(_VALUE_DTYPES[value_size]).reshape(-1)
+    """``count`` items of ``dtype`` from byte ``start`` of each of ``blocks``: one row each."""
+    rows = meta.bytes[blocks, start : start + count * dtype.itemsize]
+    return rows.view(dtype).reshape(blocks.size, count)
 
 
 _EMPTY = np.zeros(0, dtype=np.int64)
-_HEADER_FIELDS = ("blocknr", "flags", "nr_entries", "max_entries", "value_size")
+_KEY_DTYPE = np.dtype("<u8")
 _VALUE_DTYPES = {
-    4: np.dtype("<u4"),
-    16: fmt.INDEX_ENTRY_DTYPE,
-    24: fmt.DETAILS_DTYPE,
+    fmt.RefCount.sizeof(): np.dtype("<u4"),
+    fmt.IndexEntry.sizeof(): fmt.INDEX_ENTRY_DTYPE,
+    fmt.DeviceDetails.sizeof(): fmt.DETAILS_DTYPE,
 }
 
 
@@ -672,54 +705,13 @@ def key_range(lo: int, hi: int) -> str:
     return f"{lo}..{hi}"
 
 
-def _kind(meta: MetadataFile, block: int) -> str:
-    kind = fmt.block_type(meta.block(block))
-    if kind is None or kind == "btree node":
-        return ""
-    return f" (the block checksums as a {kind})"
-
-
 def _key_problem(keys: np.ndarray, lo: int, hi: int) -> tuple[str, str] | None:
-    if keys.size and bool((keys[1:] <= keys[:-1]).any()):
+    if keys.size and not keys_ascend(keys):
         return "node.key-order", "keys are out of order"
-    if keys.size and (int(keys[0]) < lo or int(keys[-1]) > hi):
+    if keys.size and not keys_within(int(keys[0]), int(keys[-1]), lo, hi):
         return (
             "node.key-range",
             f"keys {int(keys[0])}..{int(keys[-1])} lie outside the range "
             f"{key_range(lo, hi)} its parent gives",
-        )
-    return None
-
-
-def _node_problem(
-    block: int,
-    blocknr: int,
-    flags: int,
-    nr: int,
-    width: int,
-    value_size: int,
-    expected_value_size: int,
-    root: bool,
-    *,
-    leaf: bool = False,
-) -> tuple[str, str] | None:
-    """The first check that a node header fails, in thin_check's order, or None."""
-    if blocknr != block:
-        return "node.blocknr", f"bad block nr in btree node: block {block} claims {blocknr}"
-    if leaf and flags != fmt.LEAF_NODE or not leaf and flags not in (1, 2, 3):
-        return "node.flags", f"btree node {block} has flags {flags}"
-    if value_size != expected_value_size:
-        return (
-            "node.value-size",
-            f"btree node {block} has value size {value_size}, expected {expected_value_size}",
-        )
-    if fmt.NODE_HEADER_SIZE + width * (8 + value_size) > fmt.BLOCK_SIZE or width % 3:
-        return "node.max-entries", f"btree node {block} has max_entries {width}"
-    if nr > width:
-        return "node.nr-entries", f"btree node {block} has {nr} entries, max_entries {width}"
-    if not root and nr < width // 3:
-        return (
-            "node.nr-entries",
-            f"too few entries in btree node {block}: {nr}, expected at least {width // 3}",
         )
     return None

@@ -5,9 +5,9 @@ and the metadata space map. It never compares the data space map (its comparison
 map twice), nor ``mapped_blocks``, nor data blocks against the end of the data device, nor times
 and transaction ids. This checker does all of it.
 
-Reference counts are recomputed the way the kernel keeps them (thin-metadata.md §8): a metadata
-block counts once per pointer from a node visited for the first time (a subtree shared by
-snapshots is walked once); a data block counts once per distinct leaf that maps it.
+Reference counts are recomputed the way the kernel keeps them (``dm-thin-metadata.c``): a
+metadata block counts once per pointer from a node visited for the first time (a subtree shared
+by snapshots is walked once); a data block counts once per distinct leaf that maps it.
 
 When a node is unreadable, what lies below it is invisible: its blocks look leaked. Those leaks
 are summed up in one finding that names the damage, instead of one finding per block.
@@ -24,6 +24,7 @@ import numpy as np
 from forensics.formats import thin as fmt
 from forensics.thin.btree import Forest
 from forensics.thin.findings import ERROR, INFO, WARNING, Findings
+from forensics.thin.mappings import data_blocks
 from forensics.thin.pool import Pool
 from forensics.thin.spacemap import CHUNK_BITMAPS, SpaceMap
 
@@ -44,10 +45,11 @@ def check_pool(pool: Pool) -> CheckResult:
     """Run every check on a pool read with its space maps; findings are added to the pool's."""
     findings = pool.findings
     if pool.usable:
+        uses = _DataUses(pool)
         _check_devices(pool)
-        _check_mappings(pool)
+        _check_mappings(pool, uses)
         _check_metadata_counts(pool)
-        _check_data_counts(pool)
+        _check_data_counts(pool, uses)
     return CheckResult(pool, findings)
 
 
@@ -109,7 +111,7 @@ def _covered(ranges: list[tuple[int, int]], key: int) -> bool:
 # -- mappings ------------------------------------------------------------------------------------
 
 
-def _check_mappings(pool: Pool) -> None:
+def _check_mappings(pool: Pool, uses: _DataUses) -> None:
     forest = pool.mappings
     sb = pool.superblock
     assert forest is not None and sb is not None
@@ -135,7 +137,7 @@ def _check_mappings(pool: Pool) -> None:
             f"{counted[index]} mappings",
         )
     checks = _entry_checks(pool.nr_data_blocks, int(sb.time))
-    bad = _bad_entries_per_leaf(forest, checks)
+    bad = _bad_entries_per_leaf(forest, checks, uses)
     for check, bad_per_leaf in zip(checks, bad, strict=True):
         _report_entries(pool, check, bad_per_leaf)
 
@@ -181,14 +183,17 @@ def _entry_checks(nr_data_blocks: int, time: int) -> tuple[_EntryCheck, ...]:
     )
 
 
-def _bad_entries_per_leaf(forest: Forest, checks: tuple[_EntryCheck, ...]) -> list[np.ndarray]:
+def _bad_entries_per_leaf(
+    forest: Forest, checks: tuple[_EntryCheck, ...], uses: _DataUses
+) -> list[np.ndarray]:
     """For each check, how many entries of each distinct leaf fail it (one pass over the leaves,
-    a run at a time)."""
+    a run at a time, which also counts the uses of the first span of data blocks)."""
     out = [np.zeros(forest.leaf_nr.size, dtype=np.int64) for _ in checks]
-    for part, _, values in forest.chunks():
+    for part, values in forest.value_chunks():
         leaf = forest.chunk_leaf_of_entry(part)
         for counts, check in zip(out, checks, strict=True):
             counts += np.bincount(leaf[check.fails(values)], minlength=counts.size)
+        uses.add(values)
     return out
 
 
@@ -246,13 +251,51 @@ def expected_data_counts(pool: Pool, lo: int, hi: int) -> np.ndarray:
     counts = np.zeros(hi - lo, dtype=np.uint32)
     for forest in (pool.mappings, pool.snapshot_mappings):
         if forest is not None:
-            for _, _, values in forest.chunks():
-                data = values >> np.uint64(fmt.TIME_BITS)
-                data = data[(data >= np.uint64(lo)) & (data < np.uint64(hi))]
-                # by sorting the run: np.bincount would need 8 bytes per block of the span
-                blocks, uses = np.unique(data, return_counts=True)
-                counts[blocks - np.uint64(lo)] += uses.astype(np.uint32)
+            for _, values in forest.value_chunks():
+                _count_uses(counts, values, lo, hi)
     return counts
+
+
+def _count_uses(counts: np.ndarray, values: np.ndarray, lo: int, hi: int) -> None:
+    """Add the uses of data blocks ``lo..hi-1`` by the mapping ``values`` to ``counts``."""
+    data = data_blocks(values)
+    inside = (data >= np.uint64(lo)) & (data < np.uint64(hi))
+    if not inside.all():
+        data = data[inside]
+    # np.bincount would need 8 bytes per block of the span; add.at with a value of the counts'
+    # own type takes numpy's fast path (with a Python int it is 20 times slower)
+    np.add.at(counts, (data - np.uint64(lo)).astype(np.intp), np.uint32(1))
+
+
+class _DataUses:
+    """Uses of data blocks, a span of the data space map at a time. The live mappings' uses of
+    the first span (for most pools, every data block) are counted on the pass over the leaves
+    that checks the mappings' values (:meth:`add`), not on a pass of their own."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        sm = pool.data_sm
+        first = next(iter(sm.spans(_span_bitmaps(pool, sm))), None) if sm is not None else None
+        self.first = first
+        self.counts = np.zeros(first[1] - first[0], dtype=np.uint32) if first else None
+        #: whether the pass over the live mappings went through :meth:`add`
+        self.added = False
+
+    def add(self, values: np.ndarray) -> None:
+        """Count the uses of the first span by a run of the live mappings' values."""
+        self.added = True
+        if self.first is not None and self.counts is not None:
+            _count_uses(self.counts, values, *self.first)
+
+    def __call__(self, lo: int, hi: int) -> np.ndarray:
+        """Uses of data blocks ``lo..hi-1`` (a span of :meth:`SpaceMap.spans`)."""
+        if (lo, hi) != self.first or self.counts is None or not self.added:
+            return expected_data_counts(self.pool, lo, hi)
+        counts = self.counts
+        if self.pool.snapshot_mappings is not None:
+            for _, values in self.pool.snapshot_mappings.value_chunks():
+                _count_uses(counts, values, lo, hi)
+        return counts
 
 
 def _check_metadata_counts(pool: Pool) -> None:
@@ -268,14 +311,14 @@ def _check_metadata_counts(pool: Pool) -> None:
     _compare(pool, sm, lambda lo, hi: expected_metadata_counts(refs, lo, hi), "metasm", hidden)
 
 
-def _check_data_counts(pool: Pool) -> None:
+def _check_data_counts(pool: Pool, uses: _DataUses) -> None:
     sm = pool.data_sm
     if sm is None:
         return
     assert pool.mappings is not None
     detached = any(f.check == "device.no-mappings" for f in pool.findings)
     hidden = bool(pool.mappings.damage) or sm.damaged or detached or pool.tree_damage()
-    _compare(pool, sm, lambda lo, hi: expected_data_counts(pool, lo, hi), "datasm", hidden)
+    _compare(pool, sm, uses, "datasm", hidden)
 
 
 @dataclass

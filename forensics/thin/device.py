@@ -25,14 +25,14 @@ import bisect
 import errno
 import io
 import os
-import stat
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
-from forensics.formats import thin as fmt
-from forensics.thin.btree import KEY_MAX, WORDS_PER_BLOCK
+from forensics.thin.blocks import fd_size
+from forensics.thin.btree import KEY_MAX
+from forensics.thin.mappings import data_blocks, run_starts
 from forensics.thin.pool import Pool
 
 SECTOR = 512
@@ -125,14 +125,12 @@ class ThinDevice(io.RawIOBase):
         owner = pool.mappings.owners.index(dev_id)
         leaves = self._forest.leaves_of(owner)
         self._leaves = leaves[self._forest.leaf_nr[leaves] > 0]
-        blocks = self._forest.leaf_blocks[self._leaves].astype(np.int64)
-        first = self._forest.meta.words[blocks * WORDS_PER_BLOCK + 4] if blocks.size else blocks
-        self._first: list[int] = np.asarray(first, dtype=np.uint64).tolist()
+        self._first: list[int] = self._forest.first_keys(self._leaves).tolist()
         self._damage = sorted(
             ((d.lo, d.hi, d.block) for d in self._forest.damage if d.owner == owner),
         )
         self.nr_data_blocks = pool.nr_data_blocks
-        self.data_file_size = _size_of(data_fd)
+        self.data_file_size = fd_size(data_fd)
         self._runs: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
         self.size = self._last_mapped_end() if size is None else size
         self._pos = 0
@@ -218,7 +216,7 @@ class ThinDevice(io.RawIOBase):
         owner = self._forest.owners.index(self.dev_id)
         limit = np.uint64(self._data_limit())
         for keys, values in self._forest.entry_runs(owner):
-            data = values >> np.uint64(fmt.TIME_BITS)
+            data = data_blocks(values)
             bad = np.flatnonzero(data >= limit)
             if not bad.size:
                 continue
@@ -317,7 +315,7 @@ class ThinDevice(io.RawIOBase):
             return cached
         part = self._leaves[run * LEAVES_PER_RUN : (run + 1) * LEAVES_PER_RUN]
         keys, values = self._forest.gather(part)
-        data = (values >> np.uint64(fmt.TIME_BITS)).astype(np.int64)
+        data = data_blocks(values).astype(np.int64)
         cached = (keys, data, _run_ends(keys.astype(np.int64), data))
         self._runs[run] = cached
         if len(self._runs) > CACHED_RUNS:
@@ -373,10 +371,9 @@ def _run_ends(keys: np.ndarray, data: np.ndarray) -> np.ndarray:
     n = keys.size
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    cont = (np.diff(keys) == 1) & (np.diff(data) == 1)
-    # an entry's run ends at the first break at or after it
-    breaks = np.append(np.flatnonzero(~cont), n - 1)
-    return breaks[np.searchsorted(breaks, np.arange(n))]
+    starts = run_starts(keys, data)
+    ends = np.append(starts[1:] - 1, n - 1)
+    return ends[np.searchsorted(starts, np.arange(n), side="right") - 1]
 
 
 def _zero(out: memoryview) -> None:
@@ -385,13 +382,6 @@ def _zero(out: memoryview) -> None:
         step = min(len(_ZEROS), len(out) - at)
         out[at : at + step] = _ZEROS[:step]
         at += step
-
-
-def _size_of(fd: int) -> int:
-    st = os.fstat(fd)
-    if stat.S_ISREG(st.st_mode):
-        return st.st_size
-    return os.lseek(fd, 0, os.SEEK_END)  # a block device: its size is where its end is
 
 
 def _unknown_device(pool: Pool, dev_id: int) -> str:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from forensics.formats import thin as fmt
 from forensics.thin.btree import Forest
+from forensics.thin.mappings import data_blocks
 from forensics.thin.pool import Pool
 
 #: the table of data blocks covers at least this many blocks (1 MiB), else four per mapping
@@ -74,9 +74,9 @@ def exclusive_per_owner(pool: Pool) -> tuple[np.ndarray, np.ndarray]:
     refs_per_leaf = np.bincount(forest.ref_leaf, minlength=forest.leaf_nr.size)
     table = _EntryTable.of(forest, pool.nr_data_blocks)
     exclusive_per_leaf = np.zeros(forest.leaf_nr.size, dtype=np.int64)
-    for part, _, values in forest.chunks():
+    for part, values in forest.value_chunks():
         leaf = forest.chunk_leaf_of_entry(part)
-        once = table.once(values >> np.uint64(fmt.TIME_BITS)) & (refs_per_leaf[leaf] == 1)
+        once = table.once(data_blocks(values)) & (refs_per_leaf[leaf] == 1)
         exclusive_per_leaf += np.bincount(leaf[once], minlength=exclusive_per_leaf.size)
     weights = exclusive_per_leaf[forest.ref_leaf].astype(np.float64)
     exclusive = np.bincount(forest.ref_owner, weights=weights, minlength=n).astype(np.int64)
@@ -99,8 +99,8 @@ class _EntryTable:
         size = min(nr_data_blocks, max(TABLE_MIN, 4 * forest.nr_entries))
         counts = np.zeros(size, dtype=np.uint8)
         beyond: list[np.ndarray] = []
-        for _, _, values in forest.chunks():
-            data = values >> np.uint64(fmt.TIME_BITS)
+        for _, values in forest.value_chunks():
+            data = data_blocks(values)
             inside = data < np.uint64(size)
             # by sorting the run: np.bincount would need 8 bytes per block of the table
             blocks, seen = np.unique(data[inside], return_counts=True)

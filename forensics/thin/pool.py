@@ -214,7 +214,7 @@ def _read_mappings(pool: Pool, root: int) -> None:
     top = ForestWalker(
         pool.meta,
         pool.findings,
-        value_size=8,
+        value_size=fmt.ChildPointer.sizeof(),
         label=lambda _: "the top level of the mapping tree",
         key_name="device ids",
         limit=pool.limit,
@@ -270,7 +270,7 @@ def _read_metadata_snapshot(pool: Pool) -> None:
     top = ForestWalker(
         pool.meta,
         pool.findings,
-        value_size=8,
+        value_size=fmt.ChildPointer.sizeof(),
         label=lambda _: "the top level of the metadata snapshot's mapping tree",
         key_name="device ids",
         limit=pool.limit,

@@ -3,7 +3,8 @@
 Both keep two bits per block in bitmap blocks (count 0, 1, 2, or 3 = "see the ref-count tree")
 and an overflow btree (block → u32 count) for counts of 3 and more. The metadata space map
 indexes its bitmaps with one index block; the data space map with a btree keyed by bitmap
-number. See thin-metadata.md §7.
+number (the kernel's ``drivers/md/persistent-data/dm-space-map-common.c`` and
+``dm-space-map-metadata.c``).
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ class SpaceMap:
         good = blocks >= 0
         raw = np.zeros((blocks.size, per), dtype=np.uint8)
         if good.any():
-            raw[good] = fmt.decode_bitmaps(self.meta.bytes[blocks[good], 16:])
+            raw[good] = fmt.decode_bitmaps(
+                self.meta.bytes[blocks[good], fmt.BITMAP_ENTRIES_OFFSET :]
+            )
         return raw.reshape(-1)[: hi - lo], np.repeat(good, per)[: hi - lo]
 
     def overflow_in(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +154,9 @@ def read_metadata_space_map(
         findings.add("metasm.index", index_block, problem + "; metadata counts are not checked")
         return None
     nr_bitmaps = _ceil_div(nr_blocks, fmt.ENTRIES_PER_BITMAP)
-    entries = np.frombuffer(block, dtype=fmt.INDEX_ENTRY_DTYPE, count=nr_bitmaps, offset=16)
+    entries = np.frombuffer(
+        block, dtype=fmt.INDEX_ENTRY_DTYPE, count=nr_bitmaps, offset=fmt.INDEX_ENTRIES_OFFSET
+    )
     listed = np.ones(nr_bitmaps, dtype=bool)
     sm = _assemble(
         meta, "metadata", nr_blocks, root, entries["blocknr"], listed, findings, "metasm", limit
@@ -292,7 +297,7 @@ def _overflow(
     walker = ForestWalker(
         sm.meta,
         findings,
-        value_size=4,
+        value_size=fmt.RefCount.sizeof(),
         label=lambda _: f"the {name} ref-count tree",
         key_name="counts of blocks",
         limit=limit,
@@ -351,7 +356,7 @@ def _block_problem(block: bytes, blocknr: int, xor: int, what: str) -> str | Non
         kind = fmt.block_type(block)
         also = f" (the block checksums as a {kind})" if kind else ""
         return f"bad checksum in {what} block {blocknr}{also}"
-    claimed = int.from_bytes(block[8:16], "little")
+    claimed = fmt.stored_blocknr(block)
     if claimed != blocknr:
         return f"bad block nr in {what}: block {blocknr} claims {claimed}"
     return None

@@ -5,7 +5,8 @@ per device, its details and its sorted mappings. :func:`encode_metadata` lays ou
 new metadata device and :func:`write_metadata` puts it in a new (sparse) file; nothing is ever
 written over an existing file unless asked, and never in place.
 
-What is written, block by block (thin-metadata.md §3–§8):
+What is written, block by block (the layout of the kernel's ``dm-thin-metadata.c`` and
+``persistent-data/``):
 
 * block 0, the superblock; block 1, the metadata space map's index block; then the metadata
   bitmaps, the data bitmaps, the data space map's index btree, the data and metadata ref-count
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from forensics.formats import thin as fmt
+from forensics.thin.mappings import data_blocks
 
 if TYPE_CHECKING:
     from forensics.thin.pool import Pool
@@ -312,7 +314,7 @@ def _check_device(dev: DeviceRecord, nr_data_blocks: int) -> None:
         raise WriteError(f"device {dev.dev_id}: as many block_time values as virtual blocks")
     if dev.vblocks.size > 1 and bool((dev.vblocks[1:] <= dev.vblocks[:-1]).any()):
         raise WriteError(f"device {dev.dev_id}: virtual blocks must be strictly ascending")
-    data = dev.block_times.astype(np.uint64) >> np.uint64(fmt.TIME_BITS)
+    data = data_blocks(dev.block_times.astype(np.uint64))
     if data.size and int(data.max()) >= nr_data_blocks:
         raise WriteError(
             f"device {dev.dev_id}: data block {int(data.max())} is past the end of the data "
@@ -384,7 +386,7 @@ def _details(layout: _Layout) -> None:
 def _data_counts(layout: _Layout) -> None:
     """A data block counts once per distinct leaf that maps it."""
     parts = [
-        (n.values >> np.uint64(fmt.TIME_BITS)).astype(np.int64)
+        data_blocks(n.values).astype(np.int64)
         for n in layout.mapping_nodes
         if n.leaf and n.values is not None
     ]
@@ -530,8 +532,8 @@ def _write_nodes(out: np.ndarray, layout: _Layout, data_bitmap0: int) -> None:
         ):
             header[name].append(value)
         header["value_size"].append(values.dtype.itemsize)
-        words[node.block, 4 : 4 + n] = node.keys
-        start = fmt.NODE_HEADER_SIZE + 8 * width
+        words[node.block, fmt.NODE_KEYS_WORD : fmt.NODE_KEYS_WORD + n] = node.keys
+        start = fmt.node_values_offset(width)
         raw = np.frombuffer(values.tobytes(), dtype=np.uint8)
         out[node.block, start : start + raw.size] = raw
     headers = out.reshape(-1).view(fmt.NODE_BLOCK_DTYPE)
@@ -564,7 +566,7 @@ def _write_bitmaps(
     raw = fmt.COUNT_TO_BITMAP_RAW[np.minimum(counts, 3)]
     shift = (2 * (blocks % 4)).astype(np.uint8)
     np.bitwise_or.at(area, blocks // 4, raw << shift)
-    out[first : first + n, 16:] = area.reshape(n, ENTRY_BYTES)
+    out[first : first + n, fmt.BITMAP_ENTRIES_OFFSET :] = area.reshape(n, ENTRY_BYTES)
     headers = out[first : first + n].reshape(-1).view(fmt.BITMAP_BLOCK_DTYPE)
     headers["blocknr"] = np.arange(first, first + n, dtype=np.uint64)
     xor[first : first + n] = fmt.BITMAP_CSUM_XOR
@@ -630,9 +632,10 @@ def _write_superblock(out: np.ndarray, layout: _Layout) -> None:
 def _seal(out: np.ndarray, xor: np.ndarray) -> None:
     value = fmt.google_crc32c.value
     csum = np.empty(out.shape[0], dtype="<u4")
+    assert csum.itemsize == fmt.CSUM_SIZE
     for b, salt in enumerate(xor.tolist()):
-        csum[b] = value(out[b, 4:].tobytes()) ^ 0xFFFFFFFF ^ salt
-    out[:, :4] = csum.view(np.uint8).reshape(-1, 4)
+        csum[b] = value(out[b, fmt.CSUM_SIZE :].tobytes()) ^ 0xFFFFFFFF ^ salt
+    out[:, : fmt.CSUM_SIZE] = csum.view(np.uint8).reshape(-1, fmt.CSUM_SIZE)
 
 
 # -- files ----------------------------------------------------------------------------------------

@@ -417,6 +417,6 @@ def check_file(draw: Draw) -> None:
         report_json(result)
         report_text(result)
         if p.usable:
-            "".join(dump_chunks(p))
+            b"".join(dump_chunks(p))
             usage_text(device_usage(p))
         assert_findings(p.findings)
