@@ -1,9 +1,9 @@
 """A regular file's bytes read straight from the device through its extents, not through the
 filesystem library's own reads.
 
-The library lists a file's extents in file order, holes included (``libfsext`` and
-``libfsxfs`` pad the list with sparse extents up to the size): each is a device offset, a
-length and flags. :func:`plan` turns that list into a :class:`Layout` — runs of the file, each
+A backend lists a file's extents in file order, holes included as sparse extents up to the
+size (as ``libfsext`` and ``libfsxfs`` list them; the ext4 and xfs backends walk their own
+extent trees and lists into the same form): each is an offset, a length and flags. :func:`plan` turns that list into a :class:`Layout` — runs of the file, each
 either bytes of the device or zeros — and checks it first: a data extent must lie inside the
 device and the filesystem and must not cover the filesystem's own metadata (superblocks, group
 descriptors, bitmaps, inode tables, allocation group headers, the log), and the extents must

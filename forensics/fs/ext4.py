@@ -1,5 +1,7 @@
-"""ext2/3/4 read without mounting: inodes and contents through ``pyfsext`` (libfsext), the
-directories' blocks parsed here so that names come out as the bytes on disk.
+"""ext2/3/4 read without mounting: the filesystem opened through ``pyfsext`` (libfsext), plain
+inodes, extent trees, inline data and directories read here from their own bytes (names and
+targets come out as the bytes on disk), file contents straight from the device through the
+extents; the library reads what is left (unusual inodes, block maps, extended attributes).
 
 The filesystem is opened exactly as it is: the primary superblock (at byte 1024) must be
 there; a backup superblock is never used in its place. A directory's blocks are those its

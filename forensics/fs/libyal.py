@@ -1,15 +1,16 @@
 """What the ext4 and xfs trees share: inodes read through libyal's ``libfsext``/``libfsxfs``
 (``pyfsext``/``pyfsxfs``: C, LGPL-3.0+), the directories read by the backends themselves.
 
-The libraries read inodes, extents and extended attributes; they hand names and symlink
-targets out only as UTF-8 text (one that is not UTF-8 cannot be had from them), so each
-backend parses its directories and reads its symlink targets itself, as the bytes on disk. A
-regular file's contents are read straight from the device through the extents the library
-lists (:mod:`forensics.fs.content`: large reads, holes and unwritten extents as zeros, every
-extent checked against the device and the filesystem's metadata); only a file kept inside
-its inode (ext4 inline data) is read through the library. A path is resolved one component
-at a time through the listings, from the root directory: inode tables are never scanned, no
-symlink is followed.
+The libraries open the filesystem and read extended attributes, and whatever a backend does
+not decode itself: inodes of unusual shape, ext4 block maps, xfs B+trees of extents. They hand
+names and symlink targets out only as UTF-8 text (one that is not UTF-8 cannot be had from
+them), so each backend parses its directories and reads its symlink targets itself, as the
+bytes on disk; plain inodes and their extents are decoded by the backends too
+(:class:`DecodedInode`). A regular file's contents are read straight from the device through
+its extents (:mod:`forensics.fs.content`: large reads, holes and unwritten extents as zeros,
+every extent checked against the device and the filesystem's own structures). A path is
+resolved one component at a time through the listings, from the root directory: inode tables
+are never scanned, no symlink is followed.
 
 Every error the library raises becomes a :class:`~forensics.fs.tree.Refusal`; when the file
 object under the filesystem keeps a list of the problems its reads met (a thin device's

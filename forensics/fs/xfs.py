@@ -1,10 +1,12 @@
-"""xfs read without mounting: inodes and contents through ``pyfsxfs`` (libfsxfs), directories
-parsed here so that names come out as the bytes on disk.
+"""xfs read without mounting: the filesystem opened through ``pyfsxfs`` (libfsxfs), plain
+inodes, their lists of extents, symlinks and directories read here from their own bytes (names
+and targets come out as the bytes on disk), file contents straight from the device through the
+extents; the library reads what is left (B+trees of extents, extended attributes).
 
 The primary superblock (at byte 0) must be there; no other allocation group's copy is used in
 its place. A directory is read from its inode: a short-form directory lives in the inode's data
 fork (read from the inode's own bytes, located from its number as the format defines); a
-block, leaf or node directory in directory blocks that the library's extents give. Each
+block, leaf or node directory in the directory blocks its extents give, up to its size. Each
 directory block is recognised by its magic: a single-block directory (``XD2B``/``XDB3``, its
 entries up to the leaf array at its end) or a data block (``XD2D``/``XDD3``); leaf, node and
 free-index blocks hold no names and are skipped.
