@@ -3,13 +3,14 @@ filesystem library's own reads.
 
 A backend lists a file's extents in file order, holes included as sparse extents up to the
 size (as ``libfsext`` and ``libfsxfs`` list them; the ext4 and xfs backends walk their own
-extent trees and lists into the same form): each is an offset, a length and flags. :func:`plan` turns that list into a :class:`Layout` — runs of the file, each
-either bytes of the device or zeros — and checks it first: a data extent must lie inside the
-device and the filesystem and must not cover the filesystem's own metadata (superblocks, group
-descriptors, bitmaps, inode tables, allocation group headers, the log), and the extents must
-cover the file's size; an unwritten (preallocated) extent and a hole read as zeros; nothing
-past the size is ever read. :class:`ExtentFile` then serves the file with one positional read
-per run of consecutive data extents (a thin device turns it into one ``preadv`` per run of
+extent trees and lists into the same form): each is an offset, a length and flags.
+:func:`plan` turns that list into a :class:`Layout` (runs of the file, each either bytes of
+the device or zeros) and checks it first: a data extent must lie inside the device and the
+filesystem and must not cover the filesystem's own metadata (superblocks, group descriptors,
+bitmaps, inode tables, allocation group headers, the log), and the extents must cover the
+file's size; an unwritten (preallocated) extent and a hole read as zeros; nothing past the
+size is ever read. :class:`ExtentFile` then serves the file with one positional read per run
+of consecutive data extents (a thin device turns it into one ``preadv`` per run of
 mapped blocks).
 """
 
@@ -22,6 +23,8 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
+
+import numpy as np
 
 from forensics.fs.blockcache import BlockCache
 from forensics.fs.tree import UNREADABLE, Refusal
@@ -36,31 +39,67 @@ ReadInto = Callable[[memoryview, int], int]
 
 
 class Reserved:
-    """Byte ranges of the device that belong to the filesystem's own structures, merged and
-    sorted, asked whether a data extent overlaps one."""
+    """Byte ranges of the device that belong to the filesystem's own structures, sorted,
+    overlapping ones merged (adjacent ones keep their names), asked whether a data extent
+    overlaps one. Kept as arrays: a filesystem of a million block groups has a few million."""
 
-    def __init__(self, ranges: Iterable[tuple[int, int, str]]) -> None:
-        self.starts: list[int] = []
-        self.ends: list[int] = []
+    def __init__(self, ranges: Iterable[tuple[int, int, str]] = ()) -> None:
+        listed = list(ranges)
         self.names: list[str] = []
-        for start, end, what in sorted(r for r in ranges if r[1] > r[0]):
-            if self.ends and start < self.ends[-1]:  # overlapping (adjacent ones keep names)
-                self.ends[-1] = max(self.ends[-1], end)
-            else:
-                self.starts.append(start)
-                self.ends.append(end)
-                self.names.append(what)
+        self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for start, end, what in listed:
+            self.add(np.array([start], np.int64), np.array([end], np.int64), what)
+        self._merge()
+
+    @classmethod
+    def of_arrays(cls, parts: Iterable[tuple[np.ndarray, np.ndarray, str]]) -> Reserved:
+        """Ranges given as arrays of starts and ends, each array with one name."""
+        reserved = cls()
+        for starts, ends, what in parts:
+            reserved.add(starts, ends, what)
+        reserved._merge()
+        return reserved
+
+    def add(self, starts: np.ndarray, ends: np.ndarray, what: str) -> None:
+        if what not in self.names:
+            self.names.append(what)
+        kind = np.full(len(starts), self.names.index(what), np.int16)
+        self._parts.append((np.asarray(starts, np.int64), np.asarray(ends, np.int64), kind))
+
+    def _merge(self) -> None:
+        if self._parts:
+            starts = np.concatenate([p[0] for p in self._parts])
+            ends = np.concatenate([p[1] for p in self._parts])
+            kinds = np.concatenate([p[2] for p in self._parts])
+        else:
+            starts = ends = np.zeros(0, np.int64)
+            kinds = np.zeros(0, np.int16)
+        self._parts = []
+        keep = ends > starts
+        starts, ends, kinds = starts[keep], ends[keep], kinds[keep]
+        order = np.lexsort((ends, starts))
+        starts, ends, kinds = starts[order], ends[order], kinds[order]
+        if len(starts):
+            reach = np.maximum.accumulate(ends)
+            first = np.ones(len(starts), bool)
+            first[1:] = starts[1:] >= reach[:-1]  # not inside what came before: a new range
+            at = np.flatnonzero(first)
+            self.starts = starts[at]
+            self.ends = np.maximum.reduceat(ends, at)
+            self.kinds = kinds[at]
+        else:
+            self.starts, self.ends, self.kinds = starts, ends, kinds
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def overlap(self, start: int, length: int) -> tuple[int, str] | None:
         """The first reserved byte in ``start``..``start + length - 1`` and what lies there."""
-        i = bisect.bisect_right(self.starts, start) - 1
-        if i >= 0 and self.ends[i] > start:
-            return start, self.names[i]
-        if i + 1 < len(self.starts) and self.starts[i + 1] < start + length:
-            return self.starts[i + 1], self.names[i + 1]
+        i = int(np.searchsorted(self.starts, start, "right")) - 1
+        if i >= 0 and int(self.ends[i]) > start:
+            return start, self.names[int(self.kinds[i])]
+        if i + 1 < len(self.starts) and int(self.starts[i + 1]) < start + length:
+            return int(self.starts[i + 1]), self.names[int(self.kinds[i + 1])]
         return None
 
 

@@ -69,7 +69,6 @@ class Groups:
         self.count = self.table_blocks = 0
         #: inodes that can be located (none while the groups are unknown)
         self.inodes = 0
-        self._tables: list[int] = []
         self.per_block = bs // self.desc_size if self.problem is None else 1
         self.block_bitmap = self.inode_bitmap = self.inode_table = np.zeros(0, np.int64)
         if self.problem is None:
@@ -126,7 +125,6 @@ class Groups:
             return f"the group descriptors are damaged: {problem}"
         self.block_bitmap, self.inode_bitmap = block_bitmap, inode_bitmap
         self.inode_table = inode_table
-        self._tables = inode_table.tolist()
         self.inodes = int(self.sb.inodes_count)
         return None
 
@@ -211,7 +209,7 @@ class Groups:
         group, index = divmod(ino - 1, self.inodes_per_group)
         if group >= self.count:
             return None
-        return self._tables[group] * self.block_size + index * self.inode_size
+        return int(self.inode_table[group]) * self.block_size + index * self.inode_size
 
     def reserved(self) -> Reserved:
         """The ranges of the superblock and its copies, the descriptor tables (and the
@@ -220,46 +218,56 @@ class Groups:
         if self.problem is not None:  # not even the descriptors' extent is known
             return Reserved([(0, (self.sb_block + 1) * bs, "the superblock")])
         head = self.sb_block + 1 + self._descriptor_blocks(0)
-        ranges = [(0, head * bs, "the superblock and group descriptors")]
-        for group in self._groups_with_copies():
-            start = self.group_start(group)
-            end = start + self._super_blocks(group) + self._descriptor_blocks(group)
-            ranges.append((start * bs, end * bs, f"group {group}'s superblock copy"))
+        groups = np.arange(1, self.count, dtype=np.int64)
+        copies = self._super_blocks_of(groups) + self._descriptor_blocks_of(groups)
+        starts = self.first_data_block + groups * self.blocks_per_group
         table = -(-self.inodes_per_group * self.inode_size // bs)
-        for what, starts, length in (
-            ("a block bitmap", self.block_bitmap, 1),
-            ("an inode bitmap", self.inode_bitmap, 1),
-            ("an inode table", self.inode_table, table),
-        ):
-            ranges += [(int(s) * bs, (int(s) + length) * bs, what) for s in starts.tolist()]
-        return Reserved(ranges)
+        return Reserved.of_arrays(
+            (
+                (np.zeros(1, np.int64), np.array([head * bs]), "the superblock and descriptors"),
+                (starts * bs, (starts + copies) * bs, "a superblock copy and its descriptors"),
+                (self.block_bitmap * bs, (self.block_bitmap + 1) * bs, "a block bitmap"),
+                (self.inode_bitmap * bs, (self.inode_bitmap + 1) * bs, "an inode bitmap"),
+                (self.inode_table * bs, (self.inode_table + table) * bs, "an inode table"),
+            )
+        )
 
     def _descriptor_blocks(self, group: int) -> int:
         """Blocks of descriptors (and reserved for them) after group ``group``'s superblock
         copy, as the kernel's ``ext4_bg_num_gdb`` counts them."""
-        meta_group = group // self.per_block
-        if not self.meta_bg or meta_group < int(self.sb.first_meta_bg):
-            if not self.has_super(group):
-                return 0
-            plain = min(int(self.sb.first_meta_bg), self.table_blocks)
-            return (plain if self.meta_bg else self.table_blocks) + int(self.sb.reserved_gdt_blocks)
-        return int(group % self.per_block in (0, 1, self.per_block - 1))
+        return int(self._descriptor_blocks_of(np.array([group], np.int64))[0])
 
-    def _groups_with_copies(self) -> Iterator[int]:
-        """Groups after the first that hold a superblock copy or descriptor blocks."""
-        sparse = bool(self.sb.feature_ro_compat & RO_COMPAT_SPARSE_SUPER)
-        if self.meta_bg or not sparse or self.sb.feature_compat & COMPAT_SPARSE_SUPER2:
-            for group in range(1, self.count):
-                if self.has_super(group) or self._descriptor_blocks(group):
-                    yield group
-            return
-        seen = {1} if self.count > 1 else set()
-        for base in (3, 5, 7):
-            power = base
-            while power < self.count:
-                seen.add(power)
-                power *= base
-        yield from sorted(seen)
+    def _descriptor_blocks_of(self, groups: np.ndarray) -> np.ndarray:
+        plain_count = self.table_blocks
+        if self.meta_bg:
+            plain_count = min(int(self.sb.first_meta_bg), self.table_blocks)
+        plain = self._has_super_of(groups) * (plain_count + int(self.sb.reserved_gdt_blocks))
+        if not self.meta_bg:
+            return plain
+        within = groups % self.per_block
+        meta = ((within == 0) | (within == 1) | (within == self.per_block - 1)).astype(np.int64)
+        return np.where(groups // self.per_block < int(self.sb.first_meta_bg), plain, meta)
+
+    def _super_blocks_of(self, groups: np.ndarray) -> np.ndarray:
+        """:meth:`_super_blocks` of each group (none of them group 0)."""
+        return self._has_super_of(groups)
+
+    def _has_super_of(self, groups: np.ndarray) -> np.ndarray:
+        """:meth:`has_super` of each group, 1 or 0."""
+        if self.sb.feature_compat & COMPAT_SPARSE_SUPER2:
+            backups = [int(b) for b in self.sb.backup_bgs if b]
+            has = np.isin(groups, backups)
+        elif not self.sb.feature_ro_compat & RO_COMPAT_SPARSE_SUPER:
+            has = np.ones(len(groups), bool)
+        else:
+            powers = [1]
+            for base in (3, 5, 7):
+                power = base
+                while power < max(self.count, 2):
+                    powers.append(power)
+                    power *= base
+            has = np.isin(groups, powers)
+        return (has | (groups == 0)).astype(np.int64)
 
 
 def blocks_count(sb: cs.Container) -> int:
