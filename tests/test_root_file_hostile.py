@@ -92,7 +92,7 @@ def test_an_lvm_label_with_a_loop(sample_master: Path, tmp_path: Path) -> None:
     ext4 = di.ext4_of(root_fs, tmp_path / "root.ext4", 48 * MIB)
     pv = di.lvm_pv(tmp_path / "loop.pv", ext4, pe_start=1)
     code, _, stderr = verify(pv)
-    assert code == 8 and "no filesystem that this tool reads" in stderr
+    assert code == 8 and "a filesystem that this tool reads" in stderr
     assert "vg0/root: its LVM label" in stderr and "a loop" in stderr
 
 

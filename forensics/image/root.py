@@ -18,7 +18,7 @@ from typing import Any
 
 from forensics.fs.tree import display
 from forensics.image import Source, SourceError, open_source
-from forensics.image.locate import Candidate, LocateError, choose, search
+from forensics.image.locate import Candidate, LocateError, NoDockerRoot, choose, search
 from forensics.treeevidence import TreeEvidence
 
 __all__ = [
@@ -91,18 +91,24 @@ def open_file_root(
 ) -> tuple[TreeEvidence, Origin]:
     """The Docker root in the evidence file ``path`` (the one found, or the one ``pick``
     names: ``VOLUME:/PATH`` or ``/PATH``). Raises :class:`SourceError` (the file cannot be
-    read as an archive or a disk image) or :class:`LocateError` (no root, or several)."""
+    read as an archive or a disk image) or :class:`LocateError` (``NoDockerRoot``,
+    ``SeveralDockerRoots``)."""
     source = open_source(path)
     try:
         if not source.trees:
             why = _volume_problems(source) or "none was found"
-            raise LocateError(8, f"{path}: no filesystem that this tool reads: {why}")
+            if source.layout is not None and source.layout.table.scheme is None:
+                raise NoDockerRoot(
+                    f"{path}: not a directory, nor a tar archive or a disk image holding a "
+                    f"filesystem that this tool reads ({why})"
+                )
+            raise NoDockerRoot(f"{path}: no filesystem that this tool reads: {why}")
         try:
             found = choose(search(source.trees), pick, evidence=path)
-        except LocateError as exc:
+        except NoDockerRoot as exc:
             unread = _volume_problems(source)
-            if exc.code == 8 and unread:
-                raise LocateError(8, f"{exc}; {unread}") from None
+            if unread:
+                raise NoDockerRoot(f"{exc}; {unread}") from None
             raise
         tree = dict(source.trees)[found.volume]
         origin = _origin(source, found)

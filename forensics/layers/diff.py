@@ -32,7 +32,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from forensics.drivers import AUFS_WHITEOUTS, OVERLAY_WHITEOUTS, layout_of
 from forensics.evidence import Evidence, ReadFailure
@@ -82,6 +82,8 @@ class DiffResult:
     problems: list[tuple[str, str]] = field(default_factory=list)
     #: the problems that say paths were too deep to compare (also in ``problems``)
     too_deep: list[tuple[str, str]] = field(default_factory=list)
+    #: where the root was read when it is in an archive or disk image (``forensics.api.diff``)
+    evidence: dict[str, Any] | None = None
 
     def lines(self) -> list[str]:
         return [c.line() for c in self.changes]

@@ -1,0 +1,105 @@
+"""What every command does first: ROOT opened as evidence, and its output files checked
+before any work is done."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from forensics.errors import OperationalError, UsageError
+
+if TYPE_CHECKING:  # loaded when a command opens ROOT: ``thin`` never does (a quicker start)
+    from forensics.evidence import Evidence
+
+#: where warnings met on the way go (a line each)
+Notify = Callable[[str], None]
+#: where dockerd keeps its root unless told otherwise
+DEFAULT_ROOT = "/var/lib/docker"
+
+
+def open_root(
+    root: str,
+    *,
+    record_reads: bool = False,
+    pick: str | None = None,
+    notify: Notify | None = None,
+) -> Evidence:
+    """ROOT opened as evidence, once it is known to be a Docker root that can be read whole:
+    a directory that is none (naming any Docker root below it), or one with parts that cannot
+    be read, is an operational error rather than an empty, clean report.
+
+    ROOT may be a file: a tar archive or a disk image, read in place, in which the Docker root
+    is located (``pick``, ``[VOLUME:]/PATH``, names one when several are found:
+    :class:`~forensics.image.locate.SeveralDockerRoots` otherwise); which root was read, and
+    what is wrong with the file's container, go to ``notify``."""
+    from forensics.evidence import Evidence
+    from forensics.image.root import is_evidence_file
+    from forensics.stores.dockerroot import judge_root
+
+    if is_evidence_file(root):
+        return _open_file_root(root, pick, record_reads, notify)
+    if pick is not None:
+        raise UsageError(
+            f"--path picks a Docker root inside an archive or disk image; {root} is no file"
+        )
+    ev = Evidence(root, record_reads=record_reads)  # RootError: an operational error
+    try:
+        complaint = judge_root(ev.root).complaint(root)
+    except OSError as exc:  # ROOT went away or changed since it was opened
+        raise OperationalError(f"{root}: {exc.strerror or exc}") from None
+    if complaint is not None:
+        raise OperationalError(complaint)
+    return ev
+
+
+#: problems of the evidence file's container said, at most
+_PROBLEMS_SAID = 20
+
+
+def _open_file_root(
+    root: str, pick: str | None, record_reads: bool, notify: Notify | None
+) -> Evidence:
+    from forensics.image.root import open_file_root
+
+    ev, origin = open_file_root(root, pick, record_reads=record_reads)
+    ev.origin = origin
+    if notify is not None:
+        notify(origin.describe())
+        for problem in origin.problems[:_PROBLEMS_SAID]:
+            notify(f"warning: {root}: {problem}")
+        if len(origin.problems) > _PROBLEMS_SAID:
+            notify(f"warning: {root}: and {len(origin.problems) - _PROBLEMS_SAID} more problems")
+    return ev
+
+
+def refuse_file_root(root: str, command: str) -> None:
+    """``command`` writes into ROOT: an archive or disk image is read in place, never written."""
+    from forensics.image.root import is_evidence_file
+
+    if is_evidence_file(root):
+        raise OperationalError(
+            f"{root} is a file (an archive or disk image), which is read in place and never "
+            f"written: {command} works on a directory (unpack or restore the root first, "
+            "then repair the copy)"
+        )
+
+
+def check_output_path(out: Path, root: Path, overwrite: bool) -> None:
+    """An output file (``--sqlite OUT``) must lie outside ROOT, in a directory that exists, and
+    may replace only a regular file, and that only when ``overwrite`` asks for it: a symlink,
+    a device node, a FIFO, a socket or a directory at OUT is refused. Checked before the run,
+    and again when the file is moved into place (:mod:`forensics.outfile`)."""
+    from forensics.outfile import check_replaceable
+
+    placed = Path(os.path.realpath(out.parent)) / out.name
+    for target in (placed, Path(os.path.realpath(out))):  # a symlink at OUT into ROOT, too
+        if target == root or root in target.parents:
+            raise UsageError(f"{out} is inside ROOT: nothing is ever written into the evidence")
+    if not placed.parent.is_dir():
+        raise OperationalError(f"{out.parent}: no such directory")
+    try:
+        check_replaceable(placed, overwrite)
+    except OSError as exc:
+        raise OperationalError(f"{out}: {exc.strerror or exc}") from None
