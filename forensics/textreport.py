@@ -189,7 +189,11 @@ def verify_report(result: VerifyResult, shown: list[Finding], root: str, term: T
         checked.bytes_read = sum(r.bytes_read for r in result.deep.layers)
     advice = None
     if result.fixable is not None:
-        advice = Advice(repair_command(root), result.fixable)
+        command = repair_command(root)
+        if result.evidence is not None:  # repair refuses an archive or disk image
+            command = "docker-forensics repair --dry-run, run on a copy of the root unpacked "
+            command += "from the file,"
+        advice = Advice(command, result.fixable)
     return render(result.host, result.findings, shown, checked, advice, term)
 
 

@@ -242,3 +242,10 @@ def test_repair_refuses_a_file(built: dict[str, Built]) -> None:
         result = run_cli(*args)
         assert result.code == 8 and not result.stdout
         assert "read in place and never written" in result.stderr
+
+
+def test_the_report_for_people_advises_repair_on_a_copy(built: dict[str, Built]) -> None:
+    result = run_cli("verify", built["damaged"].files["tar.zst"])
+    assert result.code == 4
+    assert "repair --dry-run, run on a copy of the root unpacked from the file," in result.stdout
+    assert "reading the Docker root /var/lib/docker of the archive" in result.stderr
