@@ -35,7 +35,9 @@ from forensics.cliutil import (
     emit,
     emit_chunks,
     now_iso,
+    open_containerd_root,
     open_root,
+    read_root,
 )
 from forensics.evidence import Evidence
 from forensics.heap import keep_until_exit
@@ -76,6 +78,12 @@ PLUGIN_METADATA = {
 
 
 root_argument = click.argument("root", default=DEFAULT_ROOT, required=False)
+containerd_root_option = click.option(
+    "--containerd-root",
+    metavar="DIR",
+    help="The containerd root that goes with ROOT (a system containerd's /var/lib/containerd); "
+    "without it, ROOT/containerd/daemon or ROOT itself.",
+)
 
 
 def _no_progress(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -156,12 +164,19 @@ def cli(no_progress: bool) -> None:
     "'Exited (3) 2 hours ago'. Without it, times are absolute, in UTC.",
 )
 @click.option("--no-trunc", is_flag=True, help="Full ids and commands in the text tables.")
+@containerd_root_option
 def inventory(
-    root: str, fmt: str, all_images: bool, wanted: str | None, now: str | None, no_trunc: bool
+    root: str,
+    fmt: str,
+    all_images: bool,
+    wanted: str | None,
+    now: str | None,
+    no_trunc: bool,
+    containerd_root: str | None,
 ) -> int:
     """List the images, containers and volumes of ROOT (default /var/lib/docker)."""
     reference = _reference_time(now)
-    host = read_host(open_root(root))
+    host = read_root(open_root(root), open_containerd_root(containerd_root))
     keep_until_exit()
     if wanted is not None:
         try:
@@ -231,6 +246,7 @@ def _reference_time(now: str | None) -> int | None:
     help="Text: the findings alone, one line each (no header, summary or advice); no "
     "progress bars.",
 )
+@containerd_root_option
 def verify(
     root: str,
     fmt: str,
@@ -240,6 +256,7 @@ def verify(
     deep: bool,
     severity: str,
     quiet: bool,
+    containerd_root: str | None,
 ) -> int:
     """Cross-check everything in ROOT and report each problem with its check id and path."""
     if quiet:
@@ -251,10 +268,12 @@ def verify(
         if metadata_out.absolute() == sqlite_out.absolute():
             raise click.UsageError("--datasette-metadata and --sqlite name the same file")
     ev = open_root(root, record_reads=sqlite_out is not None)
+    containerd = open_containerd_root(containerd_root)
     for out in (sqlite_out, metadata_out):
-        if out is not None:
-            check_output_path(out, ev.root, overwrite)
-    host = read_host(ev)
+        for evidence in (ev, containerd):
+            if out is not None and evidence is not None:
+                check_output_path(out, evidence.root, overwrite)
+    host = read_root(ev, containerd)
     keep_until_exit()
     deep_result = None
     if deep:
@@ -396,13 +415,15 @@ def _is_a_path(argument: str) -> bool:
     is_flag=True,
     help="Only the times Docker recorded, no modification times of its files.",
 )
-def timeline(root: str, fmt: str, no_file_times: bool) -> int:
+@containerd_root_option
+def timeline(root: str, fmt: str, no_file_times: bool, containerd_root: str | None) -> int:
     """When ROOT's images were built and tagged and its containers created, started, stopped
     and last logged: every time Docker recorded, oldest first, with the file it came from."""
     from forensics.timeline import build_timeline, timeline_csv, timeline_jsonl, timeline_text
 
     ev = open_root(root)
-    events = build_timeline(ev, read_host(ev), file_times=not no_file_times)
+    host = read_root(ev, open_containerd_root(containerd_root))
+    events = build_timeline(ev, host, file_times=not no_file_times)
     render = {"text": timeline_text, "jsonl": timeline_jsonl, "csv": timeline_csv}[fmt]
     emit(render(events))
     return EXIT_OK

@@ -206,12 +206,17 @@ class BackendSnapshot:
 
 @dataclass
 class SnapshotDir:
-    """A directory ``snapshots/<name>/`` of the overlayfs snapshotter and what it holds."""
+    """A directory ``snapshots/<name>/`` of the overlayfs snapshotter and what it holds.
+    ``size`` and ``files`` (bytes and count of its regular files) are measured only where
+    containerd records no usage: active and view snapshots, committed ones without a recorded
+    size, and directories that no snapshot owns."""
 
     name: str
     path: str
     has_fs: bool = False
     has_work: bool = False
+    size: int | None = None
+    files: int | None = None
 
 
 @dataclass
@@ -251,6 +256,33 @@ class IngestDir:
 
 
 @dataclass
+class ImageManifest:
+    """One platform's manifest of an image and what it names."""
+
+    descriptor: Descriptor
+    present: bool = False
+    config: Descriptor | None = None
+    layers: list[Descriptor] = field(default_factory=list)
+    diff_ids: list[str] = field(default_factory=list)
+    created: str | None = None
+    architecture: str | None = None
+    os: str | None = None
+    #: the config was read and holds ``rootfs.diff_ids`` (an empty list then means none)
+    config_read: bool = False
+
+
+@dataclass
+class ResolvedImage:
+    """An image's target followed through the content store: the index (if any), each
+    manifest (present or not: a pull fetches only its platform's), configs and layers."""
+
+    target: Descriptor
+    index: Descriptor | None = None
+    manifests: list[ImageManifest] = field(default_factory=list)
+    problems: list[StoreProblem] = field(default_factory=list)
+
+
+@dataclass
 class ContainerdStore:
     """A containerd root: ``root`` is its path relative to the evidence root ("" for the
     evidence root itself)."""
@@ -263,3 +295,30 @@ class ContainerdStore:
     blobs: dict[str, ContentFile] = field(default_factory=dict)
     ingests: dict[str, IngestDir] = field(default_factory=dict)
     problems: list[StoreProblem] = field(default_factory=list)
+
+
+@dataclass
+class ContainerdHost:
+    """The containerd store read with a Docker root (or alone). ``location`` is where its
+    root lies: relative to ROOT (``containerd/daemon``, or "" when ROOT is the containerd
+    root), or, ``external``, the directory given with ``--containerd-root`` (the store's
+    paths are then relative to that directory). ``images`` holds each image target followed
+    through the content store, by digest (blobs are shared by the namespaces). ``as_of`` is
+    the newest time the store records; expiries (leases, ingests) are judged at
+    ``reference``, which is ``as_of`` unless another time was asked for."""
+
+    store: ContainerdStore
+    location: str
+    external: bool = False
+    images: dict[str, ResolvedImage] = field(default_factory=dict)
+    as_of: GoTime | None = None
+    reference: GoTime | None = None
+    #: bytes of Docker's own directories beside the store (``buildkit``), relative to ROOT
+    beside: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unreadable(self) -> bool:
+        """No part of the metadata database could be read: nothing can be accounted for."""
+        return self.store.meta is None or (
+            not self.store.namespaces and self.store.db_version is None
+        )

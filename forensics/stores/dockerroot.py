@@ -87,6 +87,8 @@ MARKS: tuple[tuple[str, str], ...] = (
     ("network/files/local-kv.db", "file"),
     ("containerd/daemon/io.containerd.metadata.v1.bolt/meta.db", "file"),
     ("rootfs/overlayfs", "dir"),
+    # a containerd root alone (a system containerd's, a Kubernetes node's)
+    ("io.containerd.metadata.v1.bolt/meta.db", "file"),
 )
 #: the names at the top of a Docker root that a mark starts with: a directory without any of
 #: them is not looked at closer while searching below ROOT
@@ -144,6 +146,20 @@ READ: tuple[tuple[str, str], ...] = (
             "network/files",
             "containerd",
             "containerd/daemon",
+            "containerd/daemon/io.containerd.metadata.v1.bolt",
+            "containerd/daemon/io.containerd.content.v1.content",
+            "containerd/daemon/io.containerd.content.v1.content/blobs",
+            "containerd/daemon/io.containerd.content.v1.content/blobs/sha256",
+            "containerd/daemon/io.containerd.content.v1.content/ingest",
+            "containerd/daemon/io.containerd.snapshotter.v1.overlayfs",
+            "containerd/daemon/io.containerd.snapshotter.v1.overlayfs/snapshots",
+            "io.containerd.metadata.v1.bolt",
+            "io.containerd.content.v1.content",
+            "io.containerd.content.v1.content/blobs",
+            "io.containerd.content.v1.content/blobs/sha256",
+            "io.containerd.content.v1.content/ingest",
+            "io.containerd.snapshotter.v1.overlayfs",
+            "io.containerd.snapshotter.v1.overlayfs/snapshots",
             "rootfs",
         )
     ),
@@ -168,6 +184,10 @@ READ: tuple[tuple[str, str], ...] = (
             "volumes/metadata.db",
             "network/files/local-kv.db",
             *(f"buildkit/{name}" for name in _BUILDKIT_DBS),
+            "containerd/daemon/io.containerd.metadata.v1.bolt/meta.db",
+            "containerd/daemon/io.containerd.snapshotter.v1.overlayfs/metadata.db",
+            "io.containerd.metadata.v1.bolt/meta.db",
+            "io.containerd.snapshotter.v1.overlayfs/metadata.db",
         )
     ),
 )
