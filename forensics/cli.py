@@ -247,6 +247,12 @@ def _reference_time(now: str | None) -> int | None:
     "progress bars.",
 )
 @containerd_root_option
+@click.option(
+    "--now",
+    metavar="TIME",
+    help="Judge the containerd store's expiring leases and ingests, and its garbage, at TIME "
+    "(ISO 8601 with zone, or 'now') rather than when the store was last written.",
+)
 def verify(
     root: str,
     fmt: str,
@@ -257,8 +263,10 @@ def verify(
     severity: str,
     quiet: bool,
     containerd_root: str | None,
+    now: str | None,
 ) -> int:
     """Cross-check everything in ROOT and report each problem with its check id and path."""
+    reference = _reference_time(now)
     if quiet:
         set_enabled(False)
     started = now_iso()
@@ -274,6 +282,10 @@ def verify(
             if out is not None and evidence is not None:
                 check_output_path(out, evidence.root, overwrite)
     host = read_root(ev, containerd)
+    if reference is not None:
+        from forensics.stores.containerd_host import judge_at
+
+        judge_at(host, reference)
     keep_until_exit()
     deep_result = None
     if deep:

@@ -304,8 +304,9 @@ class ContainerdHost:
     root), or, ``external``, the directory given with ``--containerd-root`` (the store's
     paths are then relative to that directory). ``images`` holds each image target followed
     through the content store, by digest (blobs are shared by the namespaces). ``as_of`` is
-    the newest time the store records; expiries (leases, ingests) are judged at
-    ``reference``, which is ``as_of`` unless another time was asked for."""
+    when the store was last written (its newest recorded time, or ``meta.db``'s modification
+    time when later); expiries (leases, ingests) and garbage are judged at ``reference``,
+    which is ``as_of`` unless another time was asked for."""
 
     store: ContainerdStore
     location: str

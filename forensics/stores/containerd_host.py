@@ -28,7 +28,13 @@ METADATA_PLUGIN = "io.containerd.metadata.v1.bolt"
 CONTENT_PLUGIN = "io.containerd.content.v1.content"
 SNAPSHOT_DIRS = ("io.containerd.snapshotter.v1.overlayfs", "io.containerd.snapshotter.v1.native")
 
-__all__ = ["attach_containerd", "containerd_note", "read_containerd_host", "store_times"]
+__all__ = [
+    "attach_containerd",
+    "containerd_note",
+    "judge_at",
+    "read_containerd_host",
+    "store_times",
+]
 
 
 def attach_containerd(ev: Evidence, host: Host, external: Evidence | None = None) -> None:
@@ -91,9 +97,26 @@ def read_containerd_host(ev: Evidence, location: str, *, external: bool = False)
             target = image.target
             if target.digest and target.digest not in found.images:
                 found.images[target.digest] = resolve_image(ev, store, target)
-    found.as_of = max(store_times(store), default=None)
+    found.as_of = max([*store_times(store), *_written(ev, store)], default=None)
     found.reference = found.as_of
     return found
+
+
+def _written(ev: Evidence, store: ContainerdStore) -> Iterator[GoTime]:
+    """When ``meta.db`` was last written (bbolt rewrites it at every commit): later than any
+    time the store records when the last change was a delete, which records none. As true as
+    the copy examined: one that did not keep modification times says when it was made."""
+    if store.meta is not None:
+        st = ev.lstat(store.meta.path)
+        if st is not None:
+            yield GoTime(st.st_mtime_ns // 1_000_000_000, st.st_mtime_ns % 1_000_000_000)
+
+
+def judge_at(host: Host, ns_since_epoch: int) -> None:
+    """Judge the store's expiries and garbage at this moment rather than when it was last
+    written (``verify --now``)."""
+    if host.containerd is not None:
+        host.containerd.reference = GoTime(*divmod(ns_since_epoch, 1_000_000_000))
 
 
 def store_times(store: ContainerdStore) -> Iterator[GoTime]:
