@@ -7,6 +7,7 @@ file deleted, cut short or added, or a key of ``meta.db`` renamed in place."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from collections.abc import Callable
@@ -16,12 +17,17 @@ from typing import Any
 import pytest
 from conftest import copy_tree
 from inotify_watch import Watch
-from sample_paths import BOLT_PAGE, CONTAINERD_META_DB, CONTAINERD_ROOT
+from sample_paths import (
+    BOLT_PAGE,
+    CONTAINERD_META_DB,
+    CONTAINERD_ROOT,
+    CONTAINERD_SNAPSHOTTER_DB,
+)
 from test_containerd_damage import high_water
 from treehash import tree_hash
 
 from forensics.checks import run_checks
-from forensics.containerd_model import CtrNamespace, Descriptor, ImageManifest
+from forensics.containerd_model import ContainerdHost, CtrNamespace, Descriptor, ImageManifest
 from forensics.evidence import Evidence
 from forensics.report import Finding
 from forensics.stores import read_host
@@ -34,6 +40,8 @@ APP_MANIFEST = "01fdb1168cf1524e2bc5f5c9c2e13c2f4edcbfb885bbf060f8c9117ef812362c
 APP_CONFIG = "b52d6544a59f7b84a9f125b38186be27a10f0608112a3ad336bbd0c5c4da7e99"
 #: Docker's container "exited": no containerd container record, a snapshot, a lease
 EXITED = "e0471c7a0eb7462f94dfd43fddb8199ac668a900a1943864c82ae2e1d35b1aab"
+#: Docker's container "running": a containerd container record too
+RUNNING = "72566ba435cfb195cde367a262c045cf28534e370588f640129c6dda1bf02b87"
 
 
 def verify(cli: Any, *args: Any) -> tuple[int, list[dict[str, Any]], str]:
@@ -237,26 +245,32 @@ def meta_db_truncated(root: Path) -> str:
     return CONTAINERD_META_DB
 
 
-def rename_in_meta_db(root: Path, gone: Callable[[CtrNamespace], bool]) -> None:
-    """Change the last digit of one occurrence of container "exited"'s id in meta.db: the
-    one after which ``gone(moby)`` holds and the database still reads whole (a key renamed in
-    place: its record is gone under that key, as after a rolled-back write)."""
-    path = root / CONTAINERD_META_DB
+def edit_in_place(
+    root: Path, db: str, needle: str, accept: Callable[[ContainerdHost], bool], at: int = -1
+) -> None:
+    """Change one character (at ``at`` of ``needle``) of one occurrence of ``needle`` in the
+    bolt file ``db``: the first after which ``accept`` holds of the store read back and the
+    store still reads without a problem (a key or value changed in place, as by a rolled-back
+    or stray write; bbolt keeps no checksum of its pages)."""
+    path = root / db
     data = path.read_bytes()
-    for match in re.finditer(EXITED.encode(), data):
-        end = match.end()
-        if data[end : end + 5] == b"-init":
-            continue
+    for match in re.finditer(re.escape(needle.encode()), data):
+        where = (match.end() if at < 0 else match.start()) + at
         edited = bytearray(data)
-        edited[end - 1] = ord("c")
+        edited[where] = ord("c") if edited[where] != ord("c") else ord("d")
         path.write_bytes(bytes(edited))
         with Evidence(root) as ev:
             ctd = read_host(ev).containerd
         assert ctd is not None
-        if gone(ctd.store.namespaces["moby"]) and not ctd.store.problems:
+        if not ctd.store.problems and accept(ctd):
             return
         path.write_bytes(data)
-    raise AssertionError("no such key in meta.db")
+    raise AssertionError(f"no occurrence of {needle!r} in {db} gives what was wanted")
+
+
+def rename_in_meta_db(root: Path, gone: Callable[[CtrNamespace], bool]) -> None:
+    """Container "exited"'s id renamed where ``gone(moby)`` then holds."""
+    edit_in_place(root, CONTAINERD_META_DB, EXITED, lambda c: gone(c.store.namespaces["moby"]))
 
 
 def writable_snapshot_missing(root: Path) -> str:
@@ -331,6 +345,125 @@ def test_a_meta_db_of_which_nothing_can_be_read_exits_8(cli, containerd_root: Pa
             f"docker-forensics: {CONTAINERD_META_DB}: containerd's metadata database cannot be "
             "read (truncated: "
         )
+
+
+# -- more damage, each check once -----------------------------------------------------------------
+
+#: the second layer of docker.io/sample/app:1.0 (moby) and its DiffID
+APP_LAYER_2 = "sha256:8bf393cf2efb6ffd3ddf3d90958d38ab02b5f97ca92f62bad0fde591495e0457"
+APP_DIFF_2 = "sha256:248c053934ad216ab52f5fa6950e46e1917381ef3cf983c274959ccf7e02499e"
+#: a ChainID in the middle of sample/app's and sample/busybox's chains
+MIDDLE_CHAIN = "sha256:a7204001b2f885a155bfb137b615f845a80afe6f9947540658f7eaf1ef0c1517"
+
+
+def config_not_json(root: Path) -> str:
+    path = root / BLOBS / APP_CONFIG
+    size = path.stat().st_size
+    path.write_bytes(b"{" + b" " * (size - 1))  # the same size: only its contents are wrong
+    return f"{BLOBS}/{APP_CONFIG}"
+
+
+def unrecorded_blob(root: Path) -> str:
+    data = b"a blob that no namespace records\n"
+    name = hashlib.sha256(data).hexdigest()
+    (root / BLOBS / name).write_bytes(data)
+    return f"{BLOBS}/{name}"
+
+
+def active_without_work(root: Path) -> str:
+    shutil.rmtree(root / SNAPSHOTS / "18" / "work")  # Docker's running container
+    return f"{SNAPSHOTS}/18/work"
+
+
+def label_diff_id_changed(root: Path) -> str:
+    def changed(ctd: ContainerdHost) -> bool:
+        record = ctd.store.namespaces["moby"].content[APP_LAYER_2]
+        return record.labels["containerd.io/uncompressed"] != APP_DIFF_2
+
+    edit_in_place(root, CONTAINERD_META_DB, APP_DIFF_2, changed)
+    return f"{BLOBS}/{APP_LAYER_2[7:]}"
+
+
+def middle_snapshot_gone(root: Path) -> str:
+    def gone(ctd: ContainerdHost) -> bool:
+        snaps = ctd.store.namespaces["k8s.io"].snapshots
+        return ("overlayfs", MIDDLE_CHAIN) not in snaps and len(snaps) == 8
+
+    edit_in_place(root, CONTAINERD_META_DB, MIDDLE_CHAIN, gone)
+    return CONTAINERD_META_DB
+
+
+def backend_record_gone(root: Path) -> str:
+    def gone(ctd: ContainerdHost) -> bool:
+        names = ctd.store.snapshotters["overlayfs"].snapshots
+        return not any(name.endswith(f"/{RUNNING}") for name in names)
+
+    edit_in_place(root, CONTAINERD_SNAPSHOTTER_DB, RUNNING, gone)
+    return CONTAINERD_SNAPSHOTTER_DB
+
+
+def container_snapshot_gone(root: Path) -> str:
+    def gone(ctd: ContainerdHost) -> bool:
+        k8s = ctd.store.namespaces["k8s.io"]
+        return (
+            ("overlayfs", "k8s-app-running") not in k8s.snapshots
+            and k8s.containers.get("k8s-app-running") is not None
+            and k8s.containers["k8s-app-running"].snapshot_key == "k8s-app-running"
+        )
+
+    edit_in_place(root, CONTAINERD_META_DB, "k8s-app-running", gone)
+    return CONTAINERD_META_DB
+
+
+def lease_expiry_not_a_time(root: Path) -> str:
+    def damaged(ctd: ContainerdHost) -> bool:
+        lease = ctd.store.namespaces["moby"].leases["expires-at-once"]
+        return lease.labels["containerd.io/gc.expire"] == "2026-12-07T00:19:1cZ"
+
+    edit_in_place(root, CONTAINERD_META_DB, "2026-12-07T00:19:16Z", damaged, at=-2)
+    return CONTAINERD_META_DB
+
+
+def newer_meta_damaged(root: Path) -> str:
+    path = root / CONTAINERD_META_DB
+    data = bytearray(path.read_bytes())
+    txids = [
+        int.from_bytes(data[p * BOLT_PAGE + 64 : p * BOLT_PAGE + 72], "little") for p in (0, 1)
+    ]
+    data[txids.index(max(txids)) * BOLT_PAGE + 16] ^= 0xFF  # its magic
+    path.write_bytes(bytes(data))
+    return CONTAINERD_META_DB
+
+
+#: damage, the check it gives at the path returned (besides others it may cause), the status
+MORE_DAMAGE: list[tuple[Callable[[Path], str], str, int]] = [
+    (config_not_json, "containerd.document-damaged", 4),
+    (unrecorded_blob, "containerd.blob-unrecorded", 0),
+    (active_without_work, "containerd.snapshot-work-missing", 4),
+    (label_diff_id_changed, "containerd.diffid-mismatch", 4),
+    (middle_snapshot_gone, "containerd.snapshot-chain-broken", 4),
+    (middle_snapshot_gone, "containerd.snapshot-parent-missing", 4),
+    (backend_record_gone, "containerd.snapshot-backend-missing", 4),
+    (backend_record_gone, "containerd.snapshot-unrecorded", 4),
+    (container_snapshot_gone, "containerd.container-snapshot-missing", 4),
+    (lease_expiry_not_a_time, "containerd.lease-expire-damaged", 0),
+    (newer_meta_damaged, "containerd.db-fell-back", 0),
+]
+
+
+@pytest.mark.parametrize(
+    ("damage", "check", "status"),
+    MORE_DAMAGE,
+    ids=[f"{fn.__name__}-{check.split('.')[1]}" for fn, check, _ in MORE_DAMAGE],
+)
+def test_more_damage_is_reported_at_its_path(
+    cli, containerd_root: Path, damage: Callable[[Path], str], check: str, status: int
+) -> None:
+    path = damage(containerd_root)
+    code, findings, stderr = verify(cli, containerd_root)
+    assert code == status, (stderr, serious(findings))
+    assert stderr == ""
+    assert path in [f["path"] for f in findings if f["check"] == check], serious(findings)
 
 
 # -- the evidence ---------------------------------------------------------------------------------
