@@ -354,6 +354,8 @@ def _verify_document(
         "summary": counts,
         "findings": (f.as_dict() for f in findings),  # written one at a time (jsonstream)
     }
+    if host.containerd is not None:  # the root its findings' paths are relative to
+        doc["containerd_root"] = host.containerd.location
     if deep is not None:
         doc["layers"] = [r.to_dict(files=False) for r in sorted(deep.layers, key=_layer_key)]
         doc["diffs"] = {d.container_id: d.lines() for d in deep.diffs}

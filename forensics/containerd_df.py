@@ -158,7 +158,6 @@ def _owners(host: Host, ctd: ContainerdHost) -> _Owners:
 
 
 def _image_owners(ns: CtrNamespace, ctd: ContainerdHost, owners: _Owners) -> None:
-    snapshotters = {sn for sn, _ in ns.snapshots}
     for image in ns.images.values():
         resolved = ctd.images.get(image.target.digest)
         if resolved is None:
@@ -167,9 +166,8 @@ def _image_owners(ns: CtrNamespace, ctd: ContainerdHost, owners: _Owners) -> Non
             owners.blob(digest, "images")
         for m in present_manifests(resolved):
             chain = image_chain(m)
-            for snapshotter in snapshotters:
-                if chain and (snapshotter, chain[-1]) in ns.snapshots:
-                    owners.chain(ns, snapshotter, chain[-1], "images")
+            for snapshotter in ns.snapshot_keyed(chain[-1]) if chain else ():
+                owners.chain(ns, snapshotter, chain[-1], "images")
             for snapshotter, top in unpacked_top(ns, m).items():
                 owners.chain(ns, snapshotter, top, "images")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from functools import cached_property
 
 #: snapshot kinds (containerd snapshots.Kind): the byte the snapshotter's database stores
 SNAPSHOT_KINDS = {1: "view", 2: "active", 3: "committed"}
@@ -162,6 +163,21 @@ class CtrNamespace:
     ingests: dict[str, CtrIngest] = field(default_factory=dict)
     leases: dict[str, CtrLease] = field(default_factory=dict)
     sandboxes: dict[str, CtrSandbox] = field(default_factory=dict)
+
+    @cached_property
+    def snapshotters(self) -> frozenset[str]:
+        """The snapshotters the namespace has snapshots of (computed once: read the
+        namespace's snapshots before asking)."""
+        return frozenset(sn for sn, _ in self.snapshots)
+
+    def snapshot_keyed(self, key: str) -> list[str]:
+        """The snapshotters holding a snapshot of this key."""
+        return sorted(sn for sn in self.snapshotters if (sn, key) in self.snapshots)
+
+    @cached_property
+    def target_digests(self) -> frozenset[str]:
+        """The images' target digests (computed once)."""
+        return frozenset(i.target.digest for i in self.images.values())
 
 
 @dataclass

@@ -134,7 +134,7 @@ def image_record(ctd: ContainerdHost, ns: CtrNamespace, image: CtrImage) -> dict
         "config": _descriptor(manifest.config) if manifest else None,
         "built": manifest.created if manifest else None,
         "layers": layers,
-        "snapshot": top if top and any(k == top for _, k in ns.snapshots) else None,
+        "snapshot": top if top and ns.snapshot_keyed(top) else None,
         "content_size": content_size(ctd, resolved),
         "unpacked_size": unpacked_size(ctd, ns, top),
         "dangling": is_dangling(image.name),
@@ -152,10 +152,9 @@ def unpacked_size(ctd: ContainerdHost, ns: CtrNamespace, top: str | None) -> int
     """Bytes of the snapshots the image's layers are unpacked to (None: not unpacked)."""
     if not top:
         return None
-    for snapshotter, key in ns.snapshots:
-        if key == top:
-            chain = snapshot_chain(ns, snapshotter, top)
-            return sum(snapshot_size(ctd, ns.snapshots.get((snapshotter, k))) or 0 for k in chain)
+    for snapshotter in ns.snapshot_keyed(top)[:1]:
+        chain = snapshot_chain(ns, snapshotter, top)
+        return sum(snapshot_size(ctd, ns.snapshots.get((snapshotter, k))) or 0 for k in chain)
     return None
 
 
@@ -238,6 +237,10 @@ def docker_view(host: Host, ctd: ContainerdHost) -> dict[str, Any]:
     image id that is its target digest) and the containers of ``containers/`` with their
     snapshots and lease."""
     ns = ctd.store.namespaces.get(DOCKER_NAMESPACE)
+    containers = docker_containers(host)
+    users_of: dict[str, list[str]] = {}
+    for c in containers:
+        users_of.setdefault(c.image_id or "", []).append(c.id)
     images = []
     for name in sorted(ns.images) if ns else []:
         image = ns.images[name] if ns else None
@@ -245,7 +248,7 @@ def docker_view(host: Host, ctd: ContainerdHost) -> dict[str, Any]:
         repository, tag, digest = split_reference(docker_name(name))
         resolved = ctd.images.get(image.target.digest) or ResolvedImage(image.target)
         manifest = chosen_manifest(resolved)
-        users = [c.id for c in docker_containers(host) if c.image_id == image.target.digest]
+        users = users_of.get(image.target.digest, [])
         dangling = is_dangling(name)
         images.append(
             {
@@ -258,15 +261,13 @@ def docker_view(host: Host, ctd: ContainerdHost) -> dict[str, Any]:
                 "containers": users,
             }
         )
-    containers = [docker_container(ns, c) for c in docker_containers(host)]
-    return {"images": images, "containers": containers}
+    return {"images": images, "containers": [docker_container(ns, c) for c in containers]}
 
 
 def docker_container(ns: CtrNamespace | None, c: Container) -> dict[str, Any]:
     """A container of ``containers/`` and what it has in namespace ``moby``."""
     snapshotter = c.driver or ""
     manifest = c.details.image_manifest if c.details else None
-    images = ns.images.values() if ns else ()
     return {
         "id": c.id,
         "name": c.name,
@@ -274,7 +275,7 @@ def docker_container(ns: CtrNamespace | None, c: Container) -> dict[str, Any]:
         "image": c.image,
         "image_id": c.image_id,
         "image_manifest": manifest,
-        "image_present": any(i.target.digest == c.image_id for i in images),
+        "image_present": bool(ns and c.image_id in ns.target_digests),
         "snapshotter": snapshotter,
         "snapshot": bool(ns and (snapshotter, c.id) in ns.snapshots),
         "init_snapshot": bool(ns and (snapshotter, init_key(c.id)) in ns.snapshots),

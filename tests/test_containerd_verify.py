@@ -84,6 +84,15 @@ def test_the_sample_verifies_clean(cli, containerd_master: Path, tmp_path: Path)
     assert code == 0 and serious(findings) == []
     (ingest,) = [f for f in findings if f["check"] == "containerd.ingest-in-progress"]
     assert ingest["path"].startswith("io.containerd.content.v1.content/ingest/")
+    doc = cli(
+        "verify",
+        tmp_path / "docker",
+        "--containerd-root",
+        tmp_path / "containerd",
+        "--format",
+        "json",
+    ).json()
+    assert doc["containerd_root"] == str(tmp_path / "containerd")
 
 
 def test_expiries_are_judged_when_the_store_was_last_written(cli, containerd_master: Path) -> None:

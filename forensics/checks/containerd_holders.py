@@ -94,7 +94,7 @@ def _docker_containers(host: Host, ctd: ContainerdHost) -> Iterator[Finding]:
                     **ident,
                 )
         if ns is not None and c.image_id and c.image_id.startswith("sha256:"):
-            if not any(i.target.digest == c.image_id for i in ns.images.values()):
+            if c.image_id not in ns.target_digests:
                 yield finding(
                     "containerd.docker-image-missing",
                     c.path,

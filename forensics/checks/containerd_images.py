@@ -145,7 +145,7 @@ def _chain_facts(ns: CtrNamespace, label: str, m: ImageManifest, facts: _Facts) 
     if not chain:
         return False
     tops = unpacked_top(ns, m)
-    for sn in sorted({sn for sn, key in ns.snapshots if key == chain[-1]}):
+    for sn in ns.snapshot_keyed(chain[-1]):
         tops.setdefault(sn, chain[-1])
     whole = False
     for sn, top in sorted(tops.items()):

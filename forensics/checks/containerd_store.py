@@ -239,8 +239,9 @@ def _directories(ctd: ContainerdHost, sn: Snapshotter) -> Iterator[Finding]:
             yield finding(
                 "containerd.snapshot-dir-orphan",
                 found.path,
-                f"no snapshot has id {name}, yet it holds {found.files} files "
-                f"({found.size} bytes): containerd deletes it at its next cleanup",
+                f"no snapshot has id {name}, yet it holds {found.files} "
+                f"{'file' if found.files == 1 else 'files'} ({found.size} bytes): containerd "
+                "deletes it at its next cleanup",
                 **ident,
             )
         else:

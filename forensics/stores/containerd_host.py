@@ -9,8 +9,9 @@ store, with container records and nothing else: its store is read only when Dock
 that keeps both stores after an upgrade).
 
 Besides the store itself, every image target is followed through the content store once per
-digest (the documents are shared by the namespaces), and the newest time the store records is
-found: the moment against which expiries are judged unless another is asked for.
+digest (the documents are shared by the namespaces), and the moment the store was last written
+is found (its newest recorded time, or ``meta.db``'s modification time when later): expiries
+and garbage are judged then, unless another moment is asked for (:func:`judge_at`).
 """
 
 from __future__ import annotations
