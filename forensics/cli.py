@@ -82,7 +82,7 @@ containerd_root_option = click.option(
     "--containerd-root",
     metavar="DIR",
     help="The containerd root that goes with ROOT (a system containerd's /var/lib/containerd); "
-    "without it, ROOT/containerd/daemon or ROOT itself.",
+    "without it, the one dockerd keeps under ROOT, or ROOT itself.",
 )
 
 

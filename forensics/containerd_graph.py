@@ -24,10 +24,10 @@ from forensics.containerd_model import (
     ImageManifest,
     ResolvedImage,
 )
+from forensics.drivers import SNAPSHOTTER_NAMES, init_name
 from forensics.formats.ids import chain_ids
 from forensics.model import Container, Host
 from forensics.stores.containerd.values import ValueDamage, decode_text_time
-from forensics.stores.host import CONTAINERD_SNAPSHOTTERS
 
 #: the label on a compressed layer blob giving the digest of its uncompressed tar (its DiffID)
 LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
@@ -156,12 +156,13 @@ def docker_containers(host: Host) -> list[Container]:
     return [
         host.containers[cid]
         for cid in sorted(host.containers)
-        if host.containers[cid].driver in CONTAINERD_SNAPSHOTTERS
+        if host.containers[cid].driver in SNAPSHOTTER_NAMES
     ]
 
 
 def init_key(container_id: str) -> str:
-    return f"{container_id}-init"
+    """The key of a Docker 29 container's init snapshot."""
+    return init_name(container_id)
 
 
 # -- times ------------------------------------------------------------------------------------

@@ -26,10 +26,9 @@ from forensics.containerd_model import (
     Snapshotter,
     StoreProblem,
 )
+from forensics.drivers import SNAPSHOTTERS
 from forensics.report import Finding
 
-#: snapshotters whose snapshots are directories ``snapshots/<id>/``
-DIRECTORY_SNAPSHOTTERS = ("overlayfs", "native")
 #: store problems of the content store's directories, by check
 CONTENT_PROBLEMS = {"not-regular", "bad-name"}
 #: how many problems of one database its finding names
@@ -185,7 +184,7 @@ def _backend_snapshots(ctd: ContainerdHost, sn: Snapshotter) -> Iterator[Finding
     meta_whole = ctd.store.meta is not None and not any(
         p.path == ctd.store.meta.path for p in ctd.store.problems
     )
-    directories = sn.name in DIRECTORY_SNAPSHOTTERS
+    row = SNAPSHOTTERS.get(sn.name)
     for name, snap in sorted(sn.snapshots.items()):
         ident = {"object_type": "snapshot", "object_id": f"{sn.name}/{name}"}
         if name not in named and meta_whole:
@@ -196,10 +195,10 @@ def _backend_snapshots(ctd: ContainerdHost, sn: Snapshotter) -> Iterator[Finding
                 "snapshotter removes it, with its directory, at its next cleanup",
                 **ident,
             )
-        if not directories or snap.id is None:
+        if row is None or snap.id is None:
             continue
         found = sn.dirs.get(str(snap.id))
-        base = f"{sn.path}/snapshots/{snap.id}"
+        base = _at(ctd, row.layer(str(snap.id)))
         if found is None:
             yield finding(
                 "containerd.snapshot-dir-missing",
@@ -212,7 +211,7 @@ def _backend_snapshots(ctd: ContainerdHost, sn: Snapshotter) -> Iterator[Finding
         if not found.has_fs:
             yield finding(
                 "containerd.snapshot-fs-missing",
-                f"{base}/fs",
+                _at(ctd, row.content(str(snap.id))) if row.content else base,
                 f"snapshot {name!r} ({snap.kind}) has no fs/: its files are gone",
                 damage="missing",
                 **ident,
@@ -220,15 +219,21 @@ def _backend_snapshots(ctd: ContainerdHost, sn: Snapshotter) -> Iterator[Finding
         if snap.kind == "active" and not found.has_work:
             yield finding(
                 "containerd.snapshot-work-missing",
-                f"{base}/work",
+                _at(ctd, row.work(str(snap.id))) if row.work else base,
                 f"active snapshot {name!r} has no work/: overlayfs cannot mount it",
                 damage="missing",
                 **ident,
             )
 
 
+def _at(ctd: ContainerdHost, rel: str) -> str:
+    """A path of the containerd root (as the driver table spells it) relative to the root the
+    store was read from."""
+    return f"{ctd.store.root}/{rel}" if ctd.store.root else rel
+
+
 def _directories(ctd: ContainerdHost, sn: Snapshotter) -> Iterator[Finding]:
-    if sn.name not in DIRECTORY_SNAPSHOTTERS or not _complete(ctd, sn):
+    if sn.name not in SNAPSHOTTERS or not _complete(ctd, sn):
         return  # a directory whose record was lost to damage is told by the database's finding
     ids = {str(s.id) for s in sn.snapshots.values() if s.id is not None}
     for name, found in sorted(sn.dirs.items()):

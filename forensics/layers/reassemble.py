@@ -31,6 +31,14 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from forensics.drivers import (
+    AUFS_WHITEOUTS,
+    OVERLAY_WHITEOUTS,
+    TAR_OPAQUE,
+    TAR_WHITEOUT_PREFIX,
+    Whiteouts,
+    layout_of,
+)
 from forensics.evidence import Evidence, ReadFailure, RootError
 from forensics.formats.crc64 import crc64_iso as _crc64
 from forensics.formats.tarsplit import FILE, SEGMENT, Limits, TarSplitDamage, iter_fields
@@ -71,24 +79,13 @@ _JSON_LIMIT = 64 * 1024 * 1024
 #: crafted stream); the rest are counted in one more
 _PROBLEMS_PER_KIND = 1000
 
-#: where each driver keeps a layer's files, and whether that is the layer's diff only
-#: (``diff``) or the full root file system as of that layer (``rootfs``)
-_CONTENT = {
-    "overlay2": ("overlay2/{id}/diff", "diff"),
-    "fuse-overlayfs": ("fuse-overlayfs/{id}/diff", "diff"),
-    "aufs": ("aufs/diff/{id}", "diff"),
-    "overlay": ("overlay/{id}/root", "rootfs"),
-    "vfs": ("vfs/dir/{id}", "rootfs"),
-    "btrfs": ("btrfs/subvolumes/{id}", "rootfs"),
-    "zfs": ("zfs/graph/{id}", "rootfs"),
-}
-_OPAQUE = b".wh..wh..opq"
+_OPAQUE = TAR_OPAQUE
 #: names as text: bytes that are not UTF-8 kept as surrogate escapes
 _ESCAPED = ("utf-8", "surrogateescape")
-_WH = b".wh."
-_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+_WH = TAR_WHITEOUT_PREFIX
+_OPAQUE_XATTRS = OVERLAY_WHITEOUTS.opaque_xattrs
 #: aufs keeps its own bookkeeping at the top of each branch
-_AUFS_META = (b".wh..wh.aufs", b".wh..wh.plnk", b".wh..wh.orph")
+_AUFS_META = AUFS_WHITEOUTS.own_files
 #: tar type → file type bits expected on disk
 _DISK_TYPE = {
     "file": stat.S_IFREG,
@@ -142,9 +139,10 @@ class Skipped:
 
 def content_dir(driver: str, cache_id: str) -> str | None:
     """The directory (relative to ROOT) holding the files of the layer ``cache_id`` under
-    ``driver``, or None for drivers whose files are not plain files (devicemapper)."""
-    spec = _CONTENT.get(driver)
-    return spec[0].format(id=cache_id) if spec else None
+    ``driver``, or None for drivers whose files are not plain files (devicemapper) or that
+    have no row in the driver table."""
+    layout = layout_of(driver)
+    return layout.content(cache_id) if layout is not None and layout.content else None
 
 
 def layer_jobs(host: Host) -> list[LayerJob]:
@@ -230,7 +228,9 @@ def verify_layer(
             LayerProblem("tar-split-missing", job.tar_split, str(failure), failure.kind)
         )
         return report
-    style = _CONTENT.get(job.driver, ("", "rootfs"))[1]
+    layout = layout_of(job.driver)
+    style = layout.holds if layout is not None and layout.content else "rootfs"
+    whiteouts = layout.whiteouts if layout is not None else None
     try:
         cdir = ConfinedDir(ev, job.content_dir)
     except ReadFailure as failure:
@@ -242,7 +242,7 @@ def verify_layer(
     if tarsum is not None:
         sink = _tee(tarsum, sink)
     try:
-        _Reassembly(report, cdir, style, job.driver, progress, sink).run(
+        _Reassembly(report, cdir, style, whiteouts or OVERLAY_WHITEOUTS, progress, sink).run(
             io.BytesIO(data), job.recorded_size
         )
     finally:
@@ -328,14 +328,15 @@ class _Reassembly:
         report: LayerReport,
         cdir: ConfinedDir | None,
         style: str,
-        driver: str,
+        whiteouts: Whiteouts,
         progress: Callable[[int], None] | None,
         sink: Callable[[memoryview], object] | None,
     ) -> None:
         self.r = report
         self.cdir = cdir
         self.style = style
-        self.whiteouts = "aufs" if driver == "aufs" else "overlay"
+        #: how the diff marks deletions and opaque directories on disk (``overlay``, ``aufs``)
+        self.whiteouts = whiteouts.name
         self.progress = progress
         self.sink = sink
         self.hash = hashlib.sha256()

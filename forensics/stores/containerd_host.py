@@ -19,15 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from forensics.containerd_model import ContainerdHost, ContainerdStore, GoTime
+from forensics.drivers import DOCKERS_CONTAINERD, SNAPSHOTTERS
 from forensics.evidence import Evidence
 from forensics.model import Host
+from forensics.stores.dockerroot import CONTAINERD_METADATA
 
 # the readers (bbolt through construct) are imported when a store is read: a root without one
 # never loads them
-DOCKER_CONTAINERD_ROOT = "containerd/daemon"
-METADATA_PLUGIN = "io.containerd.metadata.v1.bolt"
-CONTENT_PLUGIN = "io.containerd.content.v1.content"
-SNAPSHOT_DIRS = ("io.containerd.snapshotter.v1.overlayfs", "io.containerd.snapshotter.v1.native")
+CONTENT_BLOBS = "io.containerd.content.v1.content/blobs/sha256"
 
 __all__ = [
     "attach_containerd",
@@ -68,8 +67,8 @@ def _docker_beside(ev: Evidence) -> dict[str, int]:
 def _location(ev: Evidence) -> str | None:
     """The containerd root below ROOT: ROOT itself, or dockerd's own; None when neither
     holds a metadata database."""
-    for root in ("", DOCKER_CONTAINERD_ROOT):
-        if ev.is_dir(f"{root}/{METADATA_PLUGIN}" if root else METADATA_PLUGIN):
+    for root in ("", DOCKERS_CONTAINERD):
+        if ev.is_dir(f"{root}/{CONTAINERD_METADATA}" if root else CONTAINERD_METADATA):
             return root
     return None
 
@@ -81,9 +80,9 @@ def _containerd_layout(host: Host) -> None:
 
 def _holds_data(ev: Evidence, location: str) -> bool:
     prefix = f"{location}/" if location else ""
-    if ev.listdir_or_empty(f"{prefix}{CONTENT_PLUGIN}/blobs/sha256"):
+    if ev.listdir_or_empty(f"{prefix}{CONTENT_BLOBS}"):
         return True
-    return any(ev.listdir_or_empty(f"{prefix}{plugin}/snapshots") for plugin in SNAPSHOT_DIRS)
+    return any(ev.listdir_or_empty(f"{prefix}{row.layers}") for row in SNAPSHOTTERS.values())
 
 
 def read_containerd_host(ev: Evidence, location: str, *, external: bool = False) -> ContainerdHost:
@@ -141,7 +140,7 @@ def containerd_note(host: Host) -> str:
     if ctd is None:
         return (
             "Docker's containerd image store is in use, but no containerd root was found under "
-            f"ROOT ({DOCKER_CONTAINERD_ROOT}): a host whose dockerd used the system containerd "
+            f"ROOT ({DOCKERS_CONTAINERD}): a host whose dockerd used the system containerd "
             "keeps it in /var/lib/containerd; give it with --containerd-root to read the "
             "images and layers. Containers and volumes are listed from containers/ and volumes/"
         )
