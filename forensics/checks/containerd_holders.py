@@ -70,8 +70,7 @@ def _docker_containers(host: Host, ctd: ContainerdHost) -> Iterator[Finding]:
     for c in docker_containers(host):
         ident = {"object_type": "container", "object_id": c.id}
         snapshotter = c.driver or ""
-        has_snapshot = ns is not None and (snapshotter, c.id) in ns.snapshots
-        if not has_snapshot:
+        if ns is None or (snapshotter, c.id) not in ns.snapshots:
             yield finding(
                 "containerd.docker-snapshot-missing",
                 c.path,
@@ -79,29 +78,27 @@ def _docker_containers(host: Host, ctd: ContainerdHost) -> Iterator[Finding]:
                 "docker cannot start or remove it (rw layer snapshot not found)",
                 **ident,
             )
-        if ns is None or c.id not in ns.leases:
-            held = ns is not None and c.id in ns.containers
+            continue  # its lease and its image matter no more than the snapshot it lacks
+        if c.id not in ns.leases:
             consequence = (
                 "its container record still holds the snapshot"
-                if held
+                if c.id in ns.containers
                 else "nothing keeps its writable snapshot from containerd's collector"
             )
-            if has_snapshot or held:
-                yield finding(
-                    "containerd.docker-lease-missing",
-                    c.path,
-                    f"no lease {c.id[:12]} in namespace moby: {consequence}",
-                    **ident,
-                )
-        if ns is not None and c.image_id and c.image_id.startswith("sha256:"):
-            if c.image_id not in ns.target_digests:
-                yield finding(
-                    "containerd.docker-image-missing",
-                    c.path,
-                    f"its image {c.image_id[7:19]} ({c.image or 'no name'}) is not in namespace "
-                    "moby (its snapshots keep the layers it runs on)",
-                    **ident,
-                )
+            yield finding(
+                "containerd.docker-lease-missing",
+                c.path,
+                f"no lease {c.id[:12]} in namespace moby: {consequence}",
+                **ident,
+            )
+        if c.image_id and c.image_id.startswith("sha256:") and c.image_id not in ns.target_digests:
+            yield finding(
+                "containerd.docker-image-missing",
+                c.path,
+                f"its image {c.image_id[7:19]} ({c.image or 'no name'}) is not in namespace "
+                "moby (its snapshots keep the layers it runs on)",
+                **ident,
+            )
 
 
 def _leases(ctd: ContainerdHost) -> Iterator[Finding]:
