@@ -24,6 +24,7 @@ import sqlite_utils
 
 from forensics import __version__
 from forensics.clock import now_iso
+from forensics.errors import OperationalError
 from forensics.evidence import Evidence, FileRead
 from forensics.export_schema import create_schema, datasette_metadata
 from forensics.inventory import build_inventory
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from forensics.timeline import Event
 
 
-class ExportError(OSError):
+class ExportError(OperationalError, OSError):
     """SQLite could not write the database (``database or disk is full``, …): an operational
     error like any other failure to write OUT."""
 

@@ -13,7 +13,7 @@ import fs_images as fi
 import pytest
 from click.testing import CliRunner
 
-from forensics.cli_thin import thin
+from forensics.cli.thin import thin
 
 
 @pytest.fixture(scope="module")

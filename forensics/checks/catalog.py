@@ -1,4 +1,8 @@
-"""Every check id, its severity and what it means: the one place where severity is decided.
+"""Every check id of ``verify``, its severity and what it means: the one place where a
+verify finding's severity is decided (a :class:`~forensics.catalog.Catalog`; ``thin check`` has
+the other, :mod:`forensics.thin.findings`). A new check is a line here, the rule that makes its
+findings in a module of :mod:`forensics.checks`, its entry in man/docker-forensics-verify.1 and
+a test.
 
 Severity: ``error`` — the daemon fails, skips the object, or its data is unreachable or no
 longer accounted for (a driver directory or mount record that nothing owns);
@@ -8,17 +12,8 @@ longer accounted for (a driver directory or mount record that nothing owns);
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from forensics.catalog import Catalog, Check
 from forensics.report import Finding
-
-
-@dataclass(frozen=True)
-class Check:
-    id: str
-    severity: str
-    summary: str
-
 
 _CHECKS = [
     # layout
@@ -394,7 +389,8 @@ _CHECKS = [
     ),
 ]
 
-CHECKS: dict[str, Check] = {c.id: c for c in _CHECKS}
+#: verify's catalogue (:mod:`forensics.catalog`)
+CHECKS = Catalog("verify", _CHECKS)
 
 
 def finding(

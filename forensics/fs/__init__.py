@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
+from forensics.errors import Damage
 from forensics.fs.blockcache import BlockCache
 from forensics.fs.libyal import LibyalTree, library_reason
 from forensics.fs.tree import (
@@ -42,7 +43,7 @@ __all__ = [
 ]
 
 
-class FsOpenError(Exception):
+class FsOpenError(Damage):
     """No filesystem can be read from the device: none recognised, or its superblock is
     zeroed or damaged, or the library refuses it."""
 

@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from forensics.errors import Damage
 from forensics.fs.blockcache import BlockCache
 from forensics.fs.tree import UNREADABLE, Refusal
 
@@ -128,7 +129,7 @@ class Bounds:
     max_extents: int
 
 
-class LayoutError(Exception):
+class LayoutError(Damage):
     """The extents do not describe the file's bytes (``too_large``: over a cap)."""
 
     def __init__(self, detail: str, *, too_large: bool = False) -> None:

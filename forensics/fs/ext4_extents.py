@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import construct as cs
 
+from forensics.errors import Damage
 from forensics.fs.content import EXTENT_SPARSE
 
 ExtentHeader = cs.Struct(
@@ -65,7 +66,7 @@ assert _INDEX.size == ExtentIndex.sizeof() == _EXTENT.size
 ReadBlock = Callable[[int], bytes | None]
 
 
-class ExtentTreeError(Exception):
+class ExtentTreeError(Damage):
     """The tree does not describe a file (``too_large``: over a cap)."""
 
     def __init__(self, detail: str, *, too_large: bool = False) -> None:

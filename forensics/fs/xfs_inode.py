@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import construct as cs
 
+from forensics.errors import Damage
 from forensics.fs.content import EXTENT_SPARSE
 from forensics.fs.libyal import DecodedInode
 from forensics.fs.structs import layout_of
@@ -151,7 +152,7 @@ def data_fork(raw: bytes) -> tuple[int, bytes]:
     return fmt, raw[start:end]
 
 
-class ExtentListError(Exception):
+class ExtentListError(Damage):
     """The inode's extent records do not describe a file (``too_large``: over a cap)."""
 
     def __init__(self, detail: str, *, too_large: bool = False) -> None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from forensics.errors import OperationalError
 from forensics.fs import FsOpenError, Limits, Stat, display, open_tree
 from forensics.fs.libyal import LibyalTree
 from forensics.thin.blocks import MetadataFile, MetadataOpenError
@@ -21,7 +22,7 @@ from forensics.thin.device import DeviceOpenError, DeviceProblem, ThinDevice
 from forensics.thin.pool import Pool, read_pool
 
 
-class FilesError(Exception):
+class FilesError(OperationalError):
     """The device's filesystem cannot be opened (the message says why)."""
 
 
