@@ -95,6 +95,10 @@ _TAIL = struct.Struct(">II")
 _FREE_TAG = 0xFFFF
 
 
+#: libfsxfs's prefix of the security namespace's attributes
+_LIBRARY_SECURE = b"secure."
+
+
 class XfsTree(LibyalTree):
     """An xfs filesystem on ``fileobj`` (a device of ``device_size`` bytes)."""
 
@@ -111,6 +115,13 @@ class XfsTree(LibyalTree):
         )
         self.dir_block = int(sb.blocksize) << int(sb.dirblklog)
         self.data_header = 64 if self.v5 else 16
+
+    def _xattr_name(self, name: bytes) -> bytes:
+        """libfsxfs names the attributes of the XFS_ATTR_SECURE namespace ``secure.…``;
+        Linux (and a tar's ``SCHILY.xattr.`` record) names them ``security.…``."""
+        if name.startswith(_LIBRARY_SECURE):
+            return b"security." + name[len(_LIBRARY_SECURE) :]
+        return name
 
     # -- raw inodes ------------------------------------------------------------------------
 
