@@ -61,7 +61,7 @@ def open_device_tree(
             raise FilesError(str(exc)) from None
         reader = device  # unbuffered: the libraries read the sizes they need (bench/fs_bench.py)
         if size is None:
-            device.size = max(device.size, _claimed_size(reader))
+            device.size = max(device.size, claimed_size(reader))
         try:
             tree = open_tree(reader, device.size, Limits())
         except FsOpenError as exc:
@@ -74,7 +74,8 @@ def open_device_tree(
         meta.close()
 
 
-def _claimed_size(reader: ThinDevice) -> int:
+def claimed_size(reader: ThinDevice) -> int:
+    """The size the device's filesystem claims (0 when none is recognised)."""
     from forensics.fs import ext4, xfs
 
     try:
