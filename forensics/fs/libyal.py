@@ -40,6 +40,7 @@ from forensics.fs.tree import (
 #: inodes (file entries) and directory listings kept
 _ENTRY_CACHE = 256
 _LISTING_CACHE = 64
+_DIR_CACHE = 256
 
 
 class LibyalTree:
@@ -57,6 +58,8 @@ class LibyalTree:
         self._io_problems: list[Any] | None = getattr(raw, "read_problems", None)
         self._entries: OrderedDict[int, Any] = OrderedDict()
         self._listings: OrderedDict[int, Listing | Refusal] = OrderedDict()
+        #: directories reached, by path: their inode (the tree is read-only: paths stay put)
+        self._dirs: OrderedDict[Parts, int] = OrderedDict()
         #: what is wrong with the filesystem as a whole (found when it was opened)
         self.notes: list[str] = []
         root = self._library(lambda: volume.get_root_directory(), "the root directory")
@@ -70,6 +73,7 @@ class LibyalTree:
     def close(self) -> None:
         self._entries.clear()
         self._listings.clear()
+        self._dirs.clear()
         try:
             self.volume.close()
         except OSError:
@@ -184,9 +188,16 @@ class LibyalTree:
             return 0
 
     def _resolve(self, parts: Parts) -> tuple[int, Any] | Refusal:
-        ino = self.root_ino
+        """The inode of ``parts``, one name at a time from the root — or from its directory,
+        when that was reached before (a walk asks for the members of one directory in turn)."""
+        start, ino = 0, self.root_ino
+        if parts:
+            known = self._dirs.get(parts[:-1])
+            if known is not None:
+                start, ino = len(parts) - 1, known
         entry = self.entry_of(ino)
-        for depth, name in enumerate(parts):
+        for depth in range(start, len(parts)):
+            name = parts[depth]
             if isinstance(entry, Refusal):
                 return entry
             mode = self._mode(entry)
@@ -198,6 +209,7 @@ class LibyalTree:
             listing = self._listing(ino, entry)
             if isinstance(listing, Refusal):
                 return listing
+            self._remember_dir(parts[:depth], ino)
             found = listing.find(name)
             if found is None:
                 return Refusal(MISSING, f"{display(parts[: depth + 1])}: no such file")
@@ -206,6 +218,15 @@ class LibyalTree:
         if isinstance(entry, Refusal):
             return entry
         return ino, entry
+
+    def _remember_dir(self, parts: Parts, ino: int) -> None:
+        dirs = self._dirs
+        if parts in dirs:
+            dirs.move_to_end(parts)
+            return
+        dirs[parts] = ino
+        if len(dirs) > _DIR_CACHE:
+            dirs.popitem(last=False)
 
     def _listing(self, ino: int, entry: Any) -> Listing | Refusal:
         cached = self._listings.get(ino)

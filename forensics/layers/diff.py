@@ -344,6 +344,10 @@ class _Differ:
     def __init__(self, new: _View, old: _View, differing: list[LayerTree], whiteouts: str) -> None:
         self.new, self.old, self.differing = new, old, differing
         self.aufs = whiteouts == "aufs"
+        #: only where the views share layers can a path be skipped for none of the differing
+        #: layers holding it (two full root file systems share none: each path is compared)
+        shared = {id(t) for t in new.layers} & {id(t) for t in old.layers}
+        self.can_prune = bool(shared)
         #: directories whose ``C`` says only that something inside them changed
         self.inserted: set[str] = set()
         #: entries beyond PATH_MAX: how many, and the first
@@ -389,7 +393,9 @@ class _Differ:
             old_layers = []
         names = self.new.names(new_layers, parts) | self.old.names(old_layers, parts)
         # below an opaque dir a view may hide what no differing layer holds: look at all
-        prune = old_dir and not new.opaque and not (old is not None and old.opaque)
+        prune = (
+            self.can_prune and old_dir and not new.opaque and not (old is not None and old.opaque)
+        )
         return _Frame(
             new, old, added, length, new_layers, old_layers, iter(sorted(names)), prune, len(out)
         )
