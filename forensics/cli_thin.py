@@ -176,6 +176,7 @@ def ls(metadata: Path, fmt: str) -> int:
 )
 def extract(metadata: Path, data: Path, dev_id: int, image: Path, size: int | None) -> int:
     """Copy thin device --dev out of the pool's DATA file into a sparse raw IMAGE."""
+    from forensics.drivers import DEVICEMAPPER_POOL
     from forensics.thin.extract import ExtractError, docker_recorded_size, extract_device
 
     _check_image_path(image, metadata, data)
@@ -209,7 +210,7 @@ def extract(metadata: Path, data: Path, dev_id: int, image: Path, size: int | No
         else:
             how = (
                 "a guess: the end of its last mapped block, and the device may be larger; "
-                'give --size (Docker records it as "size" in devicemapper/metadata/)'
+                f'give --size (Docker records it as "size" in {DEVICEMAPPER_POOL.records}/)'
             )
         click.echo(
             f"{image}: {result.copied} of {result.mapped} mapped blocks written, "

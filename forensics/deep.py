@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from forensics.checks.catalog import finding
+from forensics.drivers import DEVICEMAPPER_POOL
 from forensics.evidence import Evidence
 from forensics.layers import (
     DiffResult,
@@ -153,13 +154,14 @@ def _skipped_findings(skipped: list[Skipped]) -> list[Finding]:
             )
         elif reason == "no-pool":
             why = (
-                "the devicemapper layers' files are in a thin pool that is no pair of files in "
-                "ROOT (devicemapper/devicemapper/data and metadata: a direct-lvm pool is a "
-                "block device of the host)"
+                f"the {driver} layers' files are in a thin pool that is no pair of files in "
+                f"ROOT ({DEVICEMAPPER_POOL.pool_data} and {DEVICEMAPPER_POOL.metadata_name}: "
+                "a direct-lvm pool is a block device of the host)"
             )
         elif reason == "no-device":
-            why = "devicemapper layers without a usable device record (devicemapper/metadata/)"
-            path = "devicemapper/metadata"
+            records = DEVICEMAPPER_POOL.records
+            why = f"{driver} layers without a usable device record ({records}/)"
+            path = records
         else:
             why = (
                 "legacy layers without tar-data.json.gz (created by Docker 1.7 or older) "

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from forensics import psview
+from forensics.drivers import layout_of
 from forensics.model import (
     Container,
     Device,
@@ -26,13 +27,6 @@ from forensics.model import (
 )
 from forensics.report import printable
 
-#: where each driver keeps a container's own changes (its upper or diff directory)
-UPPER_DIRS = {
-    "overlay2": "overlay2/{}/diff",
-    "fuse-overlayfs": "fuse-overlayfs/{}/diff",
-    "overlay": "overlay/{}/upper",
-    "aufs": "aufs/diff/{}",
-}
 #: docker ps cuts its COMMAND to this many characters unless --no-trunc
 COMMAND_WIDTH = 20
 
@@ -153,12 +147,14 @@ def container_record(host: Host, c: Container, now: int | None = None) -> dict[s
 def upper_dir(host: Host, c: Container) -> str | None:
     """The directory of the container's own changes, relative to ROOT, where the driver keeps
     one (overlay2, overlay, aufs); None on vfs and devicemapper, whose container layer is a full
-    copy or a thin device, and where the mount id is unknown or no plain name."""
-    fmt = UPPER_DIRS.get(c.driver or host.driver or "")
+    copy or a thin device, and where the mount id is unknown or no plain name (the driver
+    table's ``upper``)."""
+    layout = layout_of(c.driver or host.driver)
+    upper = layout.upper if layout is not None else None
     mount_id = c.mount_id
-    if fmt is None or not mount_id or "/" in mount_id or mount_id in (".", ".."):
+    if upper is None or not mount_id or "/" in mount_id or mount_id in (".", ".."):
         return None
-    return fmt.format(mount_id)
+    return upper(mount_id)
 
 
 def mount_record(p: MountPoint) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from itertools import chain
 from typing import Any
 
+from forensics.report import json_safe
+
 _ENCODER = json.JSONEncoder(indent=2, sort_keys=True, ensure_ascii=False)
 #: the indentation of a top-level value, and of an element of a top-level list
 _LEVEL_1, _LEVEL_2 = "\n  ", "\n    "
@@ -24,6 +26,10 @@ _LEVEL_1, _LEVEL_2 = "\n  ", "\n    "
 
 def json_chunks(document: dict[str, Any]) -> Iterator[str]:
     """The text of ``to_json(document)`` in pieces; iterator values are written as lists."""
+    return map(json_safe, _chunks(document))
+
+
+def _chunks(document: dict[str, Any]) -> Iterator[str]:
     if not document:
         yield "{}\n"
         return

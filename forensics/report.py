@@ -76,6 +76,17 @@ _UNSAFE = frozenset(
 )
 
 
+#: the JSON escape of each unsafe code point, for :func:`json_safe`
+_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in _UNSAFE}
+
+
+def json_safe(text: str) -> str:
+    """JSON text with the unsafe code points (:data:`_UNSAFE`) written as ``\\uNNNN``: the same
+    document to a JSON reader, and nothing a terminal acts on when it is printed (the C0
+    controls are escaped by the encoder already). They can only stand inside strings."""
+    return text if text.isascii() else text.translate(_JSON_ESCAPES)
+
+
 def printable(text: str) -> str:
     """``text`` safe for a terminal: C0 controls and DEL as ``\\xNN``, a byte that was not
     UTF-8 (kept as a surrogate escape) as ``\\xNN`` of that byte, and the other unsafe code
@@ -120,4 +131,4 @@ def findings_jsonl(findings: list[Finding]) -> str:
 
 
 def to_json(document: dict[str, Any]) -> str:
-    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return json_safe(json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False)) + "\n"

@@ -28,7 +28,7 @@ from forensics.checks.common import short
 from forensics.evidence import Evidence, ReadFailure
 from forensics.formats.jsonfile import JsonDamage, decode_json, field
 from forensics.model import Container, Host, Image
-from forensics.report import printable
+from forensics.report import json_safe, printable
 
 __all__ = ["Event", "build_timeline", "timeline_csv", "timeline_jsonl", "timeline_text", "utc"]
 
@@ -293,7 +293,8 @@ _COLUMNS = (
 
 def timeline_jsonl(events: list[Event]) -> str:
     return "".join(
-        json.dumps(e.as_dict(), sort_keys=True, ensure_ascii=False) + "\n" for e in events
+        json_safe(json.dumps(e.as_dict(), sort_keys=True, ensure_ascii=False)) + "\n"
+        for e in events
     )
 
 

@@ -173,6 +173,43 @@ def test_c1_and_bidi_controls_are_escaped_in_every_text_output(
         assert not unsafe, (args, unsafe)
 
 
+def test_c1_and_bidi_controls_are_escaped_in_every_json_output(
+    sample_root: Path, truth: dict[str, Any]
+) -> None:
+    """The JSON outputs are printed to terminals too (``verify --format json`` before a pipe to
+    jq): a hostile name is written with JSON escapes, the same value to a JSON reader."""
+    s = SamplePaths(sample_root, truth)
+    (sample_root / "overlay2" / f"orphan{UNSAFE}").mkdir()
+    config = sample_root / "containers" / s.container_id("exited") / "config.v2.json"
+    doc = json.loads(config.read_text())
+    doc["Name"] = f"/named{UNSAFE}"
+    config.write_text(json.dumps(doc))
+    (sample_root / "overlay2" / s.mount_id("exited") / "diff" / f"added{UNSAFE}").write_text("x")
+    for args, lines in (
+        (["verify", sample_root, "--format", "json"], False),
+        (["verify", sample_root, "--format", "jsonl"], True),
+        (["inventory", sample_root, "--format", "json"], False),
+        (
+            ["inventory", sample_root, "--format", "json", "--container", s.container_id("exited")],
+            False,
+        ),
+        (["timeline", sample_root, "--format", "jsonl"], True),
+        (["repair", sample_root, "--dry-run", "--format", "json"], False),
+        (["diff", s.container_id("exited"), sample_root, "--format", "json"], False),
+    ):
+        result = run_cli(*args)
+        assert result.code in (0, 4), (args, result.stderr)
+        unsafe = sorted({f"U+{ord(c):04X}" for c in result.stdout if c in UNSAFE_CODES})
+        assert not unsafe, (args, unsafe)
+        docs = (
+            [json.loads(line) for line in result.stdout.splitlines()]
+            if lines
+            else [json.loads(result.stdout)]
+        )
+        as_value = json.dumps(UNSAFE, ensure_ascii=False)[1:-1]
+        assert as_value in json.dumps(docs, ensure_ascii=False), (args, result.stdout[:2000])
+
+
 def test_closed_stdout_keeps_the_exit_status_and_the_database(
     sample_root: Path, tmp_path: Path
 ) -> None:

@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
+from forensics.drivers import INIT_SUFFIX
 from forensics.report import SEVERITIES, Finding
 
 #: what a cause does to an object it affects, in the order its message says it
@@ -32,7 +33,7 @@ VERBS = (BREAKS, CONTRADICTS, ORPHANS)
 #: names shown per kind of object before "… N more"
 HANDFUL = 5
 #: an object shown by its short id, as no person calls it: listed after those with names
-SHORT_ID = re.compile(r"[0-9a-f]{12}(-init)?")
+SHORT_ID = re.compile(rf"[0-9a-f]{{12}}({re.escape(INIT_SUFFIX)})?")
 
 #: kinds of affected object: singular and plural, in the order a message lists them
 KINDS = {

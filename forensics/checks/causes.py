@@ -24,6 +24,7 @@ from forensics.checks.catalog import finding
 from forensics.checks.causes_driver import StackedDirs, driver_cascades, lower_mismatches
 from forensics.checks.causes_layers import inherited_echoes
 from forensics.checks.common import short
+from forensics.drivers import INIT_SUFFIX, LINK_ENTRY, is_init_name
 from forensics.model import Host
 from forensics.report import Finding
 
@@ -70,9 +71,9 @@ def object_name(host: Host, obj: str) -> str:
         container = host.containers.get(ident)
         return (container.name or "").lstrip("/") or short(ident) if container else short(ident)
     if kind == "link":
-        return f"l/{ident}"
+        return LINK_ENTRY(ident)
     if kind in ("layer", "driver-dir", "mount-point"):
-        return short(ident) + ("-init" if ident.endswith("-init") else "")
+        return short(ident) + (INIT_SUFFIX if is_init_name(ident) else "")
     return ident
 
 

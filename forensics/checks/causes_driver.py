@@ -17,6 +17,7 @@ from functools import cached_property
 
 from forensics.checks.cascade import ORPHANS, Cascade, FindingIndex
 from forensics.checks.drivers import referenced_driver_dirs
+from forensics.drivers import init_name, is_init_name, layout_of, rw_name
 from forensics.formats.ids import LINK_ID
 from forensics.model import Host
 from forensics.report import Finding
@@ -30,7 +31,6 @@ LAYER_DIR_LOST = (
 )
 #: the layer's contents cannot be rebuilt because its directory is gone (verify --deep)
 DEEP_CONSEQUENCES = ("layer.content-dir-missing", "layer.diff-id-mismatch", "layer.tarsum-mismatch")
-OVERLAY2 = ("overlay2", "fuse-overlayfs")
 
 
 class StackedDirs:
@@ -38,15 +38,21 @@ class StackedDirs:
 
     def __init__(self, host: Host) -> None:
         self.host = host
-        self.overlay2 = host.driver in OVERLAY2
+        layout = layout_of(host.driver)
+        self.links = layout.links if layout is not None else None
+        lower = layout.lower if layout is not None else None
+        #: what a lower entry holds before the link id, where entries name short links
+        self.entry = lower.entry.prefix if lower is not None and lower.by == "link" else None
 
     @cached_property
     def by_link(self) -> dict[str, str]:
         """overlay2 link id → the directory it names (its ``l/`` symlink, or its link file)."""
         out: dict[str, str] = {}
+        target_of = self.links.target if self.links is not None else None
         for link, target in self.host.links.items():
-            if target and target.startswith("../") and target.endswith("/diff"):
-                out[link] = target[3:-5]
+            owner = target_of.ident(target) if target_of and target else None
+            if owner is not None:
+                out[link] = owner
         for ddir in self.host.driver_dirs.values():
             if ddir.link:
                 out[ddir.link] = ddir.id
@@ -72,7 +78,7 @@ class StackedDirs:
         else:
             for c in self.host.containers.values():
                 if c.image_id:
-                    out[c.image_id].append((c.id, f"{c.id}-init"))
+                    out[c.image_id].append((c.id, init_name(c.id)))
         return out
 
     def below(self, name: str | None, skip: str | None = None) -> str | None:
@@ -80,7 +86,7 @@ class StackedDirs:
         ddir = self.host.driver_dirs.get(name or "")
         entries = (ddir.lower or []) if ddir is not None else []
         for entry in entries:
-            below = self.by_link.get(entry[2:]) if self.overlay2 else entry
+            below = self.by_link.get(entry[len(self.entry) :]) if self.entry else entry
             if below != skip:
                 return below
         return None
@@ -130,13 +136,13 @@ def _mount_dirs_found_orphaned(
     for check in ("mount.driver-dir-missing", "mount.mount-id-damaged"):
         for cause in index.of(check):
             mount = host.mounts.get(cause.object_id or "")
-            if mount and mount.init_id and mount.init_id.endswith("-init"):
-                yield from _orphaned(cause, orphans, mount.init_id[: -len("-init")])
+            if mount and mount.init_id and is_init_name(mount.init_id):
+                yield from _orphaned(cause, orphans, rw_name(mount.init_id))
     for check in ("mount.init-dir-missing", "mount.init-id-damaged"):
         for cause in index.of(check):
             mount = host.mounts.get(cause.object_id or "")
             if mount and mount.mount_id:
-                yield from _orphaned(cause, orphans, f"{mount.mount_id}-init")
+                yield from _orphaned(cause, orphans, init_name(mount.mount_id))
 
 
 def _orphaned(cause: Finding, orphans: dict[str | None, Finding], name: str) -> Iterator[Cascade]:
@@ -161,13 +167,13 @@ def _unrecorded_container_dirs(
             by_top[top.cache_id].append(cause)
     pairs: dict[str | None, list[str]] = defaultdict(list)
     for name in orphans:
-        if name and f"{name}-init" in orphans:
-            pairs[stacked.below(name, skip=f"{name}-init")].append(name)
+        if name and init_name(name) in orphans:
+            pairs[stacked.below(name, skip=init_name(name))].append(name)
     for top_dir, causes in by_top.items():
         found = pairs.get(top_dir, [])
         if len(causes) == 1 and len(found) == 1:
             cascade = Cascade(causes[0])
-            for name in (found[0], f"{found[0]}-init"):
+            for name in (found[0], init_name(found[0])):
                 cascade.add(orphans[name], f"driver-dir:{name}", ORPHANS)
             yield cascade
 
@@ -177,10 +183,13 @@ def _lost_dirs(host: Host, index: FindingIndex) -> Iterator[Cascade]:
     under devicemapper's ``mnt/``, the layer contents ``--deep`` cannot rebuild, and the thin
     devices left without a record."""
     lost = _lost_dir_causes(host, index)
+    layout = layout_of(host.driver)
+    target_of = layout.links.target if layout is not None and layout.links else None
     for f in index.of("overlay2.link-orphan"):
         link = f.path.rpartition("/")[2]
         target = host.links.get(link) or ""
-        cause = lost.get(target[3:-5]) if target.endswith("/diff") else None
+        owner = target_of.ident(target) if target_of else None
+        cause = lost.get(owner) if owner is not None else None
         if cause is not None:
             yield _one(cause, f, f"link:{link}", ORPHANS)
     for f in index.of("devicemapper.mnt-orphan"):
@@ -216,7 +225,7 @@ def _lost_dir_causes(host: Host, index: FindingIndex) -> dict[str, Finding]:
         if name:
             lost.setdefault(name, f)
     for f in index.of("container.layer-missing"):
-        for name in (f.object_id or "", f"{f.object_id}-init"):
+        for name in (f.object_id or "", init_name(f.object_id or "")):
             if name not in host.driver_dirs:
                 lost.setdefault(name, f)
     for f in index.of("overlay2.link-missing", "overlay2.link-damaged", "overlay2.diff-missing"):
@@ -229,7 +238,8 @@ def _lost_dir_causes(host: Host, index: FindingIndex) -> dict[str, Finding]:
 def _leaked_device(host: Host, index: FindingIndex, lost: dict[str, Finding]) -> Iterator[Cascade]:
     """Device records lost, all to one finding, and as many thin devices without a record:
     the same devices (which record was which device the pool cannot tell)."""
-    if host.driver != "devicemapper":
+    layout = layout_of(host.driver)
+    if layout is None or layout.thin is None:
         return
     records = {name: f for name, f in lost.items() if name not in host.devices}
     causes = {f.key: f for f in records.values()}

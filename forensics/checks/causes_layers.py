@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from forensics.checks.cascade import CONTRADICTS, Cascade, FindingIndex
+from forensics.drivers import DEVICEMAPPER, DEVICEMAPPER_POOL
 from forensics.model import Host, Layer
 from forensics.report import Finding
 
@@ -29,9 +30,9 @@ FILE_CHECKS = (
     "layer.file-metadata-changed",
     *ECHOES,
 )
-#: where a layer's files inside a thin device are shown: devicemapper/mnt/<id>/rootfs/<path>
-_MOUNTS = "devicemapper/mnt/"
-_ROOTFS = "/rootfs/"
+#: where a layer's files inside a thin device are shown: <mount point of id>/rootfs/<path>
+_MOUNTS = DEVICEMAPPER.mount_point.prefix if DEVICEMAPPER.mount_point else "\0"
+_ROOTFS = f"/{DEVICEMAPPER_POOL.rootfs}/"
 
 
 def inherited_echoes(host: Host, index: FindingIndex) -> Iterator[Cascade]:

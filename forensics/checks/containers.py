@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from forensics.checks.catalog import finding
 from forensics.checks.common import problem_findings, short
+from forensics.drivers import LEGACY_EMPTY_DRIVER, init_name
 from forensics.formats.ids import MOUNT_ID
 from forensics.model import Container, Host, Mount
 from forensics.report import Finding
@@ -67,7 +68,7 @@ def _check_container_refs(host: Host, c: Container, config: str) -> Iterator[Fin
             f"its image {short(c.image_id)} ({c.image or 'no name'}) does not exist",
             **ident,
         )
-    driver = "aufs" if host.layout == "legacy" and c.driver == "" else c.driver
+    driver = LEGACY_EMPTY_DRIVER if host.layout == "legacy" and c.driver == "" else c.driver
     if host.driver and driver != host.driver:
         yield finding(
             "container.driver-mismatch",
@@ -83,7 +84,7 @@ def _check_container_refs(host: Host, c: Container, config: str) -> Iterator[Fin
             **ident,
         )
     elif host.layout == "legacy" and host.driver:
-        missing = [layer for layer in (c.id, f"{c.id}-init") if layer not in host.driver_dirs]
+        missing = [layer for layer in (c.id, init_name(c.id)) if layer not in host.driver_dirs]
         if missing:  # one finding for both: a later cause names it by its path
             yield finding(
                 "container.layer-missing",

@@ -8,26 +8,30 @@ from collections.abc import Iterator
 
 from forensics.checks.catalog import finding
 from forensics.checks.common import problem_findings
+from forensics.drivers import DEVICEMAPPER, DEVICEMAPPER_POOL
 from forensics.model import DeviceSet, Host
 from forensics.report import Finding
 
 MAX_DEVICE_ID = 0xFFFFFF
+THIN = DEVICEMAPPER_POOL
+MOUNT_POINT = DEVICEMAPPER.mount_point
+assert MOUNT_POINT is not None
 
 
 def check_devicemapper(host: Host) -> Iterator[Finding]:
     ds = host.deviceset
-    if host.driver != "devicemapper" or ds is None:
+    if host.driver != DEVICEMAPPER.name or ds is None:
         return
     for device in host.devices.values():
         yield from problem_findings(
-            "devicemapper", device.problems, {"record": "device record"}, "device", device.hash
+            DEVICEMAPPER.checks, device.problems, {"record": "device record"}, "device", device.hash
         )
     yield from problem_findings(
-        "devicemapper",
+        DEVICEMAPPER.checks,
         ds.problems,
-        {"deviceset": "deviceset-metadata", "transaction": "transaction-metadata"},
+        {"deviceset": THIN.deviceset_name, "transaction": THIN.transaction_name},
         "pool",
-        "devicemapper",
+        DEVICEMAPPER.name,
     )
     yield from _check_device_ids(host)
     yield from _check_next_id(host, ds)
@@ -70,11 +74,11 @@ def _check_next_id(host: Host, ds: DeviceSet) -> Iterator[Finding]:
         return
     yield finding(
         "devicemapper.next-id-stale",
-        "devicemapper/metadata/deviceset-metadata",
+        THIN.deviceset,
         f"next_device_id {ds.next_device_id} is below the highest id in use, {max(ids)} "
         "(saved only at shutdown; the daemon skips ids in use)",
         object_type="pool",
-        object_id="devicemapper",
+        object_id=DEVICEMAPPER.name,
     )
 
 
@@ -85,7 +89,7 @@ def _check_transaction(host: Host, ds: DeviceSet) -> Iterator[Finding]:
         return
     if ds.pool is not None and ds.pool.readable:
         return  # the pool's own transaction id says it better (checks/thinpool.py)
-    name = ds.transaction_hash or "base"
+    name = ds.transaction_hash or THIN.base
     device = host.devices.get(name)
     if device is not None and device.transaction_id is not None:
         if device.transaction_id >= ds.open_transaction_id:
@@ -95,7 +99,7 @@ def _check_transaction(host: Host, ds: DeviceSet) -> Iterator[Finding]:
     )
     yield finding(
         "devicemapper.transaction-pending",
-        "devicemapper/metadata/transaction-metadata",
+        THIN.transaction,
         f"transaction {ds.open_transaction_id} on device {ds.transaction_device_id} ({name}) was "
         f"not completed ({record}): the daemon will delete that device on start",
         object_type="device",
@@ -108,7 +112,7 @@ def _check_mount_points(host: Host, ds: DeviceSet) -> Iterator[Finding]:
         if name not in host.devices:
             yield finding(
                 "devicemapper.mnt-orphan",
-                f"devicemapper/mnt/{name}",
+                MOUNT_POINT(name),
                 "a mount point of a device that has no record",
                 object_type="device",
                 object_id=name,
@@ -116,20 +120,20 @@ def _check_mount_points(host: Host, ds: DeviceSet) -> Iterator[Finding]:
 
 
 def _check_base_and_files(host: Host, ds: DeviceSet) -> Iterator[Finding]:
-    if host.devices and "base" not in host.devices:
+    if host.devices and THIN.base not in host.devices:
         yield finding(
             "devicemapper.base-missing",
-            "devicemapper/metadata",
+            THIN.records,
             "no base device record: the daemon will create a new base device",
             object_type="pool",
-            object_id="devicemapper",
+            object_id=DEVICEMAPPER.name,
         )
     if host.devices and not ds.pool_files:
         yield finding(
             "devicemapper.pool-files-missing",
-            "devicemapper/devicemapper",
+            THIN.pool,
             "no loop-lvm data and metadata files: the pool was a real LV (direct-lvm) or the files "
             "are lost",
             object_type="pool",
-            object_id="devicemapper",
+            object_id=DEVICEMAPPER.name,
         )

@@ -1,5 +1,7 @@
 """Rules on the storage driver's directories: what references them, and the driver's own
-bookkeeping (overlay2 ``link``/``lower``/``l/``, aufs ``layers/``)."""
+bookkeeping where its row (:mod:`forensics.drivers`) has some: short links and the lower
+files that name them (overlay2 ``link``/``lower``/``l/``), a list of parents (aufs
+``layers/``), the image's top layer (overlay ``lower-id``)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Iterator
 
 from forensics.checks.catalog import finding
 from forensics.checks.common import problem_findings, short
+from forensics.drivers import DriverLayout, Links, Lower, init_name, is_init_name, layout_of
 from forensics.formats.ids import LINK_ID, MOUNT_ID
 from forensics.model import DriverDir, Host
 from forensics.report import Finding
@@ -27,7 +30,7 @@ def referenced_driver_dirs(host: Host) -> dict[str, str]:
     else:
         for cid in host.containers:
             refs[cid] = f"mount:{cid}"
-            refs[f"{cid}-init"] = f"init:{cid}"
+            refs[init_name(cid)] = f"init:{cid}"
     if host.legacy is not None:  # a migrated root: graph/ still owns what it did not migrate
         for gid in host.legacy.layers:
             refs.setdefault(gid, f"graph:{gid}")
@@ -108,12 +111,16 @@ def check_driver_dirs(host: Host) -> Iterator[Finding]:
         return
     refs = referenced_driver_dirs(host)
     yield from _check_orphans(host, refs)
-    if host.driver in ("overlay2", "fuse-overlayfs"):
-        yield from _check_overlay2(host, refs)
-    elif host.driver == "aufs":
-        yield from _check_aufs(host, refs, expected_lowers(host, refs))
-    elif host.driver == "overlay":
-        yield from _check_overlay(host, refs, expected_lowers(host, refs))
+    layout = layout_of(host.driver)
+    lower = layout.lower if layout is not None else None
+    if layout is None or lower is None:
+        return  # no parents on disk: nothing of the driver's own to hold against the chain
+    if layout.links is not None:
+        yield from _check_linked_lowers(host, layout, layout.links, lower, refs)
+    elif lower.reach == "chain":
+        yield from _check_parent_lists(host, layout, lower, refs, expected_lowers(host, refs))
+    else:
+        yield from _check_top_lowers(host, layout, lower, refs, expected_lowers(host, refs))
 
 
 def _check_orphans(host: Host, refs: dict[str, str]) -> Iterator[Finding]:
@@ -146,10 +153,14 @@ def _check_orphans(host: Host, refs: dict[str, str]) -> Iterator[Finding]:
             )
 
 
-def _check_overlay2(host: Host, refs: dict[str, str]) -> Iterator[Finding]:
+def _check_linked_lowers(
+    host: Host, layout: DriverLayout, links: Links, lower: Lower, refs: dict[str, str]
+) -> Iterator[Finding]:
+    """overlay2's rules: each directory's diff, link file, short link and lower file."""
     yield from _check_links_dir(host)
     named_links: set[str] = set()
-    lowers = _Overlay2Lowers(host)
+    lowers = _Overlay2Lowers(host, lower.entry.prefix)
+    sound = _SoundDir(host, links)
     for name in sorted(refs):
         ddir = host.driver_dirs.get(name)
         if ddir is None:
@@ -157,17 +168,16 @@ def _check_overlay2(host: Host, refs: dict[str, str]) -> Iterator[Finding]:
         if ddir.link:
             named_links.add(ddir.link)
         expected = lowers.expected(refs[name])
-        if _overlay2_dir_is_sound(host, ddir, expected):
+        if sound(ddir, expected):
             continue
-        yield from _check_overlay2_dir(host, ddir)
-        yield from _check_overlay2_lower(ddir, expected)
+        yield from _check_overlay2_dir(host, layout, links, ddir)
+        yield from _check_overlay2_lower(layout, lower, ddir, expected)
     for ddir in host.driver_dirs.values():
         if ddir.id not in refs and ddir.link:
             named_links.add(ddir.link)
-    base = host.driver
     for link in sorted(set(host.links) - named_links):
         yield finding(
-            "overlay2.link-orphan", f"{base}/l/{link}", "no layer's link file names this link"
+            "overlay2.link-orphan", links.link(link), "no layer's link file names this link"
         )
 
 
@@ -193,19 +203,25 @@ def _check_links_dir(host: Host) -> Iterator[Finding]:
 UNKNOWN: None = None
 
 
-def _overlay2_dir_is_sound(host: Host, ddir: DriverDir, expected: list[str] | None) -> bool:
+class _SoundDir:
     """The common case in one test: a directory in which the two rules below find nothing
     (its diff/, its link and l/ symlink, its lower). Tens of thousands of directories go
     through here; only the others are looked at rule by rule."""
-    link = ddir.link
-    return (
-        ddir.has_diff
-        and not ddir.problems
-        and link is not None
-        and LINK_ID.fullmatch(link) is not None
-        and host.links.get(link) == f"../{ddir.id}/diff"
-        and (expected is UNKNOWN or ddir.lower == (expected or None))
-    )
+
+    def __init__(self, host: Host, links: Links) -> None:
+        self.links = host.links
+        self.before, self.after = links.target.prefix, links.target.suffix
+
+    def __call__(self, ddir: DriverDir, expected: list[str] | None) -> bool:
+        link = ddir.link
+        return (
+            ddir.has_diff
+            and not ddir.problems
+            and link is not None
+            and LINK_ID.fullmatch(link) is not None
+            and self.links.get(link) == f"{self.before}{ddir.id}{self.after}"
+            and (expected is UNKNOWN or ddir.lower == (expected or None))
+        )
 
 
 class _Overlay2Lowers:
@@ -218,8 +234,10 @@ class _Overlay2Lowers:
     reported by the rules on layers and links.
     """
 
-    def __init__(self, host: Host) -> None:
+    def __init__(self, host: Host, entry_prefix: str) -> None:
         self.host = host
+        #: what a lower entry holds before the link id (``l/``)
+        self.entry = entry_prefix
         #: layer id -> the lower entries of the layer and its ancestors, nearest first
         self.memo: dict[str, list[str] | None] = {}
 
@@ -236,7 +254,7 @@ class _Overlay2Lowers:
         if kind != "mount" or not init or chain is UNKNOWN:
             return chain
         link = self._link_of(init)
-        return UNKNOWN if link is None else [f"l/{link}", *chain]
+        return UNKNOWN if link is None else [f"{self.entry}{link}", *chain]
 
     def chain(self, start: str | None) -> list[str] | None:
         """The lower entries of layer ``start`` and its ancestors, nearest first."""
@@ -262,7 +280,7 @@ class _Overlay2Lowers:
         for layer_id in reversed(walk):
             if tail is not UNKNOWN:
                 link = self._link_of(self.host.layers[layer_id].cache_id)
-                tail = UNKNOWN if link is None else [f"l/{link}", *tail]
+                tail = UNKNOWN if link is None else [f"{self.entry}{link}", *tail]
             self.memo[layer_id] = tail
         return self.memo.get(start, tail)
 
@@ -274,24 +292,31 @@ class _Overlay2Lowers:
         return ddir.link if ddir is not None else None
 
 
-def _check_overlay2_dir(host: Host, ddir: DriverDir) -> Iterator[Finding]:
+def _check_overlay2_dir(
+    host: Host, layout: DriverLayout, links: Links, ddir: DriverDir
+) -> Iterator[Finding]:
     ident = {"object_type": "driver-dir", "object_id": ddir.id}
-    if not ddir.has_diff:
+    if not ddir.has_diff and layout.content is not None:
         yield finding(
             "overlay2.diff-missing",
-            f"{ddir.path}/diff",
-            "the layer has no diff/ directory",
+            layout.content(ddir.id),
+            f"the layer has no {layout.content.leaf}/ directory",
             **ident,
         )
-    if "link" in ddir.problems:
+    if links.key in ddir.problems:
         yield from problem_findings(
-            "overlay2", ddir.problems, {"link": "link file"}, "driver-dir", ddir.id, ("link",)
+            layout.checks,
+            ddir.problems,
+            {links.key: links.words},
+            "driver-dir",
+            ddir.id,
+            (links.key,),
         )
         return
     if ddir.link is None:
         yield finding(
             "overlay2.link-missing",
-            f"{ddir.path}/link",
+            links.file(ddir.id),
             "no link file: mounts of this layer fail",
             **ident,
         )
@@ -299,24 +324,24 @@ def _check_overlay2_dir(host: Host, ddir: DriverDir) -> Iterator[Finding]:
     if not LINK_ID.fullmatch(ddir.link):
         yield finding(
             "overlay2.link-damaged",
-            f"{ddir.path}/link",
+            links.file(ddir.id),
             f"malformed link id {ddir.link[:80]!r}",
             **ident,
         )
         return
     target = host.links.get(ddir.link)
-    expected = f"../{ddir.id}/diff"
+    expected = links.target(ddir.id)
     if ddir.link not in host.links:
         yield finding(
             "overlay2.link-dangling",
-            f"{host.driver}/l/{ddir.link}",
+            links.link(ddir.link),
             f"missing: layer {short(ddir.id)} cannot be mounted as a lower layer",
             **ident,
         )
     elif target != expected:
         yield finding(
             "overlay2.link-dangling",
-            f"{host.driver}/l/{ddir.link}",
+            links.link(ddir.link),
             f"points to {target!r}, not to {expected!r}"
             if target is not None
             else f"is not a symlink (it should point to {expected!r})",
@@ -324,12 +349,19 @@ def _check_overlay2_dir(host: Host, ddir: DriverDir) -> Iterator[Finding]:
         )
 
 
-def _check_overlay2_lower(ddir: DriverDir, expected: list[str] | None) -> Iterator[Finding]:
+def _check_overlay2_lower(
+    layout: DriverLayout, lower: Lower, ddir: DriverDir, expected: list[str] | None
+) -> Iterator[Finding]:
     """``lower`` against the parent chain (``expected``; None when it cannot be known)."""
     ident = {"object_type": "driver-dir", "object_id": ddir.id}
-    if "lower" in ddir.problems:
+    if lower.key in ddir.problems:
         yield from problem_findings(
-            "overlay2", ddir.problems, {"lower": "lower file"}, "driver-dir", ddir.id, ("lower",)
+            layout.checks,
+            ddir.problems,
+            {lower.key: lower.words},
+            "driver-dir",
+            ddir.id,
+            (lower.key,),
         )
         return
     if expected is UNKNOWN:
@@ -338,15 +370,20 @@ def _check_overlay2_lower(ddir: DriverDir, expected: list[str] | None) -> Iterat
         shown = ":".join(ddir.lower) if ddir.lower else "absent"
         yield finding(
             "overlay2.lower-mismatch",
-            f"{ddir.path}/lower",
+            lower.file(ddir.id),
             f"lower is {shown[:200]}, the parent chain gives {':'.join(expected) or 'none'}",
             **ident,
         )
 
 
-def _check_aufs(
-    host: Host, refs: dict[str, str], lowers: dict[str, list[str]]
+def _check_parent_lists(
+    host: Host,
+    layout: DriverLayout,
+    lower: Lower,
+    refs: dict[str, str],
+    lowers: dict[str, list[str]],
 ) -> Iterator[Finding]:
+    """aufs' rule: each directory's list of parents against the layer chain."""
     for name in sorted(refs):
         ddir = host.driver_dirs.get(name)
         if ddir is None:
@@ -354,26 +391,32 @@ def _check_aufs(
         ident = {"object_type": "driver-dir", "object_id": name}
         if ddir.problems:
             yield from problem_findings(
-                "aufs", ddir.problems, {"layers": "aufs layers file"}, "driver-dir", name
+                layout.checks, ddir.problems, {lower.key: lower.words}, "driver-dir", name
             )
             continue
         below = lowers.get(name)
         if below is not None and "?" not in below and (ddir.lower or []) != below:
             yield finding(
                 "aufs.lower-mismatch",
-                f"{host.driver}/layers/{name}",
+                lower.file(name),
                 f"lists {len(ddir.lower or [])} parents, the layer chain gives {len(below)} "
                 f"({', '.join(short(b) for b in below) or 'none'})",
                 **ident,
             )
 
 
-def _check_overlay(
-    host: Host, refs: dict[str, str], lowers: dict[str, list[str]]
+def _check_top_lowers(
+    host: Host,
+    layout: DriverLayout,
+    lower: Lower,
+    refs: dict[str, str],
+    lowers: dict[str, list[str]],
 ) -> Iterator[Finding]:
     """overlay (v1): image layers hold a full ``root/``; container and init layers hold
     ``upper/`` and a ``lower-id`` naming the image's top layer (the init layer's upper is copied
     into the container's, so both name the same lower)."""
+    assert layout.content is not None and layout.upper is not None
+    data = {True: f"{layout.content.leaf}/", False: f"{layout.upper.leaf}/"}
     for name in sorted(refs):
         ddir = host.driver_dirs.get(name)
         if ddir is None:
@@ -381,21 +424,22 @@ def _check_overlay(
         ident = {"object_type": "driver-dir", "object_id": name}
         is_layer = refs[name].startswith(("layer:", "graph:"))
         if not ddir.has_diff:
-            wanted = "root/" if is_layer else "upper/"
-            yield finding("overlay.data-missing", ddir.path, f"no {wanted} directory", **ident)
-        if "lower-id" in ddir.problems:
+            yield finding(
+                "overlay.data-missing", ddir.path, f"no {data[is_layer]} directory", **ident
+            )
+        if lower.key in ddir.problems:
             yield from problem_findings(
-                "overlay", ddir.problems, {"lower-id": "lower-id file"}, "driver-dir", name
+                layout.checks, ddir.problems, {lower.key: lower.words}, "driver-dir", name
             )
             continue
         if is_layer:
             continue
-        below = [b for b in lowers.get(name, []) if not b.endswith("-init")]
+        below = [b for b in lowers.get(name, []) if not is_init_name(b)]
         expected = below[:1] or None
         if "?" not in below and ddir.lower != expected:
             yield finding(
                 "overlay.lower-mismatch",
-                f"{ddir.path}/lower-id",
+                lower.file(name),
                 f"lower-id is {(ddir.lower or ['absent'])[0][:80]!r}, the image's top layer is "
                 f"{(expected or ['none'])[0]!r}",
                 **ident,

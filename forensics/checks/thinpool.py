@@ -10,16 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from forensics.checks.catalog import finding
+from forensics.drivers import DEVICEMAPPER, DEVICEMAPPER_POOL
 from forensics.model import Device, DeviceSet, Host, PoolState
 from forensics.report import Finding
 
-POOL = {"object_type": "pool", "object_id": "devicemapper"}
-TRANSACTION = "devicemapper/metadata/transaction-metadata"
+POOL = {"object_type": "pool", "object_id": DEVICEMAPPER.name}
+TRANSACTION = DEVICEMAPPER_POOL.transaction
 
 
 def check_thin_pool(host: Host) -> Iterator[Finding]:
     ds = host.deviceset
-    if host.driver != "devicemapper" or ds is None or ds.pool is None:
+    if host.driver != DEVICEMAPPER.name or ds is None or ds.pool is None:
         return
     pool = ds.pool
     if not pool.readable:
@@ -144,7 +145,7 @@ def _check_leaks(host: Host, pool: PoolState, pending: int | None) -> Iterator[F
 
 
 def _check_data_file(ds: DeviceSet, pool: PoolState) -> Iterator[Finding]:
-    data = ds.pool_files.get("data")
+    data = ds.pool_files.get(DEVICEMAPPER_POOL.data_name)
     if data is None or not pool.nr_data_blocks or not pool.data_block_size:
         return
     needed = pool.nr_data_blocks * pool.data_block_size * 512

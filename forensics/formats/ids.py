@@ -13,13 +13,15 @@ from __future__ import annotations
 import hashlib
 import re
 
+from forensics.drivers import INIT_SUFFIX, LINK_ENTRY
+
 HEX64 = re.compile(r"[0-9a-f]{64}")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 #: overlay2 link ids: 26 characters of base32 (A–Z, 2–7)
 LINK_ID = re.compile(r"[A-Z2-7]{26}")
 #: a container's read-write layer (random 64 hex; a 1.10 migration kept the container id) and
 #: its init layer, ``<mount-id>-init``
-MOUNT_ID = re.compile(r"[0-9a-f]{64}(-init)?")
+MOUNT_ID = re.compile(rf"[0-9a-f]{{64}}({re.escape(INIT_SUFFIX)})?")
 #: a BuildKit snapshot key (``identity.NewID``: 128 random bits in base36, 25 characters),
 #: which moby's BuildKit adapter also registers as a layer's cache-id
 BUILDKIT_ID = re.compile(r"[0-9a-z]{25}")
@@ -29,7 +31,9 @@ CACHE_ID = re.compile(rf"{HEX64.pattern}|{BUILDKIT_ID.pattern}")
 #: any driver directory that a layer, a container or BuildKit owns
 DRIVER_DIR_ID = re.compile(rf"{MOUNT_ID.pattern}|{BUILDKIT_ID.pattern}")
 #: an overlay2 ``lower`` entry: the short link of a lower layer
-LOWER_ENTRY = re.compile(rf"l/{LINK_ID.pattern}")
+LOWER_ENTRY = re.compile(
+    re.escape(LINK_ENTRY.prefix) + LINK_ID.pattern + re.escape(LINK_ENTRY.suffix)
+)
 #: a storage driver's name (``overlay2``, ``devicemapper``, …): it names files and directories
 DRIVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
@@ -40,8 +44,8 @@ _WHAT = {
     LINK_ID: "an overlay2 link id",
     MOUNT_ID: "a 64-hex layer id",
     CACHE_ID: "a layer id (64 hex or a BuildKit key)",
-    DRIVER_DIR_ID: "a layer id (64 hex, <id>-init or a BuildKit key)",
-    LOWER_ENTRY: "l/<link id>",
+    DRIVER_DIR_ID: f"a layer id (64 hex, <id>{INIT_SUFFIX} or a BuildKit key)",
+    LOWER_ENTRY: LINK_ENTRY("<link id>"),
 }
 
 

@@ -24,6 +24,7 @@ import os
 import stat
 from typing import BinaryIO, Protocol
 
+from forensics.drivers import OVERLAY_WHITEOUTS
 from forensics.layers.confine import Parts, Refusal
 
 __all__ = [
@@ -48,7 +49,6 @@ DISK_TYPE = {
     "block": stat.S_IFBLK,
     "fifo": stat.S_IFIFO,
 }
-_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 
 
 class StatLike(Protocol):
@@ -128,7 +128,7 @@ def close_handle(handle: FileHandle) -> None:
 
 def is_opaque(tree: LayerTree, parts: Parts) -> bool:
     """True when the directory ``parts`` carries an overlay opaque xattr = ``y``."""
-    return any(tree.xattr(parts, attr) == b"y" for attr in _OPAQUE_XATTRS)
+    return any(tree.xattr(parts, attr) == b"y" for attr in OVERLAY_WHITEOUTS.opaque_xattrs)
 
 
 def disk_type(mode: int) -> str:

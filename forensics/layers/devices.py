@@ -28,6 +28,7 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from forensics.drivers import DEVICEMAPPER, DEVICEMAPPER_POOL
 from forensics.evidence import Evidence, ReadFailure
 from forensics.fs.tree import Refusal
 from forensics.layers.treedir import TreeDir
@@ -48,9 +49,9 @@ __all__ = [
 ]
 
 #: where loop-lvm keeps the pool files (a direct-lvm pool is a block device outside ROOT)
-POOL = "devicemapper/devicemapper"
+POOL = DEVICEMAPPER_POOL.pool
 #: the directory of a device's filesystem that is the layer (or container) itself
-ROOTFS = b"rootfs"
+ROOTFS = DEVICEMAPPER_POOL.rootfs.encode()
 
 
 class ContentError(Exception):
@@ -72,7 +73,8 @@ class DeviceRef:
     def mount_dir(self) -> str:
         """Where Docker mounts the device's ``rootfs/``, relative to ROOT: the layer's files
         are shown there."""
-        return f"devicemapper/mnt/{self.name}/rootfs"
+        assert DEVICEMAPPER.mount_point is not None
+        return f"{DEVICEMAPPER.mount_point(self.name)}/{DEVICEMAPPER_POOL.rootfs}"
 
     def describe(self) -> str:
         return f"thin device {self.dev_id} of {self.pool}"
@@ -158,7 +160,8 @@ def _open_pool(ev: Evidence, rel: str) -> _OpenPool:
     from forensics.thin.blocks import MetadataFile, MetadataOpenError
     from forensics.thin.pool import read_pool
 
-    meta_rel, data_rel = f"{rel}/metadata", f"{rel}/data"
+    meta_rel = f"{rel}/{DEVICEMAPPER_POOL.metadata_name}"
+    data_rel = f"{rel}/{DEVICEMAPPER_POOL.data_name}"
     try:
         fd, _ = ev.open_regular(meta_rel)
     except ReadFailure as failure:
@@ -200,7 +203,7 @@ def layer_devices(host: Host, layer: Layer, name: str, legacy: bool) -> LayerDev
     why it cannot be read: ``no-pool`` (the pool is not a pair of files in ROOT: direct-lvm)
     or ``no-device`` (no usable device record)."""
     ds = host.deviceset
-    if ds is None or not {"metadata", "data"} <= set(ds.pool_files):
+    if ds is None or not set(DEVICEMAPPER_POOL.pool_files) <= set(ds.pool_files):
         return "no-pool"
     device = _device_ref(host, name)
     if device is None:

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from forensics.drivers import AUFS_WHITEOUTS, OVERLAY_WHITEOUTS, layout_of
 from forensics.evidence import Evidence, ReadFailure
 from forensics.layers.confine import PATH_MAX, ConfinedDir, Parts, Refusal, shorten, too_deep
 from forensics.layers.content import LayerTree, StatLike, is_opaque
@@ -48,9 +49,10 @@ __all__ = [
     "tree_diff",
 ]
 
-_WH = b".wh."
-_AUFS_META = b".wh..wh."
-_AUFS_OPAQUE = b".wh..wh..opq"
+assert AUFS_WHITEOUTS.whiteout_prefix and AUFS_WHITEOUTS.opaque_file and AUFS_WHITEOUTS.own_prefix
+_WH = AUFS_WHITEOUTS.whiteout_prefix
+_AUFS_META = AUFS_WHITEOUTS.own_prefix
+_AUFS_OPAQUE = AUFS_WHITEOUTS.opaque_file
 _CAPABILITY = "security.capability"
 
 
@@ -105,24 +107,24 @@ def diff_plan(host: Host, container_id: str) -> DiffPlan | str:
     if not mount_id:
         return f"container {container_id}: no read-write layer recorded (no mount-id)"
     driver = host.driver or ""
-    chain = _image_layers(host, container_id)
-    caches = [c for c in chain if c]
-    if driver in ("overlay2", "fuse-overlayfs", "aufs"):
-        fmt = {"aufs": "aufs/diff/{}"}.get(driver, driver + "/{}/diff")
-        lowers = ([fmt.format(init_id)] if init_id else []) + [fmt.format(c) for c in caches]
-        new = (fmt.format(mount_id), *lowers)
-        style = "aufs" if driver == "aufs" else "overlay"
-        return DiffPlan(host.root, container_id, driver, new, tuple(lowers), style)
-    if driver == "overlay":
-        roots = (f"overlay/{caches[0]}/root",) if caches else ()
-        init = (f"overlay/{init_id}/upper",) if init_id else ()
-        new = (f"overlay/{mount_id}/upper", *roots)
-        return DiffPlan(host.root, container_id, driver, new, (*init, *roots))
-    if driver in ("vfs", "btrfs"):
-        fmt = "vfs/dir/{}" if driver == "vfs" else "btrfs/subvolumes/{}"
-        old = (fmt.format(init_id),) if init_id else ()
-        return DiffPlan(host.root, container_id, driver, (fmt.format(mount_id),), old)
-    return f"container {container_id}: the {driver or 'unknown'} driver's files cannot be read"
+    layout = layout_of(driver)
+    content = layout.content if layout is not None else None
+    if layout is None or layout.diff is None or content is None:
+        return f"container {container_id}: the {driver or 'unknown'} driver's files cannot be read"
+    caches = [c for c in _image_layers(host, container_id) if c]
+    whiteouts = (layout.whiteouts or OVERLAY_WHITEOUTS).name
+    upper = layout.upper
+    if layout.diff == "layers" and upper is not None:
+        lowers = ([upper(init_id)] if init_id else []) + [content(c) for c in caches]
+        new = (upper(mount_id), *lowers)
+        return DiffPlan(host.root, container_id, driver, new, tuple(lowers), whiteouts)
+    if layout.diff == "upper-on-root" and upper is not None:
+        roots = (content(caches[0]),) if caches else ()
+        init = (upper(init_id),) if init_id else ()
+        new = (upper(mount_id), *roots)
+        return DiffPlan(host.root, container_id, driver, new, (*init, *roots), whiteouts)
+    old = (content(init_id),) if init_id else ()
+    return DiffPlan(host.root, container_id, driver, (content(mount_id),), old, whiteouts)
 
 
 def _damaged_reference(host: Host, container_id: str) -> str | None:

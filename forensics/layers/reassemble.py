@@ -33,6 +33,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from forensics.drivers import (
+    AUFS_WHITEOUTS,
+    OVERLAY_WHITEOUTS,
+    TAR_OPAQUE,
+    TAR_WHITEOUT_PREFIX,
+    Whiteouts,
+    layout_of,
+)
 from forensics.evidence import Evidence, ReadFailure, RootError
 from forensics.formats.crc64 import crc64_iso as _crc64
 from forensics.formats.tarsplit import FILE, SEGMENT, Limits, TarSplitDamage, iter_fields
@@ -86,25 +94,14 @@ _JSON_LIMIT = 64 * 1024 * 1024
 #: crafted stream); the rest are counted in one more
 _PROBLEMS_PER_KIND = 1000
 
-#: where each driver keeps a layer's files, and whether that is the layer's diff only
-#: (``diff``) or the full root file system as of that layer (``rootfs``)
-_CONTENT = {
-    "overlay2": ("overlay2/{id}/diff", "diff"),
-    "fuse-overlayfs": ("fuse-overlayfs/{id}/diff", "diff"),
-    "aufs": ("aufs/diff/{id}", "diff"),
-    "overlay": ("overlay/{id}/root", "rootfs"),
-    "vfs": ("vfs/dir/{id}", "rootfs"),
-    "btrfs": ("btrfs/subvolumes/{id}", "rootfs"),
-    "zfs": ("zfs/graph/{id}", "rootfs"),
-}
-_OPAQUE = b".wh..wh..opq"
+_OPAQUE = TAR_OPAQUE
 _CAPABILITY = "security.capability"
 _CAPABILITY_PAX = "SCHILY.xattr." + _CAPABILITY
 #: names as text: bytes that are not UTF-8 kept as surrogate escapes
 _ESCAPED = ("utf-8", "surrogateescape")
-_WH = b".wh."
+_WH = TAR_WHITEOUT_PREFIX
 #: aufs keeps its own bookkeeping at the top of each branch
-_AUFS_META = (b".wh..wh.aufs", b".wh..wh.plnk", b".wh..wh.orph")
+_AUFS_META = AUFS_WHITEOUTS.own_files
 
 
 @dataclass(frozen=True)
@@ -161,9 +158,10 @@ class Skipped:
 
 def content_dir(driver: str, cache_id: str) -> str | None:
     """The directory (relative to ROOT) holding the files of the layer ``cache_id`` under
-    ``driver``, or None for drivers whose files are not plain files (devicemapper)."""
-    spec = _CONTENT.get(driver)
-    return spec[0].format(id=cache_id) if spec else None
+    ``driver``, or None for drivers whose files are not plain files (devicemapper) or that
+    have no row in the driver table."""
+    layout = layout_of(driver)
+    return layout.content(cache_id) if layout is not None and layout.content else None
 
 
 def layer_jobs(host: Host) -> list[LayerJob]:
@@ -195,7 +193,8 @@ def _job_for(host: Host, layer: Layer) -> LayerJob | Skipped | None:
     driver = host.driver or ""
     content = content_dir(driver, cache_id) if cache_id else None
     devices = None
-    if driver == "devicemapper" and cache_id:
+    layout = layout_of(driver)
+    if layout is not None and layout.thin is not None and cache_id:
         devices = layer_devices(host, layer, cache_id, legacy)
         if isinstance(devices, str):
             return Skipped(layer.id, driver, devices)
@@ -259,13 +258,15 @@ def verify_layer(
             LayerProblem("tar-split-missing", job.tar_split, str(failure), failure.kind)
         )
         return report
-    style = _CONTENT.get(job.driver, ("", "rootfs"))[1]
+    layout = layout_of(job.driver)
+    style = layout.holds if layout is not None and layout.content else "rootfs"
+    whiteouts = layout.whiteouts if layout is not None else None
     cdir = _open_content(ev, job, report)
     tarsum = _tarsum_for(job, report)
     if tarsum is not None:
         sink = _tee(tarsum, sink)
     try:
-        pass_ = _Reassembly(report, cdir, style, job.driver, progress, sink)
+        pass_ = _Reassembly(report, cdir, style, whiteouts or OVERLAY_WHITEOUTS, progress, sink)
         if job.device is not None:
             pass_.absent = "the layer's device cannot be read"
         pass_.run(io.BytesIO(data), job.recorded_size)
@@ -385,7 +386,7 @@ class _Reassembly:
         report: LayerReport,
         cdir: LayerTree | None,
         style: str,
-        driver: str,
+        whiteouts: Whiteouts,
         progress: Callable[[int], None] | None,
         sink: Callable[[memoryview], object] | None,
     ) -> None:
@@ -396,7 +397,8 @@ class _Reassembly:
         #: why a member is missing when the layer's files cannot be read at all
         self.absent = "the layer directory is missing"
         self.style = style
-        self.whiteouts = "aufs" if driver == "aufs" else "overlay"
+        #: how the diff marks deletions and opaque directories on disk (``overlay``, ``aufs``)
+        self.whiteouts = whiteouts.name
         self.progress = progress
         self.sink = sink
         self.hash = hashlib.sha256()

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from forensics.checks.common import short
+from forensics.drivers import DRIVERS, init_name, is_init_name, rw_name
 from forensics.evidence import Evidence, ReadFailure, type_of_mode
 from forensics.formats.ids import LINK_ID, MOUNT_ID
 from forensics.model import Host, Mount
@@ -54,23 +55,9 @@ from forensics.report import Finding
 
 __all__ = ["Action", "Plan", "Skipped", "make_plan"]
 
-#: what a driver keeps of one layer or container directory, in the order its ``Remove`` deletes
-#: them (aufs: mnt, diff, layers; devicemapper: the device record, then the mount point)
-DRIVER_PARTS: dict[str, tuple[tuple[str, str], ...]] = {
-    "overlay2": (("overlay2/{}", "directory"),),
-    "overlay": (("overlay/{}", "directory"),),
-    "aufs": (
-        ("aufs/mnt/{}", "mount point"),
-        ("aufs/diff/{}", "files"),
-        ("aufs/layers/{}", "parent list"),
-    ),
-    "vfs": (("vfs/dir/{}", "directory"),),
-    "devicemapper": (
-        ("devicemapper/metadata/{}", "device record"),
-        ("devicemapper/mnt/{}", "mount point"),
-    ),
-}
-SUPPORTED_DRIVERS = tuple(DRIVER_PARTS)
+#: the drivers whose rows say repair plans on them (what it quarantines of a layer or container
+#: directory is the row's ``parts``, in the order the driver's ``Remove`` deletes them)
+SUPPORTED_DRIVERS = tuple(name for name, layout in DRIVERS.items() if layout.repair)
 BROKEN_CONTAINER = (
     "container.config-damaged",
     "container.config-missing",
@@ -172,7 +159,7 @@ class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning, ConfigIdP
 
     def _container_of_device(self, name: str) -> str | None:
         if self.host.layout == "legacy":
-            cid = name.removesuffix("-init")
+            cid = rw_name(name)
             return cid if cid in self.host.containers else None
         for mount in self.host.mounts.values():
             if (
@@ -184,7 +171,7 @@ class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning, ConfigIdP
 
     def _add_legacy_rw_layer(self, unit: Unit, cid: str) -> bool:
         """A legacy container's driver dirs are named after it: ``<id>`` and ``<id>-init``."""
-        for name, role in ((cid, "the read-write layer"), (f"{cid}-init", "the init layer")):
+        for name, role in ((cid, "the read-write layer"), (init_name(cid), "the init layer")):
             if name not in self.host.driver_dirs:
                 continue
             others = self.owners.get(name, set()) - {f"mount:{cid}", f"init:{cid}"}
@@ -241,8 +228,8 @@ class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning, ConfigIdP
         out = []
         rw = mount.mount_id if mount.mount_id and MOUNT_ID.fullmatch(mount.mount_id) else None
         init = mount.init_id if mount.init_id and MOUNT_ID.fullmatch(mount.init_id) else None
-        if init is None and rw and not rw.endswith("-init") and "init-id" not in mount.problems:
-            init = f"{rw}-init"  # no init-id file: the daemon's own naming
+        if init is None and rw and not is_init_name(rw) and "init-id" not in mount.problems:
+            init = init_name(rw)  # no init-id file: the daemon's own naming
         for name, role in ((rw, "the read-write layer"), (init, "the init layer")):
             if name and name in self.host.driver_dirs:
                 out.append((name, role))
@@ -250,23 +237,24 @@ class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning, ConfigIdP
 
     def _add_dir(self, unit: Unit, name: str, role: str, safety: str) -> None:
         ddir = self.host.driver_dirs[name]
-        parts = DRIVER_PARTS[self.base]
-        for template, what in parts:
-            path = template.format(name)
+        parts = self.layout.parts
+        for part in parts:
+            path = part.at(name)
             kind = self._kind(path)
             if kind is None:
                 continue
             details = self._device_details(name) if path == ddir.path else {}
-            label = role if len(parts) == 1 else f"{role} ({what})"
+            label = role if len(parts) == 1 else f"{role} ({part.words})"
             unit.parts.append(Part(path, kind, label, safety, details))
         unit.dirs.add(name)
-        if self.base != "overlay2":
+        links = self.layout.links
+        if links is None:
             return
         link = ddir.link
-        if link and LINK_ID.fullmatch(link) and self.host.links.get(link) == f"../{name}/diff":
+        if link and LINK_ID.fullmatch(link) and self.host.links.get(link) == links.target(name):
             unit.parts.append(
                 Part(
-                    f"{self.base}/l/{link}",
+                    links.link(link),
                     "symlink",
                     f"the short link of {short(name)}",
                     "a symlink to the quarantined directory's diff/: moved, never followed",
@@ -315,11 +303,13 @@ class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning, ConfigIdP
         """Driver dirs whose lower list names one of ``dirs`` (overlay2 by link id, aufs and
         overlay by directory name; vfs and devicemapper layers are full copies)."""
         users: set[str] = set()
+        lower = self.layout.lower
+        by_dir = lower is not None and lower.by == "dir"
         for name in dirs:
             link = self.host.driver_dirs[name].link
             if link:
                 users |= self.lower_users.get(link, set())
-            if self.base in ("aufs", "overlay"):
+            if by_dir:
                 users |= self.lower_users.get(name, set())
         return users
 

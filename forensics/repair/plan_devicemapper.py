@@ -10,10 +10,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from forensics.drivers import DEVICEMAPPER_POOL
 from forensics.repair.actions import POOL_COPY, Action
 from forensics.repair.planbase import PlannerBase, plural, reason_of
 
-TRANSACTION_FILE = "devicemapper/metadata/transaction-metadata"
+THIN = DEVICEMAPPER_POOL
+TRANSACTION_FILE = THIN.transaction
 
 
 class DeviceMapperPlanning(PlannerBase):
@@ -23,7 +25,7 @@ class DeviceMapperPlanning(PlannerBase):
         """For a device record: the thin device it names, which stays in the pool."""
         device = self.host.devices.get(name)
         ds = self.host.deviceset
-        if self.base != "devicemapper" or device is None or device.device_id is None:
+        if self.layout.thin is None or device is None or device.device_id is None:
             return {}
         pool = ds.pool if ds is not None else None
         if pool is None or not pool.readable or device.device_id not in pool.devices:
@@ -64,7 +66,8 @@ class DeviceMapperPlanning(PlannerBase):
             return []
         checks = sorted({f.check for f in findings})
         actions = []
-        record = f"devicemapper/metadata/{ds.transaction_hash}" if ds.transaction_hash else None
+        thin = self.layout.thin
+        record = thin.record(ds.transaction_hash) if thin and ds.transaction_hash else None
         if record and self._kind(record) == "file" and record not in planned:
             actions.append(
                 Action(
@@ -149,8 +152,10 @@ class DeviceMapperPlanning(PlannerBase):
 
 # -- putting a repaired copy of the pool's metadata in place -------------------------------------
 
-#: where Docker keeps a loop-lvm pool's metadata
-DOCKER_METADATA = Path("/var/lib/docker/devicemapper/devicemapper/metadata")
+#: where Docker keeps a loop-lvm pool's metadata (under its default root)
+DOCKER_METADATA = Path("/var/lib/docker", THIN.pool_metadata)
+#: the pool metadata file's path in a Docker root, as components
+_POOL_METADATA_PARTS = tuple(THIN.pool_metadata.split("/"))
 
 
 @dataclass(frozen=True)
@@ -172,9 +177,9 @@ def install_steps(
     (``…/devicemapper/devicemapper/metadata``); for a copy of it, Docker's default path is
     shown."""
     source = Path(metadata).absolute()
-    docker = source.parts[-3:] == ("devicemapper", "devicemapper", "metadata")
+    docker = source.parts[-len(_POOL_METADATA_PARTS) :] == _POOL_METADATA_PARTS
     target = source if docker else DOCKER_METADATA
-    data = target.with_name("data")
+    data = target.with_name(THIN.data_name)
     copy = Path(out).absolute()
     return [
         InstallStep(

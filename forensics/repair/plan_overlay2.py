@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 from forensics.checks.common import short
+from forensics.drivers import init_name, is_init_name, rw_name
 from forensics.formats.ids import LINK_ID
 from forensics.repair.actions import Action
 from forensics.repair.planbase import PlannerBase, link_owner, reason_of
@@ -23,13 +24,13 @@ class Overlay2Planning(PlannerBase):
                 continue
             link = f.path.rsplit("/", 1)[-1]
             target = self.host.links.get(link)
-            owner = link_owner(target)
+            owner = link_owner(target, self.links)
             if owner is None:
-                self._skip(f, "not a symlink of the form ../<id>/diff: left alone")
+                self._skip(f, f"not a symlink of the form {self.links.target('<id>')}: left alone")
             elif owner in removed:
                 continue  # quarantined with its directory
-            elif self.ev.lstat(f"{self.base}/{owner}") is not None:
-                self._skip(f, f"its target {self.base}/{owner} exists: left alone")
+            elif self.ev.lstat(self.layout.layer(owner)) is not None:
+                self._skip(f, f"its target {self.layout.layer(owner)} exists: left alone")
             else:
                 actions.append(
                     Action(
@@ -59,36 +60,44 @@ class Overlay2Planning(PlannerBase):
             if why:
                 self._skip(f, why)
                 continue
-            actions.append(self._relink_action(f, name, link, f"recreated from {ddir.path}/link"))
+            how = f"recreated from {self.links.file(name)}"
+            actions.append(self._relink_action(f, name, link, how))
         return actions
 
     def _relink_action(self, f: Finding, name: str, link: str, how: str) -> Action:
         return Action(
             "relink",
-            f"{self.base}/l/{link}",
+            self.links.link(link),
             reason_of(f, how),
             [f.check],
             "makes the link overlay2 made for this layer, from the layer's own link file (as "
             "containers/storage does); nothing that exists is changed",
             f"driver-dir {name}",
-            target=f"../{name}/diff",
+            target=self.links.target(name),
             summary=f"the missing short link of layer directory {short(name)}",
         )
 
     def _relink_refusal(self, name: str, link: str) -> str | None:
         ddir = self.host.driver_dirs[name]
+        links = self.links
         if not LINK_ID.fullmatch(link):
             return "the layer's link file holds no valid link id: nothing to link"
         if not ddir.has_diff:
-            return f"{ddir.path}/diff is missing: a link to it would dangle"
-        if link in self.host.links or self.ev.lstat(f"{self.base}/l/{link}") is not None:
-            return f"{self.base}/l/{link} exists and points elsewhere: left alone"
-        if not self.ev.is_dir(f"{self.base}/l"):
-            return f"{self.base}/l is no directory: left alone"
+            return f"{self._content(name)} is missing: a link to it would dangle"
+        if link in self.host.links or self.ev.lstat(links.link(link)) is not None:
+            return f"{links.link(link)} exists and points elsewhere: left alone"
+        if not self.ev.is_dir(links.directory):
+            return f"{links.directory} is no directory: left alone"
         sharing = [d for d in self.dirs_by_link.get(link, []) if d != name]
         if sharing:
-            return f"{self.base}/{sharing[0]} has the same link id: ownership in doubt"
+            return f"{self.layout.layer(sharing[0])} has the same link id: ownership in doubt"
         return None
+
+    def _content(self, name: str) -> str:
+        """The directory that a short link of ``name`` points to (its diff)."""
+        content = self.layout.content
+        assert content is not None
+        return content(name)
 
     # -- link files --------------------------------------------------------------------------
 
@@ -106,7 +115,7 @@ class Overlay2Planning(PlannerBase):
 
     def _link_file_actions(self, f: Finding, name: str) -> list[Action]:
         ddir = self.host.driver_dirs[name]
-        rel = f"{ddir.path}/link"
+        rel = self.links.file(name)
         kind = self._kind(rel)
         if kind not in (None, "file"):
             self._skip(f, f"{rel} is a {kind}, not a file: left alone")
@@ -117,11 +126,11 @@ class Overlay2Planning(PlannerBase):
             return []
         new_link = link not in self.host.links
         if new_link and not ddir.has_diff:
-            self._skip(f, f"{ddir.path}/diff is missing: a link to it would dangle")
+            self._skip(f, f"{self._content(name)} is missing: a link to it would dangle")
             return []
         checks = [f.check]
         for orphan in self.by_check["overlay2.link-orphan"]:
-            if orphan.path == f"{self.base}/l/{link}":
+            if orphan.path == self.links.link(link):
                 self.answered.add((orphan.check, orphan.path))
                 checks.append(orphan.check)
         what = f"link id {link}, {source}"
@@ -147,19 +156,23 @@ class Overlay2Planning(PlannerBase):
 
     def _recover_link_id(self, name: str) -> tuple[str | None, str]:
         """(link id, where it comes from), or (None, why none can be trusted)."""
-        target = f"../{name}/diff"
+        links = self.links
+        target = links.target(name)
         pointing = sorted(k for k, v in self.host.links.items() if v == target)
         if len(pointing) > 1:
-            return None, f"{len(pointing)} links in {self.base}/l point to it: ownership in doubt"
+            return (
+                None,
+                f"{len(pointing)} links in {links.directory} point to it: ownership in doubt",
+            )
         if pointing:
-            return pointing[0], f"from {self.base}/l/{pointing[0]}, which points to its diff/"
+            return pointing[0], f"from {links.link(pointing[0])}, which points to its diff/"
         named = self._links_named_by_children(name)
         if len(named) > 1:
             return None, "its children's lower files name different links: in doubt"
         if named:
             (link,) = named
             if link in self.host.links:
-                return None, f"{self.base}/l/{link} points elsewhere: in doubt"
+                return None, f"{links.link(link)} points elsewhere: in doubt"
             return link, "from the lower files of the layers stacked on it"
         if self._children(name):
             return None, "layers stacked on it name no link: in doubt"
@@ -172,17 +185,19 @@ class Overlay2Planning(PlannerBase):
                if lay.parent in layers and lay.cache_id]  # fmt: skip
         for mount in self.host.mounts.values():
             if mount.parent in layers:
-                out.append(mount.init_id or f"{mount.mount_id}-init")
-        if name.endswith("-init"):
-            out.append(name.removesuffix("-init"))
+                out.append(mount.init_id or init_name(mount.mount_id or ""))
+        if is_init_name(name):
+            out.append(rw_name(name))
         return [d for d in out if d in self.host.driver_dirs]
 
     def _links_named_by_children(self, name: str) -> set[str]:
         named = set()
+        entry = self.layout.lower.entry if self.layout.lower is not None else None
         for child in self._children(name):
             lower = self.host.driver_dirs[child].lower or []
-            if lower and lower[0].startswith("l/"):
-                named.add(lower[0].removeprefix("l/"))
+            link = entry.ident(lower[0]) if entry is not None and lower else None
+            if link is not None:
+                named.add(link)
         return {n for n in named if LINK_ID.fullmatch(n)}
 
     def _new_link_id(self, name: str) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forensics.checks.common import short
+from forensics.drivers import LINK_ENTRY, DriverLayout, Links, init_name, layout_of
 from forensics.evidence import Evidence, type_of_mode
 from forensics.formats.ids import MOUNT_ID
 from forensics.model import Host
@@ -44,7 +45,12 @@ class PlannerBase:
 
     def __init__(self, ev: Evidence, host: Host, findings: list[Finding]) -> None:
         self.ev, self.host, self.findings = ev, host, findings
+        #: the driver's name; a driver directory is named ``<driver>/<name>`` in messages
         self.base = host.driver or "overlay2"
+        layout = layout_of(self.base)
+        assert layout is not None, f"no repair planned on {self.base}"
+        #: the driver's row: the paths of its parts
+        self.layout: DriverLayout = layout
         self.by_check: dict[str, list[Finding]] = defaultdict(list)
         self.under: dict[str, list[Finding]] = defaultdict(list)  # path → findings at or below
         for f in findings:
@@ -59,6 +65,13 @@ class PlannerBase:
         self.lower_users = lower_users_of(host)
         self.skipped: list[Skipped] = []
         self.answered: set[tuple[str, str]] = set()  # findings answered besides action paths
+
+    @property
+    def links(self) -> Links:
+        """The driver's short links (only overlay2's findings ask for them)."""
+        links = self.layout.links
+        assert links is not None, f"{self.base} keeps no short links"
+        return links
 
     def _skip(self, f: Finding, why: str) -> None:
         self.skipped.append(Skipped(f.check, f.path, why))
@@ -124,7 +137,7 @@ def owners_of(host: Host) -> dict[str, set[str]]:
     if host.layout == "legacy":
         for cid in host.containers:
             owners[cid].add(f"mount:{cid}")
-            owners[f"{cid}-init"].add(f"init:{cid}")
+            owners[init_name(cid)].add(f"init:{cid}")
     return owners
 
 
@@ -134,7 +147,7 @@ def lower_users_of(host: Host) -> dict[str, set[str]]:
     users: dict[str, set[str]] = defaultdict(set)
     for ddir in host.driver_dirs.values():
         for entry in ddir.lower or []:
-            users[entry.removeprefix("l/")].add(ddir.id)
+            users[entry.removeprefix(LINK_ENTRY.prefix)].add(ddir.id)
     return users
 
 
@@ -161,9 +174,7 @@ def ownership_doubt(host: Host) -> str | None:
     return buildkit_doubt(host)
 
 
-def link_owner(target: str | None) -> str | None:
+def link_owner(target: str | None, links: Links) -> str | None:
     """``../<id>/diff`` → ``<id>`` (None for anything else)."""
-    if target is None or not target.startswith("../") or not target.endswith("/diff"):
-        return None
-    name = target[3:-5]
+    name = links.target.ident(target) if target is not None else None
     return name if name and "/" not in name and name not in (".", "..") else None

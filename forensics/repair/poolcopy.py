@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from forensics.drivers import DEVICEMAPPER_POOL
 from forensics.model import Host
 from forensics.repair.fsops import write_new_file
 from forensics.thin.repair import (
@@ -74,7 +75,7 @@ def write_pool_copy(
 def _overrides(host: Host) -> Overrides | None:
     ds = host.deviceset
     ids = [d.transaction_id for d in host.devices.values() if d.transaction_id is not None]
-    data = ds.pool_files.get("data") if ds is not None else None
+    data = ds.pool_files.get(DEVICEMAPPER_POOL.data_name) if ds is not None else None
     if not ids or data is None or not data.size:
         return None
     return Overrides(

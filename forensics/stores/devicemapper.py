@@ -1,5 +1,6 @@
 """The devicemapper driver's records: ``devicemapper/metadata/{base,<hash>,deviceset-metadata,
-transaction-metadata}``, ``mnt/``, and the loop-lvm pool files as files.
+transaction-metadata}``, ``mnt/``, and the loop-lvm pool files as files (where the row of
+:mod:`forensics.drivers` says).
 
 Layer contents live inside the thin pool (its binary metadata is read elsewhere); here a layer
 "exists" when its device record does.
@@ -11,6 +12,7 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
+from forensics.drivers import DEVICEMAPPER, DriverLayout, ThinPool
 from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import DRIVER_DIR_ID, id_problem
 from forensics.formats.jsonfile import field, go_int, go_uint
@@ -18,10 +20,6 @@ from forensics.model import Device, DeviceSet, DriverDir, Host, PoolFile, Proble
 from forensics.progress import track
 from forensics.stores.reading import read_json_object
 from forensics.stores.thinpool import read_thin_pool
-
-BASE = "devicemapper"
-POOL_RECORDS = {"deviceset-metadata", "transaction-metadata"}
-POOL_FILES = ("data", "metadata")
 
 
 def _bool(value: Any) -> bool | None:
@@ -37,21 +35,23 @@ DEVICE_FIELDS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def read_devicemapper(ev: Evidence, host: Host, base: str = BASE) -> None:
+def read_devicemapper(ev: Evidence, host: Host, layout: DriverLayout = DEVICEMAPPER) -> None:
+    thin = layout.thin
+    assert thin is not None and layout.mount_point is not None
     host.deviceset = DeviceSet()
     try:
-        with ev.opendir(f"{base}/metadata") as d:
-            _read_records(d, host)
+        with ev.opendir(thin.records) as d:
+            _read_records(d, host, thin)
     except ReadFailure as failure:
         host.deviceset.problems["metadata-dir"] = Problem(
             failure.path, failure.kind, failure.detail
         )
-    _read_pool_files(ev, host.deviceset, f"{base}/devicemapper")
-    host.deviceset.mount_points = sorted(ev.names(f"{base}/mnt"))
+    _read_pool_files(ev, host.deviceset, thin)
+    host.deviceset.mount_points = sorted(ev.names(layout.mount_point.directory))
     read_thin_pool(ev, host.deviceset)
 
 
-def _read_records(d: DirHandle, host: Host) -> None:
+def _read_records(d: DirHandle, host: Host, thin: ThinPool) -> None:
     assert host.deviceset is not None
     for name in track(sorted(d.types), "devices"):
         rel = d.path_of(name)
@@ -59,7 +59,7 @@ def _read_records(d: DirHandle, host: Host) -> None:
             if name.startswith(".tmp"):
                 host.add_leftover("devicemapper-tmp", rel)
             continue
-        if name in POOL_RECORDS:
+        if name in thin.pool_records:
             continue
         if d.types[name] != "file":
             host.add_leftover("driver-stray", rel)
@@ -67,10 +67,11 @@ def _read_records(d: DirHandle, host: Host) -> None:
         device = Device(hash=name, path=rel)
         _fill_device(device, read_json_object(d, name, device.problems, "record"))
         host.devices[name] = device
-        if name != "base":
+        if name != thin.base:
             host.driver_dirs[name] = DriverDir(id=name, path=rel, has_diff=True)
-    _read_deviceset(d, host.deviceset)
-    _read_transaction(d, host.deviceset)
+    deviceset, transaction = thin.pool_records
+    _read_deviceset(d, host.deviceset, deviceset)
+    _read_transaction(d, host.deviceset, transaction)
 
 
 def _fill_device(device: Device, doc: dict[str, Any] | None) -> None:
@@ -96,14 +97,14 @@ def _fill_device(device: Device, doc: dict[str, Any] | None) -> None:
     device.deleted = deleted if isinstance(deleted, bool) else None
 
 
-def _read_deviceset(d: DirHandle, ds: DeviceSet) -> None:
-    doc = read_json_object(d, "deviceset-metadata", ds.problems, "deviceset", optional=True)
+def _read_deviceset(d: DirHandle, ds: DeviceSet, name: str) -> None:
+    doc = read_json_object(d, name, ds.problems, "deviceset", optional=True)
     if doc is None:
         return
     ds.next_device_id = go_int(field(doc, "next_device_id"))
     if ds.next_device_id is None:
         ds.problems["deviceset"] = Problem(
-            d.path_of("deviceset-metadata"), "bad-value", "no integer next_device_id"
+            d.path_of(name), "bad-value", "no integer next_device_id"
         )
     uuid = field(doc, "BaseDeviceUUID")
     ds.base_uuid = uuid if isinstance(uuid, str) else None
@@ -111,8 +112,7 @@ def _read_deviceset(d: DirHandle, ds: DeviceSet) -> None:
     ds.base_filesystem = fs if isinstance(fs, str) else None
 
 
-def _read_transaction(d: DirHandle, ds: DeviceSet) -> None:
-    name = "transaction-metadata"
+def _read_transaction(d: DirHandle, ds: DeviceSet, name: str) -> None:
     ds.has_transaction = d.exists(name)
     doc = read_json_object(d, name, ds.problems, "transaction", optional=True)
     if doc is None:
@@ -138,9 +138,9 @@ def _read_transaction(d: DirHandle, ds: DeviceSet) -> None:
         )
 
 
-def _read_pool_files(ev: Evidence, ds: DeviceSet, base: str) -> None:
-    for name in POOL_FILES:
-        rel = f"{base}/{name}"
+def _read_pool_files(ev: Evidence, ds: DeviceSet, thin: ThinPool) -> None:
+    for name in thin.pool_files:
+        rel = f"{thin.pool}/{name}"
         st = ev.lstat(rel)
         if st is None or not stat.S_ISREG(st.st_mode):
             continue

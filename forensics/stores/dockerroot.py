@@ -32,6 +32,13 @@ from fnmatch import fnmatchcase
 from itertools import islice
 from pathlib import Path
 
+from forensics.drivers import (
+    DOCKERS_CONTAINERD,
+    HEX64,
+    SNAPSHOTTERS,
+    driver_marks,
+    driver_reads,
+)
 from forensics.evidence import entry_type, type_of_mode
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -39,8 +46,6 @@ _PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DENIED = (errno.EACCES, errno.EPERM)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-#: in a pattern, a component that matches a name of 64 lower-case hex digits (an id)
-HEX64 = "<hex64>"
 
 #: the most entries looked at in one directory (a listing stops there)
 ENTRY_LIMIT = 4096
@@ -62,10 +67,10 @@ USUAL_PLACES = (
     "@rootfs/var/lib/docker",
 )
 
-#: (pattern, kind): any one found makes a Docker root. The shapes are dockerd's own
-#: (../shared/reference/docker-layouts.md); a driver directory counts only with what Docker's
-#: driver puts in it, not by its name alone (podman's containers/storage has ``overlay/<id>``
-#: and ``vfs/dir`` too, but not ``overlay/<id>/root`` or ``overlay2/l``).
+#: (pattern, kind): any one found makes a Docker root. The shapes are dockerd's own; a driver
+#: directory counts only with what Docker's driver puts in it, not by its name alone (podman's
+#: containers/storage has ``overlay/<id>`` and ``vfs/dir`` too, but not ``overlay/<id>/root``
+#: or ``overlay2/l``): the drivers' marks are columns of their rows (:mod:`forensics.drivers`).
 MARKS: tuple[tuple[str, str], ...] = (
     ("image/*/repositories.json", "file"),
     ("image/*/imagedb", "dir"),
@@ -76,17 +81,11 @@ MARKS: tuple[tuple[str, str], ...] = (
     (f"graph/{HEX64}", "dir"),
     ("repositories-*", "file"),
     ("linkgraph.db", "file"),
-    ("overlay2/l", "dir"),
-    ("fuse-overlayfs/l", "dir"),
-    (f"overlay/{HEX64}/root", "dir"),
-    (f"overlay/{HEX64}/lower-id", "file"),
-    ("aufs/layers", "dir"),
-    ("devicemapper/metadata", "dir"),
-    ("devicemapper/devicemapper", "dir"),
+    *driver_marks(),
     ("volumes/metadata.db", "file"),
     ("network/files/local-kv.db", "file"),
-    ("containerd/daemon/io.containerd.metadata.v1.bolt/meta.db", "file"),
-    ("rootfs/overlayfs", "dir"),
+    (f"{DOCKERS_CONTAINERD}/io.containerd.metadata.v1.bolt/meta.db", "file"),
+    *(mark for row in SNAPSHOTTERS.values() for mark in row.marks),
 )
 #: the names at the top of a Docker root that a mark starts with: a directory without any of
 #: them is not looked at closer while searching below ROOT
@@ -94,7 +93,7 @@ MARK_TOPS = tuple(sorted({pattern.split("/")[0] for pattern, _ in MARKS}))
 
 _IMAGE = "image/*"
 _LAYERDB = f"{_IMAGE}/layerdb"
-_OVERLAY2 = "overlay2/*"
+_DRIVER_LISTS, _DRIVER_READS = driver_reads()
 _BUILDKIT_DBS = ("snapshots.db", "metadata_v2.db", "metadata.db", "containerdmeta.db", "cache.db")
 #: what the stores list (directories) and read (files): each that exists must be readable
 READ: tuple[tuple[str, str], ...] = (
@@ -120,30 +119,11 @@ READ: tuple[tuple[str, str], ...] = (
             "graph",
             "graph/*",
             "volumes",
-            "overlay2",
-            "overlay2/l",
-            _OVERLAY2,
-            "fuse-overlayfs",
-            "fuse-overlayfs/l",
-            "fuse-overlayfs/*",
-            "overlay",
-            "overlay/*",
-            "aufs",
-            "aufs/layers",
-            "aufs/diff",
-            "devicemapper",
-            "devicemapper/metadata",
-            "devicemapper/devicemapper",
-            "vfs",
-            "vfs/dir",
-            "btrfs",
-            "btrfs/subvolumes",
-            "zfs",
-            "zfs/graph",
+            *_DRIVER_LISTS,
             "network",
             "network/files",
             "containerd",
-            "containerd/daemon",
+            DOCKERS_CONTAINERD,
             "rootfs",
         )
     ),
@@ -161,10 +141,7 @@ READ: tuple[tuple[str, str], ...] = (
             "graph/*/json",
             "repositories-*",
             "linkgraph.db",
-            f"{_OVERLAY2}/link",
-            f"{_OVERLAY2}/lower",
-            "aufs/layers/*",
-            "devicemapper/metadata/*",
+            *_DRIVER_READS,
             "volumes/metadata.db",
             "network/files/local-kv.db",
             *(f"buildkit/{name}" for name in _BUILDKIT_DBS),

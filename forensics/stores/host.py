@@ -13,6 +13,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
+from forensics.drivers import (
+    CONTAINERD_OVERLAYFS,
+    DOCKERS_CONTAINERD,
+    LEGACY_EMPTY_DRIVER,
+    PREFERENCE,
+    SNAPSHOTTER_NAMES,
+    DriverLayout,
+    init_name,
+    layout_of,
+)
 from forensics.evidence import Evidence
 from forensics.formats.ids import DRIVER_NAME, is_hex64
 from forensics.heap import no_cycle_collection
@@ -32,44 +42,24 @@ from forensics.stores.legacy import (
 )
 from forensics.stores.overlay import read_overlay
 from forensics.stores.overlay2 import start_overlay2
-from forensics.stores.plaindirs import LAYER_DIRS, read_plain_dirs
+from forensics.stores.plaindirs import read_plain_dirs
 from forensics.stores.volumes import read_volumes
 
-#: the daemon's own order of preference (28.x), then the drivers removed since
-DRIVER_PRIORITY = [
-    "overlay2",
-    "fuse-overlayfs",
-    "btrfs",
-    "zfs",
-    "vfs",
-    "aufs",
-    "overlay",
-    "devicemapper",
-]
-#: where each driver keeps its per-layer entries (its "non-empty" evidence)
-DRIVER_EVIDENCE = {
-    "overlay2": "overlay2",
-    "fuse-overlayfs": "fuse-overlayfs",
-    "aufs": "aufs/layers",
-    "overlay": "overlay",
-    "devicemapper": "devicemapper/metadata",
-    **LAYER_DIRS,
-}
-#: snapshotters that Docker's containerd image store writes into ``Driver``
-CONTAINERD_SNAPSHOTTERS = {
-    "overlayfs",
-    "native",
-    "stargz",
-    "fuse-overlayfs-snapshotter",
-    "zfs-snapshotter",
-}
+assert CONTAINERD_OVERLAYFS.mount_point is not None
 #: directories that hold data only when the containerd image store is in use (dockerd's own
 #: containerd keeps an empty content store and snapshotter beside a graphdriver store)
 CONTAINERD_EVIDENCE = (
-    "rootfs/overlayfs",
-    "containerd/daemon/io.containerd.content.v1.content/blobs/sha256",
-    "containerd/daemon/io.containerd.snapshotter.v1.overlayfs/snapshots",
+    CONTAINERD_OVERLAYFS.mount_point.directory,
+    f"{DOCKERS_CONTAINERD}/io.containerd.content.v1.content/blobs/sha256",
+    CONTAINERD_OVERLAYFS.evidence,
 )
+#: the store that reads each kind of driver row: started at once, finished when called
+DRIVER_READERS: dict[str, Callable[[Evidence, Host, DriverLayout], None]] = {
+    "overlay": read_overlay,
+    "aufs": read_aufs,
+    "devicemapper": read_devicemapper,
+    "plain": read_plain_dirs,
+}
 
 
 @dataclass
@@ -145,7 +135,7 @@ def detect_layout(ev: Evidence, host: Host) -> Detection:
             driver = max(used, key=lambda d: (stores[d], votes[d], _driver_has_data(ev, d)))
         stale = sorted(f"image/{name}" for name in stores if name != driver)
         return Detection("modern", driver, f"image/{driver}", stale)
-    if (votes and set(votes) <= CONTAINERD_SNAPSHOTTERS) or any(
+    if (votes and set(votes) <= SNAPSHOTTER_NAMES) or any(
         ev.listdir_or_empty(p) for p in CONTAINERD_EVIDENCE
     ):
         return Detection("containerd", None, None, sorted(f"image/{s}" for s in stores))
@@ -165,24 +155,24 @@ def _image_stores(ev: Evidence) -> list[str]:
 
 
 def _driver_has_data(ev: Evidence, driver: str) -> bool:
-    where = DRIVER_EVIDENCE.get(driver)
-    return bool(where and ev.listdir_or_empty(where))
+    layout = layout_of(driver)
+    return bool(layout and ev.listdir_or_empty(layout.evidence))
 
 
 def _priority(driver: str) -> int:
-    return DRIVER_PRIORITY.index(driver) if driver in DRIVER_PRIORITY else len(DRIVER_PRIORITY)
+    return PREFERENCE.index(driver) if driver in PREFERENCE else len(PREFERENCE)
 
 
 def _legacy_driver(ev: Evidence, votes: Counter[str | None]) -> str | None:
     """The legacy driver: the containers' ``Driver`` (empty meant aufs), a ``repositories-<driver>``
     file, or a driver directory with entries."""
-    named = Counter({("aufs" if d == "" else d): n for d, n in votes.items() if d is not None})
+    named = Counter({(d or LEGACY_EMPTY_DRIVER): n for d, n in votes.items() if d is not None})
     for name in ev.listdir_or_empty(""):
         if name.startswith("repositories-"):
             named[name.removeprefix("repositories-")] += 1
     for name in [d for d in named if not DRIVER_NAME.fullmatch(d)]:
         del named[name]  # it names repositories-<driver>: a config's "../x" is no driver
-    for driver in DRIVER_PRIORITY:
+    for driver in PREFERENCE:
         if _driver_has_data(ev, driver):
             named[driver] += 1
     if not named:
@@ -200,23 +190,19 @@ def _looks_like_docker(ev: Evidence) -> bool:
 
 
 def _start_driver(ev: Evidence, host: Host, driver: str | None) -> Callable[[], None]:
-    """Start reading the driver's directories; the function returned finishes it. overlay2 is
-    handed to the workers now, so that they read it while the image store is taken in; the
-    other drivers are read when the function is called."""
-    if driver in ("overlay2", "fuse-overlayfs"):
-        return start_overlay2(ev, host, driver)
-    return partial(_read_driver, ev, host, driver)
+    """Start reading the driver's directories, as its row says; the function returned
+    finishes it. overlay2's layout is handed to the workers now, so that they read it while
+    the image store is taken in; the other drivers are read when the function is called."""
+    layout = layout_of(driver)
+    if layout is None:
+        return _nothing
+    if layout.reader == "overlay2":
+        return start_overlay2(ev, host, layout)
+    return partial(DRIVER_READERS[layout.reader], ev, host, layout)
 
 
-def _read_driver(ev: Evidence, host: Host, driver: str | None) -> None:
-    if driver == "overlay":
-        read_overlay(ev, host)
-    elif driver == "aufs":
-        read_aufs(ev, host)
-    elif driver == "devicemapper":
-        read_devicemapper(ev, host)
-    elif driver in LAYER_DIRS:
-        read_plain_dirs(ev, host, driver)
+def _nothing() -> None:
+    """A driver without a row: nothing of it is read."""
 
 
 def _modern_container_layers(host: Host) -> None:
@@ -230,7 +216,7 @@ def _legacy_container_layers(host: Host) -> None:
     """Legacy containers' layers are named by the container id: ``<cid>`` and ``<cid>-init``."""
     for container in host.containers.values():
         container.mount_id = container.id
-        container.init_id = f"{container.id}-init"
+        container.init_id = init_name(container.id)
 
 
 def _note_layout(ev: Evidence, host: Host) -> None:

@@ -22,11 +22,6 @@ from forensics.stores.runconfig import run_config_of
 from forensics.stores.tags import attach_tags, read_tag_store
 
 
-def read_image_store(ev: Evidence, host: Host, store: str) -> None:
-    """Fill ``host`` with the images, layers, mounts and references under ``store``."""
-    start_image_store(ev, host, store)()
-
-
 def start_image_store(ev: Evidence, host: Host, store: str) -> Callable[[], None]:
     """Start reading ``store`` into ``host``; the function returned finishes it.
 

@@ -1,13 +1,15 @@
-"""The overlay2 driver (and fuse-overlayfs, which keeps the same layout).
-
-``<id>/{diff/,link,lower,work/,merged/,committed}`` and ``l/<LINK> → ../<id>/diff``.
+"""The overlay2 driver (and fuse-overlayfs, which keeps the same layout under its own home):
+``<id>/{diff/,link,lower,work/,merged/,committed}`` and ``l/<LINK> → ../<id>/diff``, where
+the rows of :mod:`forensics.drivers` say.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from typing import NamedTuple
 
+from forensics.drivers import LINK_ENTRY, DriverLayout
 from forensics.evidence import Evidence, ReadFailure
 from forensics.formats.ids import LINK_ID, LOWER_ENTRY
 from forensics.model import DriverDir, Host, Problem
@@ -16,18 +18,17 @@ from forensics.progress import track
 from forensics.stores.reading import bad_value, checked_id, plain_values, read_value
 
 
-def read_overlay2(ev: Evidence, host: Host, base: str = "overlay2") -> None:
-    start_overlay2(ev, host, base)()
-
-
-def start_overlay2(ev: Evidence, host: Host, base: str = "overlay2") -> Callable[[], None]:
-    """Start reading the layer directories and links of ``base`` into ``host`` (handed to the
-    workers); the function returned finishes it."""
+def start_overlay2(ev: Evidence, host: Host, layout: DriverLayout) -> Callable[[], None]:
+    """Start reading the layer directories and links of ``layout`` into ``host`` (handed to
+    the workers); the function returned finishes it."""
+    assert layout.links is not None and layout.lower is not None
+    base = layout.layers
     entries = ev.scandir_types(base)
-    links = _start_links(ev, host, f"{base}/l")
-    names = [n for n in sorted(entries) if n != "l" and entries[n] == "dir"]
-    strays = sorted(set(entries) - set(names) - {"l"})
-    dirs = map_entries(ev, partial(_read_layer_dir_in, base), names)
+    links = _start_links(ev, host, layout.links.directory)
+    links_name = layout.links.directory.removeprefix(f"{base}/")
+    names = [n for n in sorted(entries) if n != links_name and entries[n] == "dir"]
+    strays = sorted(set(entries) - set(names) - {links_name})
+    dirs = map_entries(ev, partial(_read_layer_dir_in, _dir_names(layout)), names)
 
     def finish() -> None:
         for name in strays:
@@ -64,57 +65,89 @@ def _read_links_in(
         return [(name, d.readlink(name)) for name, _ in items]
 
 
-def _read_layer_dir_in(base: str, ev: Evidence, name: str) -> DriverDir:
-    return _read_layer_dir(ev, name, f"{base}/{name}")
+class _DirNames(NamedTuple):
+    """What a worker needs of the row, as plain strings: the directory of the layers, the
+    value files of a layer directory (link, lower: both optional) and the roles their damage
+    is recorded under, and the names probed in it (its diff and its committed marker)."""
+
+    base: str
+    link: str
+    lower: str
+    diff: str
+    committed: str
+    files: tuple[str, str]
+    probes: tuple[str, str]
+    link_key: str
+    lower_key: str
 
 
-#: the value files of an overlay2 layer directory (both optional), and the names probed
-DIR_FILES = ("link", "lower")
-DIR_PROBES = ("diff", "committed")
+def _dir_names(layout: DriverLayout) -> _DirNames:
+    assert layout.links is not None and layout.lower is not None
+    assert layout.content is not None and layout.committed is not None
+    link, lower = layout.links.file.leaf, layout.lower.file.leaf
+    diff, committed = layout.content.leaf, layout.committed.leaf
+    return _DirNames(
+        layout.layers,
+        link,
+        lower,
+        diff,
+        committed,
+        (link, lower),
+        (diff, committed),
+        layout.links.key,
+        layout.lower.key,
+    )
 
 
-def _read_layer_dir(ev: Evidence, name: str, rel: str) -> DriverDir:
+def _read_layer_dir_in(names: _DirNames, ev: Evidence, name: str) -> DriverDir:
+    return _read_layer_dir(ev, name, f"{names.base}/{name}", names)
+
+
+def _read_layer_dir(ev: Evidence, name: str, rel: str, names: _DirNames) -> DriverDir:
     ddir = DriverDir(id=name, path=rel)
-    if _read_plain_layer_dir(ev, ddir):
+    if _read_plain_layer_dir(ev, ddir, names):
         return ddir
     try:
         with ev.opendir(rel) as d:
-            ddir.has_diff = d.types.get("diff") == "dir"
-            ddir.committed = "committed" in d.types
-            link = read_value(d, "link", ddir.problems, "link", optional=True)
-            lower = read_value(d, "lower", ddir.problems, "lower", optional=True)
+            ddir.has_diff = d.types.get(names.diff) == "dir"
+            ddir.committed = names.committed in d.types
+            link = read_value(d, names.link, ddir.problems, names.link_key, optional=True)
+            lower = read_value(d, names.lower, ddir.problems, names.lower_key, optional=True)
     except ReadFailure as failure:
         ddir.problems["dir"] = Problem(rel, failure.kind, failure.detail)
         return ddir
-    _fill_link_and_lower(ddir, link, lower)
+    _fill_link_and_lower(ddir, link, lower, names)
     return ddir
 
 
-def _read_plain_layer_dir(ev: Evidence, ddir: DriverDir) -> bool:
+def _read_plain_layer_dir(ev: Evidence, ddir: DriverDir, names: _DirNames) -> bool:
     """A healthy layer directory, read without listing it; False when anything is amiss (it
     is then read the careful way, which names the damage)."""
-    found = ev.read_plain_dir(ddir.path, DIR_FILES, probe=DIR_PROBES)
+    found = ev.read_plain_dir(ddir.path, names.files, probe=names.probes)
     values = plain_values(found, ())
     if found is None or values is None:
         return False
-    ddir.has_diff = found.kinds.get("diff") == "dir"
-    ddir.committed = "committed" in found.kinds
-    _fill_link_and_lower(ddir, values.get("link"), values.get("lower"))
+    ddir.has_diff = found.kinds.get(names.diff) == "dir"
+    ddir.committed = names.committed in found.kinds
+    _fill_link_and_lower(ddir, values.get(names.link), values.get(names.lower), names)
     return True
 
 
-def _fill_link_and_lower(ddir: DriverDir, link: str | None, lower: str | None) -> None:
+def _fill_link_and_lower(
+    ddir: DriverDir, link: str | None, lower: str | None, names: _DirNames
+) -> None:
     """The ``link`` and ``lower`` values of a layer directory. Both name files under
     ``overlay2/`` (``l/<link>``): a link that is no link id, or a lower with an entry that is no
     ``l/<link id>``, is recorded as damage of its file and kept out of the model."""
-    ddir.link = checked_id(link, LINK_ID, ddir.problems, "link", f"{ddir.path}/link")
+    rel = f"{ddir.path}/{names.link}"
+    ddir.link = checked_id(link, LINK_ID, ddir.problems, names.link_key, rel)
     ddir.lower = None
     if lower is None:
         return
     entries = lower.split(":")
     for entry in entries:
         if not LOWER_ENTRY.fullmatch(entry):
-            detail = f"entry {entry[:80]!r} is not l/<link id>"
-            bad_value(ddir.problems, "lower", f"{ddir.path}/lower", detail)
+            detail = f"entry {entry[:80]!r} is not {LINK_ENTRY('<link id>')}"
+            bad_value(ddir.problems, names.lower_key, f"{ddir.path}/{names.lower}", detail)
             return
     ddir.lower = entries

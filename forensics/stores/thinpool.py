@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from forensics.drivers import DEVICEMAPPER_POOL
 from forensics.evidence import Evidence, ReadFailure
 from forensics.model import DeviceSet, PoolDevice, PoolState
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # the thin reader loads numpy: imported when a pool file exis
 
 
 def read_thin_pool(ev: Evidence, ds: DeviceSet) -> None:
-    pool_file = ds.pool_files.get("metadata")
+    pool_file = ds.pool_files.get(DEVICEMAPPER_POOL.metadata_name)
     if pool_file is None:
         return
     state = ds.pool = PoolState(path=pool_file.path)

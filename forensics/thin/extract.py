@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from forensics.drivers import DEVICEMAPPER_POOL as THIN
 from forensics.formats import jsonfile
 from forensics.thin.mappings import data_blocks, run_lengths, run_starts
 from forensics.thin.pool import Pool
@@ -43,8 +44,6 @@ class RecordedSize:
     record: Path
 
 
-#: the pool's own records beside the device records in ``devicemapper/metadata/``
-POOL_RECORDS = ("deviceset-metadata", "transaction-metadata")
 RECORD_LIMIT = 64 * 1024
 
 
@@ -53,21 +52,32 @@ def docker_recorded_size(metadata: Path, dev_id: int) -> RecordedSize | None:
     ``devicemapper/devicemapper/metadata``: the JSON record in ``devicemapper/metadata/`` whose
     ``device_id`` is ``dev_id`` (and not ``deleted``) gives its ``size`` in bytes. None when
     there is no such record (a copy of the metadata elsewhere, a device Docker does not know)."""
-    pool_dir = metadata.absolute().parent
-    records = pool_dir.parent / "metadata"
-    if (metadata.name, pool_dir.name) != ("metadata", "devicemapper") or not records.is_dir():
+    records = _records_beside(metadata)
+    if records is None or not records.is_dir():
         return None
     try:
         entries = sorted(os.scandir(records), key=lambda e: e.name)
     except OSError:
         return None
     for entry in entries:
-        if entry.name.startswith(".") or entry.name in POOL_RECORDS:
+        if entry.name.startswith(".") or entry.name in THIN.pool_records:
             continue
         size = _record_size(Path(entry.path), dev_id)
         if size is not None:
             return RecordedSize(size, Path(entry.path))
     return None
+
+
+def _records_beside(metadata: Path) -> Path | None:
+    """Docker's device records when ``metadata`` lies where a loop-lvm pool's metadata file lies
+    in the driver's directory (the driver table's ``pool``/``metadata_name``): ``records`` of
+    the same directory; None elsewhere."""
+    home = PurePosixPath(os.path.commonpath([THIN.pool, THIN.records]))
+    pool_in_home = PurePosixPath(THIN.pool).relative_to(home).parts
+    pool_dir = metadata.absolute().parent
+    if metadata.name != THIN.metadata_name or pool_dir.parts[-len(pool_in_home) :] != pool_in_home:
+        return None
+    return pool_dir.parents[len(pool_in_home) - 1] / PurePosixPath(THIN.records).relative_to(home)
 
 
 def _record_size(path: Path, dev_id: int) -> int | None:

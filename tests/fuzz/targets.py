@@ -318,12 +318,13 @@ def _read_v1_json(ev: Any, host: Any) -> None:
 
 
 def _read_devicemapper_records(ev: Any, host: Any) -> None:
+    from forensics.drivers import DEVICEMAPPER_POOL
     from forensics.model import DeviceSet
     from forensics.stores.devicemapper import _read_records
 
     host.deviceset = DeviceSet()
-    with ev.opendir("devicemapper/metadata") as d:
-        _read_records(d, host)
+    with ev.opendir(DEVICEMAPPER_POOL.records) as d:
+        _read_records(d, host, DEVICEMAPPER_POOL)
 
 
 def _read_tags(legacy: bool) -> Callable[[Any, Any], None]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import construct as cs
 
+from forensics.drivers import DEVICEMAPPER_POOL as THIN
 from forensics.formats import thin as fmt
 from forensics.thin.blocks import MetadataFile
 from forensics.thin.pool import Pool
@@ -173,6 +174,6 @@ def _needs_message(sb: cs.Container, nonzero: bool, missing: tuple[str, ...]) ->
             f"{sb.data_block_size}, {sb.data_space_map_root.nr_blocks} data blocks"
         )
     return (
-        text + "; on a Docker host: the transaction id of devicemapper/metadata/"
-        "transaction-metadata, 128 (dm.blocksize), and the data file's size / 65536"
+        text + f"; on a Docker host: the transaction id of {THIN.transaction}, 128 "
+        "(dm.blocksize), and the data file's size / 65536"
     )
