@@ -85,6 +85,10 @@ def test_legacy_every_checksum_recomputes(
         ).fetchall()
         names = {"/" + m["name"].rstrip("/") for m in truth["tar_members"]}
         assert {p for p, _ in rows} == names and {s for _, s in rows} <= {"ok"}
+        (source,) = db.execute(
+            "SELECT source FROM layer_checks WHERE layer_id = ?", (truth["id"],)
+        ).fetchone()
+        assert source == got["source"]
     db.close()
 
 

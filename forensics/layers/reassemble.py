@@ -8,8 +8,13 @@ its checksum verified, directories, symlinks (and their targets), devices and wh
 looked up, permission bits compared, and — where the directory holds exactly the layer's diff
 (overlay2, aufs) — files that the tar does not hold are reported as extra.
 
-Every read goes through :class:`~forensics.layers.confine.ConfinedDir`: a name that climbs out
-of the layer directory, or a symlink anywhere on the way, is reported and never read.
+Every read goes through the layer's :class:`~forensics.layers.content.LayerTree`: its directory
+(:class:`~forensics.layers.confine.ConfinedDir`) or, on devicemapper, the filesystem inside its
+thin device (:mod:`forensics.layers.devices`). A name that climbs out of the layer, or a
+symlink anywhere on the way, is reported and never read. Where the tree keeps owners, times and
+xattrs exactly (a filesystem read as it is), those are held against each tar header too; and
+a full-rootfs layer in a device is held against its parent layer's
+(:mod:`forensics.layers.changes`).
 
 What a crafted layer can make this cost is bounded: the tar-split stream by
 :class:`~forensics.formats.tarsplit.Limits` (from the layer's recorded size), paths by
