@@ -381,6 +381,7 @@ def _write_deep(db: sqlite_utils.Database, deep: DeepResult) -> None:
                 "recorded_tarsum": r.recorded_tarsum,
                 "computed_tarsum": r.tarsum,
                 "tarsum_payload": r.tarsum_payload,
+                "source": r.source or None,
             }
             for r in deep.layers
         )

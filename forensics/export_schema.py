@@ -202,6 +202,7 @@ TABLES: tuple[Table, ...] = (
             "recorded_tarsum": str,
             "computed_tarsum": str,
             "tarsum_payload": str,
+            "source": str,
         },
         "layer_id",
         [("layer_id", "layers", "id")],

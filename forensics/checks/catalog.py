@@ -122,6 +122,21 @@ _CHECKS = [
     ),
     Check("layer.file-extra", "error", "a file in a layer's diff that the tar-split does not hold"),
     Check("layer.file-unreadable", "error", "a layer file that cannot be read"),
+    Check(
+        "layer.file-metadata-changed",
+        "error",
+        "a layer entry whose owner, mtime or security.capability differs from its tar header",
+    ),
+    Check(
+        "layer.file-removed",
+        "error",
+        "a file of the parent layer gone from a full-rootfs layer without a whiteout in its tar",
+    ),
+    Check(
+        "layer.file-inherited-changed",
+        "error",
+        "an entry of the parent layer changed in a layer whose tar does not hold it",
+    ),
     Check("layer.file-unverifiable", "info", "a layer entry that cannot be checked (e.g. sparse)"),
     Check(
         "layer.tar-header-damaged", "error", "a tar header in the tar-split that fails its checksum"
@@ -139,13 +154,28 @@ _CHECKS = [
     Check(
         "layer.not-deep-checked",
         "info",
-        "layers that --deep cannot rebuild (devicemapper; legacy layers without tar-data)",
+        "layers that --deep cannot rebuild (a direct-lvm pool; legacy layers without tar-data)",
     ),
     Check(
         "layer.tar-split-damaged", "error", "a tar-split that is truncated, not gzip or not JSON"
     ),
     Check(
         "layer.content-dir-missing", "error", "the layer's files (its driver directory) are gone"
+    ),
+    Check(
+        "layer.content-unreadable",
+        "error",
+        "the filesystem or thin device holding a layer's files cannot be opened",
+    ),
+    Check(
+        "layer.content-damaged",
+        "error",
+        "damage in the filesystem or thin device holding a layer's files, besides its members",
+    ),
+    Check(
+        "layer.changes-unchecked",
+        "warning",
+        "a full-rootfs layer whose files could not be held against its parent layer's",
     ),
     Check("layer.duplicate-path", "error", "a tar-split that names one path twice"),
     Check("layer.root-unreadable", "error", "ROOT vanished while the layer was checked"),
