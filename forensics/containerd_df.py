@@ -70,7 +70,7 @@ class Usage:
     def count(self, category: str) -> int:
         return sum(1 for i in self.items if i.category == category)
 
-    def of(self, category: str) -> list[UsageItem]:
+    def items_in(self, category: str) -> list[UsageItem]:
         return [i for i in self.items if i.category == category]
 
 

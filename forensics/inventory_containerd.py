@@ -356,7 +356,7 @@ def containerd_text(host: Host) -> list[str]:
     lines += ["", f"DISK USAGE ({human_size(usage.total())})"]
     rows = [[c, str(usage.count(c)), human_size(usage.total(c))] for c in CATEGORIES]
     lines += table(["CATEGORY", "ITEMS", "SIZE"], rows)
-    unreferenced = usage.of("unreferenced")
+    unreferenced = usage.items_in("unreferenced")
     for item in unreferenced[:TEXT_ITEMS]:
         lines.append(f"  unreferenced: {item.path} ({human_size(item.size)})")
     if len(unreferenced) > TEXT_ITEMS:
