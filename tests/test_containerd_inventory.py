@@ -165,3 +165,25 @@ def test_a_directory_that_is_no_containerd_root_is_refused(
         f"docker-forensics: {tmp_path}: not a containerd root (no "
         "io.containerd.metadata.v1.bolt/ in it)"
     )
+
+
+def test_a_host_with_both_stores(
+    cli, sample_root: Path, containerd_master: Path, truth: dict[str, Any]
+) -> None:
+    """overlay2 left beside a containerd store that holds data (an upgrade to Docker 29 that
+    did not migrate): the overlay2 store stays the one in use, and the containerd store is read
+    beside it."""
+    shutil.rmtree(sample_root / CONTAINERD_ROOT)
+    copy_tree(containerd_master / CONTAINERD_ROOT, sample_root / CONTAINERD_ROOT)
+    doc = cli("inventory", sample_root, "--format", "json").json()
+    assert (doc["layout"], doc["driver"]) == ("modern", "overlay2")
+    assert sorted(i["id"] for i in doc["images"]) == sorted(
+        i["Id"] for i in truth["inspect_images"]
+    )
+    ctd = doc["containerd"]
+    assert ctd["root"] == CONTAINERD_ROOT
+    assert sorted(ns["name"] for ns in ctd["namespaces"]) == ["k8s.io", "moby"]
+    # the overlay2 containers are no containerd store's: Docker's view lists none of them
+    assert ctd["docker"]["containers"] == []
+    code = cli("verify", sample_root, "--format", "json").code
+    assert code == 0
