@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from forensics.api.root import Notify, open_root
+from forensics.api.root import Notify, open_containerd_root, open_root, read_root
 from forensics.heap import keep_until_exit
 from forensics.lookup import find_container
 from forensics.model import Container, Host
-from forensics.stores import read_host
 
 
 @dataclass
@@ -27,16 +26,19 @@ def inventory(
     *,
     container: str | None = None,
     long_lived: bool = False,
+    containerd_root: str | None = None,
     pick: str | None = None,
     notify: Notify | None = None,
 ) -> Inventory:
     """Read ROOT whole; with ``container`` (a full id, a name or a unique id prefix, as docker
     takes them), find that container too (:class:`~forensics.lookup.NoSuchContainer` if ROOT
-    holds none or several). ``long_lived``: the model lives as long as the process (a command's
-    run), and the garbage collector is told to leave it alone. ``pick`` and ``notify``: as for
-    :func:`~forensics.api.root.open_root` (ROOT an archive or disk image)."""
+    holds none or several). ``containerd_root``: the containerd root that goes with ROOT (else
+    the one dockerd keeps under ROOT, or ROOT itself). ``long_lived``: the model lives as long
+    as the process (a command's run), and the garbage collector is told to leave it alone.
+    ``pick`` and ``notify``: as for :func:`~forensics.api.root.open_root` (ROOT an archive or
+    disk image)."""
     ev = open_root(root, pick=pick, notify=notify)
-    host = read_host(ev)
+    host = read_root(ev, open_containerd_root(containerd_root))
     if long_lived:
         keep_until_exit()
     evidence = ev.origin.as_dict() if ev.origin is not None else None

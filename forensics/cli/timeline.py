@@ -5,7 +5,14 @@ from __future__ import annotations
 import click
 
 from forensics.api import timeline as api
-from forensics.cli.common import Command, emit, path_option, root_argument, warn
+from forensics.cli.common import (
+    Command,
+    containerd_root_option,
+    emit,
+    path_option,
+    root_argument,
+    warn,
+)
 from forensics.exitstatus import EXIT_OK
 
 
@@ -24,13 +31,22 @@ from forensics.exitstatus import EXIT_OK
     is_flag=True,
     help="Only the times Docker recorded, no modification times of its files.",
 )
+@containerd_root_option
 @path_option
-def timeline(root: str, fmt: str, no_file_times: bool, pick: str | None) -> int:
+def timeline(
+    root: str, fmt: str, no_file_times: bool, containerd_root: str | None, pick: str | None
+) -> int:
     """When ROOT's images were built and tagged and its containers created, started, stopped
     and last logged: every time Docker recorded, oldest first, with the file it came from."""
     from forensics.timeline import timeline_csv, timeline_jsonl, timeline_text
 
-    events = api.timeline(root, file_times=not no_file_times, pick=pick, notify=warn)
+    events = api.timeline(
+        root,
+        file_times=not no_file_times,
+        containerd_root=containerd_root,
+        pick=pick,
+        notify=warn,
+    )
     render = {"text": timeline_text, "jsonl": timeline_jsonl, "csv": timeline_csv}[fmt]
     emit(render(events))
     return EXIT_OK

@@ -96,7 +96,7 @@ class Reserved:
 
     def overlap(self, start: int, length: int) -> tuple[int, str] | None:
         """The first reserved byte in ``start``..``start + length - 1`` and what lies there."""
-        i = int(np.searchsorted(self.starts, start, "right")) - 1
+        i = int(self.starts.searchsorted(start, "right")) - 1
         if i >= 0 and int(self.ends[i]) > start:
             return start, self.names[int(self.kinds[i])]
         if i + 1 < len(self.starts) and int(self.starts[i + 1]) < start + length:
