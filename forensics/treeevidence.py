@@ -189,9 +189,9 @@ class TreeEvidence(Evidence):
                     "missing", for_path, f"a directory on the way ({where}) is {what}"
                 )
 
-    def _directory(self, rel: str) -> Parts:
-        """The tree parts of directory ``rel``. Raises ReadFailure as the directory reader's
-        ``_open_dir`` does."""
+    def directory_parts(self, rel: str) -> Parts:
+        """The tree parts of directory ``rel``. Raises ReadFailure as the directory reader
+        does when it opens a directory (missing, a symlink, not a directory)."""
         parts = self.tree_parts(rel)
         if not rel:
             st = self._tree_stat(parts)
@@ -231,7 +231,7 @@ class TreeEvidence(Evidence):
 
     def _types(self, rel: str) -> dict[str, str]:
         """Name → kind of the entries of directory ``rel``. Raises ReadFailure."""
-        parts = self._directory(rel)
+        parts = self.directory_parts(rel)
         listing = self.tree.listdir(parts)
         if isinstance(listing, Refusal):
             raise self._damaged(rel, listing.detail)
@@ -320,7 +320,7 @@ class TreeEvidence(Evidence):
         return TreeDirHandle(self, rel, self._types(rel))
 
     def open_listed(self, rel: str, types: dict[str, str]) -> DirHandle:
-        self._directory(rel)
+        self.directory_parts(rel)
         return TreeDirHandle(self, rel, types)
 
     def read_plain_dir(
@@ -329,7 +329,7 @@ class TreeEvidence(Evidence):
         """As :meth:`Evidence.read_plain_dir`: None as soon as anything is not plain (the
         caller then reads the directory the careful way, which names the damage)."""
         try:
-            parts = self._directory(rel)
+            parts = self.directory_parts(rel)
         except ReadFailure:
             return None
         files: dict[str, bytes] = {}

@@ -3,7 +3,8 @@ as a tar archive (gzip, zstd, xz under a collection prefix), a GPT disk with an 
 filesystem on its second partition, its qcow2 and E01, and an xfs disk
 (tests/evidence_files.py) — every command's JSON equal, byte for byte, to what the directory
 gives (but ``root``, the path given, and ``evidence``, which says where the root was read);
-the evidence file unchanged; the same as a user without privileges."""
+``verify --deep`` and ``diff`` included; the evidence file unchanged; the same as a user
+without privileges."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ VARIANTS = ("sample", "damaged")
 COMMANDS = {
     "inventory": ("inventory", "--format", "json"),
     "verify": ("verify", "--format", "json"),
+    "verify-deep": ("verify", "--deep", "--format", "json"),
     "timeline": ("timeline", "--format", "jsonl"),
 }
 
@@ -123,7 +125,7 @@ def _doc(result: Result, jsonl: bool = False) -> Any:
     if jsonl:
         return result.stdout
     doc = json.loads(result.stdout)
-    doc.pop("root")
+    doc.pop("root", None)
     doc.pop("evidence", None)
     return doc
 
@@ -171,10 +173,19 @@ def test_the_damaged_copy_is_reported(built: dict[str, Built]) -> None:
 def test_as_a_user_without_privileges(built: dict[str, Built], kind: str) -> None:
     path = built["damaged"].files[kind]
     before = digest(path)
-    result = run_cli_unprivileged("verify", "--format", "json", path)
-    expected_code, expected = directory_output(built, "damaged", "verify")
+    result = run_cli_unprivileged("verify", "--deep", "--format", "json", path)
+    expected_code, expected = directory_output(built, "damaged", "verify-deep")
     assert (result.code, _doc(result)) == (expected_code, expected), result.stderr
     assert digest(path) == before
+
+
+def test_diff_of_a_container(built: dict[str, Built], truth: dict[str, Any]) -> None:
+    cid = SamplePaths(built["sample"].directory, truth).container_id("exited")
+    expected = run_cli("diff", cid, built["sample"].directory, "--format", "json")
+    for kind in ("tar.gz", "qcow2"):
+        result = run_cli("diff", cid, built["sample"].files[kind], "--format", "json")
+        assert (result.code, _doc(result)) == (expected.code, expected.json())
+        assert result.json()["evidence"]["volume"] == WHERE[kind][0]
 
 
 def test_sqlite_records_the_evidence_file(built: dict[str, Built], tmp_path: Path) -> None:

@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import os
 import stat
-from typing import BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from forensics.drivers import OVERLAY_WHITEOUTS
 from forensics.layers.confine import Parts, Refusal
 
+if TYPE_CHECKING:
+    from forensics.evidence import Evidence
+
 __all__ = [
+    "open_layer_dir",
     "DISK_TYPE",
     "FileHandle",
     "LayerTree",
@@ -110,6 +114,22 @@ class LayerTree(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def open_layer_dir(ev: Evidence, rel: str) -> LayerTree:
+    """Directory ``rel`` of the evidence as a layer's tree: held open below ROOT
+    (:class:`~forensics.layers.confine.ConfinedDir`), or, for a root read from an archive or
+    disk image, served by its tree (:func:`~forensics.layers.treedir.evidence_dir`). Raises
+    ``ReadFailure`` when it is missing, a symlink, or lies under one."""
+    from forensics.treeevidence import TreeEvidence
+
+    if isinstance(ev, TreeEvidence):
+        from forensics.layers.treedir import evidence_dir
+
+        return evidence_dir(ev, rel)
+    from forensics.layers.confine import ConfinedDir
+
+    return ConfinedDir(ev, rel)
 
 
 def read_into(handle: FileHandle, buffer: bytearray) -> int:

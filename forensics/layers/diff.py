@@ -35,8 +35,8 @@ from typing import Any, NamedTuple
 
 from forensics.drivers import AUFS_WHITEOUTS, OVERLAY_WHITEOUTS, layout_of
 from forensics.evidence import Evidence, ReadFailure
-from forensics.layers.confine import PATH_MAX, ConfinedDir, Parts, Refusal, shorten, too_deep
-from forensics.layers.content import LayerTree, StatLike, is_opaque
+from forensics.layers.confine import PATH_MAX, Parts, Refusal, shorten, too_deep
+from forensics.layers.content import LayerTree, StatLike, is_opaque, open_layer_dir
 from forensics.model import Host
 
 __all__ = [
@@ -183,7 +183,7 @@ def container_diff(plan: DiffPlan, ev: Evidence | None = None) -> DiffResult:
     opened: dict[str, LayerTree | None] = {}
     for rel in {*plan.new, *plan.old}:
         try:
-            opened[rel] = ConfinedDir(ev, rel)
+            opened[rel] = open_layer_dir(ev, rel)
         except ReadFailure as failure:
             opened[rel] = None
             result.problems.append((rel, str(failure)))

@@ -53,7 +53,6 @@ from forensics.formats.ustar import BLOCK, HeaderError, Member, plain_member, re
 from forensics.layers.changes import check_changes
 from forensics.layers.confine import (
     PATH_MAX,
-    ConfinedDir,
     Parts,
     Refusal,
     clean_name,
@@ -69,6 +68,7 @@ from forensics.layers.content import (
     close_handle,
     disk_type,
     is_opaque,
+    open_layer_dir,
     read_into,
 )
 from forensics.layers.devices import ContentError, DeviceRef, layer_devices, open_device_dir
@@ -300,7 +300,7 @@ def _open_content(ev: Evidence, job: LayerJob, report: LayerReport) -> LayerTree
         report.source = tree.source
         return tree
     try:
-        return ConfinedDir(ev, job.content_dir)
+        return open_layer_dir(ev, job.content_dir)
     except ReadFailure as failure:
         report.problems.append(
             LayerProblem("content-dir-missing", job.content_dir, str(failure), failure.kind)

@@ -22,8 +22,9 @@ from typing import BinaryIO
 from forensics.fs.tree import MISSING, NOT_REGULAR, UNSAFE_PATH, Stat, Tree, display
 from forensics.fs.tree import Refusal as TreeRefusal
 from forensics.layers.confine import Parts, Refusal, kind_of
+from forensics.treeevidence import TreeEvidence
 
-__all__ = ["TreeDir", "TreeStat"]
+__all__ = ["TreeDir", "TreeStat", "evidence_dir"]
 
 #: a tree's refusal kinds in the layer code's words (it knows no damaged or too-large member:
 #: both are unreadable to it; a non-directory on the way is a missing member, as on a disk)
@@ -167,3 +168,15 @@ class TreeDir:
             return
         self._seen_problems.add(problem)
         self.problems.append(problem)
+
+
+def evidence_dir(ev: TreeEvidence, rel: str) -> TreeDir:
+    """Directory ``rel`` of a Docker root read from an archive or disk image, as the layer
+    tree its unpacked directory would be (:class:`~forensics.layers.confine.ConfinedDir`):
+    shown as ``rel``/…, its owners, times and xattrs held as a directory's are (a root read
+    from a file answers as the directory would). Raises ``ReadFailure`` as ``ConfinedDir``
+    does when it is missing, a symlink, or lies under one."""
+    top = ev.directory_parts(rel)
+    out = TreeDir(ev.tree, top, rel, "")
+    out.exact_metadata = False
+    return out
