@@ -24,6 +24,7 @@ open_regular`, which a directory root gives to map devicemapper's pool metadata)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
@@ -88,6 +89,7 @@ def stat_result(st: Stat) -> os.stat_result:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _parts_of(rel: str) -> Parts:
     return tuple(os.fsencode(p) for p in rel.split("/")) if rel else ()
 
@@ -230,10 +232,12 @@ class TreeEvidence(Evidence):
         return None if isinstance(target, Refusal) else os.fsdecode(target)
 
     def _types(self, rel: str) -> dict[str, str]:
-        """Name → kind of the entries of directory ``rel``. Raises ReadFailure."""
-        parts = self.directory_parts(rel)
+        """Name → kind of the entries of directory ``rel``. Raises ReadFailure (in the
+        directory reader's words: looked for only when the tree refuses the listing)."""
+        parts = self.tree_parts(rel)
         listing = self.tree.listdir(parts)
         if isinstance(listing, Refusal):
+            self.directory_parts(rel)  # raises what a directory reader would say
             raise self._damaged(rel, listing.detail)
         if listing.problems:  # the entries that could be read are given all the same
             more = f" (and {len(listing.problems) - 1} more)" if len(listing.problems) > 1 else ""
@@ -279,13 +283,15 @@ class TreeEvidence(Evidence):
         return opened, st
 
     def read_bytes(self, rel: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
-        f, st = self._open(rel, limit)
-        try:
-            data = _read_member(f, st.size, rel)
-        except ReadFailure as failure:
-            raise self._damaged(rel, failure.detail) from None
-        finally:
-            f.close()
+        data = self._read_plain(self.tree_parts(rel), limit) if rel and not _unsafe(rel) else None
+        if data is None:  # not plain: the careful way says why, in the directory reader's words
+            f, st = self._open(rel, limit)
+            try:
+                data = _read_member(f, st.size, rel)
+            except ReadFailure as failure:
+                raise self._damaged(rel, failure.detail) from None
+            finally:
+                f.close()
         self._record(rel, data)
         return data
 
@@ -327,42 +333,55 @@ class TreeEvidence(Evidence):
         self, rel: str, read: Sequence[str], probe: Sequence[str] = (), limit: int = SMALL_LIMIT
     ) -> PlainDir | None:
         """As :meth:`Evidence.read_plain_dir`: None as soon as anything is not plain (the
-        caller then reads the directory the careful way, which names the damage)."""
+        caller then reads the directory the careful way, which names the damage). The
+        directory's listing (kept by the tree) gives each name's kind; only the files to read
+        are looked up again, to be opened."""
         try:
-            parts = self.directory_parts(rel)
+            parts = self.tree_parts(rel)
         except ReadFailure:
+            return None
+        listing = self.tree.listdir(parts)
+        if isinstance(listing, Refusal) or listing.problems:
             return None
         files: dict[str, bytes] = {}
         for name in read:
-            st = self._tree_stat((*parts, os.fsencode(name)))
-            if isinstance(st, Refusal):
-                if st.kind == MISSING:
-                    continue
+            entry = listing.find(os.fsencode(name))
+            if entry is None:
+                continue
+            if entry.type and entry.type != stat.S_IFREG:
                 return None
-            if not stat.S_ISREG(st.mode) or st.size > limit:
+            data = self._read_plain((*parts, entry.name), limit)
+            if data is None:
                 return None
-            try:
-                f, _ = self._open(f"{rel}/{name}", limit)
-            except ReadFailure:
-                return None
-            try:
-                files[name] = _read_member(f, st.size, name)
-            except ReadFailure as failure:
-                self._damaged(f"{rel}/{name}", failure.detail)
-                return None
-            finally:
-                f.close()
+            files[name] = data
         kinds: dict[str, str] = {}
         for name in probe:
-            st = self._tree_stat((*parts, os.fsencode(name)))
-            if isinstance(st, Refusal):
-                if st.kind == MISSING:
-                    continue
-                return None
-            kinds[name] = type_of_mode(st.mode)
+            entry = listing.find(os.fsencode(name))
+            if entry is None:
+                continue
+            mode = entry.type
+            if not mode:  # a directory that records no types: the member says
+                st = self._tree_stat((*parts, entry.name))
+                if isinstance(st, Refusal):
+                    return None
+                mode = st.mode
+            kinds[name] = type_of_mode(mode)
         for name, data in files.items():
             self._record(f"{rel}/{name}", data)
         return PlainDir(files, kinds)
+
+    def _read_plain(self, parts: Parts, limit: int) -> bytes | None:
+        """The bytes of the regular file ``parts`` when it holds ``limit`` at most and reads
+        whole; None otherwise (not regular, too large, damaged)."""
+        opened = self.tree.open_file(parts)
+        if isinstance(opened, Refusal):
+            return None
+        try:
+            with opened:
+                data = opened.read(limit + 1)
+        except OSError:
+            return None
+        return data if len(data) <= limit else None
 
     def _record(self, rel: str, data: bytes) -> None:
         if self.record_reads:

@@ -152,16 +152,14 @@ def search(trees: list[tuple[str, Tree]]) -> Search:
                 note = f"; data-root {where} in /etc/docker/daemon.json of {origin}"
                 places.append((tail, note if i == 0 else f"{note}, as the volume mounted there"))
         places += [((), ""), *((p, "") for p in KNOWN_PLACES)]
-        places += [(p, "") for p in _named_dirs(tree, b"docker")]
-        for parts, note in places:
-            if (volume, parts) in seen:
-                continue
-            reason = docker_root_reason(tree, parts)
-            if reason is not None:
-                seen.add((volume, parts))
-                result.candidates.append(Candidate(volume, parts, "docker", reason + note))
+        _judge_places(result, seen, volume, tree, places)
+        # the search below does not go into a Docker root found: what lies inside one is part
+        # of it (a root of tens of thousands of layer directories is not listed again)
+        found = [c.parts for c in result.docker if c.volume == volume]
+        named = [(p, "") for p in _named_dirs(tree, b"docker", found)]
+        _judge_places(result, seen, volume, tree, named)
         dockers = [c.parts for c in result.docker if c.volume == volume]
-        for parts in [CONTAINERD_PLACE, *_named_dirs(tree, b"containerd")]:
+        for parts in [CONTAINERD_PLACE, *_named_dirs(tree, b"containerd", dockers)]:
             inside_docker = any(parts[: len(d)] == d for d in dockers)
             if (volume, parts) in seen or inside_docker:
                 continue
@@ -171,6 +169,23 @@ def search(trees: list[tuple[str, Tree]]) -> Search:
                 result.candidates.append(Candidate(volume, parts, "containerd", reason))
     _drop_nested(result)
     return result
+
+
+def _judge_places(
+    result: Search,
+    seen: set[tuple[str, Parts]],
+    volume: str,
+    tree: Tree,
+    places: list[tuple[Parts, str]],
+) -> None:
+    """Each of ``places`` that is a Docker root, a candidate (each once)."""
+    for parts, note in places:
+        if (volume, parts) in seen:
+            continue
+        reason = docker_root_reason(tree, parts)
+        if reason is not None:
+            seen.add((volume, parts))
+            result.candidates.append(Candidate(volume, parts, "docker", reason + note))
 
 
 def _drop_nested(result: Search) -> None:
@@ -216,10 +231,14 @@ def read_data_root(tree: Tree) -> Parts | None:
     return parts
 
 
-def _named_dirs(tree: Tree, name: bytes) -> list[Parts]:
+def _named_dirs(tree: Tree, name: bytes, skip: list[Parts] | None = None) -> list[Parts]:
     """Directories called ``name`` down to :data:`SEARCH_DEPTH` levels (breadth first,
-    within :data:`SEARCH_DIRS` listings), not descending into them."""
+    within :data:`SEARCH_DIRS` listings), not descending into them nor into ``skip`` (the
+    Docker roots found already)."""
+    skipped = set(skip or ())
     found: list[Parts] = []
+    if () in skipped:
+        return found
     queue: deque[Parts] = deque([()])
     listed = 0
     while queue and listed < SEARCH_DIRS:
@@ -234,7 +253,7 @@ def _named_dirs(tree: Tree, name: bytes) -> list[Parts]:
                 continue
             if entry.name == name:
                 found.append(child)
-            elif len(child) < SEARCH_DEPTH:
+            elif len(child) < SEARCH_DEPTH and child not in skipped:
                 queue.append(child)
     return found
 
