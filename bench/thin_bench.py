@@ -31,7 +31,7 @@ REPO = HERE.parent
 TESTS = REPO / "tests"  # the fixture builders of the tests
 
 WORK = HERE / "work"
-OURS = [sys.executable, "-c", "from forensics.cli_thin import thin; thin()"]
+OURS = [sys.executable, "-c", "from forensics.cli.thin import thin; thin()"]
 LS_FIELDS = "DEV,MAPPED_BLOCKS,EXCLUSIVE_BLOCKS,SHARED_BLOCKS,TRANSACTION,CREATE_TIME,SNAP_TIME"
 #: per command: our arguments, and the peers' program and arguments
 COMMANDS = {

@@ -28,11 +28,13 @@ import sys
 from collections import OrderedDict
 from collections.abc import Callable
 
+from forensics.errors import Damage
+
 __all__ = [
     "DIR_FLAGS",
     "FILE_FLAGS",
     "DirChain",
-    "UnsafePath",
+    "UnsafeName",
     "WalkError",
     "open_file_at",
     "plain_parts",
@@ -53,11 +55,11 @@ _RESOLVE_BENEATH = 0x08
 _RESOLVE = _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS
 
 
-class UnsafePath(ValueError):
+class UnsafeName(Damage, ValueError):
     """A name that is not a plain path below ROOT (empty component, ``.``, ``..``, NUL)."""
 
 
-class WalkError(Exception):
+class WalkError(Damage):
     """Directory ``where`` (relative to ROOT) on the way could not be opened. ``reason``:
     ``missing``, ``symlink``, ``not-directory`` or ``unreadable``."""
 
@@ -67,11 +69,11 @@ class WalkError(Exception):
 
 
 def plain_parts(rel: str) -> list[str]:
-    """The components of ``rel``; raises UnsafePath when one of them could climb or is empty."""
+    """The components of ``rel``; raises UnsafeName when one of them could climb or is empty."""
     parts = rel.split("/")
     for part in parts:
         if part in ("", ".", "..") or "\0" in part:
-            raise UnsafePath(f"{rel!r} is not a plain path below ROOT (never opened)")
+            raise UnsafeName(f"{rel!r} is not a plain path below ROOT (never opened)")
     return parts
 
 
@@ -152,7 +154,7 @@ class DirChain:
 
     def dir_fd(self, rel: str) -> int:
         """The descriptor of directory ``rel`` ('' is ROOT), owned by the chain: use it at once.
-        Raises UnsafePath or WalkError."""
+        Raises UnsafeName or WalkError."""
         if not rel:
             return self.root_fd
         fd = self._open.get(rel)

@@ -27,10 +27,11 @@ from pathlib import Path
 from forensics.dirchain import (
     DIR_FLAGS,
     DirChain,
-    UnsafePath,
+    UnsafeName,
     WalkError,
     open_file_at,
 )
+from forensics.errors import Damage, OperationalError
 
 #: metadata files larger than this are not read (a 1 GiB "JSON" file is damage, not data)
 DEFAULT_READ_LIMIT = 64 * 1024 * 1024
@@ -38,12 +39,12 @@ DEFAULT_READ_LIMIT = 64 * 1024 * 1024
 SMALL_LIMIT = 64 * 1024
 
 
-class RootError(Exception):
+class RootError(OperationalError):
     """ROOT itself cannot be examined (missing, not a directory, unreadable)."""
 
 
 @dataclass(frozen=True)
-class ReadFailure(Exception):
+class ReadFailure(Damage):
     """A file or directory under ROOT that could not be read as expected.
 
     ``kind`` is one of: ``missing``, ``symlink``, ``not-regular``, ``not-directory``,
@@ -140,7 +141,7 @@ class Evidence:
         reached without following a symlink. Raises ReadFailure naming ``for_path``."""
         try:
             return self._chain.dir_fd(rel)
-        except UnsafePath as exc:
+        except UnsafeName as exc:
             raise ReadFailure("unsafe-path", for_path, str(exc)) from None
         except WalkError as exc:
             raise _failure_on_the_way(for_path, exc) from None

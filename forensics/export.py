@@ -24,6 +24,7 @@ import sqlite_utils
 
 from forensics import __version__
 from forensics.clock import now_iso
+from forensics.errors import OperationalError
 from forensics.evidence import Evidence, FileRead
 from forensics.export_schema import create_schema, datasette_metadata
 from forensics.inventory import build_inventory
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from forensics.timeline import Event
 
 
-class ExportError(OSError):
+class ExportError(OperationalError, OSError):
     """SQLite could not write the database (``database or disk is full``, …): an operational
     error like any other failure to write OUT."""
 
@@ -183,6 +184,11 @@ def _write(
         _utf8_rows({"container_id": c["id"], **v} for c in doc["containers"] for v in c["volumes"])
     )
     db["devices"].insert_all(_utf8_rows(doc["devices"]))
+    if host.containerd is not None:
+        from forensics.export_containerd import containerd_rows
+
+        for table, rows in containerd_rows(host).items():
+            db[table].insert_all(_utf8_rows(rows))
     db["findings"].insert_all(_utf8_rows(_finding_rows(host, findings, run_id)))
     db["files_read"].insert_all(
         _utf8_rows(

@@ -18,7 +18,7 @@ import os
 import signal
 from types import FrameType
 
-#: the exit status of an interrupted run (e2fsck's); the same as cliutil.EXIT_INTERRUPTED,
+#: the exit status of an interrupted run (e2fsck's); the same as exitstatus.EXIT_INTERRUPTED,
 #: written out here so that nothing else need be imported first
 EXIT_INTERRUPTED = 32
 _MESSAGE = b"docker-forensics: interrupted\n"

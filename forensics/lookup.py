@@ -7,10 +7,11 @@ messages are dockerd's own, so that a user of docker reads what they know.
 
 from __future__ import annotations
 
+from forensics.errors import NotFound
 from forensics.model import Host
 
 
-class NoSuchContainer(LookupError):
+class NoSuchContainer(NotFound, LookupError):
     """The argument names no container, or several: the message says which, in docker's
     words."""
 

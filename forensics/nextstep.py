@@ -7,7 +7,7 @@ from __future__ import annotations
 import shlex
 from collections import defaultdict
 
-from forensics.cliutil import DEFAULT_ROOT
+from forensics.api.root import DEFAULT_ROOT
 from forensics.evidence import Evidence
 from forensics.model import Host
 from forensics.report import Finding

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from forensics.errors import OperationalError
+
 _KINDS = (
     (stat.S_ISLNK, "a symlink"),
     (stat.S_ISDIR, "a directory"),
@@ -36,7 +38,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class OutputRefused(OSError):
+class OutputRefused(OperationalError, OSError):
     """OUT holds something that must not be replaced: ``strerror`` says what."""
 
 

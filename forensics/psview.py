@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+from forensics.errors import UsageError
 from forensics.model import Container, PortBinding
 from forensics.timeline import utc
 
@@ -22,7 +23,7 @@ _NS = 1_000_000_000
 _ISO = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:?\d\d)")
 
 
-class BadTime(ValueError):
+class BadTime(UsageError, ValueError):
     """A reference time that is not ISO 8601 with a zone."""
 
 

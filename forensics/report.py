@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-SEVERITIES = ("error", "warning", "info")
+from forensics.catalog import SEVERITIES as SEVERITIES  # re-exported: renderers take it here
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from forensics.formats.ids import is_hex64
 from forensics.model import Host
+from forensics.nextstep import repair_command
 from forensics.report import SEVERITIES, Finding, count_by_severity, finding_line, printable
 from forensics.terminal import Terminal
+
+if TYPE_CHECKING:
+    from forensics.api.verify import VerifyResult
 
 #: the order in which the objects of one severity are shown: what a user acts on first
 OBJECT_ORDER = (
@@ -84,7 +89,24 @@ def header(host: Host, checked: Checked, term: Terminal) -> list[str]:
     lines = [term.style(line, "heading") for line in title]
     lines += term.fit(printable(f"layout:  {layout}"), 2, 9)
     lines += term.fit(f"checked: {what}; {contents}", 2, 9)
+    if host.containerd is not None:
+        lines += term.fit(printable(_containerd_checked(host)), 2, 9)
     return lines
+
+
+def _containerd_checked(host: Host) -> str:
+    """The containerd store's line: where it is and what it holds."""
+    ctd = host.containerd
+    assert ctd is not None
+    nss = ctd.store.namespaces.values()
+    images = sum(len(ns.images) for ns in nss)
+    snapshots = sum(len(ns.snapshots) for ns in nss)
+    return (
+        f"store:   containerd at {ctd.location or 'ROOT'}: "
+        f"{_count(len(ctd.store.namespaces), 'namespace')}, {_count(images, 'image')}, "
+        f"{_count(snapshots, 'snapshot')}, {_count(len(ctd.store.blobs), 'blob')} "
+        "(sizes checked, contents not hashed)"
+    )
 
 
 def grouped(findings: list[Finding], host: Host, term: Terminal) -> list[str]:
@@ -172,6 +194,20 @@ def _what_repair_fixes(fixable: int, actionable: int) -> str:
 def plain(findings: Iterable[Finding]) -> list[str]:
     """One line per finding, nothing else (``--quiet``): ``severity check path: message``."""
     return [finding_line(f) for f in findings]
+
+
+def verify_report(result: VerifyResult, shown: list[Finding], root: str, term: Terminal) -> str:
+    """The report for people of a run over ``root`` (as the user named it): what was checked,
+    the findings ``shown``, and what to do next."""
+    checked = Checked.of(result.host)
+    if result.deep is not None:
+        checked.deep_layers = len(result.deep.layers)
+        checked.files_read = sum(r.files_read for r in result.deep.layers)
+        checked.bytes_read = sum(r.bytes_read for r in result.deep.layers)
+    advice = None
+    if result.fixable is not None:
+        advice = Advice(repair_command(root), result.fixable)
+    return render(result.host, result.findings, shown, checked, advice, term)
 
 
 def render(

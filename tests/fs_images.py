@@ -124,11 +124,15 @@ def make_ext4(
 
 # -- xfs --------------------------------------------------------------------------------------
 
+#: a symlink target that is not UTF-8
+RAW_LINK = b"caf\xe9"
+
 
 def make_xfs(tmp: Path, seed: int = 2, size: int = 320 << 20) -> tuple[Path, dict[bytes, bytes]]:
     """An xfs image from a proto file: short-form, block, leaf and node directories, files of
-    many sizes, setuid and setgid modes, owners, symlinks, a FIFO, device nodes, a name that is
-    not UTF-8. Returns the image and the source bytes of each regular file by path."""
+    many sizes, setuid and setgid modes, owners, symlinks (one whose target is not UTF-8), a
+    FIFO, device nodes, a name that is not UTF-8. Returns the image and the source bytes of
+    each regular file by path."""
     rng = random.Random(seed)
     src = tmp / "xsrc"
     src.mkdir()
@@ -152,6 +156,7 @@ def make_xfs(tmp: Path, seed: int = 2, size: int = 320 << 20) -> tuple[Path, dic
     lines.append(file_line(b"empty", b"empty", b""))
     lines.append(b"link l--777 0 0 hostname\n")
     lines.append(b"longlink l--777 0 0 /" + b"/".join([b"segment"] * 12) + b"\n")
+    lines.append(b"rawlink l--777 0 0 " + RAW_LINK + b"\n")
     lines.append(b"fifo p--644 0 0\n")
     lines.append(b"null c--666 0 0 1 3\n")
     lines.append(b"disk b--660 0 6 8 0\n")

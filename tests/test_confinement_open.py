@@ -12,7 +12,7 @@ import pytest
 from inotify_watch import Watch
 
 from forensics import dirchain
-from forensics.dirchain import CACHE_SIZE, DirChain, UnsafePath, WalkError
+from forensics.dirchain import CACHE_SIZE, DirChain, UnsafeName, WalkError
 from forensics.evidence import Evidence, ReadFailure
 
 
@@ -106,7 +106,7 @@ def test_walk_errors_say_which_component(tmp_path: Path, resolver: str) -> None:
             with pytest.raises(WalkError) as exc:
                 chain.dir_fd(rel)
             assert (exc.value.where, exc.value.reason) == (where, reason)
-        with pytest.raises(UnsafePath):
+        with pytest.raises(UnsafeName):
             chain.dir_fd("a/..")
     finally:
         chain.close()

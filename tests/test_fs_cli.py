@@ -13,7 +13,7 @@ import fs_images as fi
 import pytest
 from click.testing import CliRunner
 
-from forensics.cli_thin import thin
+from forensics.cli.thin import thin
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +163,27 @@ def test_a_truncated_data_file_is_damage_not_zeros(pool, tmp_path: Path) -> None
     assert doc["problems"] and all("device 1: bytes " in p for p in doc["problems"])
     code, _, err = _run("export", pool.metadata, data, "--dev", "1", "-o", tmp_path / "x")
     assert code == 4 and "past the end of the data file" in err
+
+
+def test_a_file_larger_than_the_mapped_device_is_refused_not_streamed(pool, tmp_path: Path) -> None:
+    """A superblock that claims 16 TiB more than the filesystem has and a sparse file of
+    1 TiB: with no size given, the device is read up to the end its filesystem claims, but no
+    file is trusted to be larger than the device's mapped blocks reach (it was streamed as a
+    terabyte of zeros)."""
+    image = tmp_path / "claims.img"
+    shutil.copyfile(pool.images[2], image)
+    commands = tmp_path / "cmds"
+    commands.write_text("write /dev/null huge\nsif /huge size 0x10000000000\n")
+    fi.run("debugfs", "-w", "-f", commands, image)
+    with open(image, "r+b") as f:
+        f.seek(1024 + 0x150)  # s_blocks_count_hi: 2**32 blocks more
+        f.write((1).to_bytes(4, "little"))
+    claims = fi.pool_of(tmp_path, [image])
+    code, out, err = _run("files", claims.metadata, claims.data, "--dev", "1", "/huge")
+    assert code == 4 and b" 1099511627776 " in out, err
+    assert "the group descriptors are damaged" in err  # the claim shows there
+    code, out, err = _run("cat", claims.metadata, claims.data, "--dev", "1", "/huge")
+    assert code == 8 and out == b""
+    assert "/huge: 1099511627776 bytes, more than the " in err and "that the device holds" in err
+    code, out, err = _run("cat", claims.metadata, claims.data, "--dev", "1", "/etc/passwd")
+    assert out == b"root:x:0:0:root:/root:/bin/sh\n" * 20, err

@@ -383,3 +383,148 @@ def test_a_superblock_counting_too_few_inodes_is_refused(case: Ext4Case) -> None
         f.write(struct.pack("<I", 1))
     with open(image, "rb") as f, pytest.raises(FsOpenError, match="root directory"):
         open_tree(f, image.stat().st_size)
+
+
+# -- extent trees, derived from a real one ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fragmented(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An ext4 of 1 KiB blocks whose ``frag`` is 40 runs of 4 KiB with holes between them:
+    41 extents, more than ``i_block`` holds, so its tree has a leaf block under the root."""
+    tmp = tmp_path_factory.mktemp("frag")
+    src = tmp / "src"
+    src.mkdir()
+    with open(src / "frag", "wb") as f:
+        for i in range(40):
+            f.seek(i * 8192)
+            f.write(bytes([65 + i % 26]) * 4096)
+    (src / "plain").write_bytes(b"p" * 3000)
+    image = tmp / "frag.img"
+    with open(image, "wb") as f:
+        f.truncate(16 << 20)
+    fi.run("mkfs.ext4", "-q", "-F", "-b", "1024", "-O", "^metadata_csum", "-d", src, image)
+    assert b"\n 0/ 1   1/  1 " in fi.run("debugfs", "-R", "ex /frag", image)  # depth 1
+    return image
+
+
+def _inode_at(image: Path, name: bytes) -> tuple[int, int]:
+    """The inode number of ``/name`` and the device offset of its ``i_block``."""
+    with image_tree(image) as tree:
+        st = tree.lstat((name,))
+        assert isinstance(st, Stat)
+        at = tree.groups.inode_offset(st.ino)  # type: ignore[attr-defined]
+        assert at is not None
+        return st.ino, at + 0x28
+
+
+def _leaf_block(image: Path) -> int:
+    _, at = _inode_at(image, b"frag")
+    with open(image, "rb") as f:
+        f.seek(at + 12 + 4)  # the root's one index entry: its child's block
+        return struct.unpack("<I", f.read(4))[0]
+
+
+def _derived(image: Path, name: str) -> Path:
+    out = image.with_name(name)
+    shutil.copyfile(image, out)
+    return out
+
+
+def test_a_fragmented_file_reads_as_debugfs_cats_it(fragmented: Path) -> None:
+    theirs = fi.run("debugfs", "-R", "cat /frag", fragmented)
+    with image_tree(fragmented) as tree:
+        f = tree.open_file((b"frag",))
+        assert not isinstance(f, Refusal)
+        assert f.read() == theirs and len(theirs) == 39 * 8192 + 4096
+    with open(fragmented, "rb") as f, open_tree(f, 16 << 20, Limits(extents=40)) as tree:
+        refused = tree.open_file((b"frag",))
+        assert isinstance(refused, Refusal) and refused.kind == "too-large"
+        assert "more than 40 extents" in refused.detail
+
+
+def test_an_extent_loop_is_refused_naming_the_block(fragmented: Path) -> None:
+    """The root made two levels deep, its leaf made an index node whose one entry points to
+    itself: e2fsck's "cyclic loop in extent tree"."""
+    image = _derived(fragmented, "loop.img")
+    leaf = _leaf_block(image)
+    _, at = _inode_at(image, b"frag")
+    with open(image, "r+b") as f:
+        f.seek(at + 6)
+        f.write(struct.pack("<H", 2))  # the root's depth
+        f.seek(leaf * 1024)
+        node = bytearray(f.read(1024))
+        struct.pack_into("<HHHH", node, 0, 0xF30A, 1, 84, 1)
+        struct.pack_into("<III", node, 12, 0, leaf, 0)
+        f.seek(leaf * 1024)
+        f.write(node)
+    done = fi.subprocess.run(
+        [fi.program("e2fsck"), "-fn", str(image)], capture_output=True, check=False
+    )
+    assert b"cyclic loop in extent tree" in done.stdout
+    with image_tree(image) as tree:
+        problems: list = []
+        walked = list(walk(tree, problems))
+        assert (b"plain",) in {w.parts for w in walked}
+        assert [(p.path, p.kind) for p in problems] == [((b"frag",), "refused")]
+        assert f"reaches block {leaf} twice (a loop" in problems[0].detail
+        assert _kind(tree.open_file((b"frag",))) == "damaged"
+
+
+def test_a_leaf_named_twice_is_refused_not_read(fragmented: Path) -> None:
+    """A second index entry in the root naming the same leaf for later logical blocks: the
+    library lists the leaf's extents twice over; the file is refused, not read from them."""
+    image = _derived(fragmented, "twice.img")
+    leaf = _leaf_block(image)
+    _, at = _inode_at(image, b"frag")
+    with open(image, "r+b") as f:
+        f.seek(at + 2)
+        f.write(struct.pack("<H", 2))  # two index entries
+        f.seek(at + 24)
+        f.write(struct.pack("<III", 200, leaf, 0))
+    assert (
+        b"Fix? no"
+        in fi.subprocess.run(
+            [fi.program("e2fsck"), "-fn", str(image)], capture_output=True, check=False
+        ).stdout
+    )
+    with image_tree(image) as tree:
+        refused = tree.open_file((b"frag",))
+        assert _kind(refused) == "damaged"
+        assert "overlaps another or lies outside its node's range" in refused.detail
+
+
+def test_an_extent_over_the_filesystem_structures_is_refused(fragmented: Path) -> None:
+    """``plain``'s one extent pointed at the inode table, then past the filesystem's end."""
+    image = _derived(fragmented, "over.img")
+    ino, at = _inode_at(image, b"plain")
+    with image_tree(image) as tree:
+        table = int(tree.groups.inode_table[0])  # type: ignore[attr-defined]
+    for start, words in ((table, "covers an inode table"), (16383, "outside the filesystem")):
+        with open(image, "r+b") as f:
+            f.seek(at + 12 + 8)
+            f.write(struct.pack("<I", start))  # ee_start_lo
+        with image_tree(image) as tree:
+            refused = tree.open_file((b"plain",))
+            assert _kind(refused) == "damaged" and words in refused.detail, refused
+
+
+def test_unwritten_extents_read_as_zeros_whatever_lies_under_them(fragmented: Path) -> None:
+    """``debugfs fallocate`` leaves an unwritten extent; the blocks under it are then filled
+    with stale bytes (as a deleted file's would be): the file reads as zeros, as debugfs and
+    the kernel read it."""
+    image = _derived(fragmented, "unwritten.img")
+    commands = image.with_suffix(".cmds")
+    commands.write_text("write /dev/null pre\nfallocate /pre 0 9\nsif /pre size 10240\n")
+    fi.run("debugfs", "-w", "-f", commands, image)
+    extents = fi.run("debugfs", "-R", "ex /pre", image).decode()
+    assert "Uninit" in extents
+    first = int(extents.split("\n")[1].split()[7])  # the first physical block
+    with open(image, "r+b") as f:
+        f.seek(first * 1024)
+        f.write(b"stale" * 2048)
+    theirs = fi.run("debugfs", "-R", "cat /pre", image)
+    assert theirs == bytes(10240)
+    with image_tree(image) as tree:
+        f = tree.open_file((b"pre",))
+        assert not isinstance(f, Refusal) and f.read() == theirs

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import stat
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import fs_images as fi
+import google_crc32c
 import pytest
 
 from forensics.fs import FsOpenError, Refusal, Stat, open_tree, walk
@@ -80,7 +82,7 @@ def _when(text: bytes) -> int:
     return int(moment.replace(tzinfo=UTC).timestamp())
 
 
-def xfs_db_inode(image: Path, ino: int) -> dict[str, int]:
+def xfs_db_inode(image: Path, ino: int) -> dict[str, int | None]:
     out = xfs_db(image, f"inode {ino}", "print")
     values = dict(re.findall(rb"^([\w.]+) = (.*)$", out, re.M))
     fields = {
@@ -92,8 +94,25 @@ def xfs_db_inode(image: Path, ino: int) -> dict[str, int]:
     }
     for name, key in (("atime", b"core.atime"), ("mtime", b"core.mtime"), ("ctime", b"core.ctime")):
         fields[name] = _when(values[key + b".sec"]) * 10**9 + int(values[key + b".nsec"])
-    fields["crtime"] = _when(values[b"v3.crtime.sec"]) * 10**9 + int(values[b"v3.crtime.nsec"])
+    fields["crtime"] = None  # a version 2 inode (v4 filesystem) keeps no birth time
+    if b"v3.crtime.sec" in values:
+        crtime = _when(values[b"v3.crtime.sec"]) * 10**9 + int(values[b"v3.crtime.nsec"])
+        fields["crtime"] = crtime
     return fields
+
+
+def _stat_fields(st: Stat) -> dict[str, int | None]:
+    return {
+        "mode": st.mode,
+        "uid": st.uid,
+        "gid": st.gid,
+        "nlink": st.nlink,
+        "size": st.size,
+        "atime": st.atime_ns,
+        "mtime": st.mtime_ns,
+        "ctime": st.ctime_ns,
+        "crtime": st.crtime_ns,
+    }
 
 
 def test_every_file_reads_as_its_source_and_xfs_db_reads_it(case: XfsCase) -> None:
@@ -116,19 +135,7 @@ def test_every_file_reads_as_its_source_and_xfs_db_reads_it(case: XfsCase) -> No
         checked = [w for w in walked if not w.parts or len(w.parts) == 1 or w.parts[0] == b"data"]
         checked += [w for w in walked if w.parts[:1] == (b"node",)][:5]
         for w in checked:
-            expected = xfs_db_inode(case.image, w.stat.ino)
-            ours = {
-                "mode": w.stat.mode,
-                "uid": w.stat.uid,
-                "gid": w.stat.gid,
-                "nlink": w.stat.nlink,
-                "size": w.stat.size,
-                "atime": w.stat.atime_ns,
-                "mtime": w.stat.mtime_ns,
-                "ctime": w.stat.ctime_ns,
-                "crtime": w.stat.crtime_ns,
-            }
-            assert ours == expected, w.parts
+            assert _stat_fields(w.stat) == xfs_db_inode(case.image, w.stat.ino), w.parts
     assert (b"caf\xe9",) in {w.parts for w in walked}
 
 
@@ -205,6 +212,182 @@ def test_hostile_short_form_names_and_a_loop(case: XfsCase) -> None:
         walked = list(walk(tree, problems))
         assert [(p.path, p.kind) for p in problems] == [((b"data", b"few", b"one"), "loop")]
         assert len(walked) == len({w.parts for w in walked})
+
+
+def _remote_link_image(tmp: Path, *options: str) -> Path:
+    """An xfs whose ``long`` is a symlink too long for its inode (kept in a block of its own)
+    and ``short`` one kept in it, both targets not UTF-8."""
+    proto = tmp / "links.proto"
+    proto.write_bytes(
+        b"/dev/null\n0 0\nd--755 0 0\nlong l--777 0 0 " + LONG_TARGET + b"\n"
+        b"short l--777 0 0 " + fi.RAW_LINK + b"\n$\n"
+    )
+    image = tmp / "links.img"
+    with open(image, "wb") as f:
+        f.truncate(320 << 20)
+    fi.run("mkfs.xfs", "-q", "-f", *options, "-p", proto, image)
+    return image
+
+
+LONG_TARGET = b"/" + b"\xff\xfe/" * 200
+
+
+def test_symlink_targets_that_are_not_utf8_come_out_as_their_bytes(
+    case: XfsCase, tmp_path: Path
+) -> None:
+    """One kept in the inode's data fork (v5), one in a block of its own (v4: mkfs.xfs 6.1
+    writes a v5 symlink block without its header, below)."""
+    with device_tree(case.pool, 1) as tree:
+        assert tree.readlink((b"rawlink",)) == fi.RAW_LINK
+    image = _remote_link_image(tmp_path, "-m", "crc=0")
+    fi.run("xfs_repair", "-n", image)
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        assert tree.readlink((b"long",)) == LONG_TARGET
+        assert tree.readlink((b"short",)) == fi.RAW_LINK
+        long = tree.lstat((b"long",))
+        assert isinstance(long, Stat)
+    assert b"core.format = 2 (extents)" in xfs_db(image, f"inode {long.ino}", "print")
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        for w in walk(tree, []):  # version 2 inodes: times without bigtime, no birth time
+            assert _stat_fields(w.stat) == xfs_db_inode(image, w.stat.ino), w.parts
+
+
+def test_a_v5_symlink_block_without_its_header_is_refused(tmp_path: Path) -> None:
+    """mkfs.xfs 6.1's proto file writes a long symlink's block on a v5 filesystem without the
+    ``XSLM`` header that xfs_repair wants ("bad symlink header"): damage, not a target."""
+    image = _remote_link_image(tmp_path)
+    done = fi.subprocess.run(
+        [fi.program("xfs_repair"), "-n", str(image)], capture_output=True, check=False
+    )
+    assert b"bad symlink header" in done.stdout + done.stderr
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        refused = tree.readlink((b"long",))
+        assert isinstance(refused, Refusal) and refused.kind == "damaged"
+        assert "is not a symlink block" in refused.detail
+        assert tree.readlink((b"short",)) == fi.RAW_LINK
+
+
+def _extent_fork(tree: LibyalTree, name: bytes) -> int:
+    """The device offset of the first extent record in ``/name``'s data fork."""
+    st = tree.lstat((name,))
+    assert isinstance(st, Stat)
+    at = tree.inode_offset(st.ino)  # type: ignore[attr-defined]
+    assert at is not None
+    return at + 176  # after a version 3 inode's core
+
+
+def test_an_extent_over_an_allocation_group_header_is_refused(case: XfsCase) -> None:
+    """``hostname``'s one extent pointed at block 0 (the superblock and the allocation group
+    headers): refused, never read as the file's bytes."""
+    image = _copy(case, "over.img")
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        at = _extent_fork(tree, b"hostname")
+    with open(image, "r+b") as f:
+        f.seek(at)
+        high, low = struct.unpack(">QQ", f.read(16))
+        f.seek(at)
+        f.write(struct.pack(">QQ", high & ~0x1FF, low & 0x1FFFFF))  # startblock 0
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        refused = tree.open_file((b"hostname",))
+        assert isinstance(refused, Refusal) and refused.kind == "damaged", refused
+        assert "covers allocation group 0's headers" in refused.detail
+
+
+def test_a_data_block_whose_last_entry_starts_at_its_end_is_a_problem(case: XfsCase) -> None:
+    """Found by fuzzing: a free region that leaves the last 8 bytes of a data block as an
+    entry's start made the reader look for its name length past the block (IndexError)."""
+    image = _copy(case, "tail.img")
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        st = tree.lstat((b"leaf",))
+        assert isinstance(st, Stat)
+        entry = tree.entry_of(st.ino)
+        first = tree.device_offset(entry.get_extent(0)[0])  # type: ignore[attr-defined]
+        header, size = tree.data_header, tree.dir_block  # type: ignore[attr-defined]
+    with open(image, "r+b") as f:
+        f.seek(first)
+        block = bytearray(f.read(size))
+        assert block[:4] == b"XDD3"
+        free = size - header - 8
+        struct.pack_into(">HH", block, header, 0xFFFF, free)
+        struct.pack_into(">H", block, header + free - 2, header)
+        block[size - 8 :] = (12345).to_bytes(8, "big")
+        f.seek(first)
+        f.write(block)
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        listing = tree.listdir((b"leaf",))
+        assert not isinstance(listing, Refusal)
+        assert any("runs past the block" in p for p in listing.problems)
+        problems: list = []
+        walked = list(walk(tree, problems))
+        assert {p.kind for p in problems} == {"listing"} and len(walked) > 3000
+
+
+def _reseal_inode(image: Path, at: int, size: int) -> None:
+    """A v5 inode's crc32c (over the inode with its crc field zeroed, stored little-endian
+    at byte 100), after a test changed it."""
+    with open(image, "r+b") as f:
+        f.seek(at)
+        raw = bytearray(f.read(size))
+        raw[100:104] = bytes(4)
+        raw[100:104] = google_crc32c.value(bytes(raw)).to_bytes(4, "little")
+        f.seek(at)
+        f.write(raw)
+
+
+def test_an_unwritten_extent_reads_as_zeros(case: XfsCase) -> None:
+    """``group``'s extent marked unwritten (preallocated): xfs_repair finds the filesystem
+    clean, and the file reads as zeros, never as the bytes still under it."""
+    image = _copy(case, "unwritten.img")
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        at = _extent_fork(tree, b"group")
+        inode_size = int(tree.sb.inodesize)  # type: ignore[attr-defined]
+    with open(image, "r+b") as f:
+        f.seek(at)
+        high, low = struct.unpack(">QQ", f.read(16))
+        f.seek(at)
+        f.write(struct.pack(">QQ", high | 1 << 63, low))
+    _reseal_inode(image, at - 176, inode_size)
+    fi.run("xfs_repair", "-n", image)
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        data = tree.open_file((b"group",))
+        assert not isinstance(data, Refusal) and data.read() == bytes(9000)
+
+
+def test_extent_records_out_of_order_or_outside_an_allocation_group_are_refused(
+    case: XfsCase,
+) -> None:
+    """``tool``'s one extent record made two (the second a copy of the first: the same file
+    blocks twice), then its first one pointed past its allocation group's end."""
+    image = _copy(case, "records.img")
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        at = _extent_fork(tree, b"tool")
+        inode_size = tree.inode_size
+        agblocks = int(tree.sb.agblocks)  # type: ignore[attr-defined]
+    core = at - 176
+    with open(image, "r+b") as f:
+        f.seek(at)
+        record = f.read(16)
+        f.seek(at + 16)
+        f.write(record)
+        f.seek(core + 76)
+        f.write(struct.pack(">I", 2))  # di_nextents
+    _reseal_inode(image, core, inode_size)
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        refused = tree.open_file((b"tool",))
+        assert isinstance(refused, Refusal) and refused.kind == "damaged"
+        assert "overlaps the one before" in refused.detail
+    high, low = struct.unpack(">QQ", record)
+    outside = (agblocks - 2) << 21 | (low & 0x1FFFFF)  # block agblocks-2 of group 0, 37 long
+    with open(image, "r+b") as f:
+        f.seek(at)
+        f.write(struct.pack(">QQ", high & ~0x1FF, outside))
+        f.seek(core + 76)
+        f.write(struct.pack(">I", 1))
+    _reseal_inode(image, core, inode_size)
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        refused = tree.open_file((b"tool",))
+        assert isinstance(refused, Refusal) and refused.kind == "damaged"
+        assert "lies outside the filesystem" in refused.detail
 
 
 def test_xattr_names_are_linux_names(case: XfsCase) -> None:

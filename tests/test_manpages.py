@@ -21,7 +21,7 @@ from typing import Any
 import click
 import pytest
 
-from forensics import cliutil
+from forensics import exitstatus
 from forensics.checks.catalog import CHECKS
 from forensics.cli import cli
 from forensics.export import RepairRecord, RunInfo, export_sqlite
@@ -360,9 +360,9 @@ def test_sqlite_tables_and_columns_are_documented(tmp_path: Path) -> None:
 
 def test_exit_codes_are_documented() -> None:
     codes = {
-        getattr(cliutil, name)
-        for name in dir(cliutil)
-        if name.startswith("EXIT_") and isinstance(getattr(cliutil, name), int)
+        getattr(exitstatus, name)
+        for name in dir(exitstatus)
+        if name.startswith("EXIT_") and isinstance(getattr(exitstatus, name), int)
     }
     assert codes >= {0, 4, 8, 16, 32}
     documented = {int(tag) for tag in entries_of(sections(MAIN_PAGE)["EXIT STATUS"])}

@@ -26,7 +26,7 @@ from conftest import Result
 from sample_paths import STORE, SamplePaths
 from treehash import tree_hash
 
-from forensics.cli_repair import repair
+from forensics.cli.repair import repair
 
 APP = "sample/app:1.0"
 ORPHAN = "e" * 64

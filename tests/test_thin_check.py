@@ -20,7 +20,7 @@ import pytest
 import thin_fixtures as tf
 from click.testing import CliRunner
 
-from forensics.cli_thin import thin
+from forensics.cli.thin import thin
 from forensics.formats import thin as fmt
 from forensics.thin.blocks import MetadataFile
 from forensics.thin.check import check_pool
@@ -682,7 +682,7 @@ _MEASURE = """
 import os, subprocess, sys
 with open(sys.argv[2], "wb") as out:
     child = subprocess.Popen(
-        [sys.executable, "-c", "from forensics.cli_thin import thin; thin()", "check",
+        [sys.executable, "-c", "from forensics.cli.thin import thin; thin()", "check",
          "--format", "json", sys.argv[1]],
         stdout=out,
         stderr=subprocess.DEVNULL,

@@ -14,7 +14,7 @@ import thin_fixtures as tf
 from click.testing import CliRunner
 from test_manpages import _CHECK_TAG, mentions, sections, tagged_paragraphs
 
-from forensics.cli_thin import thin
+from forensics.cli.thin import thin
 from forensics.formats import thin as fmt
 from forensics.thin.findings import CHECKS
 
@@ -85,7 +85,7 @@ def test_usage_errors(argv: list[str]) -> None:
 def test_group_runs_as_a_program(tmp_path: Path) -> None:
     """The same module works standalone; a missing file exits 8 with one line on stderr."""
     result = subprocess.run(
-        [sys.executable, "-c", "from forensics.cli_thin import thin; thin()", "check", "nope"],
+        [sys.executable, "-c", "from forensics.cli.thin import thin; thin()", "check", "nope"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -103,11 +103,11 @@ def test_help_lists_the_subcommands() -> None:
 
 
 def test_cli_knows_the_fatal_severity() -> None:
-    """cli_thin names the fatal severity without importing the thin modules (numpy)."""
-    from forensics import cli_thin
+    """The thin verbs name the fatal severity without importing the thin modules (numpy)."""
+    from forensics.api import thin as api
     from forensics.thin.findings import ERROR
 
-    assert cli_thin.ERROR == ERROR
+    assert api.ERROR == ERROR
 
 
 # -- what the commands say (trust items: not metadata, findings, an empty pool) -----------------

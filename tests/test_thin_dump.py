@@ -12,7 +12,7 @@ import pytest
 import thin_fixtures as tf
 from click.testing import CliRunner
 
-from forensics.cli_thin import thin
+from forensics.cli.thin import thin
 from forensics.thin.blocks import MetadataFile
 from forensics.thin.dump import Runs, dump_chunks, mapping_lines, write_dump
 from forensics.thin.pool import read_pool

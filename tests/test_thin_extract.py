@@ -10,7 +10,7 @@ import pytest
 import thin_fixtures as tf
 from click.testing import CliRunner
 
-from forensics.cli_thin import thin
+from forensics.cli.thin import thin
 
 BLOCK = 128 * 512
 

@@ -9,7 +9,7 @@ import pytest
 import thin_fixtures as tf
 from click.testing import CliRunner
 
-from forensics.cli_thin import thin
+from forensics.cli.thin import thin
 from forensics.thin.blocks import MetadataFile
 from forensics.thin.ls import TABLE_MIN, _EntryTable
 from forensics.thin.pool import read_pool

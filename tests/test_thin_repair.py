@@ -23,16 +23,16 @@ import thin_fixtures as tf
 from click.testing import CliRunner
 from test_thin_check import CASES, Case, derive, pristine  # noqa: F401 (pristine: a fixture)
 
-from forensics.cli_thin import thin
+from forensics.cli.thin import thin
 from forensics.formats import thin as fmt
 from forensics.repair.plan_devicemapper import install_steps
 from forensics.thin.blocks import MetadataFile
 from forensics.thin.check import check_pool
 from forensics.thin.pool import read_pool
 from forensics.thin.repair import (
+    CopyError,
     NothingSalvageable,
     Overrides,
-    RepairError,
     salvage_metadata,
     write_repaired_copy,
 )
@@ -462,7 +462,7 @@ def test_random_damage_repairs_or_refuses(pristine: dict[str, Path], tmp_path: P
         out = tmp_path / f"out{i}.bin"
         try:
             write_repaired_copy(path, out, overrides=THREE if i % 2 else None)
-        except (NothingSalvageable, RepairError):
+        except (NothingSalvageable, CopyError):
             assert not out.exists()
             continue
         written += 1

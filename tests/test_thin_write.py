@@ -16,7 +16,7 @@ import thin_fixtures as tf
 from click.testing import CliRunner
 from test_thin_dump import POOLS
 
-from forensics.cli_thin import thin
+from forensics.cli.thin import thin
 from forensics.formats import thin as fmt
 from forensics.thin.blocks import MetadataFile
 from forensics.thin.pool import read_pool

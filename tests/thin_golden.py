@@ -115,7 +115,7 @@ class Subject:
 
 
 def _invoke(subject: Subject, *argv: str | Path) -> dict[str, Any]:
-    from forensics.cli_thin import thin
+    from forensics.cli.thin import thin
 
     result = CliRunner().invoke(thin, [str(a) for a in argv])
     if result.exception is not None and not isinstance(result.exception, SystemExit):

@@ -21,6 +21,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
+from forensics.catalog import FindingsByCheck
+from forensics.checks.catalog import CHECKS
 from forensics.drivers import INIT_SUFFIX
 from forensics.report import SEVERITIES, Finding
 
@@ -65,26 +67,28 @@ class Cascade:
 
 
 class FindingIndex:
-    """The findings by check id and by (check id, object id), in the order the rules made them."""
+    """The findings by check id and by (check id, object id), in the order the rules made them.
+    A check id the catalogue does not hold raises :class:`~forensics.catalog.UnknownCheck`: a
+    misspelt relation would otherwise find no cause, without a word."""
 
     def __init__(self, findings: Iterable[Finding]) -> None:
-        self.by_check: dict[str, list[Finding]] = defaultdict(list)
+        self.by_check = FindingsByCheck(CHECKS)
         self.by_object: dict[tuple[str, str | None], list[Finding]] = defaultdict(list)
         for f in findings:
-            self.by_check[f.check].append(f)
+            self.by_check.add(f)
             self.by_object[(f.check, f.object_id)].append(f)
 
     def of(self, *checks: str) -> list[Finding]:
-        return [f for check in checks for f in self.by_check.get(check, ())]
+        return [f for check in checks for f in self.by_check[check]]
 
     def about(self, check: str, object_id: str | None) -> list[Finding]:
+        CHECKS[check]  # a check of the catalogue, or UnknownCheck
         return self.by_object.get((check, object_id), [])
 
     def first(self, checks: Iterable[str], object_id: str | None) -> Finding | None:
         for check in checks:
-            found = self.by_object.get((check, object_id))
-            if found:
-                return found[0]
+            for found in self.about(check, object_id):
+                return found
         return None
 
 

@@ -1,4 +1,8 @@
-"""Every check id, its severity and what it means: the one place where severity is decided.
+"""Every check id of ``verify``, its severity and what it means: the one place where a
+verify finding's severity is decided (a :class:`~forensics.catalog.Catalog`; ``thin check`` has
+the other, :mod:`forensics.thin.findings`). A new check is a line here, the rule that makes its
+findings in a module of :mod:`forensics.checks`, its entry in man/docker-forensics-verify.1 and
+a test.
 
 Severity: ``error`` — the daemon fails, skips the object, or its data is unreachable or no
 longer accounted for (a driver directory or mount record that nothing owns);
@@ -8,17 +12,8 @@ longer accounted for (a driver directory or mount record that nothing owns);
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from forensics.catalog import Catalog, Check
 from forensics.report import Finding
-
-
-@dataclass(frozen=True)
-class Check:
-    id: str
-    severity: str
-    summary: str
-
 
 _CHECKS = [
     # layout
@@ -422,9 +417,127 @@ _CHECKS = [
     Check(
         "devicemapper.pool-files-missing", "warning", "no loop-lvm pool files (direct-lvm, or lost)"
     ),
+    # containerd's store (Docker 29's image store, a containerd root)
+    Check(
+        "containerd.db-damaged",
+        "error",
+        "meta.db or a snapshotter's metadata.db cannot be read whole (what could be read is used)",
+    ),
+    Check(
+        "containerd.db-fell-back",
+        "warning",
+        "a bolt database whose newer meta page is damaged: its last transaction is lost",
+    ),
+    Check("containerd.blob-missing", "error", "a blob that an image needs or a namespace records"),
+    Check(
+        "containerd.blob-size-mismatch",
+        "error",
+        "a blob whose size differs from its record or descriptor",
+    ),
+    Check("containerd.blob-damaged", "error", "a content store entry that is no blob file"),
+    Check("containerd.blob-unrecorded", "warning", "a blob file that no namespace records"),
+    Check(
+        "containerd.document-damaged",
+        "error",
+        "an image's index, manifest or config that is not a document of its kind",
+    ),
+    Check(
+        "containerd.rootfs-mismatch",
+        "error",
+        "an image config whose DiffIDs are not as many as its manifest's layers",
+    ),
+    Check(
+        "containerd.diffid-mismatch",
+        "error",
+        "a layer blob's containerd.io/uncompressed label differs from its config's DiffID",
+    ),
+    Check(
+        "containerd.snapshot-chain-broken",
+        "error",
+        "an unpacked image whose snapshots do not follow its ChainIDs",
+    ),
+    Check(
+        "containerd.snapshot-backend-missing",
+        "error",
+        "a namespace's snapshot that its snapshotter does not have",
+    ),
+    Check("containerd.snapshot-parent-missing", "error", "a snapshot whose parent does not exist"),
+    Check(
+        "containerd.snapshot-parent-mismatch",
+        "error",
+        "a snapshot whose parent differs between meta.db and its snapshotter",
+    ),
+    Check("containerd.snapshot-dir-missing", "error", "a snapshot without its directory"),
+    Check("containerd.snapshot-fs-missing", "error", "a snapshot directory without its fs/"),
+    Check(
+        "containerd.snapshot-work-missing",
+        "error",
+        "an active snapshot directory without its work/",
+    ),
+    Check(
+        "containerd.snapshot-dir-orphan",
+        "error",
+        "a snapshot directory that no snapshot owns, holding files (containerd deletes it)",
+    ),
+    Check(
+        "containerd.snapshot-dir-leftover",
+        "warning",
+        "an empty snapshot directory that no snapshot owns",
+    ),
+    Check(
+        "containerd.snapshot-unrecorded",
+        "warning",
+        "a snapshotter's snapshot that no namespace records",
+    ),
+    Check(
+        "containerd.container-snapshot-missing",
+        "error",
+        "a containerd container whose snapshot does not exist",
+    ),
+    Check(
+        "containerd.docker-snapshot-missing",
+        "error",
+        "a Docker 29 container whose writable snapshot is not in namespace moby",
+    ),
+    Check(
+        "containerd.docker-lease-missing",
+        "error",
+        "a Docker 29 container without the lease that keeps its writable snapshot",
+    ),
+    Check(
+        "containerd.docker-image-missing",
+        "warning",
+        "a Docker 29 container whose image is not in namespace moby",
+    ),
+    Check(
+        "containerd.lease-expired",
+        "info",
+        "a lease past its expiry: the next collection removes it",
+    ),
+    Check(
+        "containerd.lease-expire-damaged",
+        "warning",
+        "a lease's containerd.io/gc.expire that is not a time",
+    ),
+    Check(
+        "containerd.ingest-leftover",
+        "warning",
+        "an unfinished write of the content store that nothing will finish",
+    ),
+    Check(
+        "containerd.ingest-in-progress",
+        "info",
+        "an interrupted download that containerd keeps until it expires",
+    ),
+    Check(
+        "containerd.garbage",
+        "info",
+        "what containerd's collector would remove, and the bytes it frees",
+    ),
 ]
 
-CHECKS: dict[str, Check] = {c.id: c for c in _CHECKS}
+#: verify's catalogue (:mod:`forensics.catalog`)
+CHECKS = Catalog("verify", _CHECKS)
 
 
 def finding(

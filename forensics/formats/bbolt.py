@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 import construct as cs
 import numpy as np
 
+from forensics.errors import Damage
 from forensics.formats.thin import numpy_dtype
 
 MAGIC = 0xED0CDAED
@@ -128,7 +129,7 @@ _U64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
-class BoltDamage(Exception):
+class BoltDamage(Damage):
     """A bbolt file that cannot be read as one. ``kind`` is one of ``too-small``, ``bad-meta``
     (both meta pages fail: bad magic, version, checksum or page size), ``truncated``,
     ``page-out-of-range``, ``page-type``, ``page-id``, ``cycle``, ``element-bounds``,

@@ -1,7 +1,8 @@
 """CRC-64/GO-ISO: Go's ``hash/crc64`` with the ISO table, the checksum tar-split stores per file.
 
-Parameters (``shared/reference/tar-split.md`` §4): poly 0x1B reflected, init and xorout all ones,
-digest 8 bytes big-endian; check value of ``b"123456789"`` is 0xB90956C775A41001.
+Parameters (Go's ``hash/crc64``, ``crc64.MakeTable(crc64.ISO)``): poly 0x1B reflected, init
+and xorout all ones, digest 8 bytes big-endian; check value of ``b"123456789"`` is
+0xB90956C775A41001.
 
 The work is done by ``fastcrc`` (Rust, SIMD, GIL released): about 25 GB/s here, so the crc of a
 file costs a small fraction of its sha256. Chaining ``crc64_iso(b, crc64_iso(a))`` equals

@@ -83,8 +83,3 @@ def chain_ids(diff_ids: list[str]) -> list[str]:
         parent = chain_id(parent, diff)
         out.append(parent)
     return out
-
-
-def hex_of(digest: str) -> str:
-    """The hex part of ``sha256:<hex>`` (or the value itself when it has no algorithm)."""
-    return digest.split(":", 1)[1] if ":" in digest else digest

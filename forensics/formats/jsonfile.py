@@ -40,6 +40,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from forensics.errors import Damage
+
 __all__ = [
     "GoObject",
     "JsonDamage",
@@ -54,7 +56,7 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class JsonDamage(Exception):
+class JsonDamage(Damage):
     """Why bytes are no JSON document: ``kind`` empty, nul-filled, truncated, invalid, not-utf8."""
 
     kind: str
@@ -190,7 +192,7 @@ def reads_one_value(name: str) -> bool:
 # -- decoding -------------------------------------------------------------------------------------
 
 
-class _Refused(ValueError):
+class _Refused(Damage, ValueError):
     """A literal that Python's decoder reads and Go's does not."""
 
 

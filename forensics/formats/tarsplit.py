@@ -1,9 +1,10 @@
 """Decoding of tar-split metadata (``tar-split.json.gz``, legacy ``tar-data.json.gz``).
 
 A gzip stream of JSON objects, one per line (Go ``json.Encoder``), each a *segment* (raw tar
-bytes: headers, padding, end blocks) or a *file* entry (name, size, crc64 of the data). See
-``shared/reference/tar-split.md`` §2–3. Decoding is streaming: the gzip is inflated in bounded
-chunks and entries are yielded one by one, so a layer of a million files is never held whole.
+bytes: headers, padding, end blocks) or a *file* entry (name, size, crc64 of the data), as
+vbatts/tar-split's ``tar/storage`` packer writes them. Decoding is streaming: the gzip is
+inflated in bounded chunks and entries are yielded one by one, so a layer of a million files is
+never held whole.
 
 Quirks of older writers that are accepted:
 
@@ -41,6 +42,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from pybase64 import b64decode as _b64decode
+
+from forensics.errors import Damage
 
 __all__ = [
     "FILE",
@@ -165,7 +168,7 @@ Fields = tuple[int, int, bytes | None, bytes | None, int, bool]
 
 
 @dataclass(frozen=True)
-class TarSplitDamage(Exception):
+class TarSplitDamage(Damage):
     """Why a tar-split stream cannot be decoded (further).
 
     ``kind``: ``empty``, ``not-gzip``, ``corrupt-gzip`` (bad deflate data or trailer CRC),

@@ -8,7 +8,7 @@ that verifies) with a few C calls; everything else goes through the full decoder
 Extension headers are resolved the way Go's ``archive/tar`` reader does, which is what tar-split
 used to name its file entries: a PAX ``x`` record overrides path, linkpath, size, uid, gid,
 mtime, uname and gname of the next member; GNU ``L``/``K`` give the next member's long name or
-link name; ``g`` (PAX global) is a member of its own. See ``shared/reference/tar-split.md`` §7.
+link name; ``g`` (PAX global) is a member of its own (Go's ``archive/tar`` ``reader.go``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from zlib import adler32
 
 from construct import Bytes, Struct
+
+from forensics.errors import Damage
 
 __all__ = [
     "BLOCK",
@@ -100,7 +102,7 @@ _MAGIC_GNU, _VERSION_GNU = b"ustar ", b" \0"
 _TRAILER_STAR = b"tar\0"
 
 
-class HeaderError(ValueError):
+class HeaderError(Damage, ValueError):
     """A tar header that cannot be decoded: bad checksum, bad number, cut short."""
 
 

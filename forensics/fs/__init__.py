@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
+from forensics.errors import Damage
+from forensics.fs.blockcache import BlockCache
 from forensics.fs.libyal import LibyalTree, library_reason
 from forensics.fs.tree import (
     Entry,
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 
-class FsOpenError(Exception):
+class FsOpenError(Damage):
     """No filesystem can be read from the device: none recognised, or its superblock is
     zeroed or damaged, or the library refuses it."""
 
@@ -76,10 +78,10 @@ def _open(
 ) -> LibyalTree:
     lib = __import__(module)
     volume = lib.volume()
+    cached = BlockCache(fileobj, device_size)
     try:
-        fileobj.seek(0)
-        volume.open_file_object(fileobj)
-        tree = cls(volume, fileobj, device_size, limits, sb)
+        volume.open_file_object(cached)
+        tree = cls(volume, cached, device_size, limits, sb)
     except (OSError, ValueError, MemoryError, OverflowError) as exc:
         reason = library_reason(exc) if "libfs" in str(exc) else str(exc)
         raise FsOpenError(f"{cls.label} cannot be opened: {reason}") from None

@@ -51,12 +51,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from forensics.errors import Damage
+
 _CHUNK = 1 << 16
 #: the unit of decoding and of the cache of decoded bytes
 _BLOCK = 1 << 20
 
 
-class BombError(OSError):
+class BombError(Damage, OSError):
     """The stream expands past a cap of :class:`StreamLimits`."""
 
 

@@ -1,5 +1,7 @@
-"""ext2/3/4 read without mounting: inodes and contents through ``pyfsext`` (libfsext), the
-directories' blocks parsed here so that names come out as the bytes on disk.
+"""ext2/3/4 read without mounting: the filesystem opened through ``pyfsext`` (libfsext), plain
+inodes, extent trees, inline data and directories read here from their own bytes (names and
+targets come out as the bytes on disk), file contents straight from the device through the
+extents; the library reads what is left (unusual inodes, block maps, extended attributes).
 
 The filesystem is opened exactly as it is: the primary superblock (at byte 1024) must be
 there; a backup superblock is never used in its place. A directory's blocks are those its
@@ -7,20 +9,32 @@ extents (or block map) give, holes skipped; each block is a chain of
 ``ext4_dir_entry_2`` records (inode, record length, name length, file type, name). An htree
 directory's index blocks read as records of inode 0 spanning the block, the checksum tail as a
 record of inode 0: both are skipped, as the kernel's linear readers do. A record whose length
-runs past its block or is too short for its name ends that block and is reported.
+runs past its block or is too short for its name ends that block and is reported. A directory
+kept inside its inode (``inline_data``) is parsed the same way from the inode's own bytes
+(``i_block`` after the parent's number, then the ``system.data`` attribute).
+
+A symlink's target is read as bytes too (the library gives it only as UTF-8 text): a fast
+symlink's from ``i_block``, a slow one's from its first block through its extents.
 """
 
 from __future__ import annotations
 
+import io
 import stat
 import struct
 from typing import Any, BinaryIO
 
 import construct as cs
 
-from forensics.fs.libyal import LibyalTree
+from forensics.fs.content import EXTENT_SPARSE, Reserved, read_at
+from forensics.fs.ext4_extents import ExtentTreeError, root_depth, walk_extents
+from forensics.fs.ext4_groups import Groups, blocks_count
+from forensics.fs.ext4_inode import XATTR_INDEX_SYSTEM, decode, in_inode_xattr
+from forensics.fs.libyal import DecodedInode, LibyalTree
 from forensics.fs.tree import (
+    DAMAGED,
     FTYPE_TO_IFMT,
+    TOO_LARGE,
     Entry,
     Limits,
     Listing,
@@ -31,19 +45,21 @@ from forensics.fs.tree import (
 SUPERBLOCK_OFFSET = 1024
 MAGIC = 0xEF53
 INCOMPAT_FILETYPE = 0x2
-INCOMPAT_64BIT = 0x80
 INCOMPAT_INLINE_DATA = 0x8000
-#: libfsext's extent flag for a hole
-EXTENT_SPARSE = 1
 #: the largest block size ext4 knows (64 KiB: s_log_block_size 6)
 MAX_LOG_BLOCK_SIZE = 6
 
 Superblock = cs.Struct(
     "inodes_count" / cs.Int32ul,
     "blocks_count_lo" / cs.Int32ul,
-    cs.Padding(0x18 - 0x08),
+    cs.Padding(0x14 - 0x08),
+    "first_data_block" / cs.Int32ul,
     "log_block_size" / cs.Int32ul,
-    cs.Padding(0x38 - 0x1C),
+    cs.Padding(0x20 - 0x1C),
+    "blocks_per_group" / cs.Int32ul,
+    cs.Padding(0x28 - 0x24),
+    "inodes_per_group" / cs.Int32ul,
+    cs.Padding(0x38 - 0x2C),
     "magic" / cs.Int16ul,
     cs.Padding(0x4C - 0x3A),
     "rev_level" / cs.Int32ul,
@@ -53,12 +69,27 @@ Superblock = cs.Struct(
     "feature_compat" / cs.Int32ul,
     "feature_incompat" / cs.Int32ul,
     "feature_ro_compat" / cs.Int32ul,
-    cs.Padding(0x150 - 0x68),
+    cs.Padding(0xCE - 0x68),
+    "reserved_gdt_blocks" / cs.Int16ul,
+    cs.Padding(0xFE - 0xD0),
+    "desc_size" / cs.Int16ul,
+    cs.Padding(0x104 - 0x100),
+    "first_meta_bg" / cs.Int32ul,
+    cs.Padding(0x150 - 0x108),
     "blocks_count_hi" / cs.Int32ul,
+    cs.Padding(0x24C - 0x154),
+    "backup_bgs" / cs.Array(2, cs.Int32ul),
 )
 SUPERBLOCK_SIZE = 1024
 
 _DIRENT = struct.Struct("<IHBB")
+_SIZE = struct.Struct("<I")
+#: an inode's ``i_block`` (60 bytes: extents, block map, or a short target or inline data)
+I_BLOCK = slice(0x28, 0x28 + 60)
+FLAG_INLINE_DATA = 0x10000000
+FLAG_EXTENTS = 0x80000
+#: an inline directory's ``i_block`` starts with its parent's inode number
+INLINE_DOTDOT = 4
 
 
 class Ext4Tree(LibyalTree):
@@ -73,22 +104,177 @@ class Ext4Tree(LibyalTree):
         self.block_size = 1024 << int(sb.log_block_size)
         self.filetype = bool(sb.feature_incompat & INCOMPAT_FILETYPE)
         self.superblock = sb
+        self.groups = Groups(sb, fileobj, device_size)
+        self.inode_size = self.groups.inode_size
+        if self.groups.problem is not None:
+            self.notes.append(
+                f"{self.groups.problem}: inodes are read through the library alone, and file "
+                "data is not held against the filesystem's own structures"
+            )
+
+    @property
+    def filesystem_size(self) -> int:
+        return blocks_count(self.superblock) * self.block_size
+
+    def _decode(self, ino: int) -> DecodedInode | None:
+        at = self.groups.inode_offset(ino)
+        if at is None:
+            return None
+        raw = read_at(self.fileobj, at, self.inode_size)
+        if isinstance(raw, Refusal) or len(raw) < self.inode_size:
+            return None
+        return decode(raw, ino, self.block_size, self.volume)
+
+    def _reserved(self) -> Reserved:
+        return self.groups.reserved()
 
     def _extents(self, entry: Any) -> list[tuple[int, int, int]]:
         count = int(entry.number_of_extents)
         return [tuple(entry.get_extent(i)) for i in range(count)]
 
+    def extents_of(self, ino: int, entry: Any, size: int) -> list[tuple[int, int, int]] | Refusal:
+        """An extent-mapped inode's extents walked here, from its own bytes, with every check
+        of :mod:`~forensics.fs.ext4_extents`; a block-mapped one's as the library lists them;
+        none for data kept inside the inode."""
+        raw = entry.raw if isinstance(entry, DecodedInode) else self._own_bytes(ino)
+        if raw is None:
+            return super().extents_of(ino, entry, size)
+        if isinstance(raw, Refusal):
+            return raw
+        flags = _SIZE.unpack_from(raw, 0x20)[0]
+        if flags & FLAG_INLINE_DATA:
+            return []  # kept in the inode
+        if not flags & FLAG_EXTENTS:
+            return super().extents_of(ino, entry, size)
+        try:
+            return walk_extents(
+                raw[I_BLOCK],
+                size,
+                self.block_size,
+                self.groups.blocks,
+                self._tree_block,
+                self.limits.extents,
+            )
+        except ExtentTreeError as exc:
+            return Refusal(TOO_LARGE if exc.too_large else DAMAGED, f"inode {ino}: {exc}")
+
+    def _explain(self, ino: int, refusal: Refusal) -> Refusal:
+        """The library refuses an inode whose extent tree it cannot walk with a word on
+        depth; the tree walked here adds the node and what is wrong with it (a loop)."""
+        raw = self.raw_inode(ino)
+        if isinstance(raw, Refusal) or not _SIZE.unpack_from(raw, 0x20)[0] & FLAG_EXTENTS:
+            return refusal
+        size = _SIZE.unpack_from(raw, 0x04)[0] | _SIZE.unpack_from(raw, 0x6C)[0] << 32
+        try:
+            walk_extents(
+                raw[I_BLOCK], size, self.block_size, self.groups.blocks, self._tree_block, 1 << 16
+            )
+        except ExtentTreeError as exc:
+            return Refusal(refusal.kind, f"{refusal.detail}: {exc}", refusal.mode)
+        return refusal
+
+    def _tree_block(self, number: int) -> bytes | None:
+        data = read_at(self.fileobj, number * self.block_size, self.block_size)
+        return None if isinstance(data, Refusal) else data
+
     def _size(self, ino: int, entry: Any, mode: int) -> int:
         if stat.S_ISDIR(mode):  # libfsext gives 0: the blocks the directory spans
-            return sum(int(size) for _, size, _ in self._extents(entry))
+            spans = sum(int(size) for _, size, _ in self._extents(entry))
+            if spans:
+                return spans
+            raw = self.raw_inode(ino)  # kept inline: the inode's own size
+            if isinstance(raw, Refusal):
+                raise ValueError(raw.detail)
+            low, high = _SIZE.unpack_from(raw, 0x04)[0], _SIZE.unpack_from(raw, 0x6C)[0]
+            return low | high << 32
         return int(entry.size)
 
+    # -- the inode's own bytes --------------------------------------------------------------
+
+    def _own_bytes(self, ino: int) -> bytes | Refusal | None:
+        """Inode ``ino``'s bytes; None when the block groups are unknown (damaged
+        descriptors): what needs them is then read through the library, as it can."""
+        if self.groups.problem is not None:
+            return None
+        return self.raw_inode(ino)
+
+    def raw_inode(self, ino: int) -> bytes | Refusal:
+        """Inode ``ino``'s bytes, from the inode table its group descriptor names."""
+        at = self.groups.inode_offset(ino)
+        if at is None:
+            why = self.groups.problem or "no such inode number"
+            return Refusal(DAMAGED, f"inode {ino} cannot be located: {why}")
+        raw = read_at(self.fileobj, at, self.inode_size)
+        if isinstance(raw, Refusal):
+            return raw
+        if len(raw) < self.inode_size:
+            return Refusal(DAMAGED, f"inode {ino} lies past the device's end")
+        return raw
+
+    def _inline(self, ino: int, entry: Any) -> tuple[bytes, bytes, int] | Refusal:
+        """A file kept in its inode: the 60 bytes of ``i_block``, the rest kept in the
+        ``system.data`` attribute (read from the inode's own bytes: the library refuses some
+        that e2fsprogs writes), and the inode's device offset (for messages)."""
+        raw = self.raw_inode(ino)
+        if isinstance(raw, Refusal):
+            return raw
+        if not _SIZE.unpack_from(raw, 0x20)[0] & FLAG_INLINE_DATA:
+            return Refusal(DAMAGED, f"inode {ino} has neither blocks nor inline data")
+        try:
+            rest = in_inode_xattr(raw, XATTR_INDEX_SYSTEM, b"data") or b""
+        except ValueError as exc:
+            return Refusal(DAMAGED, f"inode {ino}'s inline data: {exc}")
+        return raw[I_BLOCK], rest, self.groups.inode_offset(ino) or 0
+
+    def _inline_file(self, ino: int, entry: Any, size: int) -> BinaryIO | Refusal:
+        inline = self._inline(ino, entry)
+        if isinstance(inline, Refusal):
+            return inline
+        data = (inline[0] + inline[1])[:size]
+        if len(data) < size:
+            return Refusal(DAMAGED, f"inode {ino} keeps {len(data)} of its {size} bytes inline")
+        return io.BytesIO(data)
+
+    def _link_target(self, ino: int, entry: Any, size: int) -> bytes | Refusal:
+        raw = self._own_bytes(ino)
+        if raw is None:  # the library's (UTF-8 only)
+            target = self._library(lambda: entry.symbolic_link_target, f"inode {ino}'s target")
+            if isinstance(target, Refusal) or target is None:
+                return target or Refusal(DAMAGED, f"inode {ino} has no target")
+            return str(target).encode("utf-8", "surrogateescape")
+        if isinstance(raw, Refusal):
+            return raw
+        flags = _SIZE.unpack_from(raw, 0x20)[0]
+        if flags & FLAG_INLINE_DATA:
+            inline = self._inline(ino, entry)
+            if isinstance(inline, Refusal):
+                return inline
+            return (inline[0] + inline[1])[:size]
+        if flags & FLAG_EXTENTS and root_depth(raw[I_BLOCK]) is not None:
+            return self.read_extents(ino, entry, size)  # a slow symlink: in its first block
+        if not flags & FLAG_EXTENTS:  # a block map: a slow symlink's names its block
+            blocks = self._library(lambda: int(entry.number_of_extents), f"inode {ino}")
+            if isinstance(blocks, Refusal):
+                return blocks
+            if blocks:
+                return self.read_extents(ino, entry, size)
+        return raw[I_BLOCK][:size]  # a fast symlink: the target in i_block
+
+    # -- directories ------------------------------------------------------------------------
+
     def _list_directory(self, ino: int, entry: Any) -> Listing | Refusal:
-        extents = self._library(lambda: self._extents(entry), f"directory inode {ino}")
+        raw = self._own_bytes(ino)
+        if isinstance(raw, Refusal):
+            return raw
+        if raw is None:
+            extents = self._library(lambda: self._extents(entry), f"directory inode {ino}")
+        else:
+            size = _SIZE.unpack_from(raw, 0x04)[0] | _SIZE.unpack_from(raw, 0x6C)[0] << 32
+            extents = self.extents_of(ino, entry, size)
         if isinstance(extents, Refusal):
             return extents
-        if not extents:  # inline data (or an empty directory): the library's own listing
-            return self._library(lambda: library_listing(entry, self.limits), f"inode {ino}")
+        if not extents:
+            return self._inline_listing(ino, entry)
         listing = Listing()
         reader = DirReader(self, ino, listing)
         for offset, size, flags in extents:
@@ -96,6 +282,21 @@ class Ext4Tree(LibyalTree):
                 continue
             if not reader.read_extent(int(offset), int(size)):
                 break
+        return listing
+
+    def _inline_listing(self, ino: int, entry: Any) -> Listing | Refusal:
+        """A directory kept in its inode: the parent's number in the first 4 bytes of
+        ``i_block``, then records as in a block, and more records in ``system.data``."""
+        inline = self._inline(ino, entry)
+        if isinstance(inline, Refusal):
+            return inline
+        head, rest, at = inline
+        listing = Listing()
+        index = parse_block(
+            head[INLINE_DOTDOT:], self.filetype, self.limits, listing, 2, at + 0x28 + 4
+        )
+        if rest:
+            parse_block(rest, self.filetype, self.limits, listing, index, at)
         return listing
 
 
@@ -184,45 +385,6 @@ def _add(
     return index + 1
 
 
-def library_listing(entry: Any, limits: Limits) -> Listing:
-    """A directory's names as the library lists them (UTF-8 names only): for directories kept
-    inline in the inode, which have no blocks to parse."""
-    listing = Listing()
-    count = int(entry.number_of_sub_file_entries)
-    if count > limits.dir_entries:
-        listing.problems.append(f"{count} entries, over {limits.dir_entries}: the rest left out")
-        count = limits.dir_entries
-    for i in range(count):
-        sub = entry.get_sub_file_entry(i)
-        try:
-            name = str(sub.name).encode("utf-8", "surrogateescape")
-        except (OSError, ValueError) as exc:
-            listing.problems.append(f"entry {i}: its name is unreadable ({exc}): left out")
-            continue
-        problem = name_problem(name, limits)
-        ino = int(sub.inode_number)
-        if problem is not None:
-            listing.problems.append(f"{problem} (inode {ino}): left out")
-            continue
-        listing.entries.append(Entry(name, ino, stat.S_IFMT(int(sub.file_mode))))
-    return listing
-
-
-def read_at(fileobj: BinaryIO, offset: int, size: int) -> bytes | Refusal:
-    """``size`` bytes at ``offset`` of the device, the file position restored after (the
-    library keeps its own idea of it)."""
-    from forensics.fs.tree import UNREADABLE
-
-    keep = fileobj.tell()
-    try:
-        fileobj.seek(offset)
-        return fileobj.read(size) or b""
-    except OSError as exc:
-        return Refusal(UNREADABLE, str(exc))
-    finally:
-        fileobj.seek(keep)
-
-
 def read_superblock(fileobj: BinaryIO) -> cs.Container | str:
     """The primary superblock, or why there is no ext filesystem here."""
     data = read_at(fileobj, SUPERBLOCK_OFFSET, SUPERBLOCK_SIZE)
@@ -238,8 +400,3 @@ def read_superblock(fileobj: BinaryIO) -> cs.Container | str:
     if sb.log_block_size > MAX_LOG_BLOCK_SIZE:
         return f"the ext4 superblock gives a block size of 2**{10 + sb.log_block_size} bytes"
     return sb
-
-
-def blocks_count(sb: cs.Container) -> int:
-    high = int(sb.blocks_count_hi) if sb.feature_incompat & INCOMPAT_64BIT else 0
-    return (high << 32) | int(sb.blocks_count_lo)

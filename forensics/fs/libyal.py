@@ -1,11 +1,16 @@
 """What the ext4 and xfs trees share: inodes read through libyal's ``libfsext``/``libfsxfs``
 (``pyfsext``/``pyfsxfs``: C, LGPL-3.0+), the directories read by the backends themselves.
 
-The libraries read inodes, extents, file contents, symlink targets and extended attributes;
-they hand names out only as UTF-8 text (a name that is not UTF-8 cannot be had from them), so
-each backend parses its directories' blocks itself, with the names as the bytes on disk. A
-path is resolved one component at a time through those listings, from the root directory:
-inode tables are never scanned, no symlink is followed.
+The libraries open the filesystem and read extended attributes, and whatever a backend does
+not decode itself: inodes of unusual shape, ext4 block maps, xfs B+trees of extents. They hand
+names and symlink targets out only as UTF-8 text (one that is not UTF-8 cannot be had from
+them), so each backend parses its directories and reads its symlink targets itself, as the
+bytes on disk; plain inodes and their extents are decoded by the backends too
+(:class:`DecodedInode`). A regular file's contents are read straight from the device through
+its extents (:mod:`forensics.fs.content`: large reads, holes and unwritten extents as zeros,
+every extent checked against the device and the filesystem's own structures). A path is
+resolved one component at a time through the listings, from the root directory: inode tables
+are never scanned, no symlink is followed.
 
 Every error the library raises becomes a :class:`~forensics.fs.tree.Refusal`; when the file
 object under the filesystem keeps a list of the problems its reads met (a thin device's
@@ -20,6 +25,16 @@ import stat
 from collections import OrderedDict
 from typing import Any, BinaryIO
 
+from forensics.fs.content import (
+    Bounds,
+    ExtentFile,
+    Layout,
+    LayoutError,
+    Reserved,
+    innermost,
+    plan,
+    positional_reader,
+)
 from forensics.fs.tree import (
     DAMAGED,
     MISSING,
@@ -40,7 +55,38 @@ from forensics.fs.tree import (
 #: inodes (file entries) and directory listings kept
 _ENTRY_CACHE = 256
 _LISTING_CACHE = 64
-_DIR_CACHE = 256
+#: directories whose listing is kept by path (a walk returns to a few ancestors)
+_DIR_CACHE = 16
+
+
+class DecodedInode:
+    """An inode a backend decoded from its own bytes (its :class:`Stat`), standing in for
+    the library's file entry: it answers the attributes the tree asks of every entry
+    (``file_mode``, ``size``, ``inode_number``); any other is the library entry's, fetched
+    when first asked for."""
+
+    __slots__ = ("_entry", "_volume", "file_mode", "inode_number", "raw", "size", "stat")
+
+    def __init__(self, volume: Any, st: Stat, raw: bytes = b"") -> None:
+        self._volume = volume
+        self._entry: Any = None
+        #: the inode's bytes it was decoded from
+        self.raw = raw
+        self.inode_number = st.ino
+        self.file_mode = st.mode
+        self.size = st.size
+        self.stat = st
+
+    def library_entry(self) -> Any:
+        if self._entry is None:
+            entry = self._volume.get_file_entry_by_inode(self.inode_number)
+            if entry is None:
+                raise ValueError(f"no inode {self.inode_number}")
+            self._entry = entry
+        return self._entry
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.library_entry(), name)
 
 
 class LibyalTree:
@@ -54,12 +100,14 @@ class LibyalTree:
         self.device_size = device_size
         self.limits = limits
         self.file_size_cap = limits.file_size if limits.file_size is not None else device_size
-        raw = getattr(fileobj, "raw", fileobj)
+        raw = innermost(fileobj)
         self._io_problems: list[Any] | None = getattr(raw, "read_problems", None)
+        self.read_into = positional_reader(fileobj)
+        self._bounds: Bounds | None = None
         self._entries: OrderedDict[int, Any] = OrderedDict()
         self._listings: OrderedDict[int, Listing | Refusal] = OrderedDict()
-        #: directories reached, by path: their inode (the tree is read-only: paths stay put)
-        self._dirs: OrderedDict[Parts, int] = OrderedDict()
+        self._dirs: OrderedDict[Parts, Listing] = OrderedDict()
+        self._last: tuple[Parts | None, tuple[int, Any] | Refusal] = (None, Refusal(MISSING, ""))
         #: what is wrong with the filesystem as a whole (found when it was opened)
         self.notes: list[str] = []
         root = self._library(lambda: volume.get_root_directory(), "the root directory")
@@ -120,12 +168,17 @@ class LibyalTree:
         if size > self.limits.symlink:
             what = f"{display(parts)}: a symlink target of {size} bytes, over {self.limits.symlink}"
             return Refusal(TOO_LARGE, what, mode)
-        target = self._library(lambda: entry.symbolic_link_target, f"inode {ino}'s target")
+        if size == 0:
+            return Refusal(DAMAGED, f"{display(parts)}: a symlink with an empty target", mode)
+        target = self._link_target(ino, entry, size)
         if isinstance(target, Refusal):
-            return target
-        if target is None:
-            return Refusal(DAMAGED, f"{display(parts)}: a symlink without a target", mode)
-        return str(target).encode("utf-8", "surrogateescape")
+            return Refusal(target.kind, f"{display(parts)}: {target.detail}", mode)
+        if len(target) != size:
+            what = f"{display(parts)}: a symlink target of {len(target)} bytes, not {size}"
+            return Refusal(DAMAGED, what, mode)
+        if b"\0" in target:
+            return Refusal(DAMAGED, f"{display(parts)}: a symlink target holding a NUL byte", mode)
+        return target
 
     def open_file(self, parts: Parts) -> BinaryIO | Refusal:
         found = self._resolve(parts)
@@ -135,16 +188,103 @@ class LibyalTree:
         mode = self._mode(entry)
         if not stat.S_ISREG(mode):
             return Refusal(NOT_REGULAR, f"{display(parts)} is a {kind_of(mode)}", mode)
-        size = self._library(lambda: int(entry.size), f"inode {ino}'s size")
-        if isinstance(size, Refusal):
-            return size
+        if isinstance(entry, DecodedInode):
+            size = entry.size
+        else:
+            size = self._library(lambda: int(entry.size), f"inode {ino}'s size")
+            if isinstance(size, Refusal):
+                return size
         if size > self.file_size_cap:
             what = (
                 f"{display(parts)}: {size} bytes, more than the {self.file_size_cap} "
                 "that the device holds"
             )
             return Refusal(TOO_LARGE, what, mode)
-        return io.BufferedReader(_EntryFile(entry, size, self, ino), 1 << 20)
+        layout = self.layout(ino, entry, size)
+        if isinstance(layout, Refusal):
+            return Refusal(layout.kind, f"{display(parts)}: {layout.detail}", mode)
+        if layout is None:  # kept inside the inode
+            inline = self._inline_file(ino, entry, size)
+            if isinstance(inline, Refusal):
+                return Refusal(inline.kind, f"{display(parts)}: {inline.detail}", mode)
+            return inline
+        return io.BufferedReader(ExtentFile(layout, self.read_into, f"inode {ino}"), 1 << 16)
+
+    def layout(self, ino: int, entry: Any, size: int) -> Layout | Refusal | None:
+        """Where the ``size`` bytes of inode ``ino`` lie on the device, checked; None when
+        they are kept inside the inode itself (no extents, and no more bytes than an inode
+        holds)."""
+        extents = self.extents_of(ino, entry, size)
+        if isinstance(extents, Refusal):
+            return extents
+        if size and not extents:
+            if size <= self.inode_size:
+                return None
+            return Refusal(DAMAGED, f"no extents hold its {size} bytes")
+        try:
+            return plan(extents, size, self.bounds, self.to_device)
+        except LayoutError as exc:
+            return Refusal(TOO_LARGE if exc.too_large else DAMAGED, f"inode {ino}: {exc}")
+
+    def extents_of(self, ino: int, entry: Any, size: int) -> list[tuple[int, int, int]] | Refusal:
+        """Inode ``ino``'s extents in file order, ``(offset, bytes, flags)``, holes as sparse
+        extents: as the library lists them, at most :attr:`Limits.extents` of them."""
+        count = self._library(lambda: int(entry.number_of_extents), f"inode {ino}'s extents")
+        if isinstance(count, Refusal):
+            return count
+        if count > self.limits.extents:
+            what = f"inode {ino}: {count} extents, over {self.limits.extents}"
+            return Refusal(TOO_LARGE, what)
+        return self._library(
+            lambda: [tuple(entry.get_extent(i)) for i in range(count)], f"inode {ino}'s extents"
+        )
+
+    @property
+    def bounds(self) -> Bounds:
+        """What every data extent is held against (worked out at the first file read)."""
+        if self._bounds is None:
+            fs_size = self.filesystem_size
+            if fs_size < self.device_size:
+                end, what = fs_size, "filesystem's end"
+            else:
+                end, what = self.device_size, "device's end"
+            self._bounds = Bounds(end, what, self._reserved(), self.limits.extents)
+        return self._bounds
+
+    # -- what the backends tell -------------------------------------------------------------
+
+    #: the size of one inode (a file kept inside its inode is no larger)
+    inode_size = 0
+
+    @property
+    def filesystem_size(self) -> int:
+        """The filesystem's length in bytes, as its superblock gives it."""
+        return self.device_size
+
+    def to_device(self, offset: int) -> int | None:
+        """The device offset of a data extent's offset as the library gives it."""
+        return offset
+
+    def _reserved(self) -> Reserved:
+        """The device's ranges that hold the filesystem's own structures."""
+        return Reserved([])
+
+    def _link_target(self, ino: int, entry: Any, size: int) -> bytes | Refusal:
+        """The ``size`` bytes of symlink ``ino``'s target."""
+        raise NotImplementedError
+
+    def read_extents(self, ino: int, entry: Any, size: int) -> bytes | Refusal:
+        """The first ``size`` bytes of inode ``ino``'s data through its extents (a short
+        symlink target, a directory's inline part): small, read whole."""
+        layout = self.layout(ino, entry, size)
+        if layout is None:
+            return Refusal(DAMAGED, f"inode {ino} has no extents")
+        if isinstance(layout, Refusal):
+            return layout
+        try:
+            return ExtentFile(layout, self.read_into, f"inode {ino}").readall()
+        except OSError as exc:
+            return Refusal(UNREADABLE, f"inode {ino}: {exc.strerror or exc}")
 
     def xattrs(self, parts: Parts) -> dict[bytes, bytes] | Refusal:
         found = self._resolve(parts)
@@ -156,14 +296,17 @@ class LibyalTree:
     # -- helpers for the backends -----------------------------------------------------------
 
     def entry_of(self, ino: int) -> Any:
-        """The library's file entry of inode ``ino`` (cached), or a Refusal."""
+        """The file entry of inode ``ino`` (cached): decoded by the backend, else the
+        library's; or a Refusal."""
         cached = self._entries.get(ino)
         if cached is not None:
             self._entries.move_to_end(ino)
             return cached
-        entry = self._library(lambda: self.volume.get_file_entry_by_inode(ino), f"inode {ino}")
+        entry = self._decode(ino)
+        if entry is None:
+            entry = self._library(lambda: self.volume.get_file_entry_by_inode(ino), f"inode {ino}")
         if isinstance(entry, Refusal):
-            return entry
+            return self._explain(ino, entry)
         if entry is None:
             return Refusal(DAMAGED, f"inode {ino}: {self.label} has no such inode")
         self._entries[ino] = entry
@@ -188,45 +331,76 @@ class LibyalTree:
             return 0
 
     def _resolve(self, parts: Parts) -> tuple[int, Any] | Refusal:
-        """The inode of ``parts``, one name at a time from the root — or from its directory,
-        when that was reached before (a walk asks for the members of one directory in turn)."""
-        start, ino = 0, self.root_ino
-        if parts:
-            known = self._dirs.get(parts[:-1])
-            if known is not None:
-                start, ino = len(parts) - 1, known
+        """Inode and entry of ``parts``, one component at a time from the root. A walk asks
+        for the members of one directory after another, and for one member several times
+        (its stat, then its contents): the last answer and the listings of the last few
+        directories met are kept, so a member costs one lookup in its directory."""
+        last_parts, last_found = self._last
+        if parts == last_parts:
+            return last_found
+        if not parts:
+            found = self._descend(())
+        else:
+            parent = parts[:-1]
+            known = self._dirs.get(parent)
+            if known is None:
+                known = self._directory(parent)
+            if isinstance(known, Refusal):
+                found = known
+            else:
+                child = known.find(parts[-1])
+                if child is None:
+                    found = Refusal(MISSING, f"{display(parts)}: no such file")
+                else:
+                    entry = self.entry_of(child.ino)
+                    found = entry if isinstance(entry, Refusal) else (child.ino, entry)
+        self._last = (parts, found)
+        return found
+
+    def _directory(self, parts: Parts) -> Listing | Refusal:
+        """The listing of directory ``parts``, kept for the next members asked for."""
+        found = self._descend(parts)
+        if isinstance(found, Refusal):
+            return found
+        ino, entry = found
+        mode = self._mode(entry)
+        if not stat.S_ISDIR(mode):
+            where = display(parts)
+            if stat.S_ISLNK(mode):
+                return Refusal(UNSAFE_PATH, f"{where} is a symlink (not followed)", mode)
+            return Refusal(MISSING, f"{where} is a {kind_of(mode)}, not a directory", mode)
+        listing = self._listing(ino, entry)
+        if isinstance(listing, Refusal):
+            return listing
+        self._dirs[parts] = listing
+        if len(self._dirs) > _DIR_CACHE:
+            self._dirs.popitem(last=False)
+        return listing
+
+    def _descend(self, names: Parts) -> tuple[int, Any] | Refusal:
+        """From the root directory down through ``names``."""
+        ino = self.root_ino
         entry = self.entry_of(ino)
-        for depth in range(start, len(parts)):
-            name = parts[depth]
+        for depth, name in enumerate(names):
             if isinstance(entry, Refusal):
                 return entry
             mode = self._mode(entry)
             if not stat.S_ISDIR(mode):
-                where = display(parts[:depth])
+                where = display(names[:depth])
                 if stat.S_ISLNK(mode):
                     return Refusal(UNSAFE_PATH, f"{where} is a symlink (not followed)", mode)
                 return Refusal(MISSING, f"{where} is a {kind_of(mode)}, not a directory", mode)
             listing = self._listing(ino, entry)
             if isinstance(listing, Refusal):
                 return listing
-            self._remember_dir(parts[:depth], ino)
             found = listing.find(name)
             if found is None:
-                return Refusal(MISSING, f"{display(parts[: depth + 1])}: no such file")
+                return Refusal(MISSING, f"{display(names[: depth + 1])}: no such file")
             ino = found.ino
             entry = self.entry_of(ino)
         if isinstance(entry, Refusal):
             return entry
         return ino, entry
-
-    def _remember_dir(self, parts: Parts, ino: int) -> None:
-        dirs = self._dirs
-        if parts in dirs:
-            dirs.move_to_end(parts)
-            return
-        dirs[parts] = ino
-        if len(dirs) > _DIR_CACHE:
-            dirs.popitem(last=False)
 
     def _listing(self, ino: int, entry: Any) -> Listing | Refusal:
         cached = self._listings.get(ino)
@@ -242,7 +416,22 @@ class LibyalTree:
     def _list_directory(self, ino: int, entry: Any) -> Listing | Refusal:
         raise NotImplementedError
 
+    def _inline_file(self, ino: int, entry: Any, size: int) -> BinaryIO | Refusal:
+        """A regular file of ``size`` bytes kept inside its inode: the library reads it."""
+        return io.BufferedReader(_EntryFile(entry, size, self, ino), 1 << 16)
+
+    def _explain(self, ino: int, refusal: Refusal) -> Refusal:
+        """Why the library refused inode ``ino``, said better by the backend where it can."""
+        return refusal
+
+    def _decode(self, ino: int) -> DecodedInode | None:
+        """Inode ``ino`` decoded from its bytes by the backend; None: the library reads it."""
+        return None
+
     def _stat(self, ino: int, entry: Any) -> Stat | Refusal:
+        if isinstance(entry, DecodedInode):
+            return entry.stat
+
         def read() -> Stat:
             mode = int(entry.file_mode)
             rdev = 0

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 from urllib.parse import unquote_to_bytes
 
+from forensics.errors import OperationalError
 from forensics.formats.ustar import (
     BLOCK,
     PAX_TIME,
@@ -94,7 +95,7 @@ _SKIPPED_TYPES = {b"g": "a PAX global header", b"V": "a volume label"}
 _PROBLEMS_PER_KIND = 100
 
 
-class TarOpenError(Exception):
+class TarOpenError(OperationalError):
     """The archive cannot be read as a tree: not a tar archive, or over a cap."""
 
 

@@ -135,6 +135,8 @@ class Limits:
     xattr_value: int = 1 << 20
     #: a regular file's size; None: the size of the device the filesystem lies on
     file_size: int | None = None
+    #: extents of one file (a file in more pieces is refused, not read)
+    extents: int = 1 << 20
 
 
 class Tree(Protocol):

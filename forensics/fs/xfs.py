@@ -1,10 +1,12 @@
-"""xfs read without mounting: inodes and contents through ``pyfsxfs`` (libfsxfs), directories
-parsed here so that names come out as the bytes on disk.
+"""xfs read without mounting: the filesystem opened through ``pyfsxfs`` (libfsxfs), plain
+inodes, their lists of extents, symlinks and directories read here from their own bytes (names
+and targets come out as the bytes on disk), file contents straight from the device through the
+extents; the library reads what is left (B+trees of extents, extended attributes).
 
 The primary superblock (at byte 0) must be there; no other allocation group's copy is used in
 its place. A directory is read from its inode: a short-form directory lives in the inode's data
 fork (read from the inode's own bytes, located from its number as the format defines); a
-block, leaf or node directory in directory blocks that the library's extents give. Each
+block, leaf or node directory in the directory blocks its extents give, up to its size. Each
 directory block is recognised by its magic: a single-block directory (``XD2B``/``XDB3``, its
 entries up to the leaf array at its end) or a data block (``XD2D``/``XDD3``); leaf, node and
 free-index blocks hold no names and are skipped.
@@ -14,41 +16,55 @@ from __future__ import annotations
 
 import stat
 import struct
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import construct as cs
 
-from forensics.fs.ext4 import read_at
-from forensics.fs.libyal import LibyalTree
+from forensics.fs.content import Reserved, read_at
+from forensics.fs.libyal import DecodedInode, LibyalTree
 from forensics.fs.tree import (
     DAMAGED,
     FTYPE_TO_IFMT,
+    TOO_LARGE,
     Entry,
     Limits,
     Listing,
     Refusal,
     name_problem,
 )
+from forensics.fs.xfs_inode import (
+    CORE_PARSED,
+    FORMAT_EXTENTS,
+    FORMAT_LOCAL,
+    Core,
+    ExtentListError,
+    core_of,
+    data_fork,
+    decode,
+    fork_extents,
+)
+from forensics.fs.xfs_inode import (
+    MAGIC as MAGIC_INODE,
+)
 
 MAGIC = b"XFSB"
-INODE_MAGIC = b"IN"
-FORMAT_LOCAL, FORMAT_EXTENTS, FORMAT_BTREE = 1, 2, 3
+FORMAT_BTREE = 3
 INCOMPAT_FTYPE = 0x1
 VERSION2_FTYPE = 0x200
 VERSION_5 = 5
-#: the inode core's size: version 3 inodes (v5 filesystems) and older ones
-CORE_V3, CORE_V2 = 176, 100
 
 Superblock = cs.Struct(
     "magic" / cs.Bytes(4),
     "blocksize" / cs.Int32ub,
     "dblocks" / cs.Int64ub,
-    cs.Padding(56 - 16),
+    cs.Padding(48 - 16),
+    "logstart" / cs.Int64ub,
     "rootino" / cs.Int64ub,
     cs.Padding(84 - 64),
     "agblocks" / cs.Int32ub,
     "agcount" / cs.Int32ub,
-    cs.Padding(100 - 92),
+    cs.Padding(96 - 92),
+    "logblocks" / cs.Int32ub,
     "versionnum" / cs.Int16ub,
     "sectsize" / cs.Int16ub,
     "inodesize" / cs.Int16ub,
@@ -68,19 +84,6 @@ Superblock = cs.Struct(
 )
 SUPERBLOCK_SIZE = 220
 
-InodeCore = cs.Struct(
-    "magic" / cs.Bytes(2),
-    "mode" / cs.Int16ub,
-    "version" / cs.Int8ub,
-    "format" / cs.Int8ub,
-    cs.Padding(56 - 6),
-    "size" / cs.Int64ub,
-    cs.Padding(82 - 64),
-    "forkoff" / cs.Int8ub,
-    cs.Padding(152 - 83),
-    "ino" / cs.Int64ub,
-)
-INODE_CORE_PARSED = 160
 
 #: directory block magics: single-block directories and data blocks, v4 and v5
 BLOCK_MAGICS = (b"XD2B", b"XDB3")
@@ -93,6 +96,22 @@ OTHER_MAGICS_AT_8 = tuple(
 )
 _TAIL = struct.Struct(">II")
 _FREE_TAG = 0xFFFF
+#: a remote symlink block's header on v5 filesystems (magic, offset, bytes, crc, uuid,
+#: owner, block number, lsn), and its magic
+SYMLINK_HEADER = 56
+SYMLINK_MAGIC = b"XSLM"
+#: an allocation group's first sectors: superblock, free space, inode and free list headers
+AG_HEADER_SECTORS = 4
+
+
+class Geometry(NamedTuple):
+    """The superblock's numbers that place inodes and blocks, as plain integers."""
+
+    blocksize: int
+    agblocks: int
+    agcount: int
+    agblklog: int
+    inopblog: int
 
 
 #: libfsxfs's prefix of the security namespace's attributes
@@ -115,6 +134,96 @@ class XfsTree(LibyalTree):
         )
         self.dir_block = int(sb.blocksize) << int(sb.dirblklog)
         self.data_header = 64 if self.v5 else 16
+        self.inode_size = int(sb.inodesize)
+        self._geometry = Geometry(
+            int(sb.blocksize),
+            int(sb.agblocks),
+            int(sb.agcount),
+            int(sb.agblklog),
+            int(sb.inopblog),
+        )
+
+    # -- where data may lie ----------------------------------------------------------------
+
+    @property
+    def filesystem_size(self) -> int:
+        return int(self.sb.dblocks) * int(self.sb.blocksize)
+
+    def to_device(self, offset: int) -> int | None:
+        return self.device_offset(offset)
+
+    def _reserved(self) -> Reserved:
+        """Each allocation group's header sectors, and the log when it is internal."""
+        sb = self.sb
+        ag_bytes = int(sb.agblocks) * int(sb.blocksize)
+        groups = min(int(sb.agcount), self.device_size // ag_bytes + 1)
+        header = AG_HEADER_SECTORS * int(sb.sectsize)
+        ranges = [(g * ag_bytes, g * ag_bytes + header, f"allocation group {g}'s headers")
+                  for g in range(groups)]  # fmt: skip
+        if sb.logstart:
+            at = self.device_offset(int(sb.logstart) * int(sb.blocksize))
+            if at is not None:
+                ranges.append((at, at + int(sb.logblocks) * int(sb.blocksize), "the log"))
+        return Reserved(ranges)
+
+    # -- inodes decoded here ---------------------------------------------------------------
+
+    def _decode(self, ino: int) -> DecodedInode | None:
+        at = self.inode_offset(ino)
+        if at is None:
+            return None
+        raw = read_at(self.fileobj, at, self.inode_size)
+        if isinstance(raw, Refusal) or len(raw) < self.inode_size:
+            return None
+        return decode(raw, ino, self.volume)
+
+    def extents_of(self, ino: int, entry: Any, size: int) -> list[tuple[int, int, int]] | Refusal:
+        """A list of extent records in the inode read here, every record checked; a B+tree
+        of them as the library lists it; none for data kept in the inode."""
+        if isinstance(entry, DecodedInode):
+            raw = entry.raw
+        else:
+            found = self.raw_inode(ino)
+            if isinstance(found, Refusal):
+                return found
+            raw = found[1]
+        fmt = raw[5]
+        if fmt == FORMAT_LOCAL:
+            return []
+        if fmt != FORMAT_EXTENTS:
+            return super().extents_of(ino, entry, size)
+        g = self._geometry
+        try:
+            return fork_extents(
+                raw, size, g.blocksize, g.agblocks, g.agcount, g.agblklog, self.limits.extents
+            )
+        except ExtentListError as exc:
+            return Refusal(TOO_LARGE if exc.too_large else DAMAGED, f"inode {ino}: {exc}")
+
+    # -- symlinks --------------------------------------------------------------------------
+
+    def _link_target(self, ino: int, entry: Any, size: int) -> bytes | Refusal:
+        found = self.raw_inode(ino)
+        if isinstance(found, Refusal):
+            return found
+        core, raw = found
+        if core.format == FORMAT_LOCAL:  # the target in the inode's data fork
+            return data_fork(raw)[1][:size]
+        if core.format not in (FORMAT_EXTENTS, FORMAT_BTREE):
+            return Refusal(DAMAGED, f"symlink inode {ino} has data fork format {core.format}")
+        bs = int(self.sb.blocksize)
+        header = SYMLINK_HEADER if self.v5 else 0
+        blocks = -(-size // (bs - header))
+        data = self.read_extents(ino, entry, blocks * bs)
+        if isinstance(data, Refusal):
+            return data
+        pieces = []
+        for at in range(0, len(data), bs):
+            if header and data[at : at + 4] != SYMLINK_MAGIC:
+                what = f"symlink inode {ino}: its block {at // bs} is not a symlink block"
+                return Refusal(DAMAGED, what)
+            pieces.append(data[at + header : at + bs])
+        return b"".join(pieces)[:size]
 
     def _xattr_name(self, name: bytes) -> bytes:
         """libfsxfs names the attributes of the XFS_ATTR_SECURE namespace ``secure.…``;
@@ -127,40 +236,38 @@ class XfsTree(LibyalTree):
 
     def inode_offset(self, ino: int) -> int | None:
         """Where inode ``ino`` lies on the device, or None when its number is impossible."""
-        sb = self.sb
-        agino_bits = int(sb.agblklog) + int(sb.inopblog)
-        agno = ino >> agino_bits
-        agbno = (ino >> int(sb.inopblog)) & ((1 << int(sb.agblklog)) - 1)
-        index = ino & ((1 << int(sb.inopblog)) - 1)
-        if agno >= sb.agcount or agbno >= sb.agblocks:
+        g = self._geometry
+        agno = ino >> (g.agblklog + g.inopblog)
+        agbno = (ino >> g.inopblog) & ((1 << g.agblklog) - 1)
+        if agno >= g.agcount or agbno >= g.agblocks:
             return None
-        block = agno * int(sb.agblocks) + agbno
-        return block * int(sb.blocksize) + index * int(sb.inodesize)
+        block = agno * g.agblocks + agbno
+        return block * g.blocksize + (ino & ((1 << g.inopblog) - 1)) * self.inode_size
 
     def device_offset(self, offset: int) -> int | None:
         """The device offset of an extent's ``offset`` as libfsxfs gives it: a filesystem
         block number (allocation group in the high bits, block in the group in the low ones)
         times the block size."""
-        sb = self.sb
-        fsblock = offset // int(sb.blocksize)
-        agno = fsblock >> int(sb.agblklog)
-        agbno = fsblock & ((1 << int(sb.agblklog)) - 1)
-        if agno >= sb.agcount or agbno >= sb.agblocks:
+        g = self._geometry
+        fsblock, within = divmod(offset, g.blocksize)
+        agno = fsblock >> g.agblklog
+        agbno = fsblock & ((1 << g.agblklog) - 1)
+        if agno >= g.agcount or agbno >= g.agblocks:
             return None
-        return (agno * int(sb.agblocks) + agbno) * int(sb.blocksize) + offset % int(sb.blocksize)
+        return (agno * g.agblocks + agbno) * g.blocksize + within
 
-    def raw_inode(self, ino: int) -> tuple[cs.Container, bytes] | Refusal:
+    def raw_inode(self, ino: int) -> tuple[Core, bytes] | Refusal:
         """The inode's core and its whole bytes, checked: magic, and (v5) its own number."""
         at = self.inode_offset(ino)
         if at is None:
             return Refusal(DAMAGED, f"inode number {ino} lies outside the filesystem")
-        raw = read_at(self.fileobj, at, int(self.sb.inodesize))
+        raw = read_at(self.fileobj, at, self.inode_size)
         if isinstance(raw, Refusal):
             return raw
-        if len(raw) < max(INODE_CORE_PARSED, int(self.sb.inodesize)):
+        if len(raw) < max(CORE_PARSED, self.inode_size):
             return Refusal(DAMAGED, f"inode {ino} lies past the device's end")
-        core = InodeCore.parse(raw)
-        if core.magic != INODE_MAGIC or (core.version >= 3 and core.ino != ino):
+        core = core_of(raw)
+        if core.magic != MAGIC_INODE or (core.version >= 3 and core.ino != ino):
             return Refusal(DAMAGED, f"inode {ino}: not an inode (bad magic or number)")
         return core, raw
 
@@ -180,15 +287,10 @@ class XfsTree(LibyalTree):
             return found
         core, raw = found
         if core.format == FORMAT_LOCAL:
-            start = CORE_V3 if core.version >= 3 else CORE_V2
-            end = start + 8 * core.forkoff if core.forkoff else len(raw)
-            return parse_shortform(raw[start:end], self.ftype, self.limits)
+            return parse_shortform(data_fork(raw)[1], self.ftype, self.limits)
         if core.format not in (FORMAT_EXTENTS, FORMAT_BTREE):
             return Refusal(DAMAGED, f"directory inode {ino} has data fork format {core.format}")
-        extents = self._library(
-            lambda: [tuple(entry.get_extent(i)) for i in range(int(entry.number_of_extents))],
-            f"directory inode {ino}",
-        )
+        extents = self.extents_of(ino, entry, core.size)
         if isinstance(extents, Refusal):
             return extents
         listing = Listing()
@@ -286,8 +388,7 @@ def parse_dir_block(
                 return
             pos += length
             continue
-        ino = int.from_bytes(block[pos : pos + 8], "big")
-        name_len = block[pos + 8]
+        name_len = block[pos + 8] if pos + 8 < end else 0
         size = (8 + 1 + name_len + (1 if ftype else 0) + 2 + 7) // 8 * 8
         if name_len == 0 or pos + size > end:
             listing.problems.append(
@@ -295,6 +396,7 @@ def parse_dir_block(
                 "the rest of the block is skipped"
             )
             return
+        ino = int.from_bytes(block[pos : pos + 8], "big")
         name = block[pos + 9 : pos + 9 + name_len]
         kind = block[pos + 9 + name_len] if ftype else 0
         if name not in (b".", b"..") or pos >= header + 32:

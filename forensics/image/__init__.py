@@ -40,6 +40,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from forensics.errors import OperationalError
 from forensics.fs.compressed import read_at, sniff
 from forensics.fs.tar import TarLimits, TarOpenError, TarTree, open_tar
 from forensics.fs.tree import Limits, Tree
@@ -50,7 +51,7 @@ from forensics.image.volumes import DiskLayout, open_volumes
 __all__ = ["Source", "SourceError", "is_archive", "open_source"]
 
 
-class SourceError(Exception):
+class SourceError(OperationalError):
     """The evidence file cannot be read: the one line that says why."""
 
 

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from forensics.errors import OperationalError
 from forensics.fs.libyal import library_reason
 from forensics.image.device import Device, FileDevice, LibyalDevice, open_readonly, size_of
 
@@ -27,7 +28,7 @@ VHDX_MAGIC = b"vhdxfile"
 VHD_FOOTER = b"conectix"
 
 
-class ImageError(Exception):
+class ImageError(OperationalError):
     """The image cannot be opened: damaged, incomplete, or of a kind not read."""
 
 

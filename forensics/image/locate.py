@@ -34,6 +34,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from forensics.errors import ForensicsError, OperationalError, UsageError
 from forensics.formats.jsonfile import JsonDamage, decode_json
 from forensics.fs.tree import Parts, Refusal, Tree
 
@@ -263,13 +264,16 @@ def _named_dirs(tree: Tree, name: bytes) -> list[Parts]:
     return found
 
 
-class LocateError(Exception):
-    """No Docker root, or several: ``code`` is the exit status the CLI gives (8 none, 16 a
-    choice to make), the message says what was searched or how to pick."""
+class LocateError(ForensicsError):
+    """No Docker root, or several: the message says what was searched or how to pick."""
 
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+
+class NoDockerRoot(LocateError, OperationalError):
+    """No Docker root is found (where the pick says, or anywhere searched)."""
+
+
+class SeveralDockerRoots(LocateError, UsageError):
+    """Several Docker roots are found and no pick says which: a choice for the user."""
 
 
 def parse_pick(text: str) -> tuple[str | None, Parts]:
@@ -284,7 +288,8 @@ def parse_pick(text: str) -> tuple[str | None, Parts]:
 
 def choose(found: Search, pick: str | None = None, evidence: str = "IMAGE") -> Candidate:
     """The Docker root to read: the one found, or the one ``pick`` names. Raises
-    :class:`LocateError` (8 when none is found, 16 when several are and no pick says which)."""
+    :class:`NoDockerRoot` when none is found, :class:`SeveralDockerRoots` when several are and
+    no pick says which."""
     docker = found.docker
     if pick is not None:
         volume, parts = parse_pick(pick)
@@ -292,18 +297,18 @@ def choose(found: Search, pick: str | None = None, evidence: str = "IMAGE") -> C
         if len(named) == 1:
             return named[0]
         if not named:
-            raise LocateError(8, f"{evidence}: no Docker root at {pick}; " + _listing(found))
+            raise NoDockerRoot(f"{evidence}: no Docker root at {pick}; " + _listing(found))
         docker = named
     if len(docker) == 1:
         return docker[0]
     if not docker:
-        raise LocateError(
-            8, f"{evidence}: no Docker root found. Searched: " + "; ".join(found.searched)
+        raise NoDockerRoot(
+            f"{evidence}: no Docker root found. Searched: " + "; ".join(found.searched)
         )
     how = f"pick one as {evidence}:VOLUME:/PATH or with --path VOLUME:/PATH"
     lines = [f"{evidence}: {len(docker)} Docker roots; {how}:"]
     lines += [f"  {c.spec}  ({c.reason})" for c in docker]
-    raise LocateError(16, "\n".join(lines))
+    raise SeveralDockerRoots("\n".join(lines))
 
 
 def _listing(found: Search) -> str:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from forensics.drivers import DEVICEMAPPER, DEVICEMAPPER_POOL
+from forensics.errors import Damage
 from forensics.evidence import Evidence, ReadFailure
 from forensics.fs.tree import Refusal
 from forensics.layers.treedir import TreeDir
@@ -54,7 +55,7 @@ POOL = DEVICEMAPPER_POOL.pool
 ROOTFS = DEVICEMAPPER_POOL.rootfs.encode()
 
 
-class ContentError(Exception):
+class ContentError(Damage):
     """A layer's tree cannot be opened (the message says why, naming the device)."""
 
 

@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from forensics.errors import Damage
 from forensics.formats.ustar import (
     BLOCK,
     PAX_TIME,
@@ -57,7 +58,7 @@ _XATTR = b"SCHILY.xattr."
 _EXTENSIONS = (b"x", b"L", b"K")
 
 
-class TarSumError(ValueError):
+class TarSumError(Damage, ValueError):
     """The stream cannot be read as a tar the way Go's reader would: no TarSum. ``kind``:
     ``damaged`` (a bad header, cut short) or ``unsupported`` (a GNU sparse member, which Go's
     reader expands and this reader does not)."""

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from forensics import __version__
+from forensics.errors import OperationalError
 from forensics.evidence import type_of_mode
 from forensics.repair.actions import Action
 from forensics.repair.fsops import (
@@ -74,7 +75,7 @@ LOCK_NAME = ".lock"
 STOP_ENV = "DOCKER_FORENSICS_REPAIR_STOP_AFTER"
 
 
-class RepairError(Exception):
+class RepairError(OperationalError):
     """The repair cannot go on (the tree changed since planning, a lock is held, …)."""
 
 

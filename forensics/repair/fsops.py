@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from forensics.errors import OperationalError
 from forensics.evidence import type_of_mode
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -33,7 +34,7 @@ HOLD_FLAGS = getattr(os, "O_PATH", os.O_RDONLY | os.O_NONBLOCK) | os.O_NOFOLLOW 
 _RENAME_NOREPLACE = 1
 
 
-class UnsafePath(Exception):
+class UnsafePath(OperationalError):
     """A path that cannot be used safely: a symlink or non-directory on the way, a bad name."""
 
 

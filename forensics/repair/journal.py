@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forensics.errors import OperationalError
 from forensics.formats.ids import HEX64
 from forensics.repair.fsops import READ_FLAGS, UnsafePath, open_path_dir, read_fd, split
 
@@ -40,7 +41,7 @@ FORMAT = 1
 JOURNAL_LIMIT = 64 << 20
 
 
-class JournalError(Exception):
+class JournalError(OperationalError):
     """A journal that cannot be read or does not describe a repair run."""
 
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from forensics.errors import Damage
+
 _WHITESPACE = " \t\n\r"
 _DECODER = json.JSONDecoder()
 
 
-class NotEditable(ValueError):
+class NotEditable(Damage, ValueError):
     """The document is no JSON object whose members can be located."""
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import sqlite3
 
+from forensics.errors import OperationalError
 
-class LinkgraphError(Exception):
+
+class LinkgraphError(OperationalError):
     """The database cannot be changed safely."""
 
 

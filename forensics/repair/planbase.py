@@ -9,6 +9,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from forensics.catalog import FindingsByCheck
+from forensics.checks.catalog import CHECKS
 from forensics.checks.common import short
 from forensics.drivers import LINK_ENTRY, DriverLayout, Links, init_name, layout_of
 from forensics.evidence import Evidence, type_of_mode
@@ -51,10 +53,9 @@ class PlannerBase:
         assert layout is not None, f"no repair planned on {self.base}"
         #: the driver's row: the paths of its parts
         self.layout: DriverLayout = layout
-        self.by_check: dict[str, list[Finding]] = defaultdict(list)
+        self.by_check = FindingsByCheck(CHECKS, findings)  # a misspelt id raises
         self.under: dict[str, list[Finding]] = defaultdict(list)  # path → findings at or below
         for f in findings:
-            self.by_check[f.check].append(f)
             for ancestor in ancestors(f.path):
                 self.under[ancestor].append(f)
         self.owners = owners_of(host)

@@ -13,12 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from forensics.drivers import DEVICEMAPPER_POOL
+from forensics.errors import OperationalError
 from forensics.model import Host
 from forensics.repair.fsops import write_new_file
 from forensics.thin.repair import (
+    CopyError,
     NothingSalvageable,
     Overrides,
-    RepairError,
     RepairSummary,
     Salvage,
     salvage_metadata,
@@ -31,7 +32,7 @@ DOCKER_BLOCK_SECTORS = 128
 __all__ = ["PoolCopyError", "salvage_pool", "write_pool_copy"]
 
 
-class PoolCopyError(Exception):
+class PoolCopyError(OperationalError):
     """No copy can be made; the message says why."""
 
 
@@ -44,11 +45,11 @@ def salvage_pool(metadata: str, host: Host) -> tuple[Salvage, dict[str, Any]]:
     except NothingSalvageable as exc:
         if not exc.needs or overrides is None:
             raise PoolCopyError(f"no copy can be made: {exc.reason}") from None
-    except RepairError as exc:
+    except CopyError as exc:
         raise PoolCopyError(f"the pool's metadata cannot be read: {exc}") from None
     try:
         return salvage_metadata(metadata, overrides), _values(overrides)
-    except (NothingSalvageable, RepairError) as exc:
+    except (NothingSalvageable, CopyError) as exc:
         raise PoolCopyError(f"no copy can be made, even with Docker's values: {exc}") from None
 
 
@@ -63,7 +64,7 @@ def write_pool_copy(
     try:
         salvage = salvage_metadata(source, overrides)
         encoded = encode_metadata(salvage.model)
-    except (NothingSalvageable, RepairError, WriteError) as exc:
+    except (NothingSalvageable, CopyError, WriteError) as exc:
         raise PoolCopyError(f"the repaired copy cannot be written: {exc}") from None
     data = encoded.blocks.reshape(-1).data.cast("B")
     write_new_file(run_fd, name, data, 0o600, size=encoded.size)

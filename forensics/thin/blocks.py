@@ -20,6 +20,7 @@ from types import TracebackType
 
 import numpy as np
 
+from forensics.errors import OperationalError
 from forensics.formats import thin as fmt
 
 _DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
@@ -39,7 +40,7 @@ def fd_size(fd: int) -> int:
     return os.lseek(fd, 0, os.SEEK_END)  # a block device: its size is where its end is
 
 
-class MetadataOpenError(Exception):
+class MetadataOpenError(OperationalError):
     """The metadata cannot be opened or read at all (missing, a directory, no permission)."""
 
 

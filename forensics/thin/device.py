@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forensics.errors import Damage, OperationalError
 from forensics.thin.blocks import fd_size
 from forensics.thin.btree import KEY_MAX
 from forensics.thin.mappings import data_blocks, run_starts
@@ -82,7 +83,7 @@ class DeviceProblem:
         }
 
 
-class DeviceReadError(OSError):
+class DeviceReadError(Damage, OSError):
     """A read reached bytes of the device that cannot be read (``problem`` says which)."""
 
     def __init__(self, problem: DeviceProblem) -> None:
@@ -90,7 +91,7 @@ class DeviceReadError(OSError):
         self.problem = problem
 
 
-class DeviceOpenError(Exception):
+class DeviceOpenError(OperationalError):
     """The device cannot be served at all: unknown to the pool, or the pool is unusable."""
 
 

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from forensics.drivers import DEVICEMAPPER_POOL as THIN
+from forensics.errors import OperationalError
 from forensics.formats import jsonfile
 from forensics.thin.mappings import data_blocks, run_lengths, run_starts
 from forensics.thin.pool import Pool
@@ -32,7 +33,7 @@ class ExtractResult:
     skipped: list[tuple[int, int]] = field(default_factory=list)
 
 
-class ExtractError(Exception):
+class ExtractError(OperationalError):
     """The device is unknown, or the image cannot be written."""
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from forensics.errors import OperationalError
 from forensics.fs import FsOpenError, Limits, Stat, display, open_tree
 from forensics.fs.libyal import LibyalTree
 from forensics.thin.blocks import MetadataFile, MetadataOpenError
@@ -21,7 +22,7 @@ from forensics.thin.device import DeviceOpenError, DeviceProblem, ThinDevice
 from forensics.thin.pool import Pool, read_pool
 
 
-class FilesError(Exception):
+class FilesError(OperationalError):
     """The device's filesystem cannot be opened (the message says why)."""
 
 
@@ -60,10 +61,11 @@ def open_device_tree(
         except DeviceOpenError as exc:
             raise FilesError(str(exc)) from None
         reader = device  # unbuffered: the libraries read the sizes they need (bench/fs_bench.py)
-        if size is None:
-            device.size = max(device.size, claimed_size(reader))
+        known = device.size  # Docker's record, or the end of the last mapped block
+        if size is None:  # read up to the end the filesystem claims, but trust no file size
+            device.size = max(device.size, claimed_size(reader))  # beyond what is known
         try:
-            tree = open_tree(reader, device.size, Limits())
+            tree = open_tree(reader, device.size, Limits(file_size=known))
         except FsOpenError as exc:
             problems = "; ".join(str(p) for p in device.read_problems)
             raise FilesError(f"device {dev_id}: {problems or exc}") from None

@@ -12,99 +12,138 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-ERROR, WARNING, INFO = "error", "warning", "info"
-SEVERITIES = (ERROR, WARNING, INFO)
+from forensics.catalog import ERROR, INFO, SEVERITIES, WARNING, Catalog, Check
 
-
-@dataclass(frozen=True)
-class Check:
-    severity: str
-    summary: str
-
+__all__ = ["CHECKS", "ERROR", "INFO", "SEVERITIES", "WARNING", "Findings", "ThinFinding"]
 
 #: every check id that ``thin check`` can report, with its severity and a one-line summary
-CHECKS: dict[str, Check] = {
-    "file.too-small": Check(ERROR, "the metadata file is shorter than one 4096-byte block"),
-    "file.truncated": Check(ERROR, "the metadata file is shorter than the metadata space map says"),
-    "superblock.zeroed": Check(
-        ERROR, "block 0 is all zeros: the kernel would format fresh metadata over the pool"
-    ),
-    "superblock.checksum": Check(ERROR, "the superblock checksum does not match"),
-    "superblock.magic": Check(ERROR, "the superblock magic number is wrong"),
-    "superblock.blocknr": Check(ERROR, "the superblock does not hold its own block number 0"),
-    "superblock.block-size": Check(
-        ERROR, "the metadata or data block size is one the kernel refuses"
-    ),
-    "superblock.incompat-flags": Check(
-        ERROR, "incompatible feature flags are set: the kernel refuses the pool"
-    ),
-    "superblock.compat-ro-flags": Check(
-        WARNING, "read-only compatible feature flags are set: the kernel opens it read-only"
-    ),
-    "superblock.version": Check(WARNING, "the metadata version is neither 1 nor 2"),
-    "superblock.needs-check": Check(
-        WARNING, "the NEEDS_CHECK flag is set: the kernel keeps the pool read-only"
-    ),
-    "superblock.metadata-snap": Check(
-        ERROR, "the metadata snapshot (held root) is not a valid superblock copy"
-    ),
-    "node.out-of-bounds": Check(ERROR, "a tree points at a block past the end of the metadata"),
-    "node.checksum": Check(ERROR, "a btree node's checksum does not match"),
-    "node.blocknr": Check(ERROR, "a btree node does not hold its own block number"),
-    "node.flags": Check(ERROR, "a btree node is neither internal nor leaf"),
-    "node.value-size": Check(ERROR, "a btree node's value size is not that of its tree"),
-    "node.max-entries": Check(
-        ERROR, "a btree node's max_entries does not fit or is not a multiple of 3"
-    ),
-    "node.nr-entries": Check(
-        ERROR, "a btree node holds more entries than it can, or too few for a non-root node"
-    ),
-    "node.key-order": Check(ERROR, "a btree node's keys are not strictly ascending"),
-    "node.key-range": Check(ERROR, "a btree node's keys lie outside the range its parent gives"),
-    "node.loop": Check(ERROR, "a tree reaches the same node twice, or loops"),
-    "device.id-range": Check(WARNING, "a device id does not fit in 24 bits"),
-    "device.no-mappings": Check(ERROR, "a device in the details tree has no mapping tree"),
-    "device.no-details": Check(ERROR, "a device in the mapping tree has no details"),
-    "device.mapped-blocks": Check(
-        ERROR, "a device's mapped_blocks differs from the mappings its tree holds"
-    ),
-    "device.times": Check(
-        WARNING, "a device's creation or snapshot time is after the pool's time or out of order"
-    ),
-    "device.transaction": Check(
-        WARNING, "a device's transaction id is above the pool's transaction id"
-    ),
-    "mapping.data-block-range": Check(
-        ERROR, "mappings point at data blocks past the end of the data device"
-    ),
-    "mapping.time": Check(WARNING, "mappings are stamped with a time after the pool's time"),
-    "metasm.root": Check(ERROR, "the metadata space map root is unusable"),
-    "metasm.index": Check(ERROR, "the metadata space map index block is damaged"),
-    "metasm.bitmap": Check(ERROR, "a metadata space map bitmap block is damaged"),
-    "metasm.overflow": Check(
-        ERROR, "the metadata ref-count tree and the bitmaps disagree about counts of 3 or more"
-    ),
-    "metasm.count": Check(
-        ERROR, "metadata blocks in use are counted too low: the kernel could reallocate them"
-    ),
-    "metasm.leak": Check(WARNING, "metadata blocks are counted higher than their use (leaked)"),
-    "metasm.nr-allocated": Check(
-        INFO, "the metadata space map's nr_allocated differs from its bitmaps"
-    ),
-    "datasm.root": Check(ERROR, "the data space map root is unusable"),
-    "datasm.index": Check(ERROR, "the data space map index tree misses or repeats bitmaps"),
-    "datasm.bitmap": Check(ERROR, "a data space map bitmap block is damaged"),
-    "datasm.overflow": Check(
-        ERROR, "the data ref-count tree and the bitmaps disagree about counts of 3 or more"
-    ),
-    "datasm.count": Check(
-        ERROR, "data blocks in use are counted too low: the kernel could hand them out again"
-    ),
-    "datasm.leak": Check(WARNING, "data blocks are counted higher than their mappings (leaked)"),
-    "datasm.nr-allocated": Check(
-        INFO, "the data space map's nr_allocated differs from its bitmaps"
-    ),
-}
+CHECKS = Catalog(
+    "thin check",
+    [
+        Check("file.too-small", ERROR, "the metadata file is shorter than one 4096-byte block"),
+        Check(
+            "file.truncated", ERROR, "the metadata file is shorter than the metadata space map says"
+        ),
+        Check(
+            "superblock.zeroed",
+            ERROR,
+            "block 0 is all zeros: the kernel would format fresh metadata over the pool",
+        ),
+        Check("superblock.checksum", ERROR, "the superblock checksum does not match"),
+        Check("superblock.magic", ERROR, "the superblock magic number is wrong"),
+        Check("superblock.blocknr", ERROR, "the superblock does not hold its own block number 0"),
+        Check(
+            "superblock.block-size",
+            ERROR,
+            "the metadata or data block size is one the kernel refuses",
+        ),
+        Check(
+            "superblock.incompat-flags",
+            ERROR,
+            "incompatible feature flags are set: the kernel refuses the pool",
+        ),
+        Check(
+            "superblock.compat-ro-flags",
+            WARNING,
+            "read-only compatible feature flags are set: the kernel opens it read-only",
+        ),
+        Check("superblock.version", WARNING, "the metadata version is neither 1 nor 2"),
+        Check(
+            "superblock.needs-check",
+            WARNING,
+            "the NEEDS_CHECK flag is set: the kernel keeps the pool read-only",
+        ),
+        Check(
+            "superblock.metadata-snap",
+            ERROR,
+            "the metadata snapshot (held root) is not a valid superblock copy",
+        ),
+        Check("node.out-of-bounds", ERROR, "a tree points at a block past the end of the metadata"),
+        Check("node.checksum", ERROR, "a btree node's checksum does not match"),
+        Check("node.blocknr", ERROR, "a btree node does not hold its own block number"),
+        Check("node.flags", ERROR, "a btree node is neither internal nor leaf"),
+        Check("node.value-size", ERROR, "a btree node's value size is not that of its tree"),
+        Check(
+            "node.max-entries",
+            ERROR,
+            "a btree node's max_entries does not fit or is not a multiple of 3",
+        ),
+        Check(
+            "node.nr-entries",
+            ERROR,
+            "a btree node holds more entries than it can, or too few for a non-root node",
+        ),
+        Check("node.key-order", ERROR, "a btree node's keys are not strictly ascending"),
+        Check(
+            "node.key-range", ERROR, "a btree node's keys lie outside the range its parent gives"
+        ),
+        Check("node.loop", ERROR, "a tree reaches the same node twice, or loops"),
+        Check("device.id-range", WARNING, "a device id does not fit in 24 bits"),
+        Check("device.no-mappings", ERROR, "a device in the details tree has no mapping tree"),
+        Check("device.no-details", ERROR, "a device in the mapping tree has no details"),
+        Check(
+            "device.mapped-blocks",
+            ERROR,
+            "a device's mapped_blocks differs from the mappings its tree holds",
+        ),
+        Check(
+            "device.times",
+            WARNING,
+            "a device's creation or snapshot time is after the pool's time or out of order",
+        ),
+        Check(
+            "device.transaction",
+            WARNING,
+            "a device's transaction id is above the pool's transaction id",
+        ),
+        Check(
+            "mapping.data-block-range",
+            ERROR,
+            "mappings point at data blocks past the end of the data device",
+        ),
+        Check("mapping.time", WARNING, "mappings are stamped with a time after the pool's time"),
+        Check("metasm.root", ERROR, "the metadata space map root is unusable"),
+        Check("metasm.index", ERROR, "the metadata space map index block is damaged"),
+        Check("metasm.bitmap", ERROR, "a metadata space map bitmap block is damaged"),
+        Check(
+            "metasm.overflow",
+            ERROR,
+            "the metadata ref-count tree and the bitmaps disagree about counts of 3 or more",
+        ),
+        Check(
+            "metasm.count",
+            ERROR,
+            "metadata blocks in use are counted too low: the kernel could reallocate them",
+        ),
+        Check("metasm.leak", WARNING, "metadata blocks are counted higher than their use (leaked)"),
+        Check(
+            "metasm.nr-allocated",
+            INFO,
+            "the metadata space map's nr_allocated differs from its bitmaps",
+        ),
+        Check("datasm.root", ERROR, "the data space map root is unusable"),
+        Check("datasm.index", ERROR, "the data space map index tree misses or repeats bitmaps"),
+        Check("datasm.bitmap", ERROR, "a data space map bitmap block is damaged"),
+        Check(
+            "datasm.overflow",
+            ERROR,
+            "the data ref-count tree and the bitmaps disagree about counts of 3 or more",
+        ),
+        Check(
+            "datasm.count",
+            ERROR,
+            "data blocks in use are counted too low: the kernel could hand them out again",
+        ),
+        Check(
+            "datasm.leak", WARNING, "data blocks are counted higher than their mappings (leaked)"
+        ),
+        Check(
+            "datasm.nr-allocated",
+            INFO,
+            "the data space map's nr_allocated differs from its bitmaps",
+        ),
+    ],
+)
 
 
 @dataclass(frozen=True)

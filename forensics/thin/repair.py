@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from forensics.errors import OperationalError
 from forensics.formats import thin as fmt
 from forensics.thin.blocks import MetadataFile, MetadataOpenError
 from forensics.thin.check import check_pool
@@ -62,7 +63,7 @@ __all__ = [
     "DeviceOutcome",
     "NothingSalvageable",
     "Overrides",
-    "RepairError",
+    "CopyError",
     "RepairSummary",
     "Salvage",
     "salvage_metadata",
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 
-class RepairError(Exception):
+class CopyError(OperationalError):
     """The input cannot be read, or the copy cannot be written (operational)."""
 
 
@@ -125,7 +126,7 @@ def salvage_metadata(
     source: str | os.PathLike[str] | bytes, overrides: Overrides | None = None
 ) -> Salvage:
     """Read ``source`` (a path, or the metadata's bytes) and salvage it; nothing is written.
-    Raises :class:`RepairError` when it cannot be read, :class:`NothingSalvageable` when no copy
+    Raises :class:`CopyError` when it cannot be read, :class:`NothingSalvageable` when no copy
     can be made."""
     with _opened(source) as (meta, name):
         return _salvage(meta, name, overrides or Overrides())
@@ -146,15 +147,15 @@ def write_repaired_copy(
     try:
         check_output_path(out_path, overwrite=force, inputs=inputs)
     except WriteError as exc:
-        raise RepairError(str(exc)) from None
+        raise CopyError(str(exc)) from None
     salvage = salvage_metadata(source, overrides)
     try:
         encoded = encode_metadata(salvage.model)
         write_encoded(encoded, out_path, overwrite=force, inputs=inputs)
     except WriteError as exc:
-        raise RepairError(str(exc)) from None
+        raise CopyError(str(exc)) from None
     except OSError as exc:
-        raise RepairError(f"{exc.filename or out_path}: {exc.strerror or exc}") from None
+        raise CopyError(f"{exc.filename or out_path}: {exc.strerror or exc}") from None
     salvage.summary.output = str(out_path)
     salvage.summary.stats = encoded.stats
     return salvage.summary
@@ -172,7 +173,7 @@ def _opened(source: str | os.PathLike[str] | bytes) -> Iterator[tuple[MetadataFi
     try:
         meta = MetadataFile(source)
     except MetadataOpenError as exc:
-        raise RepairError(str(exc)) from None
+        raise CopyError(str(exc)) from None
     try:
         yield meta, str(source)
     finally:
@@ -184,7 +185,7 @@ def _opened(source: str | os.PathLike[str] | bytes) -> Iterator[tuple[MetadataFi
 
 def _salvage(meta: MetadataFile, name: str, overrides: Overrides) -> Salvage:
     if meta.nr_blocks == 0:
-        raise RepairError(
+        raise CopyError(
             f"{name}: {meta.size} bytes, less than one 4096-byte block: not thin pool metadata"
         )
     pool = read_pool(meta)

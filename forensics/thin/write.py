@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from forensics.errors import OperationalError
 from forensics.formats import thin as fmt
 from forensics.thin.mappings import data_blocks
 
@@ -54,7 +55,7 @@ MAX_DATA_BLOCKS = 1 << 40
 ENTRY_BYTES = fmt.ENTRIES_PER_BITMAP // 4
 
 
-class WriteError(ValueError):
+class WriteError(OperationalError, ValueError):
     """The model cannot be written: a value out of range, or it does not fit the device."""
 
 

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from forensics.containerd_model import GoTime
+from forensics.errors import Damage
 
 #: seconds from January 1 of year 1 to the Unix epoch (Go's unixToInternal)
 UNIX_TO_INTERNAL = 62135596800
@@ -29,7 +30,7 @@ _RFC3339 = re.compile(
 
 
 @dataclass(frozen=True)
-class ValueDamage(Exception):
+class ValueDamage(Damage):
     """Bytes that are not the value expected: ``kind`` is ``time`` or ``varint``."""
 
     kind: str

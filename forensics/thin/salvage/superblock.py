@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 import construct as cs
 
 from forensics.drivers import DEVICEMAPPER_POOL as THIN
+from forensics.errors import Damage
 from forensics.formats import thin as fmt
 from forensics.thin.blocks import MetadataFile
 from forensics.thin.pool import Pool
 
 
-class NothingSalvageable(Exception):
+class NothingSalvageable(Damage):
     """No copy is written: nothing could be salvaged, or the values needed are missing."""
 
     def __init__(self, reason: str, needs: tuple[str, ...] = ()) -> None:

@@ -1,0 +1,136 @@
+"""The main command: its global options, the verbs (each imported when it runs, so that every
+command starts with only what it needs), the Docker CLI plugin's handshake, and :func:`main`,
+which maps what ends a run to its exit status."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+import click
+
+from forensics import __version__
+from forensics.cli.common import Command, emit
+from forensics.exitstatus import EXIT_INTERRUPTED, EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE
+from forensics.interrupt import python_handles_interrupts
+from forensics.progress import set_enabled
+from forensics.report import printable
+
+PLUGIN_METADATA = {
+    "SchemaVersion": "0.1.0",
+    "Vendor": "docker-forensics",
+    "Version": __version__,
+    "ShortDescription": "Examine Docker's storage directory offline",
+}
+NO_PROGRESS_HELP = "Never show progress bars."
+
+
+def _no_progress(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        set_enabled(False)
+
+
+def accept_global_options(command: click.Command) -> click.Command:
+    """Let ``command`` (and a group's subcommands) take the global options after its name too:
+    ``verify --no-progress`` as well as ``--no-progress verify``."""
+    names = {name for p in command.params if isinstance(p, click.Option) for name in p.opts}
+    if "--no-progress" not in names:
+        command.params.append(
+            click.Option(
+                ["--no-progress"],
+                is_flag=True,
+                expose_value=False,
+                callback=_no_progress,
+                help=f"{NO_PROGRESS_HELP} (Also accepted before the command.)",
+            )
+        )
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_global_options(sub)
+    return command
+
+
+class LazyGroup(click.Group):
+    """The main command. Each verb's module (and the library behind it: numpy, construct, the
+    pool writer for some) is imported only when that verb runs or is listed, so that every
+    command starts quicker. Every subcommand also takes the global options after its name."""
+
+    #: command name -> "module:attribute"
+    LAZY = {
+        "diff": "forensics.cli.diff:diff",
+        "inventory": "forensics.cli.inventory:inventory",
+        "repair": "forensics.cli.repair:repair",
+        "thin": "forensics.cli.thin:thin",
+        "timeline": "forensics.cli.timeline:timeline",
+        "verify": "forensics.cli.verify:verify",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.LAZY.get(cmd_name)
+        if target is None:
+            found = super().get_command(ctx, cmd_name)
+            return None if found is None else accept_global_options(found)
+        module, attribute = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return accept_global_options(command)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="docker-forensics")
+@click.option("--no-progress", is_flag=True, help=NO_PROGRESS_HELP)
+def cli(no_progress: bool) -> None:
+    """Examine Docker's storage directory offline: what is there, what is broken, and why."""
+    set_enabled(not no_progress)
+
+
+@cli.command("docker-cli-plugin-metadata", cls=Command, hidden=True)
+def plugin_metadata() -> int:
+    """What the Docker CLI asks a plugin before it lists or runs it."""
+    emit(json.dumps(PLUGIN_METADATA) + "\n")
+    return EXIT_OK
+
+
+def _plugin_arguments(argv: list[str]) -> tuple[list[str], str]:
+    """The arguments and the program's name in usage lines: as a Docker CLI plugin we are
+    called with our own name first (``docker forensics …``), and say ``docker forensics``."""
+    if argv[:1] == ["forensics"]:
+        return argv[1:], "docker forensics"
+    return argv, "docker-forensics"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns (and exits with) the e2fsck-style code."""
+    try:
+        python_handles_interrupts()
+        args, prog_name = _plugin_arguments(sys.argv[1:] if argv is None else argv)
+        status = cli.main(args=args, prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+        status = EXIT_USAGE
+    except click.UsageError as exc:
+        exc.message = printable(exc.message)
+        exc.show()
+        status = EXIT_USAGE
+    except click.ClickException as exc:
+        click.echo(f"docker-forensics: {printable(exc.format_message())}", err=True)
+        status = exc.exit_code
+    except click.exceptions.Exit as exc:
+        status = exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("docker-forensics: interrupted", err=True)
+        status = EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so in one line, and show the trace only on request
+        if os.environ.get("DOCKER_FORENSICS_DEBUG", "").lower() in ("1", "true", "yes"):
+            raise
+        click.echo(
+            printable(f"docker-forensics: internal error: {type(exc).__name__}: {exc}"), err=True
+        )
+        click.echo("(set DOCKER_FORENSICS_DEBUG=1 to see the traceback)", err=True)
+        status = EXIT_OPERATIONAL
+    code = status if isinstance(status, int) else EXIT_OK
+    sys.exit(code)

@@ -1,0 +1,62 @@
+"""``docker-forensics inventory``: the images, containers and volumes of ROOT."""
+
+from __future__ import annotations
+
+import click
+
+from forensics.api import inventory as api
+from forensics.cli.common import (
+    Command,
+    containerd_root_option,
+    emit,
+    emit_chunks,
+    reference_time_option,
+    root_argument,
+)
+from forensics.exitstatus import EXIT_OK
+from forensics.inventory import container_record, container_text, inventory_document, inventory_text
+from forensics.jsonstream import json_chunks
+from forensics.report import to_json
+
+
+@click.command(cls=Command)
+@root_argument
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "-a", "--all", "all_images", is_flag=True, help="Also list the intermediate images (text)."
+)
+@click.option(
+    "--container",
+    "wanted",
+    metavar="ID|NAME",
+    help="Show one container whole: a full id, its name, or a unique id prefix (as docker).",
+)
+@reference_time_option(
+    "Say times as docker would have at TIME (ISO 8601 with zone, or 'now'): "
+    "'Exited (3) 2 hours ago'. Without it, times are absolute, in UTC."
+)
+@click.option("--no-trunc", is_flag=True, help="Full ids and commands in the text tables.")
+@containerd_root_option
+def inventory(
+    root: str,
+    fmt: str,
+    all_images: bool,
+    wanted: str | None,
+    reference: int | None,
+    no_trunc: bool,
+    containerd_root: str | None,
+) -> int:
+    """List the images, containers and volumes of ROOT (default /var/lib/docker)."""
+    found = api.inventory(root, container=wanted, long_lived=True, containerd_root=containerd_root)
+    host, container = found.host, found.container
+    if container is not None and fmt == "json":
+        emit(to_json(container_record(host, container, reference)))
+    elif container is not None:
+        emit(container_text(host, container, reference))
+    elif fmt == "json":
+        emit_chunks(json_chunks(inventory_document(host, reference)))
+    else:
+        emit(inventory_text(host, now=reference, all_images=all_images, no_trunc=no_trunc))
+    return EXIT_OK

@@ -1,0 +1,137 @@
+"""The shape of the package that its layers rely on: the library imports no click (only
+forensics/cli/ does), every error the library raises is of the one family of
+:mod:`forensics.errors`, under a name no other error class has."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import forensics
+from forensics.errors import ForensicsError
+
+PACKAGE = Path(forensics.__file__).resolve().parent
+#: the modules that may import click: the command line, and what starts it
+COMMAND_LINE = ("forensics.cli", "forensics.__main__")
+#: error classes outside the family, and why
+OUTSIDE_THE_FAMILY = {
+    # a helper process failed: its trace is a bug of the helper, shown as an internal error
+    "forensics.parallel.WorkerError",
+    # a check id that no catalogue holds: a bug of the code that names it
+    "forensics.catalog.UnknownCheck",
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _library_modules() -> list[str]:
+    """Every module of the package but the command line's, found on disk (pkgutil's walk
+    would import each package on its way, forensics.cli included)."""
+    names = {_module_name(path) for path in PACKAGE.rglob("*.py")}
+    return sorted(name for name in names if not name.startswith(COMMAND_LINE))
+
+
+def _imported_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def test_no_module_outside_the_command_line_imports_click() -> None:
+    """Read from the source: not even a function of the library imports click or the command
+    line (which would bring click)."""
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module_name(path)
+        if module.startswith(COMMAND_LINE):
+            continue
+        for name in _imported_names(path):
+            if name == "click" or name.startswith(("click.", "forensics.cli")):
+                offenders.append(f"{module} imports {name}")
+    assert not offenders
+
+
+#: run in a process of its own: imports the verbs' library, then every other module, and says
+#: what loaded click (the module whose import statement first asked for it)
+_IMPORT_PROBE = """
+import importlib, sys
+
+class Probe:
+    importer = None
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "click" and Probe.importer is None:
+            frame = sys._getframe(1)
+            while frame.f_code.co_filename.startswith("<frozen"):
+                frame = frame.f_back
+            Probe.importer = frame.f_globals.get("__name__")
+        return None
+
+sys.meta_path.insert(0, Probe())
+for name in sys.argv[1].split():
+    importlib.import_module(name)
+print("after the library:", "click" in sys.modules)
+for name in sys.argv[2].split():
+    importlib.import_module(name)
+print("click loaded by:", Probe.importer)
+"""
+
+
+def test_importing_the_library_does_not_load_click() -> None:
+    """The verbs' library (forensics.api.*) loads without click. The other modules load click
+    only through sqlite-utils (which the export writes with, and which imports it itself)."""
+    modules = _library_modules()
+    api = [name for name in modules if name.startswith("forensics.api")]
+    assert "forensics.api.verify" in api and "forensics.api.thin" in api
+    others = [name for name in modules if name not in api]
+    out = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, " ".join(api), " ".join(others)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    said = out.stdout.splitlines()
+    assert said[0] == "after the library: False"
+    assert said[1].startswith("click loaded by: sqlite_utils."), said
+
+
+def _error_classes() -> list[type[BaseException]]:
+    found = []
+    for name in _library_modules():
+        module = importlib.import_module(name)
+        for _, value in inspect.getmembers(module, inspect.isclass):
+            if issubclass(value, BaseException) and value.__module__ == name:
+                found.append(value)
+    return found
+
+
+def test_every_error_of_the_library_is_of_the_family() -> None:
+    """Damage, an operational failure or a usage error: each maps to its exit status at the
+    edge (forensics.cli.common), and none is left to be reported as an internal error."""
+    outside = {
+        f"{cls.__module__}.{cls.__qualname__}"
+        for cls in _error_classes()
+        if not issubclass(cls, ForensicsError)
+    }
+    assert outside == OUTSIDE_THE_FAMILY
+
+
+def test_no_two_error_classes_share_a_name() -> None:
+    """Two ``RepairError`` s (or ``UnsafePath`` s) read alike in an ``except`` and are not."""
+    seen: dict[str, list[str]] = {}
+    for cls in _error_classes():
+        seen.setdefault(cls.__qualname__, []).append(cls.__module__)
+    assert {name: where for name, where in seen.items() if len(where) > 1} == {}
