@@ -30,6 +30,7 @@ for module in pkgutil.walk_packages(forensics.__path__, "forensics."):
         importlib.import_module(module.name)
 import pyfsext, pyfsxfs  # the filesystem readers, loaded when a device is opened
 import multiprocessing.synchronize, multiprocessing.sharedctypes, multiprocessing.popen_fork
+import numpy.ma  # loaded by np.unique at its first call (the ext4 reader's group search)
 os.setgroups([])
 os.setgid({NOBODY})
 os.setuid({NOBODY})
