@@ -29,8 +29,8 @@ for module in pkgutil.walk_packages(forensics.__path__, "forensics."):
     if module.name != "forensics.__main__":
         importlib.import_module(module.name)
 import pyfsext, pyfsxfs  # the filesystem readers, loaded when a device is opened
+import numpy.ma  # numpy loads it lazily, at the first use of some of its functions
 import multiprocessing.synchronize, multiprocessing.sharedctypes, multiprocessing.popen_fork
-import numpy.ma  # loaded by np.unique at its first call (the ext4 reader's group search)
 os.setgroups([])
 os.setgid({NOBODY})
 os.setuid({NOBODY})
