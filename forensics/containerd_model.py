@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from functools import cached_property
 
 #: snapshot kinds (containerd snapshots.Kind): the byte the snapshotter's database stores
 SNAPSHOT_KINDS = {1: "view", 2: "active", 3: "committed"}
@@ -163,6 +164,21 @@ class CtrNamespace:
     leases: dict[str, CtrLease] = field(default_factory=dict)
     sandboxes: dict[str, CtrSandbox] = field(default_factory=dict)
 
+    @cached_property
+    def snapshotters(self) -> frozenset[str]:
+        """The snapshotters the namespace has snapshots of (computed once: read the
+        namespace's snapshots before asking)."""
+        return frozenset(sn for sn, _ in self.snapshots)
+
+    def snapshot_keyed(self, key: str) -> list[str]:
+        """The snapshotters holding a snapshot of this key."""
+        return sorted(sn for sn in self.snapshotters if (sn, key) in self.snapshots)
+
+    @cached_property
+    def target_digests(self) -> frozenset[str]:
+        """The images' target digests (computed once)."""
+        return frozenset(i.target.digest for i in self.images.values())
+
 
 @dataclass
 class BoltSummary:
@@ -206,12 +222,17 @@ class BackendSnapshot:
 
 @dataclass
 class SnapshotDir:
-    """A directory ``snapshots/<name>/`` of the overlayfs snapshotter and what it holds."""
+    """A directory ``snapshots/<name>/`` of the overlayfs snapshotter and what it holds.
+    ``size`` and ``files`` (bytes and count of its regular files) are measured only where
+    containerd records no usage: active and view snapshots, committed ones without a recorded
+    size, and directories that no snapshot owns."""
 
     name: str
     path: str
     has_fs: bool = False
     has_work: bool = False
+    size: int | None = None
+    files: int | None = None
 
 
 @dataclass
@@ -251,6 +272,33 @@ class IngestDir:
 
 
 @dataclass
+class ImageManifest:
+    """One platform's manifest of an image and what it names."""
+
+    descriptor: Descriptor
+    present: bool = False
+    config: Descriptor | None = None
+    layers: list[Descriptor] = field(default_factory=list)
+    diff_ids: list[str] = field(default_factory=list)
+    created: str | None = None
+    architecture: str | None = None
+    os: str | None = None
+    #: the config was read and holds ``rootfs.diff_ids`` (an empty list then means none)
+    config_read: bool = False
+
+
+@dataclass
+class ResolvedImage:
+    """An image's target followed through the content store: the index (if any), each
+    manifest (present or not: a pull fetches only its platform's), configs and layers."""
+
+    target: Descriptor
+    index: Descriptor | None = None
+    manifests: list[ImageManifest] = field(default_factory=list)
+    problems: list[StoreProblem] = field(default_factory=list)
+
+
+@dataclass
 class ContainerdStore:
     """A containerd root: ``root`` is its path relative to the evidence root ("" for the
     evidence root itself)."""
@@ -263,3 +311,31 @@ class ContainerdStore:
     blobs: dict[str, ContentFile] = field(default_factory=dict)
     ingests: dict[str, IngestDir] = field(default_factory=dict)
     problems: list[StoreProblem] = field(default_factory=list)
+
+
+@dataclass
+class ContainerdHost:
+    """The containerd store read with a Docker root (or alone). ``location`` is where its
+    root lies: relative to ROOT (``containerd/daemon``, or "" when ROOT is the containerd
+    root), or, ``external``, the directory given with ``--containerd-root`` (the store's
+    paths are then relative to that directory). ``images`` holds each image target followed
+    through the content store, by digest (blobs are shared by the namespaces). ``as_of`` is
+    when the store was last written (its newest recorded time, or ``meta.db``'s modification
+    time when later); expiries (leases, ingests) and garbage are judged at ``reference``,
+    which is ``as_of`` unless another time was asked for."""
+
+    store: ContainerdStore
+    location: str
+    external: bool = False
+    images: dict[str, ResolvedImage] = field(default_factory=dict)
+    as_of: GoTime | None = None
+    reference: GoTime | None = None
+    #: bytes of Docker's own directories beside the store (``buildkit``), relative to ROOT
+    beside: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def unreadable(self) -> bool:
+        """No part of the metadata database could be read: nothing can be accounted for."""
+        return self.store.meta is None or (
+            not self.store.namespaces and self.store.db_version is None
+        )

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from forensics.checks.catalog import finding
+from forensics.drivers import DEVICEMAPPER_POOL
 from forensics.evidence import Evidence
 from forensics.layers import (
     DiffResult,
@@ -31,6 +32,7 @@ from forensics.layers import (
     plan_layers,
     verify_layer,
 )
+from forensics.layers.devices import close_pools
 from forensics.model import Host
 from forensics.parallel import map_entries
 from forensics.progress import ByteBar
@@ -61,6 +63,7 @@ def verify_deep(ev: Evidence, host: Host) -> DeepResult:
             result.layers.append(report)
     finally:
         bar.close()
+        close_pools(ev)
     for report in result.layers:
         result.findings.extend(_layer_findings(report))
     for cid in sorted(host.containers):
@@ -143,14 +146,22 @@ def _skipped_findings(skipped: list[Skipped]) -> list[Finding]:
     out = []
     for (reason, driver), count in sorted(Counter((s.reason, s.driver) for s in skipped).items()):
         layers = f"{count} layer{'s' if count != 1 else ''}"
+        path = driver
         if reason == "driver":
-            where = (
-                "inside the thin pool, not plain files in ROOT"
-                if driver == "devicemapper"
-                else "in no directory that this tool knows"
+            why = (
+                f"verify --deep does not rebuild {driver} layers (their files are in no "
+                "directory that this tool knows)"
             )
-            why = f"verify --deep does not rebuild {driver} layers (their files are {where})"
-            path = driver
+        elif reason == "no-pool":
+            why = (
+                f"the {driver} layers' files are in a thin pool that is no pair of files in "
+                f"ROOT ({DEVICEMAPPER_POOL.pool_data} and {DEVICEMAPPER_POOL.metadata_name}: "
+                "a direct-lvm pool is a block device of the host)"
+            )
+        elif reason == "no-device":
+            records = DEVICEMAPPER_POOL.records
+            why = f"{driver} layers without a usable device record ({records}/)"
+            path = records
         else:
             why = (
                 "legacy layers without tar-data.json.gz (created by Docker 1.7 or older) "

@@ -184,6 +184,11 @@ def _write(
         _utf8_rows({"container_id": c["id"], **v} for c in doc["containers"] for v in c["volumes"])
     )
     db["devices"].insert_all(_utf8_rows(doc["devices"]))
+    if host.containerd is not None:
+        from forensics.export_containerd import containerd_rows
+
+        for table, rows in containerd_rows(host).items():
+            db[table].insert_all(_utf8_rows(rows))
     db["findings"].insert_all(_utf8_rows(_finding_rows(host, findings, run_id)))
     db["files_read"].insert_all(
         _utf8_rows(
@@ -376,6 +381,7 @@ def _write_deep(db: sqlite_utils.Database, deep: DeepResult) -> None:
                 "recorded_tarsum": r.recorded_tarsum,
                 "computed_tarsum": r.tarsum,
                 "tarsum_payload": r.tarsum_payload,
+                "source": r.source or None,
             }
             for r in deep.layers
         )

@@ -214,7 +214,14 @@ def inventory_document(host: Host, now: int | None = None) -> dict[str, Any]:
         "pool": pool_record(host.deviceset) if host.deviceset else None,
         "notes": [message for _, _, message in host.notes],
         "legacy": legacy_record(host.legacy, now) if host.legacy else None,
+        **({"containerd": _containerd_record(host)} if host.containerd else {}),
     }
+
+
+def _containerd_record(host: Host) -> dict[str, Any]:
+    from forensics.inventory_containerd import containerd_record  # loads the store's readers
+
+    return containerd_record(host)
 
 
 def build_inventory(host: Host, now: int | None = None) -> dict[str, Any]:
@@ -301,6 +308,10 @@ def inventory_text(
     lines += _containers_text(host, now, no_trunc)
     if host.legacy:
         lines += _legacy_text(host.legacy)
+    if host.containerd is not None:
+        from forensics.inventory_containerd import containerd_text
+
+        lines += containerd_text(host)
     volumes = sorted(host.volumes.values(), key=lambda v: v.name)
     lines += ["", f"VOLUMES ({len(volumes)})"]
     lines += _table(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from forensics.containerd_model import ContainerdHost
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -125,6 +127,8 @@ class ContainerDetails:
     ports: list[PortBinding] = field(default_factory=list)  # what docker ps shows
     port_bindings: list[PortBinding] = field(default_factory=list)  # what was asked for
     networks: list[Network] = field(default_factory=list)
+    #: the digest of ``ImageManifest`` (Docker 29, containerd image store)
+    image_manifest: str | None = None
 
 
 @dataclass(slots=True)
@@ -308,6 +312,8 @@ class Host:
     legacy: Host | None = None
     #: legacy graph id → the 1.10+ image id it was migrated to (.migration-v1-images.json)
     migrated_images: dict[str, str] = field(default_factory=dict)
+    #: the containerd store read with the root (Docker 29's image store, or ROOT itself)
+    containerd: ContainerdHost | None = None
 
     def add_leftover(self, kind: str, path: str) -> None:
         self.leftovers.setdefault(kind, []).append(path)

@@ -89,7 +89,24 @@ def header(host: Host, checked: Checked, term: Terminal) -> list[str]:
     lines = [term.style(line, "heading") for line in title]
     lines += term.fit(printable(f"layout:  {layout}"), 2, 9)
     lines += term.fit(f"checked: {what}; {contents}", 2, 9)
+    if host.containerd is not None:
+        lines += term.fit(printable(_containerd_checked(host)), 2, 9)
     return lines
+
+
+def _containerd_checked(host: Host) -> str:
+    """The containerd store's line: where it is and what it holds."""
+    ctd = host.containerd
+    assert ctd is not None
+    nss = ctd.store.namespaces.values()
+    images = sum(len(ns.images) for ns in nss)
+    snapshots = sum(len(ns.snapshots) for ns in nss)
+    return (
+        f"store:   containerd at {ctd.location or 'ROOT'}: "
+        f"{_count(len(ctd.store.namespaces), 'namespace')}, {_count(images, 'image')}, "
+        f"{_count(snapshots, 'snapshot')}, {_count(len(ctd.store.blobs), 'blob')} "
+        "(sizes checked, contents not hashed)"
+    )
 
 
 def grouped(findings: list[Finding], host: Host, term: Terminal) -> list[str]:

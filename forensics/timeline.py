@@ -92,6 +92,10 @@ def build_timeline(ev: Evidence, host: Host, *, file_times: bool = True) -> list
         events.update(_container_events(ev, store))
         if file_times:
             events.update(_file_time_events(ev, store))
+    if host.containerd is not None:
+        from forensics.timeline_containerd import containerd_events
+
+        events.update(containerd_events(host))
     return sorted(events)
 
 

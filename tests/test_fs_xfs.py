@@ -388,3 +388,27 @@ def test_extent_records_out_of_order_or_outside_an_allocation_group_are_refused(
         refused = tree.open_file((b"tool",))
         assert isinstance(refused, Refusal) and refused.kind == "damaged"
         assert "lies outside the filesystem" in refused.detail
+
+
+def test_xattr_names_are_linux_names(case: XfsCase) -> None:
+    """xfs keeps an attribute's namespace as a flag; libfsxfs prefixes the security
+    namespace's names with ``secure.``, Linux (and a tar's ``SCHILY.xattr.``) with
+    ``security.``: ``security.capability`` must read as such (xattrs set by ``xfs_db``)."""
+    image = _copy(case, "xattrs.img")
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        ino = tree.lstat((b"hostname",))
+        assert isinstance(ino, Stat)
+    at = f"inode {ino.ino}"
+    sets = ["attr_set -s -v 20 capability", "attr_set -r -v 1 opaque", "attr_set -v 3 note"]
+    args: list[str | Path] = ["xfs_db", "-x"]
+    for command in sets:
+        args += ["-c", at, "-c", command]
+    fi.run(*args, image)
+    with open(image, "rb") as f, open_tree(f, image.stat().st_size) as tree:
+        found = tree.xattrs((b"hostname",))
+    assert isinstance(found, dict)
+    assert {k: len(v) for k, v in found.items()} == {
+        b"security.capability": 20,
+        b"trusted.opaque": 1,
+        b"user.note": 3,
+    }

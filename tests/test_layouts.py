@@ -29,13 +29,18 @@ def _as_containerd_store(s: SamplePaths) -> None:
 
 
 def test_containerd_store_is_said_plainly(cli, sample_root: Path, truth: dict[str, Any]) -> None:
+    """dockerd's own containerd of this host kept no snapshot: each container said to be on
+    the containerd store lacks its writable snapshot, and is reported so (that alone)."""
     _as_containerd_store(SamplePaths(sample_root, truth))
     result = cli("verify", sample_root, "--format", "json")
-    assert result.code == 0, result.stdout
+    assert result.code == 4, result.stdout
     doc = result.json()
     assert doc["layout"] == "containerd"
     checks = {f["check"] for f in doc["findings"]}
     assert "layout.containerd-store" in checks
+    serious = [f for f in doc["findings"] if f["severity"] in ("error", "warning")]
+    assert {f["check"] for f in serious} == {"containerd.docker-snapshot-missing"}
+    assert {f["object_id"] for f in serious} == {c["Id"] for c in truth["inspect_containers"]}
     inventory = cli("inventory", sample_root, "--format", "json").json()
     assert {c["id"] for c in inventory["containers"]} == {
         c["Id"] for c in truth["inspect_containers"]

@@ -1,7 +1,8 @@
 """Running docker-forensics as a user that is not root, as an operator without sudo would.
 
-As root, the command runs in a child Python that imports every module of the package first
-(the interpreter and its site-packages may lie under /root, which nobody can read), then drops
+As root, the command runs in a child Python that imports every module of the package first,
+and the filesystem libraries it loads lazily (the interpreter and its site-packages may lie
+under /root, which nobody can read), then drops
 to nobody's uid and gid and runs ``forensics.cli.main``. As any other user it runs as is.
 """
 
@@ -27,6 +28,9 @@ import forensics
 for module in pkgutil.walk_packages(forensics.__path__, "forensics."):
     if module.name != "forensics.__main__":
         importlib.import_module(module.name)
+import pyfsext, pyfsxfs  # the filesystem readers, loaded when a device is opened
+import numpy.ma  # numpy loads it lazily, at the first use of some of its functions
+import multiprocessing.synchronize, multiprocessing.sharedctypes, multiprocessing.popen_fork
 os.setgroups([])
 os.setgid({NOBODY})
 os.setuid({NOBODY})

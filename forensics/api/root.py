@@ -11,6 +11,7 @@ from forensics.errors import OperationalError, UsageError
 
 if TYPE_CHECKING:  # loaded when a command opens ROOT: ``thin`` never does (a quicker start)
     from forensics.evidence import Evidence
+    from forensics.model import Host
 
 #: where dockerd keeps its root unless told otherwise
 DEFAULT_ROOT = "/var/lib/docker"
@@ -31,6 +32,39 @@ def open_root(root: str, *, record_reads: bool = False) -> Evidence:
     if complaint is not None:
         raise OperationalError(complaint)
     return ev
+
+
+def open_containerd_root(path: str | None) -> Evidence | None:
+    """The containerd root given with ``--containerd-root`` opened as evidence (None when none
+    was given); a directory that holds no containerd metadata is an operational error."""
+    if path is None:
+        return None
+    from forensics.evidence import Evidence
+    from forensics.stores.containerd import find_containerd_root
+
+    ev = Evidence(path)  # RootError: an operational error
+    if find_containerd_root(ev) != "":
+        raise OperationalError(
+            f"{path}: not a containerd root (no io.containerd.metadata.v1.bolt/ in it)"
+        )
+    return ev
+
+
+def read_root(ev: Evidence, containerd: Evidence | None = None) -> Host:
+    """ROOT read whole, with its containerd store. A containerd metadata database of which
+    nothing can be read is an operational error naming it: none of the store's blobs and
+    snapshots could be accounted for."""
+    from forensics.stores import read_host
+    from forensics.stores.containerd import META_DB
+
+    host = read_host(ev, containerd)
+    ctd = host.containerd
+    if ctd is not None and ctd.unreadable:
+        db = f"{ctd.store.root}/{META_DB}" if ctd.store.root else META_DB
+        shown = f"{ctd.location}/{META_DB}" if ctd.external else db
+        why = "; ".join(f"{p.kind}: {p.detail}" for p in ctd.store.problems if p.path == db)
+        raise OperationalError(f"{shown}: containerd's metadata database cannot be read ({why})")
+    return host
 
 
 def check_output_path(out: Path, root: Path, overwrite: bool) -> None:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from forensics.api.root import open_root
-from forensics.stores import read_host
+from forensics.api.root import open_containerd_root, open_root, read_root
 
 if TYPE_CHECKING:
     from forensics.timeline import Event
 
 
-def timeline(root: str, *, file_times: bool = True) -> list[Event]:
+def timeline(
+    root: str, *, file_times: bool = True, containerd_root: str | None = None
+) -> list[Event]:
     """The events of ROOT, oldest first, each with the file it comes from; ``file_times``: the
-    modification times of Docker's records too, not only the times Docker wrote in them."""
+    modification times of Docker's records too, not only the times Docker wrote in them;
+    ``containerd_root``: the containerd root that goes with ROOT."""
     from forensics.timeline import build_timeline
 
     ev = open_root(root)
-    return build_timeline(ev, read_host(ev), file_times=file_times)
+    host = read_root(ev, open_containerd_root(containerd_root))
+    return build_timeline(ev, host, file_times=file_times)

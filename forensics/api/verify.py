@@ -9,7 +9,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from forensics.api.root import check_output_path, open_root
+from forensics.api.root import check_output_path, open_containerd_root, open_root, read_root
 from forensics.checks import run_checks
 from forensics.clock import now_iso
 from forensics.errors import OperationalError
@@ -18,7 +18,6 @@ from forensics.exitstatus import EXIT_ERRORS, EXIT_OK
 from forensics.heap import keep_until_exit
 from forensics.model import Host
 from forensics.report import Finding, count_by_severity
-from forensics.stores import read_host
 
 if TYPE_CHECKING:  # the layer checks load construct: imported only where they are used
     from forensics.deep import DeepResult
@@ -68,6 +67,8 @@ class VerifyResult:
             "summary": self.counts,
             "findings": _as_dicts(shown),
         }
+        if self.host.containerd is not None:  # the root its findings' paths are relative to
+            doc["containerd_root"] = self.host.containerd.location
         if self.deep is not None:
             doc["layers"] = [r.to_dict(files=False) for r in sorted(self.deep.layers, key=_key)]
             doc["diffs"] = {d.container_id: d.lines() for d in self.deep.diffs}
@@ -81,16 +82,29 @@ def verify(
     sqlite: SqliteOutput | None = None,
     advise: bool = False,
     long_lived: bool = False,
+    containerd_root: str | None = None,
+    now: int | None = None,
 ) -> VerifyResult:
     """Check everything in ROOT. ``deep``: rebuild every layer from its tar-split and files.
     ``sqlite``: also write the inventory, the findings, the timeline and the run's provenance
     there (checked before anything is read). ``advise``: count what a repair would fix, when
-    there is an error or a warning. ``long_lived``: the model lives as long as the process."""
+    there is an error or a warning. ``long_lived``: the model lives as long as the process.
+    ``containerd_root``: the containerd root that goes with ROOT (else the one dockerd keeps
+    under ROOT, or ROOT itself); ``now`` (ns since the epoch, as
+    :func:`forensics.psview.reference_time` gives it): judge the containerd store's expiring
+    leases and ingests, and its garbage, then rather than when it was last written."""
     started = now_iso()
     ev = open_root(root, record_reads=sqlite is not None)
+    containerd = open_containerd_root(containerd_root)
     for out in sqlite.files() if sqlite else ():
-        check_output_path(out, ev.root, sqlite.overwrite)
-    host = read_host(ev)
+        for evidence in (ev, containerd):
+            if evidence is not None:
+                check_output_path(out, evidence.root, sqlite.overwrite)
+    host = read_root(ev, containerd)
+    if now is not None:
+        from forensics.stores.containerd_host import judge_at
+
+        judge_at(host, now)
     if long_lived:
         keep_until_exit()
     deep_result = None

@@ -7,6 +7,7 @@ from functools import partial
 
 from forensics.checks.cascade import FindingIndex, link_cascades
 from forensics.checks.causes import find_cascades, object_name
+from forensics.checks.containerd import check_containerd
 from forensics.checks.containers import check_containers, check_mounts
 from forensics.checks.devicemapper import check_devicemapper
 from forensics.checks.drivers import check_driver_dirs
@@ -34,6 +35,7 @@ RULES: list[Callable[[Host], Iterable[Finding]]] = [
     check_devicemapper,
     check_migrated,
     check_thin_pool,
+    check_containerd,
 ]
 
 

@@ -122,6 +122,21 @@ _CHECKS = [
     ),
     Check("layer.file-extra", "error", "a file in a layer's diff that the tar-split does not hold"),
     Check("layer.file-unreadable", "error", "a layer file that cannot be read"),
+    Check(
+        "layer.file-metadata-changed",
+        "error",
+        "a layer entry whose owner, mtime or security.capability differs from its tar header",
+    ),
+    Check(
+        "layer.file-removed",
+        "error",
+        "a file of the parent layer gone from a full-rootfs layer without a whiteout in its tar",
+    ),
+    Check(
+        "layer.file-inherited-changed",
+        "error",
+        "an entry of the parent layer changed in a layer whose tar does not hold it",
+    ),
     Check("layer.file-unverifiable", "info", "a layer entry that cannot be checked (e.g. sparse)"),
     Check(
         "layer.tar-header-damaged", "error", "a tar header in the tar-split that fails its checksum"
@@ -139,13 +154,28 @@ _CHECKS = [
     Check(
         "layer.not-deep-checked",
         "info",
-        "layers that --deep cannot rebuild (devicemapper; legacy layers without tar-data)",
+        "layers that --deep cannot rebuild (a direct-lvm pool; legacy layers without tar-data)",
     ),
     Check(
         "layer.tar-split-damaged", "error", "a tar-split that is truncated, not gzip or not JSON"
     ),
     Check(
         "layer.content-dir-missing", "error", "the layer's files (its driver directory) are gone"
+    ),
+    Check(
+        "layer.content-unreadable",
+        "error",
+        "the filesystem or thin device holding a layer's files cannot be opened",
+    ),
+    Check(
+        "layer.content-damaged",
+        "error",
+        "damage in the filesystem or thin device holding a layer's files, besides its members",
+    ),
+    Check(
+        "layer.changes-unchecked",
+        "warning",
+        "a full-rootfs layer whose files could not be held against its parent layer's",
     ),
     Check("layer.duplicate-path", "error", "a tar-split that names one path twice"),
     Check("layer.root-unreadable", "error", "ROOT vanished while the layer was checked"),
@@ -386,6 +416,123 @@ _CHECKS = [
     ),
     Check(
         "devicemapper.pool-files-missing", "warning", "no loop-lvm pool files (direct-lvm, or lost)"
+    ),
+    # containerd's store (Docker 29's image store, a containerd root)
+    Check(
+        "containerd.db-damaged",
+        "error",
+        "meta.db or a snapshotter's metadata.db cannot be read whole (what could be read is used)",
+    ),
+    Check(
+        "containerd.db-fell-back",
+        "warning",
+        "a bolt database whose newer meta page is damaged: its last transaction is lost",
+    ),
+    Check("containerd.blob-missing", "error", "a blob that an image needs or a namespace records"),
+    Check(
+        "containerd.blob-size-mismatch",
+        "error",
+        "a blob whose size differs from its record or descriptor",
+    ),
+    Check("containerd.blob-damaged", "error", "a content store entry that is no blob file"),
+    Check("containerd.blob-unrecorded", "warning", "a blob file that no namespace records"),
+    Check(
+        "containerd.document-damaged",
+        "error",
+        "an image's index, manifest or config that is not a document of its kind",
+    ),
+    Check(
+        "containerd.rootfs-mismatch",
+        "error",
+        "an image config whose DiffIDs are not as many as its manifest's layers",
+    ),
+    Check(
+        "containerd.diffid-mismatch",
+        "error",
+        "a layer blob's containerd.io/uncompressed label differs from its config's DiffID",
+    ),
+    Check(
+        "containerd.snapshot-chain-broken",
+        "error",
+        "an unpacked image whose snapshots do not follow its ChainIDs",
+    ),
+    Check(
+        "containerd.snapshot-backend-missing",
+        "error",
+        "a namespace's snapshot that its snapshotter does not have",
+    ),
+    Check("containerd.snapshot-parent-missing", "error", "a snapshot whose parent does not exist"),
+    Check(
+        "containerd.snapshot-parent-mismatch",
+        "error",
+        "a snapshot whose parent differs between meta.db and its snapshotter",
+    ),
+    Check("containerd.snapshot-dir-missing", "error", "a snapshot without its directory"),
+    Check("containerd.snapshot-fs-missing", "error", "a snapshot directory without its fs/"),
+    Check(
+        "containerd.snapshot-work-missing",
+        "error",
+        "an active snapshot directory without its work/",
+    ),
+    Check(
+        "containerd.snapshot-dir-orphan",
+        "error",
+        "a snapshot directory that no snapshot owns, holding files (containerd deletes it)",
+    ),
+    Check(
+        "containerd.snapshot-dir-leftover",
+        "warning",
+        "an empty snapshot directory that no snapshot owns",
+    ),
+    Check(
+        "containerd.snapshot-unrecorded",
+        "warning",
+        "a snapshotter's snapshot that no namespace records",
+    ),
+    Check(
+        "containerd.container-snapshot-missing",
+        "error",
+        "a containerd container whose snapshot does not exist",
+    ),
+    Check(
+        "containerd.docker-snapshot-missing",
+        "error",
+        "a Docker 29 container whose writable snapshot is not in namespace moby",
+    ),
+    Check(
+        "containerd.docker-lease-missing",
+        "error",
+        "a Docker 29 container without the lease that keeps its writable snapshot",
+    ),
+    Check(
+        "containerd.docker-image-missing",
+        "warning",
+        "a Docker 29 container whose image is not in namespace moby",
+    ),
+    Check(
+        "containerd.lease-expired",
+        "info",
+        "a lease past its expiry: the next collection removes it",
+    ),
+    Check(
+        "containerd.lease-expire-damaged",
+        "warning",
+        "a lease's containerd.io/gc.expire that is not a time",
+    ),
+    Check(
+        "containerd.ingest-leftover",
+        "warning",
+        "an unfinished write of the content store that nothing will finish",
+    ),
+    Check(
+        "containerd.ingest-in-progress",
+        "info",
+        "an interrupted download that containerd keeps until it expires",
+    ),
+    Check(
+        "containerd.garbage",
+        "info",
+        "what containerd's collector would remove, and the bytes it frees",
     ),
 ]
 

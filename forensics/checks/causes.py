@@ -10,6 +10,8 @@
   no longer is its ChainID, and the lower files of every driver directory stacked above it that
   now disagree with the chain.
 - A graph parent loop: one finding for the loop, the other images of the loop its consequences.
+- A damaged file of a devicemapper layer, and its echo in the child layer held against it
+  (:mod:`forensics.checks.causes_layers`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Iterator
 from forensics.checks.cascade import BREAKS, CONTRADICTS, ORPHANS, Cascade, FindingIndex
 from forensics.checks.catalog import finding
 from forensics.checks.causes_driver import StackedDirs, driver_cascades, lower_mismatches
+from forensics.checks.causes_layers import inherited_echoes
 from forensics.checks.common import short
 from forensics.drivers import INIT_SUFFIX, LINK_ENTRY, is_init_name
 from forensics.model import Host
@@ -54,6 +57,7 @@ def find_cascades(host: Host, index: FindingIndex) -> Iterator[Cascade]:
     yield from _parent_records(host, index)
     yield from _parent_loops(host, index)
     yield from driver_cascades(host, index, stacked)
+    yield from inherited_echoes(host, index)
 
 
 def object_name(host: Host, obj: str) -> str:

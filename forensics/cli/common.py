@@ -25,6 +25,28 @@ EXIT_STATUS: tuple[tuple[type[ForensicsError], int], ...] = (
 )
 
 root_argument = click.argument("root", default=DEFAULT_ROOT, required=False)
+containerd_root_option = click.option(
+    "--containerd-root",
+    metavar="DIR",
+    help="The containerd root that goes with ROOT (a system containerd's /var/lib/containerd); "
+    "without it, the one dockerd keeps under ROOT, or ROOT itself.",
+)
+
+
+def reference_time_option(help_text: str) -> Any:
+    """``--now TIME``: ISO 8601 with its zone, or ``now``; given to the command in ns."""
+
+    def parse(ctx: click.Context, param: click.Parameter, now: str | None) -> int | None:
+        from forensics.psview import BadTime, reference_time
+
+        if now is None:
+            return None
+        try:
+            return reference_time(now)
+        except BadTime as exc:
+            raise click.BadParameter(str(exc), ctx, param, param_hint="--now") from None
+
+    return click.option("--now", "reference", metavar="TIME", callback=parse, help=help_text)
 
 
 def exit_status_of(error: ForensicsError) -> int:

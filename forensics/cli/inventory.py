@@ -5,21 +5,18 @@ from __future__ import annotations
 import click
 
 from forensics.api import inventory as api
-from forensics.cli.common import Command, emit, emit_chunks, root_argument
+from forensics.cli.common import (
+    Command,
+    containerd_root_option,
+    emit,
+    emit_chunks,
+    reference_time_option,
+    root_argument,
+)
 from forensics.exitstatus import EXIT_OK
 from forensics.inventory import container_record, container_text, inventory_document, inventory_text
 from forensics.jsonstream import json_chunks
-from forensics.psview import BadTime, reference_time
 from forensics.report import to_json
-
-
-def _reference_time(ctx: click.Context, param: click.Parameter, now: str | None) -> int | None:
-    if now is None:
-        return None
-    try:
-        return reference_time(now)
-    except BadTime as exc:
-        raise click.BadParameter(str(exc), ctx, param, param_hint="--now") from None
 
 
 @click.command(cls=Command)
@@ -36,15 +33,12 @@ def _reference_time(ctx: click.Context, param: click.Parameter, now: str | None)
     metavar="ID|NAME",
     help="Show one container whole: a full id, its name, or a unique id prefix (as docker).",
 )
-@click.option(
-    "--now",
-    "reference",
-    metavar="TIME",
-    callback=_reference_time,
-    help="Say times as docker would have at TIME (ISO 8601 with zone, or 'now'): "
-    "'Exited (3) 2 hours ago'. Without it, times are absolute, in UTC.",
+@reference_time_option(
+    "Say times as docker would have at TIME (ISO 8601 with zone, or 'now'): "
+    "'Exited (3) 2 hours ago'. Without it, times are absolute, in UTC."
 )
 @click.option("--no-trunc", is_flag=True, help="Full ids and commands in the text tables.")
+@containerd_root_option
 def inventory(
     root: str,
     fmt: str,
@@ -52,9 +46,10 @@ def inventory(
     wanted: str | None,
     reference: int | None,
     no_trunc: bool,
+    containerd_root: str | None,
 ) -> int:
     """List the images, containers and volumes of ROOT (default /var/lib/docker)."""
-    found = api.inventory(root, container=wanted, long_lived=True)
+    found = api.inventory(root, container=wanted, long_lived=True, containerd_root=containerd_root)
     host, container = found.host, found.container
     if container is not None and fmt == "json":
         emit(to_json(container_record(host, container, reference)))

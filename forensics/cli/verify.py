@@ -8,7 +8,14 @@ import click
 
 from forensics import textreport
 from forensics.api import verify as api
-from forensics.cli.common import Command, emit, emit_chunks, root_argument
+from forensics.cli.common import (
+    Command,
+    containerd_root_option,
+    emit,
+    emit_chunks,
+    reference_time_option,
+    root_argument,
+)
 from forensics.jsonstream import json_chunks
 from forensics.progress import set_enabled
 from forensics.report import SEVERITIES, at_least, findings_jsonl
@@ -70,6 +77,11 @@ def _sqlite_output(
     help="Text: the findings alone, one line each (no header, summary or advice); no "
     "progress bars.",
 )
+@containerd_root_option
+@reference_time_option(
+    "Judge the containerd store's expiring leases and ingests, and its garbage, at TIME "
+    "(ISO 8601 with zone, or 'now') rather than when the store was last written."
+)
 def verify(
     root: str,
     fmt: str,
@@ -79,13 +91,23 @@ def verify(
     deep: bool,
     severity: str,
     quiet: bool,
+    containerd_root: str | None,
+    reference: int | None,
 ) -> int:
     """Cross-check everything in ROOT and report each problem with its check id and path."""
     if quiet:
         set_enabled(False)
     sqlite = _sqlite_output(sqlite_out, metadata_out, overwrite)
     report = fmt == "text" and not quiet
-    result = api.verify(root, deep=deep, sqlite=sqlite, advise=report, long_lived=True)
+    result = api.verify(
+        root,
+        deep=deep,
+        sqlite=sqlite,
+        advise=report,
+        long_lived=True,
+        containerd_root=containerd_root,
+        now=reference,
+    )
     shown = at_least(result.findings, severity)
     if fmt == "json":
         emit_chunks(json_chunks(result.document(shown)))

@@ -121,6 +121,7 @@ class LibyalTree:
     def close(self) -> None:
         self._entries.clear()
         self._listings.clear()
+        self._dirs.clear()
         try:
             self.volume.close()
         except OSError:
@@ -461,13 +462,17 @@ class LibyalTree:
         if count > limits.xattrs:
             raise ValueError(f"inode {ino} has {count} extended attributes, over {limits.xattrs}")
 
+    def _xattr_name(self, name: bytes) -> bytes:
+        """The library's name of an extended attribute as Linux names it."""
+        return name
+
     def _read_xattrs(self, entry: Any, ino: int) -> dict[bytes, bytes]:
         count = int(entry.number_of_extended_attributes)
         self._check_xattr_count(count, self.limits, ino)
         out: dict[bytes, bytes] = {}
         for i in range(count):
             attr = entry.get_extended_attribute(i)
-            name = str(attr.name).encode("utf-8", "surrogateescape")
+            name = self._xattr_name(str(attr.name).encode("utf-8", "surrogateescape"))
             size = int(attr.size)
             if size > self.limits.xattr_value:
                 raise ValueError(f"xattr {name!r} of {size} bytes, over {self.limits.xattr_value}")

@@ -114,6 +114,10 @@ class Geometry(NamedTuple):
     inopblog: int
 
 
+#: libfsxfs's prefix of the security namespace's attributes
+_LIBRARY_SECURE = b"secure."
+
+
 class XfsTree(LibyalTree):
     """An xfs filesystem on ``fileobj`` (a device of ``device_size`` bytes)."""
 
@@ -220,6 +224,13 @@ class XfsTree(LibyalTree):
                 return Refusal(DAMAGED, what)
             pieces.append(data[at + header : at + bs])
         return b"".join(pieces)[:size]
+
+    def _xattr_name(self, name: bytes) -> bytes:
+        """libfsxfs names the attributes of the XFS_ATTR_SECURE namespace ``secure.…``;
+        Linux (and a tar's ``SCHILY.xattr.`` record) names them ``security.…``."""
+        if name.startswith(_LIBRARY_SECURE):
+            return b"security." + name[len(_LIBRARY_SECURE) :]
+        return name
 
     # -- raw inodes ------------------------------------------------------------------------
 

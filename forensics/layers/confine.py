@@ -21,13 +21,16 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from forensics.evidence import Evidence
+from forensics.evidence import Evidence, entry_type
 
 __all__ = ["PATH_MAX", "ConfinedDir", "Refusal", "clean_name", "shorten", "too_deep"]
 
+#: what os.fsencode does, without a call of it per directory entry
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NOATIME = getattr(os, "O_NOATIME", 0)
@@ -96,7 +99,12 @@ def shorten(path: str) -> str:
 
 
 class ConfinedDir:
-    """A content directory held open; members are looked up by cleaned name components."""
+    """A content directory held open; members are looked up by cleaned name components.
+    The directory backend of :class:`~forensics.layers.content.LayerTree`."""
+
+    #: a directory of ROOT may be a copy that lost owners and xattrs: only modes are held
+    exact_metadata = False
+    source = ""
 
     def __init__(self, ev: Evidence, rel: str) -> None:
         """Open directory ``rel`` of the evidence. Raises ``ReadFailure`` when it is missing,
@@ -216,6 +224,46 @@ class ConfinedDir:
             return Refusal("not-regular", f"is a {kind_of(st.st_mode)}", st.st_mode)
         return fd, st
 
+    def readlink(self, parts: Parts) -> bytes | Refusal:
+        """The target of the symlink ``parts``, never followed."""
+        parent = self.dir_fd(parts[:-1]) if parts else Refusal("not-regular", "the layer root")
+        if isinstance(parent, Refusal):
+            return parent
+        try:
+            return os.readlink(parts[-1], dir_fd=parent)
+        except OSError as exc:
+            return Refusal("unreadable", (exc.strerror or str(exc)).lower())
+
+    def listdir(self, parts: Parts) -> list[tuple[bytes, str]] | Refusal:
+        """The entries of directory ``parts`` with their kinds (from the listing's d_type,
+        never followed), sorted by name."""
+        fd = self.dir_fd(parts)
+        if isinstance(fd, Refusal):
+            return fd
+        try:
+            with os.scandir(fd) as it:
+                return sorted([(e.name.encode(_FS_ENCODING, _FS_ERRORS), _kind(e)) for e in it])
+        except OSError as exc:
+            return Refusal("unreadable", f"{self.path_of(parts)}: {_reason(exc)}")
+
+    def xattr(self, parts: Parts, name: str) -> bytes | None:
+        """The extended attribute ``name`` of the member (a directory through its descriptor,
+        anything else by its name in its directory, never followed), None when it has none."""
+        try:
+            if not parts:
+                return os.getxattr(self.fd, name)
+            parent = self.dir_fd(parts[:-1])
+            if isinstance(parent, Refusal):
+                return None
+            st = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                fd = self.dir_fd(parts)
+                return None if isinstance(fd, Refusal) else os.getxattr(fd, name)
+            where = b"/proc/self/fd/%d/%s" % (parent, parts[-1])
+            return os.getxattr(where, name, follow_symlinks=False)
+        except OSError:
+            return None
+
     def _why_not_dir(self, parent: int, parts: Parts, exc: OSError) -> Refusal:
         where = self.path_of(parts)
         if exc.errno == errno.ENOENT:
@@ -229,6 +277,17 @@ class ConfinedDir:
                 return Refusal("unsafe-path", f"{where} is a symlink (not followed)", st.st_mode)
             return Refusal("missing", f"{where} is a {kind_of(st.st_mode)}, not a directory")
         return Refusal("unreadable", f"{where}: {_reason(exc)}")
+
+
+def _kind(entry: os.DirEntry[str]) -> str:
+    """``file``, ``dir``, ``symlink`` or ``other`` for a directory entry, asking first what
+    most entries are (never followed)."""
+    try:
+        if entry.is_file(follow_symlinks=False):
+            return "file"
+    except OSError:
+        return "other"
+    return entry_type(entry)
 
 
 def _open_noatime(name: bytes, dir_fd: int) -> int:

@@ -16,7 +16,7 @@ is ``C`` and listed before its children. Only paths that some differing layer ho
 differ, so only those are looked at (the container's upper dir on overlay2, not the image).
 dockerd lists children in Go map order (random); here they come sorted.
 
-Every directory is walked through :class:`~forensics.layers.confine.ConfinedDir` (no symlink
+Every directory is walked through a :class:`~forensics.layers.content.LayerTree` (no symlink
 followed), with an explicit stack (one frame per level, never recursion). Each directory of a
 view carries down the layers that make it up (the merge of overlay: a whiteout, a file or an
 opaque directory hides the layers below), so an entry is looked up in those layers alone, not
@@ -28,7 +28,6 @@ are named in one problem. :func:`diff_plan` builds the plain inputs from a read 
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,10 +36,18 @@ from typing import NamedTuple
 from forensics.drivers import AUFS_WHITEOUTS, OVERLAY_WHITEOUTS, layout_of
 from forensics.evidence import Evidence, ReadFailure
 from forensics.layers.confine import PATH_MAX, ConfinedDir, Parts, Refusal, shorten, too_deep
-from forensics.layers.reassemble import is_opaque
+from forensics.layers.content import LayerTree, StatLike, is_opaque
 from forensics.model import Host
 
-__all__ = ["Change", "DiffPlan", "DiffResult", "container_diff", "diff_plan"]
+__all__ = [
+    "Change",
+    "DiffPlan",
+    "DiffResult",
+    "TreeDiff",
+    "container_diff",
+    "diff_plan",
+    "tree_diff",
+]
 
 assert AUFS_WHITEOUTS.whiteout_prefix and AUFS_WHITEOUTS.opaque_file and AUFS_WHITEOUTS.own_prefix
 _WH = AUFS_WHITEOUTS.whiteout_prefix
@@ -63,7 +70,8 @@ class Change:
 @dataclass(frozen=True)
 class DiffPlan:
     """The two trees to compare, as stacks of layer directories (relative to ``root``, top
-    first). ``whiteouts`` is ``overlay`` or ``aufs``."""
+    first). ``whiteouts`` is ``overlay``, ``aufs`` or ``none`` (full root file systems, which
+    hold no whiteouts)."""
 
     root: str
     container_id: str
@@ -168,7 +176,7 @@ def container_diff(plan: DiffPlan) -> DiffResult:
     """The changes of ``plan``'s container, in ``docker diff`` order (parents first)."""
     result = DiffResult(plan.container_id)
     ev = Evidence(plan.root)
-    opened: dict[str, ConfinedDir | None] = {}
+    opened: dict[str, LayerTree | None] = {}
     for rel in {*plan.new, *plan.old}:
         try:
             opened[rel] = ConfinedDir(ev, rel)
@@ -194,6 +202,28 @@ def container_diff(plan: DiffPlan) -> DiffResult:
     return result
 
 
+@dataclass
+class TreeDiff:
+    """What :func:`tree_diff` found: the changes in ``docker diff`` order; the directories
+    whose ``C`` says only that something inside them changed (``inserted``); how many entries
+    lay beyond PATH_MAX (not compared) and the first of them."""
+
+    changes: list[Change]
+    inserted: set[str]
+    deep: int
+    first_deep: Parts
+
+
+def tree_diff(new: LayerTree, old: LayerTree | None) -> TreeDiff:
+    """What changed from ``old`` (None: an empty tree) to ``new``, two full root file
+    systems (no whiteouts, no opaque directories), by ``docker diff``'s rules."""
+    trees = [new] if old is None else [new, old]
+    differ = _Differ(_View([new], "none"), _View([old], "none"), trees, "none")
+    changes: list[Change] = []
+    differ.run(changes)
+    return TreeDiff(changes, differ.inserted, differ.deep, differ.first_deep)
+
+
 def _too_deep_problem(result: DiffResult, upper: str, differ: _Differ) -> None:
     first = _show(differ.first_deep)
     count = f"{differ.deep:,} entr{'ies lie' if differ.deep != 1 else 'y lies'}"
@@ -209,21 +239,22 @@ def _too_deep_problem(result: DiffResult, upper: str, differ: _Differ) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Node:
-    st: os.stat_result
-    cdir: ConfinedDir
+    st: StatLike
+    cdir: LayerTree
     opaque: bool = False
 
 
 #: the layers of a view that make up one directory, top first
-Layers = list[ConfinedDir]
+Layers = list[LayerTree]
 
 
 class _View:
     """A merged (overlay) view of layer directories, top first, read one directory at a time."""
 
-    def __init__(self, layers: list[ConfinedDir | None], whiteouts: str) -> None:
+    def __init__(self, layers: list[LayerTree | None], whiteouts: str) -> None:
         self.layers = [c for c in layers if c is not None]
         self.aufs = whiteouts == "aufs"
+        self.overlay = whiteouts == "overlay"
 
     def root(self) -> tuple[_Node | None, Layers]:
         """The root of the view, and the layers that make it up (all of them)."""
@@ -245,13 +276,13 @@ class _View:
                 if self.aufs and _aufs_whiteout(cdir, parts):
                     break
                 continue
-            if not self.aufs and _is_whiteout(st):
+            if self.overlay and _is_whiteout(st):
                 break
             if not stat.S_ISDIR(st.st_mode):
                 if node is None:
                     node = _Node(st, cdir)
                 break  # a file hides everything below, and a directory above hides it
-            opaque = _is_opaque_dir(cdir, parts, self.aufs)
+            opaque = (self.aufs or self.overlay) and _is_opaque_dir(cdir, parts, self.aufs)
             if node is None:
                 node = _Node(st, cdir, opaque)
             below.append(cdir)
@@ -268,30 +299,26 @@ class _View:
         return out
 
 
-def _is_whiteout(st: os.stat_result) -> bool:
+def _is_whiteout(st: StatLike) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
-def _aufs_whiteout(cdir: ConfinedDir, parts: Parts) -> bool:
+def _aufs_whiteout(cdir: LayerTree, parts: Parts) -> bool:
     marker = (*parts[:-1], _WH + parts[-1])
     return not isinstance(cdir.lstat(marker), Refusal)
 
 
-def _is_opaque_dir(cdir: ConfinedDir, parts: Parts, aufs: bool) -> bool:
+def _is_opaque_dir(cdir: LayerTree, parts: Parts, aufs: bool) -> bool:
     if aufs:
         return not isinstance(cdir.lstat((*parts, _AUFS_OPAQUE)), Refusal)
-    fd = cdir.dir_fd(parts)
-    return not isinstance(fd, Refusal) and is_opaque(fd)
+    return is_opaque(cdir, parts)
 
 
-def _listdir(cdir: ConfinedDir, parts: Parts, aufs: bool) -> set[bytes]:
-    fd = cdir.dir_fd(parts)
-    if isinstance(fd, Refusal):
+def _listdir(cdir: LayerTree, parts: Parts, aufs: bool) -> set[bytes]:
+    found = cdir.listdir(parts)
+    if isinstance(found, Refusal):
         return set()
-    try:
-        names = {os.fsencode(n) for n in os.listdir(fd)}
-    except OSError:
-        return set()
+    names = {name for name, _ in found}
     if aufs:
         names = {n[len(_WH) :] if n.startswith(_WH) else n for n in names}
         names = {n for n in names if not n.startswith(_AUFS_META) and n}
@@ -316,11 +343,15 @@ class _Frame:
 
 
 class _Differ:
-    def __init__(
-        self, new: _View, old: _View, differing: list[ConfinedDir], whiteouts: str
-    ) -> None:
+    def __init__(self, new: _View, old: _View, differing: list[LayerTree], whiteouts: str) -> None:
         self.new, self.old, self.differing = new, old, differing
         self.aufs = whiteouts == "aufs"
+        #: only where the views share layers can a path be skipped for none of the differing
+        #: layers holding it (two full root file systems share none: each path is compared)
+        shared = {id(t) for t in new.layers} & {id(t) for t in old.layers}
+        self.can_prune = bool(shared)
+        #: directories whose ``C`` says only that something inside them changed
+        self.inserted: set[str] = set()
         #: entries beyond PATH_MAX: how many, and the first
         self.deep = 0
         self.first_deep: Parts = ()
@@ -345,6 +376,7 @@ class _Differ:
             out.extend(Change(_show((*parts, name)), "D") for name in frame.deleted)
             if len(out) > frame.start and not frame.added and parts:
                 out.insert(frame.start, Change(_show(parts), "C"))
+                self.inserted.add(out[frame.start].path)
             parts = parts[:-1]
 
     def _frame(
@@ -363,7 +395,9 @@ class _Differ:
             old_layers = []
         names = self.new.names(new_layers, parts) | self.old.names(old_layers, parts)
         # below an opaque dir a view may hide what no differing layer holds: look at all
-        prune = old_dir and not new.opaque and not (old is not None and old.opaque)
+        prune = (
+            self.can_prune and old_dir and not new.opaque and not (old is not None and old.opaque)
+        )
         return _Frame(
             new, old, added, length, new_layers, old_layers, iter(sorted(names)), prune, len(out)
         )
@@ -431,19 +465,10 @@ def _capability(node: _Node, parts: Parts) -> bytes | None:
     """The ``security.capability`` xattr of a regular file (None when it has none)."""
     if not stat.S_ISREG(node.st.st_mode):
         return None
-    opened = node.cdir.open_regular(parts)
-    if isinstance(opened, Refusal):
-        return None
-    fd = opened[0]
-    try:
-        return os.getxattr(fd, _CAPABILITY)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
+    return node.cdir.xattr(parts, _CAPABILITY)
 
 
-def _same_time(a: os.stat_result, b: os.stat_result) -> bool:
+def _same_time(a: StatLike, b: StatLike) -> bool:
     """moby ``sameFsTimeSpec``: seconds equal, and nanoseconds too unless one of them is 0
     (a file system or archive that keeps whole seconds)."""
     sa, na = divmod(a.st_mtime_ns, 1_000_000_000)

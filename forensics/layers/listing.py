@@ -12,17 +12,13 @@ have written nor read it).
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 
-from forensics.evidence import entry_type
-from forensics.layers.confine import ConfinedDir, Parts, Refusal, too_deep
+from forensics.layers.confine import Parts, Refusal, too_deep
+from forensics.layers.content import LayerTree
 
 __all__ = ["Dir", "Listing", "walk"]
 
-#: what os.fsencode does, without a call of it per directory entry
-_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 #: a non-directory entry that a member accounts for (marked by :meth:`Listing.expect`)
 _EXPECTED = "expected"
 
@@ -117,7 +113,7 @@ class Listing:
                     names.pop()
 
 
-def walk(cdir: ConfinedDir) -> Listing:
+def walk(tree: LayerTree) -> Listing:
     """Every entry under the content directory, from the directory listings (no stat per
     entry), depth first with sorted names; symlinks are never followed. The stack holds one
     frame per level (its path's length, the subdirectories still to enter) and one name per
@@ -125,7 +121,7 @@ def walk(cdir: ConfinedDir) -> Listing:
     listing = Listing()
     names: list[bytes] = []
     stack: list[tuple[int, Iterator[tuple[bytes, Dir]]]] = []
-    _list_into(cdir, listing, (), 0, listing.root, stack)
+    _list_into(tree, listing, (), 0, listing.root, stack)
     while stack:
         length, subdirs = stack[-1]
         step = next(subdirs, None)
@@ -137,12 +133,12 @@ def walk(cdir: ConfinedDir) -> Listing:
         name, node = step
         names.append(name)
         child_length = length + 1 + len(name) if length else len(name)
-        _list_into(cdir, listing, tuple(names), child_length, node, stack)
+        _list_into(tree, listing, tuple(names), child_length, node, stack)
     return listing
 
 
 def _list_into(
-    cdir: ConfinedDir,
+    tree: LayerTree,
     listing: Listing,
     parts: Parts,
     length: int,
@@ -153,13 +149,8 @@ def _list_into(
     its frame (its subdirectories to enter) onto ``stack``."""
     subdirs: list[tuple[bytes, Dir]] = []
     stack.append((length, iter(subdirs)))  # filled below; a frame even when there are none
-    fd = cdir.dir_fd(parts)
-    if isinstance(fd, Refusal):
-        return
-    try:
-        with os.scandir(fd) as it:
-            found = sorted([(e.name.encode(_FS_ENCODING, _FS_ERRORS), _kind(e)) for e in it])
-    except OSError:
+    found = tree.listdir(parts)
+    if isinstance(found, Refusal):
         return
     entries = node.entries
     base = length + 1 if parts else 0  # the bytes of "parts/" before a child's name
@@ -176,13 +167,3 @@ def _list_into(
         else:
             entries[name] = kind
         listing.count += 1
-
-
-def _kind(entry: os.DirEntry[str]) -> str:
-    """:func:`~forensics.evidence.entry_type`, asking first what most entries are."""
-    try:
-        if entry.is_file(follow_symlinks=False):
-            return "file"
-    except OSError:  # entry_type would meet the same failing lstat
-        return "other"
-    return entry_type(entry)

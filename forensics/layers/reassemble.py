@@ -8,8 +8,13 @@ its checksum verified, directories, symlinks (and their targets), devices and wh
 looked up, permission bits compared, and — where the directory holds exactly the layer's diff
 (overlay2, aufs) — files that the tar does not hold are reported as extra.
 
-Every read goes through :class:`~forensics.layers.confine.ConfinedDir`: a name that climbs out
-of the layer directory, or a symlink anywhere on the way, is reported and never read.
+Every read goes through the layer's :class:`~forensics.layers.content.LayerTree`: its directory
+(:class:`~forensics.layers.confine.ConfinedDir`) or, on devicemapper, the filesystem inside its
+thin device (:mod:`forensics.layers.devices`). A name that climbs out of the layer, or a
+symlink anywhere on the way, is reported and never read. Where the tree keeps owners, times and
+xattrs exactly (a filesystem read as it is), those are held against each tar header too; and
+a full-rootfs layer in a device is held against its parent layer's
+(:mod:`forensics.layers.changes`).
 
 What a crafted layer can make this cost is bounded: the tar-split stream by
 :class:`~forensics.formats.tarsplit.Limits` (from the layer's recorded size), paths by
@@ -25,11 +30,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import os
 import stat
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from forensics.drivers import (
     AUFS_WHITEOUTS,
@@ -43,6 +50,7 @@ from forensics.evidence import Evidence, ReadFailure, RootError
 from forensics.formats.crc64 import crc64_iso as _crc64
 from forensics.formats.tarsplit import FILE, SEGMENT, Limits, TarSplitDamage, iter_fields
 from forensics.formats.ustar import BLOCK, HeaderError, Member, plain_member, read_member
+from forensics.layers.changes import check_changes
 from forensics.layers.confine import (
     PATH_MAX,
     ConfinedDir,
@@ -53,9 +61,21 @@ from forensics.layers.confine import (
     shorten,
     too_deep,
 )
+from forensics.layers.content import (
+    DISK_TYPE,
+    FileHandle,
+    LayerTree,
+    StatLike,
+    close_handle,
+    disk_type,
+    is_opaque,
+    read_into,
+)
+from forensics.layers.devices import ContentError, DeviceRef, layer_devices, open_device_dir
 from forensics.layers.listing import Listing, walk
 from forensics.layers.report import FileRecord, LayerProblem, LayerReport
 from forensics.layers.tarsum import TarSum, TarSumError, parse_label
+from forensics.layers.treedir import TreeDir
 from forensics.model import Host, Layer
 
 __all__ = [
@@ -80,21 +100,13 @@ _JSON_LIMIT = 64 * 1024 * 1024
 _PROBLEMS_PER_KIND = 1000
 
 _OPAQUE = TAR_OPAQUE
+_CAPABILITY = "security.capability"
+_CAPABILITY_PAX = "SCHILY.xattr." + _CAPABILITY
 #: names as text: bytes that are not UTF-8 kept as surrogate escapes
 _ESCAPED = ("utf-8", "surrogateescape")
 _WH = TAR_WHITEOUT_PREFIX
-_OPAQUE_XATTRS = OVERLAY_WHITEOUTS.opaque_xattrs
 #: aufs keeps its own bookkeeping at the top of each branch
 _AUFS_META = AUFS_WHITEOUTS.own_files
-#: tar type → file type bits expected on disk
-_DISK_TYPE = {
-    "file": stat.S_IFREG,
-    "dir": stat.S_IFDIR,
-    "symlink": stat.S_IFLNK,
-    "char": stat.S_IFCHR,
-    "block": stat.S_IFBLK,
-    "fifo": stat.S_IFIFO,
-}
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,12 @@ class LayerJob:
     ``recorded_size``: the layer's recorded size (layerdb ``size``, legacy ``layersize``),
     None when none is recorded; it bounds what the tar-split may hold
     (:class:`~forensics.formats.tarsplit.Limits`).
+
+    ``device`` (devicemapper): the thin device whose ``rootfs/`` holds the layer's files
+    (``content_dir`` is then where Docker mounts it, for messages). Such a layer is a full
+    root file system: with ``compare_parent`` it is also held against its parent layer's,
+    ``parent_device`` (None: an empty tree, for a first layer — or, with ``parent_problem``
+    saying why, a parent whose device is not known).
     """
 
     root: str
@@ -124,13 +142,19 @@ class LayerJob:
     checksum: str | None = None
     tarsum_payload: str | None = None
     recorded_size: int | None = None
+    device: DeviceRef | None = None
+    parent_device: DeviceRef | None = None
+    compare_parent: bool = False
+    parent_problem: str | None = None
 
 
 @dataclass(frozen=True)
 class Skipped:
-    """A layer that :func:`verify_layer` cannot rebuild, and why (``reason``): ``driver`` (its
-    files are no plain files: devicemapper, or a driver without a known directory) or
-    ``no-tar-data`` (a legacy layer without ``tar-data.json.gz``: created by Docker ≤ 1.7)."""
+    """A layer that :func:`verify_layer` cannot rebuild, and why (``reason``): ``driver`` (a
+    driver without a known place for its files), ``no-tar-data`` (a legacy layer without
+    ``tar-data.json.gz``: created by Docker ≤ 1.7), ``no-pool`` (devicemapper on a pool that
+    is no pair of files in ROOT: direct-lvm) or ``no-device`` (devicemapper without a usable
+    device record for the layer)."""
 
     layer_id: str
     driver: str
@@ -173,6 +197,13 @@ def _job_for(host: Host, layer: Layer) -> LayerJob | Skipped | None:
     cache_id = layer.id if legacy else layer.cache_id
     driver = host.driver or ""
     content = content_dir(driver, cache_id) if cache_id else None
+    devices = None
+    layout = layout_of(driver)
+    if layout is not None and layout.thin is not None and cache_id:
+        devices = layer_devices(host, layer, cache_id, legacy)
+        if isinstance(devices, str):
+            return Skipped(layer.id, driver, devices)
+        content = devices.device.mount_dir
     if cache_id and content is None:
         return Skipped(layer.id, driver, "driver")
     if not layer.has_tar_split or content is None:
@@ -191,6 +222,10 @@ def _job_for(host: Host, layer: Layer) -> LayerJob | Skipped | None:
         checksum=f"{layer.path}/checksum" if label else None,
         tarsum_payload=f"{layer.path}/json" if label else None,
         recorded_size=layer.size if layer.size is not None and layer.size >= 0 else None,
+        device=devices.device if devices else None,
+        parent_device=devices.parent if devices else None,
+        compare_parent=devices is not None,
+        parent_problem=devices.parent_problem if devices else None,
     )
 
 
@@ -231,26 +266,54 @@ def verify_layer(
     layout = layout_of(job.driver)
     style = layout.holds if layout is not None and layout.content else "rootfs"
     whiteouts = layout.whiteouts if layout is not None else None
-    try:
-        cdir = ConfinedDir(ev, job.content_dir)
-    except ReadFailure as failure:
-        report.problems.append(
-            LayerProblem("content-dir-missing", job.content_dir, str(failure), failure.kind)
-        )
-        cdir = None
+    cdir = _open_content(ev, job, report)
     tarsum = _tarsum_for(job, report)
     if tarsum is not None:
         sink = _tee(tarsum, sink)
     try:
-        _Reassembly(report, cdir, style, whiteouts or OVERLAY_WHITEOUTS, progress, sink).run(
-            io.BytesIO(data), job.recorded_size
-        )
+        pass_ = _Reassembly(report, cdir, style, whiteouts or OVERLAY_WHITEOUTS, progress, sink)
+        if job.device is not None:
+            pass_.absent = "the layer's device cannot be read"
+        pass_.run(io.BytesIO(data), job.recorded_size)
+        if cdir is not None and job.compare_parent and report.complete:
+            check_changes(ev, job, report, cdir, pass_.seen)
+        if isinstance(cdir, TreeDir):
+            _tree_problems(report, cdir)
     finally:
         if cdir is not None:
             cdir.close()
     if tarsum is not None and report.complete:
         _check_tarsum(job, report, tarsum, ev)
     return report
+
+
+def _open_content(ev: Evidence, job: LayerJob, report: LayerReport) -> LayerTree | None:
+    """The layer's tree: its directory, or the filesystem in its thin device; None (and a
+    problem said) when it cannot be opened."""
+    if job.device is not None:
+        try:
+            tree = open_device_dir(ev, job.device)
+        except ContentError as exc:
+            what = f"layer {job.layer_id}: its files cannot be read: {exc}"
+            report.problems.append(LayerProblem("content-unreadable", job.content_dir, what))
+            return None
+        report.source = tree.source
+        return tree
+    try:
+        return ConfinedDir(ev, job.content_dir)
+    except ReadFailure as failure:
+        report.problems.append(
+            LayerProblem("content-dir-missing", job.content_dir, str(failure), failure.kind)
+        )
+        return None
+
+
+def _tree_problems(report: LayerReport, tree: TreeDir) -> None:
+    """What the filesystem reader met besides the members (damaged directories, damaged
+    mappings of the device): one problem each."""
+    for problem in tree.problems:
+        what = f"layer {report.layer_id}: in {tree.source}: {problem}"
+        report.problems.append(LayerProblem("content-damaged", report.content_dir, what))
 
 
 # -- TarSum (legacy graph checksums) -------------------------------------------------------------
@@ -326,7 +389,7 @@ class _Reassembly:
     def __init__(
         self,
         report: LayerReport,
-        cdir: ConfinedDir | None,
+        cdir: LayerTree | None,
         style: str,
         whiteouts: Whiteouts,
         progress: Callable[[int], None] | None,
@@ -334,6 +397,10 @@ class _Reassembly:
     ) -> None:
         self.r = report
         self.cdir = cdir
+        #: owners, times and xattrs can be held against the tar headers
+        self.exact = cdir is not None and cdir.exact_metadata
+        #: why a member is missing when the layer's files cannot be read at all
+        self.absent = "the layer directory is missing"
         self.style = style
         #: how the diff marks deletions and opaque directories on disk (``overlay``, ``aufs``)
         self.whiteouts = whiteouts.name
@@ -510,7 +577,7 @@ class _Reassembly:
                 rec.status = "too-deep"
                 rec.detail = _too_deep_detail(len(joined), joined.count(b"/") + 1)
             elif self.cdir is None:
-                rec.status, rec.detail = "missing", "the layer directory is missing"
+                rec.status, rec.detail = "missing", self.absent
             elif size:
                 self._check_data(rec, parts, member)
             else:
@@ -548,14 +615,14 @@ class _Reassembly:
         if isinstance(opened, Refusal):
             _refused(rec, opened)
             return
-        fd, st = opened
+        handle, st = opened
         try:
-            size, crc = self._stream_file(fd)
+            size, crc = self._stream_file(handle)
         except OSError as exc:
             rec.status, rec.detail = "unreadable", (exc.strerror or str(exc)).lower()
             return
         finally:
-            os.close(fd)
+            close_handle(handle)
         self.r.files_read += 1
         self.r.bytes_read += size
         if self.progress is not None:
@@ -575,11 +642,16 @@ class _Reassembly:
             )
         elif rec.mode is not None and st.st_mode & 0o7777 != rec.mode:  # no call when equal
             self._check_mode(rec, st.st_mode)
+        if self.exact and rec.status == "ok" and member is not None:
+            self._check_metadata(rec, parts, st, member)
 
-    def _stream_file(self, fd: int) -> tuple[int, int]:
+    def _stream_file(self, handle: FileHandle) -> tuple[int, int]:
         """Read a whole file into the stream; its length and crc64. Reads go into one reused
-        buffer (a fresh ``bytes`` per read costs more than the copy); most files take one
-        ``readv``."""
+        buffer (a fresh ``bytes`` per read costs more than the copy); most files of a
+        directory take one ``readv``."""
+        if not isinstance(handle, int):
+            return self._stream_object(handle)
+        fd = handle
         buf, view, update, sink = self.buf, self.view, self.hash.update, self.sink
         n = os.readv(fd, (buf,))
         chunk = view[:n]
@@ -590,6 +662,20 @@ class _Reassembly:
         size = n
         while n == CHUNK:  # a short read of a regular file is its end
             n = os.readv(fd, (buf,))
+            chunk = view[:n]
+            update(chunk)
+            crc = _crc64(chunk, crc)
+            if sink is not None:
+                sink(chunk)
+            size += n
+        self.r.tar_bytes += size
+        return size, crc
+
+    def _stream_object(self, handle: BinaryIO) -> tuple[int, int]:
+        """:meth:`_stream_file` for a file object (a file of a tree): read to its end."""
+        buf, view, update, sink = self.buf, self.view, self.hash.update, self.sink
+        size = crc = 0
+        while n := read_into(handle, buf):
             chunk = view[:n]
             update(chunk)
             crc = _crc64(chunk, crc)
@@ -617,7 +703,7 @@ class _Reassembly:
         if isinstance(st, Refusal):
             _refused(rec, st)
             return
-        want = _DISK_TYPE.get(kind)
+        want = DISK_TYPE.get(kind)
         fmt = stat.S_IFMT(st.st_mode)
         if kind == "hardlink":
             want = fmt if fmt != stat.S_IFDIR else stat.S_IFREG
@@ -640,17 +726,37 @@ class _Reassembly:
                 rec.detail += f"{member.devmajor}:{member.devminor}"
         if rec.status == "ok" and kind != "symlink" and parts:
             self._check_mode(rec, st.st_mode)
+        if self.exact and rec.status == "ok" and member is not None and parts:
+            self._check_metadata(rec, parts, st, member)
+
+    def _check_metadata(self, rec: FileRecord, parts: Parts, st: StatLike, member: Member) -> None:
+        """Where the tree keeps them exactly: owner, mtime (not of a directory: Docker's
+        changes ignore it) and a regular file's ``security.capability``, held against the tar
+        header."""
+        found = []
+        if (st.st_uid, st.st_gid) != (member.uid, member.gid):
+            found.append(
+                f"owner {st.st_uid}:{st.st_gid} on disk, {member.uid}:{member.gid} in the layer"
+            )
+        if not stat.S_ISDIR(st.st_mode) and not _same_mtime(st.st_mtime_ns, member.mtime):
+            found.append(
+                f"mtime {_seconds(st.st_mtime_ns)} on disk, {member.mtime:.9g} in the layer"
+            )
+        if stat.S_ISREG(st.st_mode):
+            assert self.cdir is not None
+            disk = self.cdir.xattr(parts, _CAPABILITY)
+            tar = member.pax.get(_CAPABILITY_PAX) if member.pax else None
+            if disk != tar:
+                found.append(f"{_CAPABILITY} {_hex(disk)} on disk, {_hex(tar)} in the layer")
+        if found:
+            rec.status, rec.found_mode = "metadata-changed", st.st_mode & 0o7777
+            rec.detail = "; ".join(found)
 
     def _check_link(self, rec: FileRecord, parts: Parts) -> None:
         assert self.cdir is not None
-        parent = self.cdir.dir_fd(parts[:-1])
-        if isinstance(parent, Refusal):
-            _refused(rec, parent)
-            return
-        try:
-            target = os.readlink(parts[-1], dir_fd=parent)
-        except OSError as exc:
-            rec.status, rec.detail = "unreadable", (exc.strerror or str(exc)).lower()
+        target = self.cdir.readlink(parts)
+        if isinstance(target, Refusal):
+            _refused(rec, target)
             return
         found = _text(target)
         if rec.linkname is not None and found != rec.linkname:
@@ -692,11 +798,13 @@ class _Reassembly:
         if self.whiteouts == "aufs":
             self._check_present(rec, parts, None, "file")
             return
-        fd = self.cdir.dir_fd(parts[:-1])
-        if isinstance(fd, Refusal):
-            _refused(rec, fd)
+        st = self.cdir.lstat(parts[:-1])
+        if not isinstance(st, Refusal) and not stat.S_ISDIR(st.st_mode):
+            st = _not_a_directory(self.cdir, parts[:-1], st.st_mode)
+        if isinstance(st, Refusal):
+            _refused(rec, st)
             return
-        if is_opaque(fd):
+        if is_opaque(self.cdir, parts[:-1]):
             return
         if os.geteuid() != 0:
             rec.status = "unverifiable"
@@ -762,7 +870,7 @@ class _Reassembly:
             yield FileRecord(
                 path=shown,
                 disk_path=f"{self.r.content_dir}/{shown}",
-                type=_disk_type(st.st_mode),
+                type=disk_type(st.st_mode),
                 size=st.st_size if stat.S_ISREG(st.st_mode) else 0,
                 mode=None,
                 crc64=None,
@@ -781,17 +889,6 @@ def _too_deep_detail(length: int, components: int) -> str:
     )
 
 
-def is_opaque(dir_fd: int) -> bool:
-    """True when the directory open as ``dir_fd`` carries an overlay opaque xattr = ``y``."""
-    for attr in _OPAQUE_XATTRS:
-        try:
-            if os.getxattr(dir_fd, attr) == b"y":
-                return True
-        except OSError:
-            continue
-    return False
-
-
 def _on_overlay(parts: Parts) -> Parts:
     """A whiteout member as overlay keeps it: ``DIR/.wh..wh..opq`` is DIR itself (an xattr),
     ``DIR/.wh.NAME`` the character device ``DIR/NAME``."""
@@ -799,6 +896,34 @@ def _on_overlay(parts: Parts) -> Parts:
     if name == _OPAQUE:
         return parts[:-1]
     return (*parts[:-1], name[len(_WH) :])
+
+
+def _same_mtime(disk_ns: int, tar: float) -> bool:
+    """The tar's mtime (whole seconds in a ustar header; finer in a PAX record) as the file
+    system keeps it: seconds equal, and the fraction too where both have one (moby's
+    ``sameFsTimeSpec``)."""
+    seconds, nanos = divmod(disk_ns, 1_000_000_000)
+    whole = math.floor(tar)
+    if seconds != whole:
+        return False
+    fraction = tar - whole
+    return nanos == 0 or fraction == 0 or abs(nanos / 1e9 - fraction) < 1e-6
+
+
+def _seconds(ns: int) -> str:
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    return f"{seconds}.{nanos:09d}" if nanos else str(seconds)
+
+
+def _hex(value: bytes | None) -> str:
+    return "none" if value is None else value.hex()
+
+
+def _not_a_directory(tree: LayerTree, parts: Parts, mode: int) -> Refusal:
+    where = tree.path_of(parts)
+    if stat.S_ISLNK(mode):
+        return Refusal("unsafe-path", f"{where} is a symlink (not followed)", mode)
+    return Refusal("missing", f"{where} is a {kind_of(mode)}, not a directory", mode)
 
 
 def _refused(rec: FileRecord, refusal: Refusal) -> None:
@@ -823,13 +948,6 @@ def _entry_type(name: bytes, member: Member | None, size: int) -> str:
     if name.endswith(b"/"):
         return "dir"
     return "file" if size else "unknown"
-
-
-def _disk_type(mode: int) -> str:
-    for kind, bits in _DISK_TYPE.items():
-        if stat.S_IFMT(mode) == bits:
-            return kind
-    return "other"
 
 
 def _text(name: bytes | str) -> str:

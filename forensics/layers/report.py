@@ -40,6 +40,16 @@ __all__ = [
 #:                      symlink: refused, never read
 #: ``too-deep``         its path from the layer root is longer than Linux allows (PATH_MAX):
 #:                      dockerd could not have written it; not looked up
+#:
+#: and, where the layer's files are a filesystem read as it is (a thin device: owners, times
+#: and xattrs exact; the layer a full root file system held against its parent layer's):
+#: ``metadata-changed`` its owner, mtime (not of a directory) or ``security.capability``
+#:                      differs from its tar header
+#: ``removed``          in the parent layer's files, absent from this layer's, and its tar
+#:                      holds no whiteout for it
+#: ``inherited-changed`` an entry of the parent layer that differs here (by Docker's change
+#:                      rules: mode, owner, device, size, mtime, capability) though the
+#:                      layer's tar does not hold it
 STATUSES = (
     "ok",
     "unverifiable",
@@ -54,7 +64,8 @@ STATUSES = (
     "unsafe-path",
     "too-deep",
 )
-BAD_STATUSES = frozenset(STATUSES) - {"ok", "unverifiable"}
+TREE_STATUSES = ("metadata-changed", "removed", "inherited-changed")
+BAD_STATUSES = frozenset(STATUSES + TREE_STATUSES) - {"ok", "unverifiable"}
 
 #: per-file status → the check id of the finding it becomes (its severity is the catalogue's,
 #: forensics/checks/catalog.py)
@@ -70,7 +81,14 @@ _FILE_CHECKS = {
     "unsafe-path": "layer.unsafe-path",
     "too-deep": "layer.path-too-deep",
     "unverifiable": "layer.file-unverifiable",
+    "metadata-changed": "layer.file-metadata-changed",
+    "removed": "layer.file-removed",
+    "inherited-changed": "layer.file-inherited-changed",
 }
+
+
+#: layer problems that say none of its files could be read
+_NO_CONTENT = ("content-dir-missing", "content-unreadable")
 
 
 @dataclass(slots=True)
@@ -105,7 +123,10 @@ class FileRecord:
 class LayerProblem:
     """A problem of the layer as a whole. ``kind``: ``tar-split-missing``,
     ``tar-split-damaged`` (``damage`` says how: truncated, corrupt-gzip, bad-json, …),
-    ``content-dir-missing``, ``diff-id-mismatch``, ``tarsum-mismatch``, ``position-gap``,
+    ``content-dir-missing``, ``content-unreadable`` (the filesystem or thin device holding the
+    layer's files cannot be opened), ``content-damaged`` (damage met in that filesystem or
+    device besides its members), ``changes-unchecked`` (a full-rootfs layer that could not be
+    held against its parent's files), ``diff-id-mismatch``, ``tarsum-mismatch``, ``position-gap``,
     ``duplicate-path``, ``lossy-name``, ``unknown-entry``, ``tar-header-damaged``,
     ``tar-trailer-damaged``, ``root-unreadable``, ``path-too-deep`` (entries of the layer's
     directory beyond PATH_MAX), ``check-failed`` (the check of the layer stopped on an
@@ -160,6 +181,8 @@ class LayerReport:
     tarsum: str | None = None
     tarsum_payload: str | None = None
     tarsum_detail: str = ""
+    #: what holds the layer's files when it is no directory of ROOT ("thin device 3 of …")
+    source: str = ""
     files: list[FileRecord] = field(default_factory=list)
     problems: list[LayerProblem] = field(default_factory=list)
 
@@ -176,9 +199,11 @@ class LayerReport:
         return not self.problems and not any(f.status in BAD_STATUSES for f in self.files)
 
     def counts(self) -> dict[str, int]:
-        """Files by status (every status present, zeros included)."""
+        """Files by status (every status that the layer's kind of content can have, zeros
+        included)."""
         found = Counter(f.status for f in self.files)
-        return {s: found.get(s, 0) for s in STATUSES}
+        statuses = STATUSES + TREE_STATUSES if self.source else STATUSES
+        return {s: found.get(s, 0) for s in statuses}
 
     def bad_files(self) -> list[FileRecord]:
         return [f for f in self.files if f.status in BAD_STATUSES]
@@ -187,7 +212,7 @@ class LayerReport:
         """One issue per layer problem and per file whose status is not ok."""
         for p in self.problems:
             yield Issue(f"layer.{p.kind}", p.path, p.message, p.damage)
-        if any(p.kind == "content-dir-missing" for p in self.problems):
+        if any(p.kind in _NO_CONTENT for p in self.problems):
             return  # one finding says it: not one per file
         for f in self.files:
             check = _FILE_CHECKS.get(f.status)
@@ -222,6 +247,8 @@ class LayerReport:
             "counts": self.counts(),
             "problems": [asdict(p) for p in self.problems],
         }
+        if self.source:
+            out["source"] = self.source
         if files:
             out["files"] = [f.to_dict() for f in self.files]
         return out

@@ -189,6 +189,7 @@ def _details_of(config: dict[str, Any], hostconfig: dict[str, Any]) -> Container
         ports=_port_map(field(settings, "Ports", nullable=True)),
         port_bindings=_port_map(field(hostconfig, "PortBindings", nullable=True)),
         networks=_networks(settings, network_mode),
+        image_manifest=as_str(field(field(config, "ImageManifest", nullable=True), "digest")),
     )
 
 

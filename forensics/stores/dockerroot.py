@@ -67,6 +67,30 @@ USUAL_PLACES = (
     "@rootfs/var/lib/docker",
 )
 
+#: a containerd root's metadata database (its plugin's directory, then the file)
+CONTAINERD_METADATA = "io.containerd.metadata.v1.bolt"
+CONTAINERD_META_DB = f"{CONTAINERD_METADATA}/meta.db"
+_CONTAINERD_CONTENT = "io.containerd.content.v1.content"
+#: what the containerd store lists and reads, relative to a containerd root
+_CONTAINERD_LISTS = (
+    CONTAINERD_METADATA,
+    _CONTAINERD_CONTENT,
+    f"{_CONTAINERD_CONTENT}/blobs",
+    f"{_CONTAINERD_CONTENT}/blobs/sha256",
+    f"{_CONTAINERD_CONTENT}/ingest",
+    *(path for row in SNAPSHOTTERS.values() for path in (row.home, row.layers)),
+)
+_CONTAINERD_READS = (
+    CONTAINERD_META_DB,
+    *(f"{row.home}/metadata.db" for row in SNAPSHOTTERS.values()),
+)
+
+
+def _containerd(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """``paths`` of a containerd root, both in dockerd's own (under ROOT) and in ROOT itself."""
+    return (*paths, *(f"{DOCKERS_CONTAINERD}/{p}" for p in paths))
+
+
 #: (pattern, kind): any one found makes a Docker root. The shapes are dockerd's own; a driver
 #: directory counts only with what Docker's driver puts in it, not by its name alone (podman's
 #: containers/storage has ``overlay/<id>`` and ``vfs/dir`` too, but not ``overlay/<id>/root``
@@ -84,8 +108,10 @@ MARKS: tuple[tuple[str, str], ...] = (
     *driver_marks(),
     ("volumes/metadata.db", "file"),
     ("network/files/local-kv.db", "file"),
-    (f"{DOCKERS_CONTAINERD}/io.containerd.metadata.v1.bolt/meta.db", "file"),
+    (f"{DOCKERS_CONTAINERD}/{CONTAINERD_META_DB}", "file"),
     *(mark for row in SNAPSHOTTERS.values() for mark in row.marks),
+    # a containerd root alone (a system containerd's, a Kubernetes node's)
+    (CONTAINERD_META_DB, "file"),
 )
 #: the names at the top of a Docker root that a mark starts with: a directory without any of
 #: them is not looked at closer while searching below ROOT
@@ -124,6 +150,7 @@ READ: tuple[tuple[str, str], ...] = (
             "network/files",
             "containerd",
             DOCKERS_CONTAINERD,
+            *_containerd(_CONTAINERD_LISTS),
             "rootfs",
         )
     ),
@@ -145,6 +172,7 @@ READ: tuple[tuple[str, str], ...] = (
             "volumes/metadata.db",
             "network/files/local-kv.db",
             *(f"buildkit/{name}" for name in _BUILDKIT_DBS),
+            *_containerd(_CONTAINERD_READS),
         )
     ),
 )

@@ -30,6 +30,7 @@ from forensics.model import Host
 from forensics.parallel import shared_workers
 from forensics.stores.aufs import read_aufs
 from forensics.stores.buildkit import read_buildkit, record_buildkit
+from forensics.stores.containerd_host import attach_containerd, containerd_note
 from forensics.stores.containers import read_container, read_containers
 from forensics.stores.devicemapper import read_devicemapper
 from forensics.stores.dockerroot import is_docker_root
@@ -70,13 +71,14 @@ class Detection:
     stale_stores: list[str] = field(default_factory=list)
 
 
-def read_host(ev: Evidence) -> Host:
+def read_host(ev: Evidence, containerd: Evidence | None = None) -> Host:
+    """Read ROOT (``ev``) whole; ``containerd``: a containerd root given apart from it."""
     # the helpers are forked once, at the first store big enough to need them
     with no_cycle_collection(), shared_workers(ev):
-        return _read_host(ev)
+        return _read_host(ev, containerd)
 
 
-def _read_host(ev: Evidence) -> Host:
+def _read_host(ev: Evidence, containerd: Evidence | None = None) -> Host:
     host = Host(root=str(ev.root))
     read_containers(ev, host)
     found = detect_layout(ev, host)
@@ -103,6 +105,7 @@ def _read_host(ev: Evidence) -> Host:
         # every name, not only those unlike dockerd's: an orphan is quarantined only when no
         # BuildKit database names it
         record_buildkit(ev, host, sorted(host.driver_dirs))
+    attach_containerd(ev, host, containerd)
     _note_layout(ev, host)
     return host
 
@@ -221,15 +224,7 @@ def _legacy_container_layers(host: Host) -> None:
 
 def _note_layout(ev: Evidence, host: Host) -> None:
     if host.layout == "containerd":
-        host.notes.append(
-            (
-                "layout.containerd-store",
-                "",
-                "Docker's containerd image store is in use: images and layers live in "
-                "containerd's content store and snapshotter, which this version does not read; "
-                "containers and volumes are listed from containers/ and volumes/",
-            )
-        )
+        host.notes.append(("layout.containerd-store", "", containerd_note(host)))
     if host.legacy is not None:
         host.notes.append(
             (

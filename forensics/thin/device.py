@@ -41,6 +41,8 @@ SECTOR = 512
 LEAVES_PER_RUN = 16
 #: runs of leaves kept (each at most 16 × 252 mappings)
 CACHED_RUNS = 8
+#: spans of recent reads kept (see ThinDevice._span)
+_RECENT_SPANS = 4
 #: zeros handed out for unmapped blocks, at most this many bytes at a time
 _ZEROS = bytes(1 << 20)
 
@@ -135,8 +137,9 @@ class ThinDevice(io.RawIOBase):
         self._runs: OrderedDict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = OrderedDict()
         self.size = self._last_mapped_end() if size is None else size
         self._pos = 0
-        #: the span the last read was in (a filesystem library reads a few KiB at a time)
-        self._last: _Span | None = None
+        #: the spans the last reads were in, newest first: a filesystem library reads a few
+        #: KiB at a time, going back and forth between a file's data and its metadata
+        self._recent: list[_Span] = []
         #: problems met by reads, in the order met (each once)
         self.read_problems: list[DeviceProblem] = []
 
@@ -258,13 +261,16 @@ class ThinDevice(io.RawIOBase):
         return DeviceReadError(problem)
 
     def _span(self, vblock: int) -> _Span:
-        last = self._last
-        if last is not None and last.vblock <= vblock < last.vblock + last.count:
-            skip = vblock - last.vblock
-            data = last.data + skip if last.data >= 0 else -1
-            return _Span(vblock, last.count - skip, data)
+        recent = self._recent
+        for last in recent:
+            if last.vblock <= vblock < last.vblock + last.count:
+                skip = vblock - last.vblock
+                data = last.data + skip if last.data >= 0 else -1
+                return _Span(vblock, last.count - skip, data)
         span = self._find_span(vblock)
-        self._last = span if span.problem is None else None
+        if span.problem is None:
+            recent.insert(0, span)
+            del recent[_RECENT_SPANS:]
         return span
 
     def _find_span(self, vblock: int) -> _Span:

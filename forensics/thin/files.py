@@ -63,7 +63,7 @@ def open_device_tree(
         reader = device  # unbuffered: the libraries read the sizes they need (bench/fs_bench.py)
         known = device.size  # Docker's record, or the end of the last mapped block
         if size is None:  # read up to the end the filesystem claims, but trust no file size
-            device.size = max(device.size, _claimed_size(reader))  # beyond what is known
+            device.size = max(device.size, claimed_size(reader))  # beyond what is known
         try:
             tree = open_tree(reader, device.size, Limits(file_size=known))
         except FsOpenError as exc:
@@ -76,7 +76,8 @@ def open_device_tree(
         meta.close()
 
 
-def _claimed_size(reader: ThinDevice) -> int:
+def claimed_size(reader: ThinDevice) -> int:
+    """The size the device's filesystem claims (0 when none is recognised)."""
     from forensics.fs import ext4, xfs
 
     try:

@@ -13,7 +13,6 @@ are read through :class:`~forensics.evidence.Evidence` and decoded with
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from forensics.containerd_model import (
@@ -21,7 +20,9 @@ from forensics.containerd_model import (
     ContentFile,
     Descriptor,
     GoTime,
+    ImageManifest,
     IngestDir,
+    ResolvedImage,
     StoreProblem,
 )
 from forensics.evidence import Evidence, ReadFailure
@@ -121,31 +122,6 @@ def _text_time(ev: Evidence, path: str, store: ContainerdStore) -> GoTime | None
 # -- image documents ----------------------------------------------------------------------------
 
 
-@dataclass
-class ImageManifest:
-    """One platform's manifest of an image and what it names."""
-
-    descriptor: Descriptor
-    present: bool = False
-    config: Descriptor | None = None
-    layers: list[Descriptor] = field(default_factory=list)
-    diff_ids: list[str] = field(default_factory=list)
-    created: str | None = None
-    architecture: str | None = None
-    os: str | None = None
-
-
-@dataclass
-class ResolvedImage:
-    """An image's target followed through the content store: the index (if any), each
-    manifest (present or not: a pull fetches only its platform's), configs and layers."""
-
-    target: Descriptor
-    index: Descriptor | None = None
-    manifests: list[ImageManifest] = field(default_factory=list)
-    problems: list[StoreProblem] = field(default_factory=list)
-
-
 def read_document(
     ev: Evidence, store: ContainerdStore, digest: str, problems: list[StoreProblem]
 ) -> Any | None:
@@ -217,6 +193,7 @@ def _manifest(
             rootfs = config.get("rootfs")
             ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
             m.diff_ids = [d for d in ids if isinstance(d, str)] if isinstance(ids, list) else []
+            m.config_read = isinstance(ids, list)
             m.created = config.get("created") if isinstance(config.get("created"), str) else None
             m.architecture = _str(config.get("architecture"))
             m.os = _str(config.get("os"))

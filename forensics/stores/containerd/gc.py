@@ -40,9 +40,11 @@ from forensics.containerd_model import (
     BackendSnapshot,
     ContainerdStore,
     CtrNamespace,
+    Snapshotter,
     StoreProblem,
 )
 from forensics.evidence import Evidence
+from forensics.stores.containerd.snapshotter import measure_tree
 from forensics.stores.containerd.values import ValueDamage, decode_text_time
 
 LABEL_ROOT = "containerd.io/gc.root"
@@ -50,8 +52,6 @@ LABEL_CONTENT_REF = "containerd.io/gc.ref.content"
 LABEL_SNAPSHOT_REF = "containerd.io/gc.ref.snapshot."
 LABEL_EXPIRE = "containerd.io/gc.expire"
 LABEL_FLAT = "containerd.io/gc.flat"
-#: directories walked at most to measure one snapshot directory
-MEASURE_LIMIT = 1_000_000
 
 CONTENT, SNAPSHOT, LEASE, INGEST = "content", "snapshot", "lease", "ingest"
 
@@ -294,27 +294,28 @@ def _reclaimable(store: ContainerdStore, out: Collection, ev: Evidence | None) -
     total = sum(max(store.blobs[d].size, 0) for d in out.blob_files)
     for name in out.ingest_dirs:
         total += store.ingests[name].data_size or 0
-    if ev is not None:
-        for sn_name, dirs in out.snapshot_dirs.items():
-            sn = store.snapshotters[sn_name]
+    for sn_name, dirs in out.snapshot_dirs.items():
+        sn = store.snapshotters[sn_name]
+        if ev is not None:
             total += sum(measure(ev, sn.dirs[d].path) for d in dirs)
+        else:
+            by_id = {str(s.id): s for s in sn.snapshots.values() if s.id is not None}
+            total += sum(dir_size(sn, d, by_id.get(d)) or 0 for d in dirs)
     return total
+
+
+def dir_size(sn: Snapshotter, name: str, owner: BackendSnapshot | None) -> int | None:
+    """The bytes of ``snapshots/<name>`` (whose snapshot is ``owner``): what was measured when
+    the store was read, else containerd's recorded usage of a committed snapshot."""
+    d = sn.dirs.get(name)
+    if d is not None and d.size is not None:
+        return d.size
+    if owner is not None and owner.kind == "committed":
+        return owner.size
+    return None
 
 
 def measure(ev: Evidence, rel: str) -> int:
-    """Bytes of the regular files below ``rel`` (each inode counted once), never following a
-    symlink; a directory that cannot be read counts as empty."""
-    total, seen_inodes, stack, walked = 0, set(), [rel], 0
-    while stack and walked < MEASURE_LIMIT:
-        path = stack.pop()
-        walked += 1
-        for name, kind in ev.scandir_types(path).items():
-            child = f"{path}/{name}"
-            if kind == "dir":
-                stack.append(child)
-            elif kind == "file":
-                st = ev.lstat(child)
-                if st is not None and (st.st_dev, st.st_ino) not in seen_inodes:
-                    seen_inodes.add((st.st_dev, st.st_ino))
-                    total += st.st_size
-    return total
+    """Bytes of the regular files below ``rel`` (see
+    :func:`~forensics.stores.containerd.snapshotter.measure_tree`)."""
+    return measure_tree(ev, rel)[0]

@@ -38,6 +38,8 @@ from forensics.stores.containerd.values import (
 PLUGIN_PREFIX = "io.containerd.snapshotter.v1."
 #: snapshotters whose snapshots are directories ``snapshots/<id>/``
 DIRECTORY_SNAPSHOTTERS = ("overlayfs", "native")
+#: directories walked at most to measure one snapshot directory
+MEASURE_LIMIT = 1_000_000
 
 
 def decode_snapshotter_db(sn: Snapshotter, root: Bucket, problems: list[StoreProblem]) -> None:
@@ -94,13 +96,41 @@ def _time(b: Bucket, key: bytes) -> GoTime | None:
 
 
 def read_snapshot_dirs(ev: Evidence, sn: Snapshotter) -> None:
-    """``snapshots/<name>/`` of a directory snapshotter: which exist, with ``fs``/``work``."""
+    """``snapshots/<name>/`` of a directory snapshotter: which exist, with ``fs``/``work``;
+    those whose usage containerd does not record are measured (see :class:`SnapshotDir`)."""
     base = f"{sn.path}/snapshots"
+    recorded = {
+        str(s.id) for s in sn.snapshots.values() if s.kind == "committed" and s.size is not None
+    }
     for name, kind in sorted(ev.scandir_types(base).items()):
         if kind != "dir":
             sn.dirs[name] = SnapshotDir(name, f"{base}/{name}")
             continue
         inside = ev.scandir_types(f"{base}/{name}")
-        sn.dirs[name] = SnapshotDir(
+        found = SnapshotDir(
             name, f"{base}/{name}", inside.get("fs") == "dir", inside.get("work") == "dir"
         )
+        if name not in recorded:
+            found.size, found.files = measure_tree(ev, found.path)
+        sn.dirs[name] = found
+
+
+def measure_tree(ev: Evidence, rel: str) -> tuple[int, int]:
+    """Bytes and number of the regular files below ``rel`` (each inode counted once), never
+    following a symlink; a directory that cannot be read counts as empty. Apparent sizes, not
+    blocks: the same tree measures the same on any file system it is copied to."""
+    total, files, seen_inodes, stack, walked = 0, 0, set(), [rel], 0
+    while stack and walked < MEASURE_LIMIT:
+        path = stack.pop()
+        walked += 1
+        for name, kind in ev.scandir_types(path).items():
+            child = f"{path}/{name}"
+            if kind == "dir":
+                stack.append(child)
+            elif kind == "file":
+                st = ev.lstat(child)
+                if st is not None and (st.st_dev, st.st_ino) not in seen_inodes:
+                    seen_inodes.add((st.st_dev, st.st_ino))
+                    total += st.st_size
+                    files += 1
+    return total, files
