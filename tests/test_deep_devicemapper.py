@@ -212,6 +212,18 @@ def test_file_added_to_a_layer_device(cli, dm_root: Path, tmp_path: Path) -> Non
     assert echo["caused_by"] == cause
 
 
+def test_whiteout_target_present(cli, dm_root: Path, tmp_path: Path) -> None:
+    """The layer's tar deletes var/lib/apt/lists/lock (``.wh.lock``): put back in its device,
+    it is named as present though deleted (its child, which lacks it, points at the cause)."""
+    (tmp_path / "lock").write_bytes(b"")
+    _change(dm_root, 8, tmp_path, "cd /rootfs/var/lib/apt/lists", f"write {tmp_path / 'lock'} lock")
+    result = cli("verify", dm_root, "--deep", "--format", "json")
+    assert result.code == 4
+    doc = result.json()
+    hit = named(doc, "layer.file-extra", LEGACY_EMPTY_CHILD, "var/lib/apt/lists/.wh.lock")
+    assert "deleted by this layer, but present" in hit["message"]
+
+
 def test_mode_changed_legacy(cli, dm_root: Path, tmp_path: Path) -> None:
     _change(dm_root, 2, tmp_path, "sif /rootfs/bin/su mode 0100755")
     result = cli("verify", dm_root, "--deep", "--format", "json")

@@ -233,7 +233,7 @@ def _xfs_seed(leaf: bool) -> Seed:
         lines = ["/dev/null", "0 0", "d--755 0 0", "etc d--755 0 0"]
         lines += [f"hostname ---644 0 0 {src / 'etc/hostname'}"]
         lines += [f"big ---644 0 0 {src / 'etc/big'}", "$", "many d--755 0 0"]
-        lines += [f"n{i:03d}-{'z' * 16} ---644 0 0 {src / 'h1'}" for i in range(40)]
+        lines += [f"n{i:03d}-{'z' * 16} ---644 0 0 {src / 'h1'}" for i in range(16)]
         if leaf:
             lines += ["$", "leaf d--755 0 0"]
             lines += [f"entry-{i:04d}-{'y' * 24} ---644 0 0 {src / 'h1'}" for i in range(150)]
