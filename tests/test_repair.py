@@ -459,6 +459,19 @@ def test_repositories_drop_references_to_missing_images(paths: SamplePaths) -> N
     assert any("gone/img:1" in x and "does not exist" in x for x in action["details"]["lost"])
 
 
+def test_repositories_salvage_reads_a_reference_as_go_does(paths: SamplePaths) -> None:
+    """A reference holding a byte that is not UTF-8 is read as Go's decoder reads it (the byte
+    replaced by U+FFFD), so it is named among what is lost rather than silently passed over."""
+    rel = f"{STORE}/repositories.json"
+    ghost = "sha256:" + "9" * 64
+    data = paths.path(rel).read_bytes()
+    pair = b'"gone/img:\xff1":"' + ghost.encode() + b'"'
+    data = data.replace(b'"Repositories":{', b'"Repositories":{"gone/img":{' + pair + b"},", 1)
+    paths.path(rel).write_bytes(data[:-3])
+    (action,) = [a for a in dry_run(paths.root)["actions"] if a["action"] == "rewrite"]
+    assert any("gone/img:\ufffd1" in x for x in action["details"]["lost"]), action["details"]
+
+
 def test_unsupported_layout_plans_nothing(tmp_path: Path) -> None:
     vfs_like = tmp_path / "docker"
     (vfs_like / "graph" / ("1" * 64)).mkdir(parents=True)

@@ -64,6 +64,14 @@ def _log_path_names_the_other_id(s: SamplePaths) -> None:
     s.path(rel).write_bytes(data)
 
 
+def _log_path_in_lower_case_names_the_other_id(s: SamplePaths) -> None:
+    """As above, under the key ``logpath``: Go's decoder matches keys regardless of case, so
+    dockerd reads it as the LogPath."""
+    _log_path_names_the_other_id(s)
+    rel = f"containers/{s.container_id('exited')}/config.v2.json"
+    s.path(rel).write_bytes(s.path(rel).read_bytes().replace(b'"LogPath":', b'"logpath":', 1))
+
+
 def _no_mount_record(s: SamplePaths) -> None:
     flip_config_id(s)
     shutil.rmtree(s.path(f"{STORE}/layerdb/mounts/{s.container_id('created')}"))
@@ -86,6 +94,7 @@ def _rw_layer_gone(s: SamplePaths) -> None:
 DISAGREEING: list[tuple[Callable[[SamplePaths], None], str]] = [
     (_copy_of_another_config, "which has a directory or a mount record"),
     (_log_path_names_the_other_id, "its LogPath names"),
+    (_log_path_in_lower_case_names_the_other_id, "its LogPath names"),
     (_no_mount_record, "its mount record is missing"),
     (_log_file_of_another, "holds the log file of"),
     (_rw_layer_gone, "mount-id names is missing"),

@@ -11,7 +11,6 @@ container this is, and it is quarantined whole, as a config that cannot be read 
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from forensics.checks.common import short
 from forensics.evidence import ReadFailure
 from forensics.formats.ids import MOUNT_ID
+from forensics.formats.jsonfile import JsonDamage, decode_json, field
 from forensics.model import Container
 from forensics.repair.actions import Action
 from forensics.repair.jsonedit import NotEditable, read_member_value, replace_member_value
@@ -74,10 +74,10 @@ class ConfigIdPlanning(PlannerBase):
         config = c.config_file or f.path
         try:
             data = self.ev.read_bytes(config, CONFIG_LIMIT)
-            doc = json.loads(data.decode("utf-8", "replace"))
+            doc = decode_json(data)
         except ReadFailure as failure:
             return IdMismatch(f, c, None, f"{config} cannot be read again: {failure.detail}")
-        except ValueError:
+        except JsonDamage:
             return IdMismatch(f, c, None, f"{config} cannot be read again")
         if not isinstance(doc, dict):
             return IdMismatch(f, c, None, f"{config} is no JSON object")
@@ -138,7 +138,7 @@ class ConfigIdPlanning(PlannerBase):
 
     def _paths_disagreement(self, c: Container, doc: dict[str, Any]) -> str | None:
         for name in PATH_FIELDS:
-            value = doc.get(name)
+            value = field(doc, name)
             if not isinstance(value, str) or not value:
                 continue
             named = _CONTAINER_IN_PATH.findall(value)
@@ -150,6 +150,6 @@ class ConfigIdPlanning(PlannerBase):
         logs = {m.group(1) for n in self.ev.names(c.path) if (m := _LOG_FILE.fullmatch(n))}
         if logs - {c.id}:
             return f"its directory holds the log file of {short(sorted(logs - {c.id})[0])}"
-        if doc.get("LogPath") and c.id not in logs:
+        if field(doc, "LogPath") and c.id not in logs:
             return f"its log file {short(c.id)}…-json.log is missing"
         return None

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 from forensics.checks.common import short
+from forensics.formats.jsonfile import JsonDamage, decode_json
 from forensics.model import Host
 
 _PAIR = re.compile(rb'"((?:[^"\\\x00-\x1f]|\\.)*)"\s*:\s*"(sha256:[0-9a-f]{64})"')
@@ -119,8 +120,8 @@ def _pairs(data: bytes) -> tuple[dict[str, str], str | None]:
     end = 0
     for match in _PAIR.finditer(data):
         try:
-            ref = json.loads(b'"' + match.group(1) + b'"')
-        except ValueError:
+            ref = decode_json(b'"' + match.group(1) + b'"')
+        except JsonDamage:
             continue
         pairs[ref] = match.group(2).decode()
         end = match.end()
