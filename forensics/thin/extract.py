@@ -158,8 +158,28 @@ def _copy_run(
         chunk = os.pread(src, min(CHUNK, remaining), src_off)
         if not chunk:
             break
-        os.pwrite(dst, chunk, dst_off)
+        _write_leaving_holes(dst, chunk, dst_off, block_bytes)
         src_off += len(chunk)
         dst_off += len(chunk)
         remaining -= len(chunk)
     result.copied += available
+
+
+def _write_leaving_holes(dst: int, chunk: bytes, offset: int, block_bytes: int) -> None:
+    """``chunk`` written at ``offset`` of the image (made by truncation: zeros throughout), its
+    blocks of zeros left as holes: a mapped block that reads as zeros (never written by mkfs,
+    or a hole of the data file) costs no disk space. Runs of blocks holding data are written
+    with one call each."""
+    view = memoryview(chunk)
+    zeros = bytes(block_bytes)
+    start = None
+    for at in range(0, len(chunk), block_bytes):
+        piece = view[at : at + block_bytes]
+        if piece == zeros[: len(piece)]:
+            if start is not None:
+                os.pwrite(dst, view[start:at], offset + start)
+                start = None
+        elif start is None:
+            start = at
+    if start is not None:
+        os.pwrite(dst, view[start:], offset + start)
