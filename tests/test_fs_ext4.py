@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import stat
 import struct
 from collections.abc import Iterator
@@ -247,9 +246,7 @@ def _kind(value: object) -> str | None:
 
 
 def _copy(case: Ext4Case, name: str) -> Path:
-    out = case.tmp / name
-    shutil.copyfile(case.image, out)
-    return out
+    return fi.sparse_copy(case.image, case.tmp / name)
 
 
 def _dir_block(image: Path, path: str) -> int:
@@ -348,7 +345,7 @@ def test_a_truncated_data_file_is_named_in_what_cannot_be_read(case: Ext4Case) -
     dump.mkdir()
     fi.run("debugfs", "-R", f"rdump / {dump}", case.base)
     pool = fi.PoolFiles(case.pool.metadata, case.tmp / "data-cut", case.pool.images)
-    shutil.copyfile(case.pool.data, pool.data)
+    fi.sparse_copy(case.pool.data, pool.data)
     with open(pool.data, "r+b") as f:
         f.truncate(pool.data.stat().st_size // 3)
     good = bad = 0
@@ -426,9 +423,7 @@ def _leaf_block(image: Path) -> int:
 
 
 def _derived(image: Path, name: str) -> Path:
-    out = image.with_name(name)
-    shutil.copyfile(image, out)
-    return out
+    return fi.sparse_copy(image, image.with_name(name))
 
 
 def test_a_fragmented_file_reads_as_debugfs_cats_it(fragmented: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import stat
 import struct
 from collections.abc import Iterator
@@ -155,9 +154,7 @@ def test_special_files_and_symlinks(case: XfsCase) -> None:
 
 
 def _copy(case: XfsCase, name: str) -> Path:
-    out = case.tmp / name
-    shutil.copyfile(case.image, out)
-    return out
+    return fi.sparse_copy(case.image, case.tmp / name)
 
 
 def test_zeroed_superblock_is_refused(case: XfsCase) -> None:
