@@ -27,9 +27,11 @@ from typing import Any
 import pytest
 from conftest import copy_tree
 from sample_paths import CONTAINERD_META_DB, CONTAINERD_ROOT
-from test_containerd_repair import leftovers, problems, repair_json, truncate
+from test_containerd_repair import findings, leftovers, problems, repair_json, truncate
 from test_repair import run_repair
 from treehash import tree_hash
+
+from forensics.evidence import Evidence
 
 pytestmark = pytest.mark.dockerd
 
@@ -164,3 +166,52 @@ def test_containerd_opens_the_salvaged_meta_db(
     expected = listed(containerd_truth)
     with private_containerd(run_root / CONTAINERD_ROOT) as ctr:
         assert lists(ctr, sorted(expected)) == expected
+
+
+# -- the native snapshotter ---------------------------------------------------------------------
+
+NATIVE = "io.containerd.snapshotter.v1.native"
+
+
+def native_snapshots(root: Path) -> dict[str, str]:
+    """Native snapshots made by a real containerd on ``root``: a committed base with a file, an
+    active snapshot on it (a copy of its directory), a view on it (no directory of its own);
+    their ids by key."""
+    with private_containerd(root) as ctr:
+
+        def snap(*args: str) -> None:
+            made = ctr.run("snapshots", "--snapshotter", "native", *args, ns="moby")
+            assert made.returncode == 0, made.stderr
+
+        snap("prepare", "base-key")
+        (base,) = [p for p in (root / NATIVE / "snapshots").iterdir()]
+        (base / "hello.txt").write_text("from the base layer\n")
+        snap("commit", "base", "base-key")
+        snap("prepare", "on-base", "base")
+        snap("view", "a-view", "base")
+    from forensics.stores.containerd import read_containerd_store
+
+    with Evidence(root) as ev:
+        sn = read_containerd_store(ev).snapshotters["native"]
+    return {s.name.split("/", 2)[2]: str(s.id) for s in sn.snapshots.values()}
+
+
+def test_native_snapshots_are_read_through_their_row(containerd_root: Path) -> None:
+    """What a real containerd's native snapshotter leaves is no damage; a snapshot directory
+    deleted is, at the path the row gives; a directory no snapshot owns is nobody's to delete
+    (native has no cleanup): no finding, and repair never moves it."""
+    store = containerd_root / CONTAINERD_ROOT
+    ids = native_snapshots(store)
+    assert set(ids) == {"base", "on-base", "a-view"}
+    assert not (store / NATIVE / "snapshots" / ids["a-view"]).exists()
+    assert (store / NATIVE / "snapshots" / ids["on-base"] / "hello.txt").is_file()
+    native = [f for f in findings(containerd_root) if NATIVE in f["path"]]
+    assert [f for f in native if f["severity"] != "info"] == []
+
+    shutil.copytree(store / NATIVE / "snapshots" / ids["base"], store / NATIVE / "snapshots/99")
+    shutil.rmtree(store / NATIVE / "snapshots" / ids["on-base"])
+    found = {(f["check"], f["path"]) for f in findings(containerd_root) if NATIVE in f["path"]}
+    gone = f"{CONTAINERD_ROOT}/{NATIVE}/snapshots/{ids['on-base']}"
+    assert found == {("containerd.snapshot-dir-missing", gone)}
+    code, doc = repair_json(containerd_root, "--dry-run")
+    assert doc["actions"] == [] and code == 4

@@ -127,9 +127,13 @@ class ContainerdPlanner:
         return actions
 
     def _snapshotter_of(self, path: str) -> Snapshotter | None:
+        """The snapshotter whose layer directories ``path`` is among, when containerd itself
+        deletes the ones without an id (the row's ``cleanup``)."""
+        root = self.ctd.store.root
         for sn in self.ctd.store.snapshotters.values():
             row = SNAPSHOTTERS.get(sn.name)
-            if row is not None and path.rpartition("/")[0] == f"{sn.path}/snapshots":
+            layers = f"{root}/{row.layers}" if row and root else row.layers if row else None
+            if row is not None and row.cleanup and path.rpartition("/")[0] == layers:
                 return sn
         return None
 
