@@ -458,19 +458,20 @@ def make_plan(ev: Evidence, host: Host, findings: list[Finding]) -> Plan:
     from forensics.repair.plan_containerd import is_containerd_finding, plan_containerd
 
     docker = [f for f in findings if not is_containerd_finding(f)]
-    if ctd.external:
-        store_ev = Evidence(ctd.location)
-        why = (
-            "the repair works on the containerd root given with --containerd-root: repair ROOT "
-            "without it for Docker's own files"
-        )
-        plan = Plan(skipped=[Skipped(f.check, f.path, why) for f in docker if f.severity != "info"])
-    else:
-        store_ev = ev
+    if not ctd.external:
         plan = _docker_plan(ev, host, docker)
-    store = plan_containerd(store_ev, ctd, findings)
-    _pin_identities(store_ev, store.actions)
-    return Plan(plan.actions + store.actions, plan.skipped + store.skipped)
+        store = plan_containerd(ev, ctd, findings)
+        _pin_identities(ev, store.actions)
+        return Plan(plan.actions + store.actions, plan.skipped + store.skipped)
+    why = (
+        "the repair works on the containerd root given with --containerd-root: repair ROOT "
+        "without it for Docker's own files"
+    )
+    skipped = [Skipped(f.check, f.path, why) for f in docker if f.severity != "info"]
+    with Evidence(ctd.location) as store_ev:
+        store = plan_containerd(store_ev, ctd, findings)
+        _pin_identities(store_ev, store.actions)
+    return Plan(store.actions, skipped + store.skipped)
 
 
 def _docker_plan(ev: Evidence, host: Host, findings: list[Finding]) -> Plan:

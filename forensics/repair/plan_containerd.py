@@ -129,11 +129,12 @@ class ContainerdPlanner:
     def _snapshotter_of(self, path: str) -> Snapshotter | None:
         """The snapshotter whose layer directories ``path`` is among, when containerd itself
         deletes the ones without an id (the row's ``cleanup``)."""
-        root = self.ctd.store.root
+        root, parent = self.ctd.store.root, path.rpartition("/")[0]
         for sn in self.ctd.store.snapshotters.values():
             row = SNAPSHOTTERS.get(sn.name)
-            layers = f"{root}/{row.layers}" if row and root else row.layers if row else None
-            if row is not None and row.cleanup and path.rpartition("/")[0] == layers:
+            if row is None or not row.cleanup:
+                continue
+            if parent == (f"{root}/{row.layers}" if root else row.layers):
                 return sn
         return None
 
@@ -175,7 +176,7 @@ class ContainerdPlanner:
     # -- damaged databases -------------------------------------------------------------------
 
     def _database_copies(self) -> list[Action]:
-        from forensics.repair.boltcopy import BoltCopyError, salvage_bolt
+        from forensics.repair.boltcopy import BOLT_LIMIT, BoltCopyError, salvage_bolt
 
         actions = []
         for f in self.by_check["containerd.db-damaged"]:
@@ -188,7 +189,7 @@ class ContainerdPlanner:
                 continue
             floor = _dir_floor(sn) if sn is not None else 0
             try:
-                salvage = salvage_bolt(self.ev.read_bytes(f.path), kind, floor)
+                salvage = salvage_bolt(self.ev.read_bytes(f.path, BOLT_LIMIT), kind, floor)
             except ReadFailure as exc:
                 self._skip(f, f"{f.path} cannot be read ({exc.detail}): no copy can be made")
                 continue
