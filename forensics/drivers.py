@@ -547,7 +547,8 @@ _NATIVE = f"{SNAPSHOTTER_PLUGIN}native"
 #: Docker: ``snapshots/<id>/`` is the snapshot's whole root file system (an active snapshot is
 #: a copy of its parent's), no ``fs/`` or ``work/``; a view on a parent has no directory of its
 #: own (it mounts the parent's). It has no cleanup: a directory without an id (``new-*``,
-#: ``rm-*`` of an interrupted prepare or remove among them) is nobody's to delete
+#: ``rm-*`` of an interrupted prepare or remove among them) is nobody's to delete. dockerd
+#: mounts a container at ``rootfs/<snapshotter>/<id>`` (moby ``daemon/snapshotter/mount.go``)
 CONTAINERD_NATIVE = DriverLayout(
     name="native",
     reader="containerd",
