@@ -206,7 +206,9 @@ def verify_report(result: VerifyResult, shown: list[Finding], root: str, term: T
         checked.bytes_read = sum(r.bytes_read for r in result.deep.layers)
     advice = None
     if result.fixable is not None:
-        advice = Advice(repair_command(root), result.fixable)
+        ctd = result.host.containerd
+        apart = ctd.location if ctd is not None and ctd.external else None
+        advice = Advice(repair_command(root, apart), result.fixable)
     return render(result.host, result.findings, shown, checked, advice, term)
 
 

@@ -21,6 +21,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from conftest import run_cli
 from sample_paths import (
     BOLT_PAGE,
     CONTAINERD_META_DB,
@@ -170,6 +171,18 @@ def test_a_docker_root_with_containerd_root(containerd_root: Path, tmp_path: Pat
     assert entries(tmp_path) == around | {f"{store.name}.quarantine"}
     assert run_repair("--undo", doc["journal"]).code == 1
     assert tree_hash(store) == damaged and tree_hash(containerd_root) == docker
+
+
+def test_verify_advises_the_repair_with_its_containerd_root(
+    containerd_root: Path, tmp_path: Path
+) -> None:
+    store = tmp_path / "containerd"
+    shutil.move(containerd_root / CONTAINERD_ROOT, store)
+    leftovers(store)
+    report = run_cli("verify", containerd_root, "--containerd-root", store)
+    assert report.code == 4, report.stderr
+    command = f"docker-forensics repair --dry-run {containerd_root} --containerd-root {store}"
+    assert f"Next: {command} shows how repair would fix all 3 errors and warnings" in report.stdout
 
 
 def test_undo_takes_no_containerd_root(tmp_path: Path) -> None:
