@@ -302,6 +302,9 @@ class DriverLayout:
     #: what the store lists (directories) and reads (files): each that exists must be readable
     lists: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
+    #: a containerd snapshotter that deletes the layer directories its database has no id for
+    #: (overlayfs' ``Cleanup``, ``getCleanupDirectories``): such a directory is a leftover
+    cleanup: bool = False
 
     @property
     def layers(self) -> str:
@@ -515,7 +518,9 @@ PREFERENCE: tuple[str, ...] = tuple(
            key=lambda n: DRIVERS[n].preference or 0)
 )  # fmt: skip
 
-_SNAPSHOTTER = "io.containerd.snapshotter.v1.overlayfs"
+#: where containerd keeps a snapshotter's files: ``<containerd root>/<plugin id>``
+SNAPSHOTTER_PLUGIN = "io.containerd.snapshotter.v1."
+_SNAPSHOTTER = f"{SNAPSHOTTER_PLUGIN}overlayfs"
 #: containerd's overlayfs snapshotter (Docker 29's containerd image store): ``snapshots/<id>/``
 #: holds ``fs/`` (the layer's diff) and ``work/``; its database names the parents; dockerd
 #: mounts a container's root file system at ``rootfs/overlayfs/<container id>``
@@ -535,9 +540,34 @@ CONTAINERD_OVERLAYFS = DriverLayout(
     work=Template(f"{_SNAPSHOTTER}/snapshots/{ID}/work"),
     mount_point=Template(f"rootfs/overlayfs/{ID}"),
     marks=(("rootfs/overlayfs", "dir"),),
+    cleanup=True,
+)
+_NATIVE = f"{SNAPSHOTTER_PLUGIN}native"
+#: containerd's native snapshotter (containerd ``plugins/snapshots/native``), as vfs is to
+#: Docker: ``snapshots/<id>/`` is the snapshot's whole root file system (an active snapshot is
+#: a copy of its parent's), no ``fs/`` or ``work/``; a view on a parent has no directory of its
+#: own (it mounts the parent's). It has no cleanup: a directory without an id (``new-*``,
+#: ``rm-*`` of an interrupted prepare or remove among them) is nobody's to delete. dockerd
+#: mounts a container at ``rootfs/<snapshotter>/<id>`` (moby ``daemon/snapshotter/mount.go``)
+CONTAINERD_NATIVE = DriverLayout(
+    name="native",
+    reader="containerd",
+    checks="containerd",
+    home=_NATIVE,
+    layer=Template(f"{_NATIVE}/snapshots/{ID}"),
+    content=Template(f"{_NATIVE}/snapshots/{ID}"),
+    holds="rootfs",
+    upper=None,
+    whiteouts=None,
+    diff="rootfs",
+    evidence=f"{DOCKERS_CONTAINERD}/{_NATIVE}/snapshots",
+    preference=None,
+    mount_point=Template(f"rootfs/native/{ID}"),
 )
 #: containerd snapshotters with a row
-SNAPSHOTTERS: dict[str, DriverLayout] = {CONTAINERD_OVERLAYFS.name: CONTAINERD_OVERLAYFS}
+SNAPSHOTTERS: dict[str, DriverLayout] = {
+    row.name: row for row in (CONTAINERD_OVERLAYFS, CONTAINERD_NATIVE)
+}
 #: the snapshotters that Docker's containerd image store writes into a container's ``Driver``
 SNAPSHOTTER_NAMES = frozenset(
     {*SNAPSHOTTERS, "native", "stargz", "fuse-overlayfs-snapshotter", "zfs-snapshotter"}

@@ -13,10 +13,12 @@ from forensics.model import Host
 from forensics.report import Finding
 
 
-def repair_command(root: str) -> str:
-    """The command line that shows the repair plan of ``root`` (as the user named it)."""
+def repair_command(root: str, containerd_root: str | None = None) -> str:
+    """The command line that shows the repair plan of ``root`` (as the user named it), with
+    the containerd root given apart, if any."""
     where = "" if root == DEFAULT_ROOT else f" {shlex.quote(root)}"
-    return f"docker-forensics repair --dry-run{where}"
+    apart = f" --containerd-root {shlex.quote(containerd_root)}" if containerd_root else ""
+    return f"docker-forensics repair --dry-run{where}{apart}"
 
 
 def fixable(ev: Evidence, host: Host, findings: list[Finding]) -> int:

@@ -206,7 +206,9 @@ def verify_report(result: VerifyResult, shown: list[Finding], root: str, term: T
         checked.bytes_read = sum(r.bytes_read for r in result.deep.layers)
     advice = None
     if result.fixable is not None:
-        command = repair_command(root)
+        ctd = result.host.containerd
+        apart = ctd.location if ctd is not None and ctd.external else None
+        command = repair_command(root, apart)
         if result.evidence is not None:  # repair refuses an archive or disk image
             command = "docker-forensics repair --dry-run, run on a copy of the root unpacked "
             command += "from the file,"

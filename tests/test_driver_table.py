@@ -50,8 +50,6 @@ ALLOWED: dict[tuple[str, str], str] = {
 NOT_SEARCHED = {
     "drivers.py": "the table itself",
     "checks/catalog.py": "the checks' descriptions: prose for the reader, as a docstring is",
-    "stores/containerd": "reads any directory snapshotter by its plugin's name "
-    "(io.containerd.snapshotter.v1.*); reading the SNAPSHOTTERS rows instead is its next step",
 }
 
 

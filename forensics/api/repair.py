@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from forensics.api.root import check_output_path, open_root, refuse_file_root
+from forensics.api.root import (
+    check_output_path,
+    open_containerd_root,
+    open_root,
+    refuse_file_root,
+)
 from forensics.checks import run_checks
 from forensics.clock import now_iso
 from forensics.errors import OperationalError, UsageError
@@ -149,21 +154,25 @@ def plan(
     pidfiles: Sequence[Path] = (),
     sqlite: SqliteTarget | None = None,
     notify: Notify | None = None,
+    containerd_root: str | None = None,
 ) -> RepairResult:
     """The plan that :func:`apply` would carry out on ROOT; nothing is changed. Its status:
-    4 when it leaves errors unfixed (as ``e2fsck -n``), else 0."""
+    4 when it leaves errors unfixed (as ``e2fsck -n``), else 0. ``containerd_root``: the
+    containerd root that goes with ROOT; the plan then works on it (see :func:`apply`)."""
     started, notes = now_iso(), _Notes(notify)
-    ev, qbase = _open(root, quarantine, sqlite)
-    usage = root_in_use(ev.root, list(pidfiles))
-    if usage:
-        notes(f"warning: {describe(usage, ev.root)} (the plan may be out of date)")
-    for state in _existing_journals(ev.root, qbase):
-        if state.incomplete and state.root == str(ev.root):
+    ev, ctd, qbase = _open(root, quarantine, sqlite, containerd_root)
+    target = _target(ev, ctd)
+    for where in _roots(ev, ctd):
+        usage = root_in_use(where, list(pidfiles))
+        if usage:
+            notes(f"warning: {describe(usage, where)} (the plan may be out of date)")
+    for state in _existing_journals(target, qbase):
+        if state.incomplete and state.root == str(target):
             notes(f"note: run {state.run} was interrupted; a repair completes it first")
-    planned, host, findings = _plan(ev)
+    planned, host, findings = _plan(ev, ctd)
     left = planned.errors_left(findings)
     result = RepairResult(
-        str(ev.root),
+        str(target),
         **planned.as_dict(),
         status=EXIT_ERRORS if left else EXIT_OK,
         dry_run=True,
@@ -174,12 +183,27 @@ def plan(
     return result
 
 
-def _open(root: str, quarantine: Path | None, sqlite: SqliteTarget | None) -> tuple[Evidence, Path]:
+def _open(
+    root: str, quarantine: Path | None, sqlite: SqliteTarget | None, containerd_root: str | None
+) -> tuple[Evidence, Evidence | None, Path]:
+    """ROOT, the containerd root given apart (if any), and the quarantine of the root the
+    repair works on: the containerd root when one is given, else ROOT."""
     refuse_file_root(root, "repair")
     ev = open_root(root, record_reads=sqlite is not None)
+    ctd = open_containerd_root(containerd_root)
     if sqlite is not None:
-        check_output_path(sqlite.database, ev.root, sqlite.overwrite)
-    return ev, quarantine_dir(ev.root, quarantine)
+        for where in _roots(ev, ctd):
+            check_output_path(sqlite.database, where, sqlite.overwrite)
+    return ev, ctd, quarantine_dir(_target(ev, ctd), quarantine)
+
+
+def _target(ev: Evidence, ctd: Evidence | None) -> Path:
+    """The root a repair changes: the containerd root given with ROOT, else ROOT."""
+    return ctd.root if ctd is not None else ev.root
+
+
+def _roots(ev: Evidence, ctd: Evidence | None) -> list[Path]:
+    return [ev.root] if ctd is None else [ev.root, ctd.root]
 
 
 def quarantine_dir(root: Path, given: Path | None) -> Path:
@@ -197,8 +221,8 @@ def quarantine_dir(root: Path, given: Path | None) -> Path:
     return path
 
 
-def _plan(ev: Evidence) -> tuple[Plan, Host, list[Finding]]:
-    host = read_host(ev)
+def _plan(ev: Evidence, ctd: Evidence | None = None) -> tuple[Plan, Host, list[Finding]]:
+    host = read_host(ev, ctd)
     findings = run_checks(host)
     return make_plan(ev, host, findings), host, findings
 
@@ -224,31 +248,36 @@ def apply(
     sqlite: SqliteTarget | None = None,
     arguments: Sequence[str] | None = None,
     notify: Notify | None = None,
+    containerd_root: str | None = None,
 ) -> RepairResult:
     """Carry out the plan on ROOT, or first complete a run that was interrupted; refused while
     ROOT is in use unless ``force``. ``arguments`` (the command line, by default this
-    process's) go into the journal. Its status: 1 repaired, 4 errors left, 0 nothing to do."""
+    process's) go into the journal. Its status: 1 repaired, 4 errors left, 0 nothing to do.
+    ``containerd_root``: the containerd root that goes with ROOT; the repair then changes that
+    root alone (its quarantine lies beside it), ROOT only read."""
     started, notes = now_iso(), _Notes(notify)
-    ev, qbase = _open(root, quarantine, sqlite)
-    _refuse_if_in_use(ev.root, pidfiles, force, notes)
+    ev, ctd, qbase = _open(root, quarantine, sqlite, containerd_root)
+    target = _target(ev, ctd)
+    for where in _roots(ev, ctd):
+        _refuse_if_in_use(where, pidfiles, force, notes)
     argv = list(sys.argv[1:] if arguments is None else arguments)
     switch = StopSwitch.from_env()
     try:
-        with workspace(ev.root, qbase) as ws:
+        with workspace(target, qbase) as ws:
             ws.lock()
             pending = pending_runs(ws)
             if pending:
-                host = read_host(ev)  # the state the interrupted run left, for --sqlite
+                host = read_host(ev, ctd)  # the state the interrupted run left, for --sqlite
                 findings = run_checks(host)
                 results = [resume_run(ws, state, switch) for state in pending]
                 actions = [a for s in pending for a in s.actions]
                 skipped: list[dict[str, Any]] = []
             else:
-                planned, host, findings = _plan(ev)
+                planned, host, findings = _plan(ev, ctd)
                 if not planned.actions:
                     errors = count_by_severity(findings)["error"]
                     result = RepairResult(
-                        str(ev.root),
+                        str(target),
                         **planned.as_dict(),
                         status=EXIT_ERRORS if errors else EXIT_OK,
                         notes=notes.lines,
@@ -261,9 +290,10 @@ def apply(
         raise  # operational errors, said as they are; any other OSError is said below
     except OSError as exc:
         raise OperationalError(f"repair stopped: {exc}; the journal tells what was done") from None
-    left = [f for f in run_checks(read_host(open_root(str(ev.root)))) if f.severity == "error"]
+    after = read_host(open_root(str(ev.root)), open_containerd_root(containerd_root))
+    left = [f for f in run_checks(after) if f.severity == "error"]
     result = RepairResult(
-        str(ev.root),
+        str(target),
         actions,
         skipped,
         status=EXIT_ERRORS if left else EXIT_REPAIRED,

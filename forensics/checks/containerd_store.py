@@ -7,10 +7,12 @@ store's blobs, and the snapshotters' snapshots and directories.
 - A blob file that no namespace records is a leftover of an interrupted delete (blobs that are
   missing or of another size are told with the images, :mod:`.containerd_images`).
 - A namespace's snapshot must exist in its snapshotter, with the same parent; each snapshot of
-  a directory snapshotter (overlayfs, native) has ``snapshots/<id>/`` with ``fs/`` (and, when
-  active, ``work/``). A directory with no id in the snapshotter's database is containerd's own
-  "cleanup directory" (``getCleanupDirectories``): deleted at its next cleanup — an error when
-  it holds files (a layer lost to a rolled-back database), a warning when empty. A snapshot
+  a snapshotter with a row in the driver table has its directory there, with what the row
+  names in it (overlayfs: ``fs/``, and ``work/`` when active; native: the files themselves, and
+  no directory for a view on a parent). A directory with no id in the snapshotter's database
+  is containerd's own "cleanup directory" (``getCleanupDirectories``) where the snapshotter has
+  that cleanup (overlayfs): deleted at its next cleanup — an error when it holds files (a
+  layer lost to a rolled-back database), a warning when empty. A snapshot
   that no namespace records is removed at the snapshotter's next cleanup.
 """
 
@@ -199,6 +201,8 @@ def _backend_snapshots(ctd: ContainerdHost, sn: Snapshotter) -> Iterator[Finding
             continue
         found = sn.dirs.get(str(snap.id))
         base = _at(ctd, row.layer(str(snap.id)))
+        if found is None and row.holds == "rootfs" and snap.kind == "view" and snap.parent:
+            continue  # a whole-copy snapshotter's view mounts its parent's directory
         if found is None:
             yield finding(
                 "containerd.snapshot-dir-missing",
@@ -216,7 +220,7 @@ def _backend_snapshots(ctd: ContainerdHost, sn: Snapshotter) -> Iterator[Finding
                 damage="missing",
                 **ident,
             )
-        if snap.kind == "active" and not found.has_work:
+        if snap.kind == "active" and row.work is not None and not found.has_work:
             yield finding(
                 "containerd.snapshot-work-missing",
                 _at(ctd, row.work(str(snap.id))) if row.work else base,
@@ -233,8 +237,11 @@ def _at(ctd: ContainerdHost, rel: str) -> str:
 
 
 def _directories(ctd: ContainerdHost, sn: Snapshotter) -> Iterator[Finding]:
-    if sn.name not in SNAPSHOTTERS or not _complete(ctd, sn):
-        return  # a directory whose record was lost to damage is told by the database's finding
+    row = SNAPSHOTTERS.get(sn.name)
+    if row is None or not row.cleanup or not _complete(ctd, sn):
+        # a directory whose record was lost to damage is told by the database's finding; a
+        # snapshotter without a cleanup (native) leaves its directories to nobody
+        return
     ids = {str(s.id) for s in sn.snapshots.values() if s.id is not None}
     for name, found in sorted(sn.dirs.items()):
         if name in ids:

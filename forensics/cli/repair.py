@@ -18,7 +18,7 @@ import click
 
 from forensics.api import repair as api
 from forensics.api.root import DEFAULT_ROOT
-from forensics.cli.common import Command, emit, warn
+from forensics.cli.common import Command, containerd_root_option, emit, warn
 from forensics.report import printable, to_json
 
 
@@ -56,6 +56,7 @@ from forensics.report import printable, to_json
     type=click.Path(dir_okay=False, path_type=Path),
     help="A daemon pid file to check besides /var/run/docker.pid (repeatable).",
 )
+@containerd_root_option
 def repair(
     root: str | None,
     dry_run: bool,
@@ -66,12 +67,18 @@ def repair(
     overwrite: bool,
     force: bool,
     pidfiles: tuple[Path, ...],
+    containerd_root: str | None,
 ) -> int:
     """Repair a stopped Docker root (default /var/lib/docker): quarantine what is broken or
-    orphaned, recreate missing overlay2 links, rewrite a damaged repositories.json."""
+    orphaned, recreate missing overlay2 links, rewrite a damaged repositories.json; in a
+    containerd store, quarantine leftover snapshot directories and stale ingests, and write a
+    salvaged copy of a damaged bolt database beside it (with --containerd-root, the repair
+    works on that root)."""
     if undo_journal is not None:
-        if quarantine is not None or sqlite_out is not None:
-            raise click.UsageError("--quarantine and --sqlite have no meaning with --undo")
+        if quarantine is not None or sqlite_out is not None or containerd_root is not None:
+            raise click.UsageError(
+                "--quarantine, --sqlite and --containerd-root have no meaning with --undo"
+            )
         undone = api.undo(
             undo_journal, root=root, dry_run=dry_run, force=force, pidfiles=pidfiles, notify=warn
         )
@@ -81,7 +88,12 @@ def repair(
     where = root or DEFAULT_ROOT
     if dry_run:
         result = api.plan(
-            where, quarantine=quarantine, pidfiles=pidfiles, sqlite=sqlite, notify=warn
+            where,
+            quarantine=quarantine,
+            pidfiles=pidfiles,
+            sqlite=sqlite,
+            notify=warn,
+            containerd_root=containerd_root,
         )
     else:
         result = api.apply(
@@ -91,6 +103,7 @@ def repair(
             pidfiles=pidfiles,
             sqlite=sqlite,
             notify=warn,
+            containerd_root=containerd_root,
         )
     doc = result.as_dict()
     emit(to_json(doc) if fmt == "json" else plan_text(doc))

@@ -115,7 +115,9 @@ def expand(actions: list[Action]) -> list[Step]:
         elif a.action == "relink":
             add(op="symlink", path=a.path, action=i, target=a.target)
         elif a.action == "copy-out":
-            values = a.details.get("superblock_from_docker")
+            # a bolt database's salvage: what the copy needs; a thin pool's: the superblock
+            # values taken from Docker's records
+            values = a.details.get("copy_values") or a.details.get("superblock_from_docker")
             add(
                 op="copyout",
                 path=a.path,
@@ -410,12 +412,7 @@ class Runner:
                 raise RepairError(f"{step.path}: {exc.strerror or exc}") from None
         try:
             _is_as_planned(step, os.fstat(fd))
-            from forensics.repair.poolcopy import PoolCopyError, write_pool_copy
-
-            try:
-                write_pool_copy(fd, self.run_fd, step.target or "copy", step.values)
-            except PoolCopyError as exc:
-                raise RepairError(f"{step.path}: {exc}") from None
+            _write_copy(fd, self.run_fd, step)
         finally:
             os.close(fd)
         self.switch.event()
@@ -439,6 +436,22 @@ class Runner:
                 or os.readlink(dst.name, dir_fd=dst.fd) != step.target
             ):
                 raise RepairError(f"{step.path}: exists and is not the link planned; stopped")
+
+
+def _write_copy(fd: int, run_fd: int, step: Step) -> None:
+    """The repaired copy a ``copyout`` step writes: a containerd bolt database's salvage, or a
+    thin pool's metadata."""
+    from forensics.repair.boltcopy import BoltCopyError, write_bolt_copy
+    from forensics.repair.poolcopy import PoolCopyError, write_pool_copy
+
+    values = step.values or {}
+    try:
+        if values.get("format") == "bbolt":
+            write_bolt_copy(fd, run_fd, step.target or "copy", values)
+        else:
+            write_pool_copy(fd, run_fd, step.target or "copy", step.values)
+    except (PoolCopyError, BoltCopyError) as exc:
+        raise RepairError(f"{step.path}: {exc}") from None
 
 
 def park_in_run(run_fd: int, from_fd: int, name: str) -> str:

@@ -448,7 +448,33 @@ def _outermost(actions: list[Action]) -> list[Action]:
 
 
 def make_plan(ev: Evidence, host: Host, findings: list[Finding]) -> Plan:
-    """The repair plan for ``host`` (read from ``ev``) and its ``findings``; reads only."""
+    """The repair plan for ``host`` (read from ``ev``) and its ``findings``; reads only. The
+    containerd store's findings are planned by :mod:`.plan_containerd`, on the root they are
+    relative to: ROOT, or the containerd root given apart (then the plan works on that root
+    alone, and Docker's own findings are left for a repair of ROOT without it)."""
+    ctd = host.containerd
+    if ctd is None:
+        return _docker_plan(ev, host, findings)
+    from forensics.repair.plan_containerd import is_containerd_finding, plan_containerd
+
+    docker = [f for f in findings if not is_containerd_finding(f)]
+    if not ctd.external:
+        plan = _docker_plan(ev, host, docker)
+        store = plan_containerd(ev, ctd, findings)
+        _pin_identities(ev, store.actions)
+        return Plan(plan.actions + store.actions, plan.skipped + store.skipped)
+    why = (
+        "the repair works on the containerd root given with --containerd-root: repair ROOT "
+        "without it for Docker's own files"
+    )
+    skipped = [Skipped(f.check, f.path, why) for f in docker if f.severity != "info"]
+    with Evidence(ctd.location) as store_ev:
+        store = plan_containerd(store_ev, ctd, findings)
+        _pin_identities(store_ev, store.actions)
+    return Plan(store.actions, skipped + store.skipped)
+
+
+def _docker_plan(ev: Evidence, host: Host, findings: list[Finding]) -> Plan:
     if host.layout not in ("modern", "legacy") or host.driver not in SUPPORTED_DRIVERS:
         what = f"{host.layout} layout" + (f" on {host.driver}" if host.driver else "")
         drivers = ", ".join(SUPPORTED_DRIVERS)

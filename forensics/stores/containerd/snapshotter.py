@@ -1,5 +1,6 @@
-"""A snapshotter's own records: ``io.containerd.snapshotter.v1.<name>/metadata.db`` and, for
-overlayfs (and native), the directories ``snapshots/<id>/``.
+"""A snapshotter's own records: ``io.containerd.snapshotter.v1.<name>/metadata.db`` and, for a
+snapshotter with a row in the driver table (overlayfs, native), its layer directories, where
+the row says they are (:data:`forensics.drivers.SNAPSHOTTERS`).
 
 The database (containerd ``snapshots/storage/bolt.go``)::
 
@@ -24,6 +25,7 @@ from forensics.containerd_model import (
     Snapshotter,
     StoreProblem,
 )
+from forensics.drivers import SNAPSHOTTER_PLUGIN, DriverLayout, Template
 from forensics.evidence import Evidence
 from forensics.stores.containerd.boltread import Bucket
 from forensics.stores.containerd.metadata import labels, text
@@ -35,9 +37,7 @@ from forensics.stores.containerd.values import (
     split_uvarint,
 )
 
-PLUGIN_PREFIX = "io.containerd.snapshotter.v1."
-#: snapshotters whose snapshots are directories ``snapshots/<id>/``
-DIRECTORY_SNAPSHOTTERS = ("overlayfs", "native")
+PLUGIN_PREFIX = SNAPSHOTTER_PLUGIN
 #: directories walked at most to measure one snapshot directory
 MEASURE_LIMIT = 1_000_000
 
@@ -95,10 +95,14 @@ def _time(b: Bucket, key: bytes) -> GoTime | None:
     return decode_binary_time(raw) if raw is not None else None
 
 
-def read_snapshot_dirs(ev: Evidence, sn: Snapshotter) -> None:
-    """``snapshots/<name>/`` of a directory snapshotter: which exist, with ``fs``/``work``;
-    those whose usage containerd does not record are measured (see :class:`SnapshotDir`)."""
-    base = f"{sn.path}/snapshots"
+def read_snapshot_dirs(ev: Evidence, sn: Snapshotter, row: DriverLayout, root: str) -> None:
+    """The layer directories of a snapshotter with a row (``row.layers`` under the containerd
+    root ``root``): which exist, with the entries the row names inside one (overlayfs' ``fs``
+    and ``work``; native's files are the directory itself); those whose usage containerd does
+    not record are measured (see :class:`SnapshotDir`)."""
+    base = f"{root}/{row.layers}" if root else row.layers
+    files_in = _entry_inside(row.content)
+    work_in = _entry_inside(row.work)
     recorded = {
         str(s.id) for s in sn.snapshots.values() if s.kind == "committed" and s.size is not None
     }
@@ -108,11 +112,22 @@ def read_snapshot_dirs(ev: Evidence, sn: Snapshotter) -> None:
             continue
         inside = ev.scandir_types(f"{base}/{name}")
         found = SnapshotDir(
-            name, f"{base}/{name}", inside.get("fs") == "dir", inside.get("work") == "dir"
+            name,
+            f"{base}/{name}",
+            files_in is None or inside.get(files_in) == "dir",
+            work_in is not None and inside.get(work_in) == "dir",
         )
         if name not in recorded:
             found.size, found.files = measure_tree(ev, found.path)
         sn.dirs[name] = found
+
+
+def _entry_inside(template: Template | None) -> str | None:
+    """The entry of a layer directory that a row's template names (``fs`` of
+    ``…/snapshots/{id}/fs``); None when the template is the layer directory itself."""
+    if template is None:
+        return None
+    return template.suffix.strip("/").split("/")[0] or None
 
 
 def measure_tree(ev: Evidence, rel: str) -> tuple[int, int]:

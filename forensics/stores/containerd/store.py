@@ -9,12 +9,12 @@ from forensics.containerd_model import (
     Snapshotter,
     StoreProblem,
 )
+from forensics.drivers import DOCKERS_CONTAINERD, SNAPSHOTTERS
 from forensics.evidence import Evidence, ReadFailure
 from forensics.stores.containerd.boltread import BoltTree, read_tree
 from forensics.stores.containerd.content import read_blobs, read_ingests
 from forensics.stores.containerd.metadata import decode_namespaces
 from forensics.stores.containerd.snapshotter import (
-    DIRECTORY_SNAPSHOTTERS,
     PLUGIN_PREFIX,
     decode_snapshotter_db,
     read_snapshot_dirs,
@@ -22,7 +22,7 @@ from forensics.stores.containerd.snapshotter import (
 
 META_DB = "io.containerd.metadata.v1.bolt/meta.db"
 #: where dockerd keeps the root of the containerd it starts itself
-DOCKER_CONTAINERD_ROOT = "containerd/daemon"
+DOCKER_CONTAINERD_ROOT = DOCKERS_CONTAINERD
 #: bbolt files larger than this are not read into memory
 DB_LIMIT = 1024 * 1024 * 1024
 
@@ -96,5 +96,6 @@ def _read_snapshotter(ev: Evidence, store: ContainerdStore, plugin: str) -> None
         tree, sn.db = read_bolt(ev, db_path, store.problems, (b"v1",))
         if tree is not None:
             decode_snapshotter_db(sn, tree.root, store.problems)
-    if name in DIRECTORY_SNAPSHOTTERS:
-        read_snapshot_dirs(ev, sn)
+    row = SNAPSHOTTERS.get(name)
+    if row is not None:
+        read_snapshot_dirs(ev, sn, row, store.root)
