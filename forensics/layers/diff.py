@@ -16,6 +16,12 @@ is ``C`` and listed before its children. Only paths that some differing layer ho
 differ, so only those are looked at (the container's upper dir on overlay2, not the image).
 dockerd lists children in Go map order (random); here they come sorted.
 
+On devicemapper both trees are whole root file systems in thin devices of the pool: the
+``rootfs/`` of the container's device against its init device's (legacy: the devices named by
+the container id and ``<id>-init``; modern: by the mount record's mount-id and init-id), read
+through :mod:`forensics.layers.devices`, never mounted. When the older of two whole trees
+cannot be read, no change is listed (each file would be "added"): the problem says why.
+
 Every directory is walked through a :class:`~forensics.layers.content.LayerTree` (no symlink
 followed), with an explicit stack (one frame per level, never recursion). Each directory of a
 view carries down the layers that make it up (the merge of overlay: a whiteout, a file or an
@@ -29,7 +35,7 @@ are named in one problem. :func:`diff_plan` builds the plain inputs from a read 
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -37,6 +43,16 @@ from forensics.drivers import AUFS_WHITEOUTS, OVERLAY_WHITEOUTS, layout_of
 from forensics.evidence import Evidence, ReadFailure
 from forensics.layers.confine import PATH_MAX, ConfinedDir, Parts, Refusal, shorten, too_deep
 from forensics.layers.content import LayerTree, StatLike, is_opaque
+from forensics.layers.devices import (
+    ContentError,
+    DeviceRef,
+    close_pools,
+    device_ref,
+    open_device_dir,
+    pool_in_root,
+    rootfs_dir,
+)
+from forensics.layers.treedir import TreeDir
 from forensics.model import Host
 
 __all__ = [
@@ -71,7 +87,10 @@ class Change:
 class DiffPlan:
     """The two trees to compare, as stacks of layer directories (relative to ``root``, top
     first). ``whiteouts`` is ``overlay``, ``aufs`` or ``none`` (full root file systems, which
-    hold no whiteouts)."""
+    hold no whiteouts). On a driver that keeps a layer's files in a thin device
+    (devicemapper), ``devices`` are the devices whose ``rootfs/`` the layer directories name
+    (where Docker mounts them), and ``unreadable`` the layer directories known beforehand to
+    be unreadable, each with why (a device without a usable record)."""
 
     root: str
     container_id: str
@@ -79,6 +98,8 @@ class DiffPlan:
     new: tuple[str, ...]
     old: tuple[str, ...]
     whiteouts: str = "overlay"
+    devices: tuple[DeviceRef, ...] = ()
+    unreadable: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -108,6 +129,8 @@ def diff_plan(host: Host, container_id: str) -> DiffPlan | str:
         return f"container {container_id}: no read-write layer recorded (no mount-id)"
     driver = host.driver or ""
     layout = layout_of(driver)
+    if layout is not None and layout.diff == "rootfs" and layout.thin is not None:
+        return _device_plan(host, container_id, driver, mount_id, init_id)
     content = layout.content if layout is not None else None
     if layout is None or layout.diff is None or content is None:
         return f"container {container_id}: the {driver or 'unknown'} driver's files cannot be read"
@@ -125,6 +148,46 @@ def diff_plan(host: Host, container_id: str) -> DiffPlan | str:
         return DiffPlan(host.root, container_id, driver, new, (*init, *roots), whiteouts)
     old = (content(init_id),) if init_id else ()
     return DiffPlan(host.root, container_id, driver, (content(mount_id),), old, whiteouts)
+
+
+def _device_plan(
+    host: Host, container_id: str, driver: str, mount_id: str, init_id: str | None
+) -> DiffPlan | str:
+    """dockerd's naive diff on devicemapper: the ``rootfs/`` of the container's device
+    against that of its init device (named by the mount record's mount-id and init-id;
+    legacy: the container id and ``<id>-init``)."""
+    if not pool_in_root(host):
+        return (
+            f"container {container_id}: the devicemapper pool is not a pair of files in ROOT "
+            "(a direct-lvm pool): its devices cannot be read"
+        )
+    device = device_ref(host, mount_id)
+    if device is None:
+        return (
+            f"container {container_id}: its read-write layer {mount_id} has no usable device "
+            "record: its files cannot be read"
+        )
+    init = device_ref(host, init_id) if init_id else None
+    old: tuple[str, ...] = ()
+    unreadable: tuple[tuple[str, str], ...] = ()
+    if init is not None:
+        old = (init.mount_dir,)
+    elif init_id:
+        missing = rootfs_dir(init_id)
+        old = (missing,)
+        why = f"the init layer {init_id} has no usable device record: its files cannot be read"
+        unreadable = ((missing, why),)
+    devices = (device, init) if init is not None else (device,)
+    return DiffPlan(
+        host.root,
+        container_id,
+        driver,
+        (device.mount_dir,),
+        old,
+        "none",
+        devices=devices,
+        unreadable=unreadable,
+    )
 
 
 def _damaged_reference(host: Host, container_id: str) -> str | None:
@@ -172,17 +235,14 @@ def _layer_chain(host: Host, container_id: str) -> list[str]:
     return out
 
 
-def container_diff(plan: DiffPlan) -> DiffResult:
-    """The changes of ``plan``'s container, in ``docker diff`` order (parents first)."""
+def container_diff(plan: DiffPlan, ev: Evidence | None = None) -> DiffResult:
+    """The changes of ``plan``'s container, in ``docker diff`` order (parents first).
+    ``ev``: an Evidence of ``plan.root`` to reuse (the pools it opened stay open: the caller's
+    to close); without one, ROOT is opened and let go here."""
     result = DiffResult(plan.container_id)
-    ev = Evidence(plan.root)
-    opened: dict[str, LayerTree | None] = {}
-    for rel in {*plan.new, *plan.old}:
-        try:
-            opened[rel] = ConfinedDir(ev, rel)
-        except ReadFailure as failure:
-            opened[rel] = None
-            result.problems.append((rel, str(failure)))
+    own = ev is None
+    ev = Evidence(plan.root) if ev is None else ev
+    opened = {rel: _open_layer(ev, plan, rel, result) for rel in sorted({*plan.new, *plan.old})}
     try:
         new = _View([opened[r] for r in plan.new], plan.whiteouts)
         old = _View([opened[r] for r in plan.old], plan.whiteouts)
@@ -191,15 +251,46 @@ def container_diff(plan: DiffPlan) -> DiffResult:
         ]
         if opened.get(plan.new[0] if plan.new else "") is None:
             return result  # no read-write layer: nothing can be said
+        if plan.whiteouts == "none" and any(opened[r] is None for r in plan.old):
+            return result  # a whole root file system against nothing: every file "added"
         differ = _Differ(new, old, [d for d in differing if d is not None], plan.whiteouts)
         differ.run(result.changes)
         if differ.deep:
             _too_deep_problem(result, plan.new[0], differ)
+        _tree_problems(result, opened.values())
     finally:
         for cdir in opened.values():
             if cdir is not None:
                 cdir.close()
+        if own:
+            close_pools(ev)
     return result
+
+
+def _open_layer(ev: Evidence, plan: DiffPlan, rel: str, result: DiffResult) -> LayerTree | None:
+    """The layer directory ``rel`` of ``plan``: a directory of ROOT, or the ``rootfs/`` of a
+    thin device; None (and the problem said) when it cannot be read."""
+    why = dict(plan.unreadable).get(rel)
+    device = next((d for d in plan.devices if d.mount_dir == rel), None)
+    try:
+        if why is None and device is not None:
+            return open_device_dir(ev, device)
+        if why is None:
+            return ConfinedDir(ev, rel)
+    except ReadFailure as failure:
+        why = str(failure)
+    except ContentError as exc:
+        why = f"its files cannot be read: {exc}"
+    result.problems.append((rel, why))
+    return None
+
+
+def _tree_problems(result: DiffResult, trees: Iterable[LayerTree | None]) -> None:
+    """What the filesystem readers met besides the entries compared (a damaged directory, a
+    damaged mapping of the device), each once."""
+    for tree in trees:
+        if isinstance(tree, TreeDir):
+            result.problems.extend((tree.rel, f"in {tree.source}: {p}") for p in tree.problems)
 
 
 @dataclass
