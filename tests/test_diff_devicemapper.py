@@ -9,8 +9,10 @@ line, never a traceback; the pool files are never written.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +142,52 @@ def test_pool_not_in_root_is_one_line(cli, dm_root: Path, dm_truth) -> None:
     assert result.code == 8 and "Traceback" not in result.stderr
     (line,) = result.stderr.strip().splitlines()
     assert "direct-lvm" in line
+
+
+# -- timeline -----------------------------------------------------------------------------------
+
+#: the inode times a timeline tells of each file a container changed, by their truth fields
+INODE_TIMES = {
+    "mtime": "Container file modified (mtime)",
+    "ctime": "Container file changed (ctime)",
+    "crtime": "Container file created (crtime)",
+}
+
+
+def iso(seconds: int, nanos: int) -> str:
+    moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{moment}.{nanos:09d}Z"
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_timeline_tells_the_inode_times_of_the_changed_files(
+    era: str, cli, request: pytest.FixtureRequest
+) -> None:
+    """Each file a container added or changed (its ``diff``) gives its mtime, ctime and crtime
+    as the truth records them in the container's device; a deleted one has no inode left."""
+    root, truth = sample(era, request)
+    result = cli("timeline", root, "--format", "jsonl")
+    assert result.code == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    got = {
+        (e["object_id"], e["timestamp_desc"], e["message"], e["datetime"], e["path"])
+        for e in events
+        if e["timestamp_desc"].startswith("Container file")
+    }
+    expected = set()
+    for c in truth["containers"]:
+        name = c.get("mount_id") or c["id"]
+        label = f"container {c.get('name', '?')} ({c['id'][:12]})"
+        for line in c["diff"]:
+            kind, path = line.split(" ", 1)
+            if kind == "D":
+                continue
+            inode = c["rootfs"][path[1:]]
+            for field, desc in INODE_TIMES.items():
+                when = iso(inode[field], inode[f"{field}_ns"])
+                where = f"devicemapper/mnt/{name}/rootfs{path}"
+                expected.add((c["id"], desc, f"{label}: {line}", when, where))
+    assert got == expected
+    assert any(c["diff"] for c in truth["containers"])
+    none = cli("timeline", root, "--format", "jsonl", "--no-file-times")
+    assert "Container file" not in none.stdout

@@ -111,6 +111,9 @@ class DiffResult:
     problems: list[tuple[str, str]] = field(default_factory=list)
     #: the problems that say paths were too deep to compare (also in ``problems``)
     too_deep: list[tuple[str, str]] = field(default_factory=list)
+    #: with ``keep_stats``: each added or changed entry's path (as in ``changes``) → its
+    #: metadata in the container's tree, and where that tree shows it (relative to ROOT)
+    stats: dict[str, tuple[StatLike, str]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         return [c.line() for c in self.changes]
@@ -235,10 +238,13 @@ def _layer_chain(host: Host, container_id: str) -> list[str]:
     return out
 
 
-def container_diff(plan: DiffPlan, ev: Evidence | None = None) -> DiffResult:
+def container_diff(
+    plan: DiffPlan, ev: Evidence | None = None, *, keep_stats: bool = False
+) -> DiffResult:
     """The changes of ``plan``'s container, in ``docker diff`` order (parents first).
     ``ev``: an Evidence of ``plan.root`` to reuse (the pools it opened stay open: the caller's
-    to close); without one, ROOT is opened and let go here."""
+    to close); without one, ROOT is opened and let go here. ``keep_stats``: the metadata of
+    each added or changed entry kept too (``DiffResult.stats``)."""
     result = DiffResult(plan.container_id)
     own = ev is None
     ev = Evidence(plan.root) if ev is None else ev
@@ -254,6 +260,8 @@ def container_diff(plan: DiffPlan, ev: Evidence | None = None) -> DiffResult:
         if plan.whiteouts == "none" and any(opened[r] is None for r in plan.old):
             return result  # a whole root file system against nothing: every file "added"
         differ = _Differ(new, old, [d for d in differing if d is not None], plan.whiteouts)
+        if keep_stats:
+            differ.stats = result.stats
         differ.run(result.changes)
         if differ.deep:
             _too_deep_problem(result, plan.new[0], differ)
@@ -446,6 +454,8 @@ class _Differ:
         #: entries beyond PATH_MAX: how many, and the first
         self.deep = 0
         self.first_deep: Parts = ()
+        #: when kept: each added or changed entry's metadata and where it is shown
+        self.stats: dict[str, tuple[StatLike, str]] | None = None
 
     def run(self, out: list[Change]) -> None:
         """The changes, parents first, into ``out``: depth first over the new view with an
@@ -468,6 +478,7 @@ class _Differ:
             if len(out) > frame.start and not frame.added and parts:
                 out.insert(frame.start, Change(_show(parts), "C"))
                 self.inserted.add(out[frame.start].path)
+                self._keep(out[frame.start].path, frame.new, parts)
             parts = parts[:-1]
 
     def _frame(
@@ -519,11 +530,17 @@ class _Differ:
                 out.append(Change(_show(child), "C"))
             else:
                 marked = False
+            if marked:
+                self._keep(out[-1].path, n, child)
             if stat.S_ISDIR(n.st.st_mode):
                 length = base + len(name)
                 entered = self._frame(child, n, o, marked, length, new_layers, old_layers, out)
                 return _Entered(name, entered)
         return None
+
+    def _keep(self, shown: str, node: _Node, parts: Parts) -> None:
+        if self.stats is not None:
+            self.stats[shown] = (node.st, node.cdir.path_of(parts))
 
     def _touched(self, parts: Parts) -> bool:
         """True when a differing layer holds ``parts`` (or its whiteout): only then can the

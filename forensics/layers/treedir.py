@@ -48,12 +48,15 @@ class TreeStat:
         "st_atime_ns",
         "st_mtime_ns",
         "st_ctime_ns",
+        "st_birthtime_ns",
     )
 
     def __init__(self, st: Stat) -> None:
         self.st_mode, self.st_ino, self.st_nlink = st.mode, st.ino, st.nlink
         self.st_uid, self.st_gid, self.st_size, self.st_rdev = st.uid, st.gid, st.size, st.rdev
         self.st_atime_ns, self.st_mtime_ns, self.st_ctime_ns = st.atime_ns, st.mtime_ns, st.ctime_ns
+        #: the inode's birth time (ext4's crtime, xfs v5's crtime); None where there is none
+        self.st_birthtime_ns = st.crtime_ns
 
 
 class TreeDir:
