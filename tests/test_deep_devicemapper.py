@@ -28,6 +28,7 @@ from unprivileged import reachable_tmpdir, run_cli_unprivileged
 
 from forensics.evidence import Evidence
 from forensics.fs import walk
+from forensics.layers.confine import Refusal
 from forensics.layers.devices import DeviceRef, close_pools, open_device_dir
 
 pytestmark = needs("thin_dump", "thin_restore", "thin_check", "debugfs", "dumpe2fs", "xfs_db")
@@ -385,3 +386,36 @@ def test_files_read_equal_what_e2fsprogs_and_xfsprogs_read(
             theirs = rootfs(xfs_tree(image, tmp_path))
         image.unlink()
         assert tool_tree(root, ref) == theirs, name
+
+
+# -- the file-size cap ----------------------------------------------------------------------------
+
+
+def test_a_crafted_inode_size_is_capped_without_a_size_record(
+    dm_root: Path, tmp_path: Path
+) -> None:
+    """A device read without Docker's size record, whose last mapped block (the zeros mkfs
+    wrote at the device's end) is unmapped, and bin/su's inode claiming 99 GiB: less than the
+    100 GiB its filesystem claims, more than the device maps. The layer's tree refuses the
+    file as too large, as ``thin files`` does (one cap), instead of reading 99 GiB of holes."""
+    pool = dd.PoolXml(dm_root)
+    last = pool.runs[2][-1]
+    assert last.length == 1 and last.vbegin == (100 << 30) // pool.block - 1
+    pool.remap(2, last.vbegin, None)
+    pool.save(tmp_path)
+    _change(dm_root, 2, tmp_path, f"sif /rootfs/bin/su size {99 << 30}")
+    ref = DeviceRef(LEGACY_BASE, 2, None)
+    ev = Evidence(dm_root)
+    try:
+        with open_device_dir(ev, ref) as tree:
+            st = tree.lstat((b"bin", b"su"))
+            assert not isinstance(st, Refusal) and st.st_size == 99 << 30
+            opened = tree.open_regular((b"bin", b"su"))
+            assert isinstance(opened, Refusal), "a 99 GiB file opened past the mapped end"
+            assert opened.kind == "unreadable" and "more than the" in opened.detail
+            dash = tree.open_regular((b"bin", b"dash"))
+            assert not isinstance(dash, Refusal)
+            dash[0].close()
+    finally:
+        close_pools(ev)
+        ev.close()

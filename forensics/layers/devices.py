@@ -93,9 +93,9 @@ def rootfs_dir(name: str) -> str:
 def open_device_dir(ev: Evidence, ref: DeviceRef) -> TreeDir:
     """The ``rootfs/`` directory of ``ref``'s filesystem. Raises :class:`ContentError` when
     the pool, the device or its filesystem cannot be read, or it has no ``rootfs/``."""
-    from forensics.fs import FsOpenError, Limits, open_tree
+    from forensics.fs import FsOpenError
     from forensics.thin.device import DeviceOpenError, ThinDevice
-    from forensics.thin.files import claimed_size
+    from forensics.thin.files import open_device_fs
 
     pool = _pool(ev, ref.pool)
     what = ref.describe()
@@ -103,10 +103,8 @@ def open_device_dir(ev: Evidence, ref: DeviceRef) -> TreeDir:
         device = ThinDevice(pool.pool, ref.dev_id, pool.data_fd, size=ref.size)
     except DeviceOpenError as exc:
         raise ContentError(f"{what}: {exc}") from None
-    if ref.size is None:
-        device.size = max(device.size, claimed_size(device))
     try:
-        tree = open_tree(device, device.size, Limits())
+        tree = open_device_fs(device, ref.size)
     except FsOpenError as exc:
         problems = "; ".join(str(p) for p in device.read_problems)
         raise ContentError(f"{what}: {problems or exc}") from None
