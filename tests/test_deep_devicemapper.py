@@ -419,3 +419,59 @@ def test_a_crafted_inode_size_is_capped_without_a_size_record(
     finally:
         close_pools(ev)
         ev.close()
+
+
+# -- a layer held against its parent through the pool's sharing -----------------------------------
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_shared_members_are_skipped_only_when_identical(
+    era: str, request: pytest.FixtureRequest
+) -> None:
+    """Every layer's tree held against its parent's with the members both devices keep in
+    the same data blocks skipped, and with every member looked at: the same changes; and
+    some members (a snapshot's inherited inodes) are skipped."""
+    from forensics.layers import diff as layer_diff
+    from forensics.layers import plan_layers
+    from forensics.stores import read_host
+
+    root: Path = request.getfixturevalue("dm_master" if era == "legacy" else "modern_dm_master")
+    ev = Evidence(root)
+    skipped = 0
+    try:
+        jobs = [j for j in plan_layers(read_host(ev))[0] if j.parent_device is not None]
+        assert jobs
+        for job in jobs:
+            with open_device_dir(ev, job.device) as tree:
+                with open_device_dir(ev, job.parent_device) as parent:
+                    shared = tree.shared_members(parent)
+                    assert shared is not None
+                    fast = layer_diff.tree_diff(tree, parent)
+                    differ = layer_diff._Differ(
+                        layer_diff._View([tree], "none"),
+                        layer_diff._View([parent], "none"),
+                        [tree, parent],
+                        "none",
+                    )
+                    slow: list[layer_diff.Change] = []
+                    differ.run(slow)  # no shortcut: every member stat'ed on both sides
+                    assert fast.changes == slow and fast.inserted == differ.inserted
+                    skipped += sum(
+                        1
+                        for w in walk(tree.tree, [], top=tree.top)
+                        if len(w.parts) > 1 and shared(w.parts[1:])
+                    )
+    finally:
+        close_pools(ev)
+        ev.close()
+    assert skipped > 0
+
+
+def test_inherited_file_changed_in_a_child_device(cli, dm_root: Path, tmp_path: Path) -> None:
+    """bin/su's mode changed in the device of a layer whose tar is empty: its inode's block
+    is written copy-on-write, no longer shared with the parent's, and the change is found."""
+    _change(dm_root, 3, tmp_path, "sif /rootfs/bin/su mode 0100755")
+    result = cli("verify", dm_root, "--deep", "--format", "json")
+    assert result.code == 4
+    hit = named(result.json(), "layer.file-inherited-changed", LEGACY_SECOND, "bin/su")
+    assert "mode 4755 → 0755" in hit["message"]

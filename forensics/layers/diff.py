@@ -35,7 +35,7 @@ are named in one problem. :func:`diff_plan` builds the plain inputs from a read 
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -260,6 +260,8 @@ def container_diff(
         if plan.whiteouts == "none" and any(opened[r] is None for r in plan.old):
             return result  # a whole root file system against nothing: every file "added"
         differ = _Differ(new, old, [d for d in differing if d is not None], plan.whiteouts)
+        if plan.whiteouts == "none" and len(new.layers) == len(old.layers) == 1:
+            differ.same = _shared_members(new.layers[0], old.layers[0])
         if keep_stats:
             differ.stats = result.stats
         differ.run(result.changes)
@@ -318,9 +320,18 @@ def tree_diff(new: LayerTree, old: LayerTree | None) -> TreeDiff:
     systems (no whiteouts, no opaque directories), by ``docker diff``'s rules."""
     trees = [new] if old is None else [new, old]
     differ = _Differ(_View([new], "none"), _View([old], "none"), trees, "none")
+    differ.same = _shared_members(new, old)
     changes: list[Change] = []
     differ.run(changes)
     return TreeDiff(changes, differ.inserted, differ.deep, differ.first_deep)
+
+
+def _shared_members(new: LayerTree, old: LayerTree | None) -> Callable[[Parts], bool] | None:
+    """How to skip, between two whole trees, a member that both keep in the same bytes of
+    one thin pool (a snapshot's member neither device rewrote: identical by construction),
+    when the trees can tell (:meth:`~forensics.layers.treedir.TreeDir.shared_members`)."""
+    shared = getattr(new, "shared_members", None)
+    return shared(old) if shared is not None and old is not None else None
 
 
 def _too_deep_problem(result: DiffResult, upper: str, differ: _Differ) -> None:
@@ -456,6 +467,9 @@ class _Differ:
         self.first_deep: Parts = ()
         #: when kept: each added or changed entry's metadata and where it is shown
         self.stats: dict[str, tuple[StatLike, str]] | None = None
+        #: two whole trees that can tell a member they keep in the same bytes: True for
+        #: such a member (a non-directory: identical, not looked at)
+        self.same: Callable[[Parts], bool] | None = None
 
     def run(self, out: list[Change]) -> None:
         """The changes, parents first, into ``out``: depth first over the new view with an
@@ -517,6 +531,8 @@ class _Differ:
                 continue
             if frame.prune and not self._touched(child):
                 continue  # the same layers show it in both views: identical
+            if self.same is not None and frame.old_layers and self.same(child):
+                continue  # the same inode in the same bytes of the pool: identical
             n, new_layers = self.new.child(frame.new_layers, child)
             o, old_layers = self.old.child(frame.old_layers, child)
             if n is None:

@@ -143,6 +143,19 @@ class TreeDir:
         out.sort()
         return out
 
+    def shared_members(self, other: object) -> Callable[[Parts], bool] | None:
+        """How to tell that a member is the same in ``other`` without reading it: a test of
+        ``parts`` that is True when both trees list it as the same inode (not a directory)
+        kept in the same bytes of one thin pool — a snapshot's member that neither device
+        rewrote. None when the trees cannot tell (not two trees of one pool's devices)."""
+        if not isinstance(other, TreeDir):
+            return None
+        shares = getattr(self.tree, "shares_member", None)
+        if shares is None or type(other.tree) is not type(self.tree):
+            return None
+        mine, theirs, their_tree = self.top, other.top, other.tree
+        return lambda parts: bool(shares(their_tree, (*mine, *parts), (*theirs, *parts)))
+
     def xattr(self, parts: Parts, name: str) -> bytes | None:
         found = self.tree.xattrs((*self.top, *parts))
         if isinstance(found, TreeRefusal):
