@@ -54,7 +54,7 @@ from forensics.fs.tree import (
 )
 
 #: inodes (file entries) and directory listings kept
-_ENTRY_CACHE = 256
+_ENTRY_CACHE = 16384
 _LISTING_CACHE = 64
 #: directories whose listing is kept by path (a walk returns to a few ancestors)
 _DIR_CACHE = 16
