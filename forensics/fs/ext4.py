@@ -94,6 +94,7 @@ SUPERBLOCK_SIZE = 1024
 
 _DIRENT = struct.Struct("<IHBB")
 _SIZE = struct.Struct("<I")
+_HALF = struct.Struct("<H")
 #: an inode's ``i_block`` (60 bytes: extents, block map, or a short target or inline data)
 I_BLOCK = slice(0x28, 0x28 + 60)
 FLAG_INLINE_DATA = 0x10000000
@@ -152,6 +153,8 @@ class Ext4Tree(LibyalTree):
         raw = read_at(self.fileobj, at, size)
         if isinstance(raw, Refusal) or len(raw) < GOOD_OLD_INODE_SIZE:
             return False
+        if stat.S_ISDIR(_HALF.unpack_from(raw, 0)[0]):
+            return False  # listed as another type: a directory is always entered
         acl = file_acl(raw, bool(self.superblock.feature_incompat & INCOMPAT_64BIT))
         return not acl or shares(theirs, acl * bs, bs)
 

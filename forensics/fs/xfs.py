@@ -245,6 +245,8 @@ class XfsTree(LibyalTree):
         raw = read_at(self.fileobj, at, size)
         if isinstance(raw, Refusal) or len(raw) < CORE_PARSED:
             return False
+        if stat.S_ISDIR(int.from_bytes(raw[2:4], "big")):
+            return False  # listed as another type: a directory is always entered
         return raw[_FORKOFF] == 0 or raw[_AFORMAT] == _FORMAT_LOCAL
 
     def _xattr_name(self, name: bytes) -> bytes:
