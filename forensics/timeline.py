@@ -5,7 +5,11 @@ the command that made it), when it was last tagged or pulled (imagedb ``lastUpda
 the 1.8/1.9 store when each graph image was made. Containers: created, started, finished (with
 the exit code), the first and last line of a ``json-file`` log. With ``file_times``, also the
 modification times that Docker leaves on its own records: each layerdb entry, each container's
-``config.v2.json`` and each volume's directory (when they were last written).
+``config.v2.json`` and each volume's directory (when they were last written); and the inode
+times of the files each container changed (what ``diff`` lists as added or changed) where the
+container's files are a filesystem image whose times are the evidence's own: the thin devices
+of devicemapper (mtime, ctime, and crtime where the filesystem keeps it). A directory of ROOT
+may be a copy whose ctimes are the copy's: its files are not told.
 
 Every time is converted to UTC and written with nine digits of fraction, as precise as Docker
 wrote it (``2026-11-28T01:14:45.123456789Z``); Docker's zero time (never started) is no
@@ -25,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from forensics.checks.common import short
+from forensics.drivers import layout_of
 from forensics.evidence import Evidence, ReadFailure
 from forensics.formats.jsonfile import JsonDamage, decode_json, field
 from forensics.model import Container, Host, Image
@@ -92,6 +97,7 @@ def build_timeline(ev: Evidence, host: Host, *, file_times: bool = True) -> list
         events.update(_container_events(ev, store))
         if file_times:
             events.update(_file_time_events(ev, store))
+            events.update(_changed_file_events(ev, store))
     if host.containerd is not None:
         from forensics.timeline_containerd import containerd_events
 
@@ -270,8 +276,57 @@ def _mtime(ev: Evidence, rel: str) -> str | None:
     st = ev.lstat(rel)
     if st is None:
         return None
-    moment = datetime.fromtimestamp(st.st_mtime_ns // 1_000_000_000, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{st.st_mtime_ns % 1_000_000_000:09d}Z"
+    return _iso_ns(st.st_mtime_ns)
+
+
+def _iso_ns(ns: int) -> str | None:
+    """Nanoseconds since the epoch as the events write a time; None for what UTC cannot hold."""
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    try:
+        moment = datetime.fromtimestamp(seconds, UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
+
+
+#: the inode times told of a file a container changed: (StatLike field, what happened then)
+_INODE_TIMES = (
+    ("st_mtime_ns", "Container file modified (mtime)"),
+    ("st_ctime_ns", "Container file changed (ctime)"),
+    ("st_birthtime_ns", "Container file created (crtime)"),
+)
+
+
+def _changed_file_events(ev: Evidence, host: Host) -> Iterator[Event]:
+    """The inode times of what each container added or changed (its ``diff``), when its
+    files are in thin devices (their times are the filesystem's own, not a copy's)."""
+    layout = layout_of(host.driver)
+    if layout is None or layout.thin is None:
+        return
+    from forensics.layers import container_diff, diff_plan
+    from forensics.layers.devices import close_pools
+
+    try:
+        for c in sorted(host.containers.values(), key=lambda c: c.id):
+            plan = diff_plan(host, c.id)
+            if isinstance(plan, str) or not plan.devices:
+                continue  # ``diff`` says why
+            result = container_diff(plan, ev, keep_stats=True)
+            label = f"container {c.name or '?'} ({short(c.id)})"
+            for change in result.changes:
+                if change.path in result.stats:
+                    st, where = result.stats[change.path]
+                    yield from _inode_events(st, f"{label}: {change.line()}", c.id, where)
+    finally:
+        close_pools(ev)
+
+
+def _inode_events(st: object, message: str, cid: str, where: str) -> Iterator[Event]:
+    for name, desc in _INODE_TIMES:
+        ns = getattr(st, name, None)
+        when = _iso_ns(ns) if isinstance(ns, int) else None
+        if when is not None:
+            yield Event(when, desc, message, "container", cid, where)
 
 
 # -- output -----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from unprivileged import reachable_tmpdir, run_cli_unprivileged
 
 from forensics.evidence import Evidence
 from forensics.fs import walk
+from forensics.layers.confine import Refusal
 from forensics.layers.devices import DeviceRef, close_pools, open_device_dir
 
 pytestmark = needs("thin_dump", "thin_restore", "thin_check", "debugfs", "dumpe2fs", "xfs_db")
@@ -385,3 +386,92 @@ def test_files_read_equal_what_e2fsprogs_and_xfsprogs_read(
             theirs = rootfs(xfs_tree(image, tmp_path))
         image.unlink()
         assert tool_tree(root, ref) == theirs, name
+
+
+# -- the file-size cap ----------------------------------------------------------------------------
+
+
+def test_a_crafted_inode_size_is_capped_without_a_size_record(
+    dm_root: Path, tmp_path: Path
+) -> None:
+    """A device read without Docker's size record, whose last mapped block (the zeros mkfs
+    wrote at the device's end) is unmapped, and bin/su's inode claiming 99 GiB: less than the
+    100 GiB its filesystem claims, more than the device maps. The layer's tree refuses the
+    file as too large, as ``thin files`` does (one cap), instead of reading 99 GiB of holes."""
+    pool = dd.PoolXml(dm_root)
+    last = pool.runs[2][-1]
+    assert last.length == 1 and last.vbegin == (100 << 30) // pool.block - 1
+    pool.remap(2, last.vbegin, None)
+    pool.save(tmp_path)
+    _change(dm_root, 2, tmp_path, f"sif /rootfs/bin/su size {99 << 30}")
+    ref = DeviceRef(LEGACY_BASE, 2, None)
+    ev = Evidence(dm_root)
+    try:
+        with open_device_dir(ev, ref) as tree:
+            st = tree.lstat((b"bin", b"su"))
+            assert not isinstance(st, Refusal) and st.st_size == 99 << 30
+            opened = tree.open_regular((b"bin", b"su"))
+            assert isinstance(opened, Refusal), "a 99 GiB file opened past the mapped end"
+            assert opened.kind == "unreadable" and "more than the" in opened.detail
+            dash = tree.open_regular((b"bin", b"dash"))
+            assert not isinstance(dash, Refusal)
+            dash[0].close()
+    finally:
+        close_pools(ev)
+        ev.close()
+
+
+# -- a layer held against its parent through the pool's sharing -----------------------------------
+
+
+@pytest.mark.parametrize("era", ["legacy", "modern"])
+def test_shared_members_are_skipped_only_when_identical(
+    era: str, request: pytest.FixtureRequest
+) -> None:
+    """Every layer's tree held against its parent's with the members both devices keep in
+    the same data blocks skipped, and with every member looked at: the same changes; and
+    some members (a snapshot's inherited inodes) are skipped."""
+    from forensics.layers import diff as layer_diff
+    from forensics.layers import plan_layers
+    from forensics.stores import read_host
+
+    root: Path = request.getfixturevalue("dm_master" if era == "legacy" else "modern_dm_master")
+    ev = Evidence(root)
+    skipped = 0
+    try:
+        jobs = [j for j in plan_layers(read_host(ev))[0] if j.parent_device is not None]
+        assert jobs
+        for job in jobs:
+            with open_device_dir(ev, job.device) as tree:
+                with open_device_dir(ev, job.parent_device) as parent:
+                    shared = tree.shared_members(parent)
+                    assert shared is not None
+                    fast = layer_diff.tree_diff(tree, parent)
+                    differ = layer_diff._Differ(
+                        layer_diff._View([tree], "none"),
+                        layer_diff._View([parent], "none"),
+                        [tree, parent],
+                        "none",
+                    )
+                    slow: list[layer_diff.Change] = []
+                    differ.run(slow)  # no shortcut: every member stat'ed on both sides
+                    assert fast.changes == slow and fast.inserted == differ.inserted
+                    skipped += sum(
+                        1
+                        for w in walk(tree.tree, [], top=tree.top)
+                        if len(w.parts) > 1 and shared(w.parts[1:])
+                    )
+    finally:
+        close_pools(ev)
+        ev.close()
+    assert skipped > 0
+
+
+def test_inherited_file_changed_in_a_child_device(cli, dm_root: Path, tmp_path: Path) -> None:
+    """bin/su's mode changed in the device of a layer whose tar is empty: its inode's block
+    is written copy-on-write, no longer shared with the parent's, and the change is found."""
+    _change(dm_root, 3, tmp_path, "sif /rootfs/bin/su mode 0100755")
+    result = cli("verify", dm_root, "--deep", "--format", "json")
+    assert result.code == 4
+    hit = named(result.json(), "layer.file-inherited-changed", LEGACY_SECOND, "bin/su")
+    assert "mode 4755 → 0755" in hit["message"]

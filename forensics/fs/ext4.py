@@ -26,10 +26,17 @@ from typing import Any, BinaryIO
 
 import construct as cs
 
-from forensics.fs.content import EXTENT_SPARSE, Reserved, read_at
+from forensics.fs.content import EXTENT_SPARSE, Reserved, innermost, read_at
 from forensics.fs.ext4_extents import ExtentTreeError, root_depth, walk_extents
 from forensics.fs.ext4_groups import Groups, blocks_count
-from forensics.fs.ext4_inode import XATTR_INDEX_SYSTEM, decode, in_inode_xattr
+from forensics.fs.ext4_inode import (
+    GOOD_OLD_INODE_SIZE,
+    XATTR_INDEX_SYSTEM,
+    all_xattrs,
+    decode,
+    file_acl,
+    in_inode_xattr,
+)
 from forensics.fs.libyal import DecodedInode, LibyalTree
 from forensics.fs.tree import (
     DAMAGED,
@@ -46,6 +53,9 @@ SUPERBLOCK_OFFSET = 1024
 MAGIC = 0xEF53
 INCOMPAT_FILETYPE = 0x2
 INCOMPAT_INLINE_DATA = 0x8000
+INCOMPAT_64BIT = 0x80
+#: xattr values kept in inodes of their own (``ea_inode``)
+INCOMPAT_EA_INODE = 0x400
 #: the largest block size ext4 knows (64 KiB: s_log_block_size 6)
 MAX_LOG_BLOCK_SIZE = 6
 
@@ -84,6 +94,7 @@ SUPERBLOCK_SIZE = 1024
 
 _DIRENT = struct.Struct("<IHBB")
 _SIZE = struct.Struct("<I")
+_HALF = struct.Struct("<H")
 #: an inode's ``i_block`` (60 bytes: extents, block map, or a short target or inline data)
 I_BLOCK = slice(0x28, 0x28 + 60)
 FLAG_INLINE_DATA = 0x10000000
@@ -124,6 +135,51 @@ class Ext4Tree(LibyalTree):
         if isinstance(raw, Refusal) or len(raw) < self.inode_size:
             return None
         return decode(raw, ino, self.block_size, self.volume)
+
+    def _shares_inode(self, other: LibyalTree, ino: int) -> bool:
+        """The inode's record (its stat, in-inode xattrs, inline data, extent root) and its
+        xattr block, when it has one, in the same data blocks of the pool in both devices.
+        Not told on a filesystem whose xattr values may lie in inodes of their own."""
+        if not isinstance(other, Ext4Tree) or self.superblock.feature_incompat & INCOMPAT_EA_INODE:
+            return False
+        device, theirs = innermost(self.fileobj), innermost(other.fileobj)
+        shares = getattr(device, "shares_bytes", None)
+        at = self.groups.inode_offset(ino)
+        size, bs = self.inode_size, self.block_size
+        if shares is None or at is None or at != other.groups.inode_offset(ino):
+            return False
+        if size != other.inode_size or bs != other.block_size or not shares(theirs, at, size):
+            return False
+        raw = read_at(self.fileobj, at, size)
+        if isinstance(raw, Refusal) or len(raw) < GOOD_OLD_INODE_SIZE:
+            return False
+        if stat.S_ISDIR(_HALF.unpack_from(raw, 0)[0]):
+            return False  # listed as another type: a directory is always entered
+        acl = file_acl(raw, bool(self.superblock.feature_incompat & INCOMPAT_64BIT))
+        return not acl or shares(theirs, acl * bs, bs)
+
+    def _read_xattrs(self, entry: Any, ino: int) -> dict[bytes, bytes]:
+        """A decoded inode's attributes read from its own bytes and its xattr block (no
+        library entry fetched for them); anything unusual is the library's, as before."""
+        if isinstance(entry, DecodedInode) and len(entry.raw) >= GOOD_OLD_INODE_SIZE:
+            found = self._own_xattrs(entry.raw)
+            if found is not None:
+                return found
+        return super()._read_xattrs(entry, ino)
+
+    def _own_xattrs(self, raw: bytes) -> dict[bytes, bytes] | None:
+        if self.superblock.feature_incompat & INCOMPAT_EA_INODE:
+            return None
+        acl = file_acl(raw, bool(self.superblock.feature_incompat & INCOMPAT_64BIT))
+        block = None
+        if acl:
+            if acl >= self.groups.blocks:
+                return None
+            block = read_at(self.fileobj, acl * self.block_size, self.block_size)
+            if isinstance(block, Refusal) or len(block) < self.block_size:
+                return None
+        limits = self.limits
+        return all_xattrs(raw, block, limits.xattrs, limits.xattr_value)
 
     def _reserved(self) -> Reserved:
         return self.groups.reserved()

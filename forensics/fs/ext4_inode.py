@@ -193,3 +193,68 @@ def in_inode_xattr(raw: bytes, name_index: int, name: bytes) -> bytes | None:
             return raw[at : at + value_size]
         pos = (end + 3) & ~3
     return None
+
+
+#: name index → what Linux puts before the attribute's name; the other indexes (POSIX ACLs,
+#: kept in ext4's own compact form, and the rare ones) are left to the library
+XATTR_PREFIXES = {1: b"user.", 4: b"trusted.", 6: b"security.", 7: b"system."}
+#: an xattr block's header: magic, refcount, blocks (1), hash, checksum, 3 reserved words
+XATTR_BLOCK_HEADER = 32
+_XATTR_BLOCK_BLOCKS = 8
+
+
+def file_acl(raw: bytes, wide: bool) -> int:
+    """The number of inode ``raw``'s xattr block (0: none); ``wide``: the filesystem has the
+    64bit feature (``l_i_file_acl_high`` counts)."""
+    low = _WORD.unpack_from(raw, 0x68)[0]
+    return low | (struct.unpack_from("<H", raw, 0x76)[0] << 32 if wide else 0)
+
+
+def all_xattrs(
+    raw: bytes, block: bytes | None, max_count: int, max_value: int
+) -> dict[bytes, bytes] | None:
+    """Every extended attribute of inode ``raw`` (those in its extra space, then those of its
+    xattr block ``block``, None when it has none), named as Linux names them; None when any
+    of them is left to the library (an index without a plain prefix, a value in an inode of
+    its own, a name twice, a count or value over the caps, anything that runs past its
+    area): the library then reads or refuses them as before."""
+    out: dict[bytes, bytes] = {}
+    if len(raw) > GOOD_OLD_INODE_SIZE:
+        extra = _WORD.unpack_from(raw, 0x80)[0] & 0xFFFF
+        start = GOOD_OLD_INODE_SIZE + extra
+        if extra % 4 == 0 and start + 4 <= len(raw):
+            if _WORD.unpack_from(raw, start)[0] == XATTR_MAGIC:
+                if not _entries_into(out, raw, start + 4, start + 4, max_count, max_value):
+                    return None
+    if block is not None:
+        if len(block) < XATTR_BLOCK_HEADER or _WORD.unpack_from(block, 0)[0] != XATTR_MAGIC:
+            return None
+        if _WORD.unpack_from(block, _XATTR_BLOCK_BLOCKS)[0] != 1:
+            return None
+        if not _entries_into(out, block, XATTR_BLOCK_HEADER, 0, max_count, max_value):
+            return None
+    return out
+
+
+def _entries_into(
+    out: dict[bytes, bytes], area: bytes, pos: int, values: int, max_count: int, max_value: int
+) -> bool:
+    """The entries of ``area`` from ``pos`` (their values at ``values`` + offset) added to
+    ``out``; False when one is left to the library."""
+    while pos + 4 <= len(area) and _WORD.unpack_from(area, pos)[0]:
+        if pos + _XATTR.size > len(area):
+            return False
+        name_len, index, value_offs, value_inum, value_size, _ = _XATTR.unpack_from(area, pos)
+        end = pos + _XATTR.size + name_len
+        prefix = XATTR_PREFIXES.get(index)
+        if prefix is None or value_inum or end > len(area) or value_size > max_value:
+            return False
+        at = values + value_offs
+        if at + value_size > len(area):
+            return False
+        name = prefix + area[pos + _XATTR.size : end]
+        if name in out or len(out) >= max_count:
+            return False
+        out[name] = area[at : at + value_size]
+        pos = (end + 3) & ~3
+    return True

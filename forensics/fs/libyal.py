@@ -43,6 +43,7 @@ from forensics.fs.tree import (
     TOO_LARGE,
     UNREADABLE,
     UNSAFE_PATH,
+    Entry,
     Limits,
     Listing,
     Parts,
@@ -53,7 +54,7 @@ from forensics.fs.tree import (
 )
 
 #: inodes (file entries) and directory listings kept
-_ENTRY_CACHE = 256
+_ENTRY_CACHE = 16384
 _LISTING_CACHE = 64
 #: directories whose listing is kept by path (a walk returns to a few ancestors)
 _DIR_CACHE = 16
@@ -292,6 +293,33 @@ class LibyalTree:
             return found
         ino, entry = found
         return self._library(lambda: self._read_xattrs(entry, ino), f"inode {ino}'s xattrs")
+
+    def shares_member(self, other: LibyalTree, parts: Parts, other_parts: Parts) -> bool:
+        """True when ``parts`` here and ``other_parts`` in ``other`` are listed as the same
+        inode, not a directory, kept in the same bytes of the one pool on both sides (its
+        record and whatever else holds its metadata and extended attributes): nothing that a
+        stat or an xattr read can differ. Found without decoding the inode; False whenever it
+        cannot be told (the backend does not know where an inode's metadata lies)."""
+        if not parts or not other_parts:
+            return False
+        mine, theirs = self._listed(parts), other._listed(other_parts)
+        if mine is None or theirs is None or mine.ino != theirs.ino:
+            return False
+        if not mine.type or mine.type == stat.S_IFDIR or mine.type != theirs.type:
+            return False
+        return self._shares_inode(other, mine.ino)
+
+    def _listed(self, parts: Parts) -> Entry | None:
+        """The entry of ``parts`` in its directory's listing (None: not listed)."""
+        known = self._dirs.get(parts[:-1])
+        if known is None:
+            known = self._directory(parts[:-1])
+        return None if isinstance(known, Refusal) else known.find(parts[-1])
+
+    def _shares_inode(self, other: LibyalTree, ino: int) -> bool:
+        """True when everything of inode ``ino`` that a stat and its xattrs read lies in the
+        same bytes of the pool here and in ``other``; the backend's to tell."""
+        return False
 
     # -- helpers for the backends -----------------------------------------------------------
 

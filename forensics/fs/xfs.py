@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import construct as cs
 
-from forensics.fs.content import Reserved, read_at
+from forensics.fs.content import Reserved, innermost, read_at
 from forensics.fs.libyal import DecodedInode, LibyalTree
 from forensics.fs.tree import (
     DAMAGED,
@@ -116,6 +116,10 @@ class Geometry(NamedTuple):
 
 #: libfsxfs's prefix of the security namespace's attributes
 _LIBRARY_SECURE = b"secure."
+
+
+#: an inode's attribute fork offset (0: no attributes) and format (1: kept in the inode)
+_FORKOFF, _AFORMAT, _FORMAT_LOCAL = 82, 83, 1
 
 
 class XfsTree(LibyalTree):
@@ -224,6 +228,26 @@ class XfsTree(LibyalTree):
                 return Refusal(DAMAGED, what)
             pieces.append(data[at + header : at + bs])
         return b"".join(pieces)[:size]
+
+    def _shares_inode(self, other: LibyalTree, ino: int) -> bool:
+        """The inode (its core, data fork, and attributes when they are kept inside it) in
+        the same data blocks of the pool in both devices. Not told for an inode whose
+        attributes lie in blocks of their own."""
+        if not isinstance(other, XfsTree):
+            return False
+        device, theirs = innermost(self.fileobj), innermost(other.fileobj)
+        shares = getattr(device, "shares_bytes", None)
+        at, size = self.inode_offset(ino), self.inode_size
+        if shares is None or at is None or at != other.inode_offset(ino):
+            return False
+        if size != other.inode_size or not shares(theirs, at, size):
+            return False
+        raw = read_at(self.fileobj, at, size)
+        if isinstance(raw, Refusal) or len(raw) < CORE_PARSED:
+            return False
+        if stat.S_ISDIR(int.from_bytes(raw[2:4], "big")):
+            return False  # listed as another type: a directory is always entered
+        return raw[_FORKOFF] == 0 or raw[_AFORMAT] == _FORMAT_LOCAL
 
     def _xattr_name(self, name: bytes) -> bytes:
         """libfsxfs names the attributes of the XFS_ATTR_SECURE namespace ``secure.…``;

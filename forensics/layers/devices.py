@@ -45,8 +45,11 @@ __all__ = [
     "DeviceRef",
     "LayerDevices",
     "close_pools",
+    "device_ref",
     "layer_devices",
     "open_device_dir",
+    "pool_in_root",
+    "rootfs_dir",
 ]
 
 #: where loop-lvm keeps the pool files (a direct-lvm pool is a block device outside ROOT)
@@ -74,19 +77,25 @@ class DeviceRef:
     def mount_dir(self) -> str:
         """Where Docker mounts the device's ``rootfs/``, relative to ROOT: the layer's files
         are shown there."""
-        assert DEVICEMAPPER.mount_point is not None
-        return f"{DEVICEMAPPER.mount_point(self.name)}/{DEVICEMAPPER_POOL.rootfs}"
+        return rootfs_dir(self.name)
 
     def describe(self) -> str:
         return f"thin device {self.dev_id} of {self.pool}"
 
 
+def rootfs_dir(name: str) -> str:
+    """Where Docker mounts the ``rootfs/`` of the device its record ``name`` names, relative
+    to ROOT (the layer's files are shown there, also when the device cannot be read)."""
+    assert DEVICEMAPPER.mount_point is not None
+    return f"{DEVICEMAPPER.mount_point(name)}/{DEVICEMAPPER_POOL.rootfs}"
+
+
 def open_device_dir(ev: Evidence, ref: DeviceRef) -> TreeDir:
     """The ``rootfs/`` directory of ``ref``'s filesystem. Raises :class:`ContentError` when
     the pool, the device or its filesystem cannot be read, or it has no ``rootfs/``."""
-    from forensics.fs import FsOpenError, Limits, open_tree
+    from forensics.fs import FsOpenError
     from forensics.thin.device import DeviceOpenError, ThinDevice
-    from forensics.thin.files import claimed_size
+    from forensics.thin.files import open_device_fs
 
     pool = _pool(ev, ref.pool)
     what = ref.describe()
@@ -94,10 +103,8 @@ def open_device_dir(ev: Evidence, ref: DeviceRef) -> TreeDir:
         device = ThinDevice(pool.pool, ref.dev_id, pool.data_fd, size=ref.size)
     except DeviceOpenError as exc:
         raise ContentError(f"{what}: {exc}") from None
-    if ref.size is None:
-        device.size = max(device.size, claimed_size(device))
     try:
-        tree = open_tree(device, device.size, Limits())
+        tree = open_device_fs(device, ref.size)
     except FsOpenError as exc:
         problems = "; ".join(str(p) for p in device.read_problems)
         raise ContentError(f"{what}: {problems or exc}") from None
@@ -203,10 +210,9 @@ def layer_devices(host: Host, layer: Layer, name: str, legacy: bool) -> LayerDev
     """The devices of ``layer`` (its device record is ``name``: the graph id or cache-id), or
     why it cannot be read: ``no-pool`` (the pool is not a pair of files in ROOT: direct-lvm)
     or ``no-device`` (no usable device record)."""
-    ds = host.deviceset
-    if ds is None or not set(DEVICEMAPPER_POOL.pool_files) <= set(ds.pool_files):
+    if not pool_in_root(host):
         return "no-pool"
-    device = _device_ref(host, name)
+    device = device_ref(host, name)
     if device is None:
         return "no-device"
     if not layer.parent:
@@ -216,14 +222,24 @@ def layer_devices(host: Host, layer: Layer, name: str, legacy: bool) -> LayerDev
     if parent is None or not parent_name:
         why = "is not in the layer store" if parent is None else "has no cache-id"
         return LayerDevices(device, None, f"its parent layer {layer.parent} {why}")
-    parent_device = _device_ref(host, parent_name)
+    parent_device = device_ref(host, parent_name)
     if parent_device is None:
         problem = f"its parent layer {layer.parent} has no usable device record ({parent_name})"
         return LayerDevices(device, None, problem)
     return LayerDevices(device, parent_device)
 
 
-def _device_ref(host: Host, name: str) -> DeviceRef | None:
+def pool_in_root(host: Host) -> bool:
+    """True when the pool is a pair of files in ROOT (loop-lvm); a direct-lvm pool is a block
+    device outside it, whose devices cannot be read from the evidence."""
+    ds = host.deviceset
+    return ds is not None and set(DEVICEMAPPER_POOL.pool_files) <= set(ds.pool_files)
+
+
+def device_ref(host: Host, name: str) -> DeviceRef | None:
+    """The device Docker's record ``name`` names (a graph id, cache-id, mount-id or
+    ``<id>-init``); None when there is no usable record (missing, without a device id, or
+    marked deleted)."""
     record = host.devices.get(name)
     if record is None or record.device_id is None or record.deleted:
         return None

@@ -16,6 +16,12 @@ is ``C`` and listed before its children. Only paths that some differing layer ho
 differ, so only those are looked at (the container's upper dir on overlay2, not the image).
 dockerd lists children in Go map order (random); here they come sorted.
 
+On devicemapper both trees are whole root file systems in thin devices of the pool: the
+``rootfs/`` of the container's device against its init device's (legacy: the devices named by
+the container id and ``<id>-init``; modern: by the mount record's mount-id and init-id), read
+through :mod:`forensics.layers.devices`, never mounted. When the older of two whole trees
+cannot be read, no change is listed (each file would be "added"): the problem says why.
+
 Every directory is walked through a :class:`~forensics.layers.content.LayerTree` (no symlink
 followed), with an explicit stack (one frame per level, never recursion). Each directory of a
 view carries down the layers that make it up (the merge of overlay: a whiteout, a file or an
@@ -29,7 +35,7 @@ are named in one problem. :func:`diff_plan` builds the plain inputs from a read 
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -37,6 +43,16 @@ from forensics.drivers import AUFS_WHITEOUTS, OVERLAY_WHITEOUTS, layout_of
 from forensics.evidence import Evidence, ReadFailure
 from forensics.layers.confine import PATH_MAX, Parts, Refusal, shorten, too_deep
 from forensics.layers.content import LayerTree, StatLike, is_opaque, open_layer_dir
+from forensics.layers.devices import (
+    ContentError,
+    DeviceRef,
+    close_pools,
+    device_ref,
+    open_device_dir,
+    pool_in_root,
+    rootfs_dir,
+)
+from forensics.layers.treedir import TreeDir
 from forensics.model import Host
 
 __all__ = [
@@ -71,7 +87,10 @@ class Change:
 class DiffPlan:
     """The two trees to compare, as stacks of layer directories (relative to ``root``, top
     first). ``whiteouts`` is ``overlay``, ``aufs`` or ``none`` (full root file systems, which
-    hold no whiteouts)."""
+    hold no whiteouts). On a driver that keeps a layer's files in a thin device
+    (devicemapper), ``devices`` are the devices whose ``rootfs/`` the layer directories name
+    (where Docker mounts them), and ``unreadable`` the layer directories known beforehand to
+    be unreadable, each with why (a device without a usable record)."""
 
     root: str
     container_id: str
@@ -79,6 +98,8 @@ class DiffPlan:
     new: tuple[str, ...]
     old: tuple[str, ...]
     whiteouts: str = "overlay"
+    devices: tuple[DeviceRef, ...] = ()
+    unreadable: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -92,6 +113,9 @@ class DiffResult:
     too_deep: list[tuple[str, str]] = field(default_factory=list)
     #: where the root was read when it is in an archive or disk image (``forensics.api.diff``)
     evidence: dict[str, Any] | None = None
+    #: with ``keep_stats``: each added or changed entry's path (as in ``changes``) → its
+    #: metadata in the container's tree, and where that tree shows it (relative to ROOT)
+    stats: dict[str, tuple[StatLike, str]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         return [c.line() for c in self.changes]
@@ -110,6 +134,8 @@ def diff_plan(host: Host, container_id: str) -> DiffPlan | str:
         return f"container {container_id}: no read-write layer recorded (no mount-id)"
     driver = host.driver or ""
     layout = layout_of(driver)
+    if layout is not None and layout.diff == "rootfs" and layout.thin is not None:
+        return _device_plan(host, container_id, driver, mount_id, init_id)
     content = layout.content if layout is not None else None
     if layout is None or layout.diff is None or content is None:
         return f"container {container_id}: the {driver or 'unknown'} driver's files cannot be read"
@@ -127,6 +153,46 @@ def diff_plan(host: Host, container_id: str) -> DiffPlan | str:
         return DiffPlan(host.root, container_id, driver, new, (*init, *roots), whiteouts)
     old = (content(init_id),) if init_id else ()
     return DiffPlan(host.root, container_id, driver, (content(mount_id),), old, whiteouts)
+
+
+def _device_plan(
+    host: Host, container_id: str, driver: str, mount_id: str, init_id: str | None
+) -> DiffPlan | str:
+    """dockerd's naive diff on devicemapper: the ``rootfs/`` of the container's device
+    against that of its init device (named by the mount record's mount-id and init-id;
+    legacy: the container id and ``<id>-init``)."""
+    if not pool_in_root(host):
+        return (
+            f"container {container_id}: the devicemapper pool is not a pair of files in ROOT "
+            "(a direct-lvm pool): its devices cannot be read"
+        )
+    device = device_ref(host, mount_id)
+    if device is None:
+        return (
+            f"container {container_id}: its read-write layer {mount_id} has no usable device "
+            "record: its files cannot be read"
+        )
+    init = device_ref(host, init_id) if init_id else None
+    old: tuple[str, ...] = ()
+    unreadable: tuple[tuple[str, str], ...] = ()
+    if init is not None:
+        old = (init.mount_dir,)
+    elif init_id:
+        missing = rootfs_dir(init_id)
+        old = (missing,)
+        why = f"the init layer {init_id} has no usable device record: its files cannot be read"
+        unreadable = ((missing, why),)
+    devices = (device, init) if init is not None else (device,)
+    return DiffPlan(
+        host.root,
+        container_id,
+        driver,
+        (device.mount_dir,),
+        old,
+        "none",
+        devices=devices,
+        unreadable=unreadable,
+    )
 
 
 def _damaged_reference(host: Host, container_id: str) -> str | None:
@@ -174,19 +240,18 @@ def _layer_chain(host: Host, container_id: str) -> list[str]:
     return out
 
 
-def container_diff(plan: DiffPlan, ev: Evidence | None = None) -> DiffResult:
+def container_diff(
+    plan: DiffPlan, ev: Evidence | None = None, *, keep_stats: bool = False
+) -> DiffResult:
     """The changes of ``plan``'s container, in ``docker diff`` order (parents first).
-    ``ev``: the root already opened (an archive's or disk image's cannot be opened again from
-    ``plan.root``)."""
+    ``ev``: an Evidence of ``plan.root`` to reuse (the pools it opened stay open: the caller's
+    to close; an archive's or disk image's root cannot be opened again from ``plan.root``);
+    without one, ROOT is opened and let go here. ``keep_stats``: the metadata of
+    each added or changed entry kept too (``DiffResult.stats``)."""
     result = DiffResult(plan.container_id)
+    own = ev is None
     ev = Evidence(plan.root) if ev is None else ev
-    opened: dict[str, LayerTree | None] = {}
-    for rel in {*plan.new, *plan.old}:
-        try:
-            opened[rel] = open_layer_dir(ev, rel)
-        except ReadFailure as failure:
-            opened[rel] = None
-            result.problems.append((rel, str(failure)))
+    opened = {rel: _open_layer(ev, plan, rel, result) for rel in sorted({*plan.new, *plan.old})}
     try:
         new = _View([opened[r] for r in plan.new], plan.whiteouts)
         old = _View([opened[r] for r in plan.old], plan.whiteouts)
@@ -195,15 +260,50 @@ def container_diff(plan: DiffPlan, ev: Evidence | None = None) -> DiffResult:
         ]
         if opened.get(plan.new[0] if plan.new else "") is None:
             return result  # no read-write layer: nothing can be said
+        if plan.whiteouts == "none" and any(opened[r] is None for r in plan.old):
+            return result  # a whole root file system against nothing: every file "added"
         differ = _Differ(new, old, [d for d in differing if d is not None], plan.whiteouts)
+        if plan.whiteouts == "none" and len(new.layers) == len(old.layers) == 1:
+            differ.same = _shared_members(new.layers[0], old.layers[0])
+        if keep_stats:
+            differ.stats = result.stats
         differ.run(result.changes)
         if differ.deep:
             _too_deep_problem(result, plan.new[0], differ)
+        _tree_problems(result, opened.values())
     finally:
         for cdir in opened.values():
             if cdir is not None:
                 cdir.close()
+        if own:
+            close_pools(ev)
     return result
+
+
+def _open_layer(ev: Evidence, plan: DiffPlan, rel: str, result: DiffResult) -> LayerTree | None:
+    """The layer directory ``rel`` of ``plan``: a directory of ROOT, or the ``rootfs/`` of a
+    thin device; None (and the problem said) when it cannot be read."""
+    why = dict(plan.unreadable).get(rel)
+    device = next((d for d in plan.devices if d.mount_dir == rel), None)
+    try:
+        if why is None and device is not None:
+            return open_device_dir(ev, device)
+        if why is None:
+            return open_layer_dir(ev, rel)
+    except ReadFailure as failure:
+        why = str(failure)
+    except ContentError as exc:
+        why = f"its files cannot be read: {exc}"
+    result.problems.append((rel, why))
+    return None
+
+
+def _tree_problems(result: DiffResult, trees: Iterable[LayerTree | None]) -> None:
+    """What the filesystem readers met besides the entries compared (a damaged directory, a
+    damaged mapping of the device), each once."""
+    for tree in trees:
+        if isinstance(tree, TreeDir):
+            result.problems.extend((tree.rel, f"in {tree.source}: {p}") for p in tree.problems)
 
 
 @dataclass
@@ -223,9 +323,18 @@ def tree_diff(new: LayerTree, old: LayerTree | None) -> TreeDiff:
     systems (no whiteouts, no opaque directories), by ``docker diff``'s rules."""
     trees = [new] if old is None else [new, old]
     differ = _Differ(_View([new], "none"), _View([old], "none"), trees, "none")
+    differ.same = _shared_members(new, old)
     changes: list[Change] = []
     differ.run(changes)
     return TreeDiff(changes, differ.inserted, differ.deep, differ.first_deep)
+
+
+def _shared_members(new: LayerTree, old: LayerTree | None) -> Callable[[Parts], bool] | None:
+    """How to skip, between two whole trees, a member that both keep in the same bytes of
+    one thin pool (a snapshot's member neither device rewrote: identical by construction),
+    when the trees can tell (:meth:`~forensics.layers.treedir.TreeDir.shared_members`)."""
+    shared = getattr(new, "shared_members", None)
+    return shared(old) if shared is not None and old is not None else None
 
 
 def _too_deep_problem(result: DiffResult, upper: str, differ: _Differ) -> None:
@@ -359,6 +468,11 @@ class _Differ:
         #: entries beyond PATH_MAX: how many, and the first
         self.deep = 0
         self.first_deep: Parts = ()
+        #: when kept: each added or changed entry's metadata and where it is shown
+        self.stats: dict[str, tuple[StatLike, str]] | None = None
+        #: two whole trees that can tell a member they keep in the same bytes: True for
+        #: such a member (a non-directory: identical, not looked at)
+        self.same: Callable[[Parts], bool] | None = None
 
     def run(self, out: list[Change]) -> None:
         """The changes, parents first, into ``out``: depth first over the new view with an
@@ -381,6 +495,7 @@ class _Differ:
             if len(out) > frame.start and not frame.added and parts:
                 out.insert(frame.start, Change(_show(parts), "C"))
                 self.inserted.add(out[frame.start].path)
+                self._keep(out[frame.start].path, frame.new, parts)
             parts = parts[:-1]
 
     def _frame(
@@ -419,6 +534,8 @@ class _Differ:
                 continue
             if frame.prune and not self._touched(child):
                 continue  # the same layers show it in both views: identical
+            if self.same is not None and frame.old_layers and self.same(child):
+                continue  # the same inode in the same bytes of the pool: identical
             n, new_layers = self.new.child(frame.new_layers, child)
             o, old_layers = self.old.child(frame.old_layers, child)
             if n is None:
@@ -432,11 +549,17 @@ class _Differ:
                 out.append(Change(_show(child), "C"))
             else:
                 marked = False
+            if marked:
+                self._keep(out[-1].path, n, child)
             if stat.S_ISDIR(n.st.st_mode):
                 length = base + len(name)
                 entered = self._frame(child, n, o, marked, length, new_layers, old_layers, out)
                 return _Entered(name, entered)
         return None
+
+    def _keep(self, shown: str, node: _Node, parts: Parts) -> None:
+        if self.stats is not None:
+            self.stats[shown] = (node.st, node.cdir.path_of(parts))
 
     def _touched(self, parts: Parts) -> bool:
         """True when a differing layer holds ``parts`` (or its whiteout): only then can the

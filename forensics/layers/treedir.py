@@ -49,12 +49,15 @@ class TreeStat:
         "st_atime_ns",
         "st_mtime_ns",
         "st_ctime_ns",
+        "st_birthtime_ns",
     )
 
     def __init__(self, st: Stat) -> None:
         self.st_mode, self.st_ino, self.st_nlink = st.mode, st.ino, st.nlink
         self.st_uid, self.st_gid, self.st_size, self.st_rdev = st.uid, st.gid, st.size, st.rdev
         self.st_atime_ns, self.st_mtime_ns, self.st_ctime_ns = st.atime_ns, st.mtime_ns, st.ctime_ns
+        #: the inode's birth time (ext4's crtime, xfs v5's crtime); None where there is none
+        self.st_birthtime_ns = st.crtime_ns
 
 
 class TreeDir:
@@ -140,6 +143,19 @@ class TreeDir:
             out.append((entry.name, kind))
         out.sort()
         return out
+
+    def shared_members(self, other: object) -> Callable[[Parts], bool] | None:
+        """How to tell that a member is the same in ``other`` without reading it: a test of
+        ``parts`` that is True when both trees list it as the same inode (not a directory)
+        kept in the same bytes of one thin pool — a snapshot's member that neither device
+        rewrote. None when the trees cannot tell (not two trees of one pool's devices)."""
+        if not isinstance(other, TreeDir):
+            return None
+        shares = getattr(self.tree, "shares_member", None)
+        if shares is None or type(other.tree) is not type(self.tree):
+            return None
+        mine, theirs, their_tree = self.top, other.top, other.tree
+        return lambda parts: bool(shares(their_tree, (*mine, *parts), (*theirs, *parts)))
 
     def xattr(self, parts: Parts, name: str) -> bytes | None:
         found = self.tree.xattrs((*self.top, *parts))

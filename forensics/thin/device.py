@@ -200,6 +200,23 @@ class ThinDevice(io.RawIOBase):
         finally:
             self._pos = keep
 
+    def shares_bytes(self, other: ThinDevice, offset: int, length: int) -> bool:
+        """True when bytes ``offset``..``offset + length`` of this device are kept in the
+        same data blocks of the same pool as ``other``'s: then they are the same bytes (a
+        snapshot shares what neither device wrote since). False when any block of them is
+        unmapped or its mapping unreadable in either."""
+        if other._forest is not self._forest or length <= 0:
+            return False
+        first = offset // self.block_bytes
+        last = (offset + length - 1) // self.block_bytes
+        for vblock in range(first, last + 1):
+            mine, theirs = self._span(vblock), other._span(vblock)
+            if mine.problem is not None or theirs.problem is not None:
+                return False
+            if mine.data < 0 or mine.data != theirs.data:
+                return False
+        return True
+
     # -- problems ---------------------------------------------------------------------------
 
     def damage(self) -> list[DeviceProblem]:

@@ -60,12 +60,8 @@ def open_device_tree(
             device = ThinDevice(pool, dev_id, fd, size=size)
         except DeviceOpenError as exc:
             raise FilesError(str(exc)) from None
-        reader = device  # unbuffered: the libraries read the sizes they need (bench/fs_bench.py)
-        known = device.size  # Docker's record, or the end of the last mapped block
-        if size is None:  # read up to the end the filesystem claims, but trust no file size
-            device.size = max(device.size, claimed_size(reader))  # beyond what is known
         try:
-            tree = open_tree(reader, device.size, Limits(file_size=known))
+            tree = open_device_fs(device, size)
         except FsOpenError as exc:
             problems = "; ".join(str(p) for p in device.read_problems)
             raise FilesError(f"device {dev_id}: {problems or exc}") from None
@@ -74,6 +70,20 @@ def open_device_tree(
     finally:
         os.close(fd)
         meta.close()
+
+
+def open_device_fs(device: ThinDevice, recorded_size: int | None) -> LibyalTree:
+    """The ext4 or xfs filesystem of ``device`` (read unbuffered: the libraries read the sizes
+    they need, bench/fs_bench.py). ``recorded_size``: the device's length as Docker records
+    it; without one the device is read up to the end its filesystem claims, but no file is
+    trusted to be larger than what is known of the device — the end of its last mapped block
+    — so that a crafted inode size cannot make a reader walk gigabytes of holes. Raises
+    :class:`~forensics.fs.FsOpenError` (and ``OSError`` for unreadable bytes under the
+    superblock)."""
+    known = device.size  # Docker's record, or the end of the last mapped block
+    if recorded_size is None:
+        device.size = max(device.size, claimed_size(device))
+    return open_tree(device, device.size, Limits(file_size=known))
 
 
 def claimed_size(reader: ThinDevice) -> int:
