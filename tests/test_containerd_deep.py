@@ -14,14 +14,18 @@ import hashlib
 import io
 import os
 import shutil
+import stat
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import copy_tree
+from inotify_watch import Watch
 from sample_paths import CONTAINERD_ROOT
 from test_containerd_verify import BLOBS, SNAPSHOTS, serious, verify
+from treehash import tree_hash
 
 from forensics.containerd_graph import LABEL_UNCOMPRESSED
 from forensics.evidence import Evidence
@@ -303,6 +307,39 @@ def test_a_member_that_climbs_out_is_never_looked_up(cli, containerd_root: Path)
     assert extra["path"] == _fs(5, "hello.txt")
 
 
+def _check_tiny(root: Path) -> Any:
+    with Evidence(root) as ev:
+        ctd = read_host(ev).containerd
+        assert ctd is not None
+        jobs, _ = plan_blobs(ctd)
+        (job,) = [j for j in jobs if j.digest == f"sha256:{TINY_GZIP}"]
+        return check_blob(ev, job)
+
+
+def test_a_hard_link_out_of_the_layer_is_never_looked_up(containerd_root: Path) -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(tarfile.TarInfo("hello.txt"), io.BytesIO())
+        link = tarfile.TarInfo("escape")
+        link.type, link.linkname = tarfile.LNKTYPE, "../../../../etc/passwd"
+        tar.addfile(link)
+    _replace_blob(containerd_root, TINY_GZIP, gzip.compress(out.getvalue()))
+    report = _check_tiny(containerd_root)
+    (unsafe,) = [p for p in report.problems if p.kind == "layer-unsafe-path"]
+    assert "'escape' is a hard link to '../../../../etc/passwd'" in unsafe.message
+
+
+def test_a_tar_of_many_members_is_reported_within_bounds(containerd_root: Path) -> None:
+    """30,000 members that the snapshot lacks: a thousand named, the rest counted."""
+    members = [(f"d/f{n}", b"") for n in range(30_000)]
+    _replace_blob(containerd_root, TINY_GZIP, gzip.compress(_tar(members), 1))
+    report = _check_tiny(containerd_root)
+    missing = [p for p in report.problems if p.kind == "snapshot-file-missing"]
+    assert len(missing) == 1001
+    assert missing[-1].message.endswith(": 29000 more of these not named one by one")
+    assert report.members == 30_000
+
+
 def test_a_blob_cut_short(cli, containerd_root: Path) -> None:
     blob = containerd_root / BLOBS / BASE_GZIP
     blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])
@@ -348,8 +385,6 @@ def test_a_zstd_layer_is_read_as_the_gzip_one(containerd_root: Path) -> None:
     plain = (containerd_root / BLOBS / NOTE_PLAIN).read_bytes()
     packed = containerd_root / "note.tar.zst"
     packed.write_bytes(plain)
-    import subprocess
-
     subprocess.run(["zstd", "-q", "--rm", "-o", str(packed) + ".tmp", str(packed)], check=True)
     data = Path(str(packed) + ".tmp").read_bytes()
     assert data[:4] == b"\x28\xb5\x2f\xfd"
@@ -373,3 +408,33 @@ def test_a_zstd_layer_is_read_as_the_gzip_one(containerd_root: Path) -> None:
     assert report.codec == "zstd"
     assert report.diff_id == f"sha256:{NOTE_PLAIN}"
     assert report.problems == [] and report.members == 2
+
+
+# -- read-only ----------------------------------------------------------------------------------
+
+
+def test_deep_and_diff_leave_the_tree_unchanged(cli, containerd_root: Path) -> None:
+    file_planted(containerd_root)
+    whiteout_undone(containerd_root)
+    before = tree_hash(containerd_root)
+    assert deep(cli, containerd_root)[0] == 4
+    assert cli("diff", "exited", containerd_root).code == 0
+    assert cli("diff", "k8s-app-running", containerd_root).code == 0
+    assert tree_hash(containerd_root) == before
+
+
+def test_whiteout_devices_are_never_opened(cli, containerd_master: Path) -> None:
+    """The 0:0 character devices of the snapshots (whiteouts) are looked at, never opened."""
+    devices = [containerd_master / _fs(n, rel) for n, rel in ((2, "etc/motd"), (8, "etc/motd"))]
+    assert all(_is_char(d) for d in devices)
+    watch = Watch(*devices)
+    try:
+        assert deep(cli, containerd_master)[0] == 0
+        assert cli("diff", "exited", containerd_master).code == 0
+        assert watch.events() == []
+    finally:
+        watch.close()
+
+
+def _is_char(path: Path) -> bool:
+    return stat.S_ISCHR(path.lstat().st_mode)

@@ -86,6 +86,8 @@ _MAX_EXTENSION_DATA = 1 << 20
 _HEADER_ONLY = {b"1", b"2", b"3", b"4", b"5", b"6"}
 #: problems of one kind named per blob; the rest are counted in one more
 _PROBLEMS_PER_KIND = 1000
+#: per-file problems held at once (a later member may replace one); past it they are counted
+_FOUND_LIMIT = 20 * _PROBLEMS_PER_KIND
 _WH = TAR_WHITEOUT_PREFIX
 #: xattrs that the snapshot holds of its own, not from the tar
 _OWN_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
@@ -377,6 +379,8 @@ class _LayerPass:
         #: per snapshot and on-disk path, the last problem found (a later member of the same
         #: name replaces an earlier one, as the applier did)
         self.found: dict[tuple[str, Parts], DeepProblem] = {}
+        #: per-file problems past :data:`_FOUND_LIMIT`, counted by kind
+        self.unnamed: dict[str, int] = {}
         #: every on-disk path a member accounts for
         self.seen: set[Parts] = set()
         self.complete = False
@@ -516,6 +520,13 @@ class _LayerPass:
             entry.kind = "sparse"  # PAX sparse: the data is a map and the runs, not the file
         if entry.kind == "hardlink":
             entry.link = clean_name(member.linkname)
+            if entry.link is None:
+                self._blob_problem(
+                    f"member {shown[:200]!r} is a hard link to "
+                    f"{_text(member.linkname)[:200]!r}, outside the layer: never looked up",
+                    kind="layer-unsafe-path",
+                    damage="unsafe-path",
+                )
         return entry
 
     # -- one member against each snapshot ------------------------------------------------------
@@ -655,27 +666,24 @@ class _LayerPass:
         st = cdir.lstat(parts)
         if isinstance(st, Refusal) or not stat.S_ISDIR(st.st_mode):
             what = st.detail if isinstance(st, Refusal) else f"is a {kind_of(st.st_mode)}"
-            self.found[key] = self._make(
-                target, parts, "snapshot-whiteout-changed", f"the opaque directory {what}"
+            self._keep(
+                key,
+                self._make(
+                    target, parts, "snapshot-whiteout-changed", f"the opaque directory {what}"
+                ),
             )
             return
         if is_opaque(cdir, parts):
             self.found.pop(key, None)
         elif not self.root:
-            self.found[key] = self._make(
-                target,
-                parts,
-                "snapshot-file-unverifiable",
-                "the opaque xattr (trusted.overlay.opaque) is readable by root only",
-            )
+            what = "the opaque xattr (trusted.overlay.opaque) is readable by root only"
+            self._keep(key, self._make(target, parts, "snapshot-file-unverifiable", what))
         else:
-            self.found[key] = self._make(
-                target,
-                parts,
-                "snapshot-whiteout-changed",
+            what = (
                 "the layer makes the directory opaque, but it carries no "
-                f"{OVERLAY_WHITEOUTS.opaque_xattrs[0]}=y: the lower layers show through",
+                f"{OVERLAY_WHITEOUTS.opaque_xattrs[0]}=y: the lower layers show through"
             )
+            self._keep(key, self._make(target, parts, "snapshot-whiteout-changed", what))
 
     # -- what the tar does not hold --------------------------------------------------------------
 
@@ -743,7 +751,15 @@ class _LayerPass:
             problem = DeepProblem(
                 problem.kind, problem.path, problem.message, problem.snapshot, damage
             )
-        self.found[(target.fs, parts)] = problem
+        self._keep((target.fs, parts), problem)
+
+    def _keep(self, key: tuple[str, Parts], problem: DeepProblem) -> None:
+        """Hold the problem of an on-disk path; past :data:`_FOUND_LIMIT` of them (a crafted
+        tar of millions of members) only count it."""
+        if key not in self.found and len(self.found) >= _FOUND_LIMIT:
+            self.unnamed[problem.kind] = self.unnamed.get(problem.kind, 0) + 1
+            return
+        self.found[key] = problem
 
     def _problem(self, kind: str, path: str, message: str, snapshot: str) -> None:
         self._add(DeepProblem(kind, path, message, snapshot))
@@ -759,6 +775,8 @@ class _LayerPass:
             by_kind[problem.kind] = by_kind.get(problem.kind, 0) + 1
             if by_kind[problem.kind] <= _PROBLEMS_PER_KIND:
                 kept.append(problem)
+        for kind, count in self.unnamed.items():
+            by_kind[kind] = max(by_kind.get(kind, 0), _PROBLEMS_PER_KIND) + count
         for kind, count in sorted(by_kind.items()):
             if count > _PROBLEMS_PER_KIND:
                 more = count - _PROBLEMS_PER_KIND
