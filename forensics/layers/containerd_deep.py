@@ -62,6 +62,7 @@ from forensics.fs.compressed import (
     open_stream,
 )
 from forensics.layers.confine import ConfinedDir, Parts, Refusal, clean_name, kind_of, too_deep
+from forensics.layers.containerd_diff import snapshot_fs
 from forensics.layers.content import close_handle, is_opaque, read_into
 from forensics.layers.listing import walk
 
@@ -238,7 +239,8 @@ def _targets(ctd: ContainerdHost, ns: CtrNamespace, chain_id: str) -> Iterator[S
         found = sn.dirs.get(str(backend.id))
         if found is None or not found.has_fs:
             continue  # reported by the quick checks
-        yield SnapshotTarget(f"{found.path}/fs", f"{ns.name}/{sn_name}/{chain_id}")
+        fs = snapshot_fs(ctd, sn_name, backend.id)
+        yield SnapshotTarget(fs, f"{ns.name}/{sn_name}/{chain_id}")
 
 
 def check_store(

@@ -23,7 +23,16 @@ from forensics.layers.diff import DiffPlan
 from forensics.lookup import NoSuchContainer
 from forensics.model import Host
 
-__all__ = ["containerd_container", "docker_snapshot_plan", "snapshot_plan"]
+__all__ = ["containerd_container", "docker_snapshot_plan", "snapshot_fs", "snapshot_plan"]
+
+
+def snapshot_fs(ctd: ContainerdHost, snapshotter: str, ident: int) -> str:
+    """The files of snapshot directory ``ident`` of a directory snapshotter of the driver table
+    (``snapshots/<id>/fs`` of overlayfs), relative to the evidence root of the store."""
+    content = SNAPSHOTTERS[snapshotter].content
+    assert content is not None
+    rel = content(str(ident))
+    return f"{ctd.store.root}/{rel}" if ctd.store.root else rel
 
 
 def docker_snapshot_plan(host: Host, container_id: str) -> DiffPlan | str:
@@ -73,7 +82,7 @@ def snapshot_plan(
                 f"container {shown}: snapshot {name} is not in the {snapshotter} "
                 f"snapshotter's database ({sn.path}/metadata.db)"
             )
-        dirs.append(f"{sn.path}/snapshots/{backend.id}/fs")
+        dirs.append(snapshot_fs(ctd, snapshotter, backend.id))
     root = ctd.location if ctd.external else host.root  # where the store's paths start
     return DiffPlan(root, shown, snapshotter, tuple(dirs), tuple(dirs[1:]), OVERLAY_WHITEOUTS.name)
 
