@@ -1,6 +1,7 @@
 """``verify --deep``: every layer rebuilt from its tar-split and its files, in parallel.
 
-The per-layer work is in :mod:`forensics.layers`; this module runs it over a host (forked
+The per-layer work is in :mod:`forensics.layers` (a containerd store's blobs and snapshots:
+:mod:`forensics.layers.containerd_deep`); this module runs it over a host (forked
 workers, a progress bar in bytes), turns what it found into findings with the catalogue's
 severities (and says which layers it could not rebuild), and computes what each container
 changed, for the report and the SQLite export.
@@ -19,6 +20,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from forensics.checks.catalog import finding
+from forensics.containerd_model import ContainerdHost
 from forensics.drivers import DEVICEMAPPER_POOL
 from forensics.evidence import Evidence
 from forensics.layers import (
@@ -66,6 +68,8 @@ def verify_deep(ev: Evidence, host: Host) -> DeepResult:
         close_pools(ev)
     for report in result.layers:
         result.findings.extend(_layer_findings(report))
+    if host.containerd is not None:
+        result.findings.extend(_containerd_findings(ev, host.containerd))
     for cid in sorted(host.containers):
         plan = diff_plan(host, cid)
         if not isinstance(plan, str):
@@ -73,6 +77,20 @@ def verify_deep(ev: Evidence, host: Host) -> DeepResult:
             result.diffs.append(diff)
             result.findings.extend(_diff_findings(diff))
     return result
+
+
+def _containerd_findings(ev: Evidence, ctd: ContainerdHost) -> list[Finding]:
+    """The containerd store's blobs hashed and its layers held against their snapshots
+    (:mod:`forensics.layers.containerd_deep`), read through the evidence it lies in."""
+    from forensics.checks.containerd_deep import containerd_deep_findings
+    from forensics.layers.containerd_deep import check_store
+
+    if not ctd.external:
+        reports, skipped = check_store(ev, ctd)
+        return list(containerd_deep_findings(reports, skipped))
+    with Evidence(ctd.location) as store_ev:
+        reports, skipped = check_store(store_ev, ctd)
+        return list(containerd_deep_findings(reports, skipped))
 
 
 def _verify_one(ev: Evidence, job: LayerJob) -> LayerReport:

@@ -90,12 +90,13 @@ def header(host: Host, checked: Checked, term: Terminal) -> list[str]:
     lines += term.fit(printable(f"layout:  {layout}"), 2, 9)
     lines += term.fit(f"checked: {what}; {contents}", 2, 9)
     if host.containerd is not None:
-        lines += term.fit(printable(_containerd_checked(host)), 2, 9)
+        deep = checked.deep_layers is not None
+        lines += term.fit(printable(_containerd_checked(host, deep)), 2, 9)
     return lines
 
 
-def _containerd_checked(host: Host) -> str:
-    """The containerd store's line: where it is and what it holds."""
+def _containerd_checked(host: Host, deep: bool) -> str:
+    """The containerd store's line: where it is, what it holds, and how far it was read."""
     ctd = host.containerd
     assert ctd is not None
     nss = ctd.store.namespaces.values()
@@ -105,7 +106,11 @@ def _containerd_checked(host: Host) -> str:
         f"store:   containerd at {ctd.location or 'ROOT'}: "
         f"{_count(len(ctd.store.namespaces), 'namespace')}, {_count(images, 'image')}, "
         f"{_count(snapshots, 'snapshot')}, {_count(len(ctd.store.blobs), 'blob')} "
-        "(sizes checked, contents not hashed)"
+        + (
+            "(blobs hashed, layers held against their snapshots)"
+            if deep
+            else "(sizes checked, contents not hashed)"
+        )
     )
 
 

@@ -4,37 +4,62 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from forensics.api.root import Notify, open_root
+from forensics.api.root import Notify, open_containerd_root, open_root, read_root
 from forensics.errors import OperationalError
 from forensics.exitstatus import EXIT_ERRORS, EXIT_OK
-from forensics.lookup import find_container
-from forensics.stores import read_host
+from forensics.lookup import NoSuchContainer, find_container
+from forensics.model import Host
 
 if TYPE_CHECKING:  # the layer readers load construct: imported when a diff is made
-    from forensics.layers import DiffResult
+    from forensics.layers import DiffPlan, DiffResult
 
 
 def diff(
-    root: str, container: str, *, pick: str | None = None, notify: Notify | None = None
+    root: str,
+    container: str,
+    containerd_root: str | None = None,
+    *,
+    pick: str | None = None,
+    notify: Notify | None = None,
 ) -> DiffResult:
-    """The changes of ``container`` (a full id, a name or a unique id prefix) of ROOT, with the
-    directories that could not be compared in ``problems``. Raises
+    """The changes of ``container`` (a full id, a name or a unique id prefix; on a containerd
+    store also containerd's own container, as ``<namespace>/<id>`` or an id that one namespace
+    alone has) of ROOT, with the directories that could not be compared in ``problems``.
+    ``containerd_root``: the containerd root that goes with ROOT (as for ``verify``). Raises
     :class:`~forensics.lookup.NoSuchContainer` when ROOT holds no such container, and
     :class:`~forensics.errors.OperationalError` when its layers cannot be found. ``pick`` and
     ``notify``: as for :func:`~forensics.api.root.open_root` (ROOT an archive or disk image,
     said in the result's ``evidence``)."""
     ev = open_root(root, pick=pick, notify=notify)
-    host = read_host(ev)
-    cid = find_container(host, container)
-    from forensics.layers import container_diff, diff_plan
+    host = read_root(ev, open_containerd_root(containerd_root))
+    from forensics.layers import container_diff
 
-    plan = diff_plan(host, cid)
+    plan = _plan(host, container)
     if isinstance(plan, str):
         raise OperationalError(plan)
     result = container_diff(plan, ev)
     if ev.origin is not None:
         result.evidence = ev.origin.as_dict()
     return result
+
+
+def _plan(host: Host, wanted: str) -> DiffPlan | str:
+    """Docker's container ``wanted``, else containerd's (its snapshot against its parent)."""
+    from forensics.layers import diff_plan
+
+    try:
+        return diff_plan(host, find_container(host, wanted))
+    except NoSuchContainer:
+        if host.containerd is None:
+            raise
+    from forensics.layers.containerd_diff import containerd_container, snapshot_plan
+
+    ns, cid = containerd_container(host.containerd, wanted)
+    record = ns.containers[cid]
+    shown = f"{ns.name}/{cid}"
+    if not record.snapshot_key:
+        return f"container {shown}: it has no snapshot (no snapshot key): nothing to compare"
+    return snapshot_plan(host, ns, record.snapshotter, record.snapshot_key, shown)
 
 
 def diff_status(result: DiffResult) -> int:

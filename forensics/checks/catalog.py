@@ -539,6 +539,78 @@ _CHECKS = [
         "info",
         "what containerd's collector would remove, and the bytes it frees",
     ),
+    # containerd's store, --deep: blobs hashed, layer tars held against their snapshots
+    Check(
+        "containerd.blob-digest-mismatch",
+        "error",
+        "a blob whose sha256 differs from its name (--deep)",
+    ),
+    Check(
+        "containerd.layer-damaged",
+        "error",
+        "a layer blob that does not decompress or read as a tar to its end (--deep)",
+    ),
+    Check(
+        "containerd.layer-unsafe-path",
+        "error",
+        "a layer tar member whose name leaves the layer or lies beyond PATH_MAX (--deep)",
+    ),
+    Check(
+        "containerd.layer-diffid-mismatch",
+        "error",
+        "a layer blob whose uncompressed tar does not hash to its DiffID (--deep)",
+    ),
+    Check(
+        "containerd.snapshot-file-modified",
+        "error",
+        "a snapshot file whose size, sha256, link target or device differs from its layer's",
+    ),
+    Check(
+        "containerd.snapshot-file-type-changed",
+        "error",
+        "a snapshot entry of another type than its layer's (never followed, never read)",
+    ),
+    Check(
+        "containerd.snapshot-file-mode-changed",
+        "error",
+        "a snapshot entry whose permission bits differ from its layer's",
+    ),
+    Check(
+        "containerd.snapshot-file-metadata-changed",
+        "error",
+        "a snapshot entry whose owner or xattrs differ from its layer's",
+    ),
+    Check(
+        "containerd.snapshot-file-missing",
+        "error",
+        "a layer tar entry that its committed snapshot lacks",
+    ),
+    Check(
+        "containerd.snapshot-file-extra",
+        "error",
+        "an entry of a committed snapshot that its layer's tar does not hold",
+    ),
+    Check("containerd.snapshot-file-unreadable", "error", "a snapshot file that cannot be read"),
+    Check(
+        "containerd.snapshot-whiteout-changed",
+        "error",
+        "a deletion of the layer not kept as overlayfs keeps it (0:0 device, opaque xattr)",
+    ),
+    Check(
+        "containerd.snapshot-file-unverifiable",
+        "info",
+        "a snapshot entry that cannot be checked (an opaque xattr only root may read)",
+    ),
+    Check(
+        "containerd.layer-not-deep-checked",
+        "info",
+        "an unpacked layer whose blob is not in the content store: its snapshot is not checked",
+    ),
+    Check(
+        "containerd.layer-check-failed",
+        "error",
+        "the deep check of a blob stopped on an internal error (the rest was checked)",
+    ),
 ]
 
 #: verify's catalogue (:mod:`forensics.catalog`)

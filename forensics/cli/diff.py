@@ -6,7 +6,14 @@ import click
 from click.core import ParameterSource
 
 from forensics.api import diff as api
-from forensics.cli.common import Command, emit, path_option, root_argument, warn
+from forensics.cli.common import (
+    Command,
+    containerd_root_option,
+    emit,
+    path_option,
+    root_argument,
+    warn,
+)
 from forensics.report import printable, to_json
 
 
@@ -22,16 +29,24 @@ def _is_a_path(argument: str) -> bool:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
+@containerd_root_option
 @path_option
 @click.pass_context
-def diff(ctx: click.Context, container: str, root: str, fmt: str, pick: str | None) -> int:
+def diff(
+    ctx: click.Context,
+    container: str,
+    root: str,
+    fmt: str,
+    containerd_root: str | None,
+    pick: str | None,
+) -> int:
     """What CONTAINER's writable layer added (A), changed (C) and deleted (D), as docker diff."""
     if ctx.get_parameter_source("root") is ParameterSource.DEFAULT and _is_a_path(container):
         raise click.UsageError(
             f"Missing argument 'CONTAINER' ({container} is ROOT: name the container first, "
             "as in: diff CONTAINER ROOT)"
         )
-    result = api.diff(root, container, pick=pick, notify=warn)
+    result = api.diff(root, container, containerd_root, pick=pick, notify=warn)
     for path, message in result.problems:
         warn(f"{path}: {message}")
     if fmt == "json":

@@ -62,7 +62,8 @@ def _sqlite_output(
 @click.option(
     "--deep",
     is_flag=True,
-    help="Also rebuild every layer from its tar-split and files: DiffIDs and per-file crc64.",
+    help="Also rebuild every layer from its tar-split and files: DiffIDs and per-file crc64 "
+    "(a containerd store: every blob hashed, each layer's tar held against its snapshot).",
 )
 @click.option(
     "--severity",

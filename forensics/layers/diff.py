@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from forensics.drivers import AUFS_WHITEOUTS, OVERLAY_WHITEOUTS, layout_of
+from forensics.drivers import AUFS_WHITEOUTS, OVERLAY_WHITEOUTS, SNAPSHOTTER_NAMES, layout_of
 from forensics.evidence import Evidence, ReadFailure
 from forensics.layers.confine import PATH_MAX, Parts, Refusal, shorten, too_deep
 from forensics.layers.content import LayerTree, StatLike, is_opaque, open_layer_dir
@@ -124,6 +124,10 @@ class DiffResult:
 def diff_plan(host: Host, container_id: str) -> DiffPlan | str:
     """The trees to compare for ``container_id`` on ``host``, or why there are none."""
     container = host.containers.get(container_id)
+    if container is not None and container.driver in SNAPSHOTTER_NAMES:  # Docker 29's
+        from forensics.layers.containerd_diff import docker_snapshot_plan
+
+        return docker_snapshot_plan(host, container_id)
     mount = host.mounts.get(container_id)
     damaged = _damaged_reference(host, container_id)
     if damaged is not None:
