@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forensics.api.root import Notify, open_containerd_root, open_root, read_root
@@ -31,13 +32,16 @@ def diff(
     ``notify``: as for :func:`~forensics.api.root.open_root` (ROOT an archive or disk image,
     said in the result's ``evidence``)."""
     ev = open_root(root, pick=pick, notify=notify)
-    host = read_root(ev, open_containerd_root(containerd_root))
+    ctd = open_containerd_root(containerd_root)
+    host = read_root(ev, ctd)
     from forensics.layers import container_diff
 
     plan = _plan(host, container)
     if isinstance(plan, str):
         raise OperationalError(plan)
-    result = container_diff(plan, ev)
+    # a containerd store given apart holds the snapshots: its paths start at its own root
+    source = ctd if ctd is not None and Path(plan.root).resolve() == ctd.root else ev
+    result = container_diff(plan, source)
     if ev.origin is not None:
         result.evidence = ev.origin.as_dict()
     return result
