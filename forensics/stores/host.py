@@ -45,7 +45,6 @@ from forensics.stores.overlay import read_overlay
 from forensics.stores.overlay2 import start_overlay2
 from forensics.stores.plaindirs import read_plain_dirs
 from forensics.stores.volumes import read_volumes
-from forensics.treeevidence import TreeEvidence
 
 assert CONTAINERD_OVERLAYFS.mount_point is not None
 #: directories that hold data only when the containerd image store is in use (dockerd's own
@@ -187,6 +186,8 @@ def _legacy_driver(ev: Evidence, votes: Counter[str | None]) -> str | None:
 def _looks_like_docker(ev: Evidence) -> bool:
     """A root with no store to read that still bears a mark of dockerd's (an empty layout), as
     opposed to a directory that is no Docker root at all."""
+    from forensics.treeevidence import TreeEvidence  # the file-tree readers: only when asked
+
     try:
         return is_docker_root(ev if isinstance(ev, TreeEvidence) else ev.root)
     except OSError:
