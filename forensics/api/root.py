@@ -13,6 +13,7 @@ from forensics.errors import OperationalError, UsageError
 if TYPE_CHECKING:  # loaded when a command opens ROOT: ``thin`` never does (a quicker start)
     from forensics.evidence import Evidence
     from forensics.model import Host
+    from forensics.stores.host import Scope
 
 #: where warnings met on the way go (a line each)
 Notify = Callable[[str], None]
@@ -110,13 +111,13 @@ def open_containerd_root(path: str | None) -> Evidence | None:
     return ev
 
 
-def read_root(ev: Evidence, containerd: Evidence | None = None) -> Host:
-    """ROOT read whole, with its containerd store. A containerd metadata database of which
-    nothing can be read is an operational error naming it: none of the store's blobs and
-    snapshots could be accounted for."""
-    from forensics.stores import read_host
+def read_root(ev: Evidence, containerd: Evidence | None = None, scope: Scope | None = None) -> Host:
+    """ROOT read whole (or what ``scope`` asks of it), with its containerd store. A containerd
+    metadata database of which nothing can be read is an operational error naming it: none of
+    the store's blobs and snapshots could be accounted for."""
+    from forensics.stores.host import EVERYTHING, read_host
 
-    host = read_host(ev, containerd)
+    host = read_host(ev, containerd, scope or EVERYTHING)
     ctd = host.containerd
     if ctd is not None and ctd.unreadable:
         from forensics.stores.containerd import META_DB  # the store's readers: loaded by now
