@@ -38,6 +38,8 @@ AWKWARD: list[Any] = [
     [2**63 - 1, -(2**63), 2**64, -(2**64) - 1, 10**30],  # beyond 64 bits: orjson refuses
     [1.0, 1e16, 1e-7, 0.1, -2.5, 1.5e300],  # floats: written otherwise by orjson
     {"x": {"y": [1.25]}},
+    1e16,
+    -1e-7,
     {"not a float": '": 1.5', "text": "1e5"},  # float-like text inside strings
     {1: "int key", 2: "sorted as text by json"},
     [Word.RUNNING, Level.HIGH],
@@ -73,3 +75,16 @@ JSON_VALUES = st.recursive(
 @given(st.dictionaries(st.text(), JSON_VALUES, max_size=5))
 def test_streamed_documents_are_to_json(document: dict[str, Any]) -> None:
     assert "".join(json_chunks(document)) == to_json(document)
+
+
+@given(st.dictionaries(st.text(), JSON_VALUES.filter(lambda v: not _holds_float(v)), max_size=5))
+def test_documents_without_floats_are_to_json_unchecked(document: dict[str, Any]) -> None:
+    assert "".join(json_chunks(document, floats=False)) == to_json(document)
+
+
+def _holds_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_holds_float(v) for v in value.values())
+    return isinstance(value, list) and any(_holds_float(v) for v in value)

@@ -83,7 +83,8 @@ def inventory(
     elif container is not None:
         emit(container_text(host, container, reference))
     elif fmt == "json":
-        emit_chunks(json_chunks(with_evidence(inventory_document(host, reference), found)))
+        document = with_evidence(inventory_document(host, reference), found)
+        emit_chunks(json_chunks(document, floats=False))  # the model's values are typed
     else:
         emit(inventory_text(host, now=reference, all_images=all_images, no_trunc=no_trunc))
     return EXIT_OK
