@@ -9,7 +9,6 @@ from forensics.api.root import Notify, open_containerd_root, open_root, read_roo
 from forensics.heap import keep_until_exit
 from forensics.lookup import find_container
 from forensics.model import Container, Host
-from forensics.stores.host import CONTAINERS, SHOWN
 
 
 @dataclass
@@ -42,6 +41,8 @@ def inventory(
     ``pick`` and ``notify``: as for :func:`~forensics.api.root.open_root` (ROOT an archive or
     disk image)."""
     ev = open_root(root, pick=pick, notify=notify)
+    from forensics.stores.host import CONTAINERS, SHOWN  # the readers: not for --help
+
     scope = SHOWN if container is None else CONTAINERS
     host = read_root(ev, open_containerd_root(containerd_root), scope)
     if long_lived:
