@@ -40,9 +40,9 @@ def inventory(
     as the process (a command's run), and the garbage collector is told to leave it alone.
     ``pick`` and ``notify``: as for :func:`~forensics.api.root.open_root` (ROOT an archive or
     disk image)."""
-    ev = open_root(root, pick=pick, notify=notify)
     from forensics.stores.host import CONTAINERS, SHOWN  # the readers: not for --help
 
+    ev = open_root(root, pick=pick, notify=notify)
     scope = SHOWN if container is None else CONTAINERS
     host = read_root(ev, open_containerd_root(containerd_root), scope)
     if long_lived:
