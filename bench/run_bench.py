@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Benchmark ``docker-forensics verify`` against docker-explorer on one synthetic host.
+"""Benchmark ``docker-forensics verify`` and ``inventory`` against docker-explorer on one
+synthetic host.
 
     python bench/run_bench.py [--containers 5000] [--layers 20000] [--seed 1] [--repeat 3]
                               [--keep] [--fresh] [--check]
@@ -9,15 +10,16 @@
    generator's sources and the parameters are unchanged);
 3. runs, interleaved and ``--repeat`` times each, every command in a fresh process and records its
    wall time and peak RSS (``os.wait4``, the call ``/usr/bin/time -v`` makes):
-   (a) ``docker-forensics verify ROOT --format json`` from the environment running this script,
+   (a) ``docker-forensics verify ROOT --format json``, ``inventory ROOT --format json`` and
+       ``inventory ROOT`` (text) from the environment running this script,
    (b) ``de.py -r ROOT list all_containers`` from the peer's venv,
    (c) the physical-limit anchor: a minimal loop (one process: open, read, close) over the
        files that our verify reads, listed by its ``--sqlite`` provenance (``files_read``),
    (d) the same files read with verify's own system calls (the kind of each file before it is
        opened, opens relative to a directory held open, the probes and the l/ links);
-4. prints best/median wall time, peak RSS, the ratios ours/peer (with a verdict against the
-   goal, ours ≤ 1.0× the peer's time) and ours/anchor, our exit code and findings by severity,
-   and the peer's count.
+4. prints best/median wall time, peak RSS, the ratios of each of ours to the peer (with a
+   verdict against the goal, ours ≤ 1.0× the peer's time) and to the anchors, our exit codes,
+   verify's findings by severity, and how many containers the peer and our inventory listed.
 """
 
 from __future__ import annotations
@@ -52,6 +54,12 @@ GENERATOR_SOURCES = [
     "tarsplit.py",
 ]
 GOAL_RATIO = 1.0
+#: our commands, each measured beside the peer and the anchors: label, verb and arguments
+OURS = (
+    ("verify", ("verify", "--format", "json")),
+    ("inv-json", ("inventory", "--format", "json")),
+    ("inv-text", ("inventory",)),
+)
 #: the anchor: open and read each listed file (paths relative to ROOT), nothing else
 ANCHOR_LOOP = """
 import os, sys
@@ -286,7 +294,7 @@ def run_all(tools: list[Tool], repeat: int, out_dir: Path) -> None:
 
 
 def table(
-    tools: list[Tool], ours: Tool | None, peer: Tool, anchor: Tool | None, rules: Tool | None
+    tools: list[Tool], ours: list[Tool], peer: Tool, anchor: Tool | None, rules: Tool | None
 ) -> None:
     width = max(len(" ".join(t.display)) for t in tools)
     say(f"{'command':<{width}}  {'runs':>4}  {'best s':>7}  {'median s':>8}  {'peak MiB':>8}")
@@ -295,27 +303,28 @@ def table(
             f"{' '.join(tool.display):<{width}}  {len(tool.runs):>4}  {tool.best():>7.2f}  "
             f"{tool.median():>8.2f}  {tool.peak_mib():>8.1f}"
         )
-    if ours is None:
+    if not ours:
         return
-    time_ratio = ours.best() / peer.best()
-    mem_ratio = ours.peak_mib() / peer.peak_mib()
-    say(f"{'ratio ours/peer':<{width}}  {'':>4}  {time_ratio:>6.2f}x  {'':>8}  {mem_ratio:>7.2f}x")
-    if anchor is not None:
-        floor_ratio = ours.best() / anchor.best()
-        say(f"{'ratio ours/anchor':<{width}}  {'':>4}  {floor_ratio:>6.2f}x")
-    if rules is not None:
-        rules_ratio = ours.best() / rules.best()
-        label = "ratio ours/anchor with verify's calls"
-        say(f"{label:<{width}}  {'':>4}  {rules_ratio:>6.2f}x")
-    met = "met" if time_ratio <= GOAL_RATIO else "NOT met"
-    say(
-        f"verdict: ours takes {time_ratio:.2f}x the peer's time (best of {len(ours.runs)}) -> "
-        f"goal ours <= {GOAL_RATIO:.1f}x {met}; memory {mem_ratio:.2f}x"
-    )
+    say()
+    columns = ["/ peer", "/ peer MiB", "/ anchor", "/ verify's calls"]
+    say(f"{'ratio of':<{width}}  " + "  ".join(f"{c:>16}" for c in columns))
+    for tool in ours:
+        ratios = [tool.best() / peer.best(), tool.peak_mib() / peer.peak_mib()]
+        ratios += [tool.best() / a.best() if a else float("nan") for a in (anchor, rules)]
+        say(f"{' '.join(tool.display):<{width}}  " + "  ".join(f"{r:>15.2f}x" for r in ratios))
+    say()
+    for tool in ours:
+        time_ratio = tool.best() / peer.best()
+        met = "met" if time_ratio <= GOAL_RATIO else "NOT met"
+        say(
+            f"verdict: {tool.label} takes {time_ratio:.2f}x the peer's time (best of "
+            f"{len(tool.runs)}) -> goal <= {GOAL_RATIO:.1f}x {met}; memory "
+            f"{tool.peak_mib() / peer.peak_mib():.2f}x"
+        )
     if anchor is not None:
         say(
-            f"anchor: ours takes {ours.best() / anchor.best():.2f}x the time of just opening and "
-            f"reading the files it reads (one process; ours uses {workers_of_ours()})"
+            f"anchor: one process opening and reading the files that verify reads (ours uses "
+            f"{workers_of_ours()})"
         )
 
 
@@ -402,6 +411,23 @@ def report_ours(tool: Tool) -> None:
         say(f"      {count:>6}  {check}")
 
 
+def report_inventory(tool: Tool, containers: int) -> None:
+    """Our inventory's exit code, and that it listed every container."""
+    run = tool.runs[-1]
+    text = run.stdout.read_text(errors="replace")
+    if tool.argv[-2:] == ["--format", "json"]:
+        try:
+            listed = len(json.loads(text)["containers"])
+        except (ValueError, KeyError, TypeError) as error:
+            say(f"!!! WARNING: {tool.label}: not the expected JSON ({error!r}); rc {run.rc}")
+            return
+    else:
+        heading = next((line for line in text.splitlines() if line.startswith("CONTAINERS (")), "")
+        listed = int(heading.removeprefix("CONTAINERS (").rstrip(")") or -1)
+    mark = "" if listed == containers else f"  !!! expected {containers}"
+    say(f"{tool.label}: exit code {run.rc}, listed {listed} containers{mark}")
+
+
 def report_peer(tool: Tool, containers: int) -> None:
     run = tool.runs[-1]
     try:
@@ -456,15 +482,19 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     tools: list[Tool] = []
-    ours = anchor = rules = None
+    ours: list[Tool] = []
+    anchor = rules = None
     files = size = 0
     if ours_argv:
-        ours = Tool(
-            "ours",
-            ours_argv + ["verify", str(root), "--format", "json"],
-            ["docker-forensics", "verify", "ROOT", "--format", "json"],
-        )
-        tools.append(ours)
+        for label, (verb, *options) in OURS:
+            ours.append(
+                Tool(
+                    label,
+                    [*ours_argv, verb, str(root), *options],
+                    ["docker-forensics", verb, "ROOT", *options],
+                )
+            )
+        tools += ours
     else:
         say(f"ours: SKIPPED - {why}; measuring the peer alone")
     peer = Tool(
@@ -492,8 +522,11 @@ def main(argv: list[str] | None = None) -> int:
     say()
     table(tools, ours, peer, anchor, rules)
     say()
-    if ours:
-        report_ours(ours)
+    for tool in ours:
+        if tool.label == "verify":
+            report_ours(tool)
+        else:
+            report_inventory(tool, args.containers)
     report_peer(peer, args.containers)
     if anchor and rules:
         report_anchor(anchor, files, size)

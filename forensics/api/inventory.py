@@ -30,15 +30,21 @@ def inventory(
     pick: str | None = None,
     notify: Notify | None = None,
 ) -> Inventory:
-    """Read ROOT whole; with ``container`` (a full id, a name or a unique id prefix, as docker
-    takes them), find that container too (:class:`~forensics.lookup.NoSuchContainer` if ROOT
-    holds none or several). ``containerd_root``: the containerd root that goes with ROOT (else
+    """Read what the inventory shows of ROOT (not the driver's own directories and links,
+    nor BuildKit's databases: ``verify`` reads those); with ``container`` (a full id, a name
+    or a unique id prefix, as docker takes them), find that container too
+    (:class:`~forensics.lookup.NoSuchContainer` if ROOT holds none or several), without
+    reading the layers (nor the image sizes they hold), which a container's view does not
+    show. ``containerd_root``: the containerd root that goes with ROOT (else
     the one dockerd keeps under ROOT, or ROOT itself). ``long_lived``: the model lives as long
     as the process (a command's run), and the garbage collector is told to leave it alone.
     ``pick`` and ``notify``: as for :func:`~forensics.api.root.open_root` (ROOT an archive or
     disk image)."""
+    from forensics.stores.host import CONTAINERS, SHOWN  # the readers: not for --help
+
     ev = open_root(root, pick=pick, notify=notify)
-    host = read_root(ev, open_containerd_root(containerd_root))
+    scope = SHOWN if container is None else CONTAINERS
+    host = read_root(ev, open_containerd_root(containerd_root), scope)
     if long_lived:
         keep_until_exit()
     evidence = ev.origin.as_dict() if ev.origin is not None else None

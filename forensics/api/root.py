@@ -13,6 +13,7 @@ from forensics.errors import OperationalError, UsageError
 if TYPE_CHECKING:  # loaded when a command opens ROOT: ``thin`` never does (a quicker start)
     from forensics.evidence import Evidence
     from forensics.model import Host
+    from forensics.stores.host import Scope
 
 #: where warnings met on the way go (a line each)
 Notify = Callable[[str], None]
@@ -36,10 +37,9 @@ def open_root(
     :class:`~forensics.image.locate.SeveralDockerRoots` otherwise); which root was read, and
     what is wrong with the file's container, go to ``notify``."""
     from forensics.evidence import Evidence
-    from forensics.image.root import is_evidence_file
     from forensics.stores.dockerroot import judge_root
 
-    if is_evidence_file(root):
+    if _is_evidence_file(root):
         return _open_file_root(root, pick, record_reads, notify)
     if pick is not None:
         raise UsageError(
@@ -53,6 +53,16 @@ def open_root(
     if complaint is not None:
         raise OperationalError(complaint)
     return ev
+
+
+def _is_evidence_file(root: str) -> bool:
+    """Whether ROOT is an archive or disk image (:func:`forensics.image.root.is_evidence_file`);
+    a directory is none, and is told without loading the image and filesystem readers."""
+    if os.path.isdir(root):
+        return False
+    from forensics.image.root import is_evidence_file
+
+    return is_evidence_file(root)
 
 
 #: problems of the evidence file's container said, at most
@@ -77,9 +87,7 @@ def _open_file_root(
 
 def refuse_file_root(root: str, command: str) -> None:
     """``command`` writes into ROOT: an archive or disk image is read in place, never written."""
-    from forensics.image.root import is_evidence_file
-
-    if is_evidence_file(root):
+    if _is_evidence_file(root):
         raise OperationalError(
             f"{root} is a file (an archive or disk image), which is read in place and never "
             f"written: {command} works on a directory (unpack or restore the root first, "
@@ -103,16 +111,17 @@ def open_containerd_root(path: str | None) -> Evidence | None:
     return ev
 
 
-def read_root(ev: Evidence, containerd: Evidence | None = None) -> Host:
-    """ROOT read whole, with its containerd store. A containerd metadata database of which
-    nothing can be read is an operational error naming it: none of the store's blobs and
-    snapshots could be accounted for."""
-    from forensics.stores import read_host
-    from forensics.stores.containerd import META_DB
+def read_root(ev: Evidence, containerd: Evidence | None = None, scope: Scope | None = None) -> Host:
+    """ROOT read whole (or what ``scope`` asks of it), with its containerd store. A containerd
+    metadata database of which nothing can be read is an operational error naming it: none of
+    the store's blobs and snapshots could be accounted for."""
+    from forensics.stores.host import EVERYTHING, read_host
 
-    host = read_host(ev, containerd)
+    host = read_host(ev, containerd, scope or EVERYTHING)
     ctd = host.containerd
     if ctd is not None and ctd.unreadable:
+        from forensics.stores.containerd import META_DB  # the store's readers: loaded by now
+
         db = f"{ctd.store.root}/{META_DB}" if ctd.store.root else META_DB
         shown = f"{ctd.location}/{META_DB}" if ctd.external else db
         why = "; ".join(f"{p.kind}: {p.detail}" for p in ctd.store.problems if p.path == db)

@@ -4,7 +4,8 @@
 Exit codes follow e2fsck: 0 clean, 1 repaired, 4 errors found, 8 operational error, 16 usage error,
 32 interrupted. Only the requested output goes to stdout; progress and messages go to stderr.
 
-The main command is :mod:`forensics.cli.app`; each verb has its module, imported when it runs
+The main command is :mod:`forensics.cli.app` (click), imported by :func:`main` unless the
+command line asks for the version alone; each verb has its module, imported when it runs
 (``docker-forensics = "forensics.cli:main"``).
 """
 
@@ -17,10 +18,44 @@ from forensics.interrupt import python_handles_interrupts
 # isort: on
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from forensics.cli.app import cli, main
+if TYPE_CHECKING:
+    from forensics.cli.app import cli
 
 __all__ = ["cli", "main"]
+
+#: the command lines that ask for the version and nothing else (``forensics`` first: as a
+#: Docker CLI plugin); click's ``--version`` says the same
+_VERSION_ONLY = (["--version"], ["forensics", "--version"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns (and exits with) the e2fsck-style code
+    (:func:`forensics.cli.app.main`). ``--version`` alone is answered without loading the
+    command line."""
+    args = sys.argv[1:] if argv is None else argv
+    if args in _VERSION_ONLY:
+        from forensics import __version__
+
+        try:
+            sys.stdout.write(f"docker-forensics, version {__version__}\n")
+            sys.stdout.flush()
+        except (AttributeError, OSError, ValueError):
+            pass  # no standard output, or a closed one: the command line says so, as always
+        else:
+            sys.exit(0)
+    from forensics.cli.app import main as run
+
+    return run(argv)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "cli":
+        from forensics.cli.app import cli
+
+        return cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _run_as_the_program() -> bool:

@@ -12,11 +12,10 @@ import sys
 import click
 
 from forensics import __version__
-from forensics.cli.common import Command, emit
+from forensics.cli.common import Command, emit, printable
 from forensics.exitstatus import EXIT_INTERRUPTED, EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE
 from forensics.interrupt import python_handles_interrupts
 from forensics.progress import set_enabled
-from forensics.report import printable
 
 PLUGIN_METADATA = {
     "SchemaVersion": "0.1.0",
@@ -54,8 +53,9 @@ def accept_global_options(command: click.Command) -> click.Command:
 
 class LazyGroup(click.Group):
     """The main command. Each verb's module (and the library behind it: numpy, construct, the
-    pool writer for some) is imported only when that verb runs or is listed, so that every
-    command starts quicker. Every subcommand also takes the global options after its name."""
+    pool writer for some) is imported only when that verb runs, so that every command starts
+    quicker; the list of verbs in ``--help`` is written from :attr:`SUMMARIES` without
+    importing any. Every subcommand also takes the global options after its name."""
 
     #: command name -> "module:attribute"
     LAZY = {
@@ -65,6 +65,23 @@ class LazyGroup(click.Group):
         "thin": "forensics.cli.thin:thin",
         "timeline": "forensics.cli.timeline:timeline",
         "verify": "forensics.cli.verify:verify",
+    }
+    #: the first paragraph of each verb's help, which click shortens for the list of verbs
+    #: (tests/test_startup.py holds them to the commands' own)
+    SUMMARIES = {
+        "diff": "What CONTAINER's writable layer added (A), changed (C) and deleted (D), as "
+        "docker diff.",
+        "inventory": "List the images, containers and volumes of ROOT (default "
+        "/var/lib/docker; or an archive or disk image holding it).",
+        "repair": "Repair a stopped Docker root (default /var/lib/docker): quarantine what is "
+        "broken or orphaned, recreate missing overlay2 links, rewrite a damaged "
+        "repositories.json.",
+        "thin": "Read dm-thin pool metadata (devicemapper's metadata file) offline.",
+        "timeline": "When ROOT's images were built and tagged and its containers created, "
+        "started, stopped and last logged: every time Docker recorded, oldest first, with the "
+        "file it came from.",
+        "verify": "Cross-check everything in ROOT and report each problem with its check id "
+        "and path.",
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -78,6 +95,20 @@ class LazyGroup(click.Group):
         module, attribute = target.split(":")
         command: click.Command = getattr(importlib.import_module(module), attribute)
         return accept_global_options(command)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The list of verbs, each with its summary, as click writes it, from
+        :attr:`SUMMARIES` for the verbs not imported."""
+        rows = []
+        for name in self.list_commands(ctx):
+            summary = self.SUMMARIES.get(name)
+            command = click.Command(name, help=summary) if summary else self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command))
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, c.get_short_help_str(limit)) for name, c in rows])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,7 +14,6 @@ import click
 from forensics.api.root import DEFAULT_ROOT
 from forensics.errors import Damage, ForensicsError, NotFound, OperationalError, UsageError
 from forensics.exitstatus import EXIT_ERRORS, EXIT_OPERATIONAL, EXIT_USAGE
-from forensics.report import printable
 
 #: each kind of the library's errors, and the exit status it ends a run with (e2fsck's); any
 #: other ForensicsError is operational
@@ -95,6 +94,13 @@ class Group(click.Group):
     """A group whose commands are :class:`Command` s."""
 
     command_class = Command
+
+
+def printable(text: str) -> str:
+    """:func:`forensics.report.printable`, loaded when a message is shown (not at start-up)."""
+    from forensics.report import printable as safe_for_a_terminal
+
+    return safe_for_a_terminal(text)
 
 
 def warn(message: str, command: str | None = None) -> None:

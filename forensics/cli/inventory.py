@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from forensics.api import inventory as api
 from forensics.cli.common import (
     Command,
     containerd_root_option,
@@ -18,9 +17,9 @@ from forensics.cli.common import (
     warn,
 )
 from forensics.exitstatus import EXIT_OK
-from forensics.inventory import container_record, container_text, inventory_document, inventory_text
-from forensics.jsonstream import json_chunks
-from forensics.report import to_json
+
+if TYPE_CHECKING:  # the library and the model are loaded when the command runs, not for --help
+    from forensics.api import inventory as api
 
 
 def with_evidence(doc: dict[str, Any], found: api.Inventory) -> dict[str, Any]:
@@ -69,6 +68,16 @@ def inventory(
 ) -> int:
     """List the images, containers and volumes of ROOT (default /var/lib/docker; or an
     archive or disk image holding it)."""
+    from forensics.api import inventory as api
+    from forensics.inventory import (
+        container_record,
+        container_text,
+        inventory_document,
+        inventory_text,
+    )
+    from forensics.jsonstream import json_chunks
+    from forensics.report import to_json
+
     found = api.inventory(
         root,
         container=wanted,
@@ -83,7 +92,8 @@ def inventory(
     elif container is not None:
         emit(container_text(host, container, reference))
     elif fmt == "json":
-        emit_chunks(json_chunks(with_evidence(inventory_document(host, reference), found)))
+        document = with_evidence(inventory_document(host, reference), found)
+        emit_chunks(json_chunks(document, floats=False))  # the model's values are typed
     else:
         emit(inventory_text(host, now=reference, all_images=all_images, no_trunc=no_trunc))
     return EXIT_OK

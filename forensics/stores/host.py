@@ -45,7 +45,6 @@ from forensics.stores.overlay import read_overlay
 from forensics.stores.overlay2 import start_overlay2
 from forensics.stores.plaindirs import read_plain_dirs
 from forensics.stores.volumes import read_volumes
-from forensics.treeevidence import TreeEvidence
 
 assert CONTAINERD_OVERLAYFS.mount_point is not None
 #: directories that hold data only when the containerd image store is in use (dockerd's own
@@ -72,21 +71,45 @@ class Detection:
     stale_stores: list[str] = field(default_factory=list)
 
 
-def read_host(ev: Evidence, containerd: Evidence | None = None) -> Host:
-    """Read ROOT (``ev``) whole; ``containerd``: a containerd root given apart from it."""
+@dataclass(frozen=True)
+class Scope:
+    """What of a root is read. verify, repair and the exports read all of it
+    (:data:`EVERYTHING`); inventory reads what it shows (:data:`SHOWN`), and a view of one
+    container not even the layers behind the image sizes it does not print
+    (:data:`CONTAINERS`). What is read is read the same way, with the same safety rules."""
+
+    #: the driver's own directories and links (overlay2's ``<id>/`` and ``l/``, aufs', vfs'…;
+    #: devicemapper's devices are always read) and BuildKit's databases: only checked
+    driver_dirs: bool = True
+    #: the layerdb entries (DiffIDs, parents, cache ids, sizes)
+    layers: bool = True
+    #: the names probed for the checks only (a layerdb entry's tar-split)
+    probes: bool = True
+
+
+EVERYTHING = Scope()
+SHOWN = Scope(driver_dirs=False, probes=False)
+CONTAINERS = Scope(driver_dirs=False, layers=False, probes=False)
+
+
+def read_host(ev: Evidence, containerd: Evidence | None = None, scope: Scope = EVERYTHING) -> Host:
+    """Read ROOT (``ev``) whole, or what ``scope`` asks of it; ``containerd``: a containerd
+    root given apart from it."""
     # the helpers are forked once, at the first store big enough to need them
     with no_cycle_collection(), shared_workers(ev):
-        return _read_host(ev, containerd)
+        return _read_host(ev, containerd, scope)
 
 
-def _read_host(ev: Evidence, containerd: Evidence | None = None) -> Host:
+def _read_host(ev: Evidence, containerd: Evidence | None, scope: Scope) -> Host:
     host = Host(root=str(ev.root))
     read_containers(ev, host)
     found = detect_layout(ev, host)
     host.layout, host.driver, host.stale_stores = found.layout, found.driver, found.stale_stores
     if found.layout == "modern" and found.store:
-        finish_store = start_image_store(ev, host, found.store)
-        finish_driver = _start_driver(ev, host, found.driver)
+        finish_store = start_image_store(
+            ev, host, found.store, layers=scope.layers, probes=scope.probes
+        )
+        finish_driver = _start_driver(ev, host, found.driver, scope)
         finish_store()
         _modern_container_layers(host)
         if any(is_hex64(name) for name in ev.listdir_or_empty("graph")):
@@ -97,18 +120,23 @@ def _read_host(ev: Evidence, containerd: Evidence | None = None) -> Host:
         read_repositories(ev, host, found.driver)
         read_linkgraph(ev, host)
         _legacy_container_layers(host)
-        _start_driver(ev, host, found.driver)()
+        _start_driver(ev, host, found.driver, scope)()
     elif found.driver:
-        _start_driver(ev, host, found.driver)()
+        _start_driver(ev, host, found.driver, scope)()
     read_volumes(ev, host)
+    if scope.driver_dirs:
+        _read_buildkit(ev, host)
+    attach_containerd(ev, host, containerd)
+    _note_layout(ev, host)
+    return host
+
+
+def _read_buildkit(ev: Evidence, host: Host) -> None:
     read_buildkit(ev, host)
     if host.buildkit_present:
         # every name, not only those unlike dockerd's: an orphan is quarantined only when no
         # BuildKit database names it
         record_buildkit(ev, host, sorted(host.driver_dirs))
-    attach_containerd(ev, host, containerd)
-    _note_layout(ev, host)
-    return host
 
 
 def read_legacy_era(ev: Evidence, host: Host) -> Host:
@@ -187,18 +215,23 @@ def _legacy_driver(ev: Evidence, votes: Counter[str | None]) -> str | None:
 def _looks_like_docker(ev: Evidence) -> bool:
     """A root with no store to read that still bears a mark of dockerd's (an empty layout), as
     opposed to a directory that is no Docker root at all."""
+    from forensics.treeevidence import TreeEvidence  # the file-tree readers: only when asked
+
     try:
         return is_docker_root(ev if isinstance(ev, TreeEvidence) else ev.root)
     except OSError:
         return False
 
 
-def _start_driver(ev: Evidence, host: Host, driver: str | None) -> Callable[[], None]:
+def _start_driver(ev: Evidence, host: Host, driver: str | None, scope: Scope) -> Callable[[], None]:
     """Start reading the driver's directories, as its row says; the function returned
     finishes it. overlay2's layout is handed to the workers now, so that they read it while
-    the image store is taken in; the other drivers are read when the function is called."""
+    the image store is taken in; the other drivers are read when the function is called.
+    Outside ``scope`` only devicemapper's devices are read (they are shown)."""
     layout = layout_of(driver)
     if layout is None:
+        return _nothing
+    if not scope.driver_dirs and layout.reader != "devicemapper":
         return _nothing
     if layout.reader == "overlay2":
         return start_overlay2(ev, host, layout)
@@ -206,7 +239,7 @@ def _start_driver(ev: Evidence, host: Host, driver: str | None) -> Callable[[], 
 
 
 def _nothing() -> None:
-    """A driver without a row: nothing of it is read."""
+    """A driver without a row, or outside the scope: nothing of it is read."""
 
 
 def _modern_container_layers(host: Host) -> None:

@@ -22,20 +22,28 @@ from forensics.stores.runconfig import run_config_of
 from forensics.stores.tags import attach_tags, read_tag_store
 
 
-def start_image_store(ev: Evidence, host: Host, store: str) -> Callable[[], None]:
-    """Start reading ``store`` into ``host``; the function returned finishes it.
+def start_image_store(
+    ev: Evidence, host: Host, store: str, *, layers: bool = True, probes: bool = True
+) -> Callable[[], None]:
+    """Start reading ``store`` into ``host``; the function returned finishes it. Without
+    ``layers`` the layerdb entries are not read; without ``probes`` no name is probed for the
+    checks alone (a layer's tar-split).
 
     The layers, the mount records and the images are all handed to the workers before any is
     taken in, so that the workers read on while this process takes in the results (and
     starts on the driver's directories in between)."""
     host.image_store = store
     read_tag_store(ev, host, f"{store}/repositories.json", legacy=False)
-    layers = _start_layers(ev, host, f"{store}/layerdb")
+    read_layers = (
+        _start_layers(ev, host, f"{store}/layerdb", (TAR_SPLIT,) if probes else ())
+        if layers
+        else iter(())
+    )
     mounts = _start_mounts(ev, f"{store}/layerdb/mounts")
     images = _start_images(ev, host, f"{store}/imagedb")
 
     def finish() -> None:
-        for layer in layers:
+        for layer in read_layers:
             host.layers[layer.id] = layer
         for mount in mounts:
             host.mounts[mount.container_id] = mount
@@ -160,8 +168,11 @@ def _read_image_metadata(ev: Evidence, image: Image, meta: str) -> None:
 # -- layerdb ----------------------------------------------------------------------------------
 
 
-def _start_layers(ev: Evidence, host: Host, layerdb: str) -> Iterator[Layer]:
-    """Every layer of ``layerdb`` (leftovers and stray entries recorded), being read."""
+def _start_layers(
+    ev: Evidence, host: Host, layerdb: str, probes: tuple[str, ...]
+) -> Iterator[Layer]:
+    """Every layer of ``layerdb`` (leftovers and stray entries recorded), being read, with
+    ``probes`` probed in each entry."""
     for name in ev.listdir_or_empty(f"{layerdb}/tmp"):
         host.add_leftover("layerdb-tmp", f"{layerdb}/tmp/{name}")
     base = f"{layerdb}/sha256"
@@ -174,12 +185,12 @@ def _start_layers(ev: Evidence, host: Host, layerdb: str) -> Iterator[Layer]:
             host.add_leftover("layerdb-stray", f"{base}/{name}")
         else:
             layers.append(name)
-    read = map_entries(ev, partial(_read_layer_in, base), layers)
+    read = map_entries(ev, partial(_read_layer_in, base, probes), layers)
     return track(read, "layers", total=len(layers))
 
 
-def _read_layer_in(base: str, ev: Evidence, name: str) -> Layer:
-    return _read_layer(ev, f"{base}/{name}", "sha256:" + name)
+def _read_layer_in(base: str, probes: tuple[str, ...], ev: Evidence, name: str) -> Layer:
+    return _read_layer(ev, f"{base}/{name}", "sha256:" + name, probes)
 
 
 #: the value files of a layerdb entry, and those every entry has
@@ -188,9 +199,9 @@ LAYER_REQUIRED = ("diff", "cache-id", "size")
 TAR_SPLIT = "tar-split.json.gz"
 
 
-def _read_layer(ev: Evidence, rel: str, chain: str) -> Layer:
+def _read_layer(ev: Evidence, rel: str, chain: str, probes: tuple[str, ...]) -> Layer:
     layer = Layer(id=chain, path=rel)
-    if _read_plain_layer(ev, layer):
+    if _read_plain_layer(ev, layer, probes):
         return layer
     try:
         with ev.opendir(rel) as d:
@@ -200,10 +211,10 @@ def _read_layer(ev: Evidence, rel: str, chain: str) -> Layer:
     return layer
 
 
-def _read_plain_layer(ev: Evidence, layer: Layer) -> bool:
+def _read_plain_layer(ev: Evidence, layer: Layer, probes: tuple[str, ...]) -> bool:
     """A healthy layerdb entry, read without listing it; False when anything is amiss (the
     entry is then read the careful way, which names the damage)."""
-    found = ev.read_plain_dir(layer.path, LAYER_FILES, probe=(TAR_SPLIT,))
+    found = ev.read_plain_dir(layer.path, LAYER_FILES, probe=probes)
     values = plain_values(found, LAYER_REQUIRED)
     if found is None or values is None:
         return False
