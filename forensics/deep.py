@@ -3,8 +3,8 @@
 The per-layer work is in :mod:`forensics.layers`; this module runs it over a host (forked
 workers, a progress bar in bytes), turns what it found into findings with the catalogue's
 severities (and says which layers it could not rebuild; what a copy of the root changed the
-same way on every file is said once, :mod:`forensics.layers.copy_artefacts`), and computes what each container
-changed, for the report and the SQLite export.
+same way on every file is said once, :mod:`forensics.layers.copy_artefacts`), and computes
+what each container changed, for the report and the SQLite export.
 
 A layer whose check raises (a bug) does not end the run: it is reported as
 ``layer.check-failed`` on that layer, and the other layers are checked
