@@ -25,6 +25,7 @@ import stat
 from collections import OrderedDict
 from typing import Any, BinaryIO
 
+from forensics.fs.blockcache import BlockCache
 from forensics.fs.content import (
     Bounds,
     ExtentFile,
@@ -57,6 +58,9 @@ _ENTRY_CACHE = 256
 _LISTING_CACHE = 64
 #: directories whose listing is kept by path (a walk returns to a few ancestors)
 _DIR_CACHE = 16
+#: files up to this size are handed out without a buffer: they are read whole, in one go,
+#: and a buffer of its own per file costs more than the read
+_UNBUFFERED = 1 << 16
 
 
 class DecodedInode:
@@ -103,6 +107,8 @@ class LibyalTree:
         raw = innermost(fileobj)
         self._io_problems: list[Any] | None = getattr(raw, "read_problems", None)
         self.read_into = positional_reader(fileobj)
+        #: how a small file's bytes are read: through the block cache when there is one
+        self.read_small = fileobj.read_into if isinstance(fileobj, BlockCache) else self.read_into
         self._bounds: Bounds | None = None
         self._entries: OrderedDict[int, Any] = OrderedDict()
         self._listings: OrderedDict[int, Listing | Refusal] = OrderedDict()
@@ -208,6 +214,8 @@ class LibyalTree:
             if isinstance(inline, Refusal):
                 return Refusal(inline.kind, f"{display(parts)}: {inline.detail}", mode)
             return inline
+        if size <= _UNBUFFERED:  # read whole at once, by one read per run
+            return ExtentFile(layout, self.read_small, f"inode {ino}")
         return io.BufferedReader(ExtentFile(layout, self.read_into, f"inode {ino}"), 1 << 16)
 
     def layout(self, ino: int, entry: Any, size: int) -> Layout | Refusal | None:
