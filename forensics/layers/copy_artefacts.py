@@ -36,6 +36,7 @@ out: no copy of the root changes what is inside a device.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -116,12 +117,12 @@ def mode_mask(modes: Iterable[tuple[int, int]]) -> int:
     cleared on disk on every entry that sets it, but for at most one in :data:`_KEEP_RATIO`."""
     has = [0] * len(_BITS)
     cleared = [0] * len(_BITS)
-    for tar, disk in modes:
+    for (tar, disk), count in Counter(modes).items():  # a few distinct pairs, however many files
         for i, bit in enumerate(_BITS):
             if tar & bit:
-                has[i] += 1
+                has[i] += count
                 if not disk & bit:
-                    cleared[i] += 1
+                    cleared[i] += count
     mask = 0
     for i, bit in enumerate(_BITS):
         if cleared[i] and (has[i] - cleared[i]) * _KEEP_RATIO <= has[i]:
@@ -130,11 +131,10 @@ def mode_mask(modes: Iterable[tuple[int, int]]) -> int:
 
 
 def _mode_pattern(reports: list[LayerReport]) -> tuple[int, _Pattern | None]:
-    entries = list(_compared(reports))
-    changed = [(r, rec) for r, rec in entries if rec.status == "mode-changed"]
+    changed = [(r, rec) for r, rec in _compared(reports) if rec.status == "mode-changed"]
     if len(changed) < MIN_EXPLAINED:
         return 0, None
-    mask = mode_mask((rec.mode or 0, _on_disk(rec)) for _, rec in entries)
+    mask = mode_mask((rec.mode or 0, _on_disk(rec)) for _, rec in _compared(reports))
     if not mask:
         return 0, None
     pattern = _Pattern("mode-mask")
