@@ -8,9 +8,10 @@ them), so each backend parses its directories and reads its symlink targets itse
 bytes on disk; plain inodes and their extents are decoded by the backends too
 (:class:`DecodedInode`). A regular file's contents are read straight from the device through
 its extents (:mod:`forensics.fs.content`: large reads, holes and unwritten extents as zeros,
-every extent checked against the device and the filesystem's own structures). A path is
-resolved one component at a time through the listings, from the root directory: inode tables
-are never scanned, no symlink is followed.
+every extent checked against the device and the filesystem's own structures); a small file's
+through the block cache (:mod:`forensics.fs.blockcache`), whole, without a buffer of its own.
+A path is resolved one component at a time through the listings, from the root directory:
+inode tables are never scanned, no symlink is followed.
 
 Every error the library raises becomes a :class:`~forensics.fs.tree.Refusal`; when the file
 object under the filesystem keeps a list of the problems its reads met (a thin device's
