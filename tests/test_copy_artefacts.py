@@ -5,6 +5,7 @@ pattern at the Docker root, not file by file; a file changed in another way is s
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 from pathlib import Path
@@ -91,6 +92,22 @@ def test_a_copy_made_under_umask_027_is_one_finding(
     assert len(_errors(doc)) <= 5
     assert all(layer["counts"]["mode-changed"] == 0 for layer in doc["layers"])
     assert all(layer["diff_id_matches"] for layer in doc["layers"])
+
+
+def test_the_entries_explained_are_intact_in_the_database(
+    cli: Any, umask_copy: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "case.db"
+    result = cli("verify", umask_copy, "--deep", "--sqlite", db, "--no-progress")
+    assert result.code == 0, result.stderr
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT status, detail FROM layer_files WHERE detail LIKE 'copy artefact%'"
+        ).fetchall()
+        statuses = {s for (s,) in conn.execute("SELECT DISTINCT status FROM layer_files")}
+    assert rows and {status for status, _ in rows} == {"ok"}
+    assert all("(mode-mask): mode 0" in detail for _, detail in rows)
+    assert "mode-changed" not in statuses
 
 
 def test_a_copy_made_with_cp_r_is_said_once(cli: Any, sample_master: Path, tmp_path: Path) -> None:
