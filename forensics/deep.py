@@ -3,8 +3,9 @@
 The per-layer work is in :mod:`forensics.layers` (a containerd store's blobs and snapshots:
 :mod:`forensics.layers.containerd_deep`); this module runs it over a host (forked
 workers, a progress bar in bytes), turns what it found into findings with the catalogue's
-severities (and says which layers it could not rebuild), and computes what each container
-changed, for the report and the SQLite export.
+severities (and says which layers it could not rebuild; what a copy of the root changed the
+same way on every file is said once, :mod:`forensics.layers.copy_artefacts`), and computes
+what each container changed, for the report and the SQLite export.
 
 A layer whose check raises (a bug) does not end the run: it is reported as
 ``layer.check-failed`` on that layer, and the other layers are checked
@@ -34,6 +35,7 @@ from forensics.layers import (
     plan_layers,
     verify_layer,
 )
+from forensics.layers.copy_artefacts import explain_copy_artefacts
 from forensics.layers.devices import close_pools
 from forensics.model import Host
 from forensics.parallel import map_entries
@@ -66,6 +68,7 @@ def verify_deep(ev: Evidence, host: Host) -> DeepResult:
     finally:
         bar.close()
         close_pools(ev)
+    result.findings.extend(explain_copy_artefacts(result.layers))
     for report in result.layers:
         result.findings.extend(_layer_findings(report))
     if host.containerd is not None:

@@ -94,6 +94,13 @@ def _parts_of(rel: str) -> Parts:
     return tuple(os.fsencode(p) for p in rel.split("/")) if rel else ()
 
 
+@functools.lru_cache(maxsize=1024)
+def _name_bytes(name: str) -> bytes:
+    """``os.fsencode(name)``, kept: the stores ask for the same few names in every layer and
+    container directory."""
+    return os.fsencode(name)
+
+
 def _unsafe(rel: str) -> bool:
     return any(p in ("", ".", "..") or "\0" in p for p in rel.split("/"))
 
@@ -345,7 +352,7 @@ class TreeEvidence(Evidence):
             return None
         files: dict[str, bytes] = {}
         for name in read:
-            entry = listing.find(os.fsencode(name))
+            entry = listing.find(_name_bytes(name))
             if entry is None:
                 continue
             if entry.type and entry.type != stat.S_IFREG:
@@ -356,7 +363,7 @@ class TreeEvidence(Evidence):
             files[name] = data
         kinds: dict[str, str] = {}
         for name in probe:
-            entry = listing.find(os.fsencode(name))
+            entry = listing.find(_name_bytes(name))
             if entry is None:
                 continue
             mode = entry.type

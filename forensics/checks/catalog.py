@@ -24,6 +24,11 @@ _CHECKS = [
     ),
     Check("layout.stale-store", "info", "an image/<driver> store of a driver that is not in use"),
     Check(
+        "layout.copy-artefact",
+        "warning",
+        "the evidence is a copy that changed every file's metadata the same way (said once)",
+    ),
+    Check(
         "layout.evidence-damaged",
         "error",
         "a part of the root that the archive or disk image holds damaged: it is not read whole",

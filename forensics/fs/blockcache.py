@@ -4,8 +4,10 @@ The filesystem libraries read metadata a piece at a time, seeking before each re
 of 256 bytes, an extent block, a directory block — and inodes that follow each other in a
 directory mostly lie in the same inode table block. Each such read through a thin device costs
 a mapping lookup and a system call; here a read of up to one chunk is served from an LRU of
-aligned chunks of the device (each read once, whole). File contents never come this way: they
-are read straight from the device (:mod:`forensics.fs.content`).
+aligned chunks of the device (each read once, whole). File contents come this way only for
+small files (:meth:`BlockCache.read_into`: a Docker root holds them by the hundred thousand,
+and the files of one directory mostly lie side by side, so that one chunk serves many); larger
+ones are read straight from the device (:mod:`forensics.fs.content`).
 
 A chunk that cannot be read whole (a damaged range of a thin device, an I/O error) is not
 cached: the read then goes to the device as asked, so that its error, and the problem the
@@ -19,9 +21,11 @@ import io
 from collections import OrderedDict
 from typing import BinaryIO
 
-#: bytes of one cached chunk, and chunks kept (1 MiB in all)
+#: bytes of one cached chunk, and chunks kept (8 MiB in all: a walk of a Docker root goes
+#: through the inode tables and directory blocks of several thousand directories in turn, and
+#: comes back to the same few chunks of them)
 CHUNK = 1 << 16
-CHUNKS = 16
+CHUNKS = 128
 
 
 class BlockCache(io.RawIOBase):
@@ -90,6 +94,13 @@ class BlockCache(io.RawIOBase):
         out = bytearray(size)
         got = self._direct(memoryview(out), offset)
         return bytes(out[:got])
+
+    def read_into(self, view: memoryview, offset: int) -> int:
+        """Fill the start of ``view`` with the bytes at ``offset`` (as :meth:`pread`, the
+        position left alone); how many (0 at the device's end)."""
+        data = self.pread(offset, len(view))
+        view[: len(data)] = data
+        return len(data)
 
     def _chunk(self, start: int) -> bytes | None:
         chunk = self._chunks.get(start)

@@ -267,10 +267,16 @@ class ExtentFile(io.RawIOBase):
         return self._pos
 
     def readall(self) -> bytes:
+        return self.read(-1)
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes (all that is left when negative); the buffer made no larger
+        than what is left of the file (the base class makes one of ``size``)."""
         left = max(0, self.size - self._pos)
-        buffer = bytearray(left)
+        want = left if size is None or size < 0 else min(size, left)
+        buffer = bytearray(want)
         got = self.readinto(buffer)
-        return bytes(memoryview(buffer)[:got])
+        return bytes(buffer) if got == want else bytes(memoryview(buffer)[:got])
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         out = memoryview(buffer).cast("B")

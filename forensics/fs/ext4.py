@@ -26,8 +26,15 @@ from typing import Any, BinaryIO
 
 import construct as cs
 
-from forensics.fs.content import EXTENT_SPARSE, Reserved, innermost, read_at
-from forensics.fs.ext4_extents import ExtentTreeError, root_depth, walk_extents
+from forensics.fs.content import EXTENT_SPARSE, Layout, Reserved, innermost, read_at
+from forensics.fs.ext4_extents import (
+    EXTENT_MAGIC,
+    MAX_INIT_LENGTH,
+    ROOT_ENTRIES,
+    ExtentTreeError,
+    root_depth,
+    walk_extents,
+)
 from forensics.fs.ext4_groups import Groups, blocks_count
 from forensics.fs.ext4_inode import (
     GOOD_OLD_INODE_SIZE,
@@ -93,6 +100,8 @@ Superblock = cs.Struct(
 SUPERBLOCK_SIZE = 1024
 
 _DIRENT = struct.Struct("<IHBB")
+_EXTENT_HEADER = struct.Struct("<HHHHI")
+_EXTENT = struct.Struct("<IHHI")
 _SIZE = struct.Struct("<I")
 _HALF = struct.Struct("<H")
 #: an inode's ``i_block`` (60 bytes: extents, block map, or a short target or inline data)
@@ -213,6 +222,39 @@ class Ext4Tree(LibyalTree):
             )
         except ExtentTreeError as exc:
             return Refusal(TOO_LARGE if exc.too_large else DAMAGED, f"inode {ino}: {exc}")
+
+    def layout(self, ino: int, entry: Any, size: int) -> Layout | Refusal | None:
+        """As the libyal trees' (extents walked, then planned), with a quick way for the
+        usual file: its data in one extent that the inode holds itself."""
+        if size and isinstance(entry, DecodedInode):
+            single = self._single_extent(entry.raw, size)
+            if single is not None:
+                return single
+        return super().layout(ino, entry, size)
+
+    def _single_extent(self, raw: bytes, size: int) -> Layout | None:
+        """The layout of a file of ``size`` bytes whose extent tree is one written extent in
+        ``i_block``, from logical block 0, covering the size, inside the filesystem and clear
+        of its own structures; None for any other file (or any doubt): the full walk and
+        plan then read it, or say what is wrong with it, as for every file."""
+        flags = _SIZE.unpack_from(raw, 0x20)[0]
+        if flags & FLAG_INLINE_DATA or not flags & FLAG_EXTENTS:
+            return None
+        magic, entries, room, depth, _ = _EXTENT_HEADER.unpack_from(raw, I_BLOCK.start)
+        if magic != EXTENT_MAGIC or entries != 1 or room > ROOT_ENTRIES or depth:
+            return None
+        first, length, start_hi, start_lo = _EXTENT.unpack_from(raw, I_BLOCK.start + 12)
+        start = start_hi << 32 | start_lo
+        bs = self.block_size
+        if first or not 0 < length <= MAX_INIT_LENGTH or size > length * bs:
+            return None  # a hole first, an unwritten extent, or a hole after it
+        if not 0 < start or start + length > self.groups.blocks or self.limits.extents < 1:
+            return None
+        at = start * bs
+        bounds = self.bounds
+        if at + size > bounds.end or bounds.reserved.overlap(at, size) is not None:
+            return None
+        return Layout(size, [0], [size], [at])
 
     def _explain(self, ino: int, refusal: Refusal) -> Refusal:
         """The library refuses an inode whose extent tree it cannot walk with a word on
@@ -403,6 +445,7 @@ def parse_block(
     the directory met before (the first two are ``.`` and ``..``). Returns the new count."""
     bs = len(block)
     pos = 0
+    entries, cap, name_cap = listing.entries, limits.dir_entries, limits.name
     while pos + _DIRENT.size <= bs:
         ino, rec_len, name_len, ftype = _DIRENT.unpack_from(block, pos)
         if bs >= 65536 and rec_len in (0, 65535):
@@ -422,7 +465,19 @@ def parse_block(
             )
         elif ino:
             name = block[pos + 8 : pos + 8 + name_len]
-            index = _add(listing, name, ino, ftype, index, limits, where + pos)
+            if (  # the usual name: nothing for name_problem to say (as _add would ask)
+                index > 1
+                and 0 < name_len <= name_cap
+                and b"/" not in name
+                and b"\0" not in name
+                and name != b"."
+                and name != b".."
+            ):
+                if len(entries) < cap:
+                    entries.append(Entry(name, ino, FTYPE_TO_IFMT.get(ftype, 0)))
+                index += 1
+            else:
+                index = _add(listing, name, ino, ftype, index, limits, where + pos)
         pos += rec_len
     return index
 

@@ -11,6 +11,7 @@ groups unknown (:attr:`Groups.problem` says why).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -209,7 +210,13 @@ class Groups:
         group, index = divmod(ino - 1, self.inodes_per_group)
         if group >= self.count:
             return None
-        return int(self.inode_table[group]) * self.block_size + index * self.inode_size
+        return self._table_offsets[group] + index * self.inode_size
+
+    @functools.cached_property
+    def _table_offsets(self) -> list[int]:
+        """Each group's inode table's device offset, as Python ints (an item of a numpy
+        array costs more to fetch than a list's, and one is fetched per inode read)."""
+        return (self.inode_table * self.block_size).tolist()
 
     def reserved(self) -> Reserved:
         """The ranges of the superblock and its copies, the descriptor tables (and the

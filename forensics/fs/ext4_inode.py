@@ -86,6 +86,8 @@ def decode(raw: bytes, ino: int, block_size: int, volume: Any) -> DecodedInode |
     (uid_high, gid_high, extra_isize, ctime_x, mtime_x, atime_x, crtime, crtime_x) = fields[11:]
     if stat.S_IFMT(mode) not in _KNOWN_TYPES or flags & FLAG_EA_INODE:
         return None
+    if flags & FLAG_EXTENTS and not flags & FLAG_INLINE_DATA and root_depth(block) != 0:
+        return None  # index blocks, or a damaged root: the library reads or refuses it
     extra = extra_isize if size > GOOD_OLD_INODE_SIZE else 0
     if extra % 4 or GOOD_OLD_INODE_SIZE + extra > size:
         return None
@@ -124,9 +126,6 @@ def decode(raw: bytes, ino: int, block_size: int, volume: Any) -> DecodedInode |
         ctime_ns,
         birth,
     )
-    if flags & FLAG_EXTENTS and not flags & FLAG_INLINE_DATA:
-        if root_depth(block) != 0:
-            return None  # index blocks, or a damaged root: the library reads or refuses it
     return DecodedInode(volume, st, raw)
 
 

@@ -8,9 +8,10 @@ them), so each backend parses its directories and reads its symlink targets itse
 bytes on disk; plain inodes and their extents are decoded by the backends too
 (:class:`DecodedInode`). A regular file's contents are read straight from the device through
 its extents (:mod:`forensics.fs.content`: large reads, holes and unwritten extents as zeros,
-every extent checked against the device and the filesystem's own structures). A path is
-resolved one component at a time through the listings, from the root directory: inode tables
-are never scanned, no symlink is followed.
+every extent checked against the device and the filesystem's own structures); a small file's
+through the block cache (:mod:`forensics.fs.blockcache`), whole, without a buffer of its own.
+A path is resolved one component at a time through the listings, from the root directory:
+inode tables are never scanned, no symlink is followed.
 
 Every error the library raises becomes a :class:`~forensics.fs.tree.Refusal`; when the file
 object under the filesystem keeps a list of the problems its reads met (a thin device's
@@ -25,6 +26,7 @@ import stat
 from collections import OrderedDict
 from typing import Any, BinaryIO
 
+from forensics.fs.blockcache import BlockCache
 from forensics.fs.content import (
     Bounds,
     ExtentFile,
@@ -58,6 +60,9 @@ _ENTRY_CACHE = 16384
 _LISTING_CACHE = 64
 #: directories whose listing is kept by path (a walk returns to a few ancestors)
 _DIR_CACHE = 16
+#: files up to this size are handed out without a buffer: they are read whole, in one go,
+#: and a buffer of its own per file costs more than the read
+_UNBUFFERED = 1 << 16
 
 
 class DecodedInode:
@@ -104,6 +109,8 @@ class LibyalTree:
         raw = innermost(fileobj)
         self._io_problems: list[Any] | None = getattr(raw, "read_problems", None)
         self.read_into = positional_reader(fileobj)
+        #: how a small file's bytes are read: through the block cache when there is one
+        self.read_small = fileobj.read_into if isinstance(fileobj, BlockCache) else self.read_into
         self._bounds: Bounds | None = None
         self._entries: OrderedDict[int, Any] = OrderedDict()
         self._listings: OrderedDict[int, Listing | Refusal] = OrderedDict()
@@ -209,6 +216,8 @@ class LibyalTree:
             if isinstance(inline, Refusal):
                 return Refusal(inline.kind, f"{display(parts)}: {inline.detail}", mode)
             return inline
+        if size <= _UNBUFFERED:  # read whole at once, by one read per run
+            return ExtentFile(layout, self.read_small, f"inode {ino}")
         return io.BufferedReader(ExtentFile(layout, self.read_into, f"inode {ino}"), 1 << 16)
 
     def layout(self, ino: int, entry: Any, size: int) -> Layout | Refusal | None:

@@ -19,7 +19,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 Parts = tuple[bytes, ...]
 
@@ -45,10 +45,11 @@ class Refusal:
     mode: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Stat:
+class Stat(NamedTuple):
     """An inode's metadata. Times in nanoseconds since the epoch; ``crtime_ns`` None where the
-    filesystem keeps no birth time. ``rdev`` as :func:`os.makedev` makes it."""
+    filesystem keeps no birth time. ``rdev`` as :func:`os.makedev` makes it. (A named tuple:
+    one is made per member read, and a tuple is made four times as fast as a frozen
+    dataclass.)"""
 
     mode: int
     ino: int
@@ -85,10 +86,10 @@ class Stat:
         return kind_of(self.mode)
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(NamedTuple):
     """One name of a directory listing: the name's bytes, its inode, and its type as the
-    ``S_IFMT`` bits of a mode (0 when the directory does not record types)."""
+    ``S_IFMT`` bits of a mode (0 when the directory does not record types). (A named tuple,
+    as :class:`Stat`: one is made per name listed.)"""
 
     name: bytes
     ino: int
