@@ -75,7 +75,9 @@ class LazyGroup(click.Group):
         "/var/lib/docker; or an archive or disk image holding it).",
         "repair": "Repair a stopped Docker root (default /var/lib/docker): quarantine what is "
         "broken or orphaned, recreate missing overlay2 links, rewrite a damaged "
-        "repositories.json.",
+        "repositories.json; in a containerd store, quarantine leftover snapshot directories "
+        "and stale ingests, and write a salvaged copy of a damaged bolt database beside it "
+        "(with --containerd-root, the repair works on that root).",
         "thin": "Read dm-thin pool metadata (devicemapper's metadata file) offline.",
         "timeline": "When ROOT's images were built and tagged and its containers created, "
         "started, stopped and last logged: every time Docker recorded, oldest first, with the "
