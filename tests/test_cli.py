@@ -261,6 +261,19 @@ def test_diff_without_container_says_so(sample_master: Path) -> None:
         assert "/var/lib/docker" not in result.stderr
 
 
+def test_diff_of_a_namespaced_containerd_container_is_no_root(tmp_path: Path) -> None:
+    """``diff k8s.io/ID`` names containerd's container in namespace k8s.io (ROOT left at its
+    default): not a ROOT given in CONTAINER's place, unless a directory of that name exists."""
+    result = run_cli("diff", "k8s.io/" + "a" * 64)
+    assert result.code != 16 and "Missing argument" not in result.stderr, result.stderr
+    (tmp_path / "k8s.io" / "x").mkdir(parents=True)
+    here = subprocess.run(
+        [sys.executable, "-m", "forensics", "diff", "k8s.io/x"],
+        cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert here.returncode == 16 and "Missing argument 'CONTAINER'" in here.stderr
+
+
 def test_diff_finds_containers_as_docker_does(sample_root: Path, truth: dict[str, Any]) -> None:
     """A full id, a name with or without its slash, or a unique prefix of any length; a name
     before a prefix; docker's own words when none or several match."""

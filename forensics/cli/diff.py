@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import click
 from click.core import ParameterSource
 
@@ -16,11 +19,19 @@ from forensics.cli.common import (
 )
 from forensics.report import printable, to_json
 
+#: containerd's ``<namespace>/<id>`` (its namespace and identifier rules)
+_NAMESPACED = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
 
 def _is_a_path(argument: str) -> bool:
     """A container name never holds a ``/`` but its leading one: an argument that does is a
-    path (ROOT given in CONTAINER's place)."""
-    return "/" in argument.removeprefix("/") or argument in (".", "..")
+    path (ROOT given in CONTAINER's place) — unless it names containerd's container as
+    ``<namespace>/<id>`` and no such path exists."""
+    if argument in (".", ".."):
+        return True
+    if "/" not in argument.removeprefix("/"):
+        return False
+    return os.path.lexists(argument) or not _NAMESPACED.fullmatch(argument)
 
 
 @click.command(cls=Command)
