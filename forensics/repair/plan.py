@@ -48,6 +48,7 @@ from forensics.repair.planbase import (
     ancestors,
     ownership_doubt,
     plural,
+    quarantine_found,
     reason_of,
 )
 from forensics.repair.tags import recover
@@ -324,16 +325,14 @@ class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning, ConfigIdP
                 self._skip(f, "not an empty directory: left alone")
                 continue
             actions.append(
-                Action(
-                    "quarantine",
-                    f.path,
-                    reason_of(f, "an empty layer directory"),
-                    [f.check],
+                quarantine_found(
+                    f,
                     "it holds nothing: dockerd cannot load it, and while it exists a pull of "
                     "the layer fails ('file exists')",
                     f"layer {f.object_id}",
                     kind="dir",
                     summary="an empty layer directory (an interrupted pull)",
+                    what="an empty layer directory",
                 )
             )
         return actions
@@ -348,16 +347,7 @@ class _Planner(Overlay2Planning, DeviceMapperPlanning, LegacyPlanning, ConfigIdP
                 if kind is None:
                     continue
                 actions.append(
-                    Action(
-                        "quarantine",
-                        f.path,
-                        reason_of(f),
-                        [f.check],
-                        safety,
-                        f"leftover {f.path}",
-                        kind=kind,
-                        summary=f.message,
-                    )  # fmt: skip
+                    quarantine_found(f, safety, f"leftover {f.path}", kind=kind, summary=f.message)
                 )
         return actions
 

@@ -30,7 +30,7 @@ from forensics.containerd_model import ContainerdHost, Snapshotter
 from forensics.drivers import SNAPSHOTTERS
 from forensics.evidence import Evidence, ReadFailure, type_of_mode
 from forensics.repair.actions import Action, Plan, Skipped
-from forensics.repair.planbase import ancestors, plural, reason_of
+from forensics.repair.planbase import ancestors, plural, quarantine_found, reason_of
 from forensics.report import Finding
 
 #: the prefix of the containerd store's check ids
@@ -112,11 +112,8 @@ class ContainerdPlanner:
                 found = sn.dirs[name]
                 held = plural(found.files or 0, "file")
                 actions.append(
-                    Action(
-                        "quarantine",
-                        f.path,
-                        reason_of(f),
-                        [f.check],
+                    quarantine_found(
+                        f,
                         ORPHAN_DIR_SAFETY,
                         f"snapshot-dir {sn.name}/{name}",
                         kind=kind,
@@ -159,11 +156,8 @@ class ContainerdPlanner:
                 self._skip(f, "gone since it was read: left alone")
             else:
                 actions.append(
-                    Action(
-                        "quarantine",
-                        f.path,
-                        reason_of(f),
-                        [f.check],
+                    quarantine_found(
+                        f,
                         INGEST_SAFETY,
                         f"ingest {ingest.name}",
                         kind=kind,

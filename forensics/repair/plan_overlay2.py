@@ -9,7 +9,7 @@ from forensics.checks.common import short
 from forensics.drivers import init_name, is_init_name, rw_name
 from forensics.formats.ids import LINK_ID
 from forensics.repair.actions import Action
-from forensics.repair.planbase import PlannerBase, link_owner, reason_of
+from forensics.repair.planbase import PlannerBase, link_owner, quarantine_found, reason_of
 from forensics.report import Finding
 
 LINK_FILE_CHECKS = ("overlay2.link-missing", "overlay2.link-damaged")
@@ -33,15 +33,13 @@ class Overlay2Planning(PlannerBase):
                 self._skip(f, f"its target {self.layout.layer(owner)} exists: left alone")
             else:
                 actions.append(
-                    Action(
-                        "quarantine",
-                        f.path,
-                        reason_of(f, "a short link whose layer directory is gone"),
-                        [f.check],
+                    quarantine_found(
+                        f,
                         f"points to {target!r}, which does not exist: no layer can use it",
                         f"link {link}",
                         kind="symlink",
                         summary="a short link whose layer directory is gone",
+                        what="a short link whose layer directory is gone",
                     )
                 )
         return actions

@@ -16,7 +16,7 @@ from forensics.drivers import LINK_ENTRY, DriverLayout, Links, init_name, layout
 from forensics.evidence import Evidence, type_of_mode
 from forensics.formats.ids import MOUNT_ID
 from forensics.model import Host
-from forensics.repair.actions import Skipped
+from forensics.repair.actions import Action, Skipped
 from forensics.report import Finding
 from forensics.stores.buildkit import buildkit_doubt
 
@@ -122,6 +122,16 @@ def plural(count: int, word: str) -> str:
 def reason_of(f: Finding, what: str | None = None) -> str:
     text = f"{f.check} ({f.path}): {f.message}"
     return f"{text} — {what}" if what else text
+
+
+def quarantine_found(
+    f: Finding, safety: str, unit: str, *, kind: str, summary: str, what: str | None = None
+) -> Action:
+    """The quarantine of the entry at ``f``'s path, which ``f`` alone asks for."""
+    return Action(
+        "quarantine", f.path, reason_of(f, what), [f.check], safety, unit,
+        kind=kind, summary=summary,
+    )  # fmt: skip
 
 
 def owners_of(host: Host) -> dict[str, set[str]]:
