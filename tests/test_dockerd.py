@@ -6,6 +6,7 @@ the daemon no longer lists must be exactly those that our verify names in error 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,39 @@ def test_what_the_daemon_drops_is_what_verify_names(
     named = _error_containers(cli, sample_root)
     loaded = _daemon_containers(sample_root, tmp_path / "d")
     assert everyone - loaded == {exited, created, volume}
+    assert named == everyone - loaded
+
+
+def _rewrite_json(path: Path, change: Any) -> None:
+    doc = json.loads(path.read_bytes())
+    change(doc)
+    path.write_text(json.dumps(doc, separators=(",", ":")))
+
+
+def test_the_daemon_drops_a_value_of_the_wrong_type(
+    cli, sample_root: Path, truth: dict[str, Any], tmp_path: Path
+) -> None:
+    """dockerd's Go decoder refuses a config or hostconfig with a value of the wrong type and
+    skips the container; values Go takes (a command as one string, a key in another case,
+    null) it loads. verify names exactly the containers the daemon drops."""
+    s = SamplePaths(sample_root, truth)
+    exited, created, volume = (s.container_id(n) for n in ("exited", "created", "with-volume"))
+    _rewrite_json(
+        s.path(f"containers/{exited}/config.v2.json"), lambda d: d["State"].update(Pid="1")
+    )
+    _rewrite_json(s.path(f"containers/{created}/hostconfig.json"), lambda d: d.update(Memory="1g"))
+
+    def odd(doc: dict[str, Any]) -> None:
+        doc["Config"].update(Cmd="sleep 1", Labels=None)
+        doc["State"].update(Error=None)
+        doc["restartcount"] = doc.pop("RestartCount")
+
+    _rewrite_json(s.path(f"containers/{volume}/config.v2.json"), odd)
+    everyone = {c["Id"] for c in truth["inspect_containers"]}
+
+    named = _error_containers(cli, sample_root)
+    loaded = _daemon_containers(sample_root, tmp_path / "d")
+    assert everyone - loaded == {exited, created}
     assert named == everyone - loaded
 
 

@@ -103,3 +103,53 @@ def test_trailing_bytes_after_an_image_config_are_damage(
     paths.path(rel).write_bytes(paths.path(rel).read_bytes() + b" x")
     checks = {f["check"] for f in _verify(cli, sample_root) if f["path"] == rel}
     assert "image.config-damaged" in checks, checks
+
+
+def _rewrite(path: Path, change) -> None:
+    doc = json.loads(path.read_bytes())
+    change(doc)
+    path.write_text(json.dumps(doc, separators=(",", ":")))
+
+
+@pytest.mark.parametrize(
+    ("file", "change", "where"),
+    [
+        ("config.v2.json", lambda d: d.update(RestartCount="3"), "RestartCount"),
+        ("config.v2.json", lambda d: d["State"].update(Pid=1.5), "State.Pid"),
+        ("config.v2.json", lambda d: d["Config"].update(Env="A=1"), "Config.Env"),
+        ("config.v2.json", lambda d: d.update(Created="yesterday"), "Created"),
+        ("hostconfig.json", lambda d: d.update(Memory="1g"), "Memory"),
+        ("hostconfig.json", lambda d: d["RestartPolicy"].update(Name=1), "RestartPolicy.Name"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_damage(
+    cli, sample_root: Path, truth: dict[str, Any], file: str, change, where: str
+) -> None:
+    """Go's decoder refuses a value that does not fit its field's type, and with it the whole
+    file: dockerd skips the container. Python's decoder reads the file happily."""
+    cid, config = _config(sample_root, truth, "exited")
+    _rewrite(config.parent / file, change)
+    errors = [f for f in _about(_verify(cli, sample_root), cid) if f["severity"] == "error"]
+    role = "config" if file == "config.v2.json" else "hostconfig"
+    assert [f["check"] for f in errors] == [f"container.{role}-damaged"], errors
+    assert errors[0]["damage"] == "wrong-type"
+    assert errors[0]["message"].split(": ")[1] == where
+    assert errors[0]["path"].endswith(f"{cid}/{file}")
+    assert _about(_plan(cli, sample_root), cid), "a container dockerd skips is quarantined"
+
+
+def test_values_that_go_reads_are_no_damage(cli, sample_root: Path, truth: dict[str, Any]) -> None:
+    """null for any field, a command as one string (strslice), a key in another case holding
+    the right type, and keys of no field: Go loads the container."""
+    cid, config = _config(sample_root, truth, "exited")
+    before = _verify(cli, sample_root)
+
+    def odd(doc: dict[str, Any]) -> None:
+        doc["Config"].update(Cmd="sleep 1", Entrypoint=None, Labels=None, NoSuchField=[1])
+        doc["State"].update(Error=None, Pid=0)
+        doc["restartcount"] = 0
+
+    _rewrite(config, odd)
+    _rewrite(config.parent / "hostconfig.json", lambda d: d.update(CapAdd="NET_ADMIN"))
+    assert _about(_verify(cli, sample_root), cid) == _about(before, cid)
+    assert not _about(_plan(cli, sample_root), cid)

@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
+from forensics.formats.gotypes import Struct, first_type_error
 from forensics.formats.ids import is_hex64
 from forensics.formats.jsonfile import field
 from forensics.model import (
@@ -24,6 +25,7 @@ from forensics.model import (
 )
 from forensics.parallel import map_entries
 from forensics.progress import track
+from forensics.stores.container_types import CONTAINER, HOST_CONFIG
 from forensics.stores.reading import as_dict, as_int, as_str, read_json_object
 from forensics.stores.runconfig import run_config_of
 
@@ -73,10 +75,25 @@ def _read_container_files(d: DirHandle, container: Container, legacy_era: bool) 
     hostconfig = read_json_object(
         d, "hostconfig.json", container.problems, "hostconfig", optional=True
     )
+    if config is not None and not legacy:
+        _judge_types(config, CONTAINER, container, "config", container.config_file)
+    if hostconfig is not None:
+        _judge_types(hostconfig, HOST_CONFIG, container, "hostconfig", d.path_of("hostconfig.json"))
     if config is not None:
         container.config_ok = True
         _fill_from_config(container, config)
         container.details = _details_of(config, hostconfig or {})
+
+
+def _judge_types(
+    document: dict[str, Any], schema: Struct, container: Container, role: str, rel: str
+) -> None:
+    """Record the first value of ``document`` that Go's decoder refuses for ``schema``: dockerd
+    then refuses the whole file and skips the container (its data is still shown)."""
+    refused = first_type_error(document, schema)
+    if refused is not None:
+        detail = f"{refused}: Go's decoder refuses the file, so dockerd skips the container"
+        container.problems[role] = Problem(rel, "wrong-type", detail)
 
 
 def _share_config_path(container: Container) -> None:
