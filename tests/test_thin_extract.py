@@ -149,3 +149,27 @@ def test_extract_leaves_mapped_blocks_of_zeros_as_holes(
     assert with_data, "the device's data is there"
     # (a block of the host filesystem's own extent tree may be counted with the image)
     assert image.stat().st_blocks * 512 <= with_data * BLOCK + BLOCK
+
+
+def test_files_take_the_device_size_from_dockers_record(
+    dm_master: Path, dm_truth, tmp_path: Path
+) -> None:
+    """``thin files`` without --size reads the device as long as Docker's record says, as
+    extract does — not as long as its filesystem claims (here the record says twice that)."""
+    sample = dm_master / "devicemapper"
+    container = dm_truth["containers"][0]
+    dev_id = container["device_ids"]["rw"]
+    recorded = json.loads((sample / "metadata" / container["id"]).read_text())
+    pool_dir = tmp_path / "devicemapper" / "devicemapper"
+    pool_dir.mkdir(parents=True)
+    for name in ("metadata", "data"):
+        (pool_dir / name).symlink_to(sample / "devicemapper" / name)
+    (tmp_path / "devicemapper" / "metadata").mkdir()
+    record = {**recorded, "size": 2 * recorded["size"]}
+    (tmp_path / "devicemapper" / "metadata" / container["id"]).write_text(json.dumps(record))
+    args = ["files", str(pool_dir / "metadata"), str(pool_dir / "data"), "--dev", str(dev_id)]
+    result = CliRunner().invoke(thin, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["size"] == 2 * recorded["size"]
+    given = CliRunner().invoke(thin, [*args, "--format", "json", "--size", str(recorded["size"])])
+    assert json.loads(given.stdout)["size"] == recorded["size"], given.stderr

@@ -361,8 +361,14 @@ def path_parts(path: str) -> tuple[bytes, ...]:
 
 @contextmanager
 def _device_tree(metadata: Path, data: Path, dev_id: int, size: int | None) -> Iterator[DeviceTree]:
+    """The filesystem of the device, ``size`` long: as given, else Docker's record of the device
+    when METADATA is Docker's own (then no file is trusted beyond the device's true end)."""
+    from forensics.thin.extract import docker_recorded_size
     from forensics.thin.files import open_device_tree
 
+    if size is None:
+        recorded = docker_recorded_size(metadata, dev_id)
+        size = recorded.size if recorded is not None else None
     with open_device_tree(metadata, data, dev_id, size=size) as opened:
         yield opened
 

@@ -40,7 +40,8 @@ size_option = click.option(
     "--size",
     type=click.IntRange(0),
     default=None,
-    help="The device's size in bytes (Docker's record); default: what its filesystem claims.",
+    help="The device's size in bytes; default: Docker's record of the device (when METADATA "
+    "is Docker's), else what its filesystem claims.",
 )
 format_option = click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
