@@ -22,7 +22,7 @@ from typing import Any
 import click
 import pytest
 import test_verify_damage as damage
-from conftest import Result
+from conftest import Result, run_cli
 from sample_paths import STORE, SamplePaths
 from treehash import tree_hash
 
@@ -536,3 +536,17 @@ def test_dry_run_exits_4_when_errors_remain_that_the_plan_does_not_fix(
     text = run_repair(paths.root, "--dry-run")
     assert text.code == 4 and "errors the plan does not fix: 1" in text.stdout
     assert not quarantine_of(paths.root).exists()
+
+
+def test_errors_left_counts_each_cause_once_as_verify_does(paths: SamplePaths) -> None:
+    """A layer lost from the layer store breaks the images and child layers stacked on it: verify
+    counts one error (the rest are its consequences); the dry run leaves it, and says 1, not
+    one for every consequence."""
+    layers = sorted((paths.root / STORE / "layerdb" / "sha256").iterdir())
+    shutil.rmtree(layers[0])
+    verified = run_cli("verify", paths.root, "--format", "json").json()
+    causes = [f for f in verified["findings"] if f["severity"] == "error" and not f["caused_by"]]
+    consequences = [f for f in verified["findings"] if f["caused_by"]]
+    assert len(causes) == 1 and consequences
+    doc = run_repair(paths.root, "--dry-run", "--format", "json").json()
+    assert doc["errors_left"] == 1

@@ -297,7 +297,7 @@ def apply(
         actions,
         skipped,
         status=EXIT_ERRORS if left else EXIT_REPAIRED,
-        errors_left=len(left),
+        errors_left=sum(1 for f in left if f.caused_by is None),  # each cause once, as verify
         applied=AppliedRun.of(results, left),
         notes=notes.lines,
     )

@@ -73,14 +73,18 @@ class Plan:
     def errors_left(self, findings: list[Finding]) -> list[Finding]:
         """The findings of severity error the plan does not fix: those it leaves alone, and
         those only a copy written into the quarantine answers (ROOT keeps the damage until the
-        copy is put in place)."""
-        left = {(s.check, s.path) for s in self.skipped}
+        copy is put in place). Counted as verify counts them: a consequence (``caused_by``
+        set) whose cause is left too is that cause's, not one more; one whose cause the plan
+        fixes stays on its own (an orphan directory whose ownership was in doubt)."""
+        skipped = {(s.check, s.path) for s in self.skipped}
         copied = {c for a in self.actions if a.action == "copy-out" for c in a.checks}
-        return [
+        left = [
             f
             for f in findings
-            if f.severity == "error" and ((f.check, f.path) in left or f.check in copied)
+            if f.severity == "error" and ((f.check, f.path) in skipped or f.check in copied)
         ]
+        causes_left = {f.key for f in left}
+        return [f for f in left if f.caused_by is None or f.caused_by not in causes_left]
 
     def as_dict(self) -> dict[str, Any]:
         return {
