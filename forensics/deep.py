@@ -19,6 +19,7 @@ import sys
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from forensics.checks.catalog import finding
 from forensics.containerd_model import ContainerdHost
@@ -42,6 +43,9 @@ from forensics.parallel import map_entries
 from forensics.progress import ByteBar
 from forensics.report import Finding
 
+if TYPE_CHECKING:
+    from forensics.layers.containerd_deep import BlobReport
+
 #: already reported by the quick checks of every modern layer
 QUICK_CHECKS = {"layer.tar-split-missing"}
 
@@ -51,6 +55,18 @@ class DeepResult:
     layers: list[LayerReport] = field(default_factory=list)
     diffs: list[DiffResult] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: the containerd store's blobs as they were checked (a layer blob: its members read)
+    blobs: list[BlobReport] = field(default_factory=list)
+
+    def read_counts(self) -> tuple[int, int, int]:
+        """Layers, files and bytes read and checked: the Docker layers' and, of a containerd
+        store, its layer blobs and their members (the bytes: every blob file read)."""
+        layer_blobs = [b for b in self.blobs if b.layer]
+        return (
+            len(self.layers) + len(layer_blobs),
+            sum(r.files_read for r in self.layers) + sum(b.members for b in layer_blobs),
+            sum(r.bytes_read for r in self.layers) + sum(b.bytes_read for b in self.blobs),
+        )
 
 
 def verify_deep(ev: Evidence, host: Host) -> DeepResult:
@@ -72,7 +88,8 @@ def verify_deep(ev: Evidence, host: Host) -> DeepResult:
     for report in result.layers:
         result.findings.extend(_layer_findings(report))
     if host.containerd is not None:
-        result.findings.extend(_containerd_findings(ev, host.containerd))
+        result.blobs, findings = _containerd_findings(ev, host.containerd)
+        result.findings.extend(findings)
     for cid in sorted(host.containers):
         plan = diff_plan(host, cid)
         if not isinstance(plan, str):
@@ -82,7 +99,9 @@ def verify_deep(ev: Evidence, host: Host) -> DeepResult:
     return result
 
 
-def _containerd_findings(ev: Evidence, ctd: ContainerdHost) -> list[Finding]:
+def _containerd_findings(
+    ev: Evidence, ctd: ContainerdHost
+) -> tuple[list[BlobReport], list[Finding]]:
     """The containerd store's blobs hashed and its layers held against their snapshots
     (:mod:`forensics.layers.containerd_deep`), read through the evidence it lies in."""
     from forensics.checks.containerd_deep import containerd_deep_findings
@@ -90,10 +109,10 @@ def _containerd_findings(ev: Evidence, ctd: ContainerdHost) -> list[Finding]:
 
     if not ctd.external:
         reports, skipped = check_store(ev, ctd)
-        return list(containerd_deep_findings(reports, skipped))
-    with Evidence(ctd.location) as store_ev:
-        reports, skipped = check_store(store_ev, ctd)
-        return list(containerd_deep_findings(reports, skipped))
+    else:
+        with Evidence(ctd.location) as store_ev:
+            reports, skipped = check_store(store_ev, ctd)
+    return reports, list(containerd_deep_findings(reports, skipped))
 
 
 def _verify_one(ev: Evidence, job: LayerJob) -> LayerReport:

@@ -74,10 +74,9 @@ class Advice:
 
 def header(host: Host, checked: Checked, term: Terminal) -> list[str]:
     layout = host.layout + (f", driver {host.driver}" if host.driver else "")
-    what = (
-        f"{_count(checked.images, 'image')}, {_count(checked.layers, 'layer')}, "
-        f"{_count(checked.containers, 'container')}, {_count(checked.volumes, 'volume')}"
-    )
+    what = f"{_count(checked.containers, 'container')}, {_count(checked.volumes, 'volume')}"
+    if host.layout != "containerd":  # else the images and layers are the store line's
+        what = f"{_count(checked.images, 'image')}, {_count(checked.layers, 'layer')}, " + what
     if checked.deep_layers is None:
         contents = "layer contents not read (--deep reads them)"
     else:
@@ -206,9 +205,7 @@ def verify_report(result: VerifyResult, shown: list[Finding], root: str, term: T
     the findings ``shown``, and what to do next."""
     checked = Checked.of(result.host)
     if result.deep is not None:
-        checked.deep_layers = len(result.deep.layers)
-        checked.files_read = sum(r.files_read for r in result.deep.layers)
-        checked.bytes_read = sum(r.bytes_read for r in result.deep.layers)
+        checked.deep_layers, checked.files_read, checked.bytes_read = result.deep.read_counts()
     advice = None
     if result.fixable is not None:
         ctd = result.host.containerd

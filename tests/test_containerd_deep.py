@@ -98,6 +98,23 @@ def test_every_layer_is_read_and_its_diff_id_recomputed(containerd_master: Path)
     assert all(r.sha256 == r.digest[7:] for r in reports)
 
 
+def test_the_text_header_counts_the_layers_read(cli, containerd_master: Path) -> None:
+    """The header says what --deep read of a containerd store: its layer blobs and their
+    members (not the empty graphdriver store's "0 files of 0 layers"), and leaves the images and
+    layers to the store's own line."""
+    with Evidence(containerd_master) as ev:
+        ctd = read_host(ev).containerd
+        assert ctd is not None
+        reports, _ = check_store(ev, ctd)
+    layers = [r for r in reports if r.layer]
+    result = cli("verify", "--deep", containerd_master)
+    checked = result.stdout.splitlines()[2]
+    files = sum(r.members for r in layers)
+    assert checked.startswith("  checked: 3 containers, "), checked
+    assert f"deep: {files} files (" in checked and f"of {len(layers)} layers read" in checked
+    assert files > 0 and " images" not in checked
+
+
 # -- a file changed in a snapshot ---------------------------------------------------------------
 
 
