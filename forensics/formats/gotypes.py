@@ -29,6 +29,7 @@ never judged.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,8 +142,94 @@ class RefusedValue:
 
 def first_type_error(value: Any, schema: GoType) -> RefusedValue | None:
     """The first value in ``value`` (a decoded document, objects as GoObject) that Go's decoder
-    refuses for ``schema``, in document order, or None when it takes every value."""
+    refuses for ``schema``, in document order, or None when it takes every value.
+
+    Nearly every document fits: it is judged by :func:`_fits` (no path is built), and only a
+    document that does not is walked again to say where (:func:`_check`)."""
+    if _fits(schema)(value):
+        return None
     return _check(value, schema, "")
+
+
+# -- the quick judgement: one compiled test per type ---------------------------------------------
+
+Fits = Callable[[Any], bool]
+_COMPILED: dict[int, tuple[GoType, Fits]] = {}
+_UNSEEN: Any = object()
+#: keys remembered per struct (a key of no field too): a hostile file's many keys are not kept
+_KEY_CACHE_LIMIT = 4096
+
+
+def _fits(kind: GoType) -> Fits:
+    """The test that ``value`` fits ``kind`` (the same rules as :func:`_check`)."""
+    found = _COMPILED.get(id(kind))
+    if found is None:
+        found = _COMPILED[id(kind)] = (kind, _compile(kind))  # the kind kept: its id stays its
+    return found[1]
+
+
+def _compile(kind: GoType) -> Fits:
+    if kind is ANY:
+        return lambda v: True
+    if isinstance(kind, Struct):
+        return _compile_struct(kind)
+    if isinstance(kind, Map):
+        elem = _fits(kind.elem)
+        return lambda v: (
+            v is None or (isinstance(v, dict) and all(elem(item) for _, item in _pairs(v)))
+        )
+    if isinstance(kind, Slice):
+        if kind.elem is STRING:
+            return lambda v: (
+                v is None or (type(v) is list and all(type(x) is str or x is None for x in v))
+            )
+        elem = _fits(kind.elem)
+        return lambda v: v is None or (type(v) is list and all(elem(x) for x in v))
+    if isinstance(kind, (Int, Uint)):
+        low, high = (-(1 << (kind.bits - 1)), 1 << (kind.bits - 1))
+        if isinstance(kind, Uint):
+            low, high = 0, 1 << kind.bits
+        return lambda v: v is None or (type(v) is int and low <= v < high)
+    if kind is STRING:
+        return lambda v: v is None or type(v) is str
+    if kind is BOOL:
+        return lambda v: v is None or v is True or v is False
+    if kind is TIME:
+        return lambda v: v is None or (type(v) is str and is_rfc3339(v))
+    return lambda v: v is None or _scalar_fits(v, kind)
+
+
+def _compile_struct(kind: Struct) -> Fits:
+    by_key: dict[str, Fits | None] = {}
+
+    def field_test(key: str) -> Fits | None:
+        found = kind.by_folded.get(fold_key(key))
+        test = None if found is None else _fits(found[1])
+        if len(by_key) < _KEY_CACHE_LIMIT:
+            by_key[key] = test
+        return test
+
+    def fits(value: Any) -> bool:
+        if value is None:
+            return True
+        if type(value) is GoObject:
+            pairs = value.pairs
+        elif isinstance(value, dict):
+            pairs = list(value.items())
+        else:
+            return False
+        get = by_key.get
+        for key, item in pairs:
+            if item is None:
+                continue
+            test = get(key, _UNSEEN)
+            if test is _UNSEEN:
+                test = field_test(key)
+            if test is not None and not test(item):
+                return False
+        return True
+
+    return fits
 
 
 def _check(value: Any, kind: GoType, where: str) -> RefusedValue | None:
