@@ -4,14 +4,18 @@ once got through on one of them."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import tarfile
 from pathlib import Path
+from typing import Any
 
 import fs_images as fi
 import pytest
 from click.testing import CliRunner
-from conftest import run_cli
-from sample_paths import CONTAINERD_META_DB, CONTAINERD_ROOT
+from conftest import SAMPLES, run_cli
+from sample_paths import CONTAINERD_META_DB, CONTAINERD_ROOT, SamplePaths
 
 from forensics.cli.thin import thin
 from forensics.containerd_model import StoreProblem
@@ -132,3 +136,95 @@ def test_a_hostile_image_target_is_a_finding_never_a_read(
     damaged = [f for f in result.json()["findings"] if f["check"] == "containerd.document-damaged"]
     assert damaged and all("not a digest" in f["message"] for f in damaged), damaged
     assert any(name in f["message"] for f in damaged)
+
+
+# -- an archive that ends early: never a clean report of what it happened to hold --------------
+
+
+@pytest.fixture(scope="module")
+def plain_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The overlay2 sample's archive, decompressed (the members as dockerd's files were)."""
+    out = tmp_path_factory.mktemp("plain") / "root.tar"
+    out.write_bytes(gzip.decompress((SAMPLES / "modern-overlay2.tar.gz").read_bytes()))
+    return out
+
+
+def _cut_inside(archive: Path, member_suffix: str, out: Path) -> Path:
+    """``archive`` cut in the middle of the data of the first member whose name ends so."""
+    with tarfile.open(archive) as tar:
+        member = next(m for m in tar if m.name.endswith(member_suffix))
+    with open(archive, "rb") as f:
+        out.write_bytes(f.read(member.offset_data + member.size // 2))
+    return out
+
+
+def _cut_archives(plain_archive: Path, tmp_path: Path) -> list[Path]:
+    inside = _cut_inside(plain_archive, "config.v2.json", tmp_path / "cut-in-config.tar")
+    raw = plain_archive.read_bytes()
+    compressed = gzip.compress(raw, 1)
+    gz = tmp_path / "cut.tar.gz"
+    gz.write_bytes(compressed[: len(compressed) * 6 // 10])
+    return [inside, gz]
+
+
+@pytest.mark.parametrize("verb", ["inventory", "timeline", "diff"])
+def test_an_archive_cut_short_is_no_clean_report(
+    plain_archive: Path, tmp_path: Path, truth: dict[str, Any], verb: str
+) -> None:
+    """An archive that ends before its end (cut inside a member, or its gzip stream cut short)
+    holds part of the root: inventory, timeline and diff cannot name what is missing in their
+    output, so they exit 8 in one line, as for a directory with parts that cannot be read —
+    not 0 with a root that looks like another (``layout: legacy``, no images) or 16 with "no
+    such container" for a container the archive lost."""
+    cid = next(c["Id"] for c in truth["inspect_containers"] if c["Name"] == "/exited")
+    for archive in _cut_archives(plain_archive, tmp_path):
+        args = ["diff", cid, archive] if verb == "diff" else [verb, archive]
+        result = run_cli(*args)
+        assert result.code == 8, (archive.name, result.code, result.stderr)
+        assert result.stdout == ""
+        last = result.stderr.strip().splitlines()[-1]
+        assert "this report would be incomplete" in last, result.stderr
+        assert "cut short" in last or "ends inside" in last, last
+
+
+def test_verify_names_the_cut_of_an_archive(plain_archive: Path, tmp_path: Path) -> None:
+    """verify says, as a finding at the root, that the archive ends early: the errors that
+    follow (a layer directory missing, the short links gone) are what it could not hold."""
+    for archive in _cut_archives(plain_archive, tmp_path):
+        result = run_cli("verify", "--format", "json", archive)
+        assert result.code == 4, result.stderr
+        at_root = [
+            f
+            for f in result.json()["findings"]
+            if f["check"] == "layout.evidence-damaged" and f["path"] == ""
+        ]
+        assert len(at_root) == 1, result.stdout[:3000]
+        assert "cut short" in at_root[0]["message"] or "ends inside" in at_root[0]["message"]
+
+
+# -- a layer file made huge: read no further than the layer records ---------------------------
+
+
+def test_a_layer_file_grown_sparse_is_not_read_past_its_recorded_size(
+    sample_root: Path, truth: dict[str, Any]
+) -> None:
+    """A file of a layer grown to 4 GiB (sparse: nothing on disk, 4 GiB to read) is
+    ``size-changed`` from its size alone: ``verify --deep`` reads no more of the layer than
+    it records (a 16 TiB sparse file would otherwise take hours to read as zeros)."""
+    s = SamplePaths(sample_root, truth)
+    chain = s.chain("sample/bk:1.0")[-1]
+    diff = sample_root / "overlay2" / s.cache_id(chain) / "diff"
+    victim = diff / "bk" / "hello.txt"
+    recorded = victim.stat().st_size
+    os.truncate(victim, 4 << 30)
+    result = run_cli("verify", "--deep", "--format", "json", sample_root)
+    assert result.code == 4, result.stderr
+    doc = result.json()
+    (layer,) = [layer for layer in doc["layers"] if layer["layer_id"] == chain]
+    assert layer["bytes_read"] <= layer["file_bytes"], layer
+    changed = [f for f in doc["findings"] if f["check"] == "layer.file-size-changed"]
+    assert (
+        len(changed) == 1
+        and f"{4 << 30} bytes on disk, {recorded} in the layer" in (changed[0]["message"])
+    ), changed
+    assert any(f["check"] == "layer.diff-id-mismatch" for f in doc["findings"])
