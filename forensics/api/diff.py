@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from forensics.api.root import Notify, open_containerd_root, open_root, read_root
+from forensics.api.root import (
+    Notify,
+    open_containerd_root,
+    open_root,
+    read_root,
+    refuse_incomplete,
+)
 from forensics.errors import OperationalError
 from forensics.exitstatus import EXIT_ERRORS, EXIT_OK
 from forensics.lookup import NoSuchContainer, find_container
@@ -34,6 +40,7 @@ def diff(
     ev = open_root(root, pick=pick, notify=notify)
     ctd = open_containerd_root(containerd_root)
     host = read_root(ev, ctd)
+    refuse_incomplete(ev)
     from forensics.layers import container_diff
 
     plan = _plan(host, container)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from forensics.api.root import Notify, open_containerd_root, open_root, read_root
+from forensics.api.root import (
+    Notify,
+    open_containerd_root,
+    open_root,
+    read_root,
+    refuse_incomplete,
+)
 from forensics.heap import keep_until_exit
 from forensics.lookup import find_container
 from forensics.model import Container, Host
@@ -45,6 +51,7 @@ def inventory(
     ev = open_root(root, pick=pick, notify=notify)
     scope = SHOWN if container is None else CONTAINERS
     host = read_root(ev, open_containerd_root(containerd_root), scope)
+    refuse_incomplete(ev)
     if long_lived:
         keep_until_exit()
     evidence = ev.origin.as_dict() if ev.origin is not None else None

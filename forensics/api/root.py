@@ -85,6 +85,29 @@ def _open_file_root(
     return ev
 
 
+def refuse_incomplete(ev: Evidence) -> None:
+    """A root read from an archive or disk image that the file does not hold whole — the
+    archive ends early, or a part read met damage — is an operational error for a command whose
+    output cannot name what is missing (inventory, timeline, diff), as a directory with parts
+    that cannot be read is; ``verify`` names each such part (``layout.evidence-damaged``)."""
+    origin = ev.origin
+    if origin is None:
+        return
+    damage = sorted(getattr(ev, "damage", {}).items())
+    if origin.incomplete is not None:
+        why = origin.incomplete
+    elif damage:
+        rel, detail = damage[0]
+        more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
+        why = f"it holds {rel or '.'} damaged{more}: {detail}"
+    else:
+        return
+    raise OperationalError(
+        f"{origin.file}: {why}: this report would be incomplete; verify names what the file "
+        "could not give"
+    )
+
+
 def refuse_file_root(root: str, command: str) -> None:
     """``command`` writes into ROOT: an archive or disk image is read in place, never written."""
     if _is_evidence_file(root):

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from forensics.api.root import Notify, open_containerd_root, open_root, read_root
+from forensics.api.root import (
+    Notify,
+    open_containerd_root,
+    open_root,
+    read_root,
+    refuse_incomplete,
+)
 
 if TYPE_CHECKING:
     from forensics.timeline import Event
@@ -26,4 +32,6 @@ def timeline(
 
     ev = open_root(root, pick=pick, notify=notify)
     host = read_root(ev, open_containerd_root(containerd_root))
-    return build_timeline(ev, host, file_times=file_times)
+    events = build_timeline(ev, host, file_times=file_times)
+    refuse_incomplete(ev)
+    return events

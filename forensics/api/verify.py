@@ -134,7 +134,14 @@ def verify(
 
 def note_evidence_damage(ev: Evidence, host: Host) -> None:
     """The parts of a root read from an archive or disk image that the file holds damaged,
-    as notes that become ``layout.evidence-damaged`` findings (none for a directory)."""
+    as notes that become ``layout.evidence-damaged`` findings (none for a directory); an
+    archive that ends early is one at the root, for whatever it no longer holds."""
+    if ev.origin is not None and ev.origin.incomplete is not None:
+        message = (
+            f"the evidence file ends early ({ev.origin.incomplete}): what it held after that "
+            "is missing, and what this report finds missing may only be that"
+        )
+        host.notes.append(("layout.evidence-damaged", "", message))
     for rel, detail in sorted(getattr(ev, "damage", {}).items()):
         message = f"the evidence file holds it damaged ({detail}): it is not read whole"
         host.notes.append(("layout.evidence-damaged", rel, message))

@@ -51,6 +51,9 @@ class Origin:
     stored_hashes: dict[str, str] = field(default_factory=dict)
     #: what is wrong in the container: damaged archive members, partitions past the end
     problems: list[str] = field(default_factory=list)
+    #: why the file does not hold the whole root (an archive that ends early); None when it
+    #: may (what its reads then meet damaged is :attr:`TreeEvidence.damage`)
+    incomplete: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The top-level ``evidence`` key of the JSON documents."""
@@ -133,12 +136,25 @@ def _volume_problems(source: Source) -> str:
     return "; ".join(out)
 
 
+#: the archive problems after which it holds no more members (a member or headers cut short,
+#: no end-of-archive marker, headers that do not decode)
+_ENDS_EARLY = ("cut-short", "header")
+
+
+def _ends_early(detail: str, stream_problems: list[str]) -> str:
+    """Why an archive holds only part of what it held: its stream's problem first (a
+    compressed stream cut short or damaged is why the tar ends early), then the tar's."""
+    return f"{stream_problems[0]}; {detail}" if stream_problems else detail
+
+
 def _origin(source: Source, found: Candidate) -> Origin:
     real = os.path.realpath(source.path)
     if source.archive is not None:
         codec = source.archive.codec
         problems = [f"{display(p.path)}: {p.detail}" for p in source.archive.problems]
         problems += list(source.archive.stream.problems)
+        ends = [p for p in source.archive.problems if p.kind in _ENDS_EARLY]
+        incomplete = _ends_early(ends[0].detail, source.archive.stream.problems) if ends else None
         return Origin(
             real,
             source.size,
@@ -149,6 +165,7 @@ def _origin(source: Source, found: Candidate) -> Origin:
             found.path,
             found.reason,
             problems=problems,
+            incomplete=incomplete,
         )
     layout = source.layout
     assert layout is not None

@@ -608,7 +608,9 @@ class _Reassembly:
                 )
 
     def _check_data(self, rec: FileRecord, parts: Parts, member: Member | None) -> None:
-        """A member with data: read it into the stream; crc64, size and mode compared."""
+        """A member with data: read it into the stream; crc64, size and mode compared. A file
+        longer than the layer records is not read: a sparse file of terabytes would take hours
+        to read as zeros, and its size alone makes it ``size-changed``."""
         assert self.cdir is not None
         listed = self.listing is not None and self.listing.kind(parts) == "file"
         opened = self.cdir.open_regular(parts, listed_regular=listed)
@@ -616,6 +618,11 @@ class _Reassembly:
             _refused(rec, opened)
             return
         handle, st = opened
+        if st.st_size > rec.size and (member is None or member.typeflag != b"S"):
+            close_handle(handle)  # longer than the layer records: its size says it all
+            rec.status, rec.found_size = "size-changed", st.st_size
+            rec.detail = f"{st.st_size} bytes on disk, {rec.size} in the layer"
+            return
         try:
             size, crc = self._stream_file(handle)
         except OSError as exc:

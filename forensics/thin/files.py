@@ -17,6 +17,7 @@ from typing import Any
 from forensics.errors import OperationalError
 from forensics.fs import FsOpenError, Limits, Stat, display, open_tree
 from forensics.fs.libyal import LibyalTree
+from forensics.report import printable
 from forensics.thin.blocks import MetadataFile, MetadataOpenError
 from forensics.thin.device import DeviceOpenError, DeviceProblem, ThinDevice
 from forensics.thin.pool import Pool, read_pool
@@ -138,7 +139,9 @@ def member_line(
     parts: tuple[bytes, ...], st: Stat, target: bytes | None, xattrs: dict[bytes, bytes]
 ) -> str:
     """One member as ``ls -li`` would print it, with the mtime to the nanosecond in UTC and
-    the xattr names in brackets."""
+    the xattr names in brackets; what the filesystem names (the path, a symlink's target, the
+    xattr names) with terminal controls escaped, as every text output escapes them."""
+
     if stat.S_ISCHR(st.mode) or stat.S_ISBLK(st.mode):
         size = f"{os.major(st.rdev)}, {os.minor(st.rdev)}"
     else:
@@ -156,7 +159,7 @@ def member_line(
         line += " -> " + target.decode("utf-8", "backslashreplace")
     if xattrs:
         line += " [" + ",".join(k.decode("utf-8", "backslashreplace") for k in sorted(xattrs)) + "]"
-    return line
+    return printable(line)
 
 
 _TYPE_WORD = {

@@ -49,6 +49,14 @@ CONFIG_TYPES = {
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+def is_digest(digest: str) -> bool:
+    """Whether ``digest`` is ``<algorithm>:<hex>`` of an algorithm the content store keeps, its
+    hex of that algorithm's length: the only values that may name ``blobs/<algorithm>/<hex>``
+    (a digest comes from meta.db and from image documents, both untrusted)."""
+    algorithm, _, hexpart = digest.partition(":")
+    return len(hexpart) == HEX_LENGTHS.get(algorithm, -1) and _HEX.fullmatch(hexpart) is not None
+
+
 def blob_path(store: ContainerdStore, digest: str) -> str:
     algorithm, _, hexpart = digest.partition(":")
     return _join(store.root, f"{PLUGIN}/blobs/{algorithm}/{hexpart}")
@@ -125,8 +133,13 @@ def _text_time(ev: Evidence, path: str, store: ContainerdStore) -> GoTime | None
 def read_document(
     ev: Evidence, store: ContainerdStore, digest: str, problems: list[StoreProblem]
 ) -> Any | None:
-    """The JSON document of blob ``digest``; None with a problem when it is absent or bad."""
+    """The JSON document of blob ``digest``; None with a problem when it is absent or bad, or
+    when ``digest`` is not a digest (then nothing is opened)."""
     path = blob_path(store, digest)
+    if not is_digest(digest):
+        detail = f"not a digest (<algorithm>:<hex>): {digest[:80]!r}, never opened"
+        problems.append(StoreProblem(path, "bad-digest", detail, digest))
+        return None
     try:
         data = ev.read_bytes(path, DOCUMENT_LIMIT)
     except ReadFailure as exc:
