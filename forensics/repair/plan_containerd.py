@@ -104,8 +104,8 @@ class ContainerdPlanner:
             kind = self._kind(f.path)
             if sn is None or name not in sn.dirs or kind is None:
                 self._skip(f, "not a directory of a snapshotter this store read: left alone")
-            elif not self._read_whole(f"{sn.path}/metadata.db"):
-                self._skip(f, f"{sn.path}/metadata.db was not read whole: ownership in doubt")
+            elif not self._read_whole(sn.db_path):
+                self._skip(f, f"{sn.db_path} was not read whole: ownership in doubt")
             elif name in {str(s.id) for s in sn.snapshots.values() if s.id is not None}:
                 self._skip(f, f"snapshot id {name} is in the database now: left alone")
             else:
@@ -222,7 +222,7 @@ class ContainerdPlanner:
         if meta is not None and path == meta.path:
             return "meta", META_COPY, None
         for sn in self.ctd.store.snapshotters.values():
-            if path == f"{sn.path}/metadata.db":
+            if path == sn.db_path:
                 return "snapshotter", f"{sn.name}{COPY_SUFFIX}", sn
         return "meta", None, None
 
