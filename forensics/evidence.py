@@ -443,13 +443,19 @@ class DirHandle:
         except OSError:
             return None
 
-    def read_bytes(self, name: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
+    def listed_entry(self, name: str) -> tuple[str, str]:
+        """The path and listed kind of ``name``, to be read as a file: what the listing
+        already refuses (an entry it does not hold, a symlink) raises here."""
         rel = self.path_of(name)
         kind = self.types.get(name)
         if kind is None:
             raise ReadFailure("missing", rel, "no such file")
         if kind == "symlink":
             raise ReadFailure("symlink", rel, "is a symlink (not followed)")
+        return rel, kind
+
+    def read_bytes(self, name: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
+        rel, kind = self.listed_entry(name)
         if kind != "file":
             return self.ev.read_bytes(rel, limit)  # let the full check say what it is
         try:

@@ -436,12 +436,7 @@ class TreeDirHandle(DirHandle):
         return self.tree_ev.readlink(self.path_of(name))
 
     def read_bytes(self, name: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
-        rel = self.path_of(name)
-        kind = self.types.get(name)
-        if kind is None:
-            raise ReadFailure("missing", rel, "no such file")
-        if kind == "symlink":
-            raise ReadFailure("symlink", rel, "is a symlink (not followed)")
+        rel, _ = self.listed_entry(name)  # the directory reader's refusals, then the tree's read
         return self.tree_ev.read_bytes(rel, limit)
 
 
