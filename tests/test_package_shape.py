@@ -135,3 +135,21 @@ def test_no_two_error_classes_share_a_name() -> None:
     for cls in _error_classes():
         seen.setdefault(cls.__qualname__, []).append(cls.__module__)
     assert {name: where for name, where in seen.items() if len(where) > 1} == {}
+
+
+#: modules that need one helper of a heavier package, and must not load the rest of it
+LIGHT_IMPORTS = {
+    # the timeline shortens ids; importing forensics.checks.common loaded every rule
+    "forensics.timeline": "forensics.checks",
+}
+
+
+def test_a_module_loads_only_what_it_needs() -> None:
+    for module, heavy in LIGHT_IMPORTS.items():
+        probe = f"import sys, {module}; print(sorted(m for m in sys.modules if m == {heavy!r} "
+        probe += f"or m.startswith({heavy + '.'!r})))"
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "[]", (module, out.stdout)
