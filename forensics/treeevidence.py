@@ -311,12 +311,6 @@ class TreeEvidence(Evidence):
             "a file inside an archive or disk image cannot be mapped (read it from a directory)",
         )
 
-    def open_member(self, rel: str, limit: int | None = None) -> tuple[BinaryIO, os.stat_result]:
-        """The regular file ``rel`` open for reading (seekable; the caller closes it), with
-        the checks of :meth:`read_bytes`."""
-        f, st = self._open(rel, limit)
-        return f, stat_result(st)
-
     def read_ends(self, rel: str, window: int) -> tuple[bytes, bytes]:
         f, st = self._open(rel, None)
         try:

@@ -26,13 +26,10 @@ from forensics.stores.containerd.snapshotter import (
     read_snapshot_dirs,
 )
 
-#: where dockerd keeps the root of the containerd it starts itself
-DOCKER_CONTAINERD_ROOT = DOCKERS_CONTAINERD
 #: bbolt files larger than this are not read into memory
 DB_LIMIT = 1024 * 1024 * 1024
 
 __all__ = [
-    "DOCKER_CONTAINERD_ROOT",
     "find_containerd_root",
     "read_bolt",
     "read_containerd_store",
@@ -43,7 +40,7 @@ def find_containerd_root(ev: Evidence) -> str | None:
     """The containerd root below ``ev``'s root: "" when the root is one (it holds
     ``io.containerd.metadata.v1.bolt/``), ``containerd/daemon`` for a Docker root whose
     dockerd ran its own containerd; None when neither holds a metadata database."""
-    for root in ("", DOCKER_CONTAINERD_ROOT):
+    for root in ("", DOCKERS_CONTAINERD):
         if ev.exists(_join(root, CONTAINERD_META_DB)) or ev.is_dir(
             _join(root, CONTAINERD_METADATA)
         ):
