@@ -153,3 +153,68 @@ def test_a_module_loads_only_what_it_needs() -> None:
         )
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "[]", (module, out.stdout)
+
+
+#: what the command line may import of the library besides forensics.api: the renderers of what
+#: the api returns, the error family and exit statuses, and the switches of the process
+#: (progress bars, interrupts); nothing that reads, judges or changes a root
+RENDERING = {
+    "forensics.errors",
+    "forensics.exitstatus",
+    "forensics.interrupt",
+    "forensics.progress",
+    "forensics.terminal",
+    "forensics.jsonstream",
+    "forensics.report",
+    "forensics.textreport",
+    "forensics.psview",
+    "forensics.inventory",
+    "forensics.timeline",
+    "forensics.thin.check",
+    "forensics.thin.ls",
+    "forensics.thin.files",
+}
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The forensics modules ``path`` imports when it runs (``if TYPE_CHECKING:`` aside)."""
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.update(
+                _module_of(f"{node.module}.{alias.name}", node.module) for alias in node.names
+            )
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("forensics.")}
+
+
+def _module_of(name: str, parent: str) -> str:
+    """``name`` when it is a module of the package (``from forensics import textreport``),
+    else ``parent`` (``from forensics.report import to_json``)."""
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return name if path.with_suffix(".py").exists() or (path / "__init__.py").exists() else parent
+
+
+def test_the_command_line_calls_the_api_and_renders() -> None:
+    """A command parses, calls one function of forensics.api and renders what it returns: it
+    imports nothing that reads, judges or changes a root (stores, checks, layers, repair,
+    evidence, …); that work is the api's, where tests and programs call it too."""
+    offenders = []
+    for path in sorted((PACKAGE / "cli").glob("*.py")):
+        for name in _runtime_imports(path):
+            if name.startswith(("forensics.api", "forensics.cli")) or name in RENDERING:
+                continue
+            offenders.append(f"forensics/cli/{path.name} imports {name}")
+    assert offenders == []
+    assert _runtime_imports(PACKAGE / "cli" / "verify.py") >= {"forensics.api.verify"}
