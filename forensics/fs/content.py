@@ -28,6 +28,7 @@ import numpy as np
 
 from forensics.errors import Damage
 from forensics.fs.blockcache import BlockCache
+from forensics.fs.rawfile import SizedRawFile
 from forensics.fs.tree import UNREADABLE, Refusal
 
 #: the extent flag both libraries set on a hole and on an unwritten extent
@@ -238,7 +239,7 @@ def positional_reader(fileobj: BinaryIO) -> ReadInto:
     return read_into
 
 
-class ExtentFile(io.RawIOBase):
+class ExtentFile(SizedRawFile):
     """A file's bytes by its :class:`Layout`, read-only and seekable. A read that the device
     cannot serve raises the device's ``OSError`` (a thin device names its damaged range);
     fewer bytes than the device should hold is ``EIO`` naming the file."""
@@ -249,22 +250,6 @@ class ExtentFile(io.RawIOBase):
         self.size = layout.size
         self._pos = 0
         self._run = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise OSError(errno.EINVAL, "negative seek position")
-        self._pos = base + offset
-        return self._pos
 
     def readall(self) -> bytes:
         return self.read(-1)
