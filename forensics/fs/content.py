@@ -33,6 +33,30 @@ from forensics.fs.tree import UNREADABLE, Refusal
 
 #: the extent flag both libraries set on a hole and on an unwritten extent
 EXTENT_SPARSE = 1
+
+
+def extent_runs(
+    extents: list[tuple[int, int, int, bool]], size: int, block_size: int
+) -> list[tuple[int, int, int]]:
+    """Extents ``(first file block, blocks, first filesystem block, unwritten)`` in file order,
+    as the libraries list a file's data: ``(filesystem block × block size, bytes, flags)``, the
+    holes between them and up to ``size`` sparse, unwritten extents sparse, the blocks past
+    ``size`` (preallocated) left out."""
+    out: list[tuple[int, int, int]] = []
+    at = 0  # the next file block
+    end = -(-size // block_size)
+    for first, length, start, unwritten in extents:
+        if first >= end:
+            break  # blocks past the size (preallocated): never read
+        if first > at:
+            out.append((0, (first - at) * block_size, EXTENT_SPARSE))
+        out.append((start * block_size, length * block_size, EXTENT_SPARSE if unwritten else 0))
+        at = first + length
+    if end > at:
+        out.append((0, (end - at) * block_size, EXTENT_SPARSE))
+    return out
+
+
 #: zeros handed out for holes, at most this many bytes at a time
 _ZEROS = bytes(1 << 20)
 
