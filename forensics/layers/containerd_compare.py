@@ -14,6 +14,7 @@ import stat
 from forensics.formats.ustar import Member
 from forensics.layers.confine import ConfinedDir, Parts, Refusal
 from forensics.layers.containerd_tar import CHUNK
+from forensics.layers.content import DISK_TYPE as TAR_DISK_TYPE
 from forensics.layers.content import close_handle, read_into
 
 #: xattrs that the snapshot holds of its own, not from the tar
@@ -95,16 +96,8 @@ REFUSED_CHECK = {
     "not-regular": "snapshot-file-type-changed",
     "unreadable": "snapshot-file-unreadable",
 }
-#: the type on disk of each kind of member
-DISK_TYPE = {
-    "file": stat.S_IFREG,
-    "dir": stat.S_IFDIR,
-    "symlink": stat.S_IFLNK,
-    "char": stat.S_IFCHR,
-    "block": stat.S_IFBLK,
-    "fifo": stat.S_IFIFO,
-    "sparse": stat.S_IFREG,
-}
+#: the type on disk of each kind of member (a PAX sparse member is a regular file)
+DISK_TYPE = {**TAR_DISK_TYPE, "sparse": stat.S_IFREG}
 
 
 def hardlink_type(cdir: ConfinedDir, entry: TarEntry) -> int | None:
