@@ -41,8 +41,8 @@ from forensics.evidence import (
     FileRead,
     PlainDir,
     ReadFailure,
-    _kind_of,
     _reason,
+    _require_regular_mode,
     type_of_mode,
 )
 from forensics.fs.tree import MISSING, Parts, Refusal, Stat, Tree
@@ -278,12 +278,7 @@ class TreeEvidence(Evidence):
     def _open(self, rel: str, limit: int | None) -> tuple[BinaryIO, Stat]:
         """The regular file ``rel`` open for reading, with the directory reader's checks."""
         st = self._member(rel)
-        if stat.S_ISLNK(st.mode):
-            raise ReadFailure("symlink", rel, "is a symlink (not followed)")
-        if not stat.S_ISREG(st.mode):
-            raise ReadFailure("not-regular", rel, f"not a regular file ({_kind_of(st.mode)})")
-        if limit is not None and st.size > limit:
-            raise ReadFailure("too-large", rel, f"{st.size} bytes, over the {limit} limit")
+        _require_regular_mode(rel, st.mode, st.size, limit)
         opened = self.tree.open_file(self.tree_parts(rel))
         if isinstance(opened, Refusal):
             raise self._damaged(rel, opened.detail)
