@@ -218,3 +218,29 @@ def test_the_command_line_calls_the_api_and_renders() -> None:
             offenders.append(f"forensics/cli/{path.name} imports {name}")
     assert offenders == []
     assert _runtime_imports(PACKAGE / "cli" / "verify.py") >= {"forensics.api.verify"}
+
+
+def _attribute_uses(path: Path) -> set[str]:
+    """``Name.attr`` and ``Name(`` as the source spells them."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            found.add(f"{node.value.id}.{node.attr}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            found.add(f"{node.func.id}(")
+    return found
+
+
+def test_a_btree_nodes_rules_have_one_home() -> None:
+    """thin/node.py alone makes a node rule or names a way a node breaks one: elsewhere a node
+    is sound (``NodeError.NONE``) or not, as node.py judged it."""
+    home = PACKAGE / "thin" / "node.py"
+    assert {"NodeRule(", "NodeError.CHECKSUM", "NodeError.MAX_ENTRIES"} <= _attribute_uses(home)
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == home:
+            continue
+        for use in _attribute_uses(path):
+            if use == "NodeRule(" or (use.startswith("NodeError.") and use != "NodeError.NONE"):
+                offenders.append(f"{path.relative_to(PACKAGE)}: {use}")
+    assert offenders == []
