@@ -27,6 +27,10 @@ A row (:class:`DriverLayout`) holds, and is read by:
 - ``parts``, ``repair``, ``links``: what repair quarantines of a layer, in the order the
   driver's ``Remove`` deletes them, and on which drivers it plans at all (``repair/plan*.py``).
 
+containerd's own plugin directories beside the snapshotters' (its metadata database, its
+content store) are spelled here too, after :data:`SNAPSHOTTERS`: the paths of a containerd
+root that no row holds.
+
 To add a driver: write its row (a builder like :func:`_plain` when it shares a layout), put
 it in :data:`DRIVERS` (or :data:`SNAPSHOTTERS`), and give it a ``reader``: an existing store
 when the layout is one it reads, else a new ``stores/<reader>.py`` taking
