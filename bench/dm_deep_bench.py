@@ -50,8 +50,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))
 
 import tarsplit  # noqa: E402
+from sparse_files import data_extents  # noqa: E402
 from tarsplit import Entry, build_layer  # noqa: E402
 
 from forensics.formats.crc64 import crc64_iso, to_bytes  # noqa: E402
@@ -185,19 +187,8 @@ def _mkfs(image: Path, stage: Path | None) -> Path:
 def _data_blocks(image: Path) -> list[int]:
     """The 64 KiB blocks of ``image`` that hold data (holes read as zeros: left unmapped)."""
     out: set[int] = set()
-    fd = os.open(image, os.O_RDONLY)
-    try:
-        size, pos = os.fstat(fd).st_size, 0
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            out.update(range(start // BLOCK, -(-end // BLOCK)))
-            pos = end
-    finally:
-        os.close(fd)
+    for start, end in data_extents(image):
+        out.update(range(start // BLOCK, -(-end // BLOCK)))
     return sorted(out)
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from functools import cached_property
 
+from forensics.drivers import SNAPSHOTTER_DB
+
 #: snapshot kinds (containerd snapshots.Kind): the byte the snapshotter's database stores
 SNAPSHOT_KINDS = {1: "view", 2: "active", 3: "committed"}
 
@@ -247,6 +249,11 @@ class Snapshotter:
 
     def by_id(self) -> dict[int, BackendSnapshot]:
         return {s.id: s for s in self.snapshots.values() if s.id is not None}
+
+    @property
+    def db_path(self) -> str:
+        """Its bolt database (``metadata.db`` in its home)."""
+        return f"{self.path}/{SNAPSHOTTER_DB}"
 
 
 @dataclass

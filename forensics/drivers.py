@@ -27,6 +27,10 @@ A row (:class:`DriverLayout`) holds, and is read by:
 - ``parts``, ``repair``, ``links``: what repair quarantines of a layer, in the order the
   driver's ``Remove`` deletes them, and on which drivers it plans at all (``repair/plan*.py``).
 
+containerd's own plugin directories beside the snapshotters' (its metadata database, its
+content store) are spelled here too, after :data:`SNAPSHOTTERS`: the paths of a containerd
+root that no row holds.
+
 To add a driver: write its row (a builder like :func:`_plain` when it shares a layout), put
 it in :data:`DRIVERS` (or :data:`SNAPSHOTTERS`), and give it a ``reader``: an existing store
 when the layout is one it reads, else a new ``stores/<reader>.py`` taking
@@ -568,6 +572,30 @@ CONTAINERD_NATIVE = DriverLayout(
 SNAPSHOTTERS: dict[str, DriverLayout] = {
     row.name: row for row in (CONTAINERD_OVERLAYFS, CONTAINERD_NATIVE)
 }
+#: a snapshotter's own bolt database, in its home (containerd ``snapshots/storage``)
+SNAPSHOTTER_DB = "metadata.db"
+
+# -- containerd's other plugins: the store the snapshotters' rows sit in ------------------------
+
+#: containerd's metadata plugin: ``meta.db``, the bolt database of every namespace's images,
+#: containers, snapshots, content, leases and ingests (containerd ``metadata/db.go``)
+CONTAINERD_METADATA = "io.containerd.metadata.v1.bolt"
+CONTAINERD_META_DB = f"{CONTAINERD_METADATA}/meta.db"
+#: containerd's content store (``content/local``): ``blobs/<algorithm>/<hex>``, shared by
+#: every namespace, and ``ingest/<sha256 of the ref>/`` an unfinished write each
+CONTAINERD_CONTENT = "io.containerd.content.v1.content"
+CONTAINERD_BLOBS = f"{CONTAINERD_CONTENT}/blobs"
+CONTAINERD_SHA256_BLOBS = f"{CONTAINERD_BLOBS}/sha256"
+CONTAINERD_INGEST = f"{CONTAINERD_CONTENT}/ingest"
+
+
+def containerd_blob(digest: str) -> str:
+    """Where the content store keeps the blob of ``digest`` (``<algorithm>:<hex>``), relative
+    to the containerd root."""
+    algorithm, _, hexpart = digest.partition(":")
+    return f"{CONTAINERD_BLOBS}/{algorithm}/{hexpart}"
+
+
 #: the snapshotters that Docker's containerd image store writes into a container's ``Driver``
 SNAPSHOTTER_NAMES = frozenset(
     {*SNAPSHOTTERS, "native", "stargz", "fuse-overlayfs-snapshotter", "zfs-snapshotter"}

@@ -384,12 +384,18 @@ class Evidence:
 
 
 def _require_regular(rel: str, st: os.stat_result, limit: int | None) -> None:
-    if stat.S_ISLNK(st.st_mode):
+    _require_regular_mode(rel, st.st_mode, st.st_size, limit)
+
+
+def _require_regular_mode(rel: str, mode: int, size: int, limit: int | None) -> None:
+    """The refusals of a file to be read: a symlink, not a regular file, over ``limit``
+    (a member of a tree is refused by the same words: :mod:`forensics.treeevidence`)."""
+    if stat.S_ISLNK(mode):
         raise ReadFailure("symlink", rel, "is a symlink (not followed)")
-    if not stat.S_ISREG(st.st_mode):
-        raise ReadFailure("not-regular", rel, f"not a regular file ({_kind_of(st.st_mode)})")
-    if limit is not None and st.st_size > limit:
-        raise ReadFailure("too-large", rel, f"{st.st_size} bytes, over the {limit} limit")
+    if not stat.S_ISREG(mode):
+        raise ReadFailure("not-regular", rel, f"not a regular file ({_kind_of(mode)})")
+    if limit is not None and size > limit:
+        raise ReadFailure("too-large", rel, f"{size} bytes, over the {limit} limit")
 
 
 def _failure_on_the_way(for_path: str, exc: WalkError) -> ReadFailure:
@@ -443,13 +449,19 @@ class DirHandle:
         except OSError:
             return None
 
-    def read_bytes(self, name: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
+    def listed_entry(self, name: str) -> tuple[str, str]:
+        """The path and listed kind of ``name``, to be read as a file: what the listing
+        already refuses (an entry it does not hold, a symlink) raises here."""
         rel = self.path_of(name)
         kind = self.types.get(name)
         if kind is None:
             raise ReadFailure("missing", rel, "no such file")
         if kind == "symlink":
             raise ReadFailure("symlink", rel, "is a symlink (not followed)")
+        return rel, kind
+
+    def read_bytes(self, name: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
+        rel, kind = self.listed_entry(name)
         if kind != "file":
             return self.ev.read_bytes(rel, limit)  # let the full check say what it is
         try:

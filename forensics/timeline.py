@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from forensics.checks.common import short
 from forensics.drivers import layout_of
 from forensics.evidence import Evidence, ReadFailure
+from forensics.formats.ids import short
 from forensics.formats.jsonfile import JsonDamage, decode_json, field
 from forensics.model import Container, Host, Image
 from forensics.report import json_safe, printable

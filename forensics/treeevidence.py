@@ -41,8 +41,8 @@ from forensics.evidence import (
     FileRead,
     PlainDir,
     ReadFailure,
-    _kind_of,
     _reason,
+    _require_regular_mode,
     type_of_mode,
 )
 from forensics.fs.tree import MISSING, Parts, Refusal, Stat, Tree
@@ -278,12 +278,7 @@ class TreeEvidence(Evidence):
     def _open(self, rel: str, limit: int | None) -> tuple[BinaryIO, Stat]:
         """The regular file ``rel`` open for reading, with the directory reader's checks."""
         st = self._member(rel)
-        if stat.S_ISLNK(st.mode):
-            raise ReadFailure("symlink", rel, "is a symlink (not followed)")
-        if not stat.S_ISREG(st.mode):
-            raise ReadFailure("not-regular", rel, f"not a regular file ({_kind_of(st.mode)})")
-        if limit is not None and st.size > limit:
-            raise ReadFailure("too-large", rel, f"{st.size} bytes, over the {limit} limit")
+        _require_regular_mode(rel, st.mode, st.size, limit)
         opened = self.tree.open_file(self.tree_parts(rel))
         if isinstance(opened, Refusal):
             raise self._damaged(rel, opened.detail)
@@ -310,12 +305,6 @@ class TreeEvidence(Evidence):
             rel,
             "a file inside an archive or disk image cannot be mapped (read it from a directory)",
         )
-
-    def open_member(self, rel: str, limit: int | None = None) -> tuple[BinaryIO, os.stat_result]:
-        """The regular file ``rel`` open for reading (seekable; the caller closes it), with
-        the checks of :meth:`read_bytes`."""
-        f, st = self._open(rel, limit)
-        return f, stat_result(st)
 
     def read_ends(self, rel: str, window: int) -> tuple[bytes, bytes]:
         f, st = self._open(rel, None)
@@ -436,12 +425,7 @@ class TreeDirHandle(DirHandle):
         return self.tree_ev.readlink(self.path_of(name))
 
     def read_bytes(self, name: str, limit: int = DEFAULT_READ_LIMIT) -> bytes:
-        rel = self.path_of(name)
-        kind = self.types.get(name)
-        if kind is None:
-            raise ReadFailure("missing", rel, "no such file")
-        if kind == "symlink":
-            raise ReadFailure("symlink", rel, "is a symlink (not followed)")
+        rel, _ = self.listed_entry(name)  # the directory reader's refusals, then the tree's read
         return self.tree_ev.read_bytes(rel, limit)
 
 

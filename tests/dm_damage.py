@@ -17,7 +17,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from test_samples_dm import data_extents, debugfs, run, sbin
+from sparse_files import data_extents
+from test_samples_dm import debugfs, run, sbin
 
 POOL = "devicemapper/devicemapper"
 SECTOR = 512

@@ -65,6 +65,22 @@ def test_inventory_finds_a_container_as_docker_does(
         inventory_api.inventory(str(sample_master), container="nosuch")
 
 
+def test_inventory_document_is_what_the_command_prints(sample_master: Path) -> None:
+    found = inventory_api.inventory(str(sample_master))
+    printed = json.loads(run_cli("inventory", sample_master, "--format", "json").stdout)
+    assert found.evidence is None and "evidence" not in printed
+    assert json.loads("".join(json_chunks(found.document(), floats=False))) == printed
+
+
+def test_a_container_argument_that_names_a_path(tmp_path: Path) -> None:
+    """ROOT given in CONTAINER's place, told apart from containerd's ``<namespace>/<id>``."""
+    (tmp_path / "moby").mkdir()
+    assert diff_api.names_a_path(".") and diff_api.names_a_path("/var/lib/docker")
+    assert diff_api.names_a_path(str(tmp_path / "moby"))
+    assert not diff_api.names_a_path("web") and not diff_api.names_a_path("/web")
+    assert not diff_api.names_a_path("moby/0123abc")  # no such path: containerd's container
+
+
 def test_diff_and_timeline_return_what_the_commands_render(
     sample_master: Path, truth: dict[str, Any]
 ) -> None:
@@ -72,6 +88,7 @@ def test_diff_and_timeline_return_what_the_commands_render(
     changes = diff_api.diff(str(sample_master), cid)
     printed = json.loads(run_cli("diff", cid, sample_master, "--format", "json").stdout)
     assert [{"kind": c.kind, "path": c.path} for c in changes.changes] == printed["changes"]
+    assert diff_api.diff_document(changes) == printed
     assert diff_api.diff_status(changes) == EXIT_OK
     events = timeline_api.timeline(str(sample_master), file_times=False)
     assert events and events == sorted(events)

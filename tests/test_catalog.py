@@ -18,6 +18,7 @@ from forensics.checks.catalog import CHECKS
 from forensics.evidence import Evidence
 from forensics.repair import plan_overlay2
 from forensics.repair.plan import make_plan
+from forensics.repair.plan_containerd import ContainerdPlanner
 from forensics.repair.planbase import PlannerBase
 from forensics.stores import read_host
 from forensics.thin.findings import CHECKS as THIN_CHECKS
@@ -147,3 +148,16 @@ def test_every_check_id_named_in_the_code_is_in_its_catalogue() -> None:
         unknown += [f"{path.relative_to(PACKAGE)}: {n}" for n in sorted(named) if n not in catalog]
     assert seen > 100
     assert unknown == []
+
+
+def test_the_containerd_planner_fails_loudly_on_a_misspelt_id(containerd_root: Path) -> None:
+    """Its findings by check were a plain ``defaultdict``: ``containerd.ingest-leftovr`` found
+    nothing and planned nothing, without a word."""
+    ev = Evidence(containerd_root)
+    host = read_host(ev)
+    assert host.containerd is not None
+    planner = ContainerdPlanner(ev, host.containerd, run_checks(host))
+    assert isinstance(planner.by_check, FindingsByCheck)
+    assert planner.by_check["containerd.ingest-leftover"] == []  # the sample holds none
+    with pytest.raises(UnknownCheck, match="containerd.ingest-leftovr"):
+        planner.by_check["containerd.ingest-leftovr"]

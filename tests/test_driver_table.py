@@ -4,8 +4,10 @@ driver is spelled anywhere else in ``forensics/``.
 The second test takes what to look for from the table itself (so a new row is held to the rule
 at once): the directories of every row's paths, the names that follow a layer's name in them
 (``/diff``, ``/lower``, …), the short link's ``l/``, the init layer's ``-init``, the thin pool's
-own record names. It searches every string literal of the package but docstrings (prose that
-describes the layout for the reader) and fails on each one found outside the table.
+own record names, containerd's plugin directories (a snapshotter's, its metadata database's, its
+content store's) and the files in them. It searches every string literal of the package but
+docstrings (prose that describes the layout for the reader) and fails on each one found outside
+the table.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ import pytest
 from forensics import drivers
 from forensics.drivers import (
     AUFS,
+    CONTAINERD_BLOBS,
+    CONTAINERD_CONTENT,
+    CONTAINERD_INGEST,
+    CONTAINERD_META_DB,
+    CONTAINERD_METADATA,
+    CONTAINERD_SHA256_BLOBS,
     DEVICEMAPPER,
     DEVICEMAPPER_POOL,
     DRIVERS,
@@ -26,9 +34,11 @@ from forensics.drivers import (
     LINK_ENTRY,
     OVERLAY2,
     PREFERENCE,
+    SNAPSHOTTER_DB,
     SNAPSHOTTERS,
     DriverLayout,
     Template,
+    containerd_blob,
     init_name,
     is_init_name,
     layout_of,
@@ -37,6 +47,15 @@ from forensics.drivers import (
 
 PACKAGE = Path(drivers.__file__).parent
 ROWS = [*DRIVERS.values(), *SNAPSHOTTERS.values()]
+#: containerd's plugin directories beside the snapshotters' (relative to a containerd root)
+CONTAINERD_PLUGINS = (CONTAINERD_METADATA, CONTAINERD_CONTENT)
+#: the paths of containerd's store that no row holds: its databases, its content store
+CONTAINERD_PATHS = (
+    CONTAINERD_META_DB,
+    CONTAINERD_SHA256_BLOBS,
+    CONTAINERD_INGEST,
+    *(f"{row.home}/{SNAPSHOTTER_DB}" for row in SNAPSHOTTERS.values()),
+)
 
 #: the layer store's own ``diff`` file (``layerdb/sha256/<chain id>/diff``): no driver's
 LAYERDB_DIFF = "the layer store's diff file, not a driver's"
@@ -150,6 +169,18 @@ def test_the_paths_the_rows_spell() -> None:
     assert snapshotter.work("7") == "io.containerd.snapshotter.v1.overlayfs/snapshots/7/work"
 
 
+def test_the_paths_of_containerds_store() -> None:
+    """Its metadata database and content store as containerd writes them (containerd
+    ``metadata/db.go``, ``content/local/store.go``, ``snapshots/storage``)."""
+    assert CONTAINERD_META_DB == "io.containerd.metadata.v1.bolt/meta.db"
+    assert CONTAINERD_SHA256_BLOBS == "io.containerd.content.v1.content/blobs/sha256"
+    assert CONTAINERD_BLOBS == "io.containerd.content.v1.content/blobs"
+    assert CONTAINERD_INGEST == "io.containerd.content.v1.content/ingest"
+    assert containerd_blob("sha256:ab") == "io.containerd.content.v1.content/blobs/sha256/ab"
+    home = SNAPSHOTTERS["overlayfs"].home
+    assert f"{home}/{SNAPSHOTTER_DB}" == "io.containerd.snapshotter.v1.overlayfs/metadata.db"
+
+
 def test_init_names() -> None:
     assert init_name("abc") == "abc" + INIT_SUFFIX
     assert is_init_name(init_name("abc")) and not is_init_name("abc")
@@ -175,20 +206,25 @@ def _needles() -> dict[str, re.Pattern[str]]:
     """What a layout path is recognised by, from the table: a driver's directories (its home
     followed by ``/``, and every directory of two or more components of a row's paths), the
     entries that follow a layer's name (``/diff``, ``/link``, …), the short link's ``l/``, the
-    init suffix and the thin pool's own records."""
+    init suffix, the thin pool's own records, containerd's plugin directories (a snapshotter's
+    home among them, each a name alone) and its metadata database."""
     words: set[str] = set()
     for row in ROWS:
         words.add(f"{row.home}/")
-        for path in _paths(row):
-            parts = path.split("/")
-            for end in range(2, len(parts) + 1):
-                if not any(p.startswith("<") or p in ("..", "*") for p in parts[:end]):
-                    words.add("/".join(parts[:end]))
+    for path in [*(p for row in ROWS for p in _paths(row)), *CONTAINERD_PATHS]:
+        parts = path.split("/")
+        for end in range(2, len(parts) + 1):
+            if not any(p.startswith("<") or p in ("..", "*") for p in parts[:end]):
+                words.add("/".join(parts[:end]))
+    for row in ROWS:
         for template in _templates(row) + _relative_templates(row):
             if template.suffix.startswith("/"):
                 words.add("/" + template.suffix.split("/")[1])
     words.add(LINK_ENTRY.prefix)
     words |= set(DEVICEMAPPER_POOL.pool_records)
+    words |= {*CONTAINERD_PLUGINS, *(row.home for row in SNAPSHOTTERS.values())}
+    # what follows a plugin directory: the metadata database, the content store's entries
+    words |= {"/" + p.split("/", 1)[1].split("/")[0] for p in CONTAINERD_PATHS}
     out = {w: re.compile(rf"(?<!{_PATH_CHAR}){re.escape(w)}(?!{_PATH_CHAR})") for w in words}
     out[INIT_SUFFIX] = re.compile(re.escape(INIT_SUFFIX))  # after a name: anywhere
     return out
@@ -259,11 +295,21 @@ def test_the_search_finds_what_it_looks_for() -> None:
         '("deviceset-metadata", "transaction-metadata")',
         '"zfs/graph/{id}"',
         'f"{home}/snapshots/{id}/fs"',
+        '"io.containerd.snapshotter.v1.overlayfs/snapshots/{}/fs"',
+        '"io.containerd.content.v1.content/blobs/sha256"',
+        'f"{PLUGIN}/blobs/{algorithm}/{hexpart}"',
+        '"io.containerd.content.v1.content"',
+        '"io.containerd.metadata.v1.bolt/meta.db"',
+        'f"{root}/meta.db"',
+        '"no io.containerd.metadata.v1.bolt/ in it"',
+        '"io.containerd.snapshotter.v1.native"',
     ]
     for source in spelled:
         texts = [text for _, text in _literals(ast.parse(f"x = {source}"))]
         assert any(p.search(t) for t in texts for p in needles.values()), source
-    for fine in ('"diff"', '"layers"', '"lower-id is {}"', '"graph"', '"overlay2.link-missing"'):
+    fine_ones = ('"diff"', '"layers"', '"lower-id is {}"', '"graph"', '"overlay2.link-missing"',
+                 '"meta.db but {}"', '"io.containerd.runc.v2"', '"blobs"')  # fmt: skip
+    for fine in fine_ones:
         texts = [text for _, text in _literals(ast.parse(f"x = {fine}"))]
         assert not any(p.search(t) for t in texts for p in needles.values()), fine
     assert not _literals(ast.parse('def f():\n    """overlay2/<id>/diff"""\n'))

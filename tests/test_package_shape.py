@@ -135,3 +135,112 @@ def test_no_two_error_classes_share_a_name() -> None:
     for cls in _error_classes():
         seen.setdefault(cls.__qualname__, []).append(cls.__module__)
     assert {name: where for name, where in seen.items() if len(where) > 1} == {}
+
+
+#: modules that need one helper of a heavier package, and must not load the rest of it
+LIGHT_IMPORTS = {
+    # the timeline shortens ids; importing forensics.checks.common loaded every rule
+    "forensics.timeline": "forensics.checks",
+}
+
+
+def test_a_module_loads_only_what_it_needs() -> None:
+    for module, heavy in LIGHT_IMPORTS.items():
+        probe = f"import sys, {module}; print(sorted(m for m in sys.modules if m == {heavy!r} "
+        probe += f"or m.startswith({heavy + '.'!r})))"
+        out = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "[]", (module, out.stdout)
+
+
+#: what the command line may import of the library besides forensics.api: the renderers of what
+#: the api returns, the error family and exit statuses, and the switches of the process
+#: (progress bars, interrupts); nothing that reads, judges or changes a root
+RENDERING = {
+    "forensics.errors",
+    "forensics.exitstatus",
+    "forensics.interrupt",
+    "forensics.progress",
+    "forensics.terminal",
+    "forensics.jsonstream",
+    "forensics.report",
+    "forensics.textreport",
+    "forensics.psview",
+    "forensics.inventory",
+    "forensics.timeline",
+    "forensics.thin.check",
+    "forensics.thin.ls",
+    "forensics.thin.files",
+}
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The forensics modules ``path`` imports when it runs (``if TYPE_CHECKING:`` aside)."""
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.update(
+                _module_of(f"{node.module}.{alias.name}", node.module) for alias in node.names
+            )
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {name for name in found if name.startswith("forensics.")}
+
+
+def _module_of(name: str, parent: str) -> str:
+    """``name`` when it is a module of the package (``from forensics import textreport``),
+    else ``parent`` (``from forensics.report import to_json``)."""
+    path = PACKAGE.parent.joinpath(*name.split("."))
+    return name if path.with_suffix(".py").exists() or (path / "__init__.py").exists() else parent
+
+
+def test_the_command_line_calls_the_api_and_renders() -> None:
+    """A command parses, calls one function of forensics.api and renders what it returns: it
+    imports nothing that reads, judges or changes a root (stores, checks, layers, repair,
+    evidence, …); that work is the api's, where tests and programs call it too."""
+    offenders = []
+    for path in sorted((PACKAGE / "cli").glob("*.py")):
+        for name in _runtime_imports(path):
+            if name.startswith(("forensics.api", "forensics.cli")) or name in RENDERING:
+                continue
+            offenders.append(f"forensics/cli/{path.name} imports {name}")
+    assert offenders == []
+    assert _runtime_imports(PACKAGE / "cli" / "verify.py") >= {"forensics.api.verify"}
+
+
+def _attribute_uses(path: Path) -> set[str]:
+    """``Name.attr`` and ``Name(`` as the source spells them."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            found.add(f"{node.value.id}.{node.attr}")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            found.add(f"{node.func.id}(")
+    return found
+
+
+def test_a_btree_nodes_rules_have_one_home() -> None:
+    """thin/node.py alone makes a node rule or names a way a node breaks one: elsewhere a node
+    is sound (``NodeError.NONE``) or not, as node.py judged it."""
+    home = PACKAGE / "thin" / "node.py"
+    assert {"NodeRule(", "NodeError.CHECKSUM", "NodeError.MAX_ENTRIES"} <= _attribute_uses(home)
+    offenders = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path == home:
+            continue
+        for use in _attribute_uses(path):
+            if use == "NodeRule(" or (use.startswith("NodeError.") and use != "NodeError.NONE"):
+                offenders.append(f"{path.relative_to(PACKAGE)}: {use}")
+    assert offenders == []

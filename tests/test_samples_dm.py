@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 from conftest import SAMPLES
+from sparse_files import data_extents
 
 BLOCK_SECTORS_TO_BYTES = 512
 NS = 1_000_000_000
@@ -74,24 +75,6 @@ def pool_mappings(metadata: Path) -> tuple[int, dict[int, list[list[int]]]]:
                 )
         devices[int(dev.get("dev_id", ""))] = runs
     return block, devices
-
-
-def data_extents(path: Path) -> list[tuple[int, int]]:
-    out = []
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size, pos = os.fstat(fd).st_size, 0
-        while pos < size:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            out.append((start, end))
-            pos = end
-    finally:
-        os.close(fd)
-    return out
 
 
 def extract(data: Path, runs: list[list[int]], block: int, size: int, image: Path) -> None:

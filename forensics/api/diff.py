@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from forensics.api.root import (
     Notify,
@@ -19,6 +21,21 @@ from forensics.model import Host
 
 if TYPE_CHECKING:  # the layer readers load construct: imported when a diff is made
     from forensics.layers import DiffPlan, DiffResult
+
+#: containerd's ``<namespace>/<id>`` (its namespace and identifier rules)
+_NAMESPACED = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def names_a_path(argument: str) -> bool:
+    """Whether ``argument``, given where a container is named, is a path (ROOT given in
+    CONTAINER's place): a container name never holds a ``/`` but its leading one, so an
+    argument that does is a path — unless it names containerd's container as
+    ``<namespace>/<id>`` and no such path exists."""
+    if argument in (".", ".."):
+        return True
+    if "/" not in argument.removeprefix("/"):
+        return False
+    return os.path.lexists(argument) or not _NAMESPACED.fullmatch(argument)
 
 
 def diff(
@@ -71,6 +88,20 @@ def _plan(host: Host, wanted: str) -> DiffPlan | str:
     if not record.snapshot_key:
         return f"container {shown}: it has no snapshot (no snapshot key): nothing to compare"
     return snapshot_plan(host, ns, record.snapshotter, record.snapshot_key, shown)
+
+
+def diff_document(result: DiffResult) -> dict[str, Any]:
+    """The JSON document of ``result``: the container, its changes as ``docker diff`` lists
+    them, the problems, and where the root was read when it is in an archive or disk image."""
+    changes = [{"kind": c.kind, "path": c.path} for c in result.changes]
+    doc: dict[str, Any] = {
+        "container": result.container_id,
+        "changes": changes,
+        "problems": result.problems,
+    }
+    if result.evidence is not None:
+        doc["evidence"] = result.evidence
+    return doc
 
 
 def diff_status(result: DiffResult) -> int:

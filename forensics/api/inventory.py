@@ -26,6 +26,22 @@ class Inventory:
     #: where the root was read when ROOT is an archive or disk image (the ``evidence`` key)
     evidence: dict[str, Any] | None = None
 
+    def document(self, reference: int | None = None) -> dict[str, Any]:
+        """The JSON document of the host (:func:`forensics.inventory.inventory_document`),
+        with, after its ``root``, the ``evidence`` key saying where in an archive or disk image
+        the root was read (nothing added for a directory)."""
+        from forensics.inventory import inventory_document
+
+        doc = inventory_document(self.host, reference)
+        if self.evidence is None:
+            return doc
+        out: dict[str, Any] = {}
+        for key, value in doc.items():
+            out[key] = value
+            if key == "root":
+                out["evidence"] = self.evidence
+        return out
+
 
 def inventory(
     root: str,

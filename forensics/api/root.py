@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from forensics.drivers import CONTAINERD_META_DB, CONTAINERD_METADATA
 from forensics.errors import OperationalError, UsageError
 
 if TYPE_CHECKING:  # loaded when a command opens ROOT: ``thin`` never does (a quicker start)
@@ -128,9 +129,7 @@ def open_containerd_root(path: str | None) -> Evidence | None:
 
     ev = Evidence(path)  # RootError: an operational error
     if find_containerd_root(ev) != "":
-        raise OperationalError(
-            f"{path}: not a containerd root (no io.containerd.metadata.v1.bolt/ in it)"
-        )
+        raise OperationalError(f"{path}: not a containerd root (no {CONTAINERD_METADATA}/ in it)")
     return ev
 
 
@@ -143,10 +142,8 @@ def read_root(ev: Evidence, containerd: Evidence | None = None, scope: Scope | N
     host = read_host(ev, containerd, scope or EVERYTHING)
     ctd = host.containerd
     if ctd is not None and ctd.unreadable:
-        from forensics.stores.containerd import META_DB  # the store's readers: loaded by now
-
-        db = f"{ctd.store.root}/{META_DB}" if ctd.store.root else META_DB
-        shown = f"{ctd.location}/{META_DB}" if ctd.external else db
+        db = f"{ctd.store.root}/{CONTAINERD_META_DB}" if ctd.store.root else CONTAINERD_META_DB
+        shown = f"{ctd.location}/{CONTAINERD_META_DB}" if ctd.external else db
         why = "; ".join(f"{p.kind}: {p.detail}" for p in ctd.store.problems if p.path == db)
         raise OperationalError(f"{shown}: containerd's metadata database cannot be read ({why})")
     return host

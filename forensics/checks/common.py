@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 
 from forensics.checks.catalog import CHECKS, finding
+from forensics.formats.ids import short as short  # where the rules have always found it
 from forensics.model import Problem
 from forensics.report import Finding
 
@@ -43,9 +44,3 @@ def _problem_message(label: str, detail: str) -> str:
     """``label: detail``, one string for every finding that says the same (a million
     container directories without a config give a million equal messages)."""
     return f"{label}: {detail}"
-
-
-def short(value: str, n: int = 12) -> str:
-    """A digest or id shortened as Docker prints it."""
-    hexpart = value.split(":", 1)[1] if value.startswith("sha256:") else value
-    return hexpart[:n]

@@ -56,7 +56,7 @@ def _databases(ctd: ContainerdHost) -> Iterator[Finding]:
     if store.meta is not None:
         dbs.append((store.meta.path, store.meta, _meta_counts(ctd)))
     for sn in store.snapshotters.values():
-        path = f"{sn.path}/metadata.db"
+        path = sn.db_path
         if sn.db is None and not any(p.path == path for p in store.problems):
             if sn.dirs or sn.snapshots:
                 yield finding(
@@ -141,7 +141,7 @@ def _namespace_snapshots(ctd: ContainerdHost, ns_name: str) -> Iterator[Finding]
         sn = ctd.store.snapshotters.get(sn_name)
         backend = sn.snapshots.get(snap.name) if sn else None
         if sn is None or (backend is None and _complete(ctd, sn)):
-            where = f"{sn.path}/metadata.db" if sn else meta
+            where = sn.db_path if sn else meta
             yield finding(
                 "containerd.snapshot-backend-missing",
                 where,
@@ -162,7 +162,7 @@ def _namespace_snapshots(ctd: ContainerdHost, ns_name: str) -> Iterator[Finding]
             if backend.parent != parent.name:
                 yield finding(
                     "containerd.snapshot-parent-mismatch",
-                    f"{sn.path}/metadata.db" if sn else meta,
+                    sn.db_path if sn else meta,
                     f"snapshot {key!r} of namespace {ns_name}: its parent is {parent.name!r} in "
                     f"meta.db but {backend.parent or 'none'!r} in the snapshotter",
                     **ident,
@@ -172,7 +172,7 @@ def _namespace_snapshots(ctd: ContainerdHost, ns_name: str) -> Iterator[Finding]
 def _complete(ctd: ContainerdHost, sn: Snapshotter) -> bool:
     """Whether the snapshotter's database was read whole (a record lost to its damage is
     told by the database's own finding)."""
-    path = f"{sn.path}/metadata.db"
+    path = sn.db_path
     return sn.db is not None and not any(p.path == path for p in ctd.store.problems)
 
 
@@ -192,7 +192,7 @@ def _backend_snapshots(ctd: ContainerdHost, sn: Snapshotter) -> Iterator[Finding
         if name not in named and meta_whole:
             yield finding(
                 "containerd.snapshot-unrecorded",
-                f"{sn.path}/metadata.db",
+                sn.db_path,
                 f"snapshot {name!r} ({snap.kind}, id {snap.id}) is in no namespace: the "
                 "snapshotter removes it, with its directory, at its next cleanup",
                 **ident,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 import click
 
 from forensics.cli.common import (
@@ -17,22 +15,6 @@ from forensics.cli.common import (
     warn,
 )
 from forensics.exitstatus import EXIT_OK
-
-if TYPE_CHECKING:  # the library and the model are loaded when the command runs, not for --help
-    from forensics.api import inventory as api
-
-
-def with_evidence(doc: dict[str, Any], found: api.Inventory) -> dict[str, Any]:
-    """``doc`` with, after its ``root``, the ``evidence`` key saying where in an archive or
-    disk image the root was read (nothing added for a directory)."""
-    if found.evidence is None:
-        return doc
-    out: dict[str, Any] = {}
-    for key, value in doc.items():
-        out[key] = value
-        if key == "root":
-            out["evidence"] = found.evidence
-    return out
 
 
 @click.command(cls=Command)
@@ -68,13 +50,8 @@ def inventory(
 ) -> int:
     """List the images, containers and volumes of ROOT (default /var/lib/docker; or an
     archive or disk image holding it)."""
-    from forensics.api import inventory as api
-    from forensics.inventory import (
-        container_record,
-        container_text,
-        inventory_document,
-        inventory_text,
-    )
+    from forensics.api import inventory as api  # the library: loaded to run, not for --help
+    from forensics.inventory import container_record, container_text, inventory_text
     from forensics.jsonstream import json_chunks
     from forensics.report import to_json
 
@@ -92,8 +69,8 @@ def inventory(
     elif container is not None:
         emit(container_text(host, container, reference))
     elif fmt == "json":
-        document = with_evidence(inventory_document(host, reference), found)
-        emit_chunks(json_chunks(document, floats=False))  # the model's values are typed
+        # the model's values are typed: no float to render
+        emit_chunks(json_chunks(found.document(reference), floats=False))
     else:
         emit(inventory_text(host, now=reference, all_images=all_images, no_trunc=no_trunc))
     return EXIT_OK

@@ -490,19 +490,21 @@ def _leaf_work(work: _Work, page: Page, budget: Budget) -> list[Entry | _Work]:
             continue
         out.append(Entry(work.path, key, value, is_bucket=True))
         path = work.path + (key,)
-        root, inline = _nested_bucket(path, value)
+        root, inline, _ = nested_bucket(_shown(b"/".join(path)), value)
         out.append(_Work(path, root, inline, work.depth + 1))
     return out
 
 
-def _nested_bucket(path: tuple[bytes, ...], value: bytes) -> tuple[int, Page | None]:
-    """The root pgid of a nested bucket's value, or its inline leaf page."""
-    name = _shown(b"/".join(path))
+def nested_bucket(name: str, value: bytes) -> tuple[int, Page | None, int]:
+    """A nested bucket's value: its root pgid (0 for an inline bucket), its inline leaf page
+    (None for one with pages of its own), its sequence. Raises :class:`BoltDamage` naming the
+    bucket as ``name``."""
     if len(value) < BUCKET_HEADER_SIZE:
         raise BoltDamage("bucket-header", f"bucket {name!r}: value too short for a bucket header")
-    root = int.from_bytes(value[:8], "little")
+    root = int.from_bytes(value[:8], "little")  # BucketHeader's two fields, read directly
+    sequence = int.from_bytes(value[8:16], "little")
     if root != 0:
-        return root, None
+        return root, None, sequence
     body = memoryview(value)[BUCKET_HEADER_SIZE:]
     if len(body) < PAGE_HEADER_SIZE:
         raise BoltDamage("bucket-header", f"inline bucket {name!r}: no room for its page header")
@@ -511,7 +513,7 @@ def _nested_bucket(path: tuple[bytes, ...], value: bytes) -> tuple[int, Page | N
         raise BoltDamage(
             "page-type", f"inline bucket {name!r}: a {page_type(flags)} page, not a leaf page"
         )
-    return 0, Page(pid, flags, count, overflow, body)
+    return 0, Page(pid, flags, count, overflow, body), sequence
 
 
 def _shown(name: bytes, limit: int = 60) -> str:

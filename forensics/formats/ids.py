@@ -49,6 +49,12 @@ _WHAT = {
 }
 
 
+def short(value: str, n: int = 12) -> str:
+    """A digest or id shortened as Docker prints it."""
+    hexpart = value.split(":", 1)[1] if value.startswith("sha256:") else value
+    return hexpart[:n]
+
+
 def is_hex64(value: str) -> bool:
     return HEX64.fullmatch(value) is not None
 

@@ -16,10 +16,10 @@ device records, are exactly those of the bytes asked for.
 
 from __future__ import annotations
 
-import errno
-import io
 from collections import OrderedDict
 from typing import BinaryIO
+
+from forensics.fs.rawfile import SizedRawFile
 
 #: bytes of one cached chunk, and chunks kept (8 MiB in all: a walk of a Docker root goes
 #: through the inode tables and directory blocks of several thousand directories in turn, and
@@ -28,7 +28,7 @@ CHUNK = 1 << 16
 CHUNKS = 128
 
 
-class BlockCache(io.RawIOBase):
+class BlockCache(SizedRawFile):
     """``device`` (a seekable raw file object of ``size`` bytes), read-only, its small reads
     cached."""
 
@@ -45,22 +45,6 @@ class BlockCache(io.RawIOBase):
     def raw(self) -> BinaryIO:
         """The device under the cache (what file contents are read from)."""
         return self.device
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise OSError(errno.EINVAL, "negative seek position")
-        self._pos = base + offset
-        return self._pos
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         out = memoryview(buffer).cast("B")

@@ -28,10 +28,35 @@ import numpy as np
 
 from forensics.errors import Damage
 from forensics.fs.blockcache import BlockCache
+from forensics.fs.rawfile import SizedRawFile
 from forensics.fs.tree import UNREADABLE, Refusal
 
 #: the extent flag both libraries set on a hole and on an unwritten extent
 EXTENT_SPARSE = 1
+
+
+def extent_runs(
+    extents: list[tuple[int, int, int, bool]], size: int, block_size: int
+) -> list[tuple[int, int, int]]:
+    """Extents ``(first file block, blocks, first filesystem block, unwritten)`` in file order,
+    as the libraries list a file's data: ``(filesystem block × block size, bytes, flags)``, the
+    holes between them and up to ``size`` sparse, unwritten extents sparse, the blocks past
+    ``size`` (preallocated) left out."""
+    out: list[tuple[int, int, int]] = []
+    at = 0  # the next file block
+    end = -(-size // block_size)
+    for first, length, start, unwritten in extents:
+        if first >= end:
+            break  # blocks past the size (preallocated): never read
+        if first > at:
+            out.append((0, (first - at) * block_size, EXTENT_SPARSE))
+        out.append((start * block_size, length * block_size, EXTENT_SPARSE if unwritten else 0))
+        at = first + length
+    if end > at:
+        out.append((0, (end - at) * block_size, EXTENT_SPARSE))
+    return out
+
+
 #: zeros handed out for holes, at most this many bytes at a time
 _ZEROS = bytes(1 << 20)
 
@@ -238,7 +263,7 @@ def positional_reader(fileobj: BinaryIO) -> ReadInto:
     return read_into
 
 
-class ExtentFile(io.RawIOBase):
+class ExtentFile(SizedRawFile):
     """A file's bytes by its :class:`Layout`, read-only and seekable. A read that the device
     cannot serve raises the device's ``OSError`` (a thin device names its damaged range);
     fewer bytes than the device should hold is ``EIO`` naming the file."""
@@ -249,22 +274,6 @@ class ExtentFile(io.RawIOBase):
         self.size = layout.size
         self._pos = 0
         self._run = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise OSError(errno.EINVAL, "negative seek position")
-        self._pos = base + offset
-        return self._pos
 
     def readall(self) -> bytes:
         return self.read(-1)

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import construct as cs
 
 from forensics.errors import Damage
-from forensics.fs.content import EXTENT_SPARSE
+from forensics.fs.content import extent_runs
 
 ExtentHeader = cs.Struct(
     "magic" / cs.Int16ul,
@@ -95,7 +95,7 @@ def walk_extents(
     filesystem of ``blocks`` blocks of ``block_size`` bytes. Raises
     :class:`ExtentTreeError`."""
     leaves = _Walk(block_size, blocks, read_block, max_extents).run(i_block)
-    return _as_list(leaves, size, block_size)
+    return extent_runs(leaves, size, block_size)
 
 
 class _Walk:
@@ -211,21 +211,3 @@ class _Walk:
 
 def _node_name(block: int | None) -> str:
     return "its extent tree's root" if block is None else f"extent tree block {block}"
-
-
-def _as_list(
-    extents: list[tuple[int, int, int, bool]], size: int, block_size: int
-) -> list[tuple[int, int, int]]:
-    out: list[tuple[int, int, int]] = []
-    at = 0  # the next logical block
-    end = -(-size // block_size)
-    for first, length, start, unwritten in extents:
-        if first >= end:
-            break  # blocks past the size (preallocated): never read
-        if first > at:
-            out.append((0, (first - at) * block_size, EXTENT_SPARSE))
-        out.append((start * block_size, length * block_size, EXTENT_SPARSE if unwritten else 0))
-        at = first + length
-    if end > at:
-        out.append((0, (end - at) * block_size, EXTENT_SPARSE))
-    return out

@@ -37,6 +37,7 @@ from forensics.fs.content import (
     plan,
     positional_reader,
 )
+from forensics.fs.rawfile import SizedRawFile
 from forensics.fs.tree import (
     DAMAGED,
     MISSING,
@@ -543,7 +544,7 @@ def library_reason(exc: BaseException) -> str:
     return reason[:200].rstrip(".")
 
 
-class _EntryFile(io.RawIOBase):
+class _EntryFile(SizedRawFile):
     """A regular file's contents through the library, read-only, bounded by the size checked
     when it was opened."""
 
@@ -551,22 +552,6 @@ class _EntryFile(io.RawIOBase):
         super().__init__()
         self._entry, self.size, self._tree, self.ino = entry, size, tree, ino
         self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise OSError(22, "negative seek position")
-        self._pos = base + offset
-        return self._pos
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         out = memoryview(buffer).cast("B")

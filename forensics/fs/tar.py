@@ -55,6 +55,7 @@ from forensics.fs.compressed import (
     StreamLimits,
     open_stream,
 )
+from forensics.fs.rawfile import SizedRawFile
 from forensics.fs.tree import (
     DAMAGED,
     MISSING,
@@ -690,7 +691,7 @@ def _runs_problem(runs: list[tuple[int, int]], real: int, stored: int) -> str | 
 # -- contents -------------------------------------------------------------------------------------
 
 
-class _MemberFile(io.RawIOBase):
+class _MemberFile(SizedRawFile):
     """A member's contents: a slice of the archive, or a sparse member's runs among zeros."""
 
     def __init__(self, stream: DecodedStream | PlainStream, node: _Node) -> None:
@@ -705,22 +706,6 @@ class _MemberFile(io.RawIOBase):
         for offset, length in runs:
             self._runs.append((offset, length, at))
             at += length
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise OSError(22, "negative seek position")
-        self._pos = base + offset
-        return self._pos
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         out = memoryview(buffer).cast("B")

@@ -15,7 +15,6 @@ directories reached twice as problems instead of descending into them.
 
 from __future__ import annotations
 
-import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,24 +61,6 @@ class Stat(NamedTuple):
     mtime_ns: int
     ctime_ns: int
     crtime_ns: int | None = None
-
-    @classmethod
-    def from_os(cls, st: os.stat_result) -> Stat:
-        """A host file's ``lstat`` in the same shape."""
-        birth = getattr(st, "st_birthtime_ns", None)
-        return cls(
-            st.st_mode,
-            st.st_ino,
-            st.st_nlink,
-            st.st_uid,
-            st.st_gid,
-            st.st_size,
-            st.st_rdev,
-            st.st_atime_ns,
-            st.st_mtime_ns,
-            st.st_ctime_ns,
-            birth,
-        )
 
     @property
     def kind(self) -> str:

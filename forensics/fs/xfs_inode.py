@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import construct as cs
 
 from forensics.errors import Damage
-from forensics.fs.content import EXTENT_SPARSE
+from forensics.fs.content import extent_runs
 from forensics.fs.libyal import DecodedInode
 from forensics.fs.structs import layout_of
 from forensics.fs.tree import Stat
@@ -176,7 +176,7 @@ def fork_extents(
         raise ExtentListError(f"{count} extent records do not fit in its data fork")
     if count > cap:
         raise ExtentListError(f"more than {cap} extents", too_large=True)
-    out: list[tuple[int, int, int]] = []
+    extents: list[tuple[int, int, int, bool]] = []
     at = 0  # the next file block
     end = -(-size // block_size)
     for i in range(count):
@@ -200,10 +200,6 @@ def fork_extents(
             )
         if first >= end:
             break  # past the size (preallocated): never read
-        if first > at:
-            out.append((0, (first - at) * block_size, EXTENT_SPARSE))
-        out.append((start * block_size, length * block_size, EXTENT_SPARSE if unwritten else 0))
+        extents.append((first, length, start, bool(unwritten)))
         at = first + length
-    if end > at:
-        out.append((0, (end - at) * block_size, EXTENT_SPARSE))
-    return out
+    return extent_runs(extents, size, block_size)

@@ -15,6 +15,7 @@ import threading
 from typing import Any, BinaryIO
 
 from forensics.fs.libyal import library_reason
+from forensics.fs.rawfile import SizedRawFile
 
 _OPEN_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
 
@@ -43,7 +44,7 @@ def size_of(fileobj: BinaryIO) -> int:
         return end
 
 
-class Device(io.RawIOBase):
+class Device(SizedRawFile):
     """A read-only device of ``size`` bytes named ``name``; subclasses give :meth:`pread`."""
 
     def __init__(self, name: str, size: int) -> None:
@@ -52,25 +53,6 @@ class Device(io.RawIOBase):
         self._pos = 0
         #: what the reads met (a libyal error, a short read): the filesystem readers name it
         self.read_problems: list[str] = []
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def writable(self) -> bool:
-        return False
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
-        if base + offset < 0:
-            raise OSError(errno.EINVAL, "negative seek position")
-        self._pos = base + offset
-        return self._pos
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         out = memoryview(buffer).cast("B")

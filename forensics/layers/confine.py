@@ -26,6 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from forensics.evidence import Evidence, entry_type
+from forensics.fs.tree import kind_of  # a file type in words, as the trees of fs/ say it
 
 __all__ = ["PATH_MAX", "ConfinedDir", "Refusal", "clean_name", "shorten", "too_deep"]
 
@@ -311,19 +312,3 @@ def _refusal(where: str, exc: OSError) -> Refusal:
 
 def _reason(exc: OSError) -> str:
     return (exc.strerror or str(exc)).lower()
-
-
-def kind_of(mode: int) -> str:
-    """A file type in words."""
-    for test, word in (
-        (stat.S_ISREG, "regular file"),
-        (stat.S_ISDIR, "directory"),
-        (stat.S_ISLNK, "symlink"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISFIFO, "FIFO"),
-        (stat.S_ISSOCK, "socket"),
-    ):
-        if test(mode):
-            return word
-    return "special file"

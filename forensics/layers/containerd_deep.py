@@ -31,6 +31,11 @@ the report, never an exception. What the report says is turned into findings by
 Times are not compared (a copy of the evidence made without ``-p`` changes them all); xattrs
 that overlayfs writes itself (``trusted.overlay.*``, ``user.overlay.*``) and the SELinux label
 that a host gives every file are not held against the tar.
+
+This module is the pass over one blob and the run over the store; the jobs and the report's
+values are :mod:`~forensics.layers.containerd_blobs`', the tar stream
+:mod:`~forensics.layers.containerd_tar`'s, one member against its snapshot's entry
+:mod:`~forensics.layers.containerd_compare`'s.
 """
 
 from __future__ import annotations
@@ -40,30 +45,36 @@ import os
 import stat
 import sys
 import traceback
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from forensics.containerd_graph import (
-    LABEL_UNCOMPRESSED,
-    image_chain,
-    namespaces,
-    present_manifests,
-)
-from forensics.containerd_model import ContainerdHost, CtrNamespace, Descriptor
-from forensics.drivers import OVERLAY_WHITEOUTS, SNAPSHOTTERS, TAR_OPAQUE, TAR_WHITEOUT_PREFIX
+from forensics.containerd_graph import LABEL_UNCOMPRESSED
+from forensics.containerd_model import ContainerdHost
+from forensics.drivers import OVERLAY_WHITEOUTS, TAR_OPAQUE, TAR_WHITEOUT_PREFIX
 from forensics.evidence import Evidence, ReadFailure
-from forensics.formats.ustar import BLOCK, HeaderError, Member, read_member
-from forensics.fs.compressed import (
-    BombError,
-    DecodedStream,
-    PlainStream,
-    StreamLimits,
-    open_stream,
-)
+from forensics.formats.ustar import BLOCK, Member
+from forensics.fs.compressed import BombError, StreamLimits, open_stream
 from forensics.layers.confine import ConfinedDir, Parts, Refusal, clean_name, kind_of, too_deep
-from forensics.layers.containerd_diff import snapshot_fs
-from forensics.layers.content import close_handle, is_opaque, read_into
+from forensics.layers.containerd_blobs import (
+    BlobJob,
+    BlobReport,
+    DeepProblem,
+    Skip,
+    SnapshotTarget,
+    plan_blobs,
+)
+from forensics.layers.containerd_compare import (
+    DISK_TYPE,
+    REFUSED_CHECK,
+    TarEntry,
+    content_change,
+    hardlink_type,
+    metadata_changes,
+    refused_message,
+    shown_name,
+    word,
+)
+from forensics.layers.containerd_tar import CHUNK, HEADER_ONLY, TarReader, next_member
+from forensics.layers.content import is_opaque
 from forensics.layers.listing import walk
 
 __all__ = [
@@ -77,170 +88,11 @@ __all__ = [
     "plan_blobs",
 ]
 
-#: read size of the blob, the stream and the snapshot's files
-CHUNK = 1 << 20
-#: extension headers (PAX, GNU long names) in front of one member, and what they may hold
-_EXTENSIONS = {b"x", b"L", b"K"}
-_MAX_EXTENSIONS = 16
-_MAX_EXTENSION_DATA = 1 << 20
-#: typeflags whose members carry no data, whatever their size field says (Go's reader)
-_HEADER_ONLY = {b"1", b"2", b"3", b"4", b"5", b"6"}
 #: problems of one kind named per blob; the rest are counted in one more
 _PROBLEMS_PER_KIND = 1000
 #: per-file problems held at once (a later member may replace one); past it they are counted
 _FOUND_LIMIT = 20 * _PROBLEMS_PER_KIND
 _WH = TAR_WHITEOUT_PREFIX
-#: xattrs that the snapshot holds of its own, not from the tar
-_OWN_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
-_SELINUX = "security.selinux"
-_PAX_XATTR = "SCHILY.xattr."
-_DIRECTORY_SNAPSHOTTERS = frozenset(SNAPSHOTTERS)
-
-
-@dataclass(frozen=True)
-class SnapshotTarget:
-    """A committed snapshot that a layer blob was unpacked to: its ``fs/`` (relative to the
-    evidence root of the store) and its name for messages (``<ns>/<snapshotter>/<key>``)."""
-
-    fs: str
-    snapshot: str
-
-
-@dataclass(frozen=True)
-class BlobJob:
-    """One blob of the content store to check (plain values: a worker process can take it).
-
-    ``layer``: whether it is some image's layer (decompressed and read as a tar); ``diff_ids``
-    (DiffID, who expects it) from image configs; ``labels`` (DiffID, namespace) from the
-    ``containerd.io/uncompressed`` label of its records; ``targets`` the committed snapshots to
-    hold its members against."""
-
-    digest: str
-    path: str
-    size: int
-    layer: bool = False
-    diff_ids: tuple[tuple[str, str], ...] = ()
-    labels: tuple[tuple[str, str], ...] = ()
-    targets: tuple[SnapshotTarget, ...] = ()
-    limits: StreamLimits | None = None
-
-
-@dataclass(frozen=True)
-class DeepProblem:
-    """Something the pass found: ``kind`` is the check's name within ``containerd.``, ``path``
-    the file at fault (relative to the store's evidence root), ``snapshot`` the snapshot it
-    concerns (empty: the blob)."""
-
-    kind: str
-    path: str
-    message: str
-    snapshot: str = ""
-    damage: str | None = None
-
-
-@dataclass
-class BlobReport:
-    digest: str
-    path: str
-    layer: bool = False
-    sha256: str | None = None
-    codec: str | None = None
-    #: the DiffID recomputed (None: the stream was not read to its end)
-    diff_id: str | None = None
-    tar_bytes: int = 0
-    members: int = 0
-    problems: list[DeepProblem] = field(default_factory=list)
-    #: bytes of the blob file read (for a progress bar)
-    bytes_read: int = 0
-
-
-@dataclass(frozen=True)
-class Skip:
-    """A committed layer snapshot that cannot be deep-checked, and why."""
-
-    snapshot: str
-    path: str
-    why: str
-
-
-# -- the plan -------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Plan:
-    size: int
-    layer: bool = False
-    diff_ids: dict[tuple[str, str], None] = field(default_factory=dict)
-    labels: dict[tuple[str, str], None] = field(default_factory=dict)
-    targets: dict[SnapshotTarget, None] = field(default_factory=dict)
-
-
-def plan_blobs(
-    ctd: ContainerdHost, limits: StreamLimits | None = None
-) -> tuple[list[BlobJob], list[Skip]]:
-    """A job per blob file of the store (every blob is hashed; a layer's is also read as a
-    tar against its snapshots), in digest order; and the unpacked layers whose blob is not in
-    the content store (nothing to hold their snapshot against)."""
-    plans = {d: _Plan(blob.size) for d, blob in ctd.store.blobs.items() if blob.size >= 0}
-    skipped: dict[str, Skip] = {}
-    for ns in namespaces(ctd):
-        for name in sorted(ns.images):
-            resolved = ctd.images.get(ns.images[name].target.digest)
-            if resolved is None:
-                continue
-            for m in present_manifests(resolved):
-                chain = image_chain(m)
-                for n, layer in enumerate(m.layers):
-                    diff_id = m.diff_ids[n] if n < len(m.diff_ids) else None
-                    targets = list(_targets(ctd, ns, chain[n])) if n < len(chain) else []
-                    plan = plans.get(layer.digest)
-                    if plan is None:
-                        for target in targets:
-                            skipped.setdefault(target.fs, _no_blob(target, layer))
-                        continue
-                    plan.layer = True
-                    if diff_id:
-                        plan.diff_ids[(diff_id, f"the config of image {ns.name}/{name}")] = None
-                    record = ns.content.get(layer.digest)
-                    label = record.labels.get(LABEL_UNCOMPRESSED) if record else None
-                    if label:
-                        plan.labels[(label, ns.name)] = None
-                    plan.targets.update(dict.fromkeys(targets))
-    jobs = [
-        BlobJob(
-            digest,
-            ctd.store.blobs[digest].path,
-            plan.size,
-            plan.layer,
-            tuple(plan.diff_ids),
-            tuple(plan.labels),
-            tuple(plan.targets),
-            limits,
-        )
-        for digest, plan in sorted(plans.items())
-    ]
-    return jobs, sorted(skipped.values(), key=lambda s: s.path)
-
-
-def _no_blob(target: SnapshotTarget, layer: Descriptor) -> Skip:
-    return Skip(target.snapshot, target.fs, f"its layer blob {layer.digest} is not in the store")
-
-
-def _targets(ctd: ContainerdHost, ns: CtrNamespace, chain_id: str) -> Iterator[SnapshotTarget]:
-    """The committed snapshots of ``chain_id`` in ``ns`` whose ``fs/`` is on disk."""
-    for sn_name in ns.snapshot_keyed(chain_id):
-        sn = ctd.store.snapshotters.get(sn_name)
-        record = ns.snapshots[(sn_name, chain_id)]
-        if sn is None or sn_name not in _DIRECTORY_SNAPSHOTTERS:
-            continue
-        backend = sn.snapshots.get(record.name)
-        if backend is None or backend.id is None or backend.kind != "committed":
-            continue
-        found = sn.dirs.get(str(backend.id))
-        if found is None or not found.has_fs:
-            continue  # reported by the quick checks
-        fs = snapshot_fs(ctd, sn_name, backend.id)
-        yield SnapshotTarget(fs, f"{ns.name}/{sn_name}/{chain_id}")
 
 
 def check_store(
@@ -328,50 +180,6 @@ def _hash_file(fd: int) -> str:
     return digest.hexdigest()
 
 
-class _Stream:
-    """The decompressed tar read front to back, every byte hashed (the DiffID)."""
-
-    def __init__(self, stream: DecodedStream | PlainStream) -> None:
-        self.stream = stream
-        self.pos = 0
-        self.hash = hashlib.sha256()
-
-    def read(self, size: int) -> bytes:
-        data = self.stream.read_at(self.pos, size)
-        self.pos += len(data)
-        self.hash.update(data)
-        return data
-
-    def skip(self, size: int, into: Any = None) -> int:
-        """Read ``size`` bytes (fewer at the end), fed to ``into`` too; their count."""
-        done = 0
-        while done < size:
-            data = self.read(min(CHUNK, size - done))
-            if not data:
-                break
-            if into is not None:
-                into.update(data)
-            done += len(data)
-        return done
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
-
-
-class _Member:
-    """A member as the pass compares it: its cleaned path and what the header says."""
-
-    __slots__ = ("kind", "link", "member", "parts", "sha256")
-
-    def __init__(self, member: Member, parts: Parts) -> None:
-        self.member = member
-        self.parts = parts
-        self.kind = member.type
-        self.sha256: str | None = None
-        self.link: Parts | None = None
-
-
 class _LayerPass:
     """The tar of one layer blob, member by member, against each of its snapshots."""
 
@@ -403,7 +211,7 @@ class _LayerPass:
             self._close()
             return
         self.r.codec = stream.codec.name if stream.codec is not None else None
-        reader = _Stream(stream)
+        reader = TarReader(stream)
         drained = False
         try:
             self._members(reader)
@@ -439,10 +247,10 @@ class _LayerPass:
 
     # -- the tar -------------------------------------------------------------------------------
 
-    def _members(self, reader: _Stream) -> None:
+    def _members(self, reader: TarReader) -> None:
         while True:
             at = reader.pos
-            got = self._header(reader)
+            got = next_member(reader)
             if got is None:
                 self.complete = True  # the end of the archive (or of the stream, as Go reads)
                 return
@@ -451,11 +259,13 @@ class _LayerPass:
                 return
             member = got
             self.r.members += 1
-            data = 0 if member.typeflag in _HEADER_ONLY else max(0, member.size)
+            data = 0 if member.typeflag in HEADER_ONLY else max(0, member.size)
             entry = self._entry(member, at)
             digest = hashlib.sha256() if entry is not None and entry.kind == "file" else None
             if reader.skip(data, digest) < data:
-                self.cut = f"the tar ends inside member {_text(member.name)[:200]!r} (cut short)"
+                self.cut = (
+                    f"the tar ends inside member {shown_name(member.name)[:200]!r} (cut short)"
+                )
                 return
             reader.skip(-data % BLOCK)
             if entry is not None:
@@ -463,38 +273,7 @@ class _LayerPass:
                     entry.sha256 = digest.hexdigest()
                 self._compare(entry)
 
-    def _header(self, reader: _Stream) -> Member | str | None:
-        """The next member (its extension headers applied), None at the end of the archive,
-        or what is wrong with its headers."""
-        buf = reader.read(BLOCK)
-        if not buf.strip(b"\0"):
-            return None  # the end-of-archive block (or the end of the stream: Go reads so too)
-        if len(buf) < BLOCK:
-            return f"the archive ends inside a header ({len(buf)} of {BLOCK} bytes)"
-        for _ in range(_MAX_EXTENSIONS):
-            typeflag = buf[-BLOCK + 156 : -BLOCK + 157]
-            if typeflag not in _EXTENSIONS:
-                break
-            try:
-                size = int(buf[-BLOCK + 124 : -BLOCK + 136].strip(b" \0") or b"0", 8)
-            except ValueError:
-                break  # read_member says what is wrong
-            if size > _MAX_EXTENSION_DATA:
-                return f"an extension header ({typeflag!r}) of {size} bytes"
-            buf += reader.read(size + (-size % BLOCK))
-            nxt = reader.read(BLOCK)
-            if len(nxt) < BLOCK:
-                return "the archive ends inside a member's extension headers"
-            buf += nxt
-        else:
-            return f"more than {_MAX_EXTENSIONS} extension headers in front of one member"
-        try:
-            member, _ = read_member(buf)
-        except HeaderError as exc:
-            return str(exc)
-        return member
-
-    def _entry(self, member: Member, at: int) -> _Member | None:
+    def _entry(self, member: Member, at: int) -> TarEntry | None:
         """The member with its cleaned path; None (and a problem said) when its name climbs
         out of the layer or lies too deep, or it is a member this check does not compare."""
         if member.typeflag == b"g":
@@ -517,7 +296,7 @@ class _LayerPass:
                 damage="too-deep",
             )
             return None
-        entry = _Member(member, parts)
+        entry = TarEntry(member, parts)
         if any(key.startswith("GNU.sparse.") for key in member.pax):
             entry.kind = "sparse"  # PAX sparse: the data is a map and the runs, not the file
         if entry.kind == "hardlink":
@@ -525,7 +304,7 @@ class _LayerPass:
             if entry.link is None:
                 self._blob_problem(
                     f"member {shown[:200]!r} is a hard link to "
-                    f"{_text(member.linkname)[:200]!r}, outside the layer: never looked up",
+                    f"{shown_name(member.linkname)[:200]!r}, outside the layer: never looked up",
                     kind="layer-unsafe-path",
                     damage="unsafe-path",
                 )
@@ -533,7 +312,7 @@ class _LayerPass:
 
     # -- one member against each snapshot ------------------------------------------------------
 
-    def _compare(self, entry: _Member) -> None:
+    def _compare(self, entry: TarEntry) -> None:
         base = entry.parts[-1] if entry.parts else b""
         for target, cdir in self.dirs:
             if base == TAR_OPAQUE:
@@ -543,24 +322,24 @@ class _LayerPass:
             else:
                 self._present(target, cdir, entry)
 
-    def _present(self, target: SnapshotTarget, cdir: ConfinedDir, entry: _Member) -> None:
+    def _present(self, target: SnapshotTarget, cdir: ConfinedDir, entry: TarEntry) -> None:
         parts = entry.parts
         self.seen.add(parts)
         key = (target.fs, parts)
         self.found.pop(key, None)
         st = cdir.lstat(parts)
         if isinstance(st, Refusal):
-            self._file(target, parts, _REFUSED[st.kind], _refused(st, entry), st.kind)
+            self._file(target, parts, REFUSED_CHECK[st.kind], refused_message(st, entry), st.kind)
             return
-        want = _DISK_TYPE.get(entry.kind)
+        want = DISK_TYPE.get(entry.kind)
         if entry.kind == "hardlink":
-            want = _hardlink_type(cdir, entry)
+            want = hardlink_type(cdir, entry)
         if want is not None and stat.S_IFMT(st.st_mode) != want:
             self._file(
                 target,
                 parts,
                 "snapshot-file-type-changed",
-                f"is a {kind_of(st.st_mode)}, the layer has a {_word(entry.kind)}",
+                f"is a {kind_of(st.st_mode)}, the layer has a {word(entry.kind)}",
             )
             return
         what = self._content(cdir, entry, st)
@@ -571,66 +350,22 @@ class _LayerPass:
             self._metadata(target, cdir, entry, st)
 
     def _content(
-        self, cdir: ConfinedDir, entry: _Member, st: os.stat_result
+        self, cdir: ConfinedDir, entry: TarEntry, st: os.stat_result
     ) -> tuple[str, str] | None:
         """The check and message of what differs in the entry's content: a file's size or
         sha256, a link's target, a device's numbers, a hard link's inode."""
-        what = self._content_change(cdir, entry, st)
+        what = content_change(cdir, entry, st)
         if what is None:
             return None
         if isinstance(what, Refusal):
             return "snapshot-file-unreadable", f"cannot be read: {what.detail}"
         return "snapshot-file-modified", what
 
-    def _content_change(
-        self, cdir: ConfinedDir, entry: _Member, st: os.stat_result
-    ) -> str | Refusal | None:
-        m = entry.member
-        if entry.kind == "file":
-            if st.st_size != m.size:
-                return f"{st.st_size} bytes in the snapshot, {m.size} in the layer"
-            found = _hash_disk(cdir, entry.parts)
-            if isinstance(found, Refusal):
-                return found
-            if found != entry.sha256:
-                return f"sha256 {found} in the snapshot, {entry.sha256} in the layer"
-        elif entry.kind == "symlink":
-            target = cdir.readlink(entry.parts)
-            if isinstance(target, Refusal):
-                return target
-            if target != m.linkname:
-                return f"points to {_text(target)!r}, the layer has {_text(m.linkname)!r}"
-        elif entry.kind in ("char", "block"):
-            dev = (os.major(st.st_rdev), os.minor(st.st_rdev))
-            if dev != (m.devmajor, m.devminor):
-                return f"device {dev[0]}:{dev[1]}, the layer has {m.devmajor}:{m.devminor}"
-        elif entry.kind == "hardlink" and entry.link is not None:
-            linked = cdir.lstat(entry.link)
-            if not isinstance(linked, Refusal) and linked.st_ino != st.st_ino:
-                return f"not a hard link of {_text(m.linkname)!r} (another inode), as in the layer"
-        return None
-
     def _metadata(
-        self, target: SnapshotTarget, cdir: ConfinedDir, entry: _Member, st: os.stat_result
+        self, target: SnapshotTarget, cdir: ConfinedDir, entry: TarEntry, st: os.stat_result
     ) -> None:
-        """Mode (not of a link), owner and xattrs (not of a hard link: its inode's are the
-        file's it links to) against the header: one finding, a mode change first."""
-        m = entry.member
-        found = []
-        mode_changed = (
-            entry.kind not in ("symlink", "hardlink") and st.st_mode & 0o7777 != m.mode & 0o7777
-        )
-        if mode_changed:
-            found.append(
-                f"mode {st.st_mode & 0o7777:04o} in the snapshot, {m.mode & 0o7777:04o} in the "
-                "layer"
-            )
-        if entry.kind != "hardlink":
-            if (st.st_uid, st.st_gid) != (m.uid, m.gid):
-                found.append(
-                    f"owner {st.st_uid}:{st.st_gid} in the snapshot, {m.uid}:{m.gid} in the layer"
-                )
-            found += _xattr_changes(cdir, entry.parts, m, self.root)
+        """The entry's mode, owner and xattrs against the header: one finding."""
+        mode_changed, found = metadata_changes(cdir, entry, st, self.root)
         if found:
             kind = (
                 "snapshot-file-mode-changed" if mode_changed else "snapshot-file-metadata-changed"
@@ -638,7 +373,7 @@ class _LayerPass:
             self._file(target, entry.parts, kind, "; ".join(found))
 
     def _whiteout(
-        self, target: SnapshotTarget, cdir: ConfinedDir, entry: _Member, hidden: Parts
+        self, target: SnapshotTarget, cdir: ConfinedDir, entry: TarEntry, hidden: Parts
     ) -> None:
         """``DIR/.wh.NAME``: containerd's applier makes NAME a 0:0 character device with the
         header's owner."""
@@ -732,7 +467,7 @@ class _LayerPass:
         )
 
     def _make(self, target: SnapshotTarget, parts: Parts, kind: str, message: str) -> DeepProblem:
-        shown = _text(b"/".join(parts))
+        shown = shown_name(b"/".join(parts))
         path = f"{target.fs}/{shown}" if shown else target.fs
         blame = ""
         if self.r.sha256 is not None and self.r.sha256 != self.job.digest.partition(":")[2]:
@@ -792,106 +527,7 @@ class _LayerPass:
         self.r.problems = kept
 
 
-#: the check of a member that the snapshot's directory refuses, by the refusal's kind
-_REFUSED = {
-    "missing": "snapshot-file-missing",
-    "unsafe-path": "snapshot-file-type-changed",
-    "not-regular": "snapshot-file-type-changed",
-    "unreadable": "snapshot-file-unreadable",
-}
-_DISK_TYPE = {
-    "file": stat.S_IFREG,
-    "dir": stat.S_IFDIR,
-    "symlink": stat.S_IFLNK,
-    "char": stat.S_IFCHR,
-    "block": stat.S_IFBLK,
-    "fifo": stat.S_IFIFO,
-    "sparse": stat.S_IFREG,
-}
-
-
-def _hardlink_type(cdir: ConfinedDir, entry: _Member) -> int | None:
-    """A hard link is what it links to (a regular file, mostly)."""
-    if entry.link is None:
-        return None
-    linked = cdir.lstat(entry.link)
-    return None if isinstance(linked, Refusal) else stat.S_IFMT(linked.st_mode)
-
-
-def _word(kind: str) -> str:
-    return {"char": "character device", "block": "block device", "dir": "directory"}.get(
-        kind, "regular file" if kind == "file" else kind
-    )
-
-
-def _refused(refusal: Refusal, entry: _Member) -> str:
-    if refusal.kind == "missing":
-        return f"the layer has a {_word(entry.kind)}, the snapshot has none"
-    return refusal.detail
-
-
-def _hash_disk(cdir: ConfinedDir, parts: Parts) -> str | Refusal:
-    opened = cdir.open_regular(parts)
-    if isinstance(opened, Refusal):
-        return opened
-    handle, _ = opened
-    digest = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    try:
-        while n := read_into(handle, buf):
-            digest.update(view[:n])
-    except OSError as exc:
-        return Refusal("unreadable", (exc.strerror or str(exc)).lower())
-    finally:
-        close_handle(handle)
-    return digest.hexdigest()
-
-
-def _xattr_changes(cdir: ConfinedDir, parts: Parts, member: Member, root: bool) -> list[str]:
-    """The xattrs that differ between the tar header and the snapshot's entry (those the
-    snapshot keeps of its own left out; ``trusted.*`` only when running as root)."""
-    tar = {k[len(_PAX_XATTR) :]: v for k, v in member.pax.items() if k.startswith(_PAX_XATTR)}
-    disk = _disk_xattrs(cdir, parts)
-    if disk is None:
-        return []
-    out = []
-    for name in sorted({*tar, *disk}):
-        if name.startswith(_OWN_XATTR_PREFIXES) or (name == _SELINUX and name not in tar):
-            continue
-        if not root and name.startswith("trusted."):
-            continue
-        here, there = disk.get(name), tar.get(name)
-        if here != there:
-            out.append(f"xattr {name} {_value(here)} in the snapshot, {_value(there)} in the layer")
-    return out
-
-
-def _disk_xattrs(cdir: ConfinedDir, parts: Parts) -> dict[str, bytes] | None:
-    """Every xattr of the entry (never followed), None when they cannot be listed."""
-    parent = cdir.dir_fd(parts[:-1])
-    if isinstance(parent, Refusal):
-        return None
-    where = b"/proc/self/fd/%d/%s" % (parent, parts[-1])
-    try:
-        names = os.listxattr(where, follow_symlinks=False)
-        return {n: os.getxattr(where, n, follow_symlinks=False) for n in names}
-    except OSError:
-        return None
-
-
-def _value(value: bytes | None) -> str:
-    if value is None:
-        return "none"
-    text = value.decode("utf-8", "replace")
-    return repr(text) if text.isprintable() and len(text) <= 80 else value[:64].hex()
-
-
 def _names(items: list[str]) -> str:
     unique = list(dict.fromkeys(items))
     text = ", ".join(unique[:3])
     return text + (f" and {len(unique) - 3} more" if len(unique) > 3 else "")
-
-
-def _text(name: bytes) -> str:
-    return name.decode("utf-8", "surrogateescape")

@@ -80,7 +80,7 @@ def snapshot_plan(
         if backend is None or backend.id is None:
             return (
                 f"container {shown}: snapshot {name} is not in the {snapshotter} "
-                f"snapshotter's database ({sn.path}/metadata.db)"
+                f"snapshotter's database ({sn.db_path})"
             )
         dirs.append(snapshot_fs(ctd, snapshotter, backend.id))
     root = ctd.location if ctd.external else host.root  # where the store's paths start

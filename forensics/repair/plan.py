@@ -27,10 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from forensics.checks.common import short
 from forensics.drivers import DRIVERS, init_name, is_init_name, rw_name
 from forensics.evidence import Evidence, ReadFailure, type_of_mode
-from forensics.formats.ids import LINK_ID, MOUNT_ID
+from forensics.formats.ids import LINK_ID, MOUNT_ID, short
 from forensics.model import Host, Mount
 from forensics.repair.actions import Action, Plan, Skipped
 from forensics.repair.plan_config_id import MISMATCH_SAFETY, ConfigIdPlanning

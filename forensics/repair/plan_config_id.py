@@ -15,9 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from forensics.checks.common import short
 from forensics.evidence import ReadFailure
-from forensics.formats.ids import MOUNT_ID
+from forensics.formats.ids import MOUNT_ID, short
 from forensics.formats.jsonfile import JsonDamage, decode_json, field
 from forensics.model import Container
 from forensics.repair.actions import Action

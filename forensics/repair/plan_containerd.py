@@ -22,15 +22,20 @@ store's findings are (``ev``): ROOT, or the containerd root given apart.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from forensics.containerd_model import ContainerdHost, Snapshotter
 from forensics.drivers import SNAPSHOTTERS
-from forensics.evidence import Evidence, ReadFailure, type_of_mode
-from forensics.repair.actions import Action, Plan, Skipped
-from forensics.repair.planbase import ancestors, plural, quarantine_found, reason_of
+from forensics.evidence import Evidence, ReadFailure
+from forensics.repair.actions import Action, Plan
+from forensics.repair.planbase import (
+    StorePlanner,
+    ancestors,
+    plural,
+    quarantine_found,
+    reason_of,
+)
 from forensics.report import Finding
 
 #: the prefix of the containerd store's check ids
@@ -77,16 +82,12 @@ def is_containerd_finding(f: Finding) -> bool:
     return f.check.startswith(CONTAINERD_CHECKS)
 
 
-class ContainerdPlanner:
+class ContainerdPlanner(StorePlanner):
     """The plan of one containerd store's findings (those of :func:`is_containerd_finding`)."""
 
     def __init__(self, ev: Evidence, ctd: ContainerdHost, findings: list[Finding]) -> None:
-        self.ev, self.ctd = ev, ctd
-        self.findings = [f for f in findings if is_containerd_finding(f)]
-        self.by_check: dict[str, list[Finding]] = defaultdict(list)
-        for f in self.findings:
-            self.by_check[f.check].append(f)
-        self.skipped: list[Skipped] = []
+        super().__init__(ev, [f for f in findings if is_containerd_finding(f)])
+        self.ctd = ctd
 
     def plan(self) -> Plan:
         actions = self._snapshot_dirs() + self._ingest_dirs() + self._database_copies()
@@ -104,8 +105,8 @@ class ContainerdPlanner:
             kind = self._kind(f.path)
             if sn is None or name not in sn.dirs or kind is None:
                 self._skip(f, "not a directory of a snapshotter this store read: left alone")
-            elif not self._read_whole(f"{sn.path}/metadata.db"):
-                self._skip(f, f"{sn.path}/metadata.db was not read whole: ownership in doubt")
+            elif not self._read_whole(sn.db_path):
+                self._skip(f, f"{sn.db_path} was not read whole: ownership in doubt")
             elif name in {str(s.id) for s in sn.snapshots.values() if s.id is not None}:
                 self._skip(f, f"snapshot id {name} is in the database now: left alone")
             else:
@@ -222,7 +223,7 @@ class ContainerdPlanner:
         if meta is not None and path == meta.path:
             return "meta", META_COPY, None
         for sn in self.ctd.store.snapshotters.values():
-            if path == f"{sn.path}/metadata.db":
+            if path == sn.db_path:
                 return "snapshotter", f"{sn.name}{COPY_SUFFIX}", sn
         return "meta", None, None
 
@@ -230,13 +231,6 @@ class ContainerdPlanner:
 
     def _read_whole(self, db: str) -> bool:
         return not any(p.path == db for p in self.ctd.store.problems) and self._kind(db) == "file"
-
-    def _kind(self, rel: str) -> str | None:
-        st = self.ev.lstat(rel)
-        return None if st is None else type_of_mode(st.st_mode)
-
-    def _skip(self, f: Finding, why: str) -> None:
-        self.skipped.append(Skipped(f.check, f.path, why))
 
     def _say_left_alone(self, actions: list[Action]) -> None:
         covered = {a.path for a in actions if a.action == "quarantine"}

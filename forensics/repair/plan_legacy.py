@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from forensics.checks.common import short
 from forensics.evidence import ReadFailure
+from forensics.formats.ids import short
 from forensics.repair.actions import Action
 from forensics.repair.linkgraph import LinkgraphError, purge_entities
 from forensics.repair.planbase import PlannerBase, plural

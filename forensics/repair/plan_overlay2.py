@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
-from forensics.checks.common import short
 from forensics.drivers import init_name, is_init_name, rw_name
-from forensics.formats.ids import LINK_ID
+from forensics.formats.ids import LINK_ID, short
 from forensics.repair.actions import Action
 from forensics.repair.planbase import PlannerBase, link_owner, quarantine_found, reason_of
 from forensics.report import Finding

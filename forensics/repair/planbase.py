@@ -1,5 +1,7 @@
-"""The state every part of the repair planner shares, and its small helpers: what references
-each driver directory, which directories stack on which, and the wording of reasons."""
+"""The state every part of the repair planner shares, and its small helpers: the findings by
+check and what was left alone (:class:`StorePlanner`, any store's, containerd's too); for a
+Docker driver's store (:class:`PlannerBase`) what references each driver directory and which
+directories stack on which; the wording of reasons."""
 
 from __future__ import annotations
 
@@ -11,10 +13,9 @@ from typing import Any
 
 from forensics.catalog import FindingsByCheck
 from forensics.checks.catalog import CHECKS
-from forensics.checks.common import short
 from forensics.drivers import LINK_ENTRY, DriverLayout, Links, init_name, layout_of
 from forensics.evidence import Evidence, type_of_mode
-from forensics.formats.ids import MOUNT_ID
+from forensics.formats.ids import MOUNT_ID, short
 from forensics.model import Host
 from forensics.repair.actions import Action, Skipped
 from forensics.report import Finding
@@ -42,18 +43,36 @@ class Unit:
     dirs: set[str] = field(default_factory=set)  # driver dirs it quarantines
 
 
-class PlannerBase:
-    """The findings by check and by path, who owns each driver directory, what was skipped."""
+class StorePlanner:
+    """What the planner of any store keeps: the evidence it reads (where the findings' paths
+    start), the findings by check, what it left alone and why."""
+
+    def __init__(self, ev: Evidence, findings: list[Finding]) -> None:
+        self.ev, self.findings = ev, findings
+        self.by_check = FindingsByCheck(CHECKS, findings)  # a misspelt id raises
+        self.skipped: list[Skipped] = []
+
+    def _skip(self, f: Finding, why: str) -> None:
+        self.skipped.append(Skipped(f.check, f.path, why))
+
+    def _kind(self, rel: str) -> str | None:
+        st = self.ev.lstat(rel)
+        return None if st is None else type_of_mode(st.st_mode)
+
+
+class PlannerBase(StorePlanner):
+    """A Docker driver's store: besides :class:`StorePlanner`'s, the findings by path, who
+    owns each driver directory, which stack on which."""
 
     def __init__(self, ev: Evidence, host: Host, findings: list[Finding]) -> None:
-        self.ev, self.host, self.findings = ev, host, findings
+        super().__init__(ev, findings)
+        self.host = host
         #: the driver's name; a driver directory is named ``<driver>/<name>`` in messages
         self.base = host.driver or "overlay2"
         layout = layout_of(self.base)
         assert layout is not None, f"no repair planned on {self.base}"
         #: the driver's row: the paths of its parts
         self.layout: DriverLayout = layout
-        self.by_check = FindingsByCheck(CHECKS, findings)  # a misspelt id raises
         self.under: dict[str, list[Finding]] = defaultdict(list)  # path → findings at or below
         for f in findings:
             for ancestor in ancestors(f.path):
@@ -64,7 +83,6 @@ class PlannerBase:
             if ddir.link:
                 self.dirs_by_link[ddir.link].append(ddir.id)
         self.lower_users = lower_users_of(host)
-        self.skipped: list[Skipped] = []
         self.answered: set[tuple[str, str]] = set()  # findings answered besides action paths
 
     @property
@@ -73,13 +91,6 @@ class PlannerBase:
         links = self.layout.links
         assert links is not None, f"{self.base} keeps no short links"
         return links
-
-    def _skip(self, f: Finding, why: str) -> None:
-        self.skipped.append(Skipped(f.check, f.path, why))
-
-    def _kind(self, rel: str) -> str | None:
-        st = self.ev.lstat(rel)
-        return None if st is None else type_of_mode(st.st_mode)
 
     def _mode(self, rel: str) -> int:
         st = self.ev.lstat(rel)

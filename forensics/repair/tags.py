@@ -20,7 +20,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from forensics.checks.common import short
+from forensics.formats.ids import short
 from forensics.formats.jsonfile import JsonDamage, decode_json
 from forensics.model import Host
 

@@ -19,14 +19,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from forensics.containerd_model import ContainerdHost, ContainerdStore, GoTime
-from forensics.drivers import DOCKERS_CONTAINERD, SNAPSHOTTERS
+from forensics.drivers import (
+    CONTAINERD_METADATA,
+    CONTAINERD_SHA256_BLOBS,
+    DOCKERS_CONTAINERD,
+    SNAPSHOTTERS,
+)
 from forensics.evidence import Evidence
 from forensics.model import Host
-from forensics.stores.dockerroot import CONTAINERD_METADATA
 
 # the readers (bbolt through construct) are imported when a store is read: a root without one
 # never loads them
-CONTENT_BLOBS = "io.containerd.content.v1.content/blobs/sha256"
 
 __all__ = [
     "attach_containerd",
@@ -80,7 +83,7 @@ def _containerd_layout(host: Host) -> None:
 
 def _holds_data(ev: Evidence, location: str) -> bool:
     prefix = f"{location}/" if location else ""
-    if ev.listdir_or_empty(f"{prefix}{CONTENT_BLOBS}"):
+    if ev.listdir_or_empty(f"{prefix}{CONTAINERD_SHA256_BLOBS}"):
         return True
     return any(ev.listdir_or_empty(f"{prefix}{row.layers}") for row in SNAPSHOTTERS.values())
 

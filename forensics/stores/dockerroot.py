@@ -33,8 +33,15 @@ from itertools import islice
 from pathlib import Path
 
 from forensics.drivers import (
+    CONTAINERD_BLOBS,
+    CONTAINERD_CONTENT,
+    CONTAINERD_INGEST,
+    CONTAINERD_META_DB,
+    CONTAINERD_METADATA,
+    CONTAINERD_SHA256_BLOBS,
     DOCKERS_CONTAINERD,
     HEX64,
+    SNAPSHOTTER_DB,
     SNAPSHOTTERS,
     driver_marks,
     driver_reads,
@@ -67,22 +74,18 @@ USUAL_PLACES = (
     "@rootfs/var/lib/docker",
 )
 
-#: a containerd root's metadata database (its plugin's directory, then the file)
-CONTAINERD_METADATA = "io.containerd.metadata.v1.bolt"
-CONTAINERD_META_DB = f"{CONTAINERD_METADATA}/meta.db"
-_CONTAINERD_CONTENT = "io.containerd.content.v1.content"
 #: what the containerd store lists and reads, relative to a containerd root
 _CONTAINERD_LISTS = (
     CONTAINERD_METADATA,
-    _CONTAINERD_CONTENT,
-    f"{_CONTAINERD_CONTENT}/blobs",
-    f"{_CONTAINERD_CONTENT}/blobs/sha256",
-    f"{_CONTAINERD_CONTENT}/ingest",
+    CONTAINERD_CONTENT,
+    CONTAINERD_BLOBS,
+    CONTAINERD_SHA256_BLOBS,
+    CONTAINERD_INGEST,
     *(path for row in SNAPSHOTTERS.values() for path in (row.home, row.layers)),
 )
 _CONTAINERD_READS = (
     CONTAINERD_META_DB,
-    *(f"{row.home}/metadata.db" for row in SNAPSHOTTERS.values()),
+    *(f"{row.home}/{SNAPSHOTTER_DB}" for row in SNAPSHOTTERS.values()),
 )
 
 

@@ -15,6 +15,7 @@ from functools import partial
 
 from forensics.drivers import (
     CONTAINERD_OVERLAYFS,
+    CONTAINERD_SHA256_BLOBS,
     DOCKERS_CONTAINERD,
     LEGACY_EMPTY_DRIVER,
     PREFERENCE,
@@ -51,7 +52,7 @@ assert CONTAINERD_OVERLAYFS.mount_point is not None
 #: containerd keeps an empty content store and snapshotter beside a graphdriver store)
 CONTAINERD_EVIDENCE = (
     CONTAINERD_OVERLAYFS.mount_point.directory,
-    f"{DOCKERS_CONTAINERD}/io.containerd.content.v1.content/blobs/sha256",
+    f"{DOCKERS_CONTAINERD}/{CONTAINERD_SHA256_BLOBS}",
     CONTAINERD_OVERLAYFS.evidence,
 )
 #: the store that reads each kind of driver row: started at once, finished when called

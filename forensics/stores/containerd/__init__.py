@@ -18,8 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "DOCKER_CONTAINERD_ROOT",
-    "META_DB",
     "find_containerd_root",
     "read_bolt",
     "read_containerd_store",

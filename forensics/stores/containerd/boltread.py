@@ -27,14 +27,12 @@ from dataclasses import dataclass, field
 
 from forensics.formats.bbolt import (
     BRANCH_PAGE,
-    BUCKET_HEADER_SIZE,
     BUCKET_LEAF_FLAG,
     LEAF_PAGE,
     MAGIC,
     MAX_DEPTH,
     MAX_PAGE_SIZE,
     MIN_PAGE_SIZE,
-    PAGE_HEADER_SIZE,
     VERSION,
     BoltDamage,
     BoltFile,
@@ -45,8 +43,8 @@ from forensics.formats.bbolt import (
     decode_meta,
     decode_page_header,
     leaf_elements,
+    nested_bucket,
     open_bolt,
-    page_type,
 )
 
 #: page sizes tried, most likely first, when no meta page tells it
@@ -294,30 +292,11 @@ def _step(db: BoltFile, work: _Work, seen: set[int], budget: Budget) -> list[_Wo
         child = work.node.buckets.setdefault(key, Bucket())
         path = work.path + (key,)
         try:
-            pgid, inline, sequence = _nested(path, value)
+            name = b"/".join(path)[:60].decode("utf-8", "backslashreplace")
+            pgid, inline, sequence = nested_bucket(name, value)
         except BoltDamage as damage:
             child.complete = False
             raise BoltDamage(damage.kind, str(damage)) from None
         child.sequence = sequence
         more.append(_Work(child, path, pgid, inline, work.depth + 1))
     return more
-
-
-def _nested(path: tuple[bytes, ...], value: bytes) -> tuple[int, Page | None, int]:
-    """A nested bucket's root page id or inline page, and its sequence."""
-    name = b"/".join(path)[:60].decode("utf-8", "backslashreplace")
-    if len(value) < BUCKET_HEADER_SIZE:
-        raise BoltDamage("bucket-header", f"bucket {name!r}: value too short for a bucket header")
-    root = int.from_bytes(value[:8], "little")
-    sequence = int.from_bytes(value[8:16], "little")
-    if root:
-        return root, None, sequence
-    body = memoryview(value)[BUCKET_HEADER_SIZE:]
-    if len(body) < PAGE_HEADER_SIZE:
-        raise BoltDamage("bucket-header", f"inline bucket {name!r}: no room for its page header")
-    pid, flags, count, overflow = decode_page_header(body)
-    if flags != LEAF_PAGE:
-        raise BoltDamage(
-            "page-type", f"inline bucket {name!r}: a {page_type(flags)} page, not a leaf page"
-        )
-    return 0, Page(pid, flags, count, overflow, body), sequence

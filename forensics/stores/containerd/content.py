@@ -25,11 +25,11 @@ from forensics.containerd_model import (
     ResolvedImage,
     StoreProblem,
 )
+from forensics.drivers import CONTAINERD_BLOBS, CONTAINERD_INGEST, containerd_blob
 from forensics.evidence import Evidence, ReadFailure
 from forensics.formats.jsonfile import JsonDamage, decode_json
 from forensics.stores.containerd.values import ValueDamage, decode_text_time
 
-PLUGIN = "io.containerd.content.v1.content"
 #: image documents are small; a "manifest" of more is damage
 DOCUMENT_LIMIT = 4 * 1024 * 1024
 HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
@@ -58,8 +58,7 @@ def is_digest(digest: str) -> bool:
 
 
 def blob_path(store: ContainerdStore, digest: str) -> str:
-    algorithm, _, hexpart = digest.partition(":")
-    return _join(store.root, f"{PLUGIN}/blobs/{algorithm}/{hexpart}")
+    return _join(store.root, containerd_blob(digest))
 
 
 def _join(root: str, rel: str) -> str:
@@ -68,7 +67,7 @@ def _join(root: str, rel: str) -> str:
 
 def read_blobs(ev: Evidence, store: ContainerdStore) -> None:
     """Every file under ``blobs/<algorithm>/``, with its size (nothing is hashed here)."""
-    base = _join(store.root, f"{PLUGIN}/blobs")
+    base = _join(store.root, CONTAINERD_BLOBS)
     for algorithm in ev.listdir_or_empty(base):
         for name, kind in sorted(ev.scandir_types(f"{base}/{algorithm}").items()):
             path = f"{base}/{algorithm}/{name}"
@@ -85,7 +84,7 @@ def read_blobs(ev: Evidence, store: ContainerdStore) -> None:
 
 
 def read_ingests(ev: Evidence, store: ContainerdStore) -> None:
-    base = _join(store.root, f"{PLUGIN}/ingest")
+    base = _join(store.root, CONTAINERD_INGEST)
     for name, kind in sorted(ev.scandir_types(base).items()):
         path = f"{base}/{name}"
         ingest = IngestDir(name, path)

@@ -44,7 +44,7 @@ MEASURE_LIMIT = 1_000_000
 
 def decode_snapshotter_db(sn: Snapshotter, root: Bucket, problems: list[StoreProblem]) -> None:
     """Fill ``sn.snapshots`` and ``sn.parents`` from the database's bucket tree."""
-    path = f"{sn.path}/metadata.db"
+    path = sn.db_path
     v1 = root.bucket(b"v1")
     if v1 is None:
         if root.complete:

@@ -9,7 +9,13 @@ from forensics.containerd_model import (
     Snapshotter,
     StoreProblem,
 )
-from forensics.drivers import DOCKERS_CONTAINERD, SNAPSHOTTERS
+from forensics.drivers import (
+    CONTAINERD_META_DB,
+    CONTAINERD_METADATA,
+    DOCKERS_CONTAINERD,
+    SNAPSHOTTER_DB,
+    SNAPSHOTTERS,
+)
 from forensics.evidence import Evidence, ReadFailure
 from forensics.stores.containerd.boltread import BoltTree, read_tree
 from forensics.stores.containerd.content import read_blobs, read_ingests
@@ -20,15 +26,10 @@ from forensics.stores.containerd.snapshotter import (
     read_snapshot_dirs,
 )
 
-META_DB = "io.containerd.metadata.v1.bolt/meta.db"
-#: where dockerd keeps the root of the containerd it starts itself
-DOCKER_CONTAINERD_ROOT = DOCKERS_CONTAINERD
 #: bbolt files larger than this are not read into memory
 DB_LIMIT = 1024 * 1024 * 1024
 
 __all__ = [
-    "DOCKER_CONTAINERD_ROOT",
-    "META_DB",
     "find_containerd_root",
     "read_bolt",
     "read_containerd_store",
@@ -39,8 +40,10 @@ def find_containerd_root(ev: Evidence) -> str | None:
     """The containerd root below ``ev``'s root: "" when the root is one (it holds
     ``io.containerd.metadata.v1.bolt/``), ``containerd/daemon`` for a Docker root whose
     dockerd ran its own containerd; None when neither holds a metadata database."""
-    for root in ("", DOCKER_CONTAINERD_ROOT):
-        if ev.exists(_join(root, META_DB)) or ev.is_dir(_join(root, META_DB.split("/")[0])):
+    for root in ("", DOCKERS_CONTAINERD):
+        if ev.exists(_join(root, CONTAINERD_META_DB)) or ev.is_dir(
+            _join(root, CONTAINERD_METADATA)
+        ):
             return root
     return None
 
@@ -72,7 +75,7 @@ def read_bolt(
 def read_containerd_store(ev: Evidence, root: str = "") -> ContainerdStore:
     """The containerd root ``root`` (relative to ``ev``'s root) read whole."""
     store = ContainerdStore(root)
-    meta_path = _join(root, META_DB)
+    meta_path = _join(root, CONTAINERD_META_DB)
     tree, store.meta = read_bolt(ev, meta_path, store.problems, (b"v1",))
     if tree is not None:
         store.namespaces, store.db_version = decode_namespaces(tree.root, meta_path, store.problems)
@@ -87,7 +90,7 @@ def read_containerd_store(ev: Evidence, root: str = "") -> ContainerdStore:
 def _read_snapshotter(ev: Evidence, store: ContainerdStore, plugin: str) -> None:
     name = plugin.removeprefix(PLUGIN_PREFIX)
     path = _join(store.root, plugin)
-    db_path = f"{path}/metadata.db"
+    db_path = f"{path}/{SNAPSHOTTER_DB}"
     if not ev.exists(db_path) and not ev.is_dir(f"{path}/snapshots"):
         return  # a plugin directory that never held a snapshot (btrfs, native, … unused)
     sn = Snapshotter(name, path)
