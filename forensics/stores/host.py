@@ -69,6 +69,8 @@ class Detection:
     driver: str | None
     store: str | None = None
     stale_stores: list[str] = field(default_factory=list)
+    #: the store directories listed to detect the layout (directory → name → entry type)
+    listed: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def _read_host(ev: Evidence, containerd: Evidence | None, scope: Scope) -> Host:
     host.layout, host.driver, host.stale_stores = found.layout, found.driver, found.stale_stores
     if found.layout == "modern" and found.store:
         finish_store = start_image_store(
-            ev, host, found.store, layers=scope.layers, probes=scope.probes
+            ev, host, found.store, layers=scope.layers, probes=scope.probes, listed=found.listed
         )
         finish_driver = _start_driver(ev, host, found.driver, scope)
         finish_store()
@@ -159,14 +161,15 @@ def read_legacy_era(ev: Evidence, host: Host) -> Host:
 
 def detect_layout(ev: Evidence, host: Host) -> Detection:
     votes = Counter(c.driver for c in host.containers.values() if c.driver is not None)
-    stores = {name: store_has_content(ev, f"image/{name}") for name in _image_stores(ev)}
+    listed: dict[str, dict[str, str]] = {}
+    stores = {name: store_has_content(ev, f"image/{name}", listed) for name in _image_stores(ev)}
     used = [name for name, count in stores.items() if count] + [d for d in votes if d in stores]
     if used:
         driver = used[0]
         if len(set(used)) > 1:  # more than one candidate: the weighing lists driver dirs
             driver = max(used, key=lambda d: (stores[d], votes[d], _driver_has_data(ev, d)))
         stale = sorted(f"image/{name}" for name in stores if name != driver)
-        return Detection("modern", driver, f"image/{driver}", stale)
+        return Detection("modern", driver, f"image/{driver}", stale, listed)
     if (votes and set(votes) <= SNAPSHOTTER_NAMES) or any(
         ev.listdir_or_empty(p) for p in CONTAINERD_EVIDENCE
     ):
@@ -176,7 +179,7 @@ def detect_layout(ev: Evidence, host: Host) -> Detection:
     if stores:
         driver = max(stores, key=lambda d: (_driver_has_data(ev, d), -_priority(d)))
         stale = sorted(f"image/{name}" for name in stores if name != driver)
-        return Detection("modern", driver, f"image/{driver}", stale)
+        return Detection("modern", driver, f"image/{driver}", stale, listed)
     if host.containers or ev.is_dir("graph"):
         return Detection("legacy", _legacy_driver(ev, votes))
     return Detection("empty" if _looks_like_docker(ev) else "unknown", None)
