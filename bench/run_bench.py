@@ -116,10 +116,12 @@ def say(text: str = "") -> None:
 #: the second anchor: the same files read with verify's own system calls and nothing else:
 #: an O_NOFOLLOW open of each directory, per file fstatat (its kind before it is opened) +
 #: openat + read + close, the probes of a layer's tar-split and an overlay2 dir's diff/ and
-#: committed, the readlink of each l/ link. Written for this host's layout (overlay2).
+#: committed, the readlink of each l/ link. Written for this host's layout (overlay2). An
+#: optional third argument takes rules out (comma-separated, see RULES), to price each one.
 RULES_LOOP = """
 import os, sys
 os.chdir(sys.argv[2])
+off = set(sys.argv[3].split(",")) if len(sys.argv) > 3 and sys.argv[3] else set()
 with open(sys.argv[1], "rb") as listing:
     names = listing.read().split(b"\\n")
 by_dir = {}
@@ -129,16 +131,27 @@ for name in names:
         by_dir.setdefault(parent, []).append(base)
 dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+kind, held = "kind" not in off, "held" not in off
+buffer = 1 << 16
 count = size = 0
 for parent, bases in by_dir.items():
-    fd = os.open(parent, dir_flags)
+    fd = os.open(parent, dir_flags) if held else None
     for base in bases:
-        st = os.stat(base, dir_fd=fd, follow_symlinks=False)
-        file = os.open(base, flags, dir_fd=fd)
-        size += len(os.read(file, st.st_size + 1))
+        name = base if held else parent + b"/" + base
+        want = buffer
+        if kind:
+            want = os.stat(name, dir_fd=fd, follow_symlinks=False).st_size + 1
+        file = os.open(name, flags, dir_fd=fd)
+        got = len(os.read(file, want))
+        size += got
+        while not kind and got == buffer:
+            got = len(os.read(file, buffer))
+            size += got
         os.close(file)
         count += 1
-    if parent.startswith(b"overlay2/"):
+    if "probes" in off:
+        probes = ()
+    elif parent.startswith(b"overlay2/"):
         probes = (b"diff", b"committed")
     elif b"/layerdb/sha256/" in parent:
         probes = (b"tar-split.json.gz",)
@@ -146,16 +159,25 @@ for parent, bases in by_dir.items():
         probes = ()
     for probe in probes:
         try:
-            os.stat(probe, dir_fd=fd, follow_symlinks=False)
+            os.stat(probe if held else parent + b"/" + probe, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             pass
-    os.close(fd)
-links = os.open("overlay2/l", dir_flags)
-for link in os.listdir(links):
-    os.readlink(link, dir_fd=links)
-os.close(links)
+    if held:
+        os.close(fd)
+if "links" not in off:
+    links = os.open("overlay2/l", dir_flags)
+    for link in os.listdir(links):
+        os.readlink(link, dir_fd=links)
+    os.close(links)
 print(count, size)
 """
+#: what each rule of RULES_LOOP is, by the name that takes it out (``--rule-costs``)
+RULES = {
+    "kind": "the kind of each file before it is opened (an fstatat per file)",
+    "held": "opens relative to each directory held open (an O_NOFOLLOW open + close per dir)",
+    "probes": "the probes of diff/, committed and tar-split.json.gz (an fstatat each)",
+    "links": "the readlink of each l/ link",
+}
 
 
 # ---- setup -----------------------------------------------------------------------------------
@@ -385,6 +407,21 @@ def report_anchor(tool: Tool, files: int, size: int) -> None:
     say(f"{tool.label}: exit code {run.rc}, read {' files, '.join(read)} bytes{mark}")
 
 
+def report_rule_costs(rules: Tool, without: list[Tool]) -> None:
+    """What each rule adds to the anchor with verify's calls: its time with every rule, less
+    its time without that one (best and median)."""
+    if not without:
+        return
+    say()
+    say(f"what each rule costs (anchor with verify's calls: best {rules.best():.2f} s):")
+    for tool in without:
+        rule = tool.label.removeprefix("-")
+        say(
+            f"  {rule:<7} {rules.best() - tool.best():+6.2f} s best, "
+            f"{rules.median() - tool.median():+6.2f} s median: {RULES[rule]}"
+        )
+
+
 def report_ours(tool: Tool) -> None:
     run = tool.runs[-1]
     say(f"ours: exit code {run.rc} (0 = no errors, 4 = errors, 8 = operational error)")
@@ -450,6 +487,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--fresh", action="store_true", help="regenerate the cached host")
     parser.add_argument(
+        "--rule-costs",
+        action="store_true",
+        help="also run the anchor with verify's calls with one rule taken out at a time",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="first validate the host with bench/check_host.py (slow-ish)",
@@ -484,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     tools: list[Tool] = []
     ours: list[Tool] = []
     anchor = rules = None
+    without: list[Tool] = []
     files = size = 0
     if ours_argv:
         for label, (verb, *options) in OURS:
@@ -517,6 +560,16 @@ def main(argv: list[str] | None = None) -> int:
             ["anchor", "with", "verify's", "system", "calls"],
         )
         tools += [anchor, rules]
+        if args.rule_costs:
+            without = [
+                Tool(
+                    f"-{rule}",
+                    [sys.executable, "-c", RULES_LOOP, str(listing), str(root), rule],
+                    ["anchor", "with", "verify's", "calls", "but", rule],
+                )
+                for rule in RULES
+            ]
+            tools += without
     say(f"ROOT = {root}  ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})")
     run_all(tools, args.repeat, out_dir)
     say()
@@ -531,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     if anchor and rules:
         report_anchor(anchor, files, size)
         report_anchor(rules, files, size)
+        for tool in without:
+            report_anchor(tool, files, size)
+        report_rule_costs(rules, without)
     if not args.keep:
         shutil.rmtree(out_dir, ignore_errors=True)
     return 0

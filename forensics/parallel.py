@@ -115,6 +115,8 @@ class _Team:
         self.arrived: dict[tuple[int, int], tuple[list[Any], Any]] = {}
         #: results computed here ahead of their turn: job -> task -> values
         self.done_here: dict[int, dict[int, list[Any]]] = {}
+        #: the jobs handed over whose results are not all taken in yet: job -> (fn, tasks)
+        self.open_jobs: dict[int, tuple[Task, list[Sequence[Any]]]] = {}
         self.failure: str | None = None
         self.closing = False
         self.changed = threading.Condition()
@@ -131,6 +133,7 @@ class _Team:
         job = self.next_job
         self.next_job += 1
         self.counters.open(job)
+        self.open_jobs[job] = (fn, tasks)
         self.outbox.put(ForkingPickler.dumps((job, fn, tasks)))
         return self._results(job, fn, tasks)
 
@@ -149,9 +152,12 @@ class _Team:
             conn.close()
 
     def _results(self, job: int, fn: Task, tasks: list[Sequence[Any]]) -> Iterator[Any]:
-        for index in range(len(tasks)):
-            yield from self._result(job, index, fn, tasks)
-        self.done_here.pop(job, None)
+        try:
+            for index in range(len(tasks)):
+                yield from self._result(job, index, fn, tasks)
+        finally:
+            self.open_jobs.pop(job, None)
+            self.done_here.pop(job, None)
 
     def _result(self, job: int, index: int, fn: Task, tasks: list[Sequence[Any]]) -> list[Any]:
         """The values of task ``index``: from a helper, or computed here; while a helper is
@@ -170,7 +176,22 @@ class _Team:
             if mine is not None:
                 done[mine] = fn(self.ev, tasks[mine])  # reads recorded in self.ev directly
                 continue
-            self._wait_for(job, index)
+            if not self._work_ahead(job):
+                self._wait_for(job, index)
+
+    def _work_ahead(self, waiting: int) -> bool:
+        """While a helper finishes the task of job ``waiting`` that this process needs next,
+        do a task of a later job that nobody has taken (the earliest first); False when
+        there is none."""
+        for job in sorted(self.open_jobs):
+            if job <= waiting:
+                continue
+            fn, tasks = self.open_jobs[job]
+            mine = self.counters.take(job, len(tasks))
+            if mine is not None:
+                self.done_here.setdefault(job, {})[mine] = fn(self.ev, tasks[mine])
+                return True
+        return False
 
     def _wait_for(self, job: int, index: int) -> None:
         with self.changed:

@@ -73,3 +73,42 @@ def test_a_helper_that_fails_is_an_error_not_a_hang(three_processes: Evidence) -
             list(parallel.map_entries(three_processes, fn, range(200), min_parallel=1, chunk=2))
     finally:
         signal.alarm(0)
+
+
+def _slow_in_a_helper(parent: int, started: Path, ev: Evidence, item: int) -> int:
+    if os.getpid() != parent:
+        started.touch()
+        time.sleep(1.0)
+    return item
+
+
+def _pid_after_a_long_nap(ev: Evidence, item: int) -> int:
+    time.sleep(0.05)
+    return os.getpid()
+
+
+def test_this_process_works_ahead_while_a_helper_finishes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """While the helper is at the task that this process needs next, this process does the
+    tasks of the jobs handed over after it, rather than wait."""
+    monkeypatch.setenv("DOCKER_FORENSICS_WORKERS", "2")
+    ev = Evidence(tmp_path)
+    started = tmp_path / "started"
+    signal.alarm(60)
+    try:
+        with parallel.shared_workers(ev):
+            slow = partial(_slow_in_a_helper, os.getpid(), started)
+            first = parallel.map_entries(ev, slow, [0, 1], min_parallel=1, chunk=1)
+            then = parallel.map_entries(
+                ev, _pid_after_a_long_nap, range(10), min_parallel=1, chunk=1
+            )
+            while not started.exists():  # the helper is at one of the first job's tasks
+                time.sleep(0.01)
+            assert list(first) == [0, 1]
+            pids = list(then)
+    finally:
+        signal.alarm(0)
+    # the helper's one second covers this process doing all ten (0.05 s each); waiting, it
+    # would have shared them with the helper after that second
+    assert pids.count(os.getpid()) >= 8

@@ -105,13 +105,17 @@ def _check_image_chains(host: Host) -> Iterator[Finding]:
     if host.layout != "modern":
         return
     seen: set[str] = set()
+    layers = host.layers
     for image in host.images.values():
-        for position, chain in enumerate(image.layers):
-            layer = host.layers.get(chain)
-            if layer is None or chain in seen or "dir" in layer.problems:
+        below: str | None = None  # the image's layer under ``chain``
+        for chain in image.layers:
+            expected, below = below, chain
+            if chain in seen:  # images share their lower layers: most are seen already
+                continue
+            layer = layers.get(chain)
+            if layer is None or "dir" in layer.problems:
                 continue
             seen.add(chain)
-            expected = image.layers[position - 1] if position else None
             if layer.parent != expected and "parent" not in layer.problems:
                 yield finding(
                     "layer.parent-mismatch",

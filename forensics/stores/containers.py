@@ -7,6 +7,7 @@ absent (the daemon then uses an empty one) but not damaged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -33,6 +34,12 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 def read_containers(ev: Evidence, host: Host) -> None:
+    start_containers(ev, host)()
+
+
+def start_containers(ev: Evidence, host: Host) -> Callable[[], None]:
+    """Start reading ``containers/`` into ``host`` (handed to the helpers when there are
+    many); the function returned finishes it."""
     base = "containers"
     entries = ev.scandir_types(base)
     names = []
@@ -43,9 +50,13 @@ def read_containers(ev: Evidence, host: Host) -> None:
             host.add_leftover("containers-stray", f"{base}/{name}")
     del entries
 
-    read_one = partial(_read_container_in, base)
-    for container in track(map_entries(ev, read_one, names), "containers", total=len(names)):
-        host.containers[container.id] = container
+    read = map_entries(ev, partial(_read_container_in, base), names)
+
+    def finish() -> None:
+        for container in track(read, "containers", total=len(names)):
+            host.containers[container.id] = container
+
+    return finish
 
 
 def _read_container_in(base: str, ev: Evidence, name: str) -> Container:

@@ -32,7 +32,7 @@ from forensics.parallel import shared_workers
 from forensics.stores.aufs import read_aufs
 from forensics.stores.buildkit import read_buildkit, record_buildkit
 from forensics.stores.containerd_host import attach_containerd, containerd_note
-from forensics.stores.containers import read_container, read_containers
+from forensics.stores.containers import read_container, start_containers
 from forensics.stores.devicemapper import read_devicemapper
 from forensics.stores.dockerroot import is_docker_root
 from forensics.stores.imagestore import start_image_store, store_has_content
@@ -70,6 +70,8 @@ class Detection:
     driver: str | None
     store: str | None = None
     stale_stores: list[str] = field(default_factory=list)
+    #: the store directories listed to detect the layout (directory → name → entry type)
+    listed: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,14 @@ def read_host(ev: Evidence, containerd: Evidence | None = None, scope: Scope = E
 
 def _read_host(ev: Evidence, containerd: Evidence | None, scope: Scope) -> Host:
     host = Host(root=str(ev.root))
-    read_containers(ev, host)
-    found = detect_layout(ev, host)
+    finish_containers = start_containers(ev, host)
+    contents = store_contents(ev)  # listed while the helpers read the containers
+    finish_containers()
+    found = detect_layout(ev, host, contents)
     host.layout, host.driver, host.stale_stores = found.layout, found.driver, found.stale_stores
     if found.layout == "modern" and found.store:
         finish_store = start_image_store(
-            ev, host, found.store, layers=scope.layers, probes=scope.probes
+            ev, host, found.store, layers=scope.layers, probes=scope.probes, listed=found.listed
         )
         finish_driver = _start_driver(ev, host, found.driver, scope)
         finish_store()
@@ -158,16 +162,30 @@ def read_legacy_era(ev: Evidence, host: Host) -> Host:
     return legacy
 
 
-def detect_layout(ev: Evidence, host: Host) -> Detection:
+#: each image store's count of layers and images, and the listings that counted them
+StoreContents = tuple[dict[str, int], dict[str, dict[str, str]]]
+
+
+def store_contents(ev: Evidence) -> StoreContents:
+    """How many layers and images each ``image/<driver>/`` holds, and the listings of its
+    ``layerdb/sha256`` and ``imagedb/content/sha256`` (read again by nobody)."""
+    listed: dict[str, dict[str, str]] = {}
+    stores = {name: store_has_content(ev, f"image/{name}", listed) for name in _image_stores(ev)}
+    return stores, listed
+
+
+def detect_layout(ev: Evidence, host: Host, contents: StoreContents | None = None) -> Detection:
+    """The layout of ROOT, its driver and its image store; ``contents``: what
+    :func:`store_contents` found, when it was called already."""
     votes = Counter(c.driver for c in host.containers.values() if c.driver is not None)
-    stores = {name: store_has_content(ev, f"image/{name}") for name in _image_stores(ev)}
+    stores, listed = store_contents(ev) if contents is None else contents
     used = [name for name, count in stores.items() if count] + [d for d in votes if d in stores]
     if used:
         driver = used[0]
         if len(set(used)) > 1:  # more than one candidate: the weighing lists driver dirs
             driver = max(used, key=lambda d: (stores[d], votes[d], _driver_has_data(ev, d)))
         stale = sorted(f"image/{name}" for name in stores if name != driver)
-        return Detection("modern", driver, f"image/{driver}", stale)
+        return Detection("modern", driver, f"image/{driver}", stale, listed)
     if (votes and set(votes) <= SNAPSHOTTER_NAMES) or any(
         ev.listdir_or_empty(p) for p in CONTAINERD_EVIDENCE
     ):
@@ -177,7 +195,7 @@ def detect_layout(ev: Evidence, host: Host) -> Detection:
     if stores:
         driver = max(stores, key=lambda d: (_driver_has_data(ev, d), -_priority(d)))
         stale = sorted(f"image/{name}" for name in stores if name != driver)
-        return Detection("modern", driver, f"image/{driver}", stale)
+        return Detection("modern", driver, f"image/{driver}", stale, listed)
     if host.containers or ev.is_dir("graph"):
         return Detection("legacy", _legacy_driver(ev, votes))
     return Detection("empty" if _looks_like_docker(ev) else "unknown", None)

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -23,24 +23,33 @@ from forensics.stores.tags import attach_tags, read_tag_store
 
 
 def start_image_store(
-    ev: Evidence, host: Host, store: str, *, layers: bool = True, probes: bool = True
+    ev: Evidence,
+    host: Host,
+    store: str,
+    *,
+    layers: bool = True,
+    probes: bool = True,
+    listed: Mapping[str, dict[str, str]] | None = None,
 ) -> Callable[[], None]:
     """Start reading ``store`` into ``host``; the function returned finishes it. Without
     ``layers`` the layerdb entries are not read; without ``probes`` no name is probed for the
-    checks alone (a layer's tar-split).
+    checks alone (a layer's tar-split). ``listed``: the listings that :func:`store_has_content`
+    made of this store (name → entry type, by directory), so that no big directory is listed
+    twice.
 
     The layers, the mount records and the images are all handed to the workers before any is
     taken in, so that the workers read on while this process takes in the results (and
     starts on the driver's directories in between)."""
     host.image_store = store
     read_tag_store(ev, host, f"{store}/repositories.json", legacy=False)
+    listed = listed or {}
     read_layers = (
-        _start_layers(ev, host, f"{store}/layerdb", (TAR_SPLIT,) if probes else ())
+        _start_layers(ev, host, f"{store}/layerdb", (TAR_SPLIT,) if probes else (), listed)
         if layers
         else iter(())
     )
     mounts = _start_mounts(ev, f"{store}/layerdb/mounts")
-    images = _start_images(ev, host, f"{store}/imagedb")
+    images = _start_images(ev, host, f"{store}/imagedb", listed)
 
     def finish() -> None:
         for layer in read_layers:
@@ -57,14 +66,16 @@ def start_image_store(
 # -- imagedb ----------------------------------------------------------------------------------
 
 
-def _start_images(ev: Evidence, host: Host, imagedb: str) -> Iterator[Image]:
+def _start_images(
+    ev: Evidence, host: Host, imagedb: str, listed: Mapping[str, dict[str, str]]
+) -> Iterator[Image]:
     """Every image config in ``imagedb`` (stray entries recorded as leftovers), being read."""
     content = f"{imagedb}/content/sha256"
     with_metadata = ev.names(f"{imagedb}/metadata/sha256")
-    try:
-        with ev.opendir(content) as d:
-            types = d.types
-    except ReadFailure:
+    types = listed.get(content)
+    if types is None:
+        types = listing(ev, content)
+    if types is None:
         return iter(())
     items: list[tuple[str, str, bool]] = []
     for name in sorted(types):
@@ -169,14 +180,20 @@ def _read_image_metadata(ev: Evidence, image: Image, meta: str) -> None:
 
 
 def _start_layers(
-    ev: Evidence, host: Host, layerdb: str, probes: tuple[str, ...]
+    ev: Evidence,
+    host: Host,
+    layerdb: str,
+    probes: tuple[str, ...],
+    listed: Mapping[str, dict[str, str]],
 ) -> Iterator[Layer]:
     """Every layer of ``layerdb`` (leftovers and stray entries recorded), being read, with
     ``probes`` probed in each entry."""
     for name in ev.listdir_or_empty(f"{layerdb}/tmp"):
         host.add_leftover("layerdb-tmp", f"{layerdb}/tmp/{name}")
     base = f"{layerdb}/sha256"
-    entries = ev.scandir_types(base)
+    entries = listed.get(base)
+    if entries is None:
+        entries = ev.scandir_types(base)
     layers: list[str] = []
     for name in sorted(entries):
         if name.endswith("-removing"):
@@ -307,8 +324,28 @@ def _fill_mount(
     mount.parent = parent
 
 
-def store_has_content(ev: Evidence, store: str) -> int:
-    """How many layers and images ``store`` holds (used to pick the store in use)."""
-    layers = sum(1 for n in ev.names(f"{store}/layerdb/sha256") if is_hex64(n))
-    images = sum(1 for n in ev.names(f"{store}/imagedb/content/sha256") if is_hex64(n))
-    return layers + images
+def store_has_content(
+    ev: Evidence, store: str, keep: dict[str, dict[str, str]] | None = None
+) -> int:
+    """How many layers and images ``store`` holds (used to pick the store in use). The
+    listings it makes are put in ``keep`` (when given and they were read whole), for
+    :func:`start_image_store` to read the store from."""
+    count = 0
+    for rel in (f"{store}/layerdb/sha256", f"{store}/imagedb/content/sha256"):
+        types = listing(ev, rel)
+        if types is None:
+            continue
+        if keep is not None:
+            keep[rel] = types
+        count += sum(1 for n in types if is_hex64(n))
+    return count
+
+
+def listing(ev: Evidence, rel: str) -> dict[str, str] | None:
+    """The entries of directory ``rel`` (name → entry type), None when it cannot be listed
+    whole."""
+    try:
+        with ev.opendir(rel) as d:
+            return d.types
+    except ReadFailure:
+        return None
