@@ -25,6 +25,7 @@ def inventory(
     root: str,
     *,
     container: str | None = None,
+    sections: frozenset[str] = frozenset(),
     long_lived: bool = False,
     containerd_root: str | None = None,
     pick: str | None = None,
@@ -35,15 +36,18 @@ def inventory(
     or a unique id prefix, as docker takes them), find that container too
     (:class:`~forensics.lookup.NoSuchContainer` if ROOT holds none or several), without
     reading the layers (nor the image sizes they hold), which a container's view does not
-    show. ``containerd_root``: the containerd root that goes with ROOT (else
+    show. ``sections`` (of ``images``, ``containers``, ``volumes``; none: all): read only what
+    those sections show (:func:`~forensics.stores.host.shown_sections`), for
+    :func:`~forensics.inventory.inventory_document` and ``inventory_text`` given the same
+    sections. ``containerd_root``: the containerd root that goes with ROOT (else
     the one dockerd keeps under ROOT, or ROOT itself). ``long_lived``: the model lives as long
     as the process (a command's run), and the garbage collector is told to leave it alone.
     ``pick`` and ``notify``: as for :func:`~forensics.api.root.open_root` (ROOT an archive or
     disk image)."""
-    from forensics.stores.host import CONTAINERS, SHOWN  # the readers: not for --help
+    from forensics.stores.host import CONTAINERS, shown_sections  # the readers: not for --help
 
+    scope = shown_sections(sections) if container is None else CONTAINERS
     ev = open_root(root, pick=pick, notify=notify)
-    scope = SHOWN if container is None else CONTAINERS
     host = read_root(ev, open_containerd_root(containerd_root), scope)
     if long_lived:
         keep_until_exit()

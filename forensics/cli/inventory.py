@@ -49,6 +49,27 @@ def with_evidence(doc: dict[str, Any], found: api.Inventory) -> dict[str, Any]:
     metavar="ID|NAME",
     help="Show one container whole: a full id, its name, or a unique id prefix (as docker).",
 )
+@click.option(
+    "--images",
+    "sections",
+    flag_value="images",
+    multiple=True,
+    help="Show the images (docker images); with the others: those sections alone.",
+)
+@click.option(
+    "--containers",
+    "sections",
+    flag_value="containers",
+    multiple=True,
+    help="Show the containers (docker ps -a), reading no image config nor layer.",
+)
+@click.option(
+    "--volumes",
+    "sections",
+    flag_value="volumes",
+    multiple=True,
+    help="Show the volumes (docker volume ls).",
+)
 @reference_time_option(
     "Say times as docker would have at TIME (ISO 8601 with zone, or 'now'): "
     "'Exited (3) 2 hours ago'. Without it, times are absolute, in UTC."
@@ -61,6 +82,7 @@ def inventory(
     fmt: str,
     all_images: bool,
     wanted: str | None,
+    sections: tuple[str, ...],
     reference: int | None,
     no_trunc: bool,
     containerd_root: str | None,
@@ -78,9 +100,13 @@ def inventory(
     from forensics.jsonstream import json_chunks
     from forensics.report import to_json
 
+    if wanted is not None and sections:
+        raise click.UsageError("--container shows one container: not with a section option")
+    shown = frozenset(sections)
     found = api.inventory(
         root,
         container=wanted,
+        sections=shown,
         long_lived=True,
         containerd_root=containerd_root,
         pick=pick,
@@ -92,8 +118,11 @@ def inventory(
     elif container is not None:
         emit(container_text(host, container, reference))
     elif fmt == "json":
-        document = with_evidence(inventory_document(host, reference), found)
+        document = with_evidence(inventory_document(host, reference, shown), found)
         emit_chunks(json_chunks(document, floats=False))  # the model's values are typed
     else:
-        emit(inventory_text(host, now=reference, all_images=all_images, no_trunc=no_trunc))
+        text = inventory_text(
+            host, now=reference, all_images=all_images, no_trunc=no_trunc, sections=shown
+        )
+        emit(text)
     return EXIT_OK

@@ -26,7 +26,7 @@ from forensics.drivers import (
 from forensics.evidence import Evidence
 from forensics.formats.ids import DRIVER_NAME, is_hex64
 from forensics.heap import no_cycle_collection
-from forensics.model import Host
+from forensics.model import Container, Host
 from forensics.parallel import shared_workers
 from forensics.stores.aufs import read_aufs
 from forensics.stores.buildkit import read_buildkit, record_buildkit
@@ -85,11 +85,39 @@ class Scope:
     layers: bool = True
     #: the names probed for the checks only (a layerdb entry's tar-split)
     probes: bool = True
+    #: the image store's images and tags (``repositories.json``, ``imagedb/``, the layerdb
+    #: entries when ``layers``; a legacy ``graph/``), and the 1.8/1.9 store of a migrated root
+    images: bool = True
+    #: the containers' directories and their mount records (``layerdb/mounts/``); without
+    #: them the containers' configs are read only when the layout cannot be told otherwise
+    containers: bool = True
+    #: the local volumes (``volumes/``)
+    volumes: bool = True
 
 
 EVERYTHING = Scope()
 SHOWN = Scope(driver_dirs=False, probes=False)
 CONTAINERS = Scope(driver_dirs=False, layers=False, probes=False)
+#: what each section of the inventory shows, read alone (``inventory --images`` …)
+SECTIONS = ("images", "containers", "volumes")
+
+
+def shown_sections(sections: frozenset[str]) -> Scope:
+    """What inventory reads to show ``sections`` (of :data:`SECTIONS`; none: every one):
+    ``docker ps -a``'s view reads no image config nor layer, ``docker images``' no container,
+    ``docker volume ls``' neither."""
+    if not sections:
+        return SHOWN
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"no such inventory section: {', '.join(sorted(unknown))}")
+    return Scope(
+        driver_dirs=False,
+        probes=False,
+        images="images" in sections,
+        containers="containers" in sections,
+        volumes="volumes" in sections,
+    )
 
 
 def read_host(ev: Evidence, containerd: Evidence | None = None, scope: Scope = EVERYTHING) -> Host:
@@ -102,33 +130,64 @@ def read_host(ev: Evidence, containerd: Evidence | None = None, scope: Scope = E
 
 def _read_host(ev: Evidence, containerd: Evidence | None, scope: Scope) -> Host:
     host = Host(root=str(ev.root))
-    read_containers(ev, host)
-    found = detect_layout(ev, host)
+    if scope.containers:
+        read_containers(ev, host)
+    found = detect_layout(ev, host, partial(_containers_for_votes, ev, host, scope))
     host.layout, host.driver, host.stale_stores = found.layout, found.driver, found.stale_stores
     if found.layout == "modern" and found.store:
         finish_store = start_image_store(
-            ev, host, found.store, layers=scope.layers, probes=scope.probes
+            ev,
+            host,
+            found.store,
+            images=scope.images,
+            layers=scope.layers and scope.images,
+            mounts=scope.containers,
+            probes=scope.probes,
         )
         finish_driver = _start_driver(ev, host, found.driver, scope)
         finish_store()
         _modern_container_layers(host)
         if any(is_hex64(name) for name in ev.listdir_or_empty("graph")):
-            host.legacy = read_legacy_era(ev, host)
+            host.legacy = (
+                read_legacy_era(ev, host, scope.containers) if scope.images else _unread_era(host)
+            )
         finish_driver()
     elif found.layout == "legacy":
-        read_graph(ev, host)
-        read_repositories(ev, host, found.driver)
-        read_linkgraph(ev, host)
-        _legacy_container_layers(host)
+        host.image_store = "graph"
+        if scope.images:
+            read_graph(ev, host)
+            read_repositories(ev, host, found.driver)
+        if scope.containers:
+            read_linkgraph(ev, host)
+            _legacy_container_layers(host)
         _start_driver(ev, host, found.driver, scope)()
     elif found.driver:
         _start_driver(ev, host, found.driver, scope)()
-    read_volumes(ev, host)
+    if scope.volumes:
+        read_volumes(ev, host)
     if scope.driver_dirs:
         _read_buildkit(ev, host)
     attach_containerd(ev, host, containerd)
+    if host.containerd is not None and scope.images and not scope.containers:
+        read_containers(ev, host)  # the containerd store's view of Docker's images names them
     _note_layout(ev, host)
     return host
+
+
+def _containers_for_votes(ev: Evidence, host: Host, scope: Scope) -> dict[str, Container]:
+    """The containers whose ``Driver`` the layout detection weighs: those read already, or,
+    outside ``scope``, read now for that alone (only when the stores cannot tell)."""
+    if scope.containers:
+        return host.containers
+    apart = Host(root=host.root)
+    read_containers(ev, apart)
+    return apart.containers
+
+
+def _unread_era(host: Host) -> Host:
+    """The 1.8/1.9 store of a migrated root, present but not read (its images are not asked
+    for): the layout's note still says it is there."""
+    return Host(root=host.root, layout="legacy", driver=host.driver)
 
 
 def _read_buildkit(ev: Evidence, host: Host) -> None:
@@ -139,13 +198,17 @@ def _read_buildkit(ev: Evidence, host: Host) -> None:
         record_buildkit(ev, host, sorted(host.driver_dirs))
 
 
-def read_legacy_era(ev: Evidence, host: Host) -> Host:
+def read_legacy_era(ev: Evidence, host: Host, containers_read: bool = True) -> Host:
     """The 1.8/1.9 store that a migration to 1.10+ left beside the modern one: graph/, its tags,
-    the containers' config.json, the names of linkgraph.db and the migration's bookkeeping."""
+    the containers' config.json, the names of linkgraph.db and the migration's bookkeeping.
+    ``containers_read``: ``host`` holds the containers (else their directories are listed)."""
     legacy = Host(root=host.root, layout="legacy", driver=host.driver)
     legacy.driver_dirs = host.driver_dirs
     legacy.devices = host.devices
-    for cid in host.containers:
+    ids = host.containers if containers_read else sorted(ev.listdir_or_empty("containers"))
+    for cid in ids:
+        if not containers_read and not is_hex64(cid):
+            continue
         rel = f"containers/{cid}"
         if ev.exists(f"{rel}/config.json"):
             legacy.containers[cid] = read_container(ev, rel, cid, legacy_era=True)
@@ -157,9 +220,19 @@ def read_legacy_era(ev: Evidence, host: Host) -> Host:
     return legacy
 
 
-def detect_layout(ev: Evidence, host: Host) -> Detection:
-    votes = Counter(c.driver for c in host.containers.values() if c.driver is not None)
+def detect_layout(
+    ev: Evidence, host: Host, containers: Callable[[], dict[str, Container]] | None = None
+) -> Detection:
+    """The layout and driver of ROOT. ``containers``: gives the containers whose ``Driver``
+    votes (default: ``host``'s), asked only when the image stores alone cannot tell."""
     stores = {name: store_has_content(ev, f"image/{name}") for name in _image_stores(ev)}
+    with_content = [name for name, count in stores.items() if count]
+    if len(with_content) == 1:  # the one store that holds anything is in use, whatever the votes
+        driver = with_content[0]
+        stale = sorted(f"image/{name}" for name in stores if name != driver)
+        return Detection("modern", driver, f"image/{driver}", stale)
+    voters = containers() if containers is not None else host.containers
+    votes = Counter(c.driver for c in voters.values() if c.driver is not None)
     used = [name for name, count in stores.items() if count] + [d for d in votes if d in stores]
     if used:
         driver = used[0]
@@ -177,7 +250,7 @@ def detect_layout(ev: Evidence, host: Host) -> Detection:
         driver = max(stores, key=lambda d: (_driver_has_data(ev, d), -_priority(d)))
         stale = sorted(f"image/{name}" for name in stores if name != driver)
         return Detection("modern", driver, f"image/{driver}", stale)
-    if host.containers or ev.is_dir("graph"):
+    if voters or ev.is_dir("graph"):
         return Detection("legacy", _legacy_driver(ev, votes))
     return Detection("empty" if _looks_like_docker(ev) else "unknown", None)
 

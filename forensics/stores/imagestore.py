@@ -23,33 +23,43 @@ from forensics.stores.tags import attach_tags, read_tag_store
 
 
 def start_image_store(
-    ev: Evidence, host: Host, store: str, *, layers: bool = True, probes: bool = True
+    ev: Evidence,
+    host: Host,
+    store: str,
+    *,
+    images: bool = True,
+    layers: bool = True,
+    mounts: bool = True,
+    probes: bool = True,
 ) -> Callable[[], None]:
     """Start reading ``store`` into ``host``; the function returned finishes it. Without
-    ``layers`` the layerdb entries are not read; without ``probes`` no name is probed for the
-    checks alone (a layer's tar-split).
+    ``images`` neither the tags nor the image configs are read, without ``layers`` not the
+    layerdb entries, without ``mounts`` not the containers' mount records; without ``probes``
+    no name is probed for the checks alone (a layer's tar-split).
 
     The layers, the mount records and the images are all handed to the workers before any is
     taken in, so that the workers read on while this process takes in the results (and
     starts on the driver's directories in between)."""
     host.image_store = store
-    read_tag_store(ev, host, f"{store}/repositories.json", legacy=False)
+    if images:
+        read_tag_store(ev, host, f"{store}/repositories.json", legacy=False)
     read_layers = (
         _start_layers(ev, host, f"{store}/layerdb", (TAR_SPLIT,) if probes else ())
         if layers
         else iter(())
     )
-    mounts = _start_mounts(ev, f"{store}/layerdb/mounts")
-    images = _start_images(ev, host, f"{store}/imagedb")
+    read_mounts = _start_mounts(ev, f"{store}/layerdb/mounts") if mounts else iter(())
+    read_images = _start_images(ev, host, f"{store}/imagedb") if images else iter(())
 
     def finish() -> None:
         for layer in read_layers:
             host.layers[layer.id] = layer
-        for mount in mounts:
+        for mount in read_mounts:
             host.mounts[mount.container_id] = mount
-        for image in images:
+        for image in read_images:
             host.images[image.id] = image
-        attach_tags(host)
+        if images:
+            attach_tags(host)
 
     return finish
 
