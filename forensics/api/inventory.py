@@ -26,6 +26,7 @@ def inventory(
     *,
     container: str | None = None,
     sections: frozenset[str] = frozenset(),
+    tables: bool = False,
     long_lived: bool = False,
     containerd_root: str | None = None,
     pick: str | None = None,
@@ -39,14 +40,16 @@ def inventory(
     show. ``sections`` (of ``images``, ``containers``, ``volumes``; none: all): read only what
     those sections show (:func:`~forensics.stores.host.shown_sections`), for
     :func:`~forensics.inventory.inventory_document` and ``inventory_text`` given the same
-    sections. ``containerd_root``: the containerd root that goes with ROOT (else
+    sections; ``tables``: only what the text tables print (``inventory_text``: no host
+    config, no mount record, of a layer its size), not what the JSON records show.
+    ``containerd_root``: the containerd root that goes with ROOT (else
     the one dockerd keeps under ROOT, or ROOT itself). ``long_lived``: the model lives as long
     as the process (a command's run), and the garbage collector is told to leave it alone.
     ``pick`` and ``notify``: as for :func:`~forensics.api.root.open_root` (ROOT an archive or
     disk image)."""
     from forensics.stores.host import CONTAINERS, shown_sections  # the readers: not for --help
 
-    scope = shown_sections(sections) if container is None else CONTAINERS
+    scope = shown_sections(sections, tables=tables) if container is None else CONTAINERS
     ev = open_root(root, pick=pick, notify=notify)
     host = read_root(ev, open_containerd_root(containerd_root), scope)
     if long_lived:

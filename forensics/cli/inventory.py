@@ -107,6 +107,7 @@ def inventory(
         root,
         container=wanted,
         sections=shown,
+        tables=fmt == "text",
         long_lived=True,
         containerd_root=containerd_root,
         pick=pick,

@@ -93,6 +93,9 @@ class Scope:
     containers: bool = True
     #: the local volumes (``volumes/``)
     volumes: bool = True
+    #: what only the records show, not the text tables: the containers' host configs and
+    #: mount records, the layers' DiffIDs, cache ids and parents (without: a layer's size)
+    details: bool = True
 
 
 EVERYTHING = Scope()
@@ -102,21 +105,23 @@ CONTAINERS = Scope(driver_dirs=False, layers=False, probes=False)
 SECTIONS = ("images", "containers", "volumes")
 
 
-def shown_sections(sections: frozenset[str]) -> Scope:
+def shown_sections(sections: frozenset[str], *, tables: bool = False) -> Scope:
     """What inventory reads to show ``sections`` (of :data:`SECTIONS`; none: every one):
     ``docker ps -a``'s view reads no image config nor layer, ``docker images``' no container,
-    ``docker volume ls``' neither."""
-    if not sections:
-        return SHOWN
+    ``docker volume ls``' neither. ``tables``: only what the text tables print (no host
+    config, no mount record, of a layer its size)."""
     unknown = sections - set(SECTIONS)
     if unknown:
         raise ValueError(f"no such inventory section: {', '.join(sorted(unknown))}")
+    if not sections and not tables:
+        return SHOWN
     return Scope(
         driver_dirs=False,
         probes=False,
-        images="images" in sections,
-        containers="containers" in sections,
-        volumes="volumes" in sections,
+        images=not sections or "images" in sections,
+        containers=not sections or "containers" in sections,
+        volumes=not sections or "volumes" in sections,
+        details=not tables,
     )
 
 
@@ -131,7 +136,7 @@ def read_host(ev: Evidence, containerd: Evidence | None = None, scope: Scope = E
 def _read_host(ev: Evidence, containerd: Evidence | None, scope: Scope) -> Host:
     host = Host(root=str(ev.root))
     if scope.containers:
-        read_containers(ev, host)
+        read_containers(ev, host, host_configs=scope.details)
     found = detect_layout(ev, host, partial(_containers_for_votes, ev, host, scope))
     host.layout, host.driver, host.stale_stores = found.layout, found.driver, found.stale_stores
     if found.layout == "modern" and found.store:
@@ -141,8 +146,9 @@ def _read_host(ev: Evidence, containerd: Evidence | None, scope: Scope) -> Host:
             found.store,
             images=scope.images,
             layers=scope.layers and scope.images,
-            mounts=scope.containers,
+            mounts=scope.containers and scope.details,
             probes=scope.probes,
+            sizes_only=not scope.details,
         )
         finish_driver = _start_driver(ev, host, found.driver, scope)
         finish_store()
@@ -169,7 +175,8 @@ def _read_host(ev: Evidence, containerd: Evidence | None, scope: Scope) -> Host:
         _read_buildkit(ev, host)
     attach_containerd(ev, host, containerd)
     if host.containerd is not None and scope.images and not scope.containers:
-        read_containers(ev, host)  # the containerd store's view of Docker's images names them
+        # the containerd store's view of Docker's images names them
+        read_containers(ev, host, host_configs=scope.details)
     _note_layout(ev, host)
     return host
 

@@ -31,11 +31,13 @@ def start_image_store(
     layers: bool = True,
     mounts: bool = True,
     probes: bool = True,
+    sizes_only: bool = False,
 ) -> Callable[[], None]:
     """Start reading ``store`` into ``host``; the function returned finishes it. Without
     ``images`` neither the tags nor the image configs are read, without ``layers`` not the
     layerdb entries, without ``mounts`` not the containers' mount records; without ``probes``
-    no name is probed for the checks alone (a layer's tar-split).
+    no name is probed for the checks alone (a layer's tar-split); with ``sizes_only`` a layer's
+    ``size`` alone is read (not its DiffID, cache id nor parent: a view that prints sizes).
 
     The layers, the mount records and the images are all handed to the workers before any is
     taken in, so that the workers read on while this process takes in the results (and
@@ -44,7 +46,7 @@ def start_image_store(
     if images:
         read_tag_store(ev, host, f"{store}/repositories.json", legacy=False)
     read_layers = (
-        _start_layers(ev, host, f"{store}/layerdb", (TAR_SPLIT,) if probes else ())
+        _start_layers(ev, host, f"{store}/layerdb", (TAR_SPLIT,) if probes else (), sizes_only)
         if layers
         else iter(())
     )
@@ -179,7 +181,7 @@ def _read_image_metadata(ev: Evidence, image: Image, meta: str) -> None:
 
 
 def _start_layers(
-    ev: Evidence, host: Host, layerdb: str, probes: tuple[str, ...]
+    ev: Evidence, host: Host, layerdb: str, probes: tuple[str, ...], sizes_only: bool = False
 ) -> Iterator[Layer]:
     """Every layer of ``layerdb`` (leftovers and stray entries recorded), being read, with
     ``probes`` probed in each entry."""
@@ -195,12 +197,30 @@ def _start_layers(
             host.add_leftover("layerdb-stray", f"{base}/{name}")
         else:
             layers.append(name)
-    read = map_entries(ev, partial(_read_layer_in, base, probes), layers)
+    reader = _read_size_in if sizes_only else partial(_read_layer_in, probes)
+    read = map_entries(ev, partial(reader, base), layers)
     return track(read, "layers", total=len(layers))
 
 
-def _read_layer_in(base: str, probes: tuple[str, ...], ev: Evidence, name: str) -> Layer:
+def _read_layer_in(probes: tuple[str, ...], base: str, ev: Evidence, name: str) -> Layer:
     return _read_layer(ev, f"{base}/{name}", "sha256:" + name, probes)
+
+
+def _read_size_in(base: str, ev: Evidence, name: str) -> Layer:
+    """A layerdb entry's ``size`` alone, as :func:`_read_layer` reads it."""
+    layer = Layer(id="sha256:" + name, path=f"{base}/{name}")
+    values = plain_values(ev.read_plain_dir(layer.path, ("size",)), ("size",))
+    if values is not None:
+        _fill_layer(layer, None, None, values["size"], None)
+        return layer
+    try:
+        with ev.opendir(layer.path) as d:
+            if d.types:
+                size = read_value(d, "size", layer.problems, "size")
+                _fill_layer(layer, None, None, size, None)
+    except ReadFailure as failure:
+        layer.problems["dir"] = Problem(layer.path, failure.kind, failure.detail)
+    return layer
 
 
 #: the value files of a layerdb entry, and those every entry has
