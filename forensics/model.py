@@ -8,8 +8,10 @@ problems and cross-references into findings.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from forensics.containerd_model import ContainerdHost
+if TYPE_CHECKING:  # the containerd store's model: loaded by the stores that read one
+    from forensics.containerd_model import ContainerdHost
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,3 +138,16 @@ def test_one_container_and_a_section_is_a_usage_error(sample_master: Path, cli) 
     result = cli("inventory", sample_master, "--container", "running", "--images")
     assert result.code == 16
     assert "--container" in result.stderr
+
+
+@pytest.mark.parametrize("options", [(), ("--format", "json"), ("--containers",)])
+def test_inventory_loads_neither_the_checks_nor_the_timeline(
+    sample_master: Path, options: tuple[str, ...]
+) -> None:
+    """Listing prints times (forensics.formats.rfc3339), it never runs a check: the checks and
+    the timeline's readers are a tenth of a second of imports it does not pay for."""
+    from test_startup import loaded_by
+
+    out, modules = loaded_by("inventory", str(sample_master), *options)
+    assert "CONTAINERS (" in out or '"containers"' in out
+    assert not {m for m in modules if m.startswith(("forensics.checks", "forensics.timeline"))}
