@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from sys import intern
 
 from forensics.drivers import (
     CONTAINERD_OVERLAYFS,
@@ -26,7 +27,7 @@ from forensics.drivers import (
 from forensics.evidence import Evidence
 from forensics.formats.ids import DRIVER_NAME, is_hex64
 from forensics.heap import no_cycle_collection
-from forensics.model import Container, Host
+from forensics.model import Container, Host, share_run_config
 from forensics.parallel import shared_workers
 from forensics.stores.aufs import read_aufs
 from forensics.stores.buildkit import read_buildkit, record_buildkit
@@ -137,6 +138,7 @@ def _read_host(ev: Evidence, containerd: Evidence | None, scope: Scope) -> Host:
     host = Host(root=str(ev.root))
     if scope.containers:
         read_containers(ev, host, host_configs=scope.details)
+        _share_container_strings(host)
     found = detect_layout(ev, host, partial(_containers_for_votes, ev, host, scope))
     host.layout, host.driver, host.stale_stores = found.layout, found.driver, found.stale_stores
     if found.layout == "modern" and found.store:
@@ -152,6 +154,7 @@ def _read_host(ev: Evidence, containerd: Evidence | None, scope: Scope) -> Host:
         )
         finish_driver = _start_driver(ev, host, found.driver, scope)
         finish_store()
+        share_layer_ids(host)
         _modern_container_layers(host)
         if any(is_hex64(name) for name in ev.listdir_or_empty("graph")):
             host.legacy = (
@@ -320,6 +323,34 @@ def _start_driver(ev: Evidence, host: Host, driver: str | None, scope: Scope) ->
 
 def _nothing() -> None:
     """A driver without a row, or outside the scope: nothing of it is read."""
+
+
+def _share_container_strings(host: Host) -> None:
+    """The containers' repeated strings made one object each (``sys.intern``): their run
+    configurations, image names, drivers, log drivers and network modes. Done before the
+    image store is read, which then reuses the memory of the copies."""
+    for container in host.containers.values():
+        share_run_config(container.run_config)
+        if container.image is not None:
+            container.image = intern(container.image)
+        if container.driver is not None:
+            container.driver = intern(container.driver)
+        details = container.details
+        if details is not None and details.log_driver is not None:
+            details.log_driver = intern(details.log_driver)
+        if details is not None and details.network_mode is not None:
+            details.network_mode = intern(details.network_mode)
+
+
+def share_layer_ids(host: Host) -> None:
+    """One string per layer id: the layers' parents made the same objects as the parents' own
+    ids (the images' chains and DiffIDs are shared as they are taken in:
+    :func:`forensics.stores.imagestore.share_image_ids`)."""
+    layers = host.layers
+    for layer in layers.values():
+        parent = layers.get(layer.parent) if layer.parent is not None else None
+        if parent is not None:
+            layer.parent = parent.id
 
 
 def _modern_container_layers(host: Host) -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
+from sys import intern
 from typing import Any
 
 from forensics.evidence import DirHandle, Evidence, ReadFailure
 from forensics.formats.ids import CACHE_ID, MOUNT_ID, chain_ids, is_digest, is_hex64
 from forensics.formats.jsonfile import JsonDamage, decode_json, field
-from forensics.model import Host, Image, Layer, Mount, Problem
+from forensics.model import Host, Image, Layer, Mount, Problem, share_run_config
 from forensics.parallel import map_entries, submit
 from forensics.progress import track
 from forensics.stores.reading import as_str, bad_value, checked_id, plain_values, read_value
@@ -59,11 +60,30 @@ def start_image_store(
         for mount in read_mounts:
             host.mounts[mount.container_id] = mount
         for image in read_images:
-            host.images[image.id] = image
+            host.images[image.id] = share_image_ids(image, host.layers)
         if images:
             attach_tags(host)
 
     return finish
+
+
+def share_image_ids(image: Image, layers: dict[str, Layer]) -> Image:
+    """``image`` with its chain and DiffIDs made the same string objects as its layers' ids and
+    DiffIDs (equal values read or computed apart: on a host of 20,000 layers and 6,000 images
+    some 100,000 copies, ≈ 12 MB, freed as each image is taken in), its run configuration's
+    strings interned."""
+    chain, diff_ids = image.layers, image.diff_ids
+    for n, chain_id in enumerate(chain):
+        layer = layers.get(chain_id)
+        if layer is None:
+            continue
+        chain[n] = layer.id
+        if n < len(diff_ids) and diff_ids[n] == layer.diff_id:
+            diff_ids[n] = layer.diff_id
+    share_run_config(image.run_config)
+    if image.os is not None and image.architecture is not None:
+        image.os, image.architecture = intern(image.os), intern(image.architecture)
+    return image
 
 
 # -- imagedb ----------------------------------------------------------------------------------
