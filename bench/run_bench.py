@@ -335,7 +335,9 @@ def table(
     if not ours:
         return
     say()
-    columns = ["/ peer", "/ peer CPU", "/ peer MiB", "/ anchor", "/ verify's calls"]
+    columns = ["/ peer", "/ peer CPU", "/ peer MiB"]
+    anchors = [a for a in (anchor, rules) if a is not None]
+    columns += ["/ anchor", "/ verify's calls"][: len(anchors)]
     say(f"{'ratio of':<{width}}  " + "  ".join(f"{c:>16}" for c in columns))
     for tool in ours:
         ratios = [
@@ -343,7 +345,7 @@ def table(
             tool.cpu() / peer.cpu() if peer.cpu() else float("nan"),
             tool.peak_mib() / peer.peak_mib(),
         ]
-        ratios += [tool.best() / a.best() if a else float("nan") for a in (anchor, rules)]
+        ratios += [tool.best() / a.best() for a in anchors]
         say(f"{' '.join(tool.display):<{width}}  " + "  ".join(f"{r:>15.2f}x" for r in ratios))
     say()
     for tool in ours:
