@@ -11,14 +11,18 @@ synthetic host.
 3. runs, interleaved and ``--repeat`` times each, every command in a fresh process and records its
    wall time and peak RSS (``os.wait4``, the call ``/usr/bin/time -v`` makes):
    (a) ``docker-forensics verify ROOT --format json``, ``inventory ROOT --format json`` and
-       ``inventory ROOT`` (text) from the environment running this script,
+       ``inventory ROOT`` (text) from the environment running this script, and the
+       like-for-like pair of the peer's listing: ``inventory ROOT --containers`` (JSON and
+       text: ``docker ps -a``'s view, which reads no image config nor layer); with
+       ``--before DIR`` the same commands of the code in DIR too (``PYTHONPATH=DIR``),
    (b) ``de.py -r ROOT list all_containers`` from the peer's venv,
    (c) the physical-limit anchor: a minimal loop (one process: open, read, close) over the
        files that our verify reads, listed by its ``--sqlite`` provenance (``files_read``),
    (d) the same files read with verify's own system calls (the kind of each file before it is
        opened, opens relative to a directory held open, the probes and the l/ links);
 4. prints best/median wall time, peak RSS, the ratios of each of ours to the peer (with a
-   verdict against the goal, ours ≤ 1.0× the peer's time) and to the anchors, our exit codes,
+   verdict against the goal, ours ≤ 1.0× the peer's time) and to the anchors, the CPU time
+   (user + system) of each, our exit codes,
    verify's findings by severity, and how many containers the peer and our inventory listed.
 """
 
@@ -59,7 +63,11 @@ OURS = (
     ("verify", ("verify", "--format", "json")),
     ("inv-json", ("inventory", "--format", "json")),
     ("inv-text", ("inventory",)),
+    ("ps-json", ("inventory", "--containers", "--format", "json")),
+    ("ps-text", ("inventory", "--containers")),
 )
+#: ours that list what the peer lists (the containers alone): the like-for-like pair
+LIKE_FOR_LIKE = ("ps-json", "ps-text")
 #: the anchor: open and read each listed file (paths relative to ROOT), nothing else
 ANCHOR_LOOP = """
 import os, sys
@@ -90,6 +98,7 @@ class Run:
     rc: int
     stdout: Path
     stderr: Path
+    cpu: float = 0.0  # user + system seconds of the process and its children
 
 
 @dataclass
@@ -98,6 +107,11 @@ class Tool:
     argv: list[str]
     display: list[str]
     runs: list[Run] = field(default_factory=list)
+    #: what the process's environment adds (``PYTHONPATH`` of the code before, ``--before``)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def cpu(self) -> float:
+        return min(run.cpu for run in self.runs)
 
     def best(self) -> float:
         return min(run.wall for run in self.runs)
@@ -289,26 +303,38 @@ def find_ours() -> tuple[list[str] | None, str]:
 # ---- measuring -------------------------------------------------------------------------------
 
 
-def measure(argv: Sequence[str], out_dir: Path, name: str) -> Run:
-    """Run once in a fresh process; wall clock around it, peak RSS from the kernel (wait4)."""
+def measure(
+    argv: Sequence[str], out_dir: Path, name: str, env: dict[str, str] | None = None
+) -> Run:
+    """Run once in a fresh process; wall clock around it, peak RSS from the kernel (wait4),
+    CPU time from the children's usage (the process and the helpers it forked and waited
+    for)."""
     stdout, stderr = out_dir / f"{name}.out", out_dir / f"{name}.err"
+    environment = {**os.environ, **env} if env else None
+    before = os.times()
     with stdout.open("wb") as out, stderr.open("wb") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(list(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            list(argv), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=environment
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(wall, usage.ru_maxrss, proc.returncode, stdout, stderr)
+    return Run(wall, usage.ru_maxrss, proc.returncode, stdout, stderr, cpu)
 
 
 def run_all(tools: list[Tool], repeat: int, out_dir: Path) -> None:
     for index in range(repeat):
         for tool in tools:
-            run = measure(tool.argv, out_dir, f"{tool.label}-{index + 1}")
+            run = measure(tool.argv, out_dir, f"{tool.label}-{index + 1}", tool.env)
             tool.runs.append(run)
             say(
                 f"  {tool.label:<6} run {index + 1}/{repeat}: {run.wall:7.2f} s  "
-                f"{run.peak_kib / 1024:7.1f} MiB  rc {run.rc}"
+                f"{run.peak_kib / 1024:7.1f} MiB  CPU {run.cpu:6.2f} s  rc {run.rc}"
             )
 
 
@@ -319,27 +345,37 @@ def table(
     tools: list[Tool], ours: list[Tool], peer: Tool, anchor: Tool | None, rules: Tool | None
 ) -> None:
     width = max(len(" ".join(t.display)) for t in tools)
-    say(f"{'command':<{width}}  {'runs':>4}  {'best s':>7}  {'median s':>8}  {'peak MiB':>8}")
+    say(
+        f"{'command':<{width}}  {'runs':>4}  {'best s':>7}  {'median s':>8}  {'CPU s':>6}  "
+        f"{'peak MiB':>8}"
+    )
     for tool in tools:
         say(
             f"{' '.join(tool.display):<{width}}  {len(tool.runs):>4}  {tool.best():>7.2f}  "
-            f"{tool.median():>8.2f}  {tool.peak_mib():>8.1f}"
+            f"{tool.median():>8.2f}  {tool.cpu():>6.2f}  {tool.peak_mib():>8.1f}"
         )
     if not ours:
         return
     say()
-    columns = ["/ peer", "/ peer MiB", "/ anchor", "/ verify's calls"]
+    columns = ["/ peer", "/ peer CPU", "/ peer MiB"]
+    anchors = [a for a in (anchor, rules) if a is not None]
+    columns += ["/ anchor", "/ verify's calls"][: len(anchors)]
     say(f"{'ratio of':<{width}}  " + "  ".join(f"{c:>16}" for c in columns))
     for tool in ours:
-        ratios = [tool.best() / peer.best(), tool.peak_mib() / peer.peak_mib()]
-        ratios += [tool.best() / a.best() if a else float("nan") for a in (anchor, rules)]
+        ratios = [
+            tool.best() / peer.best(),
+            tool.cpu() / peer.cpu() if peer.cpu() else float("nan"),
+            tool.peak_mib() / peer.peak_mib(),
+        ]
+        ratios += [tool.best() / a.best() for a in anchors]
         say(f"{' '.join(tool.display):<{width}}  " + "  ".join(f"{r:>15.2f}x" for r in ratios))
     say()
     for tool in ours:
         time_ratio = tool.best() / peer.best()
         met = "met" if time_ratio <= GOAL_RATIO else "NOT met"
+        like = " (like-for-like: the containers alone)" if tool.label in LIKE_FOR_LIKE else ""
         say(
-            f"verdict: {tool.label} takes {time_ratio:.2f}x the peer's time (best of "
+            f"verdict: {tool.label}{like} takes {time_ratio:.2f}x the peer's time (best of "
             f"{len(tool.runs)}) -> goal <= {GOAL_RATIO:.1f}x {met}; memory "
             f"{tool.peak_mib() / peer.peak_mib():.2f}x"
         )
@@ -397,6 +433,12 @@ def list_files_read(ours_argv: list[str], root: Path, home: Path) -> tuple[Path,
     database.unlink()
     files, size = (int(n) for n in counted.stdout.split())
     return listing, files, size
+
+
+def _knows(code: str) -> bool:
+    """Whether the code in ``code`` has inventory's section options (``--containers``)."""
+    source = Path(code) / "forensics" / "cli" / "inventory.py"
+    return source.is_file() and '"--containers"' in source.read_text()
 
 
 def report_anchor(tool: Tool, files: int, size: int) -> None:
@@ -492,6 +534,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also run the anchor with verify's calls with one rule taken out at a time",
     )
     parser.add_argument(
+        "--only",
+        metavar="LABELS",
+        help="run only these of ours, comma-separated: " + ", ".join(label for label, _ in OURS),
+    )
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="also run ours from the code in DIR (PYTHONPATH=DIR), interleaved: before/after",
+    )
+    parser.add_argument(
+        "--no-anchor", action="store_true", help="skip both anchors (and verify's --sqlite run)"
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="first validate the host with bench/check_host.py (slow-ish)",
@@ -499,6 +554,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    known = {label for label, _ in OURS}
+    if args.only and not set(args.only.split(",")) <= known:
+        parser.error(f"--only takes labels of {', '.join(sorted(known))}")
     return args
 
 
@@ -529,14 +587,17 @@ def main(argv: list[str] | None = None) -> int:
     without: list[Tool] = []
     files = size = 0
     if ours_argv:
+        chosen = set(args.only.split(",")) if args.only else {label for label, _ in OURS}
         for label, (verb, *options) in OURS:
-            ours.append(
-                Tool(
-                    label,
-                    [*ours_argv, verb, str(root), *options],
-                    ["docker-forensics", verb, "ROOT", *options],
-                )
-            )
+            if label not in chosen:
+                continue
+            argv = [*ours_argv, verb, str(root), *options]
+            display = ["docker-forensics", verb, "ROOT", *options]
+            if args.before and (label not in LIKE_FOR_LIKE or _knows(args.before)):
+                before = Tool(f"b-{label}", argv, ["before:", *display])
+                before.env = {"PYTHONPATH": str(Path(args.before).resolve())}
+                ours.append(before)
+            ours.append(Tool(label, argv, display))
         tools += ours
     else:
         say(f"ours: SKIPPED - {why}; measuring the peer alone")
@@ -546,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
         ["de.py", "-r", "ROOT", "list", "all_containers"],
     )
     tools.append(peer)
-    if ours_argv:
+    if ours_argv and not args.no_anchor:
         listing, files, size = list_files_read(ours_argv, root, root.parent)
         say(f"anchor: the {files} files ({size} bytes) that verify reads, from its --sqlite run")
         anchor = Tool(
@@ -576,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     table(tools, ours, peer, anchor, rules)
     say()
     for tool in ours:
-        if tool.label == "verify":
+        if tool.label.removeprefix("b-") == "verify":
             report_ours(tool)
         else:
             report_inventory(tool, args.containers)

@@ -187,20 +187,29 @@ def _health(c: Container) -> dict[str, Any] | None:
     return {"status": c.details.health, "failing_streak": c.details.health_failing_streak}
 
 
-def inventory_document(host: Host, now: int | None = None) -> dict[str, Any]:
+#: the keys of the document that each section of the inventory shows (the others are always
+#: there); a document of some sections holds theirs alone
+SECTION_KEYS = {
+    "images": ("images", "devices", "pool", "legacy", "containerd"),
+    "containers": ("containers",),
+    "volumes": ("volumes",),
+}
+
+
+def inventory_document(
+    host: Host, now: int | None = None, sections: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """The inventory with its images and containers as iterators of records, in id order:
-    for :func:`forensics.jsonstream.json_chunks`, which writes them as lists."""
-    hidden = intermediate_images(host)
-    return {
-        "root": host.root,
-        "layout": host.layout,
-        "driver": host.driver,
-        "image_store": host.image_store,
-        "images": (image_record(host, host.images[i], hidden) for i in sorted(host.images)),
-        "containers": (
+    for :func:`forensics.jsonstream.json_chunks`, which writes them as lists. ``sections``
+    (of :data:`SECTION_KEYS`; none: all): only those sections' keys, in the same order."""
+    wanted = set(SECTION_KEYS) if not sections else sections
+    shown = {key for section in wanted for key in SECTION_KEYS[section]}
+    makers = {
+        "images": lambda: _image_records(host),
+        "containers": lambda: (
             container_record(host, host.containers[c], now) for c in sorted(host.containers)
         ),
-        "volumes": [
+        "volumes": lambda: [
             {
                 "name": v.name,
                 "driver": v.driver,
@@ -210,12 +219,30 @@ def inventory_document(host: Host, now: int | None = None) -> dict[str, Any]:
             }
             for v in sorted(host.volumes.values(), key=lambda v: v.name)
         ],
-        "devices": [device_record(d) for _, d in sorted(host.devices.items())],
-        "pool": pool_record(host.deviceset) if host.deviceset else None,
-        "notes": [message for _, _, message in host.notes],
-        "legacy": legacy_record(host.legacy, now) if host.legacy else None,
-        **({"containerd": _containerd_record(host)} if host.containerd else {}),
+        "devices": lambda: [device_record(d) for _, d in sorted(host.devices.items())],
+        "pool": lambda: pool_record(host.deviceset) if host.deviceset else None,
+        "legacy": lambda: legacy_record(host.legacy, now) if host.legacy else None,
     }
+    document: dict[str, Any] = {
+        "root": host.root,
+        "layout": host.layout,
+        "driver": host.driver,
+        "image_store": host.image_store,
+    }
+    for key in ("images", "containers", "volumes", "devices", "pool"):
+        if key in shown:
+            document[key] = makers[key]()
+    document["notes"] = [message for _, _, message in host.notes]
+    if "legacy" in shown:
+        document["legacy"] = makers["legacy"]()
+    if host.containerd and "containerd" in shown:
+        document["containerd"] = _containerd_record(host)
+    return document
+
+
+def _image_records(host: Host) -> Iterator[dict[str, Any]]:
+    hidden = intermediate_images(host)
+    return (image_record(host, host.images[i], hidden) for i in sorted(host.images))
 
 
 def _containerd_record(host: Host) -> dict[str, Any]:
@@ -224,9 +251,12 @@ def _containerd_record(host: Host) -> dict[str, Any]:
     return containerd_record(host)
 
 
-def build_inventory(host: Host, now: int | None = None) -> dict[str, Any]:
-    """The whole inventory as one document of lists (for the SQLite export and for tests)."""
-    doc = inventory_document(host, now)
+def build_inventory(
+    host: Host, now: int | None = None, sections: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """The whole inventory (or ``sections`` of it) as one document of lists (for the SQLite
+    export and for tests)."""
+    doc = inventory_document(host, now, sections)
     return {
         key: list(value) if isinstance(value, Iterator) else value for key, value in doc.items()
     }
@@ -294,30 +324,41 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def inventory_text(
-    host: Host, *, now: int | None = None, all_images: bool = False, no_trunc: bool = False
+    host: Host,
+    *,
+    now: int | None = None,
+    all_images: bool = False,
+    no_trunc: bool = False,
+    sections: frozenset[str] = frozenset(),
 ) -> str:
-    """The inventory for people: ``docker images`` (``-a``: with the intermediate images) and
-    ``docker ps -a`` side by side, times absolute with their zone unless ``now`` is given."""
+    """The inventory for people: ``docker images`` (``-a``: with the intermediate images),
+    ``docker ps -a`` and ``docker volume ls`` one below the other, times absolute with their
+    zone unless ``now`` is given; ``sections`` (of :data:`SECTION_KEYS`; none: all): those
+    tables alone, below the same heading."""
+    wanted = set(SECTION_KEYS) if not sections else sections
     store = f" ({host.image_store})" if host.image_store else ""
     lines = [
         f"root:   {host.root}",
         f"layout: {host.layout}{store}, driver {host.driver or '-'}",
     ]
     lines += [f"note:   {message}" for _, _, message in host.notes]
-    lines += _images_text(host, now, all_images, no_trunc)
-    lines += _containers_text(host, now, no_trunc)
-    if host.legacy:
+    if "images" in wanted:
+        lines += _images_text(host, now, all_images, no_trunc)
+    if "containers" in wanted:
+        lines += _containers_text(host, now, no_trunc)
+    if "images" in wanted and host.legacy:
         lines += _legacy_text(host.legacy)
-    if host.containerd is not None:
+    if "images" in wanted and host.containerd is not None:
         from forensics.inventory_containerd import containerd_text
 
         lines += containerd_text(host)
-    volumes = sorted(host.volumes.values(), key=lambda v: v.name)
-    lines += ["", f"VOLUMES ({len(volumes)})"]
-    lines += _table(
-        ["NAME", "DRIVER", "DATA"],
-        [[v.name, v.driver, "yes" if v.has_data else "no"] for v in volumes],
-    )
+    if "volumes" in wanted:
+        volumes = sorted(host.volumes.values(), key=lambda v: v.name)
+        lines += ["", f"VOLUMES ({len(volumes)})"]
+        lines += _table(
+            ["NAME", "DRIVER", "DATA"],
+            [[v.name, v.driver, "yes" if v.has_data else "no"] for v in volumes],
+        )
     return "\n".join(printable(line) for line in lines) + "\n"
 
 

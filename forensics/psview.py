@@ -13,12 +13,10 @@ Sources: ``container/state.go`` (State.String), go-units ``HumanDuration``, the 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import cache
-from typing import Any
 
 from forensics.errors import UsageError
+from forensics.formats.rfc3339 import utc
 from forensics.model import Container, PortBinding
 
 _NS = 1_000_000_000
@@ -29,18 +27,9 @@ class BadTime(UsageError, ValueError):
     """A reference time that is not ISO 8601 with a zone."""
 
 
-@cache
-def _utc() -> Callable[[Any], str | None]:
-    """:func:`forensics.timeline.utc`, imported at the first call: the timeline module brings
-    the checks, which listing a root never runs."""
-    from forensics.timeline import utc
-
-    return utc
-
-
 def epoch_ns(recorded: str | None) -> int | None:
     """A time as Docker records it, in nanoseconds since the epoch; None for none."""
-    text = _utc()(recorded)
+    text = utc(recorded)
     if text is None:
         return None
     moment = datetime.fromisoformat(text[:19] + "+00:00")
@@ -66,7 +55,7 @@ def reference_time(text: str) -> int:
 
 def display_time(recorded: str | None) -> str:
     """``2026-11-28 01:14:45 UTC``: to the second, in UTC, saying so; ``-`` for no time."""
-    text = _utc()(recorded)
+    text = utc(recorded)
     return f"{text[:10]} {text[11:19]} UTC" if text else "-"
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -32,13 +31,13 @@ from forensics.drivers import layout_of
 from forensics.evidence import Evidence, ReadFailure
 from forensics.formats.ids import short
 from forensics.formats.jsonfile import JsonDamage, decode_json, field
+from forensics.formats.rfc3339 import utc
 from forensics.model import Container, Host, Image
 from forensics.report import json_safe, printable
 
 __all__ = ["Event", "build_timeline", "timeline_csv", "timeline_jsonl", "timeline_text", "utc"]
 
 #: RFC 3339 as Go writes it: seconds, an optional fraction, Z or an offset
-_RFC3339 = re.compile(r"(\d{4}-\d\d-\d\d)[Tt ](\d\d:\d\d:\d\d)(\.\d+)?([Zz]|[+-]\d\d:\d\d)")
 #: how much of a log's start and end is read for its first and last line
 _LOG_WINDOW = 64 * 1024
 _MESSAGE_TEXT = 160
@@ -62,29 +61,6 @@ class Event(NamedTuple):
 
     def as_dict(self) -> dict[str, Any]:
         return {**self._asdict(), "timestamp": self.timestamp}
-
-
-def utc(text: Any) -> str | None:
-    """A time as Docker writes it (RFC 3339, any offset), in UTC with its fraction kept; None
-    for Docker's zero time, for what is no time, and for what UTC cannot hold."""
-    if not isinstance(text, str):
-        return None
-    match = _RFC3339.fullmatch(text.strip())
-    if match is None:
-        return None
-    date, clock, fraction, zone = match.groups()
-    utc_zone = zone in ("Z", "z")
-    try:
-        moment = datetime.fromisoformat(f"{date}T{clock}{'+00:00' if utc_zone else zone}")
-        if not utc_zone:
-            moment = moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-    if moment.year <= 1:  # 0001-01-01T00:00:00Z: never happened
-        return None
-    seconds = f"{date}T{clock}" if utc_zone else moment.strftime("%Y-%m-%dT%H:%M:%S")
-    digits = ((fraction or ".")[1:] + "000000000")[:9]  # nine digits always: sorts as text
-    return f"{seconds}.{digits}Z"
 
 
 def build_timeline(ev: Evidence, host: Host, *, file_times: bool = True) -> list[Event]:

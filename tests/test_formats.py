@@ -190,6 +190,18 @@ def test_go_rule_keys_fold_as_unicode_simple_folding() -> None:
     assert field(doc, "ID") is None
 
 
+def test_go_rule_objects_of_the_same_keys_share_their_lookups_not_their_values() -> None:
+    """Objects with one set of keys resolve a name once (forensics.formats.jsonfile._Names);
+    keys in another case or order, a repeated key or two keys folding alike are their own."""
+    first, second = decode_json(b'{"Id":"a","Name":"x"}'), decode_json(b'{"Id":"b","Name":"y"}')
+    assert [field(first, "ID"), field(second, "ID"), field(second, "Image")] == ["a", "b", None]
+    assert field(first, "Image") is None and field(first, "name") == "x"
+    assert field(decode_json(b'{"ID":"c","Name":"z"}'), "id") == "c"
+    assert field(decode_json(b'{"Id":"d","Name":"w","Id":null}'), "ID") == "d"
+    assert field(decode_json(b'{"Id":"d","Name":"w","Id":null}'), "ID", nullable=True) is None
+    assert field(decode_json(b'{"Id":"e","id":"f"}'), "ID") == "f"
+
+
 def test_go_rule_the_last_key_reaching_a_field_wins() -> None:
     assert field(decode_json(b'{"ID":"a","id":"b"}'), "ID") == "b"
     assert field(decode_json(b'{"id":"b","ID":"a"}'), "ID") == "a"

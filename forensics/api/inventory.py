@@ -26,13 +26,15 @@ class Inventory:
     #: where the root was read when ROOT is an archive or disk image (the ``evidence`` key)
     evidence: dict[str, Any] | None = None
 
-    def document(self, reference: int | None = None) -> dict[str, Any]:
-        """The JSON document of the host (:func:`forensics.inventory.inventory_document`),
-        with, after its ``root``, the ``evidence`` key saying where in an archive or disk image
-        the root was read (nothing added for a directory)."""
+    def document(
+        self, reference: int | None = None, sections: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
+        """The JSON document of the host (:func:`forensics.inventory.inventory_document`; of
+        ``sections`` alone, when given), with, after its ``root``, the ``evidence`` key saying
+        where in an archive or disk image the root was read (nothing added for a directory)."""
         from forensics.inventory import inventory_document
 
-        doc = inventory_document(self.host, reference)
+        doc = inventory_document(self.host, reference, sections)
         if self.evidence is None:
             return doc
         out: dict[str, Any] = {}
@@ -47,6 +49,8 @@ def inventory(
     root: str,
     *,
     container: str | None = None,
+    sections: frozenset[str] = frozenset(),
+    tables: bool = False,
     long_lived: bool = False,
     containerd_root: str | None = None,
     pick: str | None = None,
@@ -57,15 +61,20 @@ def inventory(
     or a unique id prefix, as docker takes them), find that container too
     (:class:`~forensics.lookup.NoSuchContainer` if ROOT holds none or several), without
     reading the layers (nor the image sizes they hold), which a container's view does not
-    show. ``containerd_root``: the containerd root that goes with ROOT (else
+    show. ``sections`` (of ``images``, ``containers``, ``volumes``; none: all): read only what
+    those sections show (:func:`~forensics.stores.host.shown_sections`), for
+    :func:`~forensics.inventory.inventory_document` and ``inventory_text`` given the same
+    sections; ``tables``: only what the text tables print (``inventory_text``: no host
+    config, no mount record, of a layer its size), not what the JSON records show.
+    ``containerd_root``: the containerd root that goes with ROOT (else
     the one dockerd keeps under ROOT, or ROOT itself). ``long_lived``: the model lives as long
     as the process (a command's run), and the garbage collector is told to leave it alone.
     ``pick`` and ``notify``: as for :func:`~forensics.api.root.open_root` (ROOT an archive or
     disk image)."""
-    from forensics.stores.host import CONTAINERS, SHOWN  # the readers: not for --help
+    from forensics.stores.host import CONTAINERS, shown_sections  # the readers: not for --help
 
+    scope = shown_sections(sections, tables=tables) if container is None else CONTAINERS
     ev = open_root(root, pick=pick, notify=notify)
-    scope = SHOWN if container is None else CONTAINERS
     host = read_root(ev, open_containerd_root(containerd_root), scope)
     refuse_incomplete(ev)
     if long_lived:

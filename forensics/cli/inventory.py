@@ -31,6 +31,27 @@ from forensics.exitstatus import EXIT_OK
     metavar="ID|NAME",
     help="Show one container whole: a full id, its name, or a unique id prefix (as docker).",
 )
+@click.option(
+    "--images",
+    "sections",
+    flag_value="images",
+    multiple=True,
+    help="Show the images (docker images); with the others: those sections alone.",
+)
+@click.option(
+    "--containers",
+    "sections",
+    flag_value="containers",
+    multiple=True,
+    help="Show the containers (docker ps -a), reading no image config nor layer.",
+)
+@click.option(
+    "--volumes",
+    "sections",
+    flag_value="volumes",
+    multiple=True,
+    help="Show the volumes (docker volume ls).",
+)
 @reference_time_option(
     "Say times as docker would have at TIME (ISO 8601 with zone, or 'now'): "
     "'Exited (3) 2 hours ago'. Without it, times are absolute, in UTC."
@@ -43,6 +64,7 @@ def inventory(
     fmt: str,
     all_images: bool,
     wanted: str | None,
+    sections: tuple[str, ...],
     reference: int | None,
     no_trunc: bool,
     containerd_root: str | None,
@@ -55,9 +77,14 @@ def inventory(
     from forensics.jsonstream import json_chunks
     from forensics.report import to_json
 
+    if wanted is not None and sections:
+        raise click.UsageError("--container shows one container: not with a section option")
+    shown = frozenset(sections)
     found = api.inventory(
         root,
         container=wanted,
+        sections=shown,
+        tables=fmt == "text",
         long_lived=True,
         containerd_root=containerd_root,
         pick=pick,
@@ -70,7 +97,10 @@ def inventory(
         emit(container_text(host, container, reference))
     elif fmt == "json":
         # the model's values are typed: no float to render
-        emit_chunks(json_chunks(found.document(reference), floats=False))
+        emit_chunks(json_chunks(found.document(reference, shown), floats=False))
     else:
-        emit(inventory_text(host, now=reference, all_images=all_images, no_trunc=no_trunc))
+        text = inventory_text(
+            host, now=reference, all_images=all_images, no_trunc=no_trunc, sections=shown
+        )
+        emit(text)
     return EXIT_OK

@@ -74,9 +74,9 @@ class GoObject(dict[str, Any]):
     __slots__ = ("_folded", "pairs")
 
     pairs: list[tuple[str, Any]]
-    #: how :func:`field` looks keys up, worked out on first use: :data:`_PLAIN` when no two keys
-    #: fold alike (a lookup is then a dict lookup), else folded key → (last value, last value
-    #: that is not null)
+    #: how :func:`field` looks keys up, worked out on first use: the :class:`_Names` of the
+    #: object's keys when no key repeats and no two fold alike (nearly always: a lookup is
+    #: then a dict lookup), else folded key → (last value, last value that is not null)
     _folded: Any
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -91,12 +91,41 @@ def go_object(pairs: list[tuple[str, Any]]) -> GoObject:
     return obj
 
 
+class _Names(dict[str, Any]):
+    """The field names asked of objects that have one set of keys (in one order), each to the
+    key that sets it (or None): an object's keys are looked at once per set of keys, not once
+    per object. Made only for keys that are ASCII and of which no two fold alike, so that a
+    name folds to at most one of them."""
+
+    __slots__ = ("keys_",)
+
+    keys_: tuple[str, ...]
+
+    def resolve(self, name: str) -> str | None:
+        low = name.lower()
+        key = next((k for k in self.keys_ if k.lower() == low), None)
+        self[name] = key
+        return key
+
+
+#: the :class:`_Names` of each set of keys met (None: keys that need the folded table); a
+#: root of many odd objects stops adding at _SHAPES_KEPT and works the others out per object
+_SHAPES: dict[tuple[str, ...], _Names | None] = {}
+_SHAPES_KEPT = 4096
+
+
 def _lookup_table(obj: GoObject) -> Any:
-    """:data:`_PLAIN` when every key is ASCII, none repeats and none folds like another (nearly
-    always: then ``obj[name]`` is the field); else the table of folded keys."""
-    if len(obj) == len(obj.pairs) and "".join(obj).isascii():
-        if len({key.lower() for key in obj}) == len(obj):
-            return _PLAIN
+    """The object's :class:`_Names` when every key is ASCII, none repeats and none folds like
+    another (nearly always); else the table of folded keys."""
+    if len(obj) == len(obj.pairs):
+        keys = tuple(obj)
+        names = _SHAPES.get(keys, _MISSING)
+        if names is _MISSING:
+            names = _names_of(keys)
+            if len(_SHAPES) < _SHAPES_KEPT:
+                _SHAPES[keys] = names
+        if names is not None:
+            return names
     table: dict[str, tuple[Any, Any]] = {}
     for key, value in obj.pairs:
         name = fold_key(key)
@@ -107,8 +136,15 @@ def _lookup_table(obj: GoObject) -> Any:
     return table
 
 
+def _names_of(keys: tuple[str, ...]) -> _Names | None:
+    if not "".join(keys).isascii() or len({key.lower() for key in keys}) != len(keys):
+        return None
+    names = _Names()
+    names.keys_ = keys
+    return names
+
+
 _MISSING: Any = object()
-_PLAIN: Any = object()
 
 #: the two non-ASCII letters whose simple case folding reaches an ASCII letter (Go's orbits
 #: k → K (U+212A KELVIN SIGN) and s → ſ (U+017F LATIN SMALL LETTER LONG S)); no other non-ASCII
@@ -140,12 +176,11 @@ def field(obj: Any, name: str, *, nullable: bool = False) -> Any:
     table = getattr(obj, "_folded", None)
     if table is None:
         table = obj._folded = _lookup_table(obj)
-    if table is _PLAIN:
-        value = obj.get(name, _MISSING)
-        if value is _MISSING:  # spelled in another case, or absent
-            low = name.lower()
-            value = next((v for k, v in obj.items() if k.lower() == low), None)
-        return value
+    if table.__class__ is _Names:  # one key at most sets the field: a null is a null
+        key = table.get(name, _MISSING)
+        if key is _MISSING:
+            key = table.resolve(name)
+        return None if key is None else obj[key]
     found = table.get(name.lower())
     if found is None:
         return None

@@ -33,11 +33,13 @@ from forensics.stores.runconfig import run_config_of
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
-def read_containers(ev: Evidence, host: Host) -> None:
-    start_containers(ev, host)()
+def read_containers(ev: Evidence, host: Host, *, host_configs: bool = True) -> None:
+    """Every container of ``containers/``; without ``host_configs`` their ``hostconfig.json``
+    is not read (the details it holds are then left empty: a view that prints none)."""
+    start_containers(ev, host, host_configs=host_configs)()
 
 
-def start_containers(ev: Evidence, host: Host) -> Callable[[], None]:
+def start_containers(ev: Evidence, host: Host, *, host_configs: bool = True) -> Callable[[], None]:
     """Start reading ``containers/`` into ``host`` (handed to the helpers when there are
     many); the function returned finishes it."""
     base = "containers"
@@ -50,7 +52,7 @@ def start_containers(ev: Evidence, host: Host) -> Callable[[], None]:
             host.add_leftover("containers-stray", f"{base}/{name}")
     del entries
 
-    read = map_entries(ev, partial(_read_container_in, base), names)
+    read = map_entries(ev, partial(_read_container_in, base, host_configs), names)
 
     def finish() -> None:
         for container in track(read, "containers", total=len(names)):
@@ -59,23 +61,27 @@ def start_containers(ev: Evidence, host: Host) -> Callable[[], None]:
     return finish
 
 
-def _read_container_in(base: str, ev: Evidence, name: str) -> Container:
-    return read_container(ev, f"{base}/{name}", name)
+def _read_container_in(base: str, host_configs: bool, ev: Evidence, name: str) -> Container:
+    return read_container(ev, f"{base}/{name}", name, host_configs=host_configs)
 
 
-def read_container(ev: Evidence, rel: str, cid: str, *, legacy_era: bool = False) -> Container:
+def read_container(
+    ev: Evidence, rel: str, cid: str, *, legacy_era: bool = False, host_configs: bool = True
+) -> Container:
     """The container in ``rel``; ``legacy_era`` reads the 1.8/1.9 ``config.json`` of a root that
     was migrated to 1.10+ (which then holds both configs)."""
     container = Container(id=cid, path=rel, config_file=f"{rel}/config.v2.json")
     try:
         with ev.opendir(rel) as d:
-            _read_container_files(d, container, legacy_era)
+            _read_container_files(d, container, legacy_era, host_configs)
     except ReadFailure as failure:
         container.problems["config"] = Problem(rel, failure.kind, failure.detail)
     return container
 
 
-def _read_container_files(d: DirHandle, container: Container, legacy_era: bool) -> None:
+def _read_container_files(
+    d: DirHandle, container: Container, legacy_era: bool, host_configs: bool = True
+) -> None:
     entries = d.types
     container.leftovers = tuple(d.path_of(n) for n in sorted(entries) if n.startswith(".tmp-"))
     legacy = "config.json" in entries and (legacy_era or "config.v2.json" not in entries)
@@ -83,8 +89,10 @@ def _read_container_files(d: DirHandle, container: Container, legacy_era: bool) 
     container.config_file = d.path_of(config_name)
     config = read_json_object(d, config_name, container.problems, "config")
     _share_config_path(container)
-    hostconfig = read_json_object(
-        d, "hostconfig.json", container.problems, "hostconfig", optional=True
+    hostconfig = (
+        read_json_object(d, "hostconfig.json", container.problems, "hostconfig", optional=True)
+        if host_configs
+        else None
     )
     if config is not None and not legacy:
         _judge_types(config, CONTAINER, container, "config", container.config_file)

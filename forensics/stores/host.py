@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from sys import intern
 
 from forensics.drivers import (
     CONTAINERD_OVERLAYFS,
@@ -27,12 +28,12 @@ from forensics.drivers import (
 from forensics.evidence import Evidence
 from forensics.formats.ids import DRIVER_NAME, is_hex64
 from forensics.heap import no_cycle_collection
-from forensics.model import Host
+from forensics.model import Container, Host, share_run_config
 from forensics.parallel import shared_workers
 from forensics.stores.aufs import read_aufs
 from forensics.stores.buildkit import read_buildkit, record_buildkit
 from forensics.stores.containerd_host import attach_containerd, containerd_note
-from forensics.stores.containers import read_container, start_containers
+from forensics.stores.containers import read_container, read_containers, start_containers
 from forensics.stores.devicemapper import read_devicemapper
 from forensics.stores.dockerroot import is_docker_root
 from forensics.stores.imagestore import start_image_store, store_has_content
@@ -88,11 +89,44 @@ class Scope:
     layers: bool = True
     #: the names probed for the checks only (a layerdb entry's tar-split)
     probes: bool = True
+    #: the image store's images and tags (``repositories.json``, ``imagedb/``, the layerdb
+    #: entries when ``layers``; a legacy ``graph/``), and the 1.8/1.9 store of a migrated root
+    images: bool = True
+    #: the containers' directories and their mount records (``layerdb/mounts/``); without
+    #: them the containers' configs are read only when the layout cannot be told otherwise
+    containers: bool = True
+    #: the local volumes (``volumes/``)
+    volumes: bool = True
+    #: what only the records show, not the text tables: the containers' host configs and
+    #: mount records, the layers' DiffIDs, cache ids and parents (without: a layer's size)
+    details: bool = True
 
 
 EVERYTHING = Scope()
 SHOWN = Scope(driver_dirs=False, probes=False)
 CONTAINERS = Scope(driver_dirs=False, layers=False, probes=False)
+#: what each section of the inventory shows, read alone (``inventory --images`` …)
+SECTIONS = ("images", "containers", "volumes")
+
+
+def shown_sections(sections: frozenset[str], *, tables: bool = False) -> Scope:
+    """What inventory reads to show ``sections`` (of :data:`SECTIONS`; none: every one):
+    ``docker ps -a``'s view reads no image config nor layer, ``docker images``' no container,
+    ``docker volume ls``' neither. ``tables``: only what the text tables print (no host
+    config, no mount record, of a layer its size)."""
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"no such inventory section: {', '.join(sorted(unknown))}")
+    if not sections and not tables:
+        return SHOWN
+    return Scope(
+        driver_dirs=False,
+        probes=False,
+        images=not sections or "images" in sections,
+        containers=not sections or "containers" in sections,
+        volumes=not sections or "volumes" in sections,
+        details=not tables,
+    )
 
 
 def read_host(ev: Evidence, containerd: Evidence | None = None, scope: Scope = EVERYTHING) -> Host:
@@ -105,35 +139,73 @@ def read_host(ev: Evidence, containerd: Evidence | None = None, scope: Scope = E
 
 def _read_host(ev: Evidence, containerd: Evidence | None, scope: Scope) -> Host:
     host = Host(root=str(ev.root))
-    finish_containers = start_containers(ev, host)
+    finish_containers = (
+        start_containers(ev, host, host_configs=scope.details) if scope.containers else None
+    )
     contents = store_contents(ev)  # listed while the helpers read the containers
-    finish_containers()
-    found = detect_layout(ev, host, contents)
+    if finish_containers is not None:
+        finish_containers()
+        _share_container_strings(host)
+    found = detect_layout(ev, host, contents, partial(_containers_for_votes, ev, host, scope))
     host.layout, host.driver, host.stale_stores = found.layout, found.driver, found.stale_stores
     if found.layout == "modern" and found.store:
         finish_store = start_image_store(
-            ev, host, found.store, layers=scope.layers, probes=scope.probes, listed=found.listed
+            ev,
+            host,
+            found.store,
+            images=scope.images,
+            layers=scope.layers and scope.images,
+            mounts=scope.containers and scope.details,
+            probes=scope.probes,
+            sizes_only=not scope.details,
+            listed=found.listed,
         )
         finish_driver = _start_driver(ev, host, found.driver, scope)
         finish_store()
+        share_layer_ids(host)
         _modern_container_layers(host)
         if any(is_hex64(name) for name in ev.listdir_or_empty("graph")):
-            host.legacy = read_legacy_era(ev, host)
+            host.legacy = (
+                read_legacy_era(ev, host, scope.containers) if scope.images else _unread_era(host)
+            )
         finish_driver()
     elif found.layout == "legacy":
-        read_graph(ev, host)
-        read_repositories(ev, host, found.driver)
-        read_linkgraph(ev, host)
-        _legacy_container_layers(host)
+        host.image_store = "graph"
+        if scope.images:
+            read_graph(ev, host)
+            read_repositories(ev, host, found.driver)
+        if scope.containers:
+            read_linkgraph(ev, host)
+            _legacy_container_layers(host)
         _start_driver(ev, host, found.driver, scope)()
     elif found.driver:
         _start_driver(ev, host, found.driver, scope)()
-    read_volumes(ev, host)
+    if scope.volumes:
+        read_volumes(ev, host)
     if scope.driver_dirs:
         _read_buildkit(ev, host)
     attach_containerd(ev, host, containerd)
+    if host.containerd is not None and scope.images and not scope.containers:
+        # the containerd store's view of Docker's images names them
+        read_containers(ev, host, host_configs=scope.details)
     _note_layout(ev, host)
     return host
+
+
+def _containers_for_votes(ev: Evidence, host: Host, scope: Scope) -> dict[str, Container]:
+    """The containers whose ``Driver`` the layout detection weighs: those read already, or,
+    outside ``scope``, read now for that alone (only when the stores cannot tell)."""
+    if scope.containers:
+        return host.containers
+    apart = Host(root=host.root)
+    read_containers(ev, apart)
+    return apart.containers
+
+
+def _unread_era(host: Host) -> Host:
+    """The 1.8/1.9 store of a migrated root, present but not read (its images are not asked
+    for): the layout's note still says it is there."""
+    return Host(root=host.root, layout="legacy", driver=host.driver)
 
 
 def _read_buildkit(ev: Evidence, host: Host) -> None:
@@ -144,13 +216,17 @@ def _read_buildkit(ev: Evidence, host: Host) -> None:
         record_buildkit(ev, host, sorted(host.driver_dirs))
 
 
-def read_legacy_era(ev: Evidence, host: Host) -> Host:
+def read_legacy_era(ev: Evidence, host: Host, containers_read: bool = True) -> Host:
     """The 1.8/1.9 store that a migration to 1.10+ left beside the modern one: graph/, its tags,
-    the containers' config.json, the names of linkgraph.db and the migration's bookkeeping."""
+    the containers' config.json, the names of linkgraph.db and the migration's bookkeeping.
+    ``containers_read``: ``host`` holds the containers (else their directories are listed)."""
     legacy = Host(root=host.root, layout="legacy", driver=host.driver)
     legacy.driver_dirs = host.driver_dirs
     legacy.devices = host.devices
-    for cid in host.containers:
+    ids = host.containers if containers_read else sorted(ev.listdir_or_empty("containers"))
+    for cid in ids:
+        if not containers_read and not is_hex64(cid):
+            continue
         rel = f"containers/{cid}"
         if ev.exists(f"{rel}/config.json"):
             legacy.containers[cid] = read_container(ev, rel, cid, legacy_era=True)
@@ -174,11 +250,24 @@ def store_contents(ev: Evidence) -> StoreContents:
     return stores, listed
 
 
-def detect_layout(ev: Evidence, host: Host, contents: StoreContents | None = None) -> Detection:
-    """The layout of ROOT, its driver and its image store; ``contents``: what
-    :func:`store_contents` found, when it was called already."""
-    votes = Counter(c.driver for c in host.containers.values() if c.driver is not None)
+def detect_layout(
+    ev: Evidence,
+    host: Host,
+    contents: StoreContents | None = None,
+    containers: Callable[[], dict[str, Container]] | None = None,
+) -> Detection:
+    """The layout of ROOT, its driver and its image store. ``contents``: what
+    :func:`store_contents` found, when it was called already; ``containers``: gives the
+    containers whose ``Driver`` votes (default: ``host``'s), asked only when the image stores
+    alone cannot tell."""
     stores, listed = store_contents(ev) if contents is None else contents
+    with_content = [name for name, count in stores.items() if count]
+    if len(with_content) == 1:  # the one store that holds anything is in use, whatever the votes
+        driver = with_content[0]
+        stale = sorted(f"image/{name}" for name in stores if name != driver)
+        return Detection("modern", driver, f"image/{driver}", stale, listed)
+    voters = containers() if containers is not None else host.containers
+    votes = Counter(c.driver for c in voters.values() if c.driver is not None)
     used = [name for name, count in stores.items() if count] + [d for d in votes if d in stores]
     if used:
         driver = used[0]
@@ -196,7 +285,7 @@ def detect_layout(ev: Evidence, host: Host, contents: StoreContents | None = Non
         driver = max(stores, key=lambda d: (_driver_has_data(ev, d), -_priority(d)))
         stale = sorted(f"image/{name}" for name in stores if name != driver)
         return Detection("modern", driver, f"image/{driver}", stale, listed)
-    if host.containers or ev.is_dir("graph"):
+    if voters or ev.is_dir("graph"):
         return Detection("legacy", _legacy_driver(ev, votes))
     return Detection("empty" if _looks_like_docker(ev) else "unknown", None)
 
@@ -259,6 +348,34 @@ def _start_driver(ev: Evidence, host: Host, driver: str | None, scope: Scope) ->
 
 def _nothing() -> None:
     """A driver without a row, or outside the scope: nothing of it is read."""
+
+
+def _share_container_strings(host: Host) -> None:
+    """The containers' repeated strings made one object each (``sys.intern``): their run
+    configurations, image names, drivers, log drivers and network modes. Done before the
+    image store is read, which then reuses the memory of the copies."""
+    for container in host.containers.values():
+        share_run_config(container.run_config)
+        if container.image is not None:
+            container.image = intern(container.image)
+        if container.driver is not None:
+            container.driver = intern(container.driver)
+        details = container.details
+        if details is not None and details.log_driver is not None:
+            details.log_driver = intern(details.log_driver)
+        if details is not None and details.network_mode is not None:
+            details.network_mode = intern(details.network_mode)
+
+
+def share_layer_ids(host: Host) -> None:
+    """One string per layer id: the layers' parents made the same objects as the parents' own
+    ids (the images' chains and DiffIDs are shared as they are taken in:
+    :func:`forensics.stores.imagestore.share_image_ids`)."""
+    layers = host.layers
+    for layer in layers.values():
+        parent = layers.get(layer.parent) if layer.parent is not None else None
+        if parent is not None:
+            layer.parent = parent.id
 
 
 def _modern_container_layers(host: Host) -> None:
