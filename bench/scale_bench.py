@@ -10,13 +10,18 @@ the default grows the containers with the layers held at 20,000, and
 ``--layers 5000 20000 50000 --containers 1250 5000 12500`` grows both as the default host's
 shape does (one container for every four layers).
 
-For each size, ``verify --format json``, ``inventory --format json`` and ``inventory`` (text) run
-``--repeat`` times, interleaved, each in a fresh process: best and median wall time, CPU time
-(user + sys of the process and the helpers it waited for, from ``os.wait4``) and peak RSS
-(``ru_maxrss``). Then, step by step, each figure's growth divided by the growth in objects
-(containers + layers + images): ≤ 1.0 is "no worse than linear"; and, while the layers are held
-fixed, what each added container cost (CPU ms and KiB of peak RSS per container), which stays
-flat when growth is linear.
+For each size, after one untimed ``verify`` that brings the host into the page cache,
+``verify --format json``, ``inventory --format json`` and ``inventory`` (text) run ``--repeat``
+times, interleaved, each in a fresh process: best and median wall time, CPU time (user + sys of
+the process and the helpers it waited for, from ``os.wait4``; the run with the least), peak RSS
+(``ru_maxrss``) and what the machine read from disk meanwhile (``pgpgin``: not zero means the
+host did not stay in the cache, and the system time then grows).
+
+Then, step by step, each figure's growth divided by the growth in objects (containers + layers +
+images): ≤ 1.0 is "no worse than linear" when every object costs alike; and, while the layers
+are held fixed, what each added container cost (CPU ms and KiB of peak RSS per container) and
+that cost divided by the step before's: it stays near 1.0 when growth is linear, also where a
+container costs more than a layer (which lifts the first ratio above 1.0 on that axis).
 
 Before a host is generated, its size is estimated from what one container and one layer of
 make_host.py take on ext4 (measured: ≈ 143 KiB and 43 inodes per container, ≈ 65 KiB per layer);
@@ -56,10 +61,16 @@ COMMANDS = (
 @dataclass
 class Run:
     wall: float
-    cpu: float
+    user: float
+    sys: float
     peak_kib: int
     rc: int
     stdout: Path
+    read_kib: int
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.sys
 
 
 @dataclass
@@ -80,8 +91,15 @@ class Size:
     def median(self, label: str) -> float:
         return statistics.median(run.wall for run in self.runs[label])
 
+    def fastest(self, label: str) -> Run:
+        """The run with the least CPU time (the one least disturbed by other work)."""
+        return min(self.runs[label], key=lambda run: run.cpu)
+
     def cpu(self, label: str) -> float:
-        return min(run.cpu for run in self.runs[label])
+        return self.fastest(label).cpu
+
+    def read_mib(self, label: str) -> float:
+        return max(run.read_kib for run in self.runs[label]) / 1024
 
     def peak_mib(self, label: str) -> float:
         return max(run.peak_kib for run in self.runs[label]) / 1024
@@ -136,15 +154,35 @@ def check_room(containers: int, layers: int, seed: int, min_free_gb: float) -> N
         )
 
 
+def pages_read_kib() -> int:
+    """KiB the whole machine has read from its disks so far (``pgpgin`` of /proc/vmstat)."""
+    try:
+        with open("/proc/vmstat") as stats:
+            return next(int(line.split()[1]) for line in stats if line.startswith("pgpgin "))
+    except (OSError, StopIteration):
+        return 0
+
+
 def measure(argv: list[str], out: Path) -> Run:
-    """One run in a fresh process: wall clock around it, CPU time and peak RSS from wait4."""
+    """One run in a fresh process: wall clock around it, CPU time and peak RSS from wait4, and
+    what the machine read from disk meanwhile (nonzero when the host was not in the cache)."""
     with out.open("wb") as sink:
+        read_before = pages_read_kib()
         start = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
-    cpu = usage.ru_utime + usage.ru_stime
-    return Run(wall, cpu, usage.ru_maxrss, os.waitstatus_to_exitcode(status), out)
+        read = pages_read_kib() - read_before
+    rc = os.waitstatus_to_exitcode(status)
+    return Run(wall, usage.ru_utime, usage.ru_stime, usage.ru_maxrss, rc, out, read)
+
+
+def warm_up(ours: list[str], root: Path) -> None:
+    """Write back a just generated host and read it once, untimed: every size is measured
+    from the page cache (a host written moments before still has gigabytes in writeback)."""
+    os.sync()
+    with open(os.devnull, "wb") as sink:
+        subprocess.run([*ours, "verify", str(root), "--format", "json"], stdout=sink, check=False)
 
 
 def count_images(root: Path) -> int:
@@ -192,9 +230,11 @@ def print_size(size: Size) -> None:
         f"({size.objects:,} objects), load {size.load[0]:.1f} → {size.load[1]:.1f}"
     )
     for label, _ in COMMANDS:
+        fastest = size.fastest(label)
         print(
-            f"  {label:<15} best {size.best(label):7.2f} s  median {size.median(label):7.2f} s  "
-            f"CPU {size.cpu(label):7.2f} s  peak {size.peak_mib(label):7.1f} MiB",
+            f"  {label:<15} best {size.best(label):6.2f} s  median {size.median(label):6.2f} s"
+            f"  CPU {fastest.cpu:6.2f} s (user {fastest.user:6.2f})"
+            f"  peak {size.peak_mib(label):6.1f} MiB  disk read {size.read_mib(label):6.1f} MiB",
             flush=True,
         )
 
@@ -204,10 +244,13 @@ def mark(ratio: float) -> str:
 
 
 def print_growth(sizes: list[Size]) -> None:
-    """Each step's growth in time and memory, divided by its growth in objects."""
+    """Each step's growth in time and memory, divided by its growth in objects; while the
+    layers are held, what each added container cost, and that cost against the step before
+    (a per-container cost that rises from step to step is growth worse than linear)."""
     print("\ngrowth per step ÷ growth in objects (≤ 1.0 = no worse than linear; ! = above)")
     print(f"{'step':<26}{'command':<16}{'objects':>8}  {'wall':>7}{'CPU':>7}{'peak':>7}", end="")
-    print(f"{'CPU ms/ctr':>12}{'KiB/ctr':>9}")
+    print(f"{'CPU ms/ctr':>12}{'÷ before':>9}{'KiB/ctr':>9}{'÷ before':>9}")
+    before: dict[str, tuple[float, float]] = {}
     for prev, cur in zip(sizes, sizes[1:], strict=False):
         grow = cur.objects / prev.objects
         step = f"{prev.containers:,}c/{prev.layers:,}l → {cur.containers:,}c"
@@ -220,8 +263,15 @@ def print_growth(sizes: list[Size]) -> None:
             if cur.layers == prev.layers and added > 0:
                 ms = (cur.cpu(label) - prev.cpu(label)) * 1000 / added
                 kib = (cur.peak_mib(label) - prev.peak_mib(label)) * 1024 / added
-                line += f"{ms:12.3f}{kib:9.2f}"
+                ms_before, kib_before = before.get(label, (0.0, 0.0))
+                line += f"{ms:12.3f}{ratio_text(ms, ms_before)}{kib:9.2f}"
+                line += ratio_text(kib, kib_before)
+                before[label] = (ms, kib)
             print(line)
+
+
+def ratio_text(now: float, earlier: float) -> str:
+    return f"{now / earlier:9.2f}" if earlier > 0 else f"{'':9}"
 
 
 def save(sizes: list[Size]) -> Path:
@@ -237,6 +287,8 @@ def save(sizes: list[Size]) -> Path:
                     "best_s": s.best(label),
                     "median_s": s.median(label),
                     "cpu_s": s.cpu(label),
+                    "user_s": s.fastest(label).user,
+                    "disk_read_mib": s.read_mib(label),
                     "peak_mib": s.peak_mib(label),
                     "rc": [r.rc for r in s.runs[label]],
                 }
@@ -260,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         check_room(containers, layers, args.seed, args.min_free_gb)
         root = ensure_host(containers, layers, args.seed, fresh=False)
         size = Size(containers, layers, count_images(root))
+        warm_up(ours, root)
         measure_size(ours, size, root, args.repeat)
         print_size(size)
         sizes.append(size)
