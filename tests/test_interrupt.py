@@ -95,3 +95,21 @@ def test_a_library_import_leaves_ctrl_c_to_python() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert (out.returncode, out.stdout) == (0, "caught\n"), out.stderr
+
+
+def test_an_interrupt_that_python_wrapped_exits_32(monkeypatch, capsys) -> None:
+    """Ctrl-C while a module defines a dataclass reaches us as ``RuntimeError: Error calling
+    __set_name__ …`` with the KeyboardInterrupt as its cause: still "interrupted", exit 32."""
+    from forensics.cli import app
+
+    def wrapped(*args: object, **kwargs: object) -> int:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance") from interrupt
+
+    monkeypatch.setattr(app.cli, "main", wrapped)
+    with pytest.raises(SystemExit) as ended:
+        app.main(["verify", "/nonexistent"])
+    assert ended.value.code == 32
+    assert capsys.readouterr().err == "docker-forensics: interrupted\n"

@@ -158,12 +158,29 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("docker-forensics: interrupted", err=True)
         status = EXIT_INTERRUPTED
     except Exception as exc:  # a bug: say so in one line, and show the trace only on request
-        if os.environ.get("DOCKER_FORENSICS_DEBUG", "").lower() in ("1", "true", "yes"):
+        if _caused_by_interrupt(exc):
+            click.echo("docker-forensics: interrupted", err=True)
+            status = EXIT_INTERRUPTED
+        elif os.environ.get("DOCKER_FORENSICS_DEBUG", "").lower() in ("1", "true", "yes"):
             raise
-        click.echo(
-            printable(f"docker-forensics: internal error: {type(exc).__name__}: {exc}"), err=True
-        )
-        click.echo("(set DOCKER_FORENSICS_DEBUG=1 to see the traceback)", err=True)
-        status = EXIT_OPERATIONAL
+        else:
+            message = f"docker-forensics: internal error: {type(exc).__name__}: {exc}"
+            click.echo(printable(message), err=True)
+            click.echo("(set DOCKER_FORENSICS_DEBUG=1 to see the traceback)", err=True)
+            status = EXIT_OPERATIONAL
     code = status if isinstance(status, int) else EXIT_OK
     sys.exit(code)
+
+
+def _caused_by_interrupt(exc: BaseException) -> bool:
+    """True when a ``KeyboardInterrupt`` is behind ``exc``: Python wraps one raised while a
+    class is being made (``RuntimeError: Error calling __set_name__ …``, a dataclass defined
+    while a module is imported), and Ctrl-C then must still say "interrupted"."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
