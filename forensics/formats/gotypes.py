@@ -146,8 +146,6 @@ def first_type_error(value: Any, schema: GoType) -> RefusedValue | None:
 
     Nearly every document fits: it is judged by :func:`_fits` (no path is built), and only a
     document that does not is walked again to say where (:func:`_check`)."""
-    if _fits(schema)(value):
-        return None
     return _check(value, schema, "")
 
 
@@ -164,7 +162,7 @@ def _fits(kind: GoType) -> Fits:
     """The test that ``value`` fits ``kind`` (the same rules as :func:`_check`)."""
     found = _COMPILED.get(id(kind))
     if found is None:
-        found = _COMPILED[id(kind)] = (kind, _compile(kind))  # the kind kept: its id stays its
+        found = _COMPILED[id(kind)] = (kind, _compile(kind))  # kind kept: its id is not reused
     return found[1]
 
 
@@ -196,7 +194,13 @@ def _compile(kind: GoType) -> Fits:
         return lambda v: v is None or v is True or v is False
     if kind is TIME:
         return lambda v: v is None or (type(v) is str and is_rfc3339(v))
-    return lambda v: v is None or _scalar_fits(v, kind)
+    if kind is STRING_OR_STRINGS:
+        return lambda v: (
+            v is None
+            or type(v) is str
+            or (type(v) is list and all(type(x) is str or x is None for x in v))
+        )
+    raise AssertionError(f"unknown Go type {kind!r}")
 
 
 def _compile_struct(kind: Struct) -> Fits:
@@ -233,69 +237,35 @@ def _compile_struct(kind: Struct) -> Fits:
 
 
 def _check(value: Any, kind: GoType, where: str) -> RefusedValue | None:
-    if value is None or kind is ANY:
+    """Where ``value`` fails the compiled test of ``kind``: the first part of it (in document
+    order) that fails its own, or ``value`` itself; None when it passes. The rules are the
+    compiled tests' alone: this only finds the place."""
+    if _fits(kind)(value):
         return None
-    if isinstance(kind, Struct):
-        return _check_struct(value, kind, where)
-    if isinstance(kind, Map):
-        if not isinstance(value, dict):
-            return _refused(value, kind, where)
+    if isinstance(kind, Struct) and isinstance(value, dict):
         for key, item in _pairs(value):
-            error = _check(item, kind.elem, f"{where}[{key!r}]")
-            if error:
-                return error
-        return None
-    if isinstance(kind, Slice):
-        if not isinstance(value, list):
-            return _refused(value, kind, where)
-        return _check_items(value, kind.elem, where)
-    return None if _scalar_fits(value, kind) else _refused(value, kind, where)
-
-
-def _check_struct(value: Any, kind: Struct, where: str) -> RefusedValue | None:
-    if not isinstance(value, dict):
-        return _refused(value, kind, where)
-    for key, item in _pairs(value):
-        found = kind.by_folded.get(fold_key(key))
-        if found is None:
-            continue  # no field of that name: Go skips the value unread
-        name, field_kind = found
-        error = _check(item, field_kind, f"{where}.{name}" if where else name)
-        if error:
-            return error
-    return None
-
-
-def _check_items(items: list[Any], elem: GoType, where: str) -> RefusedValue | None:
-    for index, item in enumerate(items):
-        error = _check(item, elem, f"{where}[{index}]")
-        if error:
-            return error
-    return None
+            found = kind.by_folded.get(fold_key(key))
+            if found is not None:
+                name, field_kind = found
+                refused = _check(item, field_kind, f"{where}.{name}" if where else name)
+                if refused:
+                    return refused
+    elif isinstance(kind, Map) and isinstance(value, dict):
+        for key, item in _pairs(value):
+            refused = _check(item, kind.elem, f"{where}[{key!r}]")
+            if refused:
+                return refused
+    elif isinstance(kind, Slice) and isinstance(value, list):
+        for index, item in enumerate(value):
+            refused = _check(item, kind.elem, f"{where}[{index}]")
+            if refused:
+                return refused
+    return _refused(value, kind, where)
 
 
 def _pairs(obj: dict[str, Any]) -> list[tuple[str, Any]]:
     """Every key with its value in document order (repeated keys too: Go decodes each)."""
     return obj.pairs if isinstance(obj, GoObject) else list(obj.items())
-
-
-def _scalar_fits(value: Any, kind: GoType) -> bool:
-    if isinstance(kind, Int):
-        limit = 1 << (kind.bits - 1)
-        return type(value) is int and -limit <= value < limit
-    if isinstance(kind, Uint):
-        return type(value) is int and 0 <= value < (1 << kind.bits)
-    if kind is STRING:
-        return isinstance(value, str)
-    if kind is BOOL:
-        return isinstance(value, bool)
-    if kind is TIME:
-        return isinstance(value, str) and is_rfc3339(value)
-    if kind is STRING_OR_STRINGS:
-        if isinstance(value, str):
-            return True
-        return isinstance(value, list) and all(v is None or isinstance(v, str) for v in value)
-    raise AssertionError(f"unknown Go type {kind!r}")
 
 
 def _refused(value: Any, kind: GoType, where: str) -> RefusedValue:
