@@ -109,7 +109,8 @@ KEYS = ("State", "Config", "Image", "Name", "ID", "MountPoints", "Path", "Args",
         "size", "transaction_id", "initialized", "deleted", "Repositories", "created", "os",
         "architecture", "parent", "parent_id", "id", "layer_id", "empty_layer", "Destination",
         "Type", "Source", "next_device_id", "BaseDeviceUUID", "BaseDeviceFilesystem",
-        "open_transaction_id", "device_hash")  # fmt: skip
+        "open_transaction_id", "device_hash", "RestartCount", "Env", "Cmd", "Labels", "Memory",
+        "PortBindings", "RestartPolicy", "HostPort", "Binds", "CapAdd", "ConsoleSize")  # fmt: skip
 
 
 def json_key(draw: Draw) -> str:
@@ -281,6 +282,20 @@ def json_shapes(draw: Draw, kind: str | None = None) -> None:
         _fill_image(Image(id="i", path="i"), doc)
     else:
         _fill_device(Device(hash="h", path="h"), doc)
+
+
+def go_types(draw: Draw) -> None:
+    """The Go type judgement of a container's config and host config, on documents of any
+    shape: it never fails, and it names a place exactly when the document does not fit."""
+    from forensics.formats.gotypes import _fits, first_type_error
+    from forensics.stores.container_types import CONTAINER, HOST_CONFIG
+
+    schema = draw.choice((CONTAINER, HOST_CONFIG))
+    doc = shaped(draw) if draw.integer(0, 3) else json_value(draw)
+    refused = first_type_error(doc, schema)
+    assert (refused is None) == _fits(schema)(doc)
+    if refused is not None:
+        assert str(refused) and refused.where
 
 
 @dataclass(frozen=True)
@@ -849,6 +864,7 @@ def _evidence(name: str) -> Callable[[Draw], None]:
 _ALL = (
     Target("json-bytes", json_any_bytes, "any bytes through decode_json", 400),
     Target("go-json", go_json, "Docker's keys respelled, bad UTF-8 in a string: Go's reading"),
+    Target("go-types", go_types, "container configs of any shape judged by Go's field types"),
     Target("value-readers", value_readers, "any bytes as a value file and a JSON object", 200),
     Target("json-shapes", json_shapes, "JSON of any shape taken apart (container, image, device)"),
     Target("json-files", json_files, "every JSON file kind through its store reader"),

@@ -32,6 +32,11 @@ def test_container_config_shapes(data: st.DataObject) -> None:
 
 
 @given(st.data())
+def test_go_field_types(data: st.DataObject) -> None:
+    targets.go_types(HypothesisDraw(data))
+
+
+@given(st.data())
 def test_image_config_shapes(data: st.DataObject) -> None:
     targets.json_shapes(HypothesisDraw(data), "image")
 
